@@ -1,0 +1,209 @@
+//! NIfTI-1 writer (.nii or .nii.gz) with both sform and qform set from the
+//! volume geometry in RAS, the convention of ITK/SimpleITK, dicom2nifti and
+//! nibabel. Voxel order is kept as loaded (i = DICOM column, j = row, k = slice
+//! along the normal), as ITK writes a DICOM series.
+
+use std::io::{BufWriter, Write};
+use std::path::Path;
+
+use flate2::Compression;
+use flate2::write::GzEncoder;
+
+use crate::volume::{Geometry, Volume};
+
+/// Voxel types NIfTI can hold.
+pub trait NiftiScalar: Copy {
+    /// NIfTI datatype code.
+    const DATATYPE: i16;
+    /// Bits per voxel.
+    const BITPIX: i16;
+    /// Appends the little-endian bytes of `self`.
+    fn put(self, out: &mut Vec<u8>);
+}
+
+macro_rules! scalar {
+    ($t:ty, $code:expr) => {
+        impl NiftiScalar for $t {
+            const DATATYPE: i16 = $code;
+            const BITPIX: i16 = (std::mem::size_of::<$t>() * 8) as i16;
+            fn put(self, out: &mut Vec<u8>) {
+                out.extend_from_slice(&self.to_le_bytes());
+            }
+        }
+    };
+}
+scalar!(u8, 2);
+scalar!(i16, 4);
+scalar!(i32, 8);
+scalar!(f32, 16);
+scalar!(f64, 64);
+scalar!(u16, 512);
+scalar!(u32, 768);
+
+/// Quaternion parameters (b, c, d, qfac) of a 3×3 direction matrix, after
+/// NIfTI's `nifti_mat44_to_quatern` for an orthonormal matrix.
+fn quaternion(r: [[f64; 3]; 3]) -> (f64, f64, f64, f64) {
+    // r[row][col]; columns are the i, j, k axis directions.
+    let det = r[0][0] * (r[1][1] * r[2][2] - r[1][2] * r[2][1]) - r[0][1] * (r[1][0] * r[2][2] - r[1][2] * r[2][0])
+        + r[0][2] * (r[1][0] * r[2][1] - r[1][1] * r[2][0]);
+    let mut m = r;
+    let qfac = if det < 0.0 {
+        for row in m.iter_mut() {
+            row[2] = -row[2];
+        }
+        -1.0
+    } else {
+        1.0
+    };
+    let trace = m[0][0] + m[1][1] + m[2][2] + 1.0;
+    let (a, b, c, d);
+    if trace > 0.5 {
+        let a0 = 0.5 * (m[0][0] + m[1][1] + m[2][2] + 1.0).sqrt();
+        b = 0.25 * (m[2][1] - m[1][2]) / a0;
+        c = 0.25 * (m[0][2] - m[2][0]) / a0;
+        d = 0.25 * (m[1][0] - m[0][1]) / a0;
+        a = a0;
+    } else {
+        let xd = (1.0 + m[0][0] - m[1][1] - m[2][2]).sqrt();
+        let yd = (1.0 - m[0][0] + m[1][1] - m[2][2]).sqrt();
+        let zd = (1.0 - m[0][0] - m[1][1] + m[2][2]).sqrt();
+        if xd > 1.0 {
+            let b0 = 0.5 * xd;
+            c = 0.25 * (m[0][1] + m[1][0]) / b0;
+            d = 0.25 * (m[0][2] + m[2][0]) / b0;
+            a = 0.25 * (m[2][1] - m[1][2]) / b0;
+            b = b0;
+        } else if yd > 1.0 {
+            let c0 = 0.5 * yd;
+            b = 0.25 * (m[0][1] + m[1][0]) / c0;
+            d = 0.25 * (m[1][2] + m[2][1]) / c0;
+            a = 0.25 * (m[0][2] - m[2][0]) / c0;
+            c = c0;
+        } else {
+            let d0 = 0.5 * zd;
+            b = 0.25 * (m[0][2] + m[2][0]) / d0;
+            c = 0.25 * (m[1][2] + m[2][1]) / d0;
+            a = 0.25 * (m[1][0] - m[0][1]) / d0;
+            d = d0;
+        }
+    }
+    if a < 0.0 { (-b, -c, -d, qfac) } else { (b, c, d, qfac) }
+}
+
+/// The 348-byte NIfTI-1 header plus the 4-byte empty extension flag.
+pub fn header<T: NiftiScalar>(g: &Geometry, description: &str) -> Vec<u8> {
+    let mut h = vec![0u8; 352];
+    let put_i16 = |h: &mut Vec<u8>, at: usize, v: i16| h[at..at + 2].copy_from_slice(&v.to_le_bytes());
+    let put_f32 = |h: &mut Vec<u8>, at: usize, v: f32| h[at..at + 4].copy_from_slice(&v.to_le_bytes());
+    h[0..4].copy_from_slice(&348i32.to_le_bytes());
+    h[38] = b'r';
+    let dims = [3i16, g.dims[0] as i16, g.dims[1] as i16, g.dims[2] as i16, 1, 1, 1, 1];
+    for (n, d) in dims.iter().enumerate() {
+        put_i16(&mut h, 40 + 2 * n, *d);
+    }
+    put_i16(&mut h, 70, T::DATATYPE);
+    put_i16(&mut h, 72, T::BITPIX);
+    let ras = g.affine_ras();
+    // Direction matrix in RAS (columns = axes).
+    let mut r = [[0.0; 3]; 3];
+    for (row, line) in r.iter_mut().enumerate() {
+        for axis in 0..3 {
+            line[axis] = ras[row][axis] / g.spacing[axis];
+        }
+    }
+    let (qb, qc, qd, qfac) = quaternion(r);
+    let pixdim = [qfac as f32, g.spacing[0] as f32, g.spacing[1] as f32, g.spacing[2] as f32, 0.0, 0.0, 0.0, 0.0];
+    for (n, p) in pixdim.iter().enumerate() {
+        put_f32(&mut h, 76 + 4 * n, *p);
+    }
+    put_f32(&mut h, 108, 352.0);
+    put_f32(&mut h, 112, 1.0); // scl_slope
+    put_f32(&mut h, 116, 0.0); // scl_inter
+    h[123] = 2; // xyzt_units: mm
+    let desc = description.as_bytes();
+    let n = desc.len().min(79);
+    h[148..148 + n].copy_from_slice(&desc[..n]);
+    put_i16(&mut h, 252, 1); // qform_code: scanner
+    put_i16(&mut h, 254, 1); // sform_code: scanner
+    put_f32(&mut h, 256, qb as f32);
+    put_f32(&mut h, 260, qc as f32);
+    put_f32(&mut h, 264, qd as f32);
+    put_f32(&mut h, 268, ras[0][3] as f32);
+    put_f32(&mut h, 272, ras[1][3] as f32);
+    put_f32(&mut h, 276, ras[2][3] as f32);
+    for (row, line) in ras.iter().take(3).enumerate() {
+        for (col, v) in line.iter().enumerate() {
+            put_f32(&mut h, 280 + 16 * row + 4 * col, *v as f32);
+        }
+    }
+    h[344..348].copy_from_slice(b"n+1\0");
+    h
+}
+
+/// Writes `volume` to `path`; gzip-compressed when the name ends in `.gz`.
+/// The file appears only when complete (temporary name, fsync, rename).
+pub fn write<T: NiftiScalar>(path: &Path, volume: &Volume<T>, description: &str) -> std::io::Result<()> {
+    let head = header::<T>(&volume.geometry, description);
+    let gz = path.extension().is_some_and(|e| e == "gz");
+    super::write_atomic(path, |f| {
+        let buffered = BufWriter::with_capacity(1 << 20, f);
+        if gz {
+            let mut enc = GzEncoder::new(buffered, Compression::fast());
+            write_body(&mut enc, &head, &volume.data)?;
+            enc.finish()?.flush()
+        } else {
+            let mut w = buffered;
+            write_body(&mut w, &head, &volume.data)?;
+            w.flush()
+        }
+    })
+}
+
+fn write_body<W: Write, T: NiftiScalar>(sink: &mut W, head: &[u8], data: &[T]) -> std::io::Result<()> {
+    sink.write_all(head)?;
+    let mut chunk = Vec::with_capacity(1 << 20);
+    for part in data.chunks(1 << 18) {
+        chunk.clear();
+        for v in part {
+            v.put(&mut chunk);
+        }
+        sink.write_all(&chunk)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identity_quaternion_and_flips() {
+        let (b, c, d, q) = quaternion([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]);
+        assert_eq!((b, c, d, q), (0.0, 0.0, 0.0, 1.0));
+        // LPS axial stored as RAS: x and y negated: a 180° turn about z.
+        let (b, c, d, q) = quaternion([[-1.0, 0.0, 0.0], [0.0, -1.0, 0.0], [0.0, 0.0, 1.0]]);
+        assert_eq!(q, 1.0);
+        assert!(b.abs() < 1e-12 && c.abs() < 1e-12 && (d.abs() - 1.0).abs() < 1e-12);
+        // A reflection gives qfac -1.
+        let (_, _, _, q) = quaternion([[-1.0, 0.0, 0.0], [0.0, -1.0, 0.0], [0.0, 0.0, -1.0]]);
+        assert_eq!(q, -1.0);
+    }
+
+    #[test]
+    fn header_layout() {
+        let g = Geometry {
+            dims: [3, 4, 5],
+            spacing: [0.5, 0.75, 2.0],
+            origin: [10.0, 20.0, 30.0],
+            direction: [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]],
+        };
+        let h = header::<f32>(&g, "test");
+        assert_eq!(h.len(), 352);
+        assert_eq!(i16::from_le_bytes([h[42], h[43]]), 3);
+        assert_eq!(f32::from_le_bytes([h[80], h[81], h[82], h[83]]), 0.5);
+        // srow_x = [-0.5, 0, 0, -10]
+        assert_eq!(f32::from_le_bytes([h[280], h[281], h[282], h[283]]), -0.5);
+        assert_eq!(f32::from_le_bytes([h[292], h[293], h[294], h[295]]), -10.0);
+        assert_eq!(&h[344..348], b"n+1\0");
+    }
+}

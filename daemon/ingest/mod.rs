@@ -1,0 +1,154 @@
+//! Ingest stage: a folder of DICOM files to series, volumes and PET/CT pairs.
+//!
+//! `index` reads headers only (fast, parallel); `SeriesIndex::plan` checks a
+//! series and works out its geometry and SUV; `SeriesPlan::load` decodes the
+//! pixels into one volume. This module knows nothing of GPUs, queues or HTTP.
+
+pub mod error;
+pub mod header;
+pub mod pixels;
+pub mod scan;
+pub mod series;
+pub mod summary;
+pub mod suv;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+pub use error::{ErrorClass, FileError, SeriesError};
+pub use series::{SeriesIndex, SeriesInfo, SeriesPlan, SeriesVolume, SliceRef, SuvStatus, ValueUnit};
+
+/// A scanned folder: its series and what could not be read.
+#[derive(Debug)]
+pub struct FolderIndex {
+    /// The folder.
+    pub root: PathBuf,
+    /// Series found, grouped by study then series UID.
+    pub series: Vec<SeriesIndex>,
+    /// Files that could not be read.
+    pub errors: Vec<FileError>,
+    /// Files passed over on purpose, with why.
+    pub skipped: Vec<(PathBuf, String)>,
+}
+
+/// Scans `root` recursively and groups what it finds by series.
+pub fn index(root: &Path) -> FolderIndex {
+    let report = scan::scan(root);
+    FolderIndex {
+        root: root.to_path_buf(),
+        series: series::group(report.instances),
+        errors: report.errors,
+        skipped: report.skipped,
+    }
+}
+
+impl FolderIndex {
+    /// The series with this UID.
+    pub fn find(&self, series_uid: &str) -> Option<&SeriesIndex> {
+        self.series.iter().find(|s| s.series_uid == series_uid)
+    }
+
+    /// Study UIDs in order, each with its series.
+    pub fn studies(&self) -> BTreeMap<&str, Vec<&SeriesIndex>> {
+        let mut m: BTreeMap<&str, Vec<&SeriesIndex>> = BTreeMap::new();
+        for s in &self.series {
+            m.entry(s.study_uid.as_str()).or_default().push(s);
+        }
+        m
+    }
+}
+
+/// A PET series and the CT that shares its frame of reference.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PetCtPair {
+    /// StudyInstanceUID.
+    pub study_uid: String,
+    /// The shared FrameOfReferenceUID.
+    pub frame_of_reference_uid: String,
+    /// PET SeriesInstanceUID.
+    pub pet_series_uid: String,
+    /// CT SeriesInstanceUID.
+    pub ct_series_uid: String,
+}
+
+/// A PET or CT series without a partner, and why.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Unpaired {
+    /// StudyInstanceUID.
+    pub study_uid: String,
+    /// SeriesInstanceUID.
+    pub series_uid: String,
+    /// Modality.
+    pub modality: String,
+    /// Why it has no partner.
+    pub reason: String,
+}
+
+/// PET/CT pairing of a study's series.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Pairing {
+    /// Pairs found.
+    pub pairs: Vec<PetCtPair>,
+    /// PT and CT series left without a partner.
+    pub unpaired: Vec<Unpaired>,
+}
+
+/// Pairs PT and CT series of the same study that share a FrameOfReferenceUID.
+/// Where several CTs share a PET's frame of reference, the one with the most
+/// instances (the attenuation/diagnostic CT rather than a scout) is taken.
+pub fn pair(series: &[&SeriesIndex]) -> Pairing {
+    let mut out = Pairing::default();
+    let for_of = |s: &SeriesIndex| s.instances.first().and_then(|h| h.frame_of_reference_uid.clone());
+    let mut used_ct = std::collections::BTreeSet::new();
+    for pet in series.iter().filter(|s| s.modality == "PT") {
+        let Some(fr) = for_of(pet) else {
+            out.unpaired.push(Unpaired {
+                study_uid: pet.study_uid.clone(),
+                series_uid: pet.series_uid.clone(),
+                modality: "PT".into(),
+                reason: "no FrameOfReferenceUID".into(),
+            });
+            continue;
+        };
+        let ct = series
+            .iter()
+            .filter(|s| {
+                s.modality == "CT"
+                    && s.study_uid == pet.study_uid
+                    && for_of(s).as_deref() == Some(fr.as_str())
+                    && !used_ct.contains(&s.series_uid)
+            })
+            .max_by_key(|s| s.instances.iter().map(|h| h.frames.len()).sum::<usize>());
+        match ct {
+            Some(ct) => {
+                used_ct.insert(ct.series_uid.clone());
+                out.pairs.push(PetCtPair {
+                    study_uid: pet.study_uid.clone(),
+                    frame_of_reference_uid: fr,
+                    pet_series_uid: pet.series_uid.clone(),
+                    ct_series_uid: ct.series_uid.clone(),
+                });
+            }
+            None => out.unpaired.push(Unpaired {
+                study_uid: pet.study_uid.clone(),
+                series_uid: pet.series_uid.clone(),
+                modality: "PT".into(),
+                reason: format!("no CT series with FrameOfReferenceUID {fr}"),
+            }),
+        }
+    }
+    for ct in series.iter().filter(|s| s.modality == "CT" && !used_ct.contains(&s.series_uid)) {
+        out.unpaired.push(Unpaired {
+            study_uid: ct.study_uid.clone(),
+            series_uid: ct.series_uid.clone(),
+            modality: "CT".into(),
+            reason: match for_of(ct) {
+                Some(fr) => format!("no PET series with FrameOfReferenceUID {fr}"),
+                None => "no FrameOfReferenceUID".into(),
+            },
+        });
+    }
+    out
+}

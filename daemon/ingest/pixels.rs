@@ -1,0 +1,214 @@
+//! Pixel data of one instance to rescaled f32 frames. Native (uncompressed)
+//! data is read straight from the element bytes; encapsulated data goes through
+//! dicom-pixeldata's codecs one frame at a time.
+
+use std::path::Path;
+
+use dicom_core::value::Value;
+use dicom_encoding::transfer_syntax::TransferSyntaxIndex;
+use dicom_object::OpenFileOptions;
+use dicom_pixeldata::PixelDecoder;
+use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
+
+use super::error::FileError;
+use super::header::tag;
+use super::scan::{error_chain, map_read_error};
+
+/// Sample layout shared by every frame of a series.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SampleFormat {
+    /// Rows per frame.
+    pub rows: u32,
+    /// Columns per frame.
+    pub columns: u32,
+    /// BitsAllocated: 8, 16 or 32.
+    pub bits_allocated: u16,
+    /// BitsStored.
+    pub bits_stored: u16,
+    /// Two's complement samples.
+    pub signed: bool,
+}
+
+impl SampleFormat {
+    /// Bytes in one frame.
+    pub fn frame_bytes(&self) -> usize {
+        self.rows as usize * self.columns as usize * usize::from(self.bits_allocated / 8)
+    }
+}
+
+/// One frame to decode and where it goes.
+pub struct FrameTask<'a> {
+    /// 0-based frame number in the file.
+    pub frame: u32,
+    /// Output: rows × columns values.
+    pub out: &'a mut [f32],
+    /// value = (stored × slope + intercept) × scale.
+    pub slope: f64,
+    /// See `slope`.
+    pub intercept: f64,
+    /// See `slope` (the SUV factor for PET, else 1).
+    pub scale: f64,
+}
+
+/// Converts raw little-endian samples into `out`.
+pub fn convert(bytes: &[u8], fmt: SampleFormat, slope: f64, intercept: f64, scale: f64, out: &mut [f32]) {
+    let a = slope * scale;
+    let b = intercept * scale;
+    let shift = u32::from(fmt.bits_allocated - fmt.bits_stored);
+    match (fmt.bits_allocated, fmt.signed) {
+        (8, false) => {
+            for (o, &v) in out.iter_mut().zip(bytes) {
+                *o = (f64::from(v) * a + b) as f32;
+            }
+        }
+        (8, true) => {
+            for (o, &v) in out.iter_mut().zip(bytes) {
+                let s = ((v << shift) as i8) >> shift;
+                *o = (f64::from(s) * a + b) as f32;
+            }
+        }
+        (16, false) => {
+            let mask = if fmt.bits_stored >= 16 { u16::MAX } else { (1u16 << fmt.bits_stored) - 1 };
+            for (o, c) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+                let v = u16::from_le_bytes([c[0], c[1]]) & mask;
+                *o = (f64::from(v) * a + b) as f32;
+            }
+        }
+        (16, true) => {
+            for (o, c) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+                let v = (u16::from_le_bytes([c[0], c[1]]) << shift) as i16 >> shift;
+                *o = (f64::from(v) * a + b) as f32;
+            }
+        }
+        (_, false) => {
+            let mask = if fmt.bits_stored >= 32 { u32::MAX } else { (1u32 << fmt.bits_stored) - 1 };
+            for (o, c) in out.iter_mut().zip(bytes.chunks_exact(4)) {
+                let v = u32::from_le_bytes([c[0], c[1], c[2], c[3]]) & mask;
+                *o = (f64::from(v) * a + b) as f32;
+            }
+        }
+        (_, true) => {
+            for (o, c) in out.iter_mut().zip(bytes.chunks_exact(4)) {
+                let v = (u32::from_le_bytes([c[0], c[1], c[2], c[3]]) << shift) as i32 >> shift;
+                *o = (f64::from(v) * a + b) as f32;
+            }
+        }
+    }
+}
+
+/// Reads the pixel data of `path` and fills each task's frame.
+pub fn decode_frames(
+    path: &Path,
+    fmt: SampleFormat,
+    number_of_frames: u32,
+    tasks: &mut [FrameTask<'_>],
+) -> Result<(), FileError> {
+    let obj = OpenFileOptions::new().open_file(path).map_err(|e| map_read_error(e, path))?;
+    let ts_uid = obj.meta().transfer_syntax().trim_end_matches('\0').to_string();
+    let pixel = obj.get(tag::PIXEL_DATA).ok_or_else(|| FileError::NoPixelData { path: path.to_path_buf() })?;
+    let ts = TransferSyntaxRegistry.get(&ts_uid).ok_or_else(|| FileError::UnsupportedTransferSyntax {
+        path: path.to_path_buf(),
+        uid: ts_uid.clone(),
+        name: "unknown".into(),
+    })?;
+    let frame_bytes = fmt.frame_bytes();
+    match pixel.value() {
+        Value::Primitive(p) if !ts.is_encapsulated_pixel_data() => {
+            let bytes = p.to_bytes();
+            let need = frame_bytes * number_of_frames as usize;
+            // One padding byte to an even length is allowed; a whole extra frame is not.
+            if bytes.len() < need || bytes.len() >= need + frame_bytes.max(2) {
+                return Err(FileError::FrameCount {
+                    path: path.to_path_buf(),
+                    reason: format!(
+                        "pixel data holds {} bytes, but {} frame(s) of {}×{} at {} bits need {}",
+                        bytes.len(),
+                        number_of_frames,
+                        fmt.rows,
+                        fmt.columns,
+                        fmt.bits_allocated,
+                        need
+                    ),
+                });
+            }
+            for t in tasks.iter_mut() {
+                let start = t.frame as usize * frame_bytes;
+                convert(&bytes[start..start + frame_bytes], fmt, t.slope, t.intercept, t.scale, t.out);
+            }
+            Ok(())
+        }
+        Value::PixelSequence(seq) => {
+            let fragments = seq.fragments().len();
+            if fragments < number_of_frames as usize {
+                return Err(FileError::FrameCount {
+                    path: path.to_path_buf(),
+                    reason: format!("NumberOfFrames {number_of_frames} but only {fragments} encapsulated fragment(s)"),
+                });
+            }
+            for t in tasks.iter_mut() {
+                let decoded = obj.decode_pixel_data_frame(t.frame).map_err(|e| FileError::PixelDecode {
+                    path: path.to_path_buf(),
+                    reason: format!("frame {}: {}", t.frame + 1, error_chain(&e)),
+                })?;
+                let data = decoded.data();
+                if data.len() < frame_bytes {
+                    return Err(FileError::PixelDecode {
+                        path: path.to_path_buf(),
+                        reason: format!(
+                            "frame {} decoded to {} bytes, {} expected",
+                            t.frame + 1,
+                            data.len(),
+                            frame_bytes
+                        ),
+                    });
+                }
+                convert(&data[..frame_bytes], fmt, t.slope, t.intercept, t.scale, t.out);
+            }
+            Ok(())
+        }
+        _ => Err(FileError::PixelDecode {
+            path: path.to_path_buf(),
+            reason: format!("pixel data is not stored as the transfer syntax {ts_uid} requires"),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fmt(bits_allocated: u16, bits_stored: u16, signed: bool) -> SampleFormat {
+        SampleFormat { rows: 1, columns: 2, bits_allocated, bits_stored, signed }
+    }
+
+    #[test]
+    fn twelve_bit_signed_is_sign_extended() {
+        // 0x0FFF in 12 bits is -1; the high nibble is garbage to be ignored.
+        let bytes = [0xFF, 0xFF, 0x01, 0x00];
+        let mut out = [0f32; 2];
+        convert(&bytes, fmt(16, 12, true), 1.0, 0.0, 1.0, &mut out);
+        assert_eq!(out, [-1.0, 1.0]);
+    }
+
+    #[test]
+    fn unsigned_with_rescale_and_scale() {
+        let bytes = 1024u16.to_le_bytes().into_iter().chain(0u16.to_le_bytes()).collect::<Vec<_>>();
+        let mut out = [0f32; 2];
+        convert(&bytes, fmt(16, 16, false), 1.0, -1024.0, 1.0, &mut out);
+        assert_eq!(out, [0.0, -1024.0]);
+        convert(&bytes, fmt(16, 16, false), 0.5, 0.0, 2.0, &mut out);
+        assert_eq!(out, [1024.0, 0.0]);
+    }
+
+    #[test]
+    fn eight_and_thirty_two_bit() {
+        let mut out = [0f32; 2];
+        convert(&[200, 3], fmt(8, 8, false), 1.0, 0.0, 1.0, &mut out);
+        assert_eq!(out, [200.0, 3.0]);
+        convert(&[200, 3], fmt(8, 8, true), 1.0, 0.0, 1.0, &mut out);
+        assert_eq!(out, [-56.0, 3.0]);
+        let b: Vec<u8> = (-5i32).to_le_bytes().into_iter().chain(7i32.to_le_bytes()).collect();
+        convert(&b, fmt(32, 32, true), 1.0, 0.0, 1.0, &mut out);
+        assert_eq!(out, [-5.0, 7.0]);
+    }
+}

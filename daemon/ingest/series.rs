@@ -1,0 +1,448 @@
+//! Series assembly: groups instance headers by series, orders slices along the
+//! slice normal (never by InstanceNumber or file name), checks orientation,
+//! spacing and duplicates, works out the geometry and the SUV, then fills one
+//! f32 volume from the pixel data in parallel.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+
+use rayon::prelude::*;
+use serde::Serialize;
+
+use super::error::SeriesError;
+use super::header::{FrameHeader, InstanceHeader};
+use super::pixels::{self, FrameTask, SampleFormat};
+use super::suv::{self, Suv};
+use crate::volume::{Geometry, Volume, cross, dot, norm};
+
+/// Tolerance on direction cosines between slices of one series.
+const ORIENTATION_TOLERANCE: f64 = 1e-4;
+/// Slice gaps may differ from the series spacing by this fraction.
+const SPACING_TOLERANCE: f64 = 0.01;
+/// Two slices closer than this (mm) along the normal share a position.
+const SAME_POSITION_MM: f64 = 1e-3;
+/// Largest number of voxels a series may declare (2^31: 8 GiB of f32).
+pub const MAX_VOXELS: u64 = 1 << 31;
+
+/// The unit of the voxel values of a loaded volume.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum ValueUnit {
+    /// Hounsfield units (CT).
+    #[serde(rename = "HU")]
+    Hounsfield,
+    /// Body-weight SUV (g/ml).
+    #[serde(rename = "SUVbw")]
+    Suv,
+    /// Activity concentration, Bq/ml.
+    #[serde(rename = "Bq/ml")]
+    BqPerMl,
+    /// The rescaled stored value in the series' own Units.
+    #[serde(rename = "rescaled")]
+    Rescaled,
+}
+
+/// SUV conversion of a PET series, or why there is none.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "status", rename_all = "lowercase")]
+pub enum SuvStatus {
+    /// Computed.
+    Available(Suv),
+    /// Not computable from the headers.
+    Unavailable {
+        /// Why not.
+        reason: String,
+    },
+    /// Not a PET series.
+    NotApplicable,
+}
+
+/// Which instance and frame a slice came from (for SEG/RTSTRUCT references).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SliceRef {
+    /// SOPInstanceUID.
+    pub sop_instance_uid: String,
+    /// SOPClassUID.
+    pub sop_class_uid: String,
+    /// 1-based frame number for multi-frame objects.
+    pub frame: Option<u32>,
+}
+
+/// What is known of a series besides its voxels.
+#[derive(Debug, Clone, Serialize)]
+pub struct SeriesInfo {
+    /// StudyInstanceUID.
+    pub study_uid: String,
+    /// SeriesInstanceUID.
+    pub series_uid: String,
+    /// FrameOfReferenceUID.
+    pub frame_of_reference_uid: Option<String>,
+    /// Modality.
+    pub modality: String,
+    /// Manufacturer.
+    pub manufacturer: Option<String>,
+    /// SeriesNumber.
+    pub series_number: Option<i64>,
+    /// SeriesDescription.
+    pub series_description: Option<String>,
+    /// Transfer syntaxes of its files.
+    pub transfer_syntaxes: Vec<String>,
+    /// True when the frames came from multi-frame objects.
+    pub multi_frame: bool,
+    /// Images expected from the headers (NumberOfSlices, ImagesInAcquisition).
+    pub expected_images: Option<u32>,
+    /// Number of DICOM instances.
+    pub instances: usize,
+    /// ImageOrientationPatient of the series.
+    pub orientation: [f64; 6],
+    /// Slice sources in k order.
+    pub slices: Vec<SliceRef>,
+    /// PET SUV conversion.
+    pub suv: SuvStatus,
+    /// Unit of the loaded voxel values.
+    pub unit: ValueUnit,
+    /// SOP instances present more than once (same UID; one copy kept).
+    pub duplicates_dropped: Vec<PathBuf>,
+}
+
+/// A series ready to load: geometry checked, slices ordered.
+#[derive(Debug, Clone)]
+pub struct SeriesPlan {
+    /// Metadata.
+    pub info: SeriesInfo,
+    /// Voxel grid.
+    pub geometry: Geometry,
+    /// Pixel format.
+    pub format: SampleFormat,
+    /// Per slice k: (instance index into `instances`, frame index, header, SUV scale).
+    slices: Vec<PlannedSlice>,
+    /// The instances, after duplicate removal.
+    instances: Vec<InstanceHeader>,
+}
+
+#[derive(Debug, Clone)]
+struct PlannedSlice {
+    instance: usize,
+    frame: u32,
+    header: FrameHeader,
+    scale: f64,
+}
+
+/// A loaded series: voxels, geometry and metadata.
+#[derive(Debug, Clone)]
+pub struct SeriesVolume {
+    /// Metadata.
+    pub info: SeriesInfo,
+    /// Voxels (HU for CT; SUV for PET where available, else Bq/ml or rescaled).
+    pub volume: Volume<f32>,
+}
+
+/// The instances of one series, as found by the scan.
+#[derive(Debug, Clone)]
+pub struct SeriesIndex {
+    /// StudyInstanceUID.
+    pub study_uid: String,
+    /// SeriesInstanceUID.
+    pub series_uid: String,
+    /// Modality of its first instance.
+    pub modality: String,
+    /// Its instances.
+    pub instances: Vec<InstanceHeader>,
+}
+
+/// Groups instances by (study, series), in UID order.
+pub fn group(instances: Vec<InstanceHeader>) -> Vec<SeriesIndex> {
+    let mut map: BTreeMap<(String, String), Vec<InstanceHeader>> = BTreeMap::new();
+    for h in instances {
+        map.entry((h.study_uid.clone(), h.series_uid.clone())).or_default().push(h);
+    }
+    map.into_iter()
+        .map(|((study_uid, series_uid), mut instances)| {
+            instances.sort_by(|a, b| a.path.cmp(&b.path));
+            SeriesIndex {
+                modality: instances.first().map(|h| h.modality.clone()).unwrap_or_default(),
+                study_uid,
+                series_uid,
+                instances,
+            }
+        })
+        .collect()
+}
+
+fn same_orientation(a: &[f64; 6], b: &[f64; 6]) -> bool {
+    a.iter().zip(b).all(|(x, y)| (x - y).abs() <= ORIENTATION_TOLERANCE)
+}
+
+fn file_name(p: &std::path::Path) -> String {
+    p.display().to_string()
+}
+
+impl SeriesIndex {
+    /// Checks the series and works out its geometry, order and SUV.
+    pub fn plan(&self) -> Result<SeriesPlan, SeriesError> {
+        let uid = || self.series_uid.clone();
+        // Same SOP Instance UID twice: keep the first (by path), report the rest.
+        let mut seen = BTreeSet::new();
+        let mut duplicates_dropped = Vec::new();
+        let mut instances = Vec::new();
+        for h in &self.instances {
+            if seen.insert(h.sop_instance_uid.clone()) {
+                instances.push(h.clone());
+            } else {
+                tracing::warn!(series = %self.series_uid, file = %h.path.display(), "duplicate SOP instance ignored");
+                duplicates_dropped.push(h.path.clone());
+            }
+        }
+        let first = instances.first().ok_or_else(|| SeriesError::Empty { series_uid: uid() })?;
+        let format = SampleFormat {
+            rows: first.rows,
+            columns: first.columns,
+            bits_allocated: first.bits_allocated,
+            bits_stored: first.bits_stored,
+            signed: first.signed,
+        };
+        for h in &instances {
+            let f = SampleFormat {
+                rows: h.rows,
+                columns: h.columns,
+                bits_allocated: h.bits_allocated,
+                bits_stored: h.bits_stored,
+                signed: h.signed,
+            };
+            if (f.rows, f.columns) != (format.rows, format.columns) {
+                return Err(SeriesError::Inconsistent {
+                    series_uid: uid(),
+                    what: "Rows/Columns",
+                    path: h.path.clone(),
+                });
+            }
+        }
+        // Flatten frames.
+        let mut slices: Vec<PlannedSlice> = instances
+            .iter()
+            .enumerate()
+            .flat_map(|(i, h)| {
+                h.frames.iter().enumerate().map(move |(f, fh)| PlannedSlice {
+                    instance: i,
+                    frame: f as u32,
+                    header: fh.clone(),
+                    scale: 1.0,
+                })
+            })
+            .collect();
+        let orientation = slices[0].header.orientation;
+        let spacing_ij = slices[0].header.pixel_spacing;
+        for s in &slices {
+            if !same_orientation(&s.header.orientation, &orientation) {
+                return Err(SeriesError::MixedOrientation {
+                    series_uid: uid(),
+                    path: instances[s.instance].path.clone(),
+                    found: s.header.orientation.to_vec(),
+                    expected: orientation.to_vec(),
+                });
+            }
+            if s.header.pixel_spacing.iter().zip(&spacing_ij).any(|(a, b)| (a - b).abs() > 1e-4 * b.abs().max(1.0)) {
+                return Err(SeriesError::Inconsistent {
+                    series_uid: uid(),
+                    what: "PixelSpacing",
+                    path: instances[s.instance].path.clone(),
+                });
+            }
+        }
+        let row = [orientation[0], orientation[1], orientation[2]];
+        let col = [orientation[3], orientation[4], orientation[5]];
+        let n = cross(row, col);
+        let nn = norm(n);
+        let normal = [n[0] / nn, n[1] / nn, n[2] / nn];
+        let pos = |s: &PlannedSlice| dot(s.header.position, normal);
+        slices.sort_by(|a, b| pos(a).total_cmp(&pos(b)));
+
+        for w in slices.windows(2) {
+            if (pos(&w[1]) - pos(&w[0])).abs() < SAME_POSITION_MM {
+                return Err(SeriesError::DuplicatePosition {
+                    series_uid: uid(),
+                    position_mm: pos(&w[0]),
+                    first: file_name(&instances[w[0].instance].path),
+                    second: file_name(&instances[w[1].instance].path),
+                });
+            }
+        }
+        let count = slices.len();
+        let voxels = u64::from(format.rows) * u64::from(format.columns) * count as u64;
+        if voxels > MAX_VOXELS {
+            return Err(SeriesError::TooLarge {
+                series_uid: uid(),
+                what: "voxel count",
+                value: voxels,
+                limit: MAX_VOXELS,
+            });
+        }
+        let slice_spacing = if count >= 2 {
+            let mut gaps: Vec<f64> = slices.windows(2).map(|w| pos(&w[1]) - pos(&w[0])).collect();
+            let mut sorted = gaps.clone();
+            sorted.sort_by(f64::total_cmp);
+            let median = sorted[sorted.len() / 2];
+            for (i, g) in gaps.iter().enumerate() {
+                if (g - median).abs() > SPACING_TOLERANCE * median {
+                    return Err(SeriesError::NonUniformSpacing {
+                        series_uid: uid(),
+                        gap: *g,
+                        expected: median,
+                        before: file_name(&instances[slices[i].instance].path),
+                        after: file_name(&instances[slices[i + 1].instance].path),
+                    });
+                }
+            }
+            // Positions must run along the normal; a sheared stack (gantry tilt)
+            // would need resampling this reader does not do.
+            let p0 = slices[0].header.position;
+            for s in &slices[1..] {
+                let d = [s.header.position[0] - p0[0], s.header.position[1] - p0[1], s.header.position[2] - p0[2]];
+                let along = dot(d, normal);
+                let off = norm([d[0] - along * normal[0], d[1] - along * normal[1], d[2] - along * normal[2]]);
+                if off > SPACING_TOLERANCE * median.max(1e-6) * (1.0 + along.abs() / median.max(1e-6)) {
+                    return Err(SeriesError::Inconsistent {
+                        series_uid: uid(),
+                        what: "slice positions (not along the slice normal: gantry tilt or shear)",
+                        path: instances[s.instance].path.clone(),
+                    });
+                }
+            }
+            gaps.clear();
+            (pos(&slices[count - 1]) - pos(&slices[0])) / (count - 1) as f64
+        } else {
+            1.0
+        };
+
+        // SUV for PET.
+        let is_pet = first.modality == "PT";
+        let (suv_status, unit) = if is_pet {
+            self.suv(&instances, &mut slices)
+        } else if first.modality == "CT" {
+            (SuvStatus::NotApplicable, ValueUnit::Hounsfield)
+        } else {
+            (SuvStatus::NotApplicable, ValueUnit::Rescaled)
+        };
+
+        let geometry = Geometry {
+            dims: [format.columns as usize, format.rows as usize, count],
+            // PixelSpacing is (between rows, between columns): i steps along a
+            // row, so its spacing is the column spacing, PixelSpacing[1].
+            spacing: [spacing_ij[1], spacing_ij[0], slice_spacing],
+            origin: slices[0].header.position,
+            direction: [row, col, normal],
+        };
+        let multi_frame = instances.iter().any(|h| h.number_of_frames > 1 || h.frames.len() > 1);
+        let info = SeriesInfo {
+            study_uid: self.study_uid.clone(),
+            series_uid: self.series_uid.clone(),
+            frame_of_reference_uid: first.frame_of_reference_uid.clone(),
+            modality: first.modality.clone(),
+            manufacturer: first.manufacturer.clone(),
+            series_number: first.series_number,
+            series_description: first.series_description.clone(),
+            transfer_syntaxes: instances
+                .iter()
+                .map(|h| h.transfer_syntax.clone())
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect(),
+            multi_frame,
+            expected_images: first.expected_images,
+            instances: instances.len(),
+            orientation,
+            slices: slices
+                .iter()
+                .map(|s| {
+                    let h = &instances[s.instance];
+                    SliceRef {
+                        sop_instance_uid: h.sop_instance_uid.clone(),
+                        sop_class_uid: h.sop_class_uid.clone(),
+                        frame: multi_frame.then_some(s.frame + 1),
+                    }
+                })
+                .collect(),
+            suv: suv_status,
+            unit,
+            duplicates_dropped,
+        };
+        Ok(SeriesPlan { info, geometry, format, slices, instances })
+    }
+
+    /// Computes each instance's SUV factor (QIBA) and stores it as the slices'
+    /// scale. Instances may differ (Philips factors are per instance).
+    fn suv(&self, instances: &[InstanceHeader], slices: &mut [PlannedSlice]) -> (SuvStatus, ValueUnit) {
+        let earliest = instances
+            .iter()
+            .flat_map(|h| h.frames.iter())
+            .filter_map(|f| f.acquisition.as_deref())
+            .filter_map(|t| suv::parse_dt(t).map(|p| (p, t)))
+            .min_by_key(|(p, _)| *p)
+            .map(|(_, t)| t.to_string());
+        let mut per_instance = Vec::with_capacity(instances.len());
+        for h in instances {
+            let Some(pet) = &h.pet else {
+                return (SuvStatus::Unavailable { reason: "not a PET instance".into() }, ValueUnit::Rescaled);
+            };
+            match suv::compute(pet, earliest.as_deref()) {
+                Ok(s) => per_instance.push(s),
+                Err(reason) => {
+                    // No SUV: fall back to Bq/ml where the units allow it.
+                    let (unit, to_bqml) = match (pet.units.as_deref(), pet.philips_activity_scale) {
+                        (Some("BQML"), _) => (ValueUnit::BqPerMl, Some(1.0)),
+                        (Some("CNTS"), Some(a)) if a > 0.0 => (ValueUnit::BqPerMl, Some(a)),
+                        _ => (ValueUnit::Rescaled, None),
+                    };
+                    if let Some(a) = to_bqml {
+                        for s in slices.iter_mut() {
+                            s.scale = a;
+                        }
+                    }
+                    return (SuvStatus::Unavailable { reason }, unit);
+                }
+            }
+        }
+        for s in slices.iter_mut() {
+            s.scale = per_instance[s.instance].factor;
+        }
+        // The series reports the factor of its first slice.
+        let first = per_instance[slices[0].instance].clone();
+        (SuvStatus::Available(first), ValueUnit::Suv)
+    }
+}
+
+impl SeriesPlan {
+    /// Reads every slice's pixels into one volume. Decoding runs in parallel,
+    /// one file at a time per thread, writing straight into the volume, so peak
+    /// memory is the volume plus one file per thread.
+    pub fn load(&self) -> Result<SeriesVolume, SeriesError> {
+        let plane = self.geometry.dims[0] * self.geometry.dims[1];
+        let mut data = vec![0f32; self.geometry.voxel_count()];
+        // Group slice buffers by instance.
+        let mut per_instance: Vec<Vec<FrameTask<'_>>> = (0..self.instances.len()).map(|_| Vec::new()).collect();
+        for (s, out) in self.slices.iter().zip(data.chunks_mut(plane)) {
+            per_instance[s.instance].push(FrameTask {
+                frame: s.frame,
+                out,
+                slope: s.header.slope,
+                intercept: s.header.intercept,
+                scale: s.scale,
+            });
+        }
+        per_instance.into_par_iter().enumerate().try_for_each(|(i, mut tasks)| {
+            let h = &self.instances[i];
+            pixels::decode_frames(&h.path, self.format_of(h), h.number_of_frames, &mut tasks)
+                .map_err(|source| SeriesError::File { series_uid: self.info.series_uid.clone(), source })
+        })?;
+        Ok(SeriesVolume { info: self.info.clone(), volume: Volume { geometry: self.geometry.clone(), data } })
+    }
+
+    fn format_of(&self, h: &InstanceHeader) -> SampleFormat {
+        SampleFormat {
+            rows: h.rows,
+            columns: h.columns,
+            bits_allocated: h.bits_allocated,
+            bits_stored: h.bits_stored,
+            signed: h.signed,
+        }
+    }
+}

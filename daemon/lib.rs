@@ -1,0 +1,14 @@
+//! edgeseg: scanner-side segmentation of PET/CT and CT studies.
+//!
+//! The library holds the pipeline stages as plain modules with plain data types
+//! between them; the `edgeseg` binary and (later) the daemon call them. See
+//! ARCHITECTURE.md for the stages and their invariants.
+
+pub mod export;
+pub mod ingest;
+pub mod volume;
+
+/// The edgeseg version and git revision, as `--version` prints it.
+pub fn version() -> &'static str {
+    concat!(env!("CARGO_PKG_VERSION"), " (", env!("EDGESEG_GIT_REV"), ")")
+}

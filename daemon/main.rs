@@ -1,0 +1,230 @@
+//! The `edgeseg` command line: the binary edge, where errors become messages
+//! and exit codes. Exit 0: all done; 1: nothing could be done (bad arguments,
+//! unreadable folder, unwritable output); 2: done, but some files or series
+//! were refused (each named on stderr).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use edgeseg::export::{nifti, uid_file_stem, write_atomic};
+use edgeseg::ingest::{self, SeriesVolume, summary};
+
+#[derive(Parser)]
+#[command(name = "edgeseg", version = edgeseg::version(), about = "Scanner-side PET/CT and CT segmentation")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// List the DICOM series in a folder: geometry, transfer syntaxes, SUV.
+    Inspect {
+        /// Folder to scan recursively.
+        dir: PathBuf,
+        /// Print JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Convert every series to OUT/<SeriesInstanceUID>.nii.gz (+ .json).
+    Convert {
+        /// Folder to scan recursively.
+        dir: PathBuf,
+        /// Output folder (created).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Read every series to volumes and report the time taken (benchmarks).
+    Load {
+        /// Folder to scan recursively.
+        dir: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("EDGESEG_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Inspect { dir, json } => inspect(&dir, json),
+        Command::Convert { dir, out } => convert(&dir, &out),
+        Command::Load { dir } => load(&dir),
+    };
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(2),
+        Err(e) => {
+            eprintln!("edgeseg: error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn index(dir: &Path) -> Result<ingest::FolderIndex> {
+    if !dir.is_dir() {
+        bail!("{}: not a folder", dir.display());
+    }
+    Ok(ingest::index(dir))
+}
+
+fn report_file_errors(index: &ingest::FolderIndex) {
+    for e in &index.errors {
+        eprintln!("edgeseg: skipped {e}");
+    }
+}
+
+fn inspect(dir: &Path, json: bool) -> Result<bool> {
+    let index = index(dir)?;
+    let s = summary::describe(&index);
+    let clean = s.errors.is_empty() && s.studies.iter().all(|st| st.series.iter().all(|se| se.error.is_none()));
+    if json {
+        println!("{}", serde_json::to_string_pretty(&s)?);
+        return Ok(clean);
+    }
+    println!("{}: {} studies, {} series", dir.display(), s.studies.len(), index.series.len());
+    for st in &s.studies {
+        println!("study {}", st.study_uid);
+        for se in &st.series {
+            println!("  series {} [{}]", se.series_uid, se.modality);
+            if let Some(d) = se.series_description.as_deref() {
+                println!("    description   {d}");
+            }
+            match (&se.dims, &se.spacing_mm, &se.orientation) {
+                (Some(d), Some(sp), Some(o)) => {
+                    println!("    voxels        {} x {} x {} ({} files)", d[0], d[1], d[2], se.instances);
+                    println!("    spacing       {:.4} x {:.4} x {:.4} mm", sp[0], sp[1], sp[2]);
+                    println!(
+                        "    orientation   [{:.4}, {:.4}, {:.4}, {:.4}, {:.4}, {:.4}]",
+                        o[0], o[1], o[2], o[3], o[4], o[5]
+                    );
+                }
+                _ => println!("    files         {}", se.instances),
+            }
+            for ts in &se.transfer_syntaxes {
+                println!("    transfer      {} ({})", ts.uid, ts.name);
+            }
+            if se.multi_frame {
+                println!("    multi-frame   yes");
+            }
+            match &se.suv {
+                Some(ingest::SuvStatus::Available(suv)) => {
+                    println!("    SUV factor    {:.6e} ({:?})", suv.factor, suv.method);
+                    if let Some(d) = suv.decay_seconds {
+                        println!("    decay         {d:.0} s from injection to scan start");
+                    }
+                }
+                Some(ingest::SuvStatus::Unavailable { reason }) => println!("    SUV           unavailable: {reason}"),
+                _ => {}
+            }
+            if let Some(e) = &se.error {
+                println!("    ERROR         {e}");
+            }
+        }
+        for p in &st.pairing.pairs {
+            println!("  PET/CT pair   PT {} + CT {}", p.pet_series_uid, p.ct_series_uid);
+        }
+        for u in &st.pairing.unpaired {
+            println!("  unpaired      {} {}: {}", u.modality, u.series_uid, u.reason);
+        }
+    }
+    for e in &s.errors {
+        println!("error: {}", e.error);
+    }
+    Ok(clean)
+}
+
+#[derive(serde::Serialize)]
+struct ConvertSidecar<'a> {
+    edgeseg_version: &'static str,
+    series: &'a ingest::SeriesInfo,
+    geometry: &'a edgeseg::volume::Geometry,
+    affine_ras: [[f64; 4]; 4],
+    nifti: String,
+}
+
+fn convert(dir: &Path, out: &Path) -> Result<bool> {
+    let index = index(dir)?;
+    std::fs::create_dir_all(out).with_context(|| format!("{}: cannot create the output folder", out.display()))?;
+    report_file_errors(&index);
+    let mut clean = index.errors.is_empty();
+    for s in &index.series {
+        let loaded = s.plan().and_then(|p| p.load());
+        let sv = match loaded {
+            Ok(v) => v,
+            Err(e) => {
+                eprintln!("edgeseg: skipped {e}");
+                clean = false;
+                continue;
+            }
+        };
+        let stem = uid_file_stem(&sv.info.series_uid);
+        let path = out.join(format!("{stem}.nii.gz"));
+        write_series(&sv, &path, &out.join(format!("{stem}.json")))?;
+        println!("{}", path.display());
+    }
+    Ok(clean)
+}
+
+fn write_series(sv: &SeriesVolume, nii: &Path, json: &Path) -> Result<()> {
+    let desc = format!("edgeseg {} {:?}", env!("CARGO_PKG_VERSION"), sv.info.unit);
+    nifti::write(nii, &sv.volume, &desc).with_context(|| format!("{}: cannot write", nii.display()))?;
+    let side = ConvertSidecar {
+        edgeseg_version: edgeseg::version(),
+        series: &sv.info,
+        geometry: &sv.volume.geometry,
+        affine_ras: sv.volume.geometry.affine_ras(),
+        nifti: nii.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+    };
+    let text = serde_json::to_vec_pretty(&side)?;
+    write_atomic(json, |f| std::io::Write::write_all(f, &text))
+        .with_context(|| format!("{}: cannot write", json.display()))
+}
+
+/// Peak resident memory of this process in MiB (Linux VmHWM).
+fn peak_rss_mib() -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+fn load(dir: &Path) -> Result<bool> {
+    let t0 = Instant::now();
+    let index = index(dir)?;
+    let t_index = t0.elapsed().as_secs_f64();
+    report_file_errors(&index);
+    let mut clean = index.errors.is_empty();
+    for s in &index.series {
+        let t = Instant::now();
+        match s.plan().and_then(|p| p.load()) {
+            Ok(v) => {
+                let sum: f64 = v.volume.data.iter().map(|&x| f64::from(x)).sum();
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "series_uid": v.info.series_uid,
+                        "modality": v.info.modality,
+                        "dims": v.volume.geometry.dims,
+                        "seconds": t.elapsed().as_secs_f64(),
+                        "checksum": sum,
+                        "volume_mib": (v.volume.data.len() * 4) as f64 / (1024.0 * 1024.0),
+                    })
+                );
+            }
+            Err(e) => {
+                eprintln!("edgeseg: skipped {e}");
+                clean = false;
+            }
+        }
+    }
+    println!(
+        "{}",
+        serde_json::json!({"index_seconds": t_index, "total_seconds": t0.elapsed().as_secs_f64(), "peak_rss_mib": peak_rss_mib()})
+    );
+    Ok(clean)
+}

@@ -1,0 +1,156 @@
+//! Volumes and their geometry: the plain data handed from stage to stage.
+//!
+//! Voxel order is i (image column) fastest, then j (image row), then k (slice),
+//! the order DICOM stores a frame in and NIfTI stores a volume in. Positions are
+//! patient coordinates in DICOM's LPS convention, in millimetres.
+
+use serde::{Deserialize, Serialize};
+
+/// Where a voxel grid sits in the patient.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Geometry {
+    /// Voxel counts along i (columns), j (rows) and k (slices).
+    pub dims: [usize; 3],
+    /// Distance between voxel centres along i, j and k, in mm.
+    pub spacing: [f64; 3],
+    /// LPS position (mm) of the centre of voxel (0, 0, 0).
+    pub origin: [f64; 3],
+    /// Unit direction of each voxel axis in LPS: `direction[0]` is the i axis
+    /// (DICOM row direction), `[1]` the j axis (column direction), `[2]` the
+    /// slice axis (the normal, pointing towards increasing k).
+    pub direction: [[f64; 3]; 3],
+}
+
+impl Geometry {
+    /// Number of voxels.
+    pub fn voxel_count(&self) -> usize {
+        self.dims[0] * self.dims[1] * self.dims[2]
+    }
+
+    /// Volume of one voxel in millilitres.
+    pub fn voxel_volume_ml(&self) -> f64 {
+        self.spacing[0] * self.spacing[1] * self.spacing[2] / 1000.0
+    }
+
+    /// Linear index of voxel (i, j, k).
+    pub fn index(&self, i: usize, j: usize, k: usize) -> usize {
+        i + self.dims[0] * (j + self.dims[1] * k)
+    }
+
+    /// LPS position (mm) of a continuous voxel coordinate.
+    pub fn voxel_to_lps(&self, ijk: [f64; 3]) -> [f64; 3] {
+        let mut p = self.origin;
+        for (axis, &c) in ijk.iter().enumerate() {
+            for (row, v) in p.iter_mut().enumerate() {
+                *v += self.direction[axis][row] * self.spacing[axis] * c;
+            }
+        }
+        p
+    }
+
+    /// 4×4 voxel-to-LPS affine (row-major).
+    pub fn affine_lps(&self) -> [[f64; 4]; 4] {
+        let mut a = [[0.0; 4]; 4];
+        for (row, line) in a.iter_mut().take(3).enumerate() {
+            for axis in 0..3 {
+                line[axis] = self.direction[axis][row] * self.spacing[axis];
+            }
+            line[3] = self.origin[row];
+        }
+        a[3][3] = 1.0;
+        a
+    }
+
+    /// 4×4 voxel-to-RAS affine (row-major): the LPS affine with the first two
+    /// world axes negated, as ITK/SimpleITK, dicom2nifti and nibabel write it.
+    pub fn affine_ras(&self) -> [[f64; 4]; 4] {
+        let mut a = self.affine_lps();
+        for line in a.iter_mut().take(2) {
+            for v in line.iter_mut() {
+                *v = -*v;
+            }
+        }
+        a
+    }
+}
+
+/// A voxel grid with its geometry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Volume<T = f32> {
+    /// Where the grid sits.
+    pub geometry: Geometry,
+    /// Voxel values, `geometry.voxel_count()` of them, i fastest.
+    pub data: Vec<T>,
+}
+
+impl<T: Copy> Volume<T> {
+    /// A volume filled with one value.
+    pub fn filled(geometry: Geometry, value: T) -> Self {
+        let n = geometry.voxel_count();
+        Self { geometry, data: vec![value; n] }
+    }
+
+    /// The voxels of slice k, i fastest.
+    pub fn slice(&self, k: usize) -> &[T] {
+        let n = self.geometry.dims[0] * self.geometry.dims[1];
+        &self.data[k * n..(k + 1) * n]
+    }
+}
+
+/// Cross product of two 3-vectors.
+pub fn cross(a: [f64; 3], b: [f64; 3]) -> [f64; 3] {
+    [a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2], a[0] * b[1] - a[1] * b[0]]
+}
+
+/// Dot product of two 3-vectors.
+pub fn dot(a: [f64; 3], b: [f64; 3]) -> f64 {
+    a[0] * b[0] + a[1] * b[1] + a[2] * b[2]
+}
+
+/// Euclidean norm of a 3-vector.
+pub fn norm(a: [f64; 3]) -> f64 {
+    dot(a, a).sqrt()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn oblique() -> Geometry {
+        let c = 5f64.to_radians().cos();
+        let s = 5f64.to_radians().sin();
+        let r = [c, s, 0.0];
+        let cdir = [-s, c, 0.0];
+        Geometry {
+            dims: [4, 5, 6],
+            spacing: [0.5, 0.7, 3.0],
+            origin: [10.0, -20.0, 30.0],
+            direction: [r, cdir, cross(r, cdir)],
+        }
+    }
+
+    #[test]
+    fn affine_maps_like_voxel_to_lps() {
+        let g = oblique();
+        let a = g.affine_lps();
+        let ijk = [1.5, 2.0, 3.0];
+        let p = g.voxel_to_lps(ijk);
+        for (row, line) in a.iter().take(3).enumerate() {
+            let v = line[0] * ijk[0] + line[1] * ijk[1] + line[2] * ijk[2] + line[3];
+            assert!((v - p[row]).abs() < 1e-12);
+        }
+        let ras = g.affine_ras();
+        assert_eq!(ras[0][3], -10.0);
+        assert_eq!(ras[1][3], 20.0);
+        assert_eq!(ras[2][3], 30.0);
+    }
+
+    #[test]
+    fn voxel_volume_and_index() {
+        let g = oblique();
+        assert!((g.voxel_volume_ml() - 0.5 * 0.7 * 3.0 / 1000.0).abs() < 1e-15);
+        assert_eq!(g.index(3, 4, 5), g.voxel_count() - 1);
+        assert_eq!(g.index(1, 0, 0), 1);
+        assert_eq!(g.index(0, 1, 0), 4);
+    }
+}
