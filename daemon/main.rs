@@ -12,6 +12,14 @@ use clap::{Parser, Subcommand};
 use edgeseg::export::{nifti, uid_file_stem, write_atomic};
 use edgeseg::ingest::{self, SeriesVolume, summary};
 
+/// `println!` that returns an error instead of panicking (a closed pipe, as in
+/// `edgeseg inspect DIR | head`, ends the command quietly).
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        std::io::Write::write_fmt(&mut std::io::stdout().lock(), format_args!("{}\n", format_args!($($arg)*)))?
+    };
+}
+
 #[derive(Parser)]
 #[command(name = "edgeseg", version = edgeseg::version(), about = "Scanner-side PET/CT and CT segmentation")]
 struct Cli {
@@ -58,6 +66,9 @@ fn main() -> ExitCode {
     match result {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(2),
+        Err(e) if e.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe) => {
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("edgeseg: error: {e:#}");
             ExitCode::from(1)
@@ -83,57 +94,62 @@ fn inspect(dir: &Path, json: bool) -> Result<bool> {
     let s = summary::describe(&index);
     let clean = s.errors.is_empty() && s.studies.iter().all(|st| st.series.iter().all(|se| se.error.is_none()));
     if json {
-        println!("{}", serde_json::to_string_pretty(&s)?);
+        outln!("{}", serde_json::to_string_pretty(&s)?);
         return Ok(clean);
     }
-    println!("{}: {} studies, {} series", dir.display(), s.studies.len(), index.series.len());
+    outln!("{}: {} studies, {} series", dir.display(), s.studies.len(), index.series.len());
     for st in &s.studies {
-        println!("study {}", st.study_uid);
+        outln!("study {}", st.study_uid);
         for se in &st.series {
-            println!("  series {} [{}]", se.series_uid, se.modality);
+            outln!("  series {} [{}]", se.series_uid, se.modality);
             if let Some(d) = se.series_description.as_deref() {
-                println!("    description   {d}");
+                outln!("    description   {d}");
             }
             match (&se.dims, &se.spacing_mm, &se.orientation) {
                 (Some(d), Some(sp), Some(o)) => {
-                    println!("    voxels        {} x {} x {} ({} files)", d[0], d[1], d[2], se.instances);
-                    println!("    spacing       {:.4} x {:.4} x {:.4} mm", sp[0], sp[1], sp[2]);
-                    println!(
+                    outln!("    voxels        {} x {} x {} ({} files)", d[0], d[1], d[2], se.instances);
+                    outln!("    spacing       {:.4} x {:.4} x {:.4} mm", sp[0], sp[1], sp[2]);
+                    outln!(
                         "    orientation   [{:.4}, {:.4}, {:.4}, {:.4}, {:.4}, {:.4}]",
-                        o[0], o[1], o[2], o[3], o[4], o[5]
+                        o[0],
+                        o[1],
+                        o[2],
+                        o[3],
+                        o[4],
+                        o[5]
                     );
                 }
-                _ => println!("    files         {}", se.instances),
+                _ => outln!("    files         {}", se.instances),
             }
             for ts in &se.transfer_syntaxes {
-                println!("    transfer      {} ({})", ts.uid, ts.name);
+                outln!("    transfer      {} ({})", ts.uid, ts.name);
             }
             if se.multi_frame {
-                println!("    multi-frame   yes");
+                outln!("    multi-frame   yes");
             }
             match &se.suv {
                 Some(ingest::SuvStatus::Available(suv)) => {
-                    println!("    SUV factor    {:.6e} ({:?})", suv.factor, suv.method);
+                    outln!("    SUV factor    {:.6e} ({:?})", suv.factor, suv.method);
                     if let Some(d) = suv.decay_seconds {
-                        println!("    decay         {d:.0} s from injection to scan start");
+                        outln!("    decay         {d:.0} s from injection to scan start");
                     }
                 }
-                Some(ingest::SuvStatus::Unavailable { reason }) => println!("    SUV           unavailable: {reason}"),
+                Some(ingest::SuvStatus::Unavailable { reason }) => outln!("    SUV           unavailable: {reason}"),
                 _ => {}
             }
             if let Some(e) = &se.error {
-                println!("    ERROR         {e}");
+                outln!("    ERROR         {e}");
             }
         }
         for p in &st.pairing.pairs {
-            println!("  PET/CT pair   PT {} + CT {}", p.pet_series_uid, p.ct_series_uid);
+            outln!("  PET/CT pair   PT {} + CT {}", p.pet_series_uid, p.ct_series_uid);
         }
         for u in &st.pairing.unpaired {
-            println!("  unpaired      {} {}: {}", u.modality, u.series_uid, u.reason);
+            outln!("  unpaired      {} {}: {}", u.modality, u.series_uid, u.reason);
         }
     }
     for e in &s.errors {
-        println!("error: {}", e.error);
+        outln!("error: {}", e.error);
     }
     Ok(clean)
 }
@@ -165,7 +181,7 @@ fn convert(dir: &Path, out: &Path) -> Result<bool> {
         let stem = uid_file_stem(&sv.info.series_uid);
         let path = out.join(format!("{stem}.nii.gz"));
         write_series(&sv, &path, &out.join(format!("{stem}.json")))?;
-        println!("{}", path.display());
+        outln!("{}", path.display());
     }
     Ok(clean)
 }
@@ -204,7 +220,7 @@ fn load(dir: &Path) -> Result<bool> {
         match s.plan().and_then(|p| p.load()) {
             Ok(v) => {
                 let sum: f64 = v.volume.data.iter().map(|&x| f64::from(x)).sum();
-                println!(
+                outln!(
                     "{}",
                     serde_json::json!({
                         "series_uid": v.info.series_uid,
@@ -222,7 +238,7 @@ fn load(dir: &Path) -> Result<bool> {
             }
         }
     }
-    println!(
+    outln!(
         "{}",
         serde_json::json!({"index_seconds": t_index, "total_seconds": t0.elapsed().as_secs_f64(), "peak_rss_mib": peak_rss_mib()})
     );

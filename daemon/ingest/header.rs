@@ -363,24 +363,44 @@ fn check_orientation(o: &[f64; 6]) -> Result<(), String> {
     Ok(())
 }
 
+/// Where PET attributes may live: the top level, then (multi-frame objects)
+/// the macros of the shared functional group, such as the Unassigned Shared
+/// Converted Attributes of a legacy-converted object.
+fn pet_containers(obj: &Obj) -> Vec<&Obj> {
+    let mut out = vec![obj];
+    if let Some(shared) = first_item(obj, tag::SHARED_FUNCTIONAL_GROUPS_SEQUENCE) {
+        out.extend(shared.iter().filter_map(|e| e.items().and_then(|i| i.first())));
+    }
+    out
+}
+
 fn pet_header(obj: &Obj) -> PetHeader {
-    let rp = first_item(obj, tag::RADIOPHARMACEUTICAL_INFORMATION_SEQUENCE);
+    let cs = pet_containers(obj);
+    let find_text = |t| cs.iter().find_map(|c| text(c, t));
+    let find_float = |t| cs.iter().find_map(|c| float(c, t));
+    let rp = cs.iter().find_map(|c| first_item(c, tag::RADIOPHARMACEUTICAL_INFORMATION_SEQUENCE));
     PetHeader {
-        units: text(obj, tag::UNITS).map(|u| u.to_ascii_uppercase()),
-        decay_correction: text(obj, tag::DECAY_CORRECTION).map(|u| u.to_ascii_uppercase()),
-        corrected_image: multi_text(obj, tag::CORRECTED_IMAGE),
-        series_date: text(obj, tag::SERIES_DATE),
-        series_time: text(obj, tag::SERIES_TIME),
-        weight_kg: float(obj, tag::PATIENT_WEIGHT),
+        units: find_text(tag::UNITS).map(|u| u.to_ascii_uppercase()),
+        decay_correction: find_text(tag::DECAY_CORRECTION).map(|u| u.to_ascii_uppercase()),
+        corrected_image: cs
+            .iter()
+            .map(|c| multi_text(c, tag::CORRECTED_IMAGE))
+            .find(|v| !v.is_empty())
+            .unwrap_or_default(),
+        series_date: find_text(tag::SERIES_DATE),
+        series_time: find_text(tag::SERIES_TIME),
+        weight_kg: find_float(tag::PATIENT_WEIGHT),
         total_dose_bq: rp.and_then(|r| float(r, tag::RADIONUCLIDE_TOTAL_DOSE)),
         half_life_s: rp.and_then(|r| float(r, tag::RADIONUCLIDE_HALF_LIFE)),
         start_time: rp.and_then(|r| text(r, tag::RADIOPHARMACEUTICAL_START_TIME)),
         start_date_time: rp.and_then(|r| text(r, tag::RADIOPHARMACEUTICAL_START_DATE_TIME)),
-        frame_reference_time_ms: float(obj, tag::FRAME_REFERENCE_TIME),
-        actual_frame_duration_ms: float(obj, tag::ACTUAL_FRAME_DURATION),
-        philips_suv_scale: private_float(obj, 0x7053, "Philips PET Private Group", 0x00),
-        philips_activity_scale: private_float(obj, 0x7053, "Philips PET Private Group", 0x09),
-        ge_scan_date_time: private(obj, 0x0009, "GEMS_PETD_01", 0x0D)
+        frame_reference_time_ms: find_float(tag::FRAME_REFERENCE_TIME),
+        actual_frame_duration_ms: find_float(tag::ACTUAL_FRAME_DURATION),
+        philips_suv_scale: cs.iter().find_map(|c| private_float(c, 0x7053, "Philips PET Private Group", 0x00)),
+        philips_activity_scale: cs.iter().find_map(|c| private_float(c, 0x7053, "Philips PET Private Group", 0x09)),
+        ge_scan_date_time: cs
+            .iter()
+            .find_map(|c| private(c, 0x0009, "GEMS_PETD_01", 0x0D))
             .and_then(|e| e.to_str().ok())
             .map(|s| s.trim().to_string())
             .filter(|s| !s.is_empty()),
