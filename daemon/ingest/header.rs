@@ -115,6 +115,18 @@ pub mod tag {
     pub const FRAME_CONTENT_SEQUENCE: Tag = Tag(0x0020, 0x9111);
     /// FrameAcquisitionDateTime
     pub const FRAME_ACQUISITION_DATE_TIME: Tag = Tag(0x0018, 0x9074);
+    /// DecayCorrectionDateTime (Enhanced PET)
+    pub const DECAY_CORRECTION_DATE_TIME: Tag = Tag(0x0018, 0x9701);
+    /// DecayCorrected (Enhanced PET)
+    pub const DECAY_CORRECTED: Tag = Tag(0x0018, 0x9758);
+    /// AttenuationCorrected (Enhanced PET)
+    pub const ATTENUATION_CORRECTED: Tag = Tag(0x0018, 0x9759);
+    /// RealWorldValueMappingSequence
+    pub const REAL_WORLD_VALUE_MAPPING_SEQUENCE: Tag = Tag(0x0040, 0x9096);
+    /// MeasurementUnitsCodeSequence
+    pub const MEASUREMENT_UNITS_CODE_SEQUENCE: Tag = Tag(0x0040, 0x08EA);
+    /// CodeValue
+    pub const CODE_VALUE: Tag = Tag(0x0008, 0x0100);
     /// PixelData
     pub const PIXEL_DATA: Tag = Tag(0x7FE0, 0x0010);
 }
@@ -169,6 +181,9 @@ pub struct PetHeader {
     pub philips_activity_scale: Option<f64>,
     /// GE (0009,100D) scan date-time, block GEMS_PETD_01.
     pub ge_scan_date_time: Option<String>,
+    /// Enhanced PET: DecayCorrectionDateTime (0018,9701), the instant the
+    /// images are decay-corrected to.
+    pub decay_correction_date_time: Option<String>,
 }
 
 /// Everything ingest keeps of one DICOM instance (no pixel data).
@@ -374,19 +389,53 @@ fn pet_containers(obj: &Obj) -> Vec<&Obj> {
     out
 }
 
+/// Enhanced PET carries its units as a UCUM code in the Real World Value
+/// Mapping macro instead of Units (0054,1001).
+fn units_from_real_world_value_mapping(obj: &Obj) -> Option<String> {
+    let groups = [
+        first_item(obj, tag::SHARED_FUNCTIONAL_GROUPS_SEQUENCE),
+        items(obj, tag::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE).first(),
+    ];
+    let code = groups.iter().flatten().find_map(|g| {
+        let rwvm = first_item(g, tag::REAL_WORLD_VALUE_MAPPING_SEQUENCE)?;
+        text(first_item(rwvm, tag::MEASUREMENT_UNITS_CODE_SEQUENCE)?, tag::CODE_VALUE)
+    })?;
+    match code.as_str() {
+        "Bq/ml" | "Bq/mL" => Some("BQML".into()),
+        "{SUVbw}g/ml" | "g/ml" | "{SUVbw}g/mL" => Some("GML".into()),
+        "{counts}" | "{cnts}" => Some("CNTS".into()),
+        _ => None,
+    }
+}
+
 fn pet_header(obj: &Obj) -> PetHeader {
     let cs = pet_containers(obj);
     let find_text = |t| cs.iter().find_map(|c| text(c, t));
     let find_float = |t| cs.iter().find_map(|c| float(c, t));
     let rp = cs.iter().find_map(|c| first_item(c, tag::RADIOPHARMACEUTICAL_INFORMATION_SEQUENCE));
+    let yes = |t| find_text(t).is_some_and(|v| v.eq_ignore_ascii_case("YES"));
+    let mut corrected_image =
+        cs.iter().map(|c| multi_text(c, tag::CORRECTED_IMAGE)).find(|v| !v.is_empty()).unwrap_or_default();
+    if corrected_image.is_empty() {
+        // Enhanced PET states the corrections as YES/NO flags.
+        if yes(tag::ATTENUATION_CORRECTED) {
+            corrected_image.push("ATTN".into());
+        }
+        if yes(tag::DECAY_CORRECTED) {
+            corrected_image.push("DECY".into());
+        }
+    }
+    let decay_correction_date_time = find_text(tag::DECAY_CORRECTION_DATE_TIME);
+    let decay_correction = find_text(tag::DECAY_CORRECTION).map(|u| u.to_ascii_uppercase()).or_else(|| {
+        // Enhanced PET: corrected to an explicit instant, which plays START's role.
+        (yes(tag::DECAY_CORRECTED) && decay_correction_date_time.is_some()).then(|| "START".to_string())
+    });
     PetHeader {
-        units: find_text(tag::UNITS).map(|u| u.to_ascii_uppercase()),
-        decay_correction: find_text(tag::DECAY_CORRECTION).map(|u| u.to_ascii_uppercase()),
-        corrected_image: cs
-            .iter()
-            .map(|c| multi_text(c, tag::CORRECTED_IMAGE))
-            .find(|v| !v.is_empty())
-            .unwrap_or_default(),
+        units: find_text(tag::UNITS)
+            .map(|u| u.to_ascii_uppercase())
+            .or_else(|| units_from_real_world_value_mapping(obj)),
+        decay_correction,
+        corrected_image,
         series_date: find_text(tag::SERIES_DATE),
         series_time: find_text(tag::SERIES_TIME),
         weight_kg: find_float(tag::PATIENT_WEIGHT),
@@ -404,6 +453,7 @@ fn pet_header(obj: &Obj) -> PetHeader {
             .and_then(|e| e.to_str().ok())
             .map(|s| s.trim().to_string())
             .filter(|s| !s.is_empty()),
+        decay_correction_date_time,
     }
 }
 

@@ -22,6 +22,9 @@ pub enum SuvMethod {
     /// from the earliest acquisition, FrameReferenceTime and ActualFrameDuration.
     #[serde(rename = "BQML-frame-reference-time")]
     BqmlFrameReferenceTime,
+    /// Enhanced PET: decay from injection to DecayCorrectionDateTime (0018,9701).
+    #[serde(rename = "BQML-decay-correction-date-time")]
+    BqmlDecayCorrectionDateTime,
     /// Units BQML with DecayCorrection ADMIN: already decay-corrected to injection.
     #[serde(rename = "BQML-ADMIN")]
     BqmlAdmin,
@@ -184,8 +187,10 @@ fn bqml(p: &PetHeader, earliest_acquisition: Option<&str>) -> Result<Suv, String
     let series_dt = NaiveDateTime::new(series_date, series_time);
     let acquisition = earliest_acquisition.and_then(parse_dt);
 
-    let (scan, method) = match acquisition {
-        Some(acq) if series_dt > acq => {
+    let explicit = p.decay_correction_date_time.as_deref().and_then(parse_dt);
+    let (scan, method) = match (explicit, acquisition) {
+        (Some(t), _) => (t, SuvMethod::BqmlDecayCorrectionDateTime),
+        (None, Some(acq)) if series_dt > acq => {
             if let Some(ge) = p.ge_scan_date_time.as_deref() {
                 let t =
                     parse_dt(ge).ok_or_else(|| format!("GE private scan date-time (0009,100D) {ge:?} is invalid"))?;
@@ -209,7 +214,7 @@ fn bqml(p: &PetHeader, earliest_acquisition: Option<&str>) -> Result<Suv, String
                 (start, SuvMethod::BqmlFrameReferenceTime)
             }
         }
-        _ => (series_dt, SuvMethod::Bqml),
+        (None, _) => (series_dt, SuvMethod::Bqml),
     };
 
     let injection = match p.start_date_time.as_deref().and_then(parse_dt) {

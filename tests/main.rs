@@ -1,0 +1,16 @@
+//! edgeseg integration tests: one binary, one module per area. Fixtures are
+//! written by the independent Python generators in `tests/fixtures/` (pydicom,
+//! highdicom, dcmtk), never by the code under test; `scripts/test.sh` creates
+//! the venv they run in.
+//!
+//! - `ingest_bad_input`: each kind of broken input gets a clear error naming
+//!   the file and the reason, no panic, and the rest of the folder still loads.
+//! - `ingest_formats`: every transfer syntax and multi-frame form loads to the
+//!   same volume as the uncompressed single-frame series.
+//! - `ingest_cli`: `edgeseg inspect` / `convert` output contracts, SUV per vendor.
+
+mod util;
+
+mod ingest_bad_input;
+mod ingest_cli;
+mod ingest_formats;
