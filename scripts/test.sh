@@ -8,17 +8,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 
-need_apt=()
-command -v cmake >/dev/null || need_apt+=(cmake)           # builds CharLS (JPEG-LS)
-command -v dcmcjpeg >/dev/null || need_apt+=(dcmtk)         # fixture compression
-command -v dciodvfy >/dev/null || need_apt+=(dicom3tools)   # DICOM validator
-[ -x /usr/bin/time ] || need_apt+=(time)                    # peak-memory figures
-if [ ${#need_apt[@]} -gt 0 ]; then
-    echo "test.sh: installing ${need_apt[*]}" >&2
-    SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
-fi
+scripts/deps.sh
 scripts/venv.sh
 export EDGESEG_PYTHON="$root/.venv/bin/python"
 

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The main job on generated data, set-up included, on a fresh Debian machine:
+#   scripts/demo.sh [OUT]        (default OUT: demo-out/)
+# Generates a synthetic whole-body DOTATATE PET/CT study (tests/fixtures/phantom.py,
+# pydicom), lists it with `edgeseg inspect` and converts it with `edgeseg convert`.
+# The data are synthetic and the outputs are not for clinical use.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+out=$(realpath -m "${1:-demo-out}")
+scripts/deps.sh
+scripts/venv.sh
+cargo build --release --locked -q
+bin="$root/target/release/edgeseg"
+
+study="$out/study"
+if [ ! -f "$study/truth/truth.json" ]; then
+    echo "== generating a synthetic PET/CT study (small, Siemens-style, Cu-64) in $study"
+    .venv/bin/python tests/fixtures/phantom.py --out "$study" --size small --vendor siemens --nuclide cu64 -q
+fi
+echo "== edgeseg inspect $study/dicom"
+"$bin" inspect "$study/dicom"
+echo
+echo "== edgeseg convert $study/dicom --out $out/nifti"
+"$bin" convert "$study/dicom" --out "$out/nifti"
+echo
+echo "Outputs: $out/nifti/<SeriesInstanceUID>.nii.gz (PET in SUVbw, CT in HU, RAS) and .json (geometry, SUV method)."

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Installs the Debian packages edgeseg's build, demo and tests need, when missing.
+#   scripts/deps.sh
+set -euo pipefail
+need=()
+command -v cmake >/dev/null || need+=(cmake)            # builds CharLS (JPEG-LS decoder)
+command -v dcmcjpeg >/dev/null || need+=(dcmtk)          # fixture compression, dcmdump
+command -v dciodvfy >/dev/null || need+=(dicom3tools)    # DICOM validator
+[ -x /usr/bin/time ] || need+=(time)                     # peak-memory figures
+python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
+if [ ${#need[@]} -gt 0 ]; then
+    echo "deps: installing ${need[*]}" >&2
+    SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+fi
