@@ -6,6 +6,7 @@
 
 pub mod export;
 pub mod ingest;
+pub mod sys;
 pub mod volume;
 
 /// The edgeseg version and git revision, as `--version` prints it.

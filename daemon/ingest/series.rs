@@ -417,6 +417,7 @@ impl SeriesPlan {
     pub fn load(&self) -> Result<SeriesVolume, SeriesError> {
         let plane = self.geometry.dims[0] * self.geometry.dims[1];
         let mut data = vec![0f32; self.geometry.voxel_count()];
+        crate::sys::advise_huge_pages(&mut data);
         // Group slice buffers by instance.
         let mut per_instance: Vec<Vec<FrameTask<'_>>> = (0..self.instances.len()).map(|_| Vec::new()).collect();
         for (s, out) in self.slices.iter().zip(data.chunks_mut(plane)) {
@@ -430,7 +431,7 @@ impl SeriesPlan {
         }
         per_instance.into_par_iter().enumerate().try_for_each(|(i, mut tasks)| {
             let h = &self.instances[i];
-            pixels::decode_frames(&h.path, self.format_of(h), h.number_of_frames, &mut tasks)
+            pixels::decode_frames(&h.path, &h.transfer_syntax, self.format_of(h), h.number_of_frames, &mut tasks)
                 .map_err(|source| SeriesError::File { series_uid: self.info.series_uid.clone(), source })
         })?;
         Ok(SeriesVolume { info: self.info.clone(), volume: Volume { geometry: self.geometry.clone(), data } })
