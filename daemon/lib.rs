@@ -5,6 +5,7 @@
 //! ARCHITECTURE.md for the stages and their invariants.
 
 pub mod export;
+pub mod gpu;
 pub mod ingest;
 pub mod sys;
 pub mod volume;
