@@ -7,6 +7,7 @@
 pub mod export;
 pub mod gpu;
 pub mod ingest;
+pub mod post;
 pub mod sys;
 pub mod volume;
 

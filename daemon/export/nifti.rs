@@ -172,6 +172,113 @@ fn write_body<W: Write, T: NiftiScalar>(sink: &mut W, head: &[u8], data: &[T]) -
     Ok(())
 }
 
+/// Errors reading a NIfTI file.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReadError {
+    /// The nifti crate could not read it.
+    #[error("{path}: cannot read NIfTI: {reason}")]
+    Read {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// Not a 3D volume.
+    #[error("{path}: expected a 3D volume, found dimensions {dims:?}")]
+    NotThreeD {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Its dim field.
+        dims: Vec<u16>,
+    },
+    /// The affine is missing or degenerate.
+    #[error("{path}: unusable affine: {reason}")]
+    Affine {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// The voxel-to-RAS affine of a header: sform when set, else qform, else
+/// the pixdim scaling NIfTI prescribes as method 1.
+fn header_affine_ras(h: &nifti::NiftiHeader) -> [[f64; 4]; 4] {
+    let mut a = [[0.0; 4]; 4];
+    a[3][3] = 1.0;
+    if h.sform_code > 0 {
+        for (row, srow) in [h.srow_x, h.srow_y, h.srow_z].iter().enumerate() {
+            for c in 0..4 {
+                a[row][c] = f64::from(srow[c]);
+            }
+        }
+    } else if h.qform_code > 0 {
+        let (b, c, d) = (f64::from(h.quatern_b), f64::from(h.quatern_c), f64::from(h.quatern_d));
+        let aa = (1.0 - (b * b + c * c + d * d)).max(0.0).sqrt();
+        let r = [
+            [aa * aa + b * b - c * c - d * d, 2.0 * (b * c - aa * d), 2.0 * (b * d + aa * c)],
+            [2.0 * (b * c + aa * d), aa * aa + c * c - b * b - d * d, 2.0 * (c * d - aa * b)],
+            [2.0 * (b * d - aa * c), 2.0 * (c * d + aa * b), aa * aa + d * d - b * b - c * c],
+        ];
+        let qfac = if h.pixdim[0] < 0.0 { -1.0 } else { 1.0 };
+        let sp = [f64::from(h.pixdim[1]), f64::from(h.pixdim[2]), f64::from(h.pixdim[3]) * qfac];
+        for row in 0..3 {
+            for col in 0..3 {
+                a[row][col] = r[row][col] * sp[col];
+            }
+        }
+        a[0][3] = f64::from(h.quatern_x);
+        a[1][3] = f64::from(h.quatern_y);
+        a[2][3] = f64::from(h.quatern_z);
+    } else {
+        for i in 0..3 {
+            a[i][i] = f64::from(h.pixdim[i + 1]);
+        }
+    }
+    a
+}
+
+/// Geometry (LPS) from a voxel-to-RAS affine.
+pub fn geometry_from_ras(ras: &[[f64; 4]; 4], dims: [usize; 3]) -> Result<Geometry, String> {
+    let mut spacing = [0.0; 3];
+    let mut direction = [[0.0; 3]; 3];
+    for axis in 0..3 {
+        // LPS column = diag(-1, -1, 1) · RAS column.
+        let col = [-ras[0][axis], -ras[1][axis], ras[2][axis]];
+        let n = crate::volume::norm(col);
+        if !(n.is_finite() && n > 0.0) {
+            return Err(format!("axis {axis} has zero or invalid length"));
+        }
+        spacing[axis] = n;
+        direction[axis] = [col[0] / n, col[1] / n, col[2] / n];
+    }
+    Ok(Geometry { dims, spacing, origin: [-ras[0][3], -ras[1][3], ras[2][3]], direction })
+}
+
+/// Reads a 3D NIfTI volume (any voxel type, scl_slope applied) as f32.
+pub fn read_f32(path: &Path) -> Result<Volume<f32>, ReadError> {
+    let err = |reason: String| ReadError::Read { path: path.to_path_buf(), reason };
+    let obj = nifti::ReaderOptions::new().read_file(path).map_err(|e| err(e.to_string()))?;
+    let h = nifti::NiftiObject::header(&obj).clone();
+    let d = h.dim;
+    let rank = usize::from(d[0]);
+    if !(3..=7).contains(&rank) || d[4..=rank].iter().any(|&v| v > 1) {
+        return Err(ReadError::NotThreeD { path: path.to_path_buf(), dims: d[1..=rank.min(7)].to_vec() });
+    }
+    let dims = [usize::from(d[1]), usize::from(d[2]), usize::from(d[3])];
+    let geometry = geometry_from_ras(&header_affine_ras(&h), dims)
+        .map_err(|reason| ReadError::Affine { path: path.to_path_buf(), reason })?;
+    let arr = nifti::IntoNdArray::into_ndarray::<f32>(nifti::NiftiObject::into_volume(obj)).map_err(|e| err(e.to_string()))?;
+    // The array is indexed [i, j, k(, …)]; reversing the axes and reading in
+    // logical order gives i fastest.
+    let data: Vec<f32> = arr.t().iter().copied().collect();
+    if data.len() != geometry.voxel_count() {
+        return Err(err(format!("{} voxels for dims {dims:?}", data.len())));
+    }
+    Ok(Volume { geometry, data })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -187,6 +294,36 @@ mod tests {
         // A reflection gives qfac -1.
         let (_, _, _, q) = quaternion([[-1.0, 0.0, 0.0], [0.0, -1.0, 0.0], [0.0, 0.0, -1.0]]);
         assert_eq!(q, -1.0);
+    }
+
+    #[test]
+    fn write_then_read_round_trips_geometry_and_values() {
+        let c = 5f64.to_radians().cos();
+        let s5 = 5f64.to_radians().sin();
+        let r = [c, s5, 0.0];
+        let cd = [-s5, c, 0.0];
+        let g = Geometry {
+            dims: [4, 3, 2],
+            spacing: [0.8, 0.9, 2.5],
+            origin: [-100.0, 50.0, 12.5],
+            direction: [r, cd, crate::volume::cross(r, cd)],
+        };
+        let v = Volume { geometry: g.clone(), data: (0..24).map(|x| x as f32 * 1.5 - 3.0).collect() };
+        let dir = tempfile::tempdir().expect("tempdir");
+        for name in ["a.nii.gz", "a.nii"] {
+            let p = dir.path().join(name);
+            write(&p, &v, "t").expect("write");
+            let back = read_f32(&p).expect("read");
+            assert_eq!(back.data, v.data);
+            assert_eq!(back.geometry.dims, g.dims);
+            for a in 0..3 {
+                assert!((back.geometry.spacing[a] - g.spacing[a]).abs() < 1e-5);
+                assert!((back.geometry.origin[a] - g.origin[a]).abs() < 1e-4);
+                for b in 0..3 {
+                    assert!((back.geometry.direction[a][b] - g.direction[a][b]).abs() < 1e-6);
+                }
+            }
+        }
     }
 
     #[test]
