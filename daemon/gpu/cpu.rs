@@ -318,7 +318,12 @@ pub fn stats(labels: &Labels, values: &[f32], dims: [usize; 3]) -> Vec<Component
 }
 
 /// Raw PET to SUV fused with a threshold; see the contract in `gpu/mod.rs`.
-pub fn suv_threshold(stored: &[i16], dims: [usize; 3], slice_scale: &[(f32, f32)], threshold: f32) -> (Vec<f32>, Vec<u8>) {
+pub fn suv_threshold(
+    stored: &[i16],
+    dims: [usize; 3],
+    slice_scale: &[(f32, f32)],
+    threshold: f32,
+) -> (Vec<f32>, Vec<u8>) {
     let plane = (dims[0] * dims[1]).max(1);
     let mut suv = vec![0f32; stored.len()];
     let mut mask = vec![0u8; stored.len()];

@@ -4,3 +4,6 @@
 //! `gpu::Backend` (CUDA or the CPU twins); knows nothing of DICOM or services.
 
 pub mod components;
+pub mod edt;
+pub mod pet;
+pub mod screening;
