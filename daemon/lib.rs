@@ -6,6 +6,7 @@
 
 pub mod export;
 pub mod gpu;
+pub mod infer;
 pub mod ingest;
 pub mod post;
 pub mod sys;

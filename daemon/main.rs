@@ -12,6 +12,8 @@ use clap::{Parser, Subcommand};
 use edgeseg::export::{nifti, uid_file_stem, write_atomic};
 use edgeseg::ingest::{self, SeriesVolume, summary};
 
+mod predict;
+
 /// `println!` that returns an error instead of panicking (a closed pipe, as in
 /// `edgeseg inspect DIR | head`, ends the command quietly).
 macro_rules! outln {
@@ -49,6 +51,46 @@ enum Command {
     Load {
         /// Folder to scan recursively.
         dir: PathBuf,
+    },
+    /// nnUNetv2_predict's interface: segment nnU-Net-named NIfTI inputs
+    /// (CASE_0000.nii.gz, CASE_0001.nii.gz ...) into OUT/CASE.nii.gz.
+    Predict {
+        /// Folder of input images.
+        #[arg(short = 'i')]
+        input: PathBuf,
+        /// Output folder.
+        #[arg(short = 'o')]
+        output: PathBuf,
+        /// Model package folder.
+        #[arg(short = 'm')]
+        model: PathBuf,
+        /// Folds to ensemble (default: all in the package).
+        #[arg(short = 'f', num_args = 1..)]
+        folds: Vec<u32>,
+        /// Turn off mirroring test-time augmentation.
+        #[arg(long)]
+        disable_tta: bool,
+        /// Sliding-window step as a fraction of the patch size.
+        #[arg(long, default_value_t = 0.5)]
+        step_size: f64,
+        /// Also write CASE.npz with the class probabilities (nnU-Net's layout).
+        #[arg(long)]
+        save_probabilities: bool,
+        /// libonnxruntime.so (ORT_DYLIB_PATH overrides).
+        #[arg(long)]
+        onnxruntime: Option<PathBuf>,
+        /// Execution provider: auto, cpu, cuda or tensorrt.
+        #[arg(long, default_value = "cpu")]
+        provider: String,
+        /// Fail instead of falling back to the CPU when the GPU provider is unavailable.
+        #[arg(long)]
+        require_gpu: bool,
+        /// ONNX Runtime intra-op threads (0: its default).
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
+        /// Tiles per network call.
+        #[arg(long, default_value_t = 2)]
+        batch_size: usize,
     },
     /// Label the connected components of a mask (any non-zero voxel), in the
     /// canonical order (first voxel in raster order), with optional size filter
@@ -88,6 +130,33 @@ fn main() -> ExitCode {
         Command::Inspect { dir, json } => inspect(&dir, json),
         Command::Convert { dir, out } => convert(&dir, &out),
         Command::Load { dir } => load(&dir),
+        Command::Predict {
+            input,
+            output,
+            model,
+            folds,
+            disable_tta,
+            step_size,
+            save_probabilities,
+            onnxruntime,
+            provider,
+            require_gpu,
+            threads,
+            batch_size,
+        } => predict::run(&predict::Args {
+            input,
+            output,
+            model,
+            folds,
+            tta: !disable_tta,
+            step_size,
+            save_probabilities,
+            onnxruntime,
+            provider,
+            require_gpu,
+            threads,
+            batch_size,
+        }),
         Command::Components { mask, out, connectivity, min_ml, stats, json, gpu } => {
             components(&mask, &out, connectivity, min_ml, stats.as_deref(), json, gpu)
         }

@@ -1,0 +1,251 @@
+//! Preprocess and infer stages: nnU-Net v2 model packages run through ONNX
+//! Runtime with nnU-Net's own preprocessing, sliding window, mirroring and
+//! fold ensembling, and the way back to the input grid. Knows nothing of DICOM,
+//! queues or services: volumes in, a label map out.
+
+pub mod model;
+pub mod onnx;
+pub mod preprocess;
+pub mod resample;
+pub mod sliding;
+
+use std::path::Path;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::volume::Volume;
+use model::ModelPackage;
+use onnx::{EngineOptions, OrtNetwork};
+use preprocess::transpose;
+use resample::resample_channel;
+use sliding::{Network, WindowSettings};
+
+/// Errors of the inference stages.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum InferError {
+    /// The model package.
+    #[error(transparent)]
+    Package(#[from] model::ModelError),
+    /// The model's contents are unusable here.
+    #[error("model: {0}")]
+    Model(String),
+    /// ONNX Runtime could not be loaded or a session not built.
+    #[error("{0}")]
+    Runtime(String),
+    /// A network call failed.
+    #[error("engine: {0}")]
+    Engine(String),
+    /// The inputs do not fit the model.
+    #[error("input: {0}")]
+    Input(String),
+}
+
+/// Options of one prediction.
+#[derive(Debug, Clone)]
+pub struct PredictOptions {
+    /// Folds to use (empty: all of the package's).
+    pub folds: Vec<u32>,
+    /// Mirroring test-time augmentation.
+    pub tta: bool,
+    /// Sliding-window step as a fraction of the patch.
+    pub step_size: f64,
+    /// Tiles per network call.
+    pub batch_size: usize,
+    /// Engine options.
+    pub engine: EngineOptions,
+}
+
+impl Default for PredictOptions {
+    fn default() -> Self {
+        Self { folds: Vec::new(), tta: true, step_size: 0.5, batch_size: 2, engine: EngineOptions::default() }
+    }
+}
+
+/// Seconds per stage of one prediction.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Timings {
+    /// Preprocessing.
+    pub preprocess_s: f64,
+    /// Sliding window (all folds).
+    pub inference_s: f64,
+    /// Resampling back, argmax, uncropping.
+    pub export_s: f64,
+}
+
+/// A model package with its engines, ready to predict.
+pub struct Predictor {
+    /// The package.
+    pub package: ModelPackage,
+    nets: Vec<(u32, OrtNetwork)>,
+    opts: PredictOptions,
+}
+
+/// What one prediction gives.
+pub struct Prediction {
+    /// Class per voxel, on the input grid.
+    pub labels: Volume<u8>,
+    /// Class probabilities (softmax) on the input grid, when asked for.
+    pub probabilities: Option<Vec<Volume<f32>>>,
+    /// Seconds per stage.
+    pub timings: Timings,
+}
+
+impl Predictor {
+    /// Loads the package and builds one engine per fold.
+    pub fn new(model_dir: &Path, ort_lib: &Path, opts: PredictOptions) -> Result<Self, InferError> {
+        let package = ModelPackage::load(model_dir)?;
+        let folds = if opts.folds.is_empty() { package.meta.folds.clone() } else { opts.folds.clone() };
+        let channels = package.meta.channels.len();
+        let p = &package.config.patch_size;
+        let patch = [p[0], p[1], p[2]];
+        let mut nets = Vec::new();
+        for f in folds {
+            if !package.meta.folds.contains(&f) {
+                return Err(InferError::Model(format!(
+                    "fold {f} is not in the package (folds {:?})",
+                    package.meta.folds
+                )));
+            }
+            nets.push((f, OrtNetwork::load(ort_lib, &package.fold_path(f), channels, patch, &opts.engine)?));
+        }
+        Ok(Self { package, nets, opts })
+    }
+
+    /// Provider per fold.
+    pub fn providers(&self) -> Vec<(u32, &'static str)> {
+        self.nets.iter().map(|(f, n)| (*f, n.provider)).collect()
+    }
+
+    /// Predicts one case; `channels[c]` are the input volumes in channel order,
+    /// all on the same grid.
+    pub fn predict(
+        &self,
+        channels: &[&Volume<f32>],
+        probabilities: bool,
+        progress: impl FnMut(usize, usize),
+    ) -> Result<Prediction, InferError> {
+        let pkg = &self.package;
+        if channels.len() != pkg.meta.channels.len() {
+            return Err(InferError::Input(format!(
+                "{} channels given, the model takes {}",
+                channels.len(),
+                pkg.meta.channels.len()
+            )));
+        }
+        let g = &channels[0].geometry;
+        if channels.iter().any(|c| c.geometry.dims != g.dims) {
+            return Err(InferError::Input("the channels are on different grids".into()));
+        }
+        // nnU-Net's axes: (k, j, i) of our x-fastest volumes, same memory order.
+        let shape = [g.dims[2], g.dims[1], g.dims[0]];
+        let spacing = [g.spacing[2], g.spacing[1], g.spacing[0]];
+        let t = Instant::now();
+        let data: Vec<Vec<f32>> = channels.iter().map(|c| c.data.clone()).collect();
+        let pre = preprocess::preprocess(pkg, &data, shape, spacing)?;
+        drop(data);
+        let preprocess_s = t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        let p = &pkg.config.patch_size;
+        let settings = WindowSettings {
+            patch: [p[0], p[1], p[2]],
+            step_size: self.opts.step_size,
+            mirror_axes: if self.opts.tta { pkg.meta.inference.allowed_mirroring_axes.clone() } else { Vec::new() },
+            batch_size: self.opts.batch_size,
+            classes: pkg.num_classes(),
+        };
+        let nets: Vec<&dyn Network> = self.nets.iter().map(|(_, n)| n as &dyn Network).collect();
+        let logits = sliding::predict(&nets, &pre.data, pre.channels, pre.shape, &settings, progress)?;
+        let inference_s = t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        let (labels, probs) = export(pkg, &logits, &pre, probabilities)?;
+        let export_s = t.elapsed().as_secs_f64();
+        let to_volume = |data| Volume { geometry: g.clone(), data };
+        Ok(Prediction {
+            labels: to_volume(labels),
+            probabilities: probs.map(|ps| ps.into_iter().map(|d| Volume { geometry: g.clone(), data: d }).collect()),
+            timings: Timings { preprocess_s, inference_s, export_s },
+        })
+    }
+}
+
+/// A label map and, when asked for, per-class probabilities (C order).
+type Exported = (Vec<u8>, Option<Vec<Vec<f32>>>);
+
+/// Logits at the working resolution back to a label map on the input grid:
+/// per class, resample to the cropped shape (the plans' probability
+/// resampling), keep a running argmax (first class wins ties, as numpy), paste
+/// into the uncropped shape, transpose_backward. Memory: the cropped label map
+/// plus one resampled class at a time (two with probabilities).
+fn export(
+    pkg: &ModelPackage,
+    logits: &[f32],
+    pre: &preprocess::Preprocessed,
+    probabilities: bool,
+) -> Result<Exported, InferError> {
+    let k = pkg.num_classes();
+    let plane = pre.shape.iter().product::<usize>();
+    let cshape = pre.props.shape_after_cropping;
+    let cn = cshape.iter().product::<usize>();
+    let target = [pkg.config.spacing[0], pkg.config.spacing[1], pkg.config.spacing[2]];
+    let kw = &pkg.config.resampling_fn_probabilities_kwargs;
+    let mut best = vec![f32::NEG_INFINITY; cn];
+    let mut arg = vec![0u8; cn];
+    let mut resampled_all = Vec::new();
+    for c in 0..k {
+        let ch: Vec<f64> = logits[c * plane..(c + 1) * plane].iter().map(|&v| f64::from(v)).collect();
+        let r = resample_channel(&ch, pre.shape, cshape, target, pre.props.original_spacing, kw);
+        let r: Vec<f32> = r.into_iter().map(|v| v as f32).collect();
+        for i in 0..cn {
+            if r[i] > best[i] {
+                best[i] = r[i];
+                arg[i] = c as u8;
+            }
+        }
+        if probabilities {
+            resampled_all.push(r);
+        }
+    }
+    let bshape = pre.props.shape_before_cropping;
+    let bbox = pre.props.bbox;
+    let paste = |src: &[u8]| -> Vec<u8> {
+        let mut full = vec![0u8; bshape.iter().product()];
+        let mut i = 0;
+        for a in bbox[0][0]..bbox[0][1] {
+            for b in bbox[1][0]..bbox[1][1] {
+                let row = (a * bshape[1] + b) * bshape[2];
+                full[row + bbox[2][0]..row + bbox[2][1]].copy_from_slice(&src[i..i + cshape[2]]);
+                i += cshape[2];
+            }
+        }
+        full
+    };
+    let tb = &pkg.plans.transpose_backward;
+    let perm = [tb[0], tb[1], tb[2]];
+    let (labels, _) = transpose(&paste(&arg), bshape, perm);
+    let probs = if probabilities {
+        // Softmax per voxel, then each class uncropped (background 1 outside).
+        let mut out = Vec::with_capacity(k);
+        for c in 0..k {
+            let mut full = vec![if c == 0 { 1f32 } else { 0f32 }; bshape.iter().product()];
+            let mut i = 0;
+            for a in bbox[0][0]..bbox[0][1] {
+                for b in bbox[1][0]..bbox[1][1] {
+                    let row = (a * bshape[1] + b) * bshape[2];
+                    for x in 0..cshape[2] {
+                        let m = best[i + x];
+                        let denom: f32 = resampled_all.iter().map(|r: &Vec<f32>| (r[i + x] - m).exp()).sum();
+                        full[row + bbox[2][0] + x] = (resampled_all[c][i + x] - m).exp() / denom;
+                    }
+                    i += cshape[2];
+                }
+            }
+            out.push(transpose(&full, bshape, perm).0);
+        }
+        Some(out)
+    } else {
+        None
+    };
+    Ok((labels, probs))
+}

@@ -1,0 +1,263 @@
+//! ONNX Runtime engines through the `ort` crate, with the library loaded at
+//! run time (`ort::init_from`: a clear error when it is missing, instead of
+//! the environment route's panic). Execution providers: CPU always; CUDA and
+//! TensorRT behind the `cuda` / `tensorrt` features, registered in order with
+//! a logged fallback, or an error when the configuration requires the GPU.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+
+use ort::environment::Environment;
+use ort::session::Session;
+use ort::value::Tensor;
+use serde::Serialize;
+
+use super::InferError;
+use super::sliding::Network;
+
+/// Which execution provider to ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderRequest {
+    /// TensorRT, then CUDA, then CPU (whatever this build and library offer).
+    Auto,
+    /// ONNX Runtime's CPU provider.
+    Cpu,
+    /// CUDA.
+    Cuda,
+    /// TensorRT.
+    Tensorrt,
+}
+
+/// Options for building engines.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// Provider wanted.
+    pub provider: ProviderRequest,
+    /// Fail instead of falling back to the CPU.
+    pub require_gpu: bool,
+    /// Intra-op threads (0: ONNX Runtime's default).
+    pub threads: usize,
+    /// TensorRT engine and timing caches.
+    pub trt_cache_dir: Option<PathBuf>,
+    /// Allow a TensorRT FP16 engine (after the probe agrees with FP32).
+    pub fp16: bool,
+    /// GPU index.
+    pub device_id: i32,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        Self {
+            provider: ProviderRequest::Cpu,
+            require_gpu: false,
+            threads: 0,
+            trt_cache_dir: None,
+            fp16: false,
+            device_id: 0,
+        }
+    }
+}
+
+static ENV: OnceLock<Result<(PathBuf, Environment), String>> = OnceLock::new();
+
+/// Where libonnxruntime.so is: `ORT_DYLIB_PATH` when set, else the given path.
+pub fn library_path(configured: Option<&Path>) -> Result<PathBuf, InferError> {
+    match std::env::var_os("ORT_DYLIB_PATH") {
+        Some(p) if !p.is_empty() => Ok(PathBuf::from(p)),
+        _ => configured.map(Path::to_path_buf).ok_or_else(|| {
+            InferError::Runtime(
+                "no ONNX Runtime library: set ORT_DYLIB_PATH, [model] onnxruntime in the config, or --onnxruntime PATH"
+                    .into(),
+            )
+        }),
+    }
+}
+
+/// Loads ONNX Runtime once per process.
+pub fn environment(lib: &Path) -> Result<&'static Environment, InferError> {
+    let r = ENV.get_or_init(|| {
+        if !lib.is_file() {
+            return Err(format!("{}: ONNX Runtime library not found", lib.display()));
+        }
+        let builder = ort::init_from(lib).map_err(|e| format!("{}: cannot load ONNX Runtime: {e}", lib.display()))?;
+        builder.with_name("edgeseg").build().map(|env| (lib.to_path_buf(), env)).map_err(|e| e.to_string())
+    });
+    match r {
+        Ok((loaded, env)) if loaded == lib => Ok(env),
+        Ok((loaded, _)) => Err(InferError::Runtime(format!(
+            "ONNX Runtime already loaded from {}, cannot switch to {}",
+            loaded.display(),
+            lib.display()
+        ))),
+        Err(e) => Err(InferError::Runtime(e.clone())),
+    }
+}
+
+/// One fold's network in an ONNX Runtime session.
+pub struct OrtNetwork {
+    session: Mutex<Session>,
+    input: String,
+    output: String,
+    shape_tail: Vec<i64>,
+    /// The provider the session got.
+    pub provider: &'static str,
+}
+
+impl OrtNetwork {
+    /// Builds a session for `model` with the requested provider.
+    pub fn load(
+        lib: &Path,
+        model: &Path,
+        channels: usize,
+        patch: [usize; 3],
+        opts: &EngineOptions,
+    ) -> Result<Self, InferError> {
+        let env = environment(lib)?;
+        let err = |what: &str, e: ort::Error| InferError::Runtime(format!("{}: {what}: {e}", model.display()));
+        let mut builder = Session::builder(env).map_err(|e| err("session builder", e))?;
+        if opts.threads > 0 {
+            builder = builder.with_intra_threads(opts.threads).map_err(|e| err("threads", e.into()))?;
+        }
+        let (builder, provider) = register_providers(builder, opts, model)?;
+        let mut builder = builder;
+        let session = builder.commit_from_file(model).map_err(|e| err("cannot load the network", e))?;
+        let input = session.inputs().first().map(|o| o.name().to_string()).unwrap_or_else(|| "input".into());
+        let output = session.outputs().first().map(|o| o.name().to_string()).unwrap_or_else(|| "logits".into());
+        let mut shape_tail = vec![channels as i64];
+        shape_tail.extend(patch.iter().map(|&p| p as i64));
+        Ok(Self { session: Mutex::new(session), input, output, shape_tail, provider })
+    }
+}
+
+impl Network for OrtNetwork {
+    fn run(&self, input: &[f32], n: usize) -> Result<Vec<f32>, InferError> {
+        let mut shape = vec![n as i64];
+        shape.extend_from_slice(&self.shape_tail);
+        let tensor = Tensor::from_array((shape, input.to_vec())).map_err(|e| InferError::Engine(e.to_string()))?;
+        let mut session = self.session.lock().map_err(|_| InferError::Engine("session lock poisoned".into()))?;
+        let outputs = session
+            .run(ort::inputs![self.input.as_str() => tensor])
+            .map_err(|e| InferError::Engine(format!("inference failed: {e}")))?;
+        let (_, data) = outputs[self.output.as_str()]
+            .try_extract_tensor::<f32>()
+            .map_err(|e| InferError::Engine(format!("output: {e}")))?;
+        Ok(data.to_vec())
+    }
+}
+
+type Builder = ort::session::builder::SessionBuilder;
+
+/// Registers the providers the request and this build allow; returns the
+/// builder and the provider name the session will run on.
+fn register_providers(
+    builder: Builder,
+    opts: &EngineOptions,
+    model: &Path,
+) -> Result<(Builder, &'static str), InferError> {
+    let wants_gpu = !matches!(opts.provider, ProviderRequest::Cpu);
+    if !wants_gpu {
+        return Ok((builder, "cpu"));
+    }
+    match gpu::register(builder, opts, model) {
+        Ok(r) => Ok(r),
+        Err(e) => {
+            let (builder, reason) = *e;
+            if opts.require_gpu {
+                Err(InferError::Runtime(format!("GPU provider not available: {reason}")))
+            } else {
+                tracing::warn!("GPU provider not available ({reason}); falling back to the CPU");
+                Ok((builder, "cpu"))
+            }
+        }
+    }
+}
+
+#[cfg(not(feature = "cuda"))]
+mod gpu {
+    use super::*;
+
+    /// Without the `cuda` feature there is nothing to register.
+    pub(super) fn register(
+        builder: Builder,
+        opts: &EngineOptions,
+        _model: &Path,
+    ) -> Result<(Builder, &'static str), Box<(Builder, String)>> {
+        let what = if opts.provider == ProviderRequest::Tensorrt { "tensorrt" } else { "cuda" };
+        Err(Box::new((
+            builder,
+            format!("edgeseg was built without the `{what}` feature (rebuild with --features {what})"),
+        )))
+    }
+}
+
+#[cfg(feature = "cuda")]
+mod gpu {
+    use ort::ep::ExecutionProvider;
+
+    use super::*;
+
+    /// Registers TensorRT (feature `tensorrt`) and/or CUDA, as asked.
+    pub(super) fn register(
+        mut builder: Builder,
+        opts: &EngineOptions,
+        model: &Path,
+    ) -> Result<(Builder, &'static str), Box<(Builder, String)>> {
+        #[cfg(feature = "tensorrt")]
+        if matches!(opts.provider, ProviderRequest::Tensorrt | ProviderRequest::Auto) {
+            match ort::ep::TensorRT::is_available() {
+                Ok(true) => {
+                    let cache =
+                        opts.trt_cache_dir.clone().unwrap_or_else(|| PathBuf::from("/var/lib/edgeseg/trt-cache"));
+                    let _ = std::fs::create_dir_all(&cache);
+                    let trt = ort::ep::TensorRT::default()
+                        .with_device_id(opts.device_id)
+                        .with_fp16(opts.fp16)
+                        .with_engine_cache(true)
+                        .with_engine_cache_path(cache.display().to_string())
+                        .with_timing_cache(true)
+                        .with_timing_cache_path(cache.display().to_string());
+                    match trt.register(&mut builder) {
+                        Ok(()) => return Ok((builder, if opts.fp16 { "tensorrt-fp16" } else { "tensorrt" })),
+                        Err(e) if opts.provider == ProviderRequest::Tensorrt => {
+                            return Err(Box::new((
+                                builder,
+                                format!("TensorRT failed to register for {}: {e}", model.display()),
+                            )));
+                        }
+                        Err(e) => tracing::warn!("TensorRT failed to register ({e}); trying CUDA"),
+                    }
+                }
+                _ if opts.provider == ProviderRequest::Tensorrt => {
+                    return Err(Box::new((
+                        builder,
+                        "the loaded ONNX Runtime library has no TensorRT provider (install onnxruntime-gpu built with TensorRT)"
+                            .into(),
+                    )));
+                }
+                _ => {}
+            }
+        }
+        #[cfg(not(feature = "tensorrt"))]
+        if opts.provider == ProviderRequest::Tensorrt {
+            return Err(Box::new((
+                builder,
+                "edgeseg was built without the `tensorrt` feature (rebuild with --features tensorrt)".into(),
+            )));
+        }
+        match ort::ep::CUDA::is_available() {
+            Ok(true) => {
+                let cuda = ort::ep::CUDA::default().with_device_id(opts.device_id);
+                match cuda.register(&mut builder) {
+                    Ok(()) => Ok((builder, "cuda")),
+                    Err(e) => Err(Box::new((builder, format!("CUDA failed to register for {}: {e}", model.display())))),
+                }
+            }
+            _ => Err(Box::new((
+                builder,
+                "the loaded ONNX Runtime library has no CUDA provider (install the onnxruntime-gpu wheel's library)"
+                    .into(),
+            ))),
+        }
+    }
+}

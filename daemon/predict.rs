@@ -1,0 +1,192 @@
+//! `edgeseg predict`: nnUNetv2_predict's interface on nnU-Net-named NIfTI
+//! inputs, so edgeseg is a drop-in replacement and parity can be shown on the
+//! same files. Part of the binary edge (anyhow).
+
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use edgeseg::export::nifti;
+use edgeseg::infer::onnx::{EngineOptions, ProviderRequest, library_path};
+use edgeseg::infer::{PredictOptions, Predictor};
+use edgeseg::volume::Volume;
+
+/// The command's arguments.
+pub struct Args {
+    pub input: PathBuf,
+    pub output: PathBuf,
+    pub model: PathBuf,
+    pub folds: Vec<u32>,
+    pub tta: bool,
+    pub step_size: f64,
+    pub save_probabilities: bool,
+    pub onnxruntime: Option<PathBuf>,
+    pub provider: String,
+    pub require_gpu: bool,
+    pub threads: usize,
+    pub batch_size: usize,
+}
+
+pub fn provider(s: &str) -> Result<ProviderRequest> {
+    Ok(match s {
+        "auto" => ProviderRequest::Auto,
+        "cpu" => ProviderRequest::Cpu,
+        "cuda" => ProviderRequest::Cuda,
+        "tensorrt" => ProviderRequest::Tensorrt,
+        other => bail!("--provider {other}: expected auto, cpu, cuda or tensorrt"),
+    })
+}
+
+/// CASE → channel files, from names CASE_XXXX<ending>.
+fn cases(dir: &Path, ending: &str) -> Result<BTreeMap<String, BTreeMap<usize, PathBuf>>> {
+    let mut out: BTreeMap<String, BTreeMap<usize, PathBuf>> = BTreeMap::new();
+    for e in std::fs::read_dir(dir).with_context(|| format!("{}: cannot list", dir.display()))? {
+        let e = e?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(stem) = name.strip_suffix(ending) else { continue };
+        let Some((case, ch)) = stem.rsplit_once('_') else { continue };
+        if ch.len() != 4 || !ch.chars().all(|c| c.is_ascii_digit()) {
+            continue;
+        }
+        let ch: usize = ch.parse()?;
+        out.entry(case.to_string()).or_default().insert(ch, e.path());
+    }
+    Ok(out)
+}
+
+/// Minimal .npz (an uncompressed zip of one .npy) for --save-probabilities.
+fn write_npz(path: &Path, name: &str, shape: &[usize], data: &[f32]) -> Result<()> {
+    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+    let tuple = if dims.len() == 1 { format!("({},)", dims[0]) } else { format!("({})", dims.join(", ")) };
+    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {tuple}, }}");
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut npy = Vec::with_capacity(10 + header.len() + data.len() * 4);
+    npy.extend_from_slice(b"\x93NUMPY\x01\x00");
+    npy.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    npy.extend_from_slice(header.as_bytes());
+    for v in data {
+        npy.extend_from_slice(&v.to_le_bytes());
+    }
+    let mut crc = flate2::Crc::new();
+    crc.update(&npy);
+    let crc = crc.sum();
+    let fname = format!("{name}.npy");
+    let size = u32::try_from(npy.len()).context("probabilities over 4 GiB: too large for this .npz writer")?;
+    let mut zip = Vec::with_capacity(npy.len() + 200);
+    let local = |z: &mut Vec<u8>| {
+        z.extend_from_slice(&0x0403_4b50u32.to_le_bytes());
+        z.extend_from_slice(&20u16.to_le_bytes()); // version needed
+        z.extend_from_slice(&0u16.to_le_bytes()); // flags
+        z.extend_from_slice(&0u16.to_le_bytes()); // stored
+        z.extend_from_slice(&0u32.to_le_bytes()); // time, date
+        z.extend_from_slice(&crc.to_le_bytes());
+        z.extend_from_slice(&size.to_le_bytes());
+        z.extend_from_slice(&size.to_le_bytes());
+        z.extend_from_slice(&(fname.len() as u16).to_le_bytes());
+        z.extend_from_slice(&0u16.to_le_bytes());
+        z.extend_from_slice(fname.as_bytes());
+    };
+    local(&mut zip);
+    zip.extend_from_slice(&npy);
+    let central_at = zip.len() as u32;
+    zip.extend_from_slice(&0x0201_4b50u32.to_le_bytes());
+    zip.extend_from_slice(&20u16.to_le_bytes()); // made by
+    zip.extend_from_slice(&20u16.to_le_bytes());
+    zip.extend_from_slice(&0u16.to_le_bytes());
+    zip.extend_from_slice(&0u16.to_le_bytes());
+    zip.extend_from_slice(&0u32.to_le_bytes());
+    zip.extend_from_slice(&crc.to_le_bytes());
+    zip.extend_from_slice(&size.to_le_bytes());
+    zip.extend_from_slice(&size.to_le_bytes());
+    zip.extend_from_slice(&(fname.len() as u16).to_le_bytes());
+    zip.extend_from_slice(&[0u8; 12]); // extra, comment, disk, internal attrs
+    zip.extend_from_slice(&0u32.to_le_bytes()); // external attrs
+    zip.extend_from_slice(&0u32.to_le_bytes()); // local header offset
+    zip.extend_from_slice(fname.as_bytes());
+    let central_len = zip.len() as u32 - central_at;
+    zip.extend_from_slice(&0x0605_4b50u32.to_le_bytes());
+    zip.extend_from_slice(&[0u8; 4]);
+    zip.extend_from_slice(&1u16.to_le_bytes());
+    zip.extend_from_slice(&1u16.to_le_bytes());
+    zip.extend_from_slice(&central_len.to_le_bytes());
+    zip.extend_from_slice(&central_at.to_le_bytes());
+    zip.extend_from_slice(&0u16.to_le_bytes());
+    edgeseg::export::write_atomic(path, |f| f.write_all(&zip))
+        .with_context(|| format!("{}: cannot write", path.display()))
+}
+
+pub fn run(a: &Args) -> Result<bool> {
+    let lib = library_path(a.onnxruntime.as_deref())?;
+    let opts = PredictOptions {
+        folds: a.folds.clone(),
+        tta: a.tta,
+        step_size: a.step_size,
+        batch_size: a.batch_size,
+        engine: EngineOptions {
+            provider: provider(&a.provider)?,
+            require_gpu: a.require_gpu,
+            threads: a.threads,
+            ..EngineOptions::default()
+        },
+    };
+    let predictor = Predictor::new(&a.model, &lib, opts)
+        .with_context(|| format!("{}: cannot load the model", a.model.display()))?;
+    let ending = predictor.package.dataset.file_ending.clone().unwrap_or_else(|| ".nii.gz".into());
+    let n_channels = predictor.package.meta.channels.len();
+    let all = cases(&a.input, &ending)?;
+    if all.is_empty() {
+        bail!("{}: no CASE_XXXX{ending} images", a.input.display());
+    }
+    std::fs::create_dir_all(&a.output).with_context(|| format!("{}: cannot create", a.output.display()))?;
+    let tty = std::io::stderr().is_terminal();
+    let mut clean = true;
+    for (case, files) in &all {
+        let missing: Vec<usize> = (0..n_channels).filter(|c| !files.contains_key(c)).collect();
+        if !missing.is_empty() {
+            eprintln!("edgeseg: skipped case {case}: missing channel(s) {missing:?}");
+            clean = false;
+            continue;
+        }
+        let vols: Vec<Volume<f32>> =
+            (0..n_channels).map(|c| nifti::read_f32(&files[&c]).map_err(anyhow::Error::from)).collect::<Result<_>>()?;
+        let refs: Vec<&Volume<f32>> = vols.iter().collect();
+        let p = predictor.predict(&refs, a.save_probabilities, |done, total| {
+            if tty {
+                let width = 30;
+                let filled = done * width / total.max(1);
+                eprint!("\r{case} [{}{}] {done}/{total} tiles", "#".repeat(filled), " ".repeat(width - filled));
+                if done == total {
+                    eprintln!();
+                }
+            }
+        })?;
+        let out = a.output.join(format!("{case}{ending}"));
+        nifti::write(&out, &p.labels, "edgeseg predict").with_context(|| format!("{}: cannot write", out.display()))?;
+        if let Some(probs) = &p.probabilities {
+            // nnU-Net's .npz: 'probabilities' as K × (z, y, x).
+            let g = &p.labels.geometry;
+            let mut flat = Vec::with_capacity(probs.len() * g.voxel_count());
+            for pr in probs {
+                flat.extend_from_slice(&pr.data);
+            }
+            write_npz(
+                &a.output.join(format!("{case}.npz")),
+                "probabilities",
+                &[probs.len(), g.dims[2], g.dims[1], g.dims[0]],
+                &flat,
+            )?;
+        }
+        println!(
+            "{} (preprocess {:.2} s, inference {:.2} s, export {:.2} s)",
+            out.display(),
+            p.timings.preprocess_s,
+            p.timings.inference_s,
+            p.timings.export_s
+        );
+    }
+    Ok(clean)
+}
