@@ -103,7 +103,7 @@ fn write_npz(path: &Path, name: &str, shape: &[usize], data: &[f32]) -> Result<(
     zip.extend_from_slice(&size.to_le_bytes());
     zip.extend_from_slice(&size.to_le_bytes());
     zip.extend_from_slice(&(fname.len() as u16).to_le_bytes());
-    zip.extend_from_slice(&[0u8; 12]); // extra, comment, disk, internal attrs
+    zip.extend_from_slice(&[0u8; 8]); // extra, comment, disk, internal attrs
     zip.extend_from_slice(&0u32.to_le_bytes()); // external attrs
     zip.extend_from_slice(&0u32.to_le_bytes()); // local header offset
     zip.extend_from_slice(fname.as_bytes());

@@ -8,11 +8,13 @@
 //! - `ingest_formats`: every transfer syntax and multi-frame form loads to the
 //!   same volume as the uncompressed single-frame series.
 //! - `ingest_cli`: `edgeseg inspect` / `convert` output contracts, SUV per vendor.
+//! - `infer_predict`: `edgeseg predict` with ONNX Runtime on a network of known result.
 //! - `post_profiles`: the PET/CT total-tumour profile on generated studies.
 //! - `post_screening`: the CT screening (S4C) rules.
 
 mod util;
 
+mod infer_predict;
 mod ingest_bad_input;
 mod ingest_cli;
 mod ingest_formats;

@@ -90,3 +90,19 @@ pub fn text(o: &Output) -> (String, String) {
 pub fn s(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
 }
+
+/// libonnxruntime.so from the venv's onnxruntime wheel.
+pub fn ort_lib() -> PathBuf {
+    let capi = std::fs::read_dir(root().join(".venv/lib"))
+        .expect(".venv/lib")
+        .filter_map(|e| e.ok())
+        .map(|e| e.path().join("site-packages/onnxruntime/capi"))
+        .find(|p| p.is_dir())
+        .expect("onnxruntime installed in .venv (scripts/venv.sh)");
+    std::fs::read_dir(&capi)
+        .expect("capi")
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("libonnxruntime.so")))
+        .expect("libonnxruntime.so in the onnxruntime wheel")
+}

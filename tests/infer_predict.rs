@@ -1,0 +1,142 @@
+//! `edgeseg predict` end to end with ONNX Runtime's CPU library, on a
+//! point-wise network whose nnU-Net result is known in closed form (written by
+//! tests/fixtures/onnx_package.py with onnx/numpy/nibabel): every tile, mirror
+//! and fold agrees, so the prediction must equal the expected labels exactly,
+//! with and without TTA, one fold or two. Plus the errors an operator meets:
+//! no library, a tampered package, a GPU provider this build does not have.
+
+use std::path::{Path, PathBuf};
+
+use edgeseg::export::nifti;
+
+use crate::util::{cached_fixture, edgeseg, fixture_script, ort_lib, s, text};
+
+fn package() -> PathBuf {
+    cached_fixture("pointwise-package", |d| fixture_script("onnx_package.py", &["--out", s(d)]))
+}
+
+fn labels(p: &Path) -> Vec<f32> {
+    nifti::read_f32(p).expect("nifti").data
+}
+
+fn predict(extra: &[&str]) -> (tempfile::TempDir, std::process::Output) {
+    let pkg = package();
+    let out = tempfile::tempdir().expect("tempdir");
+    let lib = ort_lib();
+    let (input, model) = (pkg.join("input"), pkg.join("model"));
+    let mut args = vec!["predict", "-i", s(&input), "-o", s(out.path()), "-m", s(&model), "--onnxruntime", s(&lib)];
+    args.extend_from_slice(extra);
+    let o = edgeseg(&args);
+    (out, o)
+}
+
+#[test]
+fn prediction_equals_the_closed_form_result() {
+    let expected = labels(&package().join("expected/CASE1.nii.gz"));
+    assert!(expected.iter().any(|&v| v == 1.0) && expected.iter().any(|&v| v == 0.0));
+    for extra in
+        [&[][..], &["--disable-tta"], &["-f", "0"], &["-f", "0", "1", "--step-size", "0.3"], &["--batch-size", "5"]]
+    {
+        let (out, o) = predict(extra);
+        assert_eq!(o.status.code(), Some(0), "{extra:?}: {}", text(&o).1);
+        let got = labels(&out.path().join("CASE1.nii.gz"));
+        let differ = got.iter().zip(&expected).filter(|(a, b)| a != b).count();
+        assert_eq!(differ, 0, "{extra:?}: {differ} voxels differ");
+        assert!(text(&o).0.contains("CASE1.nii.gz"));
+    }
+}
+
+#[test]
+fn geometry_of_the_output_is_the_input_s() {
+    let (out, o) = predict(&[]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o).1);
+    let a = nifti::read_f32(&package().join("input/CASE1_0000.nii.gz")).expect("input");
+    let b = nifti::read_f32(&out.path().join("CASE1.nii.gz")).expect("output");
+    assert_eq!(a.geometry.dims, b.geometry.dims);
+    for i in 0..3 {
+        assert!((a.geometry.origin[i] - b.geometry.origin[i]).abs() < 1e-4);
+        assert!((a.geometry.spacing[i] - b.geometry.spacing[i]).abs() < 1e-6);
+    }
+}
+
+#[test]
+fn probabilities_are_saved_as_npz() {
+    let (out, o) = predict(&["--save-probabilities"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o).1);
+    let npz = out.path().join("CASE1.npz");
+    let check = std::process::Command::new(crate::util::python())
+        .args([
+            "-c",
+            "import sys, numpy as np; p = np.load(sys.argv[1])['probabilities']; \
+             assert p.shape == (2, 23, 29, 37), p.shape; \
+             assert np.allclose(p.sum(0), 1, atol=1e-5); print('ok')",
+            s(&npz),
+        ])
+        .output()
+        .expect("python");
+    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
+}
+
+#[test]
+fn missing_library_is_a_clear_error() {
+    let pkg = package();
+    let out = tempfile::tempdir().expect("tempdir");
+    let o = edgeseg(&[
+        "predict",
+        "-i",
+        s(&pkg.join("input")),
+        "-o",
+        s(out.path()),
+        "-m",
+        s(&pkg.join("model")),
+        "--onnxruntime",
+        "/nonexistent/libonnxruntime.so",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).1.contains("/nonexistent/libonnxruntime.so: ONNX Runtime library not found"), "{}", text(&o).1);
+}
+
+#[test]
+fn tampered_package_is_refused() {
+    let pkg = package();
+    let copy = tempfile::tempdir().expect("tempdir");
+    for e in std::fs::read_dir(pkg.join("model")).expect("model") {
+        let e = e.expect("entry");
+        std::fs::copy(e.path(), copy.path().join(e.file_name())).expect("copy");
+    }
+    let mut onnx = std::fs::read(copy.path().join("fold_1.onnx")).expect("read");
+    let last = onnx.len() - 1;
+    onnx[last] ^= 1;
+    std::fs::write(copy.path().join("fold_1.onnx"), onnx).expect("write");
+    let out = tempfile::tempdir().expect("tempdir");
+    let lib = ort_lib();
+    let o = edgeseg(&[
+        "predict",
+        "-i",
+        s(&pkg.join("input")),
+        "-o",
+        s(out.path()),
+        "-m",
+        s(copy.path()),
+        "--onnxruntime",
+        s(&lib),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).1.contains("fold_1.onnx: sha256"), "{}", text(&o).1);
+}
+
+#[test]
+fn gpu_provider_missing_falls_back_or_fails_as_asked() {
+    // Built without `tensorrt` (CI's default build): the documented fallback is
+    // the CPU with a warning; --require-gpu makes it an error.
+    if cfg!(feature = "tensorrt") {
+        return;
+    }
+    let (out, o) = predict(&["--provider", "tensorrt"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o).1);
+    assert!(text(&o).1.contains("built without the `tensorrt` feature"), "{}", text(&o).1);
+    assert!(out.path().join("CASE1.nii.gz").exists());
+    let (_, o) = predict(&["--provider", "tensorrt", "--require-gpu"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).1.contains("GPU provider not available"), "{}", text(&o).1);
+}
