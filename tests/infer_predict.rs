@@ -33,7 +33,7 @@ fn predict(extra: &[&str]) -> (tempfile::TempDir, std::process::Output) {
 #[test]
 fn prediction_equals_the_closed_form_result() {
     let expected = labels(&package().join("expected/CASE1.nii.gz"));
-    assert!(expected.iter().any(|&v| v == 1.0) && expected.iter().any(|&v| v == 0.0));
+    assert!(expected.contains(&1.0) && expected.contains(&0.0));
     for extra in
         [&[][..], &["--disable-tta"], &["-f", "0"], &["-f", "0", "1", "--step-size", "0.3"], &["--batch-size", "5"]]
     {
