@@ -92,6 +92,43 @@ enum Command {
         #[arg(long, default_value_t = 2)]
         batch_size: usize,
     },
+    /// Segment every study in a DICOM folder: OUT/<StudyInstanceUID>/ gets
+    /// labels.nii.gz (on the reference series' grid), lesions.nii.gz (PET/CT
+    /// profile) and report.json.
+    Process {
+        /// DICOM folder (scanned recursively).
+        input: PathBuf,
+        /// Model package folder.
+        #[arg(long)]
+        model: PathBuf,
+        /// Output folder.
+        #[arg(long)]
+        out: PathBuf,
+        /// Folds to ensemble (default: all in the package).
+        #[arg(short = 'f', long = "folds", num_args = 1..)]
+        folds: Vec<u32>,
+        /// Turn off mirroring test-time augmentation.
+        #[arg(long)]
+        disable_tta: bool,
+        /// Also write probabilities_classK.nii.gz.
+        #[arg(long)]
+        save_probabilities: bool,
+        /// libonnxruntime.so (ORT_DYLIB_PATH overrides).
+        #[arg(long)]
+        onnxruntime: Option<PathBuf>,
+        /// Execution provider: auto, cpu, cuda or tensorrt.
+        #[arg(long, default_value = "cpu")]
+        provider: String,
+        /// Fail instead of falling back to the CPU when the GPU provider is unavailable.
+        #[arg(long)]
+        require_gpu: bool,
+        /// ONNX Runtime intra-op threads (0: its default).
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
+        /// Run post-processing kernels on the GPU (CUDA) when there is one.
+        #[arg(long)]
+        gpu_post: bool,
+    },
     /// Label the connected components of a mask (any non-zero voxel), in the
     /// canonical order (first voxel in raster order), with optional size filter
     /// and per-component statistics of an intensity image.
@@ -156,6 +193,31 @@ fn main() -> ExitCode {
             require_gpu,
             threads,
             batch_size,
+        }),
+        Command::Process {
+            input,
+            model,
+            out,
+            folds,
+            disable_tta,
+            save_probabilities,
+            onnxruntime,
+            provider,
+            require_gpu,
+            threads,
+            gpu_post,
+        } => predict::process(&predict::ProcessArgs {
+            input,
+            model,
+            out,
+            folds,
+            tta: !disable_tta,
+            save_probabilities,
+            onnxruntime,
+            provider,
+            require_gpu,
+            threads,
+            gpu_post,
         }),
         Command::Components { mask, out, connectivity, min_ml, stats, json, gpu } => {
             components(&mask, &out, connectivity, min_ml, stats.as_deref(), json, gpu)

@@ -190,3 +190,79 @@ pub fn run(a: &Args) -> Result<bool> {
     }
     Ok(clean)
 }
+
+/// `edgeseg process` arguments.
+pub struct ProcessArgs {
+    pub input: PathBuf,
+    pub model: PathBuf,
+    pub out: PathBuf,
+    pub folds: Vec<u32>,
+    pub tta: bool,
+    pub save_probabilities: bool,
+    pub onnxruntime: Option<PathBuf>,
+    pub provider: String,
+    pub require_gpu: bool,
+    pub threads: usize,
+    pub gpu_post: bool,
+}
+
+/// `edgeseg process`: every study of a DICOM folder through the pipeline.
+pub fn process(a: &ProcessArgs) -> Result<bool> {
+    use edgeseg::gpu::Backend;
+    use edgeseg::pipeline;
+    let lib = library_path(a.onnxruntime.as_deref())?;
+    let opts = PredictOptions {
+        folds: a.folds.clone(),
+        tta: a.tta,
+        engine: EngineOptions {
+            provider: provider(&a.provider)?,
+            require_gpu: a.require_gpu,
+            threads: a.threads,
+            ..EngineOptions::default()
+        },
+        ..PredictOptions::default()
+    };
+    let predictor = Predictor::new(&a.model, &lib, opts)
+        .with_context(|| format!("{}: cannot load the model", a.model.display()))?;
+    if !a.input.is_dir() {
+        bail!("{}: not a folder", a.input.display());
+    }
+    let backend = if a.gpu_post { Backend::best() } else { Backend::Cpu };
+    let index = edgeseg::ingest::index(&a.input);
+    for e in &index.errors {
+        eprintln!("edgeseg: skipped {e}");
+    }
+    let mut clean = index.errors.is_empty();
+    let studies: Vec<String> = index.studies().keys().map(|s| s.to_string()).collect();
+    if studies.is_empty() {
+        bail!("{}: no DICOM study found", a.input.display());
+    }
+    for (n, study) in studies.iter().enumerate() {
+        let tag = format!("study {} of {}", n + 1, studies.len());
+        let r = pipeline::run_study(&predictor, &backend, &index, study, a.save_probabilities, |stage| {
+            tracing::info!(study = %study, "{tag}: {stage}");
+        })
+        .and_then(|mut r| pipeline::write_study(&a.out, &mut r).map(|dir| (dir, r)));
+        match r {
+            Ok((dir, r)) => {
+                let t = &r.report.timings_s;
+                println!(
+                    "{} ({} lesions; load {:.1} s, preprocess {:.1} s, inference {:.1} s, export {:.1} s, post {:.1} s, write {:.1} s)",
+                    dir.display(),
+                    r.report.lesions.len(),
+                    t.load,
+                    t.preprocess,
+                    t.inference,
+                    t.export,
+                    t.postprocess,
+                    t.write
+                );
+            }
+            Err(e) => {
+                eprintln!("edgeseg: {tag} failed ({:?}): {e}", e.class());
+                clean = false;
+            }
+        }
+    }
+    Ok(clean)
+}

@@ -97,6 +97,55 @@ impl<T: Copy> Volume<T> {
     }
 }
 
+impl Geometry {
+    /// Continuous voxel coordinate of an LPS point (the inverse of
+    /// `voxel_to_lps`; directions are orthonormal).
+    pub fn lps_to_voxel(&self, p: [f64; 3]) -> [f64; 3] {
+        let d = [p[0] - self.origin[0], p[1] - self.origin[1], p[2] - self.origin[2]];
+        [0, 1, 2].map(|a| dot(d, self.direction[a]) / self.spacing[a])
+    }
+}
+
+/// Resamples `src` onto the grid `target` in patient space (trilinear; points
+/// outside `src` take `fill`), as when a CT is brought onto its PET's grid.
+pub fn resample_linear(src: &Volume<f32>, target: &Geometry, fill: f32) -> Volume<f32> {
+    use rayon::prelude::*;
+    let g = &src.geometry;
+    let [nx, ny, nz] = g.dims;
+    let plane = target.dims[0] * target.dims[1];
+    let mut data = vec![fill; target.voxel_count()];
+    data.par_chunks_mut(plane.max(1)).enumerate().for_each(|(k, slice)| {
+        for j in 0..target.dims[1] {
+            for i in 0..target.dims[0] {
+                let p = target.voxel_to_lps([i as f64, j as f64, k as f64]);
+                let c = g.lps_to_voxel(p);
+                // Outside by more than half a voxel: fill.
+                if (0..3).any(|a| c[a] < -0.5 || c[a] > g.dims[a] as f64 - 0.5) {
+                    continue;
+                }
+                let f = c.map(|v| v.floor());
+                let t = [c[0] - f[0], c[1] - f[1], c[2] - f[2]];
+                let mut acc = 0f64;
+                for dz in 0..2 {
+                    for dy in 0..2 {
+                        for dx in 0..2 {
+                            let xi = (f[0] as i64 + dx).clamp(0, nx as i64 - 1) as usize;
+                            let yi = (f[1] as i64 + dy).clamp(0, ny as i64 - 1) as usize;
+                            let zi = (f[2] as i64 + dz).clamp(0, nz as i64 - 1) as usize;
+                            let w = (if dx == 1 { t[0] } else { 1.0 - t[0] })
+                                * (if dy == 1 { t[1] } else { 1.0 - t[1] })
+                                * (if dz == 1 { t[2] } else { 1.0 - t[2] });
+                            acc += w * f64::from(src.data[g.index(xi, yi, zi)]);
+                        }
+                    }
+                }
+                slice[i + target.dims[0] * j] = acc as f32;
+            }
+        }
+    });
+    Volume { geometry: target.clone(), data }
+}
+
 /// Cross product of two 3-vectors.
 pub fn cross(a: [f64; 3], b: [f64; 3]) -> [f64; 3] {
     [a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2], a[0] * b[1] - a[1] * b[0]]
@@ -143,6 +192,21 @@ mod tests {
         assert_eq!(ras[0][3], -10.0);
         assert_eq!(ras[1][3], 20.0);
         assert_eq!(ras[2][3], 30.0);
+    }
+
+    #[test]
+    fn lps_round_trip_and_identity_resampling() {
+        let g = oblique();
+        let c = [1.25, 3.5, 2.0];
+        let back = g.lps_to_voxel(g.voxel_to_lps(c));
+        for a in 0..3 {
+            assert!((back[a] - c[a]).abs() < 1e-9);
+        }
+        let v = Volume { geometry: g.clone(), data: (0..g.voxel_count()).map(|i| i as f32).collect() };
+        let r = resample_linear(&v, &g, -1.0);
+        for (a, b) in r.data.iter().zip(&v.data) {
+            assert!((a - b).abs() < 1e-3);
+        }
     }
 
     #[test]

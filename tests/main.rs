@@ -9,6 +9,7 @@
 //!   same volume as the uncompressed single-frame series.
 //! - `ingest_cli`: `edgeseg inspect` / `convert` output contracts, SUV per vendor.
 //! - `infer_predict`: `edgeseg predict` with ONNX Runtime on a network of known result.
+//! - `pipeline_process`: `edgeseg process`, DICOM to outputs, with a PET/CT model.
 //! - `post_profiles`: the PET/CT total-tumour profile on generated studies.
 //! - `post_screening`: the CT screening (S4C) rules.
 
@@ -18,5 +19,6 @@ mod infer_predict;
 mod ingest_bad_input;
 mod ingest_cli;
 mod ingest_formats;
+mod pipeline_process;
 mod post_profiles;
 mod post_screening;

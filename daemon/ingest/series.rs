@@ -43,7 +43,7 @@ pub enum ValueUnit {
 
 /// SUV conversion of a PET series, or why there is none.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(tag = "status", rename_all = "lowercase")]
+#[serde(tag = "status", rename_all = "kebab-case")]
 pub enum SuvStatus {
     /// Computed.
     Available(Suv),

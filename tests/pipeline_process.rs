@@ -1,0 +1,88 @@
+//! `edgeseg process`: a generated PET/CT study (DICOM, pydicom) through the
+//! whole pipeline with ONNX Runtime and a PET/CT point-wise model package:
+//! outputs on the PET grid, lesion map consistent with the class map, the
+//! report's provenance, atomic and repeatable output, and a study the model
+//! cannot take reported without any output.
+
+use edgeseg::export::nifti;
+use serde_json::Value;
+
+use crate::util::{cached_fixture, edgeseg, fixture_script, ort_lib, phantom, s, text, truth};
+
+fn petct_package() -> std::path::PathBuf {
+    cached_fixture("pointwise-petct", |d| {
+        fixture_script("onnx_package.py", &["--out", s(d), "--petct", "--patch", "32"])
+    })
+    .join("model")
+}
+
+fn process(input: &std::path::Path, out: &std::path::Path) -> std::process::Output {
+    let model = petct_package();
+    let lib = ort_lib();
+    edgeseg(&["process", s(input), "--model", s(&model), "--out", s(out), "--onnxruntime", s(&lib)])
+}
+
+#[test]
+fn petct_study_gives_labels_lesions_and_report() {
+    let p = phantom(&["--size", "small", "--vendor", "siemens", "--nuclide", "cu64", "--seed", "11"]);
+    let t = truth(&p);
+    let out = tempfile::tempdir().expect("tempdir");
+    let o = process(&p.join("dicom"), out.path());
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o).1);
+    let study = t["study_instance_uid"].as_str().expect("uid");
+    let dir = out.path().join(study);
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).expect("report")).expect("json");
+    assert_eq!(report["schema"], "edgeseg-report/1");
+    assert_eq!(report["study_instance_uid"], study);
+    assert_eq!(report["reference_series_uid"], t["series"]["PT"]["series_instance_uid"]);
+    assert_eq!(report["inputs"][0]["series_instance_uid"], t["series"]["PT"]["series_instance_uid"]);
+    assert_eq!(report["inputs"][1]["series_instance_uid"], t["series"]["CT"]["series_instance_uid"]);
+    assert_eq!(report["inputs"][1]["resampled"], true, "CT brought onto the PET grid");
+    assert_eq!(report["model"]["name"], "pointwise-petct-test");
+    assert_eq!(report["model"]["sha256"].as_str().expect("sha").len(), 64);
+    assert_eq!(report["model"]["providers"][0]["provider"], "cpu");
+    for stage in ["load", "preprocess", "inference", "export", "postprocess", "write"] {
+        assert!(report["timings_s"][stage].as_f64().is_some(), "timing {stage}");
+    }
+    // Labels on the PET grid; lesion map agrees with the lesion class.
+    let labels = nifti::read_f32(&dir.join("labels.nii.gz")).expect("labels");
+    let lesions = nifti::read_f32(&dir.join("lesions.nii.gz")).expect("lesions");
+    let pt = &t["series"]["PT"];
+    assert_eq!(
+        labels.geometry.dims,
+        [
+            pt["columns"].as_u64().expect("c") as usize,
+            pt["rows"].as_u64().expect("r") as usize,
+            pt["slices"].as_u64().expect("s") as usize
+        ]
+    );
+    for (l, m) in labels.data.iter().zip(&lesions.data) {
+        assert_eq!(*l == 1.0, *m > 0.0, "lesion class and lesion map disagree");
+    }
+    let n = report["lesions"].as_array().expect("lesions").len();
+    assert!(n > 0, "the point-wise model marks hot spots");
+    assert_eq!(lesions.data.iter().cloned().fold(0f32, f32::max) as usize, n);
+    assert_eq!(report["patient"]["lesion_count"].as_u64(), Some(n as u64));
+    // No staging left; a second run replaces the folder whole.
+    let names: Vec<String> = std::fs::read_dir(out.path())
+        .expect("out")
+        .map(|e| e.expect("e").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, vec![study.to_string()]);
+    std::fs::write(dir.join("stale.txt"), b"from a previous run").expect("write");
+    let o = process(&p.join("dicom"), out.path());
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o).1);
+    assert!(!dir.join("stale.txt").exists(), "reprocessing replaces the study folder whole");
+}
+
+#[test]
+fn study_without_ct_is_reported_and_writes_nothing() {
+    let p = phantom(&["--no-ct", "--vendor", "siemens"]);
+    let out = tempfile::tempdir().expect("tempdir");
+    let o = process(&p.join("dicom"), out.path());
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o).1);
+    assert!(text(&o).1.contains("needs a PET/CT pair"), "{}", text(&o).1);
+    assert!(text(&o).1.contains("BadInput"), "{}", text(&o).1);
+    assert_eq!(std::fs::read_dir(out.path()).expect("out").count(), 0);
+}
