@@ -3,7 +3,7 @@
 //! `scipy.ndimage.zoom` with `grid_mode=True` and mode "nearest", and the
 //! separate-z path (per-slice 2D resize, then `map_coordinates` along the
 //! low-resolution axis with order 0 or 1). Cubic splines follow scipy: the line
-//! is padded by 12 edge values, prefiltered with mirror boundaries, and
+//! is padded by 12 edge values, prefiltered with reflect boundaries, and
 //! evaluated with B-spline weights; all arithmetic in f64.
 //!
 //! Arrays are C-ordered `[d0, d1, d2]` (nnU-Net's axis order), which is the
@@ -26,7 +26,8 @@ pub fn round_half_even(x: f64) -> f64 {
     x.round_ties_even()
 }
 
-/// Cubic B-spline prefilter of one line, scipy's mirror boundary.
+/// Cubic B-spline prefilter of one line as scipy runs it for mode "nearest"
+/// (`apply_filter` with the reflect initialisations of `ni_splines.c`).
 fn prefilter_cubic(c: &mut [f64]) {
     let n = c.len();
     if n < 2 {
@@ -37,20 +38,22 @@ fn prefilter_cubic(c: &mut [f64]) {
     for v in c.iter_mut() {
         *v *= gain;
     }
-    // Causal initialisation, mirror-symmetric boundary.
-    let z_n_1 = z.powi(n as i32 - 1);
+    // _init_causal_reflect
+    let z_n = z.powi(n as i32);
+    let c0 = c[0];
+    c[0] += z_n * c[n - 1];
     let mut zi = z;
-    let mut c0 = c[0] + z_n_1 * c[n - 1];
-    for i in 1..n - 1 {
-        c0 += zi * (c[i] + z_n_1 * c[n - 1 - i]);
+    for i in 1..n {
+        c[0] += zi * (c[i] + z_n * c[n - 1 - i]);
         zi *= z;
     }
-    c[0] = c0 / (1.0 - z_n_1 * z_n_1);
+    c[0] *= z / (1.0 - z_n * z_n);
+    c[0] += c0;
     for i in 1..n {
         c[i] += z * c[i - 1];
     }
-    // Anti-causal initialisation and pass.
-    c[n - 1] = (z * c[n - 2] + c[n - 1]) * z / (z * z - 1.0);
+    // _init_anticausal_reflect
+    c[n - 1] *= z / (z - 1.0);
     for i in (0..n - 1).rev() {
         c[i] = z * (c[i + 1] - c[i]);
     }
@@ -266,6 +269,94 @@ pub fn resample_channel(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Values computed by nnunetv2 2.8.1's own `resample_data_or_seg_to_shape`
+    /// (skimage 0.25 / scipy) on the same input, recorded from its venv.
+    #[test]
+    fn matches_nnunet_resampling() {
+        let mut a = Vec::new();
+        for i in 0..5 {
+            for j in 0..7 {
+                for k in 0..6 {
+                    a.push(((i * 7 + j * 3 + k * 5) % 11) as f64 * 9.1 + ((i + 2 * j + 3 * k) as f64).sin() * 4.0);
+                }
+            }
+        }
+        let shape = [5, 7, 6];
+        let kw = |order, order_z| ResamplingKwargs { order, order_z, force_separate_z: None };
+        let at = |r: &[f64], s: [usize; 3], t: [usize; 3]| r[(t[0] * s[1] + t[1]) * s[2] + t[2]];
+        let cases: [(&str, [usize; 3], [f64; 3], [f64; 3], ResamplingKwargs, [([usize; 3], f64); 5], f64); 4] = [
+            (
+                "order 3",
+                [9, 4, 11],
+                [1.0, 1.0, 1.0],
+                [0.5, 1.75, 0.55],
+                kw(3, 0),
+                [
+                    ([0, 0, 0], -2.176084443557479),
+                    ([4, 2, 7], 40.795681803071496),
+                    ([8, 3, 10], 44.42836015778127),
+                    ([3, 1, 5], 30.328584238361287),
+                    ([8, 0, 3], 3.2221833165814546),
+                ],
+                17905.07640024738,
+            ),
+            (
+                "order 1",
+                [9, 4, 11],
+                [1.0, 1.0, 1.0],
+                [0.5, 1.75, 0.55],
+                kw(1, 0),
+                [
+                    ([0, 0, 0], 0.0),
+                    ([4, 2, 7], 40.760695975671155),
+                    ([8, 3, 10], 43.88384941870775),
+                    ([3, 1, 5], 38.007321207632785),
+                    ([8, 0, 3], 19.276297415516346),
+                ],
+                17941.730898503265,
+            ),
+            (
+                "separate z, order_z 0",
+                [9, 4, 11],
+                [4.0, 1.0, 1.0],
+                [2.2, 1.75, 0.55],
+                kw(3, 0),
+                [
+                    ([0, 0, 0], 6.026373352889175),
+                    ([4, 2, 7], 48.374101229027474),
+                    ([8, 3, 10], 27.21048246186012),
+                    ([3, 1, 5], 33.455635633576996),
+                    ([8, 0, 3], 22.506350756129198),
+                ],
+                17894.469910764423,
+            ),
+            (
+                "separate z, order_z 1",
+                [12, 4, 11],
+                [4.0, 1.0, 1.0],
+                [1.6, 1.75, 0.55],
+                kw(3, 1),
+                [
+                    ([0, 0, 0], 6.026373352889175),
+                    ([4, 2, 7], 41.42798133494543),
+                    ([8, 3, 10], 74.98337225319347),
+                    ([3, 1, 5], 35.44550115461605),
+                    ([11, 0, 3], 22.506350756129198),
+                ],
+                23959.677369545938,
+            ),
+        ];
+        for (name, new_shape, cur, new, kw, points, sum) in cases {
+            let r = resample_channel(&a, shape, new_shape, cur, new, &kw);
+            for (t, v) in points {
+                let got = at(&r, new_shape, t);
+                assert!((got - v).abs() < 1e-9, "{name} at {t:?}: {got} vs nnU-Net {v}");
+            }
+            let total: f64 = r.iter().sum();
+            assert!((total - sum).abs() < 1e-7, "{name}: sum {total} vs {sum}");
+        }
+    }
 
     #[test]
     fn cubic_spline_interpolates_the_samples() {
