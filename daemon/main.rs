@@ -129,6 +129,28 @@ enum Command {
         #[arg(long)]
         gpu_post: bool,
     },
+    /// Build every fold's engine ahead of the first study (TensorRT engines are
+    /// cached) and report which provider each fold got.
+    Compile {
+        /// Model package folder.
+        #[arg(long)]
+        model: PathBuf,
+        /// libonnxruntime.so (ORT_DYLIB_PATH overrides).
+        #[arg(long)]
+        onnxruntime: Option<PathBuf>,
+        /// Execution provider: auto, cpu, cuda or tensorrt.
+        #[arg(long, default_value = "auto")]
+        provider: String,
+        /// Fail instead of falling back to the CPU when the GPU provider is unavailable.
+        #[arg(long)]
+        require_gpu: bool,
+        /// Allow TensorRT FP16 engines (kept only if they agree with FP32 on a probe tile).
+        #[arg(long)]
+        fp16: bool,
+        /// TensorRT engine and timing cache folder.
+        #[arg(long)]
+        trt_cache: Option<PathBuf>,
+    },
     /// Label the connected components of a mask (any non-zero voxel), in the
     /// canonical order (first voxel in raster order), with optional size filter
     /// and per-component statistics of an intensity image.
@@ -219,6 +241,9 @@ fn main() -> ExitCode {
             threads,
             gpu_post,
         }),
+        Command::Compile { model, onnxruntime, provider, require_gpu, fp16, trt_cache } => {
+            predict::compile(&model, onnxruntime.as_deref(), &provider, require_gpu, fp16, trt_cache)
+        }
         Command::Components { mask, out, connectivity, min_ml, stats, json, gpu } => {
             components(&mask, &out, connectivity, min_ml, stats.as_deref(), json, gpu)
         }

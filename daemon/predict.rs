@@ -266,3 +266,38 @@ pub fn process(a: &ProcessArgs) -> Result<bool> {
     }
     Ok(clean)
 }
+
+/// `edgeseg compile`: engines built now, provider per fold reported.
+pub fn compile(
+    model: &Path,
+    onnxruntime: Option<&Path>,
+    provider_name: &str,
+    require_gpu: bool,
+    fp16: bool,
+    trt_cache: Option<PathBuf>,
+) -> Result<bool> {
+    let lib = library_path(onnxruntime)?;
+    let opts = PredictOptions {
+        engine: EngineOptions {
+            provider: provider(provider_name)?,
+            require_gpu,
+            fp16,
+            trt_cache_dir: trt_cache,
+            ..EngineOptions::default()
+        },
+        ..PredictOptions::default()
+    };
+    let t = std::time::Instant::now();
+    let predictor =
+        Predictor::new(model, &lib, opts).with_context(|| format!("{}: cannot load the model", model.display()))?;
+    predictor.warm_up()?;
+    println!(
+        "model {} {} (sha256 {})",
+        predictor.package.meta.name, predictor.package.meta.version, predictor.package.sha256
+    );
+    for (fold, p) in predictor.providers() {
+        println!("fold {fold}: {p}");
+    }
+    println!("ready in {:.1} s", t.elapsed().as_secs_f64());
+    Ok(true)
+}

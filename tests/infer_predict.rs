@@ -140,3 +140,21 @@ fn gpu_provider_missing_falls_back_or_fails_as_asked() {
     assert_eq!(o.status.code(), Some(1));
     assert!(text(&o).1.contains("GPU provider not available"), "{}", text(&o).1);
 }
+
+#[test]
+fn compile_reports_the_provider_per_fold() {
+    let pkg = package();
+    let lib = ort_lib();
+    let model = pkg.join("model");
+    let o = edgeseg(&["compile", "--model", s(&model), "--onnxruntime", s(&lib), "--provider", "cpu"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o).1);
+    let (out, _) = text(&o);
+    assert!(out.contains("fold 0: cpu") && out.contains("fold 1: cpu"), "{out}");
+    assert!(out.contains("sha256"), "{out}");
+    // "auto" without a GPU build: the documented fallback, logged.
+    let o = edgeseg(&["compile", "--model", s(&model), "--onnxruntime", s(&lib)]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o).1);
+    if !cfg!(feature = "cuda") {
+        assert!(text(&o).1.contains("falling back to the CPU"), "{}", text(&o).1);
+    }
+}

@@ -108,9 +108,23 @@ impl Predictor {
                     package.meta.folds
                 )));
             }
-            nets.push((f, OrtNetwork::load(ort_lib, &package.fold_path(f), channels, patch, &opts.engine)?));
+            nets.push((
+                f,
+                OrtNetwork::load(ort_lib, &package.fold_path(f), channels, patch, package.num_classes(), &opts.engine)?,
+            ));
         }
         Ok(Self { package, nets, opts })
+    }
+
+    /// Runs one batch of zeros through every fold, so engines (TensorRT) are
+    /// built and cached now rather than at the first study.
+    pub fn warm_up(&self) -> Result<(), InferError> {
+        let p = &self.package.config.patch_size;
+        let n = self.package.meta.channels.len() * p.iter().product::<usize>();
+        for (_, net) in &self.nets {
+            net.run(&vec![0f32; n], 1)?;
+        }
+        Ok(())
     }
 
     /// Provider per fold.
@@ -169,6 +183,47 @@ impl Predictor {
         })
     }
 }
+
+/// Fraction of probe-tile voxels whose argmax differs between two networks
+/// of the same model (the TensorRT FP16 check against FP32: nnU-Net issue
+/// #2874, an FP16 engine that returned empty output). The probe is a fixed
+/// pseudo-random tile with the statistics of normalised input (mean 0, SD 1).
+pub fn probe_disagreement(
+    a: &dyn Network,
+    b: &dyn Network,
+    channels: usize,
+    patch: [usize; 3],
+    classes: usize,
+) -> Result<f64, InferError> {
+    let n = patch.iter().product::<usize>();
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    let mut uniform = || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state >> 11) as f64 / (1u64 << 53) as f64
+    };
+    // Sum of 4 uniforms: close to normal, mean 2, variance 1/3.
+    let probe: Vec<f32> = (0..channels * n)
+        .map(|_| (((uniform() + uniform() + uniform() + uniform()) - 2.0) * 3f64.sqrt()) as f32)
+        .collect();
+    let (x, y) = (a.run(&probe, 1)?, b.run(&probe, 1)?);
+    // First class with the highest logit (numpy's argmax; −0 equals +0).
+    let argmax = |v: &[f32], i: usize| {
+        let mut best = 0;
+        for c in 1..classes {
+            if v[c * n + i] > v[best * n + i] {
+                best = c;
+            }
+        }
+        best
+    };
+    let differ = (0..n).filter(|&i| argmax(&x, i) != argmax(&y, i)).count();
+    Ok(differ as f64 / n as f64)
+}
+
+/// Largest probe disagreement at which an FP16 engine is still trusted.
+pub const FP16_MAX_DISAGREEMENT: f64 = 0.005;
 
 /// A label map and, when asked for, per-class probabilities (C order).
 type Exported = (Vec<u8>, Option<Vec<Vec<f32>>>);
@@ -248,4 +303,37 @@ fn export(
         None
     };
     Ok((labels, probs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// logits = [−s·x, s·x] on channel 0.
+    struct Scaled(f32, usize);
+
+    impl Network for Scaled {
+        fn run(&self, input: &[f32], n: usize) -> Result<Vec<f32>, InferError> {
+            let t = self.1;
+            let mut out = Vec::new();
+            for i in 0..n {
+                let x = &input[i * t..(i + 1) * t];
+                out.extend(x.iter().map(|v| -self.0 * v));
+                out.extend(x.iter().map(|v| self.0 * v));
+            }
+            Ok(out)
+        }
+    }
+
+    #[test]
+    fn probe_agrees_for_equivalent_networks_and_not_for_a_broken_one() {
+        let patch = [8, 8, 8];
+        let t = 512;
+        let d = probe_disagreement(&Scaled(1.0, t), &Scaled(2.0, t), 1, patch, 2).expect("runs");
+        assert_eq!(d, 0.0);
+        // An "FP16 engine" that outputs zeros everywhere (issue #2874): argmax 0
+        // everywhere, about half the probe disagrees.
+        let d = probe_disagreement(&Scaled(1.0, t), &Scaled(0.0, t), 1, patch, 2).expect("runs");
+        assert!(d > FP16_MAX_DISAGREEMENT, "{d}");
+    }
 }

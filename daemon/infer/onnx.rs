@@ -111,6 +111,7 @@ impl OrtNetwork {
         model: &Path,
         channels: usize,
         patch: [usize; 3],
+        classes: usize,
         opts: &EngineOptions,
     ) -> Result<Self, InferError> {
         let env = environment(lib)?;
@@ -126,7 +127,23 @@ impl OrtNetwork {
         let output = session.outputs().first().map(|o| o.name().to_string()).unwrap_or_else(|| "logits".into());
         let mut shape_tail = vec![channels as i64];
         shape_tail.extend(patch.iter().map(|&p| p as i64));
-        Ok(Self { session: Mutex::new(session), input, output, shape_tail, provider })
+        let net = Self { session: Mutex::new(session), input, output, shape_tail, provider };
+        if provider == "tensorrt-fp16" {
+            // Trust FP16 only where it agrees with FP32 on a probe tile.
+            let fp32 =
+                Self::load(lib, model, channels, patch, classes, &EngineOptions { fp16: false, ..opts.clone() })?;
+            let d = super::probe_disagreement(&net, &fp32, channels, patch, classes)?;
+            if d > super::FP16_MAX_DISAGREEMENT {
+                tracing::warn!(
+                    "{}: FP16 engine refused: its argmax differs from FP32 on {:.2}% of the probe tile",
+                    model.display(),
+                    d * 100.0
+                );
+                return Ok(fp32);
+            }
+            tracing::info!("{}: FP16 engine agrees with FP32 on the probe ({:.3}% differ)", model.display(), d * 100.0);
+        }
+        Ok(net)
     }
 }
 
