@@ -252,8 +252,7 @@ mod cuda {
     }
 
     fn compile_all(nvcc: &Path, kernels: &mut [Kernel], archs: &[u32], dir: &Path) {
-        let jobs: Vec<(usize, u32)> =
-            (0..kernels.len()).flat_map(|k| archs.iter().map(move |&a| (k, a))).collect();
+        let jobs: Vec<(usize, u32)> = (0..kernels.len()).flat_map(|k| archs.iter().map(move |&a| (k, a))).collect();
         let results: Vec<(usize, u32, Result<PathBuf, String>)> = std::thread::scope(|s| {
             let handles: Vec<_> = jobs
                 .iter()
@@ -269,11 +268,19 @@ mod cuda {
         for (k, arch, result) in results {
             match result {
                 Ok(ptx) => kernels[k].ptx.push((arch, ptx)),
-                Err(e) => panic!(
-                    "nvcc failed on kernels/{}.cu for compute_{arch}:\n{e}\n(set NVCC=none to build without nvcc; \
-                     the kernels are then compiled by NVRTC at run time)",
-                    kernels[k].name
-                ),
+                Err(e) => {
+                    let hint = if e.contains("Unsupported .version") {
+                        "\nnvcc's cicc writes a newer PTX ISA than its ptxas reads: the nvidia-nvvm (and \
+                         nvidia-cuda-crt) wheels must be the same version as nvidia-cuda-nvcc; pin them together."
+                    } else {
+                        ""
+                    };
+                    panic!(
+                        "nvcc failed on kernels/{}.cu for compute_{arch}:\n{e}{hint}\n(set NVCC=none to build \
+                         without nvcc; the kernels are then compiled by NVRTC at run time)",
+                        kernels[k].name
+                    )
+                }
             }
         }
         for k in kernels.iter_mut() {

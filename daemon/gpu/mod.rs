@@ -18,6 +18,7 @@
 //! - `suv_threshold`: SUV = fma(stored, a_k, b_k) in f32 for slice k (a_k, b_k
 //!   the slice's slope × SUV factor and intercept × SUV factor), mask = SUV ≥ t.
 
+pub mod check;
 pub mod cpu;
 #[cfg(feature = "cuda")]
 pub mod cuda;

@@ -285,7 +285,8 @@ mod tests {
         let shape = [5, 7, 6];
         let kw = |order, order_z| ResamplingKwargs { order, order_z, force_separate_z: None };
         let at = |r: &[f64], s: [usize; 3], t: [usize; 3]| r[(t[0] * s[1] + t[1]) * s[2] + t[2]];
-        let cases: [(&str, [usize; 3], [f64; 3], [f64; 3], ResamplingKwargs, [([usize; 3], f64); 5], f64); 4] = [
+        type Case = (&'static str, [usize; 3], [f64; 3], [f64; 3], ResamplingKwargs, [([usize; 3], f64); 5], f64);
+        let cases: [Case; 4] = [
             (
                 "order 3",
                 [9, 4, 11],
