@@ -151,6 +151,18 @@ enum Command {
         #[arg(long)]
         trt_cache: Option<PathBuf>,
     },
+    /// Check the CUDA kernels against their CPU twins (bit for bit) and benchmark them.
+    GpuCheck {
+        /// Seed of the generated volumes.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Only write the benchmark volume (raw u8, x fastest) to PATH and print "nx ny nz".
+        #[arg(long, value_name = "PATH")]
+        write_volume: Option<PathBuf>,
+    },
     /// Label the connected components of a mask (any non-zero voxel), in the
     /// canonical order (first voxel in raster order), with optional size filter
     /// and per-component statistics of an intensity image.
@@ -244,6 +256,7 @@ fn main() -> ExitCode {
         Command::Compile { model, onnxruntime, provider, require_gpu, fp16, trt_cache } => {
             predict::compile(&model, onnxruntime.as_deref(), &provider, require_gpu, fp16, trt_cache)
         }
+        Command::GpuCheck { seed, json, write_volume } => gpu_check(seed, json, write_volume.as_deref()),
         Command::Components { mask, out, connectivity, min_ml, stats, json, gpu } => {
             components(&mask, &out, connectivity, min_ml, stats.as_deref(), json, gpu)
         }
@@ -460,6 +473,23 @@ fn components(
         outln!("{}: {} components ({}-connected, {})", out.display(), figures.len(), connectivity, backend.name());
     }
     Ok(true)
+}
+
+fn gpu_check(seed: u64, json: bool, write_volume: Option<&Path>) -> Result<bool> {
+    use edgeseg::gpu::check;
+    if let Some(path) = write_volume {
+        let [nx, ny, nz] =
+            check::write_bench_volume(path, seed).with_context(|| format!("writing {}", path.display()))?;
+        outln!("{nx} {ny} {nz}");
+        return Ok(true);
+    }
+    let report = check::run(seed)?;
+    if json {
+        outln!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        outln!("{}", report.to_markdown());
+    }
+    Ok(report.all_passed())
 }
 
 /// Peak resident memory of this process in MiB (Linux VmHWM).

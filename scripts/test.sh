@@ -14,6 +14,10 @@ export EDGESEG_PYTHON="$root/.venv/bin/python"
 
 echo "== rustfmt"; cargo fmt --check
 echo "== clippy"; cargo clippy --all-targets --locked -- -D warnings
+echo "== clippy (cuda, tensorrt)"; cargo clippy --all-targets --locked --features tensorrt -- -D warnings
 echo "== cargo test"; cargo test --locked
+echo "== CUDA kernels built with nvcc, compiled by NVRTC"
+nvlib=$(ls -d "$root"/.venv/lib/python3*/site-packages/nvidia/cu13/lib | head -1)
+LD_LIBRARY_PATH="$nvlib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" cargo test --locked --features cuda --lib gpu::
 echo "== peer tests (pytest)"
 EDGESEG_BIN="$root/target/debug/edgeseg" .venv/bin/python -m pytest tests/peers -q -p no:cacheprovider

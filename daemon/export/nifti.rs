@@ -269,7 +269,8 @@ pub fn read_f32(path: &Path) -> Result<Volume<f32>, ReadError> {
     let dims = [usize::from(d[1]), usize::from(d[2]), usize::from(d[3])];
     let geometry = geometry_from_ras(&header_affine_ras(&h), dims)
         .map_err(|reason| ReadError::Affine { path: path.to_path_buf(), reason })?;
-    let arr = nifti::IntoNdArray::into_ndarray::<f32>(nifti::NiftiObject::into_volume(obj)).map_err(|e| err(e.to_string()))?;
+    let arr = nifti::IntoNdArray::into_ndarray::<f32>(nifti::NiftiObject::into_volume(obj))
+        .map_err(|e| err(e.to_string()))?;
     // The array is indexed [i, j, k(, …)]; reversing the axes and reading in
     // logical order gives i fastest.
     let data: Vec<f32> = arr.t().iter().copied().collect();

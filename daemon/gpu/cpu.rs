@@ -236,8 +236,9 @@ impl Partial {
             self.min[a] = self.min[a].min(o.min[a]);
             self.max_c[a] = self.max_c[a].max(o.max_c[a]);
         }
-        self.sum += o.sum;
-        self.sum_sq += o.sum_sq;
+        // Modulo 2^128, as the GPU's 64-bit atomics with carry.
+        self.sum = self.sum.wrapping_add(o.sum);
+        self.sum_sq = self.sum_sq.wrapping_add(o.sum_sq);
         self.take_max(o.max, o.max_index);
     }
 
@@ -286,8 +287,8 @@ pub fn stats(labels: &Labels, values: &[f32], dims: [usize; 3]) -> Vec<Component
                         }
                         let v = values[i];
                         let q = quantize(v);
-                        p.sum += i128::from(q);
-                        p.sum_sq += u128::from(q.unsigned_abs()) * u128::from(q.unsigned_abs());
+                        p.sum = p.sum.wrapping_add(i128::from(q));
+                        p.sum_sq = p.sum_sq.wrapping_add(u128::from(q.unsigned_abs()) * u128::from(q.unsigned_abs()));
                         p.take_max(v, i as u64);
                     }
                 }

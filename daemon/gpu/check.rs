@@ -1,0 +1,792 @@
+//! `edgeseg gpu-check`: the CUDA kernels against their CPU twins, bit for bit,
+//! on volumes generated afresh from a seed, then a benchmark.
+//!
+//! Correctness cases (each for connectivity 6, 18 and 26 where it labels):
+//! empty and full volumes, random noise at several densities (binary and
+//! multi-label), random spheres (binary and multi-label), all 27
+//! face/edge/corner/centre positions at once and each alone, on sizes that
+//! are not multiples of any block size (1×1×1, 7×13×5, 33×65×17, 128×128×64).
+//! Every labelling is followed by statistics over it with values that hold
+//! NaN, ±0, ±∞ and values beyond the fixed-point clamp; every size gets SUV
+//! cases with extreme stored values, a NaN slice and a zero slope.
+//!
+//! Benchmark: a 512×512×400 volume of blobs (26-connectivity) labelled on the
+//! CPU and the GPU (kernels alone, and with transfers), statistics over it,
+//! and SUV thresholding, whose throughput is compared with a device-to-device
+//! memcpy moving the same number of bytes.
+//!
+//! The generator is a splitmix64 stream, so a seed names the volumes; the
+//! benchmark volume can be written out (`write_bench_volume`) for other tools.
+
+use std::path::Path;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use super::{Backend, ComponentStats, Connectivity, GpuError, Labels};
+
+/// Sizes of the correctness cases.
+pub const CHECK_SIZES: [[usize; 3]; 4] = [[1, 1, 1], [7, 13, 5], [33, 65, 17], [128, 128, 64]];
+/// Size of the benchmark volume.
+pub const BENCH_DIMS: [usize; 3] = [512, 512, 400];
+
+/// What `run_with` does.
+#[derive(Debug, Clone)]
+pub struct CheckOptions {
+    /// Seed of every generated volume.
+    pub seed: u64,
+    /// Sizes of the correctness cases.
+    pub sizes: Vec<[usize; 3]>,
+    /// Size of the benchmark volume; None skips the benchmark.
+    pub bench_dims: Option<[usize; 3]>,
+    /// Repetitions of each timed GPU run (the best counts).
+    pub reps: usize,
+}
+
+impl CheckOptions {
+    /// The full check: all sizes and the 512×512×400 benchmark.
+    pub fn full(seed: u64) -> Self {
+        Self { seed, sizes: CHECK_SIZES.to_vec(), bench_dims: Some(BENCH_DIMS), reps: 5 }
+    }
+}
+
+/// One compared case.
+#[derive(Debug, Clone, Serialize)]
+pub struct CaseResult {
+    /// "label", "stats" or "suv".
+    pub kernel: &'static str,
+    /// The generated volume, e.g. "noise 30%".
+    pub case: String,
+    /// Volume size.
+    pub dims: [usize; 3],
+    /// Connectivity of the labelling (label and stats cases).
+    pub connectivity: Option<u32>,
+    /// Both backends agree bit for bit.
+    pub pass: bool,
+    /// The first difference, or a summary of the case.
+    pub detail: String,
+}
+
+/// One benchmark row (times in milliseconds, best of the repetitions).
+#[derive(Debug, Clone, Serialize)]
+pub struct Timing {
+    /// What was timed.
+    pub name: String,
+    /// Volume size.
+    pub dims: [usize; 3],
+    /// CPU twin, one run.
+    pub cpu_ms: Option<f64>,
+    /// GPU kernels alone (inputs and outputs on the device).
+    pub gpu_kernel_ms: Option<f64>,
+    /// GPU including host↔device copies (the `Backend` call).
+    pub gpu_total_ms: Option<f64>,
+    /// Bytes the kernel reads and writes per second, in GB/s (10^9).
+    pub kernel_gb_s: Option<f64>,
+    /// Bytes a device-to-device memcpy moving as many bytes reads and writes
+    /// per second, in GB/s.
+    pub memcpy_gb_s: Option<f64>,
+    /// Components, bytes moved, etc.
+    pub note: String,
+}
+
+/// Result of `edgeseg gpu-check`.
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckReport {
+    /// Seed of the generated volumes.
+    pub seed: u64,
+    /// GPU name, compute capability and driver.
+    pub device: String,
+    /// How each kernel file was loaded (embedded PTX or NVRTC).
+    pub kernels: Vec<String>,
+    /// Cases passed.
+    pub passed: usize,
+    /// Cases failed.
+    pub failed: usize,
+    /// Every case.
+    pub cases: Vec<CaseResult>,
+    /// The benchmark.
+    pub timings: Vec<Timing>,
+}
+
+impl CheckReport {
+    /// True when every case passed.
+    pub fn all_passed(&self) -> bool {
+        self.failed == 0
+    }
+
+    /// A Markdown summary: device, failures (if any) and the timing table.
+    pub fn to_markdown(&self) -> String {
+        let mut s = String::new();
+        s.push_str(&format!("## edgeseg gpu-check (seed {})\n\n", self.seed));
+        s.push_str(&format!("Device: {}\n\n", self.device));
+        for k in &self.kernels {
+            s.push_str(&format!("- {k}\n"));
+        }
+        s.push_str(&format!(
+            "\nCorrectness against the CPU twins: {} of {} cases bit-identical{}\n\n",
+            self.passed,
+            self.passed + self.failed,
+            if self.failed == 0 { "." } else { "; FAILURES below." }
+        ));
+        if self.failed > 0 {
+            s.push_str("| kernel | case | dims | conn | difference |\n|---|---|---|---|---|\n");
+            for c in self.cases.iter().filter(|c| !c.pass).take(100) {
+                s.push_str(&format!(
+                    "| {} | {} | {} | {} | {} |\n",
+                    c.kernel,
+                    c.case,
+                    fmt_dims(c.dims),
+                    c.connectivity.map_or("-".to_string(), |n| n.to_string()),
+                    c.detail.replace('|', "/")
+                ));
+            }
+            s.push('\n');
+        }
+        if !self.timings.is_empty() {
+            s.push_str("| benchmark | dims | CPU ms | GPU kernel ms | GPU + copies ms | kernel vs CPU | GB/s (memcpy GB/s) | note |\n");
+            s.push_str("|---|---|---:|---:|---:|---:|---:|---|\n");
+            for t in &self.timings {
+                let speedup = match (t.cpu_ms, t.gpu_kernel_ms) {
+                    (Some(c), Some(g)) if g > 0.0 => format!("{:.1}×", c / g),
+                    _ => "-".into(),
+                };
+                let gbs = match (t.kernel_gb_s, t.memcpy_gb_s) {
+                    (Some(k), Some(m)) => format!("{k:.0} ({m:.0}, {:.0}%)", 100.0 * k / m),
+                    (Some(k), None) => format!("{k:.0}"),
+                    (None, Some(m)) => format!("({m:.0})"),
+                    _ => "-".into(),
+                };
+                s.push_str(&format!(
+                    "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
+                    t.name,
+                    fmt_dims(t.dims),
+                    fmt_ms(t.cpu_ms),
+                    fmt_ms(t.gpu_kernel_ms),
+                    fmt_ms(t.gpu_total_ms),
+                    speedup,
+                    gbs,
+                    t.note
+                ));
+            }
+        }
+        s
+    }
+}
+
+fn fmt_dims(d: [usize; 3]) -> String {
+    format!("{}×{}×{}", d[0], d[1], d[2])
+}
+
+fn fmt_ms(v: Option<f64>) -> String {
+    v.map_or("-".into(), |v| if v < 10.0 { format!("{v:.2}") } else { format!("{v:.1}") })
+}
+
+/// The full check on the GPU (see the module docs).
+pub fn run(seed: u64) -> Result<CheckReport, GpuError> {
+    run_with(&CheckOptions::full(seed))
+}
+
+/// The check with chosen sizes and benchmark.
+#[cfg_attr(not(feature = "cuda"), allow(unused_mut))]
+pub fn run_with(opts: &CheckOptions) -> Result<CheckReport, GpuError> {
+    let gpu = Backend::cuda()?;
+    let cpu = Backend::Cpu;
+    let mut cases = compare(opts.seed, &cpu, &gpu, &opts.sizes);
+    let mut timings = Vec::new();
+    let mut device = String::from("?");
+    let mut kernels = Vec::new();
+    #[cfg(feature = "cuda")]
+    if let Backend::Cuda(k) = &gpu {
+        let (major, minor) = k.compute_capability();
+        let (dmaj, dmin) = k.driver_version();
+        device = format!("{} (sm_{major}{minor}, driver CUDA {dmaj}.{dmin})", k.device_name());
+        kernels = k.kernel_origins().to_vec();
+        if let Some(dims) = opts.bench_dims {
+            timings = bench::run(k, opts.seed, dims, opts.reps.max(1), &mut cases)?;
+        }
+    }
+    let passed = cases.iter().filter(|c| c.pass).count();
+    Ok(CheckReport { seed: opts.seed, device, kernels, passed, failed: cases.len() - passed, cases, timings })
+}
+
+/// Runs every correctness case on `a` and `b` and compares the outputs.
+pub fn compare(seed: u64, a: &Backend, b: &Backend, sizes: &[[usize; 3]]) -> Vec<CaseResult> {
+    let mut out = Vec::new();
+    for (si, &dims) in sizes.iter().enumerate() {
+        let mut rng = Rng::new(seed ^ (si as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        let values = stat_values(&mut rng, dims);
+        for (case, mask) in label_cases(&mut rng, dims) {
+            for conn in [Connectivity::Six, Connectivity::Eighteen, Connectivity::TwentySix] {
+                let la = a.label(&mask, dims, conn);
+                let lb = b.label(&mask, dims, conn);
+                let (pass, detail) = match (&la, &lb) {
+                    (Ok(x), Ok(y)) => match diff_labels(x, y) {
+                        None => (true, format!("{} components", x.count)),
+                        Some(d) => (false, d),
+                    },
+                    (Err(e), _) => (false, format!("{}: {e}", a.name())),
+                    (_, Err(e)) => (false, format!("{}: {e}", b.name())),
+                };
+                out.push(CaseResult {
+                    kernel: "label",
+                    case: case.clone(),
+                    dims,
+                    connectivity: Some(conn as u32),
+                    pass,
+                    detail,
+                });
+                // Statistics over the first backend's labels (the same input for both).
+                let Ok(labels) = la else { continue };
+                let sa = a.stats(&labels, &values, dims);
+                let sb = b.stats(&labels, &values, dims);
+                let (pass, detail) = match (&sa, &sb) {
+                    (Ok(x), Ok(y)) => match diff_stats(x, y) {
+                        None => (true, format!("{} components", x.len())),
+                        Some(d) => (false, d),
+                    },
+                    (Err(e), _) => (false, format!("{}: {e}", a.name())),
+                    (_, Err(e)) => (false, format!("{}: {e}", b.name())),
+                };
+                out.push(CaseResult {
+                    kernel: "stats",
+                    case: case.clone(),
+                    dims,
+                    connectivity: Some(conn as u32),
+                    pass,
+                    detail,
+                });
+            }
+        }
+        for (case, stored, scale, t) in suv_cases(&mut rng, dims) {
+            let ra = a.suv_threshold(&stored, dims, &scale, t);
+            let rb = b.suv_threshold(&stored, dims, &scale, t);
+            let (pass, detail) = match (&ra, &rb) {
+                (Ok(x), Ok(y)) => match diff_suv(x, y) {
+                    None => (true, format!("{} voxels over {t}", x.1.iter().filter(|&&m| m != 0).count())),
+                    Some(d) => (false, d),
+                },
+                (Err(e), _) => (false, format!("{}: {e}", a.name())),
+                (_, Err(e)) => (false, format!("{}: {e}", b.name())),
+            };
+            out.push(CaseResult { kernel: "suv", case, dims, connectivity: None, pass, detail });
+        }
+    }
+    out
+}
+
+/// The first difference between two labellings.
+pub fn diff_labels(a: &Labels, b: &Labels) -> Option<String> {
+    if a.data.len() != b.data.len() {
+        return Some(format!("{} vs {} voxels", a.data.len(), b.data.len()));
+    }
+    let differ = a.data.iter().zip(&b.data).filter(|(x, y)| x != y).count();
+    if a.count == b.count && differ == 0 {
+        return None;
+    }
+    let first = a.data.iter().zip(&b.data).position(|(x, y)| x != y);
+    Some(match first {
+        Some(i) => format!(
+            "count {} vs {}; {differ} voxels differ, first at index {i} ({} vs {})",
+            a.count, b.count, a.data[i], b.data[i]
+        ),
+        None => format!("count {} vs {}", a.count, b.count),
+    })
+}
+
+/// The first difference between two statistics lists (floats by their bits).
+pub fn diff_stats(a: &[ComponentStats], b: &[ComponentStats]) -> Option<String> {
+    if a.len() != b.len() {
+        return Some(format!("{} vs {} components", a.len(), b.len()));
+    }
+    for (i, (x, y)) in a.iter().zip(b).enumerate() {
+        let field = if x.voxels != y.voxels {
+            "voxels"
+        } else if x.bbox_min != y.bbox_min || x.bbox_max != y.bbox_max {
+            "bbox"
+        } else if x.sum_fixed != y.sum_fixed {
+            "sum_fixed"
+        } else if x.sum_sq_fixed != y.sum_sq_fixed {
+            "sum_sq_fixed"
+        } else if x.max.to_bits() != y.max.to_bits() {
+            "max"
+        } else if x.max_index != y.max_index {
+            "max_index"
+        } else {
+            continue;
+        };
+        return Some(format!("label {}: {field} differs: {x:?} vs {y:?}", i + 1));
+    }
+    None
+}
+
+/// The first difference between two (SUV, mask) results (floats by bits).
+pub fn diff_suv(a: &(Vec<f32>, Vec<u8>), b: &(Vec<f32>, Vec<u8>)) -> Option<String> {
+    if a.0.len() != b.0.len() || a.1.len() != b.1.len() {
+        return Some(format!("lengths {}/{} vs {}/{}", a.0.len(), a.1.len(), b.0.len(), b.1.len()));
+    }
+    if let Some(i) = a.0.iter().zip(&b.0).position(|(x, y)| x.to_bits() != y.to_bits()) {
+        return Some(format!("SUV at index {i}: {:e} vs {:e}", a.0[i], b.0[i]));
+    }
+    if let Some(i) = a.1.iter().zip(&b.1).position(|(x, y)| x != y) {
+        return Some(format!("mask at index {i}: {} vs {}", a.1[i], b.1[i]));
+    }
+    None
+}
+
+// ---- generators ------------------------------------------------------------
+
+/// splitmix64: small, fast, and the same everywhere.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// A stream named by `seed`.
+    pub fn new(seed: u64) -> Self {
+        Self(seed)
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [0, 1).
+    pub fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// Uniform in 0..n (n ≥ 1).
+    pub fn below(&mut self, n: u64) -> u64 {
+        ((u128::from(self.next_u64()) * u128::from(n.max(1))) >> 64) as u64
+    }
+}
+
+fn index(dims: [usize; 3], x: usize, y: usize, z: usize) -> usize {
+    x + dims[0] * (y + dims[1] * z)
+}
+
+/// Sets every voxel within `r` of (cx, cy, cz) to `value`.
+fn sphere(mask: &mut [u8], dims: [usize; 3], c: [f64; 3], r: f64, value: u8) {
+    let lo = |a: usize| ((c[a] - r).floor().max(0.0)) as usize;
+    let hi = |a: usize| ((c[a] + r).ceil().max(0.0) as usize).min(dims[a].saturating_sub(1));
+    let r2 = r * r;
+    for z in lo(2)..=hi(2) {
+        let dz = z as f64 - c[2];
+        for y in lo(1)..=hi(1) {
+            let dy = y as f64 - c[1];
+            let rest = r2 - dz * dz - dy * dy;
+            if rest < 0.0 {
+                continue;
+            }
+            for x in lo(0)..=hi(0) {
+                let dx = x as f64 - c[0];
+                if dx * dx <= rest {
+                    mask[index(dims, x, y, z)] = value;
+                }
+            }
+        }
+    }
+}
+
+fn label_cases(rng: &mut Rng, dims: [usize; 3]) -> Vec<(String, Vec<u8>)> {
+    let n = dims[0] * dims[1] * dims[2];
+    let mut cases = vec![("empty".to_string(), vec![0u8; n]), ("full".to_string(), vec![1u8; n])];
+    for d in [0.05, 0.3, 0.5, 0.7, 0.95] {
+        cases.push((format!("noise {:.0}%", d * 100.0), (0..n).map(|_| u8::from(rng.unit() < d)).collect()));
+    }
+    for d in [0.3, 0.7] {
+        let m = (0..n).map(|_| if rng.unit() < d { 1 + rng.below(3) as u8 } else { 0 }).collect();
+        cases.push((format!("multi-label noise {:.0}%", d * 100.0), m));
+    }
+    let span = dims.iter().copied().min().unwrap_or(1).max(1) as f64;
+    for (name, values) in [("spheres", 1u64), ("multi-label spheres", 4)] {
+        let mut m = vec![0u8; n];
+        for _ in 0..12 {
+            let c = [0, 1, 2].map(|a| rng.unit() * dims[a] as f64);
+            sphere(&mut m, dims, c, 0.5 + rng.unit() * span / 3.0, 1 + rng.below(values) as u8);
+        }
+        cases.push((name.to_string(), m));
+    }
+    let positions = |a: usize| {
+        let mut p = vec![0, dims[a] / 2, dims[a].saturating_sub(1)];
+        p.dedup();
+        p
+    };
+    let mut all = vec![0u8; n];
+    for &z in &positions(2) {
+        for &y in &positions(1) {
+            for &x in &positions(0) {
+                let i = index(dims, x, y, z);
+                all[i] = 1;
+                let mut one = vec![0u8; n];
+                one[i] = 1;
+                cases.push((format!("single voxel at ({x},{y},{z})"), one));
+            }
+        }
+    }
+    cases.push(("faces, edges, corners and centre".to_string(), all));
+    cases
+}
+
+fn stat_values(rng: &mut Rng, dims: [usize; 3]) -> Vec<f32> {
+    let n = dims[0] * dims[1] * dims[2];
+    (0..n)
+        .map(|_| match rng.below(100) {
+            0..=2 => f32::NAN,
+            3..=4 => -0.0,
+            5..=6 => 0.0,
+            7 => f32::INFINITY,
+            8 => f32::NEG_INFINITY,
+            9 => 3.0e30,
+            10 => -3.0e30,
+            11..=29 => rng.below(7) as f32,
+            _ => (rng.unit() * 100.0 - 50.0) as f32,
+        })
+        .collect()
+}
+
+type SuvCase = (String, Vec<i16>, Vec<(f32, f32)>, f32);
+
+fn suv_cases(rng: &mut Rng, dims: [usize; 3]) -> Vec<SuvCase> {
+    let n = dims[0] * dims[1] * dims[2];
+    let stored: Vec<i16> = (0..n)
+        .map(|_| match rng.below(50) {
+            0 => i16::MIN,
+            1 => i16::MAX,
+            2 => 0,
+            _ => rng.next_u64() as i16,
+        })
+        .collect();
+    let mut scale: Vec<(f32, f32)> =
+        (0..dims[2]).map(|_| ((rng.unit() * 2e-3 - 5e-4) as f32, (rng.unit() * 10.0 - 5.0) as f32)).collect();
+    if dims[2] > 1 {
+        scale[1] = (f32::NAN, 0.0);
+    }
+    if dims[2] > 2 {
+        scale[2] = (0.0, 2.5);
+    }
+    vec![
+        ("random stored, t = 2.5".to_string(), stored.clone(), scale.clone(), 2.5),
+        ("random stored, t = 0".to_string(), stored, scale, 0.0),
+    ]
+}
+
+/// The benchmark volume: a binary mask of "organs" (clusters of large
+/// overlapping spheres), "lesions" (small spheres) and speckle (isolated
+/// voxels, as a thresholded noisy PET gives), x fastest. Same seed, same
+/// volume.
+pub fn bench_volume(seed: u64, dims: [usize; 3]) -> Vec<u8> {
+    let n = dims[0] * dims[1] * dims[2];
+    let mut rng = Rng::new(seed ^ 0xb1b5_0000_0000_0001);
+    let mut m = vec![0u8; n];
+    if n == 0 {
+        return m;
+    }
+    let scale = dims.iter().copied().min().unwrap_or(1) as f64 / 400.0;
+    for _ in 0..24 {
+        let centre = [0, 1, 2].map(|a| (0.1 + 0.8 * rng.unit()) * dims[a] as f64);
+        for _ in 0..(6 + rng.below(7)) {
+            let r = (6.0 + rng.unit() * 22.0) * scale.max(0.05);
+            let c = [0, 1, 2].map(|a| centre[a] + (rng.unit() * 2.0 - 1.0) * r);
+            sphere(&mut m, dims, c, r, 1);
+        }
+    }
+    for _ in 0..600 {
+        let c = [0, 1, 2].map(|a| rng.unit() * dims[a] as f64);
+        sphere(&mut m, dims, c, 1.0 + rng.unit() * 5.0, 1);
+    }
+    for _ in 0..n / 2000 {
+        let i = rng.below(n as u64) as usize;
+        m[i] = 1;
+    }
+    m
+}
+
+/// Writes the benchmark volume as raw u8 (x fastest, then y, then z: a
+/// C-order `[nz][ny][nx]` array); returns its dims.
+pub fn write_bench_volume(path: &Path, seed: u64) -> std::io::Result<[usize; 3]> {
+    std::fs::write(path, bench_volume(seed, BENCH_DIMS))?;
+    Ok(BENCH_DIMS)
+}
+
+/// Milliseconds of the best of `reps` runs of `f`, and the last result.
+pub fn best_of<T>(reps: usize, mut f: impl FnMut() -> Result<T, GpuError>) -> Result<(f64, T), GpuError> {
+    let mut best = f64::INFINITY;
+    let mut last = None;
+    for _ in 0..reps.max(1) {
+        let t = Instant::now();
+        let r = f()?;
+        best = best.min(t.elapsed().as_secs_f64() * 1e3);
+        last = Some(r);
+    }
+    match last {
+        Some(r) => Ok((best, r)),
+        None => Err(GpuError::Invalid("no repetitions".into())),
+    }
+}
+
+#[cfg(feature = "cuda")]
+mod bench {
+    use super::*;
+    use crate::gpu::cpu;
+    use crate::gpu::cuda::CudaKernels;
+
+    fn bench_values(seed: u64, n: usize) -> Vec<f32> {
+        let mut rng = Rng::new(seed ^ 0x7a1e_5000_0000_0002);
+        (0..n).map(|_| (0.5 + 9.5 * rng.unit()) as f32).collect()
+    }
+
+    fn case(kernel: &'static str, dims: [usize; 3], conn: Option<u32>, diff: Option<String>, ok: String) -> CaseResult {
+        CaseResult {
+            kernel,
+            case: "benchmark volume".into(),
+            dims,
+            connectivity: conn,
+            pass: diff.is_none(),
+            detail: diff.unwrap_or(ok),
+        }
+    }
+
+    pub(super) fn run(
+        k: &CudaKernels,
+        seed: u64,
+        dims: [usize; 3],
+        reps: usize,
+        cases: &mut Vec<CaseResult>,
+    ) -> Result<Vec<Timing>, GpuError> {
+        let n = dims[0] * dims[1] * dims[2];
+        let gpu = |f: &dyn Fn() -> Result<(), GpuError>| -> Result<f64, GpuError> {
+            f()?; // warm-up (module JIT, memory pools)
+            Ok(best_of(reps, || {
+                f()?;
+                k.synchronize()
+            })?
+            .0)
+        };
+        let mut timings = Vec::new();
+
+        // Labelling, 26-connectivity.
+        let mask = bench_volume(seed, dims);
+        let conn = Connectivity::TwentySix;
+        let t = Instant::now();
+        let cpu_labels = cpu::label(&mask, dims, conn);
+        let cpu_ms = t.elapsed().as_secs_f64() * 1e3;
+        let gpu_labels = k.label(&mask, dims, conn)?;
+        cases.push(case(
+            "label",
+            dims,
+            Some(26),
+            diff_labels(&cpu_labels, &gpu_labels),
+            format!("{} components", cpu_labels.count),
+        ));
+        let total = gpu(&|| k.label(&mask, dims, conn).map(drop))?;
+        let kernel = {
+            let d_mask = k.upload(&mask)?;
+            let out = std::cell::RefCell::new(k.alloc::<u32>(n)?);
+            gpu(&|| k.label_device(&d_mask, dims, conn, &mut out.borrow_mut()).map(drop))?
+        };
+        timings.push(Timing {
+            name: "label (26-conn)".into(),
+            dims,
+            cpu_ms: Some(cpu_ms),
+            gpu_kernel_ms: Some(kernel),
+            gpu_total_ms: Some(total),
+            kernel_gb_s: None,
+            memcpy_gb_s: None,
+            note: format!(
+                "{} components, {:.1}% foreground",
+                cpu_labels.count,
+                100.0 * mask.iter().filter(|&&v| v != 0).count() as f64 / n.max(1) as f64
+            ),
+        });
+        drop(gpu_labels);
+        drop(mask);
+
+        // Statistics over those labels.
+        let values = bench_values(seed, n);
+        let t = Instant::now();
+        let cpu_stats = cpu::stats(&cpu_labels, &values, dims);
+        let cpu_ms = t.elapsed().as_secs_f64() * 1e3;
+        let gpu_stats = k.stats(&cpu_labels, &values, dims)?;
+        cases.push(case(
+            "stats",
+            dims,
+            Some(26),
+            diff_stats(&cpu_stats, &gpu_stats),
+            format!("{} components", cpu_stats.len()),
+        ));
+        let total = gpu(&|| k.stats(&cpu_labels, &values, dims).map(drop))?;
+        let kernel = {
+            let d_labels = k.upload(&cpu_labels.data)?;
+            let d_values = k.upload(&values)?;
+            gpu(&|| k.stats_device(&d_labels, cpu_labels.count, &d_values, dims).map(drop))?
+        };
+        timings.push(Timing {
+            name: "stats".into(),
+            dims,
+            cpu_ms: Some(cpu_ms),
+            gpu_kernel_ms: Some(kernel),
+            gpu_total_ms: Some(total),
+            kernel_gb_s: Some(16.0 * n as f64 / (kernel * 1e6)),
+            memcpy_gb_s: None,
+            note: "two passes over labels (u32) and values (f32); GB/s counts both passes".into(),
+        });
+        drop((values, cpu_labels, cpu_stats, gpu_stats));
+
+        // SUV threshold against a memcpy of the same traffic.
+        let mut rng = Rng::new(seed ^ 0x5u64);
+        let stored: Vec<i16> = (0..n).map(|_| (rng.below(20_000) as i16).wrapping_sub(1_000)).collect();
+        let scale: Vec<(f32, f32)> = (0..dims[2]).map(|k| (1e-3 + k as f32 * 1e-6, 0.01)).collect();
+        let threshold = 2.5f32;
+        let t = Instant::now();
+        let cpu_suv = cpu::suv_threshold(&stored, dims, &scale, threshold);
+        let cpu_ms = t.elapsed().as_secs_f64() * 1e3;
+        let gpu_suv = k.suv_threshold(&stored, dims, &scale, threshold)?;
+        cases.push(case("suv", dims, None, diff_suv(&cpu_suv, &gpu_suv), "bit-identical".into()));
+        drop((cpu_suv, gpu_suv));
+        let total = gpu(&|| k.suv_threshold(&stored, dims, &scale, threshold).map(drop))?;
+        let bytes = 7 * n; // 2 read + 4 + 1 written per voxel
+        let (kernel, memcpy) = {
+            let flat: Vec<f32> = scale.iter().flat_map(|&(a, b)| [a, b]).collect();
+            let d_stored = k.upload(&stored)?;
+            let d_scale = k.upload(&flat)?;
+            let suv = std::cell::RefCell::new(k.alloc::<f32>(n)?);
+            let out = std::cell::RefCell::new(k.alloc::<u8>(n)?);
+            let kernel = gpu(&|| {
+                k.suv_threshold_device(
+                    &d_stored,
+                    dims,
+                    &d_scale,
+                    threshold,
+                    &mut suv.borrow_mut(),
+                    &mut out.borrow_mut(),
+                )
+            })?;
+            drop((d_stored, suv, out));
+            let half = bytes.div_ceil(2); // a copy of `half` bytes reads and writes `bytes`
+            let src = k.alloc::<u8>(half)?;
+            let dst = std::cell::RefCell::new(k.alloc::<u8>(half)?);
+            let memcpy = gpu(&|| k.copy_device(&src, &mut dst.borrow_mut()))?;
+            (kernel, memcpy)
+        };
+        timings.push(Timing {
+            name: "suv_threshold".into(),
+            dims,
+            cpu_ms: Some(cpu_ms),
+            gpu_kernel_ms: Some(kernel),
+            gpu_total_ms: Some(total),
+            kernel_gb_s: Some(bytes as f64 / (kernel * 1e6)),
+            memcpy_gb_s: Some(bytes as f64 / (memcpy * 1e6)),
+            note: format!(
+                "{:.0} MB moved (i16 in, f32 + u8 out); memcpy D2D of half as many bytes",
+                bytes as f64 / 1e6
+            ),
+        });
+        Ok(timings)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generators_are_deterministic_and_in_range() {
+        let mut a = Rng::new(7);
+        let mut b = Rng::new(7);
+        for _ in 0..100 {
+            assert_eq!(a.next_u64(), b.next_u64());
+            let u = a.unit();
+            assert!((0.0..1.0).contains(&u));
+            assert!(a.below(5) < 5);
+            b.unit();
+            b.below(5);
+        }
+        let dims = [33, 65, 17];
+        let c1 = label_cases(&mut Rng::new(3), dims);
+        let c2 = label_cases(&mut Rng::new(3), dims);
+        assert_eq!(c1, c2);
+        let n = dims.iter().product::<usize>();
+        assert!(c1.iter().all(|(_, m)| m.len() == n));
+        // 27 distinct single-voxel positions on a volume of sides ≥ 3.
+        assert_eq!(c1.iter().filter(|(name, _)| name.starts_with("single")).count(), 27);
+        assert_eq!(label_cases(&mut Rng::new(3), [1, 1, 1]).iter().filter(|(c, _)| c.starts_with("single")).count(), 1);
+    }
+
+    #[test]
+    fn bench_volume_is_realistic_and_reproducible() {
+        let dims = [128, 128, 100];
+        let v = bench_volume(1, dims);
+        assert_eq!(v, bench_volume(1, dims));
+        assert_ne!(v, bench_volume(2, dims));
+        let fg = v.iter().filter(|&&x| x != 0).count() as f64 / v.len() as f64;
+        assert!(fg > 0.001 && fg < 0.5, "foreground {fg}");
+    }
+
+    #[test]
+    fn the_cpu_agrees_with_itself_on_every_case() {
+        let cases = compare(11, &Backend::Cpu, &Backend::Cpu, &[[1, 1, 1], [7, 13, 5]]);
+        assert!(cases.len() > 100);
+        let failed: Vec<_> = cases.iter().filter(|c| !c.pass).collect();
+        assert!(failed.is_empty(), "{failed:?}");
+    }
+
+    #[test]
+    fn diffs_name_the_first_difference() {
+        let a = Labels { data: vec![0, 1, 1, 2], count: 2 };
+        let mut b = a.clone();
+        assert_eq!(diff_labels(&a, &b), None);
+        b.data[2] = 2;
+        assert!(diff_labels(&a, &b).is_some_and(|d| d.contains("index 2")));
+        let s = ComponentStats {
+            voxels: 1,
+            bbox_min: [0; 3],
+            bbox_max: [0; 3],
+            sum_fixed: 0,
+            sum_sq_fixed: 0,
+            max: 0.0,
+            max_index: 0,
+        };
+        let mut t = s;
+        t.max = -0.0;
+        assert!(diff_stats(&[s], &[t]).is_some_and(|d| d.contains("max")));
+        assert_eq!(diff_suv(&(vec![f32::NAN], vec![0]), &(vec![f32::NAN], vec![0])), None);
+        assert!(diff_suv(&(vec![0.0], vec![0]), &(vec![-0.0], vec![0])).is_some());
+    }
+
+    #[test]
+    fn markdown_report_lists_failures_and_timings() {
+        let r = CheckReport {
+            seed: 1,
+            device: "test".into(),
+            kernels: vec!["label: embedded PTX compute_90".into()],
+            passed: 1,
+            failed: 1,
+            cases: vec![CaseResult {
+                kernel: "label",
+                case: "noise".into(),
+                dims: [1, 2, 3],
+                connectivity: Some(6),
+                pass: false,
+                detail: "count 1 vs 2".into(),
+            }],
+            timings: vec![Timing {
+                name: "suv_threshold".into(),
+                dims: [512, 512, 400],
+                cpu_ms: Some(100.0),
+                gpu_kernel_ms: Some(0.5),
+                gpu_total_ms: Some(30.0),
+                kernel_gb_s: Some(1500.0),
+                memcpy_gb_s: Some(2000.0),
+                note: String::new(),
+            }],
+        };
+        let md = r.to_markdown();
+        assert!(md.contains("count 1 vs 2") && md.contains("200.0×") && md.contains("1500 (2000, 75%)"), "{md}");
+        assert!(serde_json::to_string(&r).is_ok_and(|j| j.contains("\"failed\":1")));
+    }
+}
