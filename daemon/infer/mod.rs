@@ -159,6 +159,7 @@ impl Predictor {
         let data: Vec<Vec<f32>> = channels.iter().map(|c| c.data.clone()).collect();
         let pre = preprocess::preprocess(pkg, &data, shape, spacing)?;
         drop(data);
+        tracing::debug!(shape = ?pre.shape, props = ?pre.props, "preprocessed");
         let preprocess_s = t.elapsed().as_secs_f64();
         let t = Instant::now();
         let p = &pkg.config.patch_size;
