@@ -21,3 +21,5 @@ nvlib=$(ls -d "$root"/.venv/lib/python3*/site-packages/nvidia/cu13/lib | head -1
 LD_LIBRARY_PATH="$nvlib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" cargo test --locked --features cuda --lib gpu::
 echo "== peer tests (pytest)"
 EDGESEG_BIN="$root/target/debug/edgeseg" .venv/bin/python -m pytest tests/peers -q -p no:cacheprovider
+echo "== nnU-Net parity (slow peer check: torch + nnunetv2, cached outside the clone)"
+scripts/test-nnunet-parity.sh
