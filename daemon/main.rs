@@ -163,6 +163,18 @@ enum Command {
         #[arg(long, value_name = "PATH")]
         write_volume: Option<PathBuf>,
     },
+    /// Add a lesion grown from a seed point to a finished PET/CT study folder
+    /// (rewrites its labels, lesions and report).
+    AddLesion {
+        /// The study's output folder (OUT/<StudyInstanceUID>).
+        study_out: PathBuf,
+        /// Seed point x,y,z in patient coordinates (mm, DICOM LPS, as viewers show).
+        #[arg(long, value_name = "X,Y,Z", allow_hyphen_values = true)]
+        at: String,
+        /// liver (the patient's reference threshold), a fraction of the local SUVmax (40%), or a fixed SUV (e.g. 3.5).
+        #[arg(long, default_value = "liver")]
+        threshold: String,
+    },
     /// Label the connected components of a mask (any non-zero voxel), in the
     /// canonical order (first voxel in raster order), with optional size filter
     /// and per-component statistics of an intensity image.
@@ -256,6 +268,7 @@ fn main() -> ExitCode {
         Command::Compile { model, onnxruntime, provider, require_gpu, fp16, trt_cache } => {
             predict::compile(&model, onnxruntime.as_deref(), &provider, require_gpu, fp16, trt_cache)
         }
+        Command::AddLesion { study_out, at, threshold } => add_lesion(&study_out, &at, &threshold),
         Command::GpuCheck { seed, json, write_volume } => gpu_check(seed, json, write_volume.as_deref()),
         Command::Components { mask, out, connectivity, min_ml, stats, json, gpu } => {
             components(&mask, &out, connectivity, min_ml, stats.as_deref(), json, gpu)
@@ -472,6 +485,35 @@ fn components(
     } else {
         outln!("{}: {} components ({}-connected, {})", out.display(), figures.len(), connectivity, backend.name());
     }
+    Ok(true)
+}
+
+fn add_lesion(study: &Path, at: &str, threshold: &str) -> Result<bool> {
+    use edgeseg::post::pet::SeedThreshold;
+    let parts: Vec<f64> = at
+        .split(',')
+        .map(|p| p.trim().parse::<f64>())
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("--at {at}: expected x,y,z in mm"))?;
+    let [x, y, z] = parts[..] else { bail!("--at {at}: expected three numbers x,y,z") };
+    let method = match threshold {
+        "liver" | "reference" => SeedThreshold::Reference,
+        t if t.ends_with('%') => {
+            let f: f64 = t.trim_end_matches('%').parse().with_context(|| format!("--threshold {t}"))?;
+            SeedThreshold::FractionOfMax(f / 100.0)
+        }
+        t => SeedThreshold::Suv(t.parse().with_context(|| format!("--threshold {t}: liver, N% or an SUV"))?),
+    };
+    let e = edgeseg::pipeline::add_lesion(&edgeseg::gpu::Backend::Cpu, study, [x, y, z], method)?;
+    outln!(
+        "{}: lesion grown from voxel {:?} ({} voxels above SUV {:.2}); lesions {} -> {}",
+        study.display(),
+        e.seed_ijk,
+        e.voxels,
+        e.threshold_suv,
+        e.lesions_before,
+        e.lesions_after
+    );
     Ok(true)
 }
 

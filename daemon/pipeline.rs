@@ -155,6 +155,9 @@ pub struct StudyResult {
     pub lesions: Option<Volume<u32>>,
     /// Class probabilities, when asked for.
     pub probabilities: Option<Vec<Volume<f32>>>,
+    /// The PET in SUV on the reference grid (PET/CT profile), kept so a lesion
+    /// can be added from a seed point later without the DICOM.
+    pub suv: Option<Volume<f32>>,
     /// report.json.
     pub report: Report,
 }
@@ -256,7 +259,7 @@ pub fn run_study(
     let t = Instant::now();
     let pkg = &predictor.package;
     let mut labels = prediction.labels;
-    let (mut lesions, mut table, mut patient, mut rules) = (None, Vec::new(), None, None);
+    let (mut lesions, mut table, mut patient, mut rules, mut suv) = (None, Vec::new(), None, None, None);
     if pkg.meta.profile == "petct-total-tumour" {
         let pet_index = channels.iter().position(|c| c.modality == "PT").ok_or_else(|| PipelineError::NoInput {
             study_uid: study_uid.to_string(),
@@ -269,6 +272,7 @@ pub fn run_study(
         table = result.table;
         patient = Some(result.patient);
         rules = Some(r);
+        suv = Some(volumes[pet_index].clone());
     }
     timings.postprocess = t.elapsed().as_secs_f64();
     let report = Report {
@@ -296,7 +300,7 @@ pub fn run_study(
         patient,
         timings_s: timings,
     };
-    Ok(StudyResult { labels, lesions, probabilities: prediction.probabilities, report })
+    Ok(StudyResult { labels, lesions, probabilities: prediction.probabilities, suv, report })
 }
 
 /// Writes a study's files into `out/<StudyInstanceUID>/`, atomically: a
@@ -331,6 +335,10 @@ pub fn write_study(out: &Path, result: &mut StudyResult) -> Result<PathBuf, Pipe
         }
         .map_err(io(&p))?;
     }
+    if let Some(v) = &result.suv {
+        let p = staging.join("suv.nii.gz");
+        nifti::write(&p, v, "edgeseg PET SUVbw").map_err(io(&p))?;
+    }
     if let Some(probs) = &result.probabilities {
         for (k, v) in probs.iter().enumerate() {
             let p = staging.join(format!("probabilities_class{k}.nii.gz"));
@@ -342,16 +350,152 @@ pub fn write_study(out: &Path, result: &mut StudyResult) -> Result<PathBuf, Pipe
     let text = serde_json::to_vec_pretty(&result.report)
         .map_err(|e| PipelineError::Io { path: p.clone(), source: e.into() })?;
     crate::export::write_atomic(&p, |f| std::io::Write::write_all(f, &text)).map_err(io(&p))?;
-    // fsync the staging folder, then swap it into place.
-    std::fs::File::open(&staging).and_then(|d| d.sync_all()).map_err(io(&staging))?;
+    swap_into_place(out, &stem, &staging)?;
+    Ok(final_dir)
+}
+
+/// fsyncs a complete staging folder and renames it to `out/<stem>`,
+/// replacing a previous folder whole.
+fn swap_into_place(out: &Path, stem: &str, staging: &Path) -> Result<(), PipelineError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| PipelineError::Io { path, source }
+    };
+    let final_dir = out.join(stem);
+    std::fs::File::open(staging).and_then(|d| d.sync_all()).map_err(io(staging))?;
     if final_dir.exists() {
         let old = out.join(format!(".replaced-{stem}-{}", std::process::id()));
         std::fs::rename(&final_dir, &old).map_err(io(&final_dir))?;
-        std::fs::rename(&staging, &final_dir).map_err(io(&final_dir))?;
+        std::fs::rename(staging, &final_dir).map_err(io(&final_dir))?;
         std::fs::remove_dir_all(&old).map_err(io(&old))?;
     } else {
-        std::fs::rename(&staging, &final_dir).map_err(io(&final_dir))?;
+        std::fs::rename(staging, &final_dir).map_err(io(&final_dir))?;
     }
     std::fs::File::open(out).and_then(|d| d.sync_all()).map_err(io(out))?;
-    Ok(final_dir)
+    Ok(())
+}
+
+/// What `add_lesion` did.
+#[derive(Debug, Clone, Serialize)]
+pub struct LesionEdit {
+    /// "add-lesion".
+    pub action: &'static str,
+    /// The seed, LPS mm.
+    pub seed_lps_mm: [f64; 3],
+    /// The seed voxel.
+    pub seed_ijk: [usize; 3],
+    /// How the threshold was chosen.
+    pub method: pet::SeedThreshold,
+    /// The SUV threshold used.
+    pub threshold_suv: f64,
+    /// Voxels grown.
+    pub voxels: u64,
+    /// Lesions before and after.
+    pub lesions_before: usize,
+    /// See `lesions_before`.
+    pub lesions_after: usize,
+}
+
+/// Adds a lesion grown from a seed point to a finished PET/CT study folder
+/// (`edgeseg add-lesion`): the region connected to the seed above the
+/// threshold joins the lesion class, the profile recomputes lesions and
+/// figures, and the folder is rewritten atomically with the edit recorded in
+/// report.json.
+pub fn add_lesion(
+    backend: &Backend,
+    study_dir: &Path,
+    seed_lps_mm: [f64; 3],
+    method: pet::SeedThreshold,
+) -> Result<LesionEdit, PipelineError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| PipelineError::Io { path, source }
+    };
+    let read = |name: &str| {
+        let p = study_dir.join(name);
+        nifti::read_f32(&p)
+            .map_err(|e| PipelineError::Io { path: p.clone(), source: std::io::Error::other(e.to_string()) })
+    };
+    let report_path = study_dir.join("report.json");
+    let text = std::fs::read_to_string(&report_path).map_err(io(&report_path))?;
+    let mut report: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| PipelineError::Io { path: report_path.clone(), source: std::io::Error::other(e.to_string()) })?;
+    let rules: PetRules = serde_json::from_value(report["rules"].clone()).map_err(|_| PipelineError::NoInput {
+        study_uid: report["study_instance_uid"].as_str().unwrap_or("?").to_string(),
+        reason: "the study was not processed with the PET/CT profile (no rules in report.json)".into(),
+    })?;
+    let suv = read("suv.nii.gz")?;
+    let labels = read("labels.nii.gz")?;
+    let mut classes =
+        Volume { geometry: labels.geometry.clone(), data: labels.data.iter().map(|&v| v as u8).collect() };
+    let g = &suv.geometry;
+    let c = g.lps_to_voxel(seed_lps_mm);
+    let seed = [0, 1, 2].map(|a| c[a].round());
+    if (0..3).any(|a| seed[a] < 0.0 || seed[a] >= g.dims[a] as f64) {
+        return Err(PipelineError::Post(GpuError::Invalid(format!(
+            "the seed {seed_lps_mm:?} mm (voxel {c:.1?}) lies outside the PET volume {:?}",
+            g.dims
+        ))));
+    }
+    let seed = seed.map(|v| v as usize);
+    let before = pet::total_tumour(backend, &classes, &suv, &rules)?;
+    let (grown, thr) = pet::grow_from_seed(backend, &suv, seed, method, before.patient.reference.as_ref(), 60.0)?;
+    let voxels = grown.iter().filter(|&&m| m != 0).count() as u64;
+    for (cl, &m) in classes.data.iter_mut().zip(&grown) {
+        if m != 0 {
+            *cl = rules.lesion_label;
+        }
+    }
+    let after = pet::total_tumour(backend, &classes, &suv, &rules)?;
+    let edit = LesionEdit {
+        action: "add-lesion",
+        seed_lps_mm,
+        seed_ijk: seed,
+        method,
+        threshold_suv: thr,
+        voxels,
+        lesions_before: before.table.len(),
+        lesions_after: after.table.len(),
+    };
+    // Rewrite the folder: a staging copy with the new files, then the swap.
+    let out = study_dir.parent().unwrap_or(Path::new("."));
+    let stem = study_dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let staging = out.join(format!(".staging-{stem}-{}", std::process::id()));
+    if staging.exists() {
+        std::fs::remove_dir_all(&staging).map_err(io(&staging))?;
+    }
+    std::fs::create_dir_all(&staging).map_err(io(&staging))?;
+    for e in std::fs::read_dir(study_dir).map_err(io(study_dir))? {
+        let e = e.map_err(io(study_dir))?;
+        std::fs::copy(e.path(), staging.join(e.file_name())).map_err(io(&e.path()))?;
+    }
+    let desc = "edgeseg add-lesion";
+    let p = staging.join("labels.nii.gz");
+    nifti::write(&p, &after.classes, desc).map_err(io(&p))?;
+    let p = staging.join("lesions.nii.gz");
+    let lesions =
+        Volume { geometry: g.clone(), data: after.lesions.data.iter().map(|&x| x as u16).collect::<Vec<u16>>() };
+    if after.lesions.count <= u32::from(u16::MAX) {
+        nifti::write(&p, &lesions, desc)
+    } else {
+        nifti::write(&p, &Volume { geometry: g.clone(), data: after.lesions.data.clone() }, desc)
+    }
+    .map_err(io(&p))?;
+    report["lesions"] = to_value(&after.table);
+    report["patient"] = to_value(&after.patient);
+    let edits = report.as_object_mut().map(|o| o.entry("edits").or_insert_with(|| serde_json::json!([])));
+    if let Some(serde_json::Value::Array(list)) = edits {
+        list.push(to_value(&edit));
+    }
+    let p = staging.join("report.json");
+    let text =
+        serde_json::to_vec_pretty(&report).map_err(|e| PipelineError::Io { path: p.clone(), source: e.into() })?;
+    crate::export::write_atomic(&p, |f| std::io::Write::write_all(f, &text)).map_err(io(&p))?;
+    swap_into_place(out, &stem, &staging)?;
+    Ok(edit)
+}
+
+/// A serialisable value as JSON (null if it cannot be serialised).
+fn to_value<T: Serialize>(v: &T) -> serde_json::Value {
+    serde_json::to_value(v).unwrap_or(serde_json::Value::Null)
 }

@@ -86,3 +86,43 @@ fn study_without_ct_is_reported_and_writes_nothing() {
     assert!(text(&o).1.contains("BadInput"), "{}", text(&o).1);
     assert_eq!(std::fs::read_dir(out.path()).expect("out").count(), 0);
 }
+
+#[test]
+fn add_lesion_from_a_seed_point_rewrites_the_study() {
+    let p = phantom(&["--size", "small", "--vendor", "siemens", "--nuclide", "cu64", "--seed", "11"]);
+    let t = truth(&p);
+    let out = tempfile::tempdir().expect("tempdir");
+    let o = process(&p.join("dicom"), out.path());
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o).1);
+    let dir = out.path().join(t["study_instance_uid"].as_str().expect("uid"));
+    assert!(dir.join("suv.nii.gz").exists(), "the PET SUV is kept for add-lesion");
+    // Seed at the centre of the largest placed lesion.
+    let lesion = t["lesions"]
+        .as_array()
+        .expect("lesions")
+        .iter()
+        .max_by_key(|l| l["voxels_pet"].as_u64().expect("v"))
+        .expect("a lesion");
+    let c: Vec<String> =
+        lesion["centre_lps_mm"].as_array().expect("c").iter().map(|v| format!("{}", v.as_f64().expect("f"))).collect();
+    let at = c.join(",");
+    let o = edgeseg(&["add-lesion", s(&dir), "--at", &at, "--threshold", "40%"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o).1);
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).expect("report")).expect("json");
+    let edit = &report["edits"][0];
+    assert_eq!(edit["action"], "add-lesion");
+    assert!(edit["voxels"].as_u64().expect("voxels") > 0);
+    let lesions = nifti::read_f32(&dir.join("lesions.nii.gz")).expect("lesions");
+    let ijk: Vec<usize> =
+        edit["seed_ijk"].as_array().expect("ijk").iter().map(|v| v.as_u64().expect("u") as usize).collect();
+    assert!(lesions.data[lesions.geometry.index(ijk[0], ijk[1], ijk[2])] > 0.0, "the seed voxel is in a lesion now");
+    assert_eq!(report["patient"]["lesion_count"], edit["lesions_after"]);
+    // A seed outside the PET volume is a clear error and changes nothing.
+    let o = edgeseg(&["add-lesion", s(&dir), "--at", "9999,0,0"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).1.contains("outside the PET volume"), "{}", text(&o).1);
+    let again: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).expect("report")).expect("json");
+    assert_eq!(again["edits"].as_array().expect("edits").len(), 1);
+}
