@@ -16,6 +16,8 @@ echo "== rustfmt"; cargo fmt --check
 echo "== clippy"; cargo clippy --all-targets --locked -- -D warnings
 echo "== clippy (cuda, tensorrt)"; cargo clippy --all-targets --locked --features tensorrt -- -D warnings
 echo "== cargo test"; cargo test --locked
+echo "== TensorRT build with ONNX Runtime's CPU library: the clear error and the fallback"
+cargo test --locked --features tensorrt --test main infer_predict
 echo "== CUDA kernels built with nvcc, compiled by NVRTC"
 nvlib=$(ls -d "$root"/.venv/lib/python3*/site-packages/nvidia/cu13/lib | head -1)
 LD_LIBRARY_PATH="$nvlib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" cargo test --locked --features cuda --lib gpu::
