@@ -165,6 +165,18 @@ impl Network for OrtNetwork {
 
 type Builder = ort::session::builder::SessionBuilder;
 
+/// The TensorRT cache folder of one network: `<cache>/<sha256 of the ONNX
+/// file, 16 hex>-<fp16|fp32>`. ONNX Runtime's TensorRT provider names the
+/// engine files inside by GPU compute capability and TensorRT version, so the
+/// full key is model × precision × GPU × TensorRT.
+pub fn engine_cache_dir(cache: &Path, model: &Path, fp16: bool) -> PathBuf {
+    use sha2::{Digest, Sha256};
+    let hash = std::fs::read(model).map(|b| Sha256::digest(&b)).ok();
+    let hex: String =
+        hash.map(|h| h.iter().take(8).map(|b| format!("{b:02x}")).collect()).unwrap_or_else(|| "unknown".into());
+    cache.join(format!("{hex}-{}", if fp16 { "fp16" } else { "fp32" }))
+}
+
 /// Registers the providers the request and this build allow; returns the
 /// builder and the provider name the session will run on.
 fn register_providers(
@@ -224,8 +236,11 @@ mod gpu {
         if matches!(opts.provider, ProviderRequest::Tensorrt | ProviderRequest::Auto) {
             match ort::ep::TensorRT::is_available() {
                 Ok(true) => {
-                    let cache =
-                        opts.trt_cache_dir.clone().unwrap_or_else(|| PathBuf::from("/var/lib/edgeseg/trt-cache"));
+                    let cache = engine_cache_dir(
+                        &opts.trt_cache_dir.clone().unwrap_or_else(|| PathBuf::from("/var/lib/edgeseg/trt-cache")),
+                        model,
+                        opts.fp16,
+                    );
                     let _ = std::fs::create_dir_all(&cache);
                     let trt = ort::ep::TensorRT::default()
                         .with_device_id(opts.device_id)
@@ -276,5 +291,23 @@ mod gpu {
                     .into(),
             ))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn engine_cache_is_keyed_by_model_and_precision() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let (a, b) = (d.path().join("a.onnx"), d.path().join("b.onnx"));
+        std::fs::write(&a, b"model a").expect("write");
+        std::fs::write(&b, b"model b").expect("write");
+        let cache = Path::new("/var/cache/x");
+        assert_ne!(engine_cache_dir(cache, &a, false), engine_cache_dir(cache, &b, false));
+        assert_ne!(engine_cache_dir(cache, &a, false), engine_cache_dir(cache, &a, true));
+        assert!(engine_cache_dir(cache, &a, true).to_string_lossy().ends_with("-fp16"));
+        assert!(engine_cache_dir(cache, &a, true).starts_with(cache));
     }
 }
