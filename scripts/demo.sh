@@ -2,7 +2,8 @@
 # The main job on generated data, set-up included, on a fresh Debian machine:
 #   scripts/demo.sh [OUT]        (default OUT: demo-out/)
 # Generates a synthetic whole-body DOTATATE PET/CT study (tests/fixtures/phantom.py,
-# pydicom), lists it with `edgeseg inspect` and converts it with `edgeseg convert`.
+# pydicom), lists it with `edgeseg inspect`, converts it with `edgeseg convert`
+# and, with the bundled demo model, segments it with `edgeseg process`.
 # The data are synthetic and the outputs are not for clinical use.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -25,3 +26,14 @@ echo "== edgeseg convert $study/dicom --out $out/nifti"
 "$bin" convert "$study/dicom" --out "$out/nifti"
 echo
 echo "Outputs: $out/nifti/<SeriesInstanceUID>.nii.gz (PET in SUVbw, CT in HU, RAS) and .json (geometry, SUV method)."
+model="$root/models/demo-petct"
+if [ -f "$model/model.toml" ]; then
+    lib=$(ls "$root"/.venv/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so* | head -1)
+    echo
+    echo "== edgeseg process $study/dicom --model models/demo-petct --out $out/results"
+    echo "   (demo model trained on synthetic phantoms: not for clinical use)"
+    "$bin" process "$study/dicom" --model "$model" --out "$out/results" --onnxruntime "$lib"
+    echo
+    echo "Study outputs: $out/results/<StudyInstanceUID>/ labels.nii.gz, lesions.nii.gz, suv.nii.gz, report.json"
+    echo "(report.json: lesion table, total tumour volume, lowest lesion SUVmean, liver reference; docs/report.md)"
+fi
