@@ -76,18 +76,8 @@ enum Command {
         /// Also write CASE.npz with the class probabilities (nnU-Net's layout).
         #[arg(long)]
         save_probabilities: bool,
-        /// libonnxruntime.so (ORT_DYLIB_PATH overrides).
-        #[arg(long)]
-        onnxruntime: Option<PathBuf>,
-        /// Execution provider: auto, cpu, cuda or tensorrt.
-        #[arg(long, default_value = "cpu")]
-        provider: String,
-        /// Fail instead of falling back to the CPU when the GPU provider is unavailable.
-        #[arg(long)]
-        require_gpu: bool,
-        /// ONNX Runtime intra-op threads (0: its default).
-        #[arg(long, default_value_t = 0)]
-        threads: usize,
+        #[command(flatten)]
+        engine: predict::EngineArgs,
         /// Tiles per network call.
         #[arg(long, default_value_t = 2)]
         batch_size: usize,
@@ -113,18 +103,8 @@ enum Command {
         /// Also write probabilities_classK.nii.gz.
         #[arg(long)]
         save_probabilities: bool,
-        /// libonnxruntime.so (ORT_DYLIB_PATH overrides).
-        #[arg(long)]
-        onnxruntime: Option<PathBuf>,
-        /// Execution provider: auto, cpu, cuda or tensorrt.
-        #[arg(long, default_value = "cpu")]
-        provider: String,
-        /// Fail instead of falling back to the CPU when the GPU provider is unavailable.
-        #[arg(long)]
-        require_gpu: bool,
-        /// ONNX Runtime intra-op threads (0: its default).
-        #[arg(long, default_value_t = 0)]
-        threads: usize,
+        #[command(flatten)]
+        engine: predict::EngineArgs,
         /// Run post-processing kernels on the GPU (CUDA) when there is one.
         #[arg(long)]
         gpu_post: bool,
@@ -221,10 +201,7 @@ fn main() -> ExitCode {
             disable_tta,
             step_size,
             save_probabilities,
-            onnxruntime,
-            provider,
-            require_gpu,
-            threads,
+            engine,
             batch_size,
         } => predict::run(&predict::Args {
             input,
@@ -234,37 +211,21 @@ fn main() -> ExitCode {
             tta: !disable_tta,
             step_size,
             save_probabilities,
-            onnxruntime,
-            provider,
-            require_gpu,
-            threads,
+            engine,
             batch_size,
         }),
-        Command::Process {
-            input,
-            model,
-            out,
-            folds,
-            disable_tta,
-            save_probabilities,
-            onnxruntime,
-            provider,
-            require_gpu,
-            threads,
-            gpu_post,
-        } => predict::process(&predict::ProcessArgs {
-            input,
-            model,
-            out,
-            folds,
-            tta: !disable_tta,
-            save_probabilities,
-            onnxruntime,
-            provider,
-            require_gpu,
-            threads,
-            gpu_post,
-        }),
+        Command::Process { input, model, out, folds, disable_tta, save_probabilities, engine, gpu_post } => {
+            predict::process(&predict::ProcessArgs {
+                input,
+                model,
+                out,
+                folds,
+                tta: !disable_tta,
+                save_probabilities,
+                engine,
+                gpu_post,
+            })
+        }
         Command::Compile { model, onnxruntime, provider, require_gpu, fp16, trt_cache } => {
             predict::compile(&model, onnxruntime.as_deref(), &provider, require_gpu, fp16, trt_cache)
         }

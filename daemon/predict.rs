@@ -12,6 +12,37 @@ use edgeseg::infer::onnx::{EngineOptions, ProviderRequest, library_path};
 use edgeseg::infer::{PredictOptions, Predictor};
 use edgeseg::volume::Volume;
 
+/// ONNX Runtime options shared by `predict` and `process`.
+#[derive(clap::Args)]
+pub struct EngineArgs {
+    /// libonnxruntime.so (ORT_DYLIB_PATH overrides).
+    #[arg(long)]
+    pub onnxruntime: Option<PathBuf>,
+    /// Execution provider: auto, cpu, cuda or tensorrt.
+    #[arg(long, default_value = "cpu")]
+    pub provider: String,
+    /// Fail instead of falling back to the CPU when the GPU provider is unavailable.
+    #[arg(long)]
+    pub require_gpu: bool,
+    /// ONNX Runtime intra-op threads (0: its default).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+}
+
+impl EngineArgs {
+    /// The library path and engine options these arguments ask for.
+    fn resolve(&self) -> Result<(PathBuf, EngineOptions)> {
+        let lib = library_path(self.onnxruntime.as_deref())?;
+        let opts = EngineOptions {
+            provider: provider(&self.provider)?,
+            require_gpu: self.require_gpu,
+            threads: self.threads,
+            ..EngineOptions::default()
+        };
+        Ok((lib, opts))
+    }
+}
+
 /// The command's arguments.
 pub struct Args {
     pub input: PathBuf,
@@ -21,10 +52,7 @@ pub struct Args {
     pub tta: bool,
     pub step_size: f64,
     pub save_probabilities: bool,
-    pub onnxruntime: Option<PathBuf>,
-    pub provider: String,
-    pub require_gpu: bool,
-    pub threads: usize,
+    pub engine: EngineArgs,
     pub batch_size: usize,
 }
 
@@ -120,19 +148,9 @@ fn write_npz(path: &Path, name: &str, shape: &[usize], data: &[f32]) -> Result<(
 }
 
 pub fn run(a: &Args) -> Result<bool> {
-    let lib = library_path(a.onnxruntime.as_deref())?;
-    let opts = PredictOptions {
-        folds: a.folds.clone(),
-        tta: a.tta,
-        step_size: a.step_size,
-        batch_size: a.batch_size,
-        engine: EngineOptions {
-            provider: provider(&a.provider)?,
-            require_gpu: a.require_gpu,
-            threads: a.threads,
-            ..EngineOptions::default()
-        },
-    };
+    let (lib, engine) = a.engine.resolve()?;
+    let opts =
+        PredictOptions { folds: a.folds.clone(), tta: a.tta, step_size: a.step_size, batch_size: a.batch_size, engine };
     let predictor = Predictor::new(&a.model, &lib, opts)
         .with_context(|| format!("{}: cannot load the model", a.model.display()))?;
     let ending = predictor.package.dataset.file_ending.clone().unwrap_or_else(|| ".nii.gz".into());
@@ -199,10 +217,7 @@ pub struct ProcessArgs {
     pub folds: Vec<u32>,
     pub tta: bool,
     pub save_probabilities: bool,
-    pub onnxruntime: Option<PathBuf>,
-    pub provider: String,
-    pub require_gpu: bool,
-    pub threads: usize,
+    pub engine: EngineArgs,
     pub gpu_post: bool,
 }
 
@@ -210,18 +225,8 @@ pub struct ProcessArgs {
 pub fn process(a: &ProcessArgs) -> Result<bool> {
     use edgeseg::gpu::Backend;
     use edgeseg::pipeline;
-    let lib = library_path(a.onnxruntime.as_deref())?;
-    let opts = PredictOptions {
-        folds: a.folds.clone(),
-        tta: a.tta,
-        engine: EngineOptions {
-            provider: provider(&a.provider)?,
-            require_gpu: a.require_gpu,
-            threads: a.threads,
-            ..EngineOptions::default()
-        },
-        ..PredictOptions::default()
-    };
+    let (lib, engine) = a.engine.resolve()?;
+    let opts = PredictOptions { folds: a.folds.clone(), tta: a.tta, engine, ..PredictOptions::default() };
     let predictor = Predictor::new(&a.model, &lib, opts)
         .with_context(|| format!("{}: cannot load the model", a.model.display()))?;
     if !a.input.is_dir() {
