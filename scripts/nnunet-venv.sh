@@ -20,7 +20,7 @@ case "${1:-}" in
     "") ;;
     --ort-lib) mode=ort ;;
     -h | --help)
-        sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//' >&2
+        sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//' >&2
         exit 0
         ;;
     *)

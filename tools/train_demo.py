@@ -194,8 +194,8 @@ ONNX Runtime vs PyTorch (random input, batch 2), max absolute logit difference:
    the 3d_fullres configuration shrunk for CPU: features per stage {features} (planned
    {planned_features}), patch {patch} (planned {planned_patch}); everything else as planned.
 3. nnunetv2's `nnUNetTrainer` (unmodified class; only the schedule set on the instance) on
-   the CPU, folds {folds} of nnU-Net's 5-fold split: {epochs} epochs × {iters} iterations
-   (batch {batch_size}; nnU-Net's default is 1000 × 250), poly learning rate from 0.01,
+   the CPU, folds {folds} of nnU-Net's 5-fold split, {schedule} (epochs × iterations;
+   batch {batch_size}; nnU-Net's default is 1000 × 250), poly learning rate from 0.01,
    nnU-Net's augmentation; `checkpoint_final.pth`. Training time per fold: {fold_times}.
 4. `tools/nnunet_export.py --folds {folds_args} --profile petct-total-tumour --channel-modality 0=PT 1=CT`
    (opset 17, input `input` [N, 2, {patch_str}], output `logits` [N, 3, {patch_str}]).
@@ -308,6 +308,7 @@ def main(argv=None) -> int:
                         log=log)
         state["timing_s"]["train_per_fold"][str(f)] = t[f]
         state["training"] = {"epochs": args.epochs, "iters": args.iters, "val_iters": args.val_iters}
+        state.setdefault("training_per_fold", {})[str(f)] = dict(state["training"])
         save()
 
     # 5. Held-out evaluation with nnUNetv2_predict.
@@ -377,7 +378,9 @@ def main(argv=None) -> int:
         last_train=len(state["train"]) - 1, dataset_id=DATASET_ID, nnunet_version=pkg_version("nnunetv2"),
         features=cfg["features_per_stage"], planned_features=state["planned"]["features_per_stage"],
         planned_patch="×".join(map(str, state["planned"]["patch_size"])),
-        epochs=state["training"]["epochs"], iters=state["training"]["iters"], batch_size=cfg["batch_size"],
+        schedule=", ".join(f"fold {k}: {v['epochs']} × {v['iters']}"
+                           for k, v in sorted(state.get("training_per_fold", {}).items())),
+        batch_size=cfg["batch_size"],
         fold_times=", ".join(f"fold {k} {v / 60:.1f} min" for k, v in sorted(state["timing_s"]["train_per_fold"].items())),
         folds_args=" ".join(map(str, args.folds)), patch_str=", ".join(map(str, cfg["patch_size"])),
         torch_version=torch.__version__, ort_version=onnxruntime.__version__)
