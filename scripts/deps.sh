@@ -7,6 +7,11 @@ command -v cmake >/dev/null || need+=(cmake)            # builds CharLS (JPEG-LS
 command -v dcmcjpeg >/dev/null || need+=(dcmtk)          # fixture compression, dcmdump
 command -v dciodvfy >/dev/null || need+=(dicom3tools)    # DICOM validator
 [ -x /usr/bin/time ] || need+=(time)                     # peak-memory figures
+pkg-config --exists libsystemd 2>/dev/null || need+=(libsystemd-dev pkg-config)  # sd_notify, journald (crate systemd)
+command -v promtool >/dev/null || need+=(prometheus)   # promtool check metrics
+command -v dbus-daemon >/dev/null || need+=(dbus)       # private bus for the D-Bus tests
+command -v plastimatch >/dev/null || need+=(plastimatch) # RTSTRUCT peer
+command -v systemd-analyze >/dev/null || need+=(systemd) # unit verify/security
 python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
 if [ ${#need[@]} -gt 0 ]; then
     echo "deps: installing ${need[*]}" >&2
