@@ -156,9 +156,8 @@ impl Predictor {
         let shape = [g.dims[2], g.dims[1], g.dims[0]];
         let spacing = [g.spacing[2], g.spacing[1], g.spacing[0]];
         let t = Instant::now();
-        let data: Vec<Vec<f32>> = channels.iter().map(|c| c.data.clone()).collect();
-        let pre = preprocess::preprocess(pkg, &data, shape, spacing)?;
-        drop(data);
+        let data: Vec<&[f32]> = channels.iter().map(|c| c.data.as_slice()).collect();
+        let mut pre = preprocess::preprocess(pkg, &data, shape, spacing)?;
         tracing::debug!(shape = ?pre.shape, props = ?pre.props, "preprocessed");
         let preprocess_s = t.elapsed().as_secs_f64();
         let t = Instant::now();
@@ -172,9 +171,11 @@ impl Predictor {
         };
         let nets: Vec<&dyn Network> = self.nets.iter().map(|(_, n)| n as &dyn Network).collect();
         let logits = sliding::predict(&nets, &pre.data, pre.channels, pre.shape, &settings, progress)?;
+        // The normalised input is not needed on the way back.
+        pre.data = Vec::new();
         let inference_s = t.elapsed().as_secs_f64();
         let t = Instant::now();
-        let (labels, probs) = export(pkg, &logits, &pre, probabilities)?;
+        let (labels, probs) = export(pkg, logits, &pre, probabilities)?;
         let export_s = t.elapsed().as_secs_f64();
         let to_volume = |data| Volume { geometry: g.clone(), data };
         Ok(Prediction {
@@ -236,12 +237,11 @@ type Exported = (Vec<u8>, Option<Vec<Vec<f32>>>);
 /// plus one resampled class at a time (two with probabilities).
 fn export(
     pkg: &ModelPackage,
-    logits: &[f32],
+    logits: sliding::Logits,
     pre: &preprocess::Preprocessed,
     probabilities: bool,
 ) -> Result<Exported, InferError> {
     let k = pkg.num_classes();
-    let plane = pre.shape.iter().product::<usize>();
     let cshape = pre.props.shape_after_cropping;
     let cn = cshape.iter().product::<usize>();
     let target = [pkg.config.spacing[0], pkg.config.spacing[1], pkg.config.spacing[2]];
@@ -250,9 +250,13 @@ fn export(
     let mut arg = vec![0u8; cn];
     let mut resampled_all = Vec::new();
     for c in 0..k {
-        let ch: Vec<f64> = logits[c * plane..(c + 1) * plane].iter().map(|&v| f64::from(v)).collect();
-        let r = resample_channel(&ch, pre.shape, cshape, target, pre.props.original_spacing, kw);
-        let r: Vec<f32> = r.into_iter().map(|v| v as f32).collect();
+        // At the cropped shape already (working spacing = input spacing):
+        // nnU-Net's resampling returns the data unchanged.
+        let r: Vec<f32> = if pre.shape == cshape {
+            logits.class(c)
+        } else {
+            resample_channel(&logits.class(c), pre.shape, cshape, target, pre.props.original_spacing, kw)
+        };
         for i in 0..cn {
             if r[i] > best[i] {
                 best[i] = r[i];
@@ -263,6 +267,7 @@ fn export(
             resampled_all.push(r);
         }
     }
+    drop(logits);
     let bshape = pre.props.shape_before_cropping;
     let bbox = pre.props.bbox;
     let paste = |src: &[u8]| -> Vec<u8> {

@@ -2,6 +2,8 @@
 //! the non-zero bounding box (any channel ≠ 0, holes filled), normalisation per
 //! channel as the plans name it, resampling to the configuration's spacing.
 
+use std::borrow::Cow;
+
 use super::InferError;
 use super::model::{IntensityProperties, ModelPackage};
 use super::resample::{compute_new_shape, resample_channel};
@@ -135,7 +137,7 @@ fn normalise(
 /// (C-ordered `[d0, d1, d2]`), all of `shape`, with `spacing` per axis.
 pub fn preprocess(
     pkg: &ModelPackage,
-    channels: &[Vec<f32>],
+    channels: &[&[f32]],
     shape: [usize; 3],
     spacing: [f64; 3],
 ) -> Result<Preprocessed, InferError> {
@@ -145,12 +147,18 @@ pub fn preprocess(
     }
     let perm = [tf[0], tf[1], tf[2]];
     let original_spacing = [spacing[perm[0]], spacing[perm[1]], spacing[perm[2]]];
-    let mut transposed = Vec::with_capacity(channels.len());
+    // The identity permutation (most plans) reads the caller's volumes in
+    // place: no copy of a 1 GB CT.
+    let mut transposed: Vec<Cow<'_, [f32]>> = Vec::with_capacity(channels.len());
     let mut tshape = shape;
     for c in channels {
-        let (t, s) = transpose(c, shape, perm);
-        tshape = s;
-        transposed.push(t);
+        if perm == [0, 1, 2] {
+            transposed.push(Cow::Borrowed(c));
+        } else {
+            let (t, s) = transpose(c, shape, perm);
+            tshape = s;
+            transposed.push(Cow::Owned(t));
+        }
     }
     // Crop to the non-zero bounding box of the hole-filled any-channel mask.
     let n = tshape[0] * tshape[1] * tshape[2];
@@ -174,16 +182,15 @@ pub fn preprocess(
         bbox = [[0, tshape[0]], [0, tshape[1]], [0, tshape[2]]];
     }
     let cshape = [bbox[0][1] - bbox[0][0], bbox[1][1] - bbox[1][0], bbox[2][1] - bbox[2][0]];
-    let crop = |src: &[f32]| -> Vec<f32> {
-        let mut out = Vec::with_capacity(cshape[0] * cshape[1] * cshape[2]);
+    let crop_into = |src: &[f32], out: &mut Vec<f32>| {
         for a in bbox[0][0]..bbox[0][1] {
             for b in bbox[1][0]..bbox[1][1] {
                 let row = (a * tshape[1] + b) * tshape[2];
                 out.extend_from_slice(&src[row + bbox[2][0]..row + bbox[2][1]]);
             }
         }
-        out
     };
+    drop(nonzero);
     let mask: Vec<bool> = {
         let mut out = Vec::with_capacity(cshape[0] * cshape[1] * cshape[2]);
         for a in bbox[0][0]..bbox[0][1] {
@@ -194,17 +201,34 @@ pub fn preprocess(
         }
         out
     };
+    drop(filled);
     let target = [pkg.config.spacing[0], pkg.config.spacing[1], pkg.config.spacing[2]];
     let new_shape = compute_new_shape(cshape, original_spacing, target);
     let kw = &pkg.config.resampling_fn_data_kwargs;
     let mut data = Vec::with_capacity(channels.len() * new_shape.iter().product::<usize>());
+    let cn = cshape[0] * cshape[1] * cshape[2];
     for (ci, t) in transposed.iter().enumerate() {
-        let mut img = crop(t);
         let props = pkg.plans.foreground_intensity_properties_per_channel.get(&ci.to_string());
-        normalise(&pkg.config.normalization_schemes[ci], pkg.config.use_mask_for_norm[ci], &mut img, &mask, props)?;
-        let as64: Vec<f64> = img.iter().map(|&v| f64::from(v)).collect();
-        let r = resample_channel(&as64, cshape, new_shape, original_spacing, target, kw);
-        data.extend(r.into_iter().map(|v| v as f32));
+        let (scheme, use_mask) = (&pkg.config.normalization_schemes[ci], pkg.config.use_mask_for_norm[ci]);
+        if new_shape == cshape {
+            // No resampling (nnU-Net returns the array unchanged): crop and
+            // normalise straight into the output.
+            let start = data.len();
+            crop_into(t, &mut data);
+            normalise(scheme, use_mask, &mut data[start..], &mask, props)?;
+        } else {
+            let mut img = Vec::with_capacity(cn);
+            crop_into(t, &mut img);
+            normalise(scheme, use_mask, &mut img, &mask, props)?;
+            // f64 inside, one axis pass at a time; the input is read as f32.
+            let r: Vec<f32> = resample_channel(&img, cshape, new_shape, original_spacing, target, kw);
+            drop(img);
+            if data.is_empty() {
+                data = r;
+            } else {
+                data.extend_from_slice(&r);
+            }
+        }
     }
     Ok(Preprocessed {
         data,

@@ -114,16 +114,32 @@ fn zoom_line(input: &[f64], m: usize, order: usize, out: &mut [f64], scratch: &m
     }
 }
 
+/// Lines resampled per parallel block: bounds the per-line results held
+/// before they are scattered into the output (a few MB, not a volume).
+const LINE_BLOCK: usize = 8192;
+
 /// Resamples a 3D array along one axis to `m` samples.
-fn zoom_axis(data: &[f64], shape: [usize; 3], axis: usize, m: usize, order: usize) -> Vec<f64> {
+fn zoom_axis<T: Copy + Into<f64> + Sync, O: Sample>(
+    data: &[T],
+    shape: [usize; 3],
+    axis: usize,
+    m: usize,
+    order: usize,
+    clip: Option<(f64, f64)>,
+) -> Vec<O> {
+    let finish = |v: f64| {
+        O::from_f64(match clip {
+            Some((lo, hi)) => v.clamp(lo, hi),
+            None => v,
+        })
+    };
     let mut new_shape = shape;
     new_shape[axis] = m;
     let n = shape[axis];
-    let mut out = vec![0f64; new_shape[0] * new_shape[1] * new_shape[2]];
     if n == m {
-        out.copy_from_slice(data);
-        return out;
+        return data.iter().map(|&v| finish(v.into())).collect();
     }
+    let mut out = vec![O::default(); new_shape[0] * new_shape[1] * new_shape[2]];
     let stride_in = |a: usize, s: [usize; 3]| match a {
         0 => s[1] * s[2],
         1 => s[2],
@@ -134,30 +150,32 @@ fn zoom_axis(data: &[f64], shape: [usize; 3], axis: usize, m: usize, order: usiz
     let others: Vec<usize> = (0..3).filter(|&a| a != axis).collect();
     let (oa, ob) = (others[0], others[1]);
     let lines: Vec<(usize, usize)> = (0..new_shape[oa]).flat_map(|p| (0..new_shape[ob]).map(move |q| (p, q))).collect();
-    let results: Vec<Vec<f64>> = lines
-        .par_iter()
-        .map_init(
-            || (Vec::new(), Vec::new()),
-            |(line, scratch), &(p, q)| {
-                let mut c = [0usize; 3];
-                c[oa] = p;
-                c[ob] = q;
-                let base_in = c[0] * shape[1] * shape[2] + c[1] * shape[2] + c[2];
-                line.clear();
-                line.extend((0..n).map(|i| data[base_in + i * si]));
-                let mut o = vec![0f64; m];
-                zoom_line(line, m, order, &mut o, scratch);
-                o
-            },
-        )
-        .collect();
-    for (&(p, q), r) in lines.iter().zip(&results) {
+    let base = |p: usize, q: usize, s: [usize; 3]| {
         let mut c = [0usize; 3];
         c[oa] = p;
         c[ob] = q;
-        let base_out = c[0] * new_shape[1] * new_shape[2] + c[1] * new_shape[2] + c[2];
-        for (i, v) in r.iter().enumerate() {
-            out[base_out + i * so] = *v;
+        c[0] * s[1] * s[2] + c[1] * s[2] + c[2]
+    };
+    for block in lines.chunks(LINE_BLOCK) {
+        let results: Vec<Vec<f64>> = block
+            .par_iter()
+            .map_init(
+                || (Vec::new(), Vec::new()),
+                |(line, scratch), &(p, q)| {
+                    let base_in = base(p, q, shape);
+                    line.clear();
+                    line.extend((0..n).map(|i| -> f64 { data[base_in + i * si].into() }));
+                    let mut o = vec![0f64; m];
+                    zoom_line(line, m, order, &mut o, scratch);
+                    o
+                },
+            )
+            .collect();
+        for (&(p, q), r) in block.iter().zip(&results) {
+            let base_out = base(p, q, new_shape);
+            for (i, v) in r.iter().enumerate() {
+                out[base_out + i * so] = finish(*v);
+            }
         }
     }
     out
@@ -166,23 +184,62 @@ fn zoom_axis(data: &[f64], shape: [usize; 3], axis: usize, m: usize, order: usiz
 /// `skimage.transform.resize(image, new_shape, order, mode="edge",
 /// anti_aliasing=False)` of a 3D (or, with a unit axis, 2D) array, clipped to
 /// the input's range.
-pub fn resize(data: &[f64], shape: [usize; 3], new_shape: [usize; 3], order: usize) -> Vec<f64> {
+pub fn resize<T: Copy + Into<f64> + Sync, O: Sample>(
+    data: &[T],
+    shape: [usize; 3],
+    new_shape: [usize; 3],
+    order: usize,
+) -> Vec<O> {
     if shape == new_shape {
-        return data.to_vec();
+        return data.iter().map(|&v| O::from_f64(v.into())).collect();
     }
-    let (lo, hi) = data.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
-    let mut cur = data.to_vec();
+    let (lo, hi) = data.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| {
+        let v: f64 = v.into();
+        (a.min(v), b.max(v))
+    });
+    let clip = (order > 0).then_some((lo, hi));
+    // Axis passes in f64; the first reads the input where it lies (no copy
+    // of the whole input), the last clips and writes the output type
+    // directly (no f64 copy of the result beside it).
+    let changing: Vec<usize> = (0..3).filter(|&a| shape[a] != new_shape[a]).collect();
+    let mut cur: Option<Vec<f64>> = None;
     let mut cur_shape = shape;
-    for axis in 0..3 {
-        if cur_shape[axis] != new_shape[axis] {
-            cur = zoom_axis(&cur, cur_shape, axis, new_shape[axis], order);
-            cur_shape[axis] = new_shape[axis];
+    for (i, &axis) in changing.iter().enumerate() {
+        if i + 1 == changing.len() {
+            return match &cur {
+                None => zoom_axis(data, cur_shape, axis, new_shape[axis], order, clip),
+                Some(c) => zoom_axis(c, cur_shape, axis, new_shape[axis], order, clip),
+            };
         }
+        let next: Vec<f64> = match &cur {
+            None => zoom_axis(data, cur_shape, axis, new_shape[axis], order, None),
+            Some(c) => zoom_axis(c, cur_shape, axis, new_shape[axis], order, None),
+        };
+        cur = Some(next);
+        cur_shape[axis] = new_shape[axis];
     }
-    if order > 0 {
-        cur.par_iter_mut().for_each(|v| *v = v.clamp(lo, hi));
+    Vec::new()
+}
+
+/// An output sample type of the resampling (f64 for the reference, f32 for
+/// the pipeline: nnU-Net casts its float64 result back to float32).
+pub trait Sample: Copy + Default + Send + Sync {
+    /// From the f64 result.
+    fn from_f64(v: f64) -> Self;
+}
+
+impl Sample for f64 {
+    #[inline]
+    fn from_f64(v: f64) -> Self {
+        v
     }
-    cur
+}
+
+impl Sample for f32 {
+    #[inline]
+    fn from_f64(v: f64) -> Self {
+        v as f32
+    }
 }
 
 /// nnU-Net's separate-z decision: (do_separate_z, low-resolution axis).
@@ -207,17 +264,17 @@ pub fn separate_z(current: [f64; 3], new: [f64; 3], force: Option<bool>) -> Opti
 }
 
 /// `resample_data_or_seg_to_shape` for one channel (is_seg = False).
-pub fn resample_channel(
-    data: &[f64],
+pub fn resample_channel<T: Copy + Into<f64> + Sync, O: Sample>(
+    data: &[T],
     shape: [usize; 3],
     new_shape: [usize; 3],
     current_spacing: [f64; 3],
     new_spacing: [f64; 3],
     kw: &ResamplingKwargs,
-) -> Vec<f64> {
+) -> Vec<O> {
     let (order, order_z, force_separate_z) = (kw.order, kw.order_z, kw.force_separate_z);
     if shape == new_shape {
-        return data.to_vec();
+        return data.iter().map(|&v| O::from_f64(v.into())).collect();
     }
     let Some(axis) = separate_z(current_spacing, new_spacing, force_separate_z) else {
         return resize(data, shape, new_shape, order);
@@ -225,34 +282,39 @@ pub fn resample_channel(
     // Per slice along `axis`: a 2D resize (clipped to that slice's range).
     let mut in_plane = new_shape;
     in_plane[axis] = shape[axis];
-    let slices: Vec<Vec<f64>> = (0..shape[axis])
-        .into_par_iter()
-        .map(|s| {
-            let (mut sh, mut nsh) = (shape, new_shape);
-            sh[axis] = 1;
-            nsh[axis] = 1;
-            let slice: Vec<f64> = (0..sh[0])
-                .flat_map(|a| (0..sh[1]).flat_map(move |b| (0..sh[2]).map(move |c| (a, b, c))))
-                .map(|(a, b, c)| {
-                    let mut idx = [a, b, c];
-                    idx[axis] = s;
-                    data[idx[0] * shape[1] * shape[2] + idx[1] * shape[2] + idx[2]]
-                })
-                .collect();
-            resize(&slice, sh, nsh, order)
-        })
-        .collect();
     let mut stacked = vec![0f64; in_plane[0] * in_plane[1] * in_plane[2]];
-    for (s, sl) in slices.iter().enumerate() {
-        let mut i = 0;
-        for a in 0..in_plane[0] {
-            for b in 0..in_plane[1] {
-                for c in 0..in_plane[2] {
-                    let mut idx = [a, b, c];
-                    if idx[axis] != 0 {
-                        continue;
-                    }
+    // Slices in blocks, so only a block of resized slices waits to be
+    // scattered (not a second copy of the volume).
+    let all: Vec<usize> = (0..shape[axis]).collect();
+    for block in all.chunks(32) {
+        let slices: Vec<Vec<f64>> = block
+            .par_iter()
+            .map(|&s| {
+                let (mut sh, mut nsh) = (shape, new_shape);
+                sh[axis] = 1;
+                nsh[axis] = 1;
+                let slice: Vec<T> = (0..sh[0])
+                    .flat_map(|a| (0..sh[1]).flat_map(move |b| (0..sh[2]).map(move |c| (a, b, c))))
+                    .map(|(a, b, c)| {
+                        let mut idx = [a, b, c];
+                        idx[axis] = s;
+                        data[idx[0] * shape[1] * shape[2] + idx[1] * shape[2] + idx[2]]
+                    })
+                    .collect();
+                resize::<T, f64>(&slice, sh, nsh, order)
+            })
+            .collect();
+        // A resized slice is C-ordered over the two other axes.
+        let others: Vec<usize> = (0..3).filter(|&x| x != axis).collect();
+        let (oa, ob) = (others[0], others[1]);
+        for (&s, sl) in block.iter().zip(&slices) {
+            let mut i = 0;
+            for p in 0..in_plane[oa] {
+                for q in 0..in_plane[ob] {
+                    let mut idx = [0usize; 3];
                     idx[axis] = s;
+                    idx[oa] = p;
+                    idx[ob] = q;
                     stacked[idx[0] * in_plane[1] * in_plane[2] + idx[1] * in_plane[2] + idx[2]] = sl[i];
                     i += 1;
                 }
@@ -260,10 +322,10 @@ pub fn resample_channel(
         }
     }
     if shape[axis] == new_shape[axis] {
-        return stacked;
+        return stacked.into_iter().map(O::from_f64).collect();
     }
     // map_coordinates along the low-resolution axis, mode "nearest", no clip.
-    zoom_axis(&stacked, in_plane, axis, new_shape[axis], order_z)
+    zoom_axis(&stacked, in_plane, axis, new_shape[axis], order_z, None)
 }
 
 #[cfg(test)]
