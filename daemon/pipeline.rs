@@ -8,11 +8,13 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::export::{nifti, uid_file_stem};
+use crate::export::{csv, mip, nifti, uid_file_stem};
 use crate::gpu::{Backend, GpuError};
 use crate::infer::{InferError, Predictor};
+use crate::ingest::suv::SuvMethod;
 use crate::ingest::{self, ErrorClass, FolderIndex, SeriesError, SeriesIndex, SeriesVolume, SuvStatus, ValueUnit};
 use crate::post::pet::{self, Lesion, PatientFigures, PetRules};
+use crate::post::screening::StudyVerdict;
 use crate::volume::{Volume, resample_linear};
 
 /// Errors of one study.
@@ -101,6 +103,59 @@ pub struct FoldProvider {
     pub fold: u32,
     /// cpu, cuda, tensorrt, tensorrt-fp16.
     pub provider: String,
+    /// Arithmetic the fold ran in: `fp16` (a TensorRT FP16 engine that agreed
+    /// with FP32 on the probe tile) or `fp32`.
+    pub precision: &'static str,
+}
+
+impl FoldProvider {
+    /// A fold on a provider, with the precision the provider name implies.
+    pub fn new(fold: u32, provider: &str) -> Self {
+        let precision = if provider.ends_with("-fp16") { "fp16" } else { "fp32" };
+        FoldProvider { fold, provider: provider.to_string(), precision }
+    }
+}
+
+/// The SUV conversion behind the figures, or why there is none.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SuvSummary {
+    /// `available`, `unavailable` or `not-applicable` (the model takes no PET).
+    pub status: &'static str,
+    /// The PET series, where the model takes one.
+    pub series_instance_uid: Option<String>,
+    /// How the factor was found, when available.
+    pub method: Option<SuvMethod>,
+    /// Why there is none, when there is none.
+    pub reason: Option<String>,
+}
+
+impl SuvSummary {
+    /// The summary of the first PET input (or not-applicable without one).
+    pub fn of(inputs: &[InputSeries]) -> Self {
+        let Some(pet) = inputs.iter().find(|i| i.modality == "PT") else {
+            return SuvSummary {
+                status: "not-applicable",
+                series_instance_uid: None,
+                method: None,
+                reason: Some("the model takes no PET series".into()),
+            };
+        };
+        let uid = Some(pet.series_instance_uid.clone());
+        match &pet.suv {
+            SuvStatus::Available(s) => {
+                SuvSummary { status: "available", series_instance_uid: uid, method: Some(s.method), reason: None }
+            }
+            SuvStatus::Unavailable { reason } => {
+                SuvSummary { status: "unavailable", series_instance_uid: uid, method: None, reason: Some(reason.clone()) }
+            }
+            SuvStatus::NotApplicable => SuvSummary {
+                status: "unavailable",
+                series_instance_uid: uid,
+                method: None,
+                reason: Some("the PET series has no SUV conversion".into()),
+            },
+        }
+    }
 }
 
 /// Seconds per stage.
@@ -143,6 +198,10 @@ pub struct Report {
     pub lesions: Vec<Lesion>,
     /// Patient figures (PET/CT profile).
     pub patient: Option<PatientFigures>,
+    /// The profile's verdict (CT screening); null for profiles without one.
+    pub verdict: Option<StudyVerdict>,
+    /// The SUV conversion of the PET input, or why there is none.
+    pub suv: SuvSummary,
     /// Seconds per stage.
     pub timings_s: StageTimings,
 }
@@ -158,6 +217,9 @@ pub struct StudyResult {
     /// The PET in SUV on the reference grid (PET/CT profile), kept so a lesion
     /// can be added from a seed point later without the DICOM.
     pub suv: Option<Volume<f32>>,
+    /// The CT on the reference grid for profiles without a PET, kept for the
+    /// axial picture in mip.png.
+    pub ct: Option<Volume<f32>>,
     /// report.json.
     pub report: Report,
 }
@@ -233,7 +295,7 @@ pub fn run_study(
     let reference = &loaded[0];
     let target = reference.volume.geometry.clone();
     let mut inputs = Vec::new();
-    let mut volumes = Vec::new();
+    let mut volumes: Vec<Volume<f32>> = Vec::new();
     for (c, sv) in channels.iter().zip(&loaded) {
         let same = sv.volume.geometry == target;
         let fill = if c.modality == "CT" { -1024.0 } else { 0.0 };
@@ -275,6 +337,9 @@ pub fn run_study(
         suv = Some(volumes[pet_index].clone());
     }
     timings.postprocess = t.elapsed().as_secs_f64();
+    let ct_index = channels.iter().position(|c| c.modality == "CT").filter(|_| suv.is_none());
+    let ct = ct_index.map(|i| volumes.swap_remove(i));
+    let suv_summary = SuvSummary::of(&inputs);
     let report = Report {
         schema: "edgeseg-report/1",
         edgeseg_version: crate::version(),
@@ -291,16 +356,18 @@ pub fn run_study(
             providers: predictor
                 .providers()
                 .into_iter()
-                .map(|(fold, p)| FoldProvider { fold, provider: p.into() })
+                .map(|(fold, p)| FoldProvider::new(fold, p))
                 .collect(),
         },
         postprocessing_backend: backend.name().into(),
         rules,
         lesions: table,
         patient,
+        verdict: None,
+        suv: suv_summary,
         timings_s: timings,
     };
-    Ok(StudyResult { labels, lesions, probabilities: prediction.probabilities, suv, report })
+    Ok(StudyResult { labels, lesions, probabilities: prediction.probabilities, suv, ct, report })
 }
 
 /// Writes a study's files into `out/<StudyInstanceUID>/`, atomically: a
@@ -315,6 +382,8 @@ pub fn write_study(out: &Path, result: &mut StudyResult) -> Result<PathBuf, Pipe
     std::fs::create_dir_all(out).map_err(io(out))?;
     let stem = uid_file_stem(&result.report.study_instance_uid);
     let final_dir = out.join(&stem);
+    remove_stale(out, &stem);
+    let mut hook = AbortHook::from_env();
     let staging = out.join(format!(".staging-{stem}-{}", std::process::id()));
     if staging.exists() {
         std::fs::remove_dir_all(&staging).map_err(io(&staging))?;
@@ -323,6 +392,7 @@ pub fn write_study(out: &Path, result: &mut StudyResult) -> Result<PathBuf, Pipe
     let desc = format!("edgeseg {}", result.report.model.name);
     let p = staging.join("labels.nii.gz");
     nifti::write(&p, &result.labels, &desc).map_err(io(&p))?;
+    hook.file_done();
     if let Some(l) = &result.lesions {
         let p = staging.join("lesions.nii.gz");
         let count = l.data.iter().copied().max().unwrap_or(0);
@@ -334,24 +404,91 @@ pub fn write_study(out: &Path, result: &mut StudyResult) -> Result<PathBuf, Pipe
             nifti::write(&p, l, &desc)
         }
         .map_err(io(&p))?;
+        hook.file_done();
     }
     if let Some(v) = &result.suv {
         let p = staging.join("suv.nii.gz");
         nifti::write(&p, v, "edgeseg PET SUVbw").map_err(io(&p))?;
+        hook.file_done();
     }
     if let Some(probs) = &result.probabilities {
-        for (k, v) in probs.iter().enumerate() {
-            let p = staging.join(format!("probabilities_class{k}.nii.gz"));
-            nifti::write(&p, v, &desc).map_err(io(&p))?;
-        }
+        let p = staging.join("probabilities.nii.gz");
+        nifti::write_4d(&p, probs, &format!("{desc} class probabilities")).map_err(io(&p))?;
+        hook.file_done();
+    }
+    let p = staging.join("lesions.csv");
+    csv::write(&p, &result.report.lesions).map_err(io(&p))?;
+    hook.file_done();
+    let picture = match (&result.suv, &result.ct) {
+        (Some(suv), _) => Some(mip::coronal(suv, result.lesions.as_ref())),
+        (None, Some(ct)) => Some(mip::axial(ct, &result.labels)),
+        (None, None) => None,
+    };
+    if let Some(pic) = picture {
+        let p = staging.join("mip.png");
+        mip::write(&p, &pic).map_err(io(&p))?;
+        hook.file_done();
     }
     result.report.timings_s.write = t.elapsed().as_secs_f64();
     let p = staging.join("report.json");
     let text = serde_json::to_vec_pretty(&result.report)
         .map_err(|e| PipelineError::Io { path: p.clone(), source: e.into() })?;
     crate::export::write_atomic(&p, |f| std::io::Write::write_all(f, &text)).map_err(io(&p))?;
+    hook.file_done();
     swap_into_place(out, &stem, &staging)?;
     Ok(final_dir)
+}
+
+/// The crash-test hook: with `EDGESEG_TEST_ABORT_AFTER_FILE=N` in the
+/// environment, `write_study` aborts the process (`std::process::abort`, no
+/// clean-up, as a crash or `kill -9` would) right after the N-th file of the
+/// staging folder is written. Read only here; for tests of atomicity
+/// (docs/report.md).
+struct AbortHook {
+    after: Option<usize>,
+    written: usize,
+}
+
+impl AbortHook {
+    fn from_env() -> Self {
+        let after = std::env::var("EDGESEG_TEST_ABORT_AFTER_FILE").ok().and_then(|v| v.trim().parse().ok());
+        AbortHook { after, written: 0 }
+    }
+
+    /// One more file is in the staging folder.
+    fn file_done(&mut self) {
+        self.written += 1;
+        if self.after == Some(self.written) {
+            tracing::warn!("EDGESEG_TEST_ABORT_AFTER_FILE={}: aborting as a crash would", self.written);
+            std::process::abort();
+        }
+    }
+}
+
+/// Removes what a crashed writer of this study left in `out`: staging
+/// folders (`.staging-<stem>-<pid>`) and replaced folders
+/// (`.replaced-<stem>-<pid>`) of processes no longer running (or of this
+/// one). A live writer's folders are left alone. Failures are logged, not
+/// fatal: they cost disk space, never correctness.
+fn remove_stale(out: &Path, stem: &str) {
+    let Ok(entries) = std::fs::read_dir(out) else { return };
+    let me = std::process::id();
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let pid = [".staging-", ".replaced-"].iter().find_map(|prefix| {
+            name.strip_prefix(prefix)
+                .and_then(|rest| rest.strip_prefix(stem))
+                .and_then(|rest| rest.strip_prefix('-'))
+                .and_then(|pid| pid.parse::<u32>().ok())
+        });
+        let Some(pid) = pid else { continue };
+        if pid == me || !Path::new("/proc").join(pid.to_string()).exists() {
+            match std::fs::remove_dir_all(e.path()) {
+                Ok(()) => tracing::info!(folder = %name, "removed a crashed writer's leftover folder"),
+                Err(err) => tracing::warn!(folder = %name, "cannot remove a leftover folder: {err}"),
+            }
+        }
+    }
 }
 
 /// fsyncs a complete staging folder and renames it to `out/<stem>`,
@@ -481,6 +618,11 @@ pub fn add_lesion(
         nifti::write(&p, &Volume { geometry: g.clone(), data: after.lesions.data.clone() }, desc)
     }
     .map_err(io(&p))?;
+    let p = staging.join("lesions.csv");
+    csv::write(&p, &after.table).map_err(io(&p))?;
+    let p = staging.join("mip.png");
+    let instances = Volume { geometry: g.clone(), data: after.lesions.data.clone() };
+    mip::write(&p, &mip::coronal(&suv, Some(&instances))).map_err(io(&p))?;
     report["lesions"] = to_value(&after.table);
     report["patient"] = to_value(&after.patient);
     let edits = report.as_object_mut().map(|o| o.entry("edits").or_insert_with(|| serde_json::json!([])));
