@@ -345,7 +345,7 @@ fn outline(pic: &mut Picture, r: &Raster, f: &Footprint, colour: [u8; 3]) -> Opt
 
 /// The digit scale for a picture this tall.
 fn font_scale(height: usize) -> usize {
-    (height / 300).clamp(1, 4)
+    (height / 256).clamp(1, 4)
 }
 
 /// The coronal MIP of `suv` with the lesions of `lesions` (instance map on
