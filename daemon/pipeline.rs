@@ -145,9 +145,12 @@ impl SuvSummary {
             SuvStatus::Available(s) => {
                 SuvSummary { status: "available", series_instance_uid: uid, method: Some(s.method), reason: None }
             }
-            SuvStatus::Unavailable { reason } => {
-                SuvSummary { status: "unavailable", series_instance_uid: uid, method: None, reason: Some(reason.clone()) }
-            }
+            SuvStatus::Unavailable { reason } => SuvSummary {
+                status: "unavailable",
+                series_instance_uid: uid,
+                method: None,
+                reason: Some(reason.clone()),
+            },
             SuvStatus::NotApplicable => SuvSummary {
                 status: "unavailable",
                 series_instance_uid: uid,
@@ -353,11 +356,7 @@ pub fn run_study(
             configuration: pkg.meta.configuration.clone(),
             profile: pkg.meta.profile.clone(),
             clinical_use: pkg.meta.clinical_use,
-            providers: predictor
-                .providers()
-                .into_iter()
-                .map(|(fold, p)| FoldProvider::new(fold, p))
-                .collect(),
+            providers: predictor.providers().into_iter().map(|(fold, p)| FoldProvider::new(fold, p)).collect(),
         },
         postprocessing_backend: backend.name().into(),
         rules,

@@ -45,7 +45,8 @@ fn names(dir: &Path) -> Vec<String> {
     v
 }
 
-const PETCT_FILES: [&str; 6] = ["labels.nii.gz", "lesions.csv", "lesions.nii.gz", "mip.png", "report.json", "suv.nii.gz"];
+const PETCT_FILES: [&str; 6] =
+    ["labels.nii.gz", "lesions.csv", "lesions.nii.gz", "mip.png", "report.json", "suv.nii.gz"];
 
 /// A CSV record split into fields (the writer's numeric fields need no quotes).
 fn fields(line: &str) -> Vec<&str> {

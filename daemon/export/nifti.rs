@@ -376,8 +376,9 @@ mod tests {
             origin: [1.0, 2.0, 3.0],
             direction: [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]],
         };
-        let vols: Vec<Volume<f32>> =
-            (0..3).map(|c| Volume { geometry: g.clone(), data: (0..12).map(|x| (c * 100 + x) as f32).collect() }).collect();
+        let vols: Vec<Volume<f32>> = (0..3)
+            .map(|c| Volume { geometry: g.clone(), data: (0..12).map(|x| (c * 100 + x) as f32).collect() })
+            .collect();
         let dir = tempfile::tempdir().expect("tempdir");
         let p = dir.path().join("p.nii.gz");
         write_4d(&p, &vols, "probabilities").expect("write");
