@@ -406,13 +406,14 @@ fn label(pic: &mut Picture, n: u32, (x0, y0, x1, _): (usize, usize, usize, usize
 }
 
 /// Axial slices of the CT (window [`CT_LEVEL`]/[`CT_WIDTH`]) through the
-/// largest finding (26-connected component of non-zero classes), each class
-/// outlined in the palette colour of its value.
-pub fn axial(ct: &Volume<f32>, classes: &Volume<u8>) -> Picture {
+/// largest finding (26-connected component of class `focus` where there is
+/// one, e.g. the screening profile's tumour, else of any non-zero class),
+/// each class outlined in the palette colour of its value.
+pub fn axial(ct: &Volume<f32>, classes: &Volume<u8>, focus: Option<u8>) -> Picture {
     let g = &ct.geometry;
     let view = View::new(g, (0, 1.0), (1, 1.0));
     let same = classes.geometry.dims == g.dims;
-    let depths = if same { finding_depths(&view, classes) } else { Vec::new() };
+    let depths = if same { finding_depths(&view, classes, focus) } else { Vec::new() };
     let depths = if depths.is_empty() { vec![view.n[2] / 2] } else { depths };
     let r = Raster::new(&view);
     let lo = CT_LEVEL - CT_WIDTH / 2.0;
@@ -450,9 +451,10 @@ pub fn axial(ct: &Volume<f32>, classes: &Volume<u8>) -> Picture {
 }
 
 /// Depths (view order) at 25, 50 and 75% of the largest finding's extent.
-fn finding_depths(view: &View, classes: &Volume<u8>) -> Vec<usize> {
+fn finding_depths(view: &View, classes: &Volume<u8>, focus: Option<u8>) -> Vec<usize> {
     let g = &classes.geometry;
-    let mask: Vec<u8> = classes.data.iter().map(|&c| u8::from(c != 0)).collect();
+    let focus = focus.filter(|f| *f != 0 && classes.data.contains(f));
+    let mask: Vec<u8> = classes.data.iter().map(|&c| u8::from(focus.map_or(c != 0, |f| c == f))).collect();
     let labels = cpu::label(&mask, g.dims, Connectivity::TwentySix);
     if labels.count == 0 {
         return Vec::new();
@@ -624,8 +626,10 @@ mod tests {
         }
         cl.data[g.index(1, 1, 18)] = 1; // a smaller finding elsewhere
         let view = View::new(&g, (0, 1.0), (1, 1.0));
-        assert_eq!(finding_depths(&view, &cl), vec![6, 8, 10]);
-        let pic = axial(&ct, &cl);
+        assert_eq!(finding_depths(&view, &cl, None), vec![6, 8, 10]);
+        assert_eq!(finding_depths(&view, &cl, Some(1)), vec![18], "the focus class, however small");
+        assert_eq!(finding_depths(&view, &cl, Some(3)), vec![6, 8, 10], "absent focus: any class");
+        let pic = axial(&ct, &cl, None);
         // 16 × 4 mm by 12 × 4 mm at 4 mm → 16 × 12, ×8 (capped) → 128 × 96; three panels.
         assert_eq!((pic.width, pic.height), (3 * 128 + 2 * PANEL_GAP, 96));
         assert_eq!(pic.get(5, 80), [128, 128, 128], "HU 40 is mid-grey at L40");
