@@ -265,22 +265,40 @@ impl Footprint {
     }
 }
 
-/// Footprints of labels 1..=count of `labels` projected along the view's
-/// depth (`slice`: only that depth).
-fn footprints(view: &View, labels: &[u32], dims: [usize; 3], count: u32, slice: Option<usize>) -> Vec<Footprint> {
+/// Footprints of labels 1..=count (`label_at`: the label of a voxel by its
+/// linear index) projected along the view's depth, or only in the slice at
+/// depth `slice` (which alone is then read).
+fn footprints(
+    view: &View,
+    dims: [usize; 3],
+    count: u32,
+    slice: Option<usize>,
+    label_at: impl Fn(usize) -> u32,
+) -> Vec<Footprint> {
     let n = count as usize;
     let mut boxes = vec![[usize::MAX, usize::MAX, 0usize, 0usize]; n + 1];
-    let visit = |f: &mut dyn FnMut(usize, usize, usize)| {
-        for k in 0..dims[2] {
-            for j in 0..dims[1] {
-                let row = dims[0] * (j + dims[1] * k);
-                for i in 0..dims[0] {
-                    let l = labels[row + i] as usize;
-                    if l != 0 && l <= n {
-                        let [u, v, d] = view.uvd([i, j, k]);
-                        if slice.is_none_or(|s| s == d) {
+    let visit = |f: &mut dyn FnMut(usize, usize, usize)| match slice {
+        None => {
+            for k in 0..dims[2] {
+                for j in 0..dims[1] {
+                    let row = dims[0] * (j + dims[1] * k);
+                    for i in 0..dims[0] {
+                        let l = label_at(row + i) as usize;
+                        if l != 0 && l <= n {
+                            let [u, v, _] = view.uvd([i, j, k]);
                             f(l, u, v);
                         }
+                    }
+                }
+            }
+        }
+        Some(d) => {
+            for v in 0..view.n[1] {
+                for u in 0..view.n[0] {
+                    let [i, j, k] = view.voxel([u, v, d]);
+                    let l = label_at(i + dims[0] * (j + dims[1] * k)) as usize;
+                    if l != 0 && l <= n {
+                        f(l, u, v);
                     }
                 }
             }
@@ -382,7 +400,7 @@ pub fn coronal(suv: &Volume<f32>, lesions: Option<&Volume<u32>>) -> Picture {
     }
     if let Some(l) = lesions.filter(|l| l.geometry.dims == g.dims) {
         let count = l.data.iter().copied().max().unwrap_or(0);
-        let prints = footprints(&view, &l.data, g.dims, count, None);
+        let prints = footprints(&view, g.dims, count, None, |i| l.data[i]);
         let boxes: Vec<_> = (1..=count).map(|n| outline(&mut pic, &r, &prints[n as usize], lesion_colour(n))).collect();
         let scale = font_scale(r.height);
         for (n, b) in (1..=count).zip(boxes) {
@@ -417,7 +435,6 @@ pub fn axial(ct: &Volume<f32>, classes: &Volume<u8>, focus: Option<u8>) -> Pictu
     let depths = if depths.is_empty() { vec![view.n[2] / 2] } else { depths };
     let r = Raster::new(&view);
     let lo = CT_LEVEL - CT_WIDTH / 2.0;
-    let as_u32: Vec<u32> = classes.data.iter().map(|&c| u32::from(c)).collect();
     let top = u32::from(classes.data.iter().copied().max().unwrap_or(0));
     let panels: Vec<Picture> = depths
         .iter()
@@ -434,7 +451,7 @@ pub fn axial(ct: &Volume<f32>, classes: &Volume<u8>, focus: Option<u8>) -> Pictu
                 }
             }
             if same {
-                let prints = footprints(&view, &as_u32, g.dims, top, Some(d));
+                let prints = footprints(&view, g.dims, top, Some(d), |i| u32::from(classes.data[i]));
                 for c in 1..=top {
                     outline(&mut pic, &r, &prints[c as usize], lesion_colour(c));
                 }
