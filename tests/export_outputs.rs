@@ -28,7 +28,10 @@ fn process(out: &Path, extra: &[&str], env: &[(&str, &str)]) -> Output {
     let model = petct_package();
     let lib = ort_lib();
     let input = study().join("dicom");
+    // A separate working folder: an aborted run may leave a core file there.
+    let cwd = tempfile::tempdir().expect("tempdir");
     let mut c = Command::new(env!("CARGO_BIN_EXE_edgeseg"));
+    c.current_dir(cwd.path());
     c.args(["process", s(&input), "--model", s(&model), "--out", s(out), "--onnxruntime", s(&lib)]).args(extra);
     for (k, v) in env {
         c.env(k, v);
