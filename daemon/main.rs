@@ -83,8 +83,8 @@ enum Command {
         batch_size: usize,
     },
     /// Segment every study in a DICOM folder: OUT/<StudyInstanceUID>/ gets
-    /// labels.nii.gz (on the reference series' grid), lesions.nii.gz (PET/CT
-    /// profile) and report.json.
+    /// labels.nii.gz (on the reference series' grid), lesions.nii.gz and
+    /// suv.nii.gz (PET/CT profile), report.json, lesions.csv and mip.png.
     Process {
         /// DICOM folder (scanned recursively).
         input: PathBuf,
@@ -100,7 +100,7 @@ enum Command {
         /// Turn off mirroring test-time augmentation.
         #[arg(long)]
         disable_tta: bool,
-        /// Also write probabilities_classK.nii.gz.
+        /// Also write probabilities.nii.gz (4D: x, y, z, class; float32).
         #[arg(long)]
         save_probabilities: bool,
         #[command(flatten)]

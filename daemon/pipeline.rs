@@ -8,11 +8,13 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::export::{nifti, uid_file_stem};
+use crate::export::{csv, mip, nifti, uid_file_stem};
 use crate::gpu::{Backend, GpuError};
 use crate::infer::{InferError, Predictor};
+use crate::ingest::suv::SuvMethod;
 use crate::ingest::{self, ErrorClass, FolderIndex, SeriesError, SeriesIndex, SeriesVolume, SuvStatus, ValueUnit};
 use crate::post::pet::{self, Lesion, PatientFigures, PetRules};
+use crate::post::screening::{self, ScreeningRules, StudyVerdict};
 use crate::volume::{Volume, resample_linear};
 
 /// Errors of one study.
@@ -73,6 +75,20 @@ pub struct InputSeries {
     pub suv: SuvStatus,
     /// Resampled onto the reference grid.
     pub resampled: bool,
+    /// The contrast phase (`arterial`, `venous`) for the CT screening
+    /// profile, which runs the model on each phase; absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub phase: Option<&'static str>,
+}
+
+/// A profile's rules as applied (report.json `rules`).
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum ProfileRules {
+    /// The PET/CT total-tumour profile.
+    Pet(PetRules),
+    /// The CT screening profile.
+    Screening(ScreeningRules),
 }
 
 /// The model as it ran.
@@ -101,6 +117,62 @@ pub struct FoldProvider {
     pub fold: u32,
     /// cpu, cuda, tensorrt, tensorrt-fp16.
     pub provider: String,
+    /// Arithmetic the fold ran in: `fp16` (a TensorRT FP16 engine that agreed
+    /// with FP32 on the probe tile) or `fp32`.
+    pub precision: &'static str,
+}
+
+impl FoldProvider {
+    /// A fold on a provider, with the precision the provider name implies.
+    pub fn new(fold: u32, provider: &str) -> Self {
+        let precision = if provider.ends_with("-fp16") { "fp16" } else { "fp32" };
+        FoldProvider { fold, provider: provider.to_string(), precision }
+    }
+}
+
+/// The SUV conversion behind the figures, or why there is none.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SuvSummary {
+    /// `available`, `unavailable` or `not-applicable` (the model takes no PET).
+    pub status: &'static str,
+    /// The PET series, where the model takes one.
+    pub series_instance_uid: Option<String>,
+    /// How the factor was found, when available.
+    pub method: Option<SuvMethod>,
+    /// Why there is none, when there is none.
+    pub reason: Option<String>,
+}
+
+impl SuvSummary {
+    /// The summary of the first PET input (or not-applicable without one).
+    pub fn of(inputs: &[InputSeries]) -> Self {
+        let Some(pet) = inputs.iter().find(|i| i.modality == "PT") else {
+            return SuvSummary {
+                status: "not-applicable",
+                series_instance_uid: None,
+                method: None,
+                reason: Some("the model takes no PET series".into()),
+            };
+        };
+        let uid = Some(pet.series_instance_uid.clone());
+        match &pet.suv {
+            SuvStatus::Available(s) => {
+                SuvSummary { status: "available", series_instance_uid: uid, method: Some(s.method), reason: None }
+            }
+            SuvStatus::Unavailable { reason } => SuvSummary {
+                status: "unavailable",
+                series_instance_uid: uid,
+                method: None,
+                reason: Some(reason.clone()),
+            },
+            SuvStatus::NotApplicable => SuvSummary {
+                status: "unavailable",
+                series_instance_uid: uid,
+                method: None,
+                reason: Some("the PET series has no SUV conversion".into()),
+            },
+        }
+    }
 }
 
 /// Seconds per stage.
@@ -138,11 +210,15 @@ pub struct Report {
     /// Where post-processing ran (cpu or cuda).
     pub postprocessing_backend: String,
     /// The profile's rules, as applied.
-    pub rules: Option<PetRules>,
+    pub rules: Option<ProfileRules>,
     /// Lesion table (PET/CT profile).
     pub lesions: Vec<Lesion>,
     /// Patient figures (PET/CT profile).
     pub patient: Option<PatientFigures>,
+    /// The profile's verdict (CT screening); null for profiles without one.
+    pub verdict: Option<StudyVerdict>,
+    /// The SUV conversion of the PET input, or why there is none.
+    pub suv: SuvSummary,
     /// Seconds per stage.
     pub timings_s: StageTimings,
 }
@@ -158,6 +234,9 @@ pub struct StudyResult {
     /// The PET in SUV on the reference grid (PET/CT profile), kept so a lesion
     /// can be added from a seed point later without the DICOM.
     pub suv: Option<Volume<f32>>,
+    /// The CT on the reference grid for profiles without a PET, kept for the
+    /// axial picture in mip.png.
+    pub ct: Option<Volume<f32>>,
     /// report.json.
     pub report: Report,
 }
@@ -212,6 +291,9 @@ pub fn run_study(
     probabilities: bool,
     mut progress: impl FnMut(&str),
 ) -> Result<StudyResult, PipelineError> {
+    if predictor.package.meta.profile == SCREENING_PROFILE {
+        return run_screening(predictor, backend, index, study_uid, probabilities, progress);
+    }
     let mut timings = StageTimings::default();
     let t = Instant::now();
     let chosen = select_series(index, study_uid, predictor)?;
@@ -233,7 +315,7 @@ pub fn run_study(
     let reference = &loaded[0];
     let target = reference.volume.geometry.clone();
     let mut inputs = Vec::new();
-    let mut volumes = Vec::new();
+    let mut volumes: Vec<Volume<f32>> = Vec::new();
     for (c, sv) in channels.iter().zip(&loaded) {
         let same = sv.volume.geometry == target;
         let fill = if c.modality == "CT" { -1024.0 } else { 0.0 };
@@ -245,6 +327,7 @@ pub fn run_study(
             unit: sv.info.unit,
             suv: sv.info.suv.clone(),
             resampled: !same,
+            phase: None,
         });
     }
     timings.load = t.elapsed().as_secs_f64();
@@ -271,10 +354,13 @@ pub fn run_study(
         lesions = Some(Volume { geometry: target.clone(), data: result.lesions.data });
         table = result.table;
         patient = Some(result.patient);
-        rules = Some(r);
+        rules = Some(ProfileRules::Pet(r));
         suv = Some(volumes[pet_index].clone());
     }
     timings.postprocess = t.elapsed().as_secs_f64();
+    let ct_index = channels.iter().position(|c| c.modality == "CT").filter(|_| suv.is_none());
+    let ct = ct_index.map(|i| volumes.swap_remove(i));
+    let suv_summary = SuvSummary::of(&inputs);
     let report = Report {
         schema: "edgeseg-report/1",
         edgeseg_version: crate::version(),
@@ -288,19 +374,17 @@ pub fn run_study(
             configuration: pkg.meta.configuration.clone(),
             profile: pkg.meta.profile.clone(),
             clinical_use: pkg.meta.clinical_use,
-            providers: predictor
-                .providers()
-                .into_iter()
-                .map(|(fold, p)| FoldProvider { fold, provider: p.into() })
-                .collect(),
+            providers: predictor.providers().into_iter().map(|(fold, p)| FoldProvider::new(fold, p)).collect(),
         },
         postprocessing_backend: backend.name().into(),
         rules,
         lesions: table,
         patient,
+        verdict: None,
+        suv: suv_summary,
         timings_s: timings,
     };
-    Ok(StudyResult { labels, lesions, probabilities: prediction.probabilities, suv, report })
+    Ok(StudyResult { labels, lesions, probabilities: prediction.probabilities, suv, ct, report })
 }
 
 /// Writes a study's files into `out/<StudyInstanceUID>/`, atomically: a
@@ -315,6 +399,8 @@ pub fn write_study(out: &Path, result: &mut StudyResult) -> Result<PathBuf, Pipe
     std::fs::create_dir_all(out).map_err(io(out))?;
     let stem = uid_file_stem(&result.report.study_instance_uid);
     let final_dir = out.join(&stem);
+    remove_stale(out, &stem);
+    let mut hook = AbortHook::from_env();
     let staging = out.join(format!(".staging-{stem}-{}", std::process::id()));
     if staging.exists() {
         std::fs::remove_dir_all(&staging).map_err(io(&staging))?;
@@ -323,6 +409,7 @@ pub fn write_study(out: &Path, result: &mut StudyResult) -> Result<PathBuf, Pipe
     let desc = format!("edgeseg {}", result.report.model.name);
     let p = staging.join("labels.nii.gz");
     nifti::write(&p, &result.labels, &desc).map_err(io(&p))?;
+    hook.file_done();
     if let Some(l) = &result.lesions {
         let p = staging.join("lesions.nii.gz");
         let count = l.data.iter().copied().max().unwrap_or(0);
@@ -334,24 +421,97 @@ pub fn write_study(out: &Path, result: &mut StudyResult) -> Result<PathBuf, Pipe
             nifti::write(&p, l, &desc)
         }
         .map_err(io(&p))?;
+        hook.file_done();
     }
     if let Some(v) = &result.suv {
         let p = staging.join("suv.nii.gz");
         nifti::write(&p, v, "edgeseg PET SUVbw").map_err(io(&p))?;
+        hook.file_done();
     }
     if let Some(probs) = &result.probabilities {
-        for (k, v) in probs.iter().enumerate() {
-            let p = staging.join(format!("probabilities_class{k}.nii.gz"));
-            nifti::write(&p, v, &desc).map_err(io(&p))?;
+        let p = staging.join("probabilities.nii.gz");
+        nifti::write_4d(&p, probs, &format!("{desc} class probabilities")).map_err(io(&p))?;
+        hook.file_done();
+    }
+    let p = staging.join("lesions.csv");
+    csv::write(&p, &result.report.lesions).map_err(io(&p))?;
+    hook.file_done();
+    let picture = match (&result.suv, &result.ct) {
+        (Some(suv), _) => Some(mip::coronal(suv, result.lesions.as_ref())),
+        (None, Some(ct)) => {
+            let focus = match &result.report.rules {
+                Some(ProfileRules::Screening(r)) => Some(r.tumour_label),
+                _ => None,
+            };
+            Some(mip::axial(ct, &result.labels, focus))
         }
+        (None, None) => None,
+    };
+    if let Some(pic) = picture {
+        let p = staging.join("mip.png");
+        mip::write(&p, &pic).map_err(io(&p))?;
+        hook.file_done();
     }
     result.report.timings_s.write = t.elapsed().as_secs_f64();
     let p = staging.join("report.json");
     let text = serde_json::to_vec_pretty(&result.report)
         .map_err(|e| PipelineError::Io { path: p.clone(), source: e.into() })?;
     crate::export::write_atomic(&p, |f| std::io::Write::write_all(f, &text)).map_err(io(&p))?;
+    hook.file_done();
     swap_into_place(out, &stem, &staging)?;
     Ok(final_dir)
+}
+
+/// The crash-test hook: with `EDGESEG_TEST_ABORT_AFTER_FILE=N` in the
+/// environment, `write_study` aborts the process (`std::process::abort`, no
+/// clean-up, as a crash or `kill -9` would) right after the N-th file of the
+/// staging folder is written. Read only here; for tests of atomicity
+/// (docs/report.md).
+struct AbortHook {
+    after: Option<usize>,
+    written: usize,
+}
+
+impl AbortHook {
+    fn from_env() -> Self {
+        let after = std::env::var("EDGESEG_TEST_ABORT_AFTER_FILE").ok().and_then(|v| v.trim().parse().ok());
+        AbortHook { after, written: 0 }
+    }
+
+    /// One more file is in the staging folder.
+    fn file_done(&mut self) {
+        self.written += 1;
+        if self.after == Some(self.written) {
+            tracing::warn!("EDGESEG_TEST_ABORT_AFTER_FILE={}: aborting as a crash would", self.written);
+            std::process::abort();
+        }
+    }
+}
+
+/// Removes what a crashed writer of this study left in `out`: staging
+/// folders (`.staging-<stem>-<pid>`) and replaced folders
+/// (`.replaced-<stem>-<pid>`) of processes no longer running (or of this
+/// one). A live writer's folders are left alone. Failures are logged, not
+/// fatal: they cost disk space, never correctness.
+fn remove_stale(out: &Path, stem: &str) {
+    let Ok(entries) = std::fs::read_dir(out) else { return };
+    let me = std::process::id();
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let pid = [".staging-", ".replaced-"].iter().find_map(|prefix| {
+            name.strip_prefix(prefix)
+                .and_then(|rest| rest.strip_prefix(stem))
+                .and_then(|rest| rest.strip_prefix('-'))
+                .and_then(|pid| pid.parse::<u32>().ok())
+        });
+        let Some(pid) = pid else { continue };
+        if pid == me || !Path::new("/proc").join(pid.to_string()).exists() {
+            match std::fs::remove_dir_all(e.path()) {
+                Ok(()) => tracing::info!(folder = %name, "removed a crashed writer's leftover folder"),
+                Err(err) => tracing::warn!(folder = %name, "cannot remove a leftover folder: {err}"),
+            }
+        }
+    }
 }
 
 /// fsyncs a complete staging folder and renames it to `out/<stem>`,
@@ -481,6 +641,11 @@ pub fn add_lesion(
         nifti::write(&p, &Volume { geometry: g.clone(), data: after.lesions.data.clone() }, desc)
     }
     .map_err(io(&p))?;
+    let p = staging.join("lesions.csv");
+    csv::write(&p, &after.table).map_err(io(&p))?;
+    let p = staging.join("mip.png");
+    let instances = Volume { geometry: g.clone(), data: after.lesions.data.clone() };
+    mip::write(&p, &mip::coronal(&suv, Some(&instances))).map_err(io(&p))?;
     report["lesions"] = to_value(&after.table);
     report["patient"] = to_value(&after.patient);
     let edits = report.as_object_mut().map(|o| o.entry("edits").or_insert_with(|| serde_json::json!([])));
@@ -498,4 +663,193 @@ pub fn add_lesion(
 /// A serialisable value as JSON (null if it cannot be serialised).
 fn to_value<T: Serialize>(v: &T) -> serde_json::Value {
     serde_json::to_value(v).unwrap_or(serde_json::Value::Null)
+}
+
+/// model.toml `profile` of the CT screening profile (seed 002).
+pub const SCREENING_PROFILE: &str = "ct-screening";
+
+/// The phase a CT series' SeriesDescription names: arterial ("arterial",
+/// "art", "ap") or venous ("venous", "portal", "pv", "ven", "vp").
+fn named_phase(description: &str) -> Option<&'static str> {
+    let d = description.to_lowercase();
+    let words: Vec<&str> = d.split(|c: char| !c.is_ascii_alphanumeric()).filter(|w| !w.is_empty()).collect();
+    if d.contains("arter") || words.iter().any(|w| matches!(*w, "art" | "ap")) {
+        Some("arterial")
+    } else if d.contains("venous") || d.contains("portal") || words.iter().any(|w| matches!(*w, "pv" | "ven" | "vp")) {
+        Some("venous")
+    } else {
+        None
+    }
+}
+
+/// The arterial and venous CT series of a study. A series is placed by its
+/// SeriesDescription ([`named_phase`]; of several, the one with most
+/// frames); series it names no phase for fill the empty places in
+/// SeriesNumber order (the earlier series is the arterial one); a lone
+/// unnamed series is taken as the venous phase.
+pub fn ct_phases<'a>(
+    index: &'a FolderIndex,
+    study_uid: &str,
+) -> Result<(Option<&'a SeriesIndex>, Option<&'a SeriesIndex>), PipelineError> {
+    let frames = |s: &SeriesIndex| s.instances.iter().map(|h| h.frames.len()).sum::<usize>();
+    let cts: Vec<&SeriesIndex> =
+        index.series.iter().filter(|s| s.study_uid == study_uid && s.modality == "CT" && frames(s) > 0).collect();
+    if cts.is_empty() {
+        return Err(PipelineError::NoInput {
+            study_uid: study_uid.to_string(),
+            reason: "the CT screening profile needs a CT series".into(),
+        });
+    }
+    let description = |s: &SeriesIndex| s.instances.first().and_then(|h| h.series_description.clone());
+    let named = |phase: &str| {
+        cts.iter()
+            .copied()
+            .filter(|s| description(s).as_deref().and_then(named_phase) == Some(phase))
+            .max_by_key(|s| frames(s))
+    };
+    let (mut arterial, mut venous) = (named("arterial"), named("venous"));
+    let mut unnamed: Vec<&SeriesIndex> =
+        cts.iter().copied().filter(|s| description(s).as_deref().and_then(named_phase).is_none()).collect();
+    unnamed
+        .sort_by_key(|s| (s.instances.first().and_then(|h| h.series_number).unwrap_or(i64::MAX), s.series_uid.clone()));
+    let mut rest = unnamed.into_iter();
+    match (arterial.is_some(), venous.is_some()) {
+        (false, false) => {
+            let (a, b) = (rest.next(), rest.next());
+            if b.is_some() {
+                (arterial, venous) = (a, b);
+            } else {
+                venous = a;
+            }
+        }
+        (true, false) => venous = rest.next(),
+        (false, true) => arterial = rest.next(),
+        (true, true) => {}
+    }
+    Ok((arterial, venous))
+}
+
+/// The CT screening profile (seed 002, S4C): the model on each contrast
+/// phase, the component rule and voxel-count verdict per phase, arterial OR
+/// venous. labels.nii.gz, probabilities.nii.gz and mip.png are on the phase
+/// that shows the finding (the arterial one when it is abnormal with more
+/// tumour voxels than the venous one, else the venous one, else the one
+/// there is); report.json `reference_series_uid` names it and `verdict`
+/// holds both phases.
+fn run_screening(
+    predictor: &Predictor,
+    backend: &Backend,
+    index: &FolderIndex,
+    study_uid: &str,
+    probabilities: bool,
+    mut progress: impl FnMut(&str),
+) -> Result<StudyResult, PipelineError> {
+    let pkg = &predictor.package;
+    if pkg.meta.channels.len() != 1 || pkg.meta.channels[0].modality != "CT" {
+        return Err(PipelineError::NoInput {
+            study_uid: study_uid.to_string(),
+            reason: format!("the {SCREENING_PROFILE} profile takes a one-channel CT model"),
+        });
+    }
+    let (arterial, venous) = ct_phases(index, study_uid)?;
+    let rules = ScreeningRules::default();
+    let mut timings = StageTimings::default();
+    let mut inputs = Vec::new();
+    let mut verdicts = [None, None];
+    let mut runs = [None, None];
+    for (slot, (name, series)) in [("arterial", arterial), ("venous", venous)].into_iter().enumerate() {
+        let Some(series) = series else { continue };
+        progress(&format!("{name} phase: loading"));
+        let t = Instant::now();
+        let sv = series.plan().and_then(|p| p.load())?;
+        timings.load += t.elapsed().as_secs_f64();
+        progress(&format!("{name} phase: inference"));
+        let prediction = predictor.predict(&[&sv.volume], probabilities, |_, _| {})?;
+        timings.preprocess += prediction.timings.preprocess_s;
+        timings.inference += prediction.timings.inference_s;
+        timings.export += prediction.timings.export_s;
+        let t = Instant::now();
+        let mut labels = prediction.labels;
+        verdicts[slot] = Some(screening::screen_phase(backend, &mut labels, &rules)?);
+        timings.postprocess += t.elapsed().as_secs_f64();
+        inputs.push(InputSeries {
+            channel: 0,
+            modality: sv.info.modality.clone(),
+            series_instance_uid: sv.info.series_uid.clone(),
+            unit: sv.info.unit,
+            suv: sv.info.suv.clone(),
+            resampled: false,
+            phase: Some(name),
+        });
+        runs[slot] = Some((sv, labels, prediction.probabilities));
+    }
+    // The reference is the phase that shows the finding: the arterial one
+    // when it has more tumour voxels and is abnormal, else the venous one.
+    let tumour = |v: &Option<screening::PhaseVerdict>| v.as_ref().map(|v| (v.abnormal, v.tumour_voxels));
+    let arterial_shows = match (tumour(&verdicts[0]), tumour(&verdicts[1])) {
+        (Some((true, a)), Some((_, v))) => a > v,
+        (Some(_), None) => true,
+        _ => false,
+    };
+    let [art_run, ven_run] = runs;
+    let reference = if arterial_shows { art_run } else { ven_run.or(art_run) };
+    let [art, ven] = verdicts;
+    let verdict = screening::fuse(art, ven);
+    let Some((sv, labels, probabilities)) = reference else {
+        return Err(PipelineError::NoInput { study_uid: study_uid.to_string(), reason: "no CT phase".into() });
+    };
+    let suv_summary = SuvSummary::of(&inputs);
+    let report = Report {
+        schema: "edgeseg-report/1",
+        edgeseg_version: crate::version(),
+        study_instance_uid: study_uid.to_string(),
+        reference_series_uid: sv.info.series_uid.clone(),
+        inputs,
+        model: ModelInfo {
+            name: pkg.meta.name.clone(),
+            version: pkg.meta.version.clone(),
+            sha256: pkg.sha256.clone(),
+            configuration: pkg.meta.configuration.clone(),
+            profile: pkg.meta.profile.clone(),
+            clinical_use: pkg.meta.clinical_use,
+            providers: predictor.providers().into_iter().map(|(fold, p)| FoldProvider::new(fold, p)).collect(),
+        },
+        postprocessing_backend: backend.name().into(),
+        rules: Some(ProfileRules::Screening(rules)),
+        lesions: Vec::new(),
+        patient: None,
+        verdict: Some(verdict),
+        suv: suv_summary,
+        timings_s: timings,
+    };
+    Ok(StudyResult { labels, lesions: None, probabilities, suv: None, ct: Some(sv.volume), report })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phase_names_from_series_descriptions() {
+        for (d, want) in [
+            ("Pancreas arterial phase 1.5 mm", Some("arterial")),
+            ("ART 1.0 B30f", Some("arterial")),
+            ("Abdomen AP", Some("arterial")),
+            ("Portal venous 3mm", Some("venous")),
+            ("PV phase", Some("venous")),
+            ("abd_ven_1mm", Some("venous")),
+            ("Abdomen 5.0 B30f", None),
+            ("Cardiac", None),
+            ("Event", None),
+        ] {
+            assert_eq!(named_phase(d), want, "{d}");
+        }
+    }
+
+    #[test]
+    fn precision_follows_the_provider() {
+        assert_eq!(FoldProvider::new(0, "tensorrt-fp16").precision, "fp16");
+        assert_eq!(FoldProvider::new(1, "tensorrt").precision, "fp32");
+        assert_eq!(FoldProvider::new(2, "cpu").precision, "fp32");
+    }
 }

@@ -34,6 +34,10 @@ if [ -f "$model/model.toml" ]; then
     echo "   (demo model trained on synthetic phantoms: not for clinical use)"
     "$bin" process "$study/dicom" --model "$model" --out "$out/results" --onnxruntime "$lib"
     echo
-    echo "Study outputs: $out/results/<StudyInstanceUID>/ labels.nii.gz, lesions.nii.gz, suv.nii.gz, report.json"
-    echo "(report.json: lesion table, total tumour volume, lowest lesion SUVmean, liver reference; docs/report.md)"
+    uid=$(.venv/bin/python -c 'import json, sys; print(json.load(open(sys.argv[1]))["study_instance_uid"])' "$study/truth/truth.json")
+    echo "== study outputs in $out/results/$uid/ (docs/report.md):"
+    ls -l "$out/results/$uid/"
+    echo "(labels.nii.gz classes, lesions.nii.gz lesion numbers, suv.nii.gz PET in SUVbw, report.json lesion table,"
+    echo " total tumour volume, lowest lesion SUVmean, liver reference and provenance, lesions.csv the lesion table,"
+    echo " mip.png the coronal MIP with each lesion outlined and numbered)"
 fi

@@ -9,16 +9,22 @@
 //!   same volume as the uncompressed single-frame series.
 //! - `ingest_cli`: `edgeseg inspect` / `convert` output contracts, SUV per vendor.
 //! - `infer_predict`: `edgeseg predict` with ONNX Runtime on a network of known result.
+//! - `export_outputs`: lesions.csv, mip.png, the 4D probabilities and report
+//!   provenance; a writer killed between files leaves no study folder.
 //! - `pipeline_process`: `edgeseg process`, DICOM to outputs, with a PET/CT model.
+//! - `pipeline_screening`: `edgeseg process` with a CT screening model on
+//!   dual-phase studies: the verdict in report.json.
 //! - `post_profiles`: the PET/CT total-tumour profile on generated studies.
 //! - `post_screening`: the CT screening (S4C) rules.
 
 mod util;
 
+mod export_outputs;
 mod infer_predict;
 mod ingest_bad_input;
 mod ingest_cli;
 mod ingest_formats;
 mod pipeline_process;
+mod pipeline_screening;
 mod post_profiles;
 mod post_screening;

@@ -118,6 +118,13 @@ fn add_lesion_from_a_seed_point_rewrites_the_study() {
         edit["seed_ijk"].as_array().expect("ijk").iter().map(|v| v.as_u64().expect("u") as usize).collect();
     assert!(lesions.data[lesions.geometry.index(ijk[0], ijk[1], ijk[2])] > 0.0, "the seed voxel is in a lesion now");
     assert_eq!(report["patient"]["lesion_count"], edit["lesions_after"]);
+    let csv = std::fs::read_to_string(dir.join("lesions.csv")).expect("lesions.csv");
+    assert_eq!(
+        csv.matches("\r\n").count() as u64,
+        1 + edit["lesions_after"].as_u64().expect("n"),
+        "lesions.csv rewritten"
+    );
+    assert!(dir.join("mip.png").exists());
     // A seed outside the PET volume is a clear error and changes nothing.
     let o = edgeseg(&["add-lesion", s(&dir), "--at", "9999,0,0"]);
     assert_eq!(o.status.code(), Some(1));

@@ -1,7 +1,11 @@
-//! Export stage: writes results to files. For now NIfTI volumes and their
-//! geometry sidecars; DICOM SEG/RTSTRUCT and reports join here.
+//! Export stage: writes results to files: NIfTI volumes, the lesion table as
+//! CSV, the MIP picture and the lesion palette they share; DICOM SEG/RTSTRUCT
+//! join here.
 
+pub mod csv;
+pub mod mip;
 pub mod nifti;
+pub mod palette;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -92,12 +92,19 @@ fn quaternion(r: [[f64; 3]; 3]) -> (f64, f64, f64, f64) {
 
 /// The 348-byte NIfTI-1 header plus the 4-byte empty extension flag.
 pub fn header<T: NiftiScalar>(g: &Geometry, description: &str) -> Vec<u8> {
+    header_4d::<T>(g, 1, description)
+}
+
+/// The header of a 4D file: `frames` volumes on grid `g` (dim[4] = frames,
+/// pixdim[4] = 1, no time unit); a 3D header when `frames` is 1.
+pub fn header_4d<T: NiftiScalar>(g: &Geometry, frames: usize, description: &str) -> Vec<u8> {
     let mut h = vec![0u8; 352];
     let put_i16 = |h: &mut Vec<u8>, at: usize, v: i16| h[at..at + 2].copy_from_slice(&v.to_le_bytes());
     let put_f32 = |h: &mut Vec<u8>, at: usize, v: f32| h[at..at + 4].copy_from_slice(&v.to_le_bytes());
     h[0..4].copy_from_slice(&348i32.to_le_bytes());
     h[38] = b'r';
-    let dims = [3i16, g.dims[0] as i16, g.dims[1] as i16, g.dims[2] as i16, 1, 1, 1, 1];
+    let rank = if frames > 1 { 4 } else { 3 };
+    let dims = [rank, g.dims[0] as i16, g.dims[1] as i16, g.dims[2] as i16, frames as i16, 1, 1, 1];
     for (n, d) in dims.iter().enumerate() {
         put_i16(&mut h, 40 + 2 * n, *d);
     }
@@ -112,7 +119,7 @@ pub fn header<T: NiftiScalar>(g: &Geometry, description: &str) -> Vec<u8> {
         }
     }
     let (qb, qc, qd, qfac) = quaternion(r);
-    let pixdim = [qfac as f32, g.spacing[0] as f32, g.spacing[1] as f32, g.spacing[2] as f32, 0.0, 0.0, 0.0, 0.0];
+    let pixdim = [qfac as f32, g.spacing[0] as f32, g.spacing[1] as f32, g.spacing[2] as f32, 1.0, 0.0, 0.0, 0.0];
     for (n, p) in pixdim.iter().enumerate() {
         put_f32(&mut h, 76 + 4 * n, *p);
     }
@@ -159,7 +166,41 @@ pub fn write<T: NiftiScalar>(path: &Path, volume: &Volume<T>, description: &str)
     })
 }
 
-fn write_body<W: Write, T: NiftiScalar>(sink: &mut W, head: &[u8], data: &[T]) -> std::io::Result<()> {
+/// Writes `volumes` (all on one grid) as one 4D file (x, y, z, volume index),
+/// e.g. the class probabilities as `probabilities.nii.gz` with the class as
+/// the fourth index. Same atomicity as [`write`].
+pub fn write_4d<T: NiftiScalar>(path: &Path, volumes: &[Volume<T>], description: &str) -> std::io::Result<()> {
+    let Some(first) = volumes.first() else {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "no volume to write"));
+    };
+    let g = &first.geometry;
+    if volumes.iter().any(|v| v.geometry != *g || v.data.len() != g.voxel_count()) || volumes.len() > i16::MAX as usize
+    {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "volumes on different grids (or too many)"));
+    }
+    let head = header_4d::<T>(g, volumes.len(), description);
+    let gz = path.extension().is_some_and(|e| e == "gz");
+    super::write_atomic(path, |f| {
+        let body = |w: &mut dyn Write| -> std::io::Result<()> {
+            w.write_all(&head)?;
+            for v in volumes {
+                write_body(w, &[], &v.data)?;
+            }
+            Ok(())
+        };
+        let mut buffered = BufWriter::with_capacity(1 << 20, f);
+        if gz {
+            let mut enc = GzEncoder::new(buffered, Compression::fast());
+            body(&mut enc)?;
+            enc.finish()?.flush()
+        } else {
+            body(&mut buffered)?;
+            buffered.flush()
+        }
+    })
+}
+
+fn write_body<W: Write + ?Sized, T: NiftiScalar>(sink: &mut W, head: &[u8], data: &[T]) -> std::io::Result<()> {
     sink.write_all(head)?;
     let mut chunk = Vec::with_capacity(1 << 20);
     for part in data.chunks(1 << 18) {
@@ -325,6 +366,34 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn four_d_file_holds_the_volumes_in_order() {
+        let g = Geometry {
+            dims: [3, 2, 2],
+            spacing: [1.0, 2.0, 3.0],
+            origin: [1.0, 2.0, 3.0],
+            direction: [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]],
+        };
+        let vols: Vec<Volume<f32>> = (0..3)
+            .map(|c| Volume { geometry: g.clone(), data: (0..12).map(|x| (c * 100 + x) as f32).collect() })
+            .collect();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("p.nii.gz");
+        write_4d(&p, &vols, "probabilities").expect("write");
+        let obj = nifti::ReaderOptions::new().read_file(&p).expect("read");
+        let h = nifti::NiftiObject::header(&obj).clone();
+        assert_eq!(&h.dim[..5], &[4, 3, 2, 2, 3]);
+        assert_eq!(h.pixdim[4], 1.0);
+        let arr = nifti::IntoNdArray::into_ndarray::<f32>(nifti::NiftiObject::into_volume(obj)).expect("array");
+        assert_eq!(arr.shape(), &[3, 2, 2, 3]);
+        assert_eq!(arr[[2, 1, 0, 0]], 5.0);
+        assert_eq!(arr[[0, 0, 1, 2]], 206.0);
+        assert!(read_f32(&p).is_err(), "a 4D file is not read as 3D");
+        let other = Volume { geometry: Geometry { dims: [1, 1, 1], ..g.clone() }, data: vec![0.0] };
+        assert!(write_4d(&dir.path().join("x.nii"), &[vols[0].clone(), other], "").is_err());
+        assert!(write_4d::<f32>(&dir.path().join("y.nii"), &[], "").is_err());
     }
 
     #[test]

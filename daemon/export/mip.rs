@@ -1,0 +1,669 @@
+//! `mip.png`: the picture a physician glances at first.
+//!
+//! PET profiles: a coronal maximum-intensity projection of the PET in SUV on
+//! the reference grid, in inverted grey as nuclear medicine reads it (white =
+//! SUV [`SUV_WHITE`], black = SUV [`SUV_BLACK`] and above), head at the top,
+//! the patient's right on the image's left (radiological convention). Each
+//! lesion's projected footprint is outlined (1 pixel) in its palette colour
+//! ([`super::palette::lesion_colour`]) and its number, as in report.json, is
+//! written beside it in the same colour (a built-in 5×7 digit font).
+//!
+//! CT-only profiles: three axial slices (at 25, 50 and 75% of the largest
+//! finding's extent, or the middle slice when there is none) side by side,
+//! CT window W400/L40, anterior at the top, the patient's right on the left,
+//! each class outlined in the palette colour of its class value.
+//!
+//! Orientation comes from the direction cosines (LPS): each picture axis is
+//! the voxel axis nearest to the wanted patient axis (columns: +x, towards
+//! the patient's left; rows: −z, towards the feet, for the coronal picture
+//! and +y, towards the back, for the axial one), reversed where it points the
+//! other way. A few degrees of obliquity are thus not undone: the picture is
+//! for looking, not for measuring.
+//!
+//! Pixels are square in mm: the pixel size is
+//! `min(column spacing, row spacing) / s`, with `s` the smallest integer ≥ 1
+//! (at most [`MAX_UPSCALE`]) that makes the picture at least [`MIN_HEIGHT`]
+//! pixels tall; a picture axis of `n` voxels of spacing `d` is
+//! `round(n·d / pixel)` pixels long, and pixel `x` shows voxel
+//! `floor((x + 0.5)·pixel / d)` (nearest neighbour).
+
+use super::palette::lesion_colour;
+use crate::gpu::{Connectivity, cpu};
+use crate::volume::{Geometry, Volume};
+
+/// SUV shown white in the coronal MIP.
+pub const SUV_WHITE: f32 = 0.0;
+/// SUV shown black (and everything above it).
+pub const SUV_BLACK: f32 = 10.0;
+/// CT window level (HU) of the axial picture.
+pub const CT_LEVEL: f32 = 40.0;
+/// CT window width (HU) of the axial picture.
+pub const CT_WIDTH: f32 = 400.0;
+/// Pictures are upscaled (integer factor) to at least this many pixels tall.
+pub const MIN_HEIGHT: usize = 512;
+/// The largest upscaling factor.
+pub const MAX_UPSCALE: usize = 8;
+/// White gap (pixels) between the axial panels.
+pub const PANEL_GAP: usize = 8;
+
+/// An 8-bit RGB picture, row by row, top row first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Picture {
+    /// Width in pixels.
+    pub width: usize,
+    /// Height in pixels.
+    pub height: usize,
+    /// `width × height × 3` bytes.
+    pub rgb: Vec<u8>,
+}
+
+impl Picture {
+    /// A picture of one colour.
+    pub fn filled(width: usize, height: usize, colour: [u8; 3]) -> Self {
+        Self { width, height, rgb: colour.repeat(width * height) }
+    }
+
+    /// The colour at (x, y).
+    pub fn get(&self, x: usize, y: usize) -> [u8; 3] {
+        let o = 3 * (x + self.width * y);
+        [self.rgb[o], self.rgb[o + 1], self.rgb[o + 2]]
+    }
+
+    /// Sets (x, y) when it lies inside the picture.
+    pub fn set(&mut self, x: i64, y: i64, colour: [u8; 3]) {
+        if x >= 0 && y >= 0 && (x as usize) < self.width && (y as usize) < self.height {
+            let o = 3 * (x as usize + self.width * y as usize);
+            self.rgb[o..o + 3].copy_from_slice(&colour);
+        }
+    }
+
+    /// Copies `other` in with its top-left corner at (x, y).
+    fn blit(&mut self, other: &Picture, x: usize, y: usize) {
+        for row in 0..other.height {
+            for col in 0..other.width {
+                self.set((x + col) as i64, (y + row) as i64, other.get(col, row));
+            }
+        }
+    }
+
+    /// The picture as a PNG file (8-bit RGB).
+    pub fn encode_png(&self) -> Result<Vec<u8>, png::EncodingError> {
+        let mut out = Vec::new();
+        let mut enc = png::Encoder::new(&mut out, self.width.max(1) as u32, self.height.max(1) as u32);
+        enc.set_color(png::ColorType::Rgb);
+        enc.set_depth(png::BitDepth::Eight);
+        let mut w = enc.write_header()?;
+        if self.width == 0 || self.height == 0 {
+            w.write_image_data(&[255, 255, 255])?;
+        } else {
+            w.write_image_data(&self.rgb)?;
+        }
+        w.finish()?;
+        Ok(out)
+    }
+}
+
+/// The 5×7 digits 0–9, one row per byte, the leftmost pixel in bit 4.
+const DIGITS: [[u8; 7]; 10] = [
+    [0b01110, 0b10001, 0b10011, 0b10101, 0b11001, 0b10001, 0b01110],
+    [0b00100, 0b01100, 0b00100, 0b00100, 0b00100, 0b00100, 0b01110],
+    [0b01110, 0b10001, 0b00001, 0b00010, 0b00100, 0b01000, 0b11111],
+    [0b11111, 0b00010, 0b00100, 0b00010, 0b00001, 0b10001, 0b01110],
+    [0b00010, 0b00110, 0b01010, 0b10010, 0b11111, 0b00010, 0b00010],
+    [0b11111, 0b10000, 0b11110, 0b00001, 0b00001, 0b10001, 0b01110],
+    [0b00110, 0b01000, 0b10000, 0b11110, 0b10001, 0b10001, 0b01110],
+    [0b11111, 0b00001, 0b00010, 0b00100, 0b01000, 0b01000, 0b01000],
+    [0b01110, 0b10001, 0b10001, 0b01110, 0b10001, 0b10001, 0b01110],
+    [0b01110, 0b10001, 0b10001, 0b01111, 0b00001, 0b00010, 0b01100],
+];
+
+/// Width in pixels of `n` written at `scale` (5 per digit, 1 between digits).
+pub fn number_width(n: u32, scale: usize) -> usize {
+    let digits = n.to_string().len();
+    (6 * digits - 1) * scale
+}
+
+/// Writes the decimal number `n` with its top-left corner at (x, y), each font
+/// pixel a `scale × scale` square; pixels outside the picture are dropped.
+pub fn draw_number(pic: &mut Picture, n: u32, x: i64, y: i64, scale: usize, colour: [u8; 3]) {
+    let s = scale.max(1) as i64;
+    for (d, ch) in n.to_string().bytes().enumerate() {
+        let glyph = &DIGITS[usize::from(ch - b'0')];
+        let left = x + d as i64 * 6 * s;
+        for (row, bits) in glyph.iter().enumerate() {
+            for col in 0..5 {
+                if bits & (0b10000 >> col) != 0 {
+                    for dy in 0..s {
+                        for dx in 0..s {
+                            pic.set(left + col * s + dx, y + row as i64 * s + dy, colour);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Which voxel axis runs along the picture's columns, rows and depth, and
+/// whether the column and row axes are reversed.
+#[derive(Debug, Clone, PartialEq)]
+struct View {
+    /// Voxel axes of columns, rows and depth.
+    axes: [usize; 3],
+    /// Reversed (column, row).
+    flip: [bool; 2],
+    /// Voxels along columns, rows and depth.
+    n: [usize; 3],
+    /// Spacing along columns, rows and depth, mm.
+    sp: [f64; 3],
+}
+
+impl View {
+    /// The view whose columns run along `col` (LPS axis, sign) and rows along
+    /// `row`: of the six assignments of voxel axes, the one best aligned.
+    fn new(g: &Geometry, col: (usize, f64), row: (usize, f64)) -> Self {
+        let depth_lps = 3 - col.0 - row.0;
+        let d = &g.direction;
+        let perms = [[0, 1, 2], [0, 2, 1], [1, 0, 2], [1, 2, 0], [2, 0, 1], [2, 1, 0]];
+        let score = |p: &[usize; 3]| d[p[0]][col.0].abs() + d[p[1]][row.0].abs() + d[p[2]][depth_lps].abs();
+        let mut best = perms[0];
+        for p in perms {
+            if score(&p) > score(&best) + 1e-12 {
+                best = p;
+            }
+        }
+        View {
+            axes: best,
+            flip: [d[best[0]][col.0] * col.1 < 0.0, d[best[1]][row.0] * row.1 < 0.0],
+            n: best.map(|a| g.dims[a]),
+            sp: best.map(|a| g.spacing[a]),
+        }
+    }
+
+    /// (u, v, depth) of voxel (i, j, k).
+    fn uvd(&self, ijk: [usize; 3]) -> [usize; 3] {
+        let mut p = self.axes.map(|a| ijk[a]);
+        for t in 0..2 {
+            if self.flip[t] {
+                p[t] = self.n[t] - 1 - p[t];
+            }
+        }
+        p
+    }
+
+    /// Voxel (i, j, k) of (u, v, depth).
+    fn voxel(&self, uvd: [usize; 3]) -> [usize; 3] {
+        let mut p = uvd;
+        for t in 0..2 {
+            if self.flip[t] {
+                p[t] = self.n[t] - 1 - p[t];
+            }
+        }
+        let mut ijk = [0; 3];
+        for t in 0..3 {
+            ijk[self.axes[t]] = p[t];
+        }
+        ijk
+    }
+}
+
+/// The pixel grid of a view: square pixels of `pixel` mm.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Raster {
+    width: usize,
+    height: usize,
+    pixel: f64,
+    sp: [f64; 2],
+    n: [usize; 2],
+}
+
+impl Raster {
+    fn new(view: &View) -> Self {
+        let [nc, nr, _] = view.n;
+        let [sc, sr, _] = view.sp;
+        let base = sc.min(sr);
+        let h0 = ((nr as f64 * sr / base).round() as usize).max(1);
+        let scale = MIN_HEIGHT.div_ceil(h0).clamp(1, MAX_UPSCALE);
+        let pixel = base / scale as f64;
+        let width = ((nc as f64 * sc / pixel).round() as usize).max(1);
+        let height = ((nr as f64 * sr / pixel).round() as usize).max(1);
+        Raster { width, height, pixel, sp: [sc, sr], n: [nc, nr] }
+    }
+
+    /// The view's (u, v) shown at pixel (x, y).
+    fn source(&self, x: usize, y: usize) -> (usize, usize) {
+        let u = (((x as f64 + 0.5) * self.pixel / self.sp[0]).floor() as usize).min(self.n[0].saturating_sub(1));
+        let v = (((y as f64 + 0.5) * self.pixel / self.sp[1]).floor() as usize).min(self.n[1].saturating_sub(1));
+        (u, v)
+    }
+
+    /// The pixel range (inclusive) that shows source columns `lo..=hi` along
+    /// picture axis `t` (0: x, 1: y).
+    fn pixels(&self, t: usize, lo: usize, hi: usize) -> (usize, usize) {
+        let r = self.sp[t] / self.pixel;
+        let len = if t == 0 { self.width } else { self.height };
+        let a = (lo as f64 * r - 0.5).floor().max(0.0) as usize;
+        let b = (((hi + 1) as f64 * r - 0.5).ceil().max(0.0) as usize).min(len.saturating_sub(1));
+        (a, b)
+    }
+}
+
+/// A projected footprint: a bitmap over the view's (u, v) box.
+struct Footprint {
+    u0: usize,
+    v0: usize,
+    w: usize,
+    h: usize,
+    bits: Vec<bool>,
+}
+
+impl Footprint {
+    fn contains(&self, u: usize, v: usize) -> bool {
+        u >= self.u0 && v >= self.v0 && u < self.u0 + self.w && v < self.v0 + self.h && {
+            self.bits[(u - self.u0) + self.w * (v - self.v0)]
+        }
+    }
+}
+
+/// Footprints of labels 1..=count (`label_at`: the label of a voxel by its
+/// linear index) projected along the view's depth, or only in the slice at
+/// depth `slice` (which alone is then read).
+fn footprints(
+    view: &View,
+    dims: [usize; 3],
+    count: u32,
+    slice: Option<usize>,
+    label_at: impl Fn(usize) -> u32,
+) -> Vec<Footprint> {
+    let n = count as usize;
+    let mut boxes = vec![[usize::MAX, usize::MAX, 0usize, 0usize]; n + 1];
+    let visit = |f: &mut dyn FnMut(usize, usize, usize)| match slice {
+        None => {
+            for k in 0..dims[2] {
+                for j in 0..dims[1] {
+                    let row = dims[0] * (j + dims[1] * k);
+                    for i in 0..dims[0] {
+                        let l = label_at(row + i) as usize;
+                        if l != 0 && l <= n {
+                            let [u, v, _] = view.uvd([i, j, k]);
+                            f(l, u, v);
+                        }
+                    }
+                }
+            }
+        }
+        Some(d) => {
+            for v in 0..view.n[1] {
+                for u in 0..view.n[0] {
+                    let [i, j, k] = view.voxel([u, v, d]);
+                    let l = label_at(i + dims[0] * (j + dims[1] * k)) as usize;
+                    if l != 0 && l <= n {
+                        f(l, u, v);
+                    }
+                }
+            }
+        }
+    };
+    visit(&mut |l, u, v| {
+        let b = &mut boxes[l];
+        b[0] = b[0].min(u);
+        b[1] = b[1].min(v);
+        b[2] = b[2].max(u);
+        b[3] = b[3].max(v);
+    });
+    let mut out: Vec<Footprint> = boxes
+        .iter()
+        .map(|b| {
+            if b[0] == usize::MAX {
+                Footprint { u0: 0, v0: 0, w: 0, h: 0, bits: Vec::new() }
+            } else {
+                let (w, h) = (b[2] - b[0] + 1, b[3] - b[1] + 1);
+                Footprint { u0: b[0], v0: b[1], w, h, bits: vec![false; w * h] }
+            }
+        })
+        .collect();
+    visit(&mut |l, u, v| {
+        let f = &mut out[l];
+        f.bits[(u - f.u0) + f.w * (v - f.v0)] = true;
+    });
+    out
+}
+
+/// Outlines a footprint (pixels inside with a 4-neighbour outside) in
+/// `colour`; returns the pixel box it covers (x0, y0, x1, y1), if any.
+fn outline(pic: &mut Picture, r: &Raster, f: &Footprint, colour: [u8; 3]) -> Option<(usize, usize, usize, usize)> {
+    if f.w == 0 {
+        return None;
+    }
+    let (x0, x1) = r.pixels(0, f.u0, f.u0 + f.w - 1);
+    let (y0, y1) = r.pixels(1, f.v0, f.v0 + f.h - 1);
+    let inside = |x: i64, y: i64| {
+        x >= 0 && y >= 0 && (x as usize) < r.width && (y as usize) < r.height && {
+            let (u, v) = r.source(x as usize, y as usize);
+            f.contains(u, v)
+        }
+    };
+    let mut bbox: Option<(usize, usize, usize, usize)> = None;
+    for y in y0..=y1 {
+        for x in x0..=x1 {
+            let (xi, yi) = (x as i64, y as i64);
+            if inside(xi, yi) {
+                bbox = Some(match bbox {
+                    None => (x, y, x, y),
+                    Some((a, b, c, d)) => (a.min(x), b.min(y), c.max(x), d.max(y)),
+                });
+                if !(inside(xi - 1, yi) && inside(xi + 1, yi) && inside(xi, yi - 1) && inside(xi, yi + 1)) {
+                    pic.set(xi, yi, colour);
+                }
+            }
+        }
+    }
+    bbox
+}
+
+/// The digit scale for a picture this tall.
+fn font_scale(height: usize) -> usize {
+    (height / 256).clamp(1, 4)
+}
+
+/// The coronal MIP of `suv` with the lesions of `lesions` (instance map on
+/// the same grid, values 1..=N as in the report) outlined and numbered.
+pub fn coronal(suv: &Volume<f32>, lesions: Option<&Volume<u32>>) -> Picture {
+    let g = &suv.geometry;
+    let view = View::new(g, (0, 1.0), (2, -1.0));
+    let [nc, nr, _] = view.n;
+    let mut mip = vec![f32::NEG_INFINITY; nc * nr];
+    let [nx, ny, nz] = g.dims;
+    for k in 0..nz {
+        for j in 0..ny {
+            let row = nx * (j + ny * k);
+            for i in 0..nx {
+                let [u, v, _] = view.uvd([i, j, k]);
+                let m = &mut mip[u + nc * v];
+                let s = suv.data[row + i];
+                if s > *m {
+                    *m = s;
+                }
+            }
+        }
+    }
+    let r = Raster::new(&view);
+    let mut pic = Picture::filled(r.width, r.height, [255, 255, 255]);
+    for y in 0..r.height {
+        for x in 0..r.width {
+            let (u, v) = r.source(x, y);
+            let s = mip[u + nc * v];
+            let t = if s.is_finite() { ((s - SUV_WHITE) / (SUV_BLACK - SUV_WHITE)).clamp(0.0, 1.0) } else { 0.0 };
+            let grey = (255.0 - 255.0 * t).round() as u8;
+            pic.set(x as i64, y as i64, [grey, grey, grey]);
+        }
+    }
+    if let Some(l) = lesions.filter(|l| l.geometry.dims == g.dims) {
+        let count = l.data.iter().copied().max().unwrap_or(0);
+        let prints = footprints(&view, g.dims, count, None, |i| l.data[i]);
+        let boxes: Vec<_> = (1..=count).map(|n| outline(&mut pic, &r, &prints[n as usize], lesion_colour(n))).collect();
+        let scale = font_scale(r.height);
+        for (n, b) in (1..=count).zip(boxes) {
+            if let Some(b) = b {
+                label(&mut pic, n, b, scale);
+            }
+        }
+    }
+    pic
+}
+
+/// Writes lesion `n`'s number to the right of its box (left when there is no
+/// room), top-aligned.
+fn label(pic: &mut Picture, n: u32, (x0, y0, x1, _): (usize, usize, usize, usize), scale: usize) {
+    let w = number_width(n, scale) as i64;
+    let gap = 2 * scale as i64;
+    let right = x1 as i64 + 1 + gap;
+    let x = if right + w <= pic.width as i64 { right } else { (x0 as i64 - gap - w).max(0) };
+    let y = (y0 as i64).min(pic.height as i64 - 7 * scale as i64).max(0);
+    draw_number(pic, n, x, y, scale, lesion_colour(n));
+}
+
+/// Axial slices of the CT (window [`CT_LEVEL`]/[`CT_WIDTH`]) through the
+/// largest finding (26-connected component of class `focus` where there is
+/// one, e.g. the screening profile's tumour, else of any non-zero class),
+/// each class outlined in the palette colour of its value.
+pub fn axial(ct: &Volume<f32>, classes: &Volume<u8>, focus: Option<u8>) -> Picture {
+    let g = &ct.geometry;
+    let view = View::new(g, (0, 1.0), (1, 1.0));
+    let same = classes.geometry.dims == g.dims;
+    let depths = if same { finding_depths(&view, classes, focus) } else { Vec::new() };
+    let depths = if depths.is_empty() { vec![view.n[2] / 2] } else { depths };
+    let r = Raster::new(&view);
+    let lo = CT_LEVEL - CT_WIDTH / 2.0;
+    let top = u32::from(classes.data.iter().copied().max().unwrap_or(0));
+    let panels: Vec<Picture> = depths
+        .iter()
+        .map(|&d| {
+            let mut pic = Picture::filled(r.width, r.height, [0, 0, 0]);
+            for y in 0..r.height {
+                for x in 0..r.width {
+                    let (u, v) = r.source(x, y);
+                    let ijk = view.voxel([u, v, d]);
+                    let hu = ct.data[g.index(ijk[0], ijk[1], ijk[2])];
+                    let t = if hu.is_finite() { ((hu - lo) / CT_WIDTH).clamp(0.0, 1.0) } else { 0.0 };
+                    let grey = (255.0 * t).round() as u8;
+                    pic.set(x as i64, y as i64, [grey, grey, grey]);
+                }
+            }
+            if same {
+                let prints = footprints(&view, g.dims, top, Some(d), |i| u32::from(classes.data[i]));
+                for c in 1..=top {
+                    outline(&mut pic, &r, &prints[c as usize], lesion_colour(c));
+                }
+            }
+            pic
+        })
+        .collect();
+    let width = panels.len() * r.width + (panels.len() - 1) * PANEL_GAP;
+    let mut pic = Picture::filled(width, r.height, [255, 255, 255]);
+    for (n, p) in panels.iter().enumerate() {
+        pic.blit(p, n * (r.width + PANEL_GAP), 0);
+    }
+    pic
+}
+
+/// Depths (view order) at 25, 50 and 75% of the largest finding's extent.
+fn finding_depths(view: &View, classes: &Volume<u8>, focus: Option<u8>) -> Vec<usize> {
+    let g = &classes.geometry;
+    let focus = focus.filter(|f| *f != 0 && classes.data.contains(f));
+    let mask: Vec<u8> = classes.data.iter().map(|&c| u8::from(focus.map_or(c != 0, |f| c == f))).collect();
+    let labels = cpu::label(&mask, g.dims, Connectivity::TwentySix);
+    if labels.count == 0 {
+        return Vec::new();
+    }
+    let mut sizes = vec![0u64; labels.count as usize + 1];
+    for &l in &labels.data {
+        sizes[l as usize] += 1;
+    }
+    let largest = (1..sizes.len()).max_by_key(|&l| (sizes[l], std::cmp::Reverse(l))).unwrap_or(1) as u32;
+    let (mut lo, mut hi) = (usize::MAX, 0);
+    for k in 0..g.dims[2] {
+        for j in 0..g.dims[1] {
+            for i in 0..g.dims[0] {
+                if labels.data[g.index(i, j, k)] == largest {
+                    let d = view.uvd([i, j, k])[2];
+                    lo = lo.min(d);
+                    hi = hi.max(d);
+                }
+            }
+        }
+    }
+    let mut out: Vec<usize> = [0.25, 0.5, 0.75].iter().map(|f| lo + ((hi - lo) as f64 * f).round() as usize).collect();
+    out.dedup();
+    out
+}
+
+/// Writes a picture to `path` as PNG (temporary file, fsync, rename).
+pub fn write(path: &std::path::Path, pic: &Picture) -> std::io::Result<()> {
+    let bytes = pic.encode_png().map_err(std::io::Error::other)?;
+    super::write_atomic(path, |f| std::io::Write::write_all(f, &bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An axial grid: i → patient left (+x), j → posterior (+y), k →
+    /// superior (+z); anisotropic spacing.
+    fn grid(dims: [usize; 3], direction: [[f64; 3]; 3], origin: [f64; 3]) -> Geometry {
+        Geometry { dims, spacing: [4.0, 4.0, 2.0], origin, direction }
+    }
+
+    const AXIAL: [[f64; 3]; 3] = [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]];
+    /// Stored the other way round: i → patient right (−x), k → feet (−z).
+    const FLIPPED: [[f64; 3]; 3] = [[-1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, -1.0]];
+
+    /// Centre of the black pixels.
+    fn black_centre(p: &Picture) -> (f64, f64) {
+        let (mut sx, mut sy, mut n) = (0.0, 0.0, 0.0);
+        for y in 0..p.height {
+            for x in 0..p.width {
+                if p.get(x, y) == [0, 0, 0] {
+                    sx += x as f64;
+                    sy += y as f64;
+                    n += 1.0;
+                }
+            }
+        }
+        assert!(n > 0.0, "no black pixel");
+        (sx / n, sy / n)
+    }
+
+    /// A hot spot at one LPS point lands on the same pixel whichever way the
+    /// volume is stored: patient's left on the image's right, head at the top.
+    #[test]
+    fn hot_spot_lands_where_the_patient_says() {
+        // Both grids cover x −40…36, y −40…−4, z −100…−42 (voxel centres).
+        for (direction, origin) in [(AXIAL, [-40.0, -40.0, -100.0]), (FLIPPED, [36.0, -40.0, -42.0])] {
+            let g = grid([20, 10, 30], direction, origin);
+            let mut v = Volume::filled(g.clone(), 0.0f32);
+            let hot = [20.0, -20.0, -50.0]; // left of centre, towards the head
+            let ijk = g.lps_to_voxel(hot).map(|c| c.round() as usize);
+            v.data[g.index(ijk[0], ijk[1], ijk[2])] = 20.0;
+            let pic = coronal(&v, None);
+            // 80 mm × 60 mm; pixel min(4, 2) mm, 30 px tall, upscaled ×8 (the cap): 0.25 mm.
+            assert_eq!((pic.width, pic.height), (320, 240));
+            let (x, y) = black_centre(&pic);
+            // Pixel centres: x = −42 + (col + 0.5)·0.25, z = −41 − (row + 0.5)·0.25.
+            let want_x = (hot[0] + 42.0) / 0.25 - 0.5;
+            let want_y = (-41.0 - hot[2]) / 0.25 - 0.5;
+            assert!(
+                (x - want_x).abs() < 1e-9 && (y - want_y).abs() < 1e-9,
+                "{direction:?}: {x},{y} vs {want_x},{want_y}"
+            );
+            assert!(x > pic.width as f64 / 2.0, "the patient's left is on the image's right");
+            assert_eq!(pic.get(0, 0), [255, 255, 255], "SUV 0 is white");
+        }
+    }
+
+    #[test]
+    fn pixels_are_square_in_mm() {
+        let g = Geometry { dims: [50, 7, 100], spacing: [3.0, 5.0, 2.0], origin: [0.0; 3], direction: AXIAL };
+        let pic = coronal(&Volume::filled(g, 2.0f32), None);
+        // 150 mm × 200 mm at 2 mm → 75 × 100, upscaled ×6 to reach 512.
+        assert_eq!((pic.width, pic.height), (75 * 6, 100 * 6));
+        assert_eq!(pic.get(3, 3), [204, 204, 204], "SUV 2 of 10 is light grey");
+    }
+
+    #[test]
+    fn lesions_are_outlined_in_their_colour_and_numbered() {
+        let g = grid([20, 10, 30], AXIAL, [0.0; 3]);
+        let suv = Volume::filled(g.clone(), 2.0f32);
+        let mut l = Volume::filled(g.clone(), 0u32);
+        for k in 20..24 {
+            for j in 3..6 {
+                for i in 2..5 {
+                    l.data[g.index(i, j, k)] = 1;
+                }
+            }
+        }
+        l.data[g.index(15, 5, 5)] = 2;
+        let pic = coronal(&suv, Some(&l));
+        let count = |c: [u8; 3]| {
+            (0..pic.height)
+                .flat_map(|y| (0..pic.width).map(move |x| (x, y)))
+                .filter(|&(x, y)| pic.get(x, y) == c)
+                .count()
+        };
+        assert!(count(lesion_colour(1)) > 0 && count(lesion_colour(2)) > 0);
+        // 0.25 mm pixels: lesion 1 (i 2..=4, k 20..=23) covers x 32..=79 and,
+        // head at the top, rows (29 − 23)·8 = 48 ..= 79.
+        assert_eq!(pic.get(32, 56), lesion_colour(1), "left edge of lesion 1 outlined");
+        assert_eq!(pic.get(55, 48), lesion_colour(1), "top edge of lesion 1 outlined");
+        assert_eq!(pic.get(31, 56), [204, 204, 204], "outside");
+        assert_eq!(pic.get(48, 64), [204, 204, 204], "inside the outline stays grey");
+        // Its number to the right of the box: the stem of "1" at x 80 + 2 + 2.
+        assert_eq!(pic.get(84, 50), lesion_colour(1));
+    }
+
+    #[test]
+    fn digits_render_in_five_by_seven() {
+        let mut p = Picture::filled(20, 10, [255, 255, 255]);
+        draw_number(&mut p, 17, 1, 1, 1, [0, 0, 0]);
+        let ink = |x: usize, y: usize| p.get(x, y) == [0, 0, 0];
+        // "1": the stem in column 2 of the glyph, the foot 3 wide.
+        for y in 1..8 {
+            assert!(ink(3, y), "stem of 1 at row {y}");
+        }
+        assert!(ink(2, 7) && ink(4, 7) && !ink(1, 7) && !ink(5, 7));
+        assert!(ink(2, 2) && !ink(2, 3));
+        // "7" starts 6 pixels later: a full top bar, then a diagonal.
+        for x in 7..12 {
+            assert!(ink(x, 1));
+        }
+        assert!(ink(11, 2) && ink(10, 3) && ink(9, 4) && ink(8, 7));
+        assert!(!ink(6, 1) && !ink(12, 1), "one blank column between digits, none after");
+        assert_eq!(number_width(17, 1), 11);
+        assert_eq!(number_width(5, 3), 15);
+        let total = (0..10).flat_map(|y| (0..20).map(move |x| (x, y))).filter(|&(x, y)| ink(x, y)).count();
+        let bits: u32 = [DIGITS[1], DIGITS[7]].iter().flatten().map(|b| b.count_ones()).sum();
+        assert_eq!(total as u32, bits);
+        // Scale 2 doubles every pixel; nothing is drawn outside the picture.
+        let mut q = Picture::filled(8, 8, [255, 255, 255]);
+        draw_number(&mut q, 8, -2, 0, 2, [1, 2, 3]);
+        assert_eq!(q.get(0, 0), [1, 2, 3]);
+    }
+
+    #[test]
+    fn axial_slices_go_through_the_largest_finding() {
+        let g = grid([16, 12, 20], AXIAL, [0.0; 3]);
+        let ct = Volume::filled(g.clone(), 40.0f32);
+        let mut cl = Volume::filled(g.clone(), 0u8);
+        for k in 4..13 {
+            for j in 2..5 {
+                for i in 10..14 {
+                    cl.data[g.index(i, j, k)] = 2;
+                }
+            }
+        }
+        cl.data[g.index(1, 1, 18)] = 1; // a smaller finding elsewhere
+        let view = View::new(&g, (0, 1.0), (1, 1.0));
+        assert_eq!(finding_depths(&view, &cl, None), vec![6, 8, 10]);
+        assert_eq!(finding_depths(&view, &cl, Some(1)), vec![18], "the focus class, however small");
+        assert_eq!(finding_depths(&view, &cl, Some(3)), vec![6, 8, 10], "absent focus: any class");
+        let pic = axial(&ct, &cl, None);
+        // 16 × 4 mm by 12 × 4 mm at 4 mm → 16 × 12, ×8 (capped) → 128 × 96; three panels.
+        assert_eq!((pic.width, pic.height), (3 * 128 + 2 * PANEL_GAP, 96));
+        assert_eq!(pic.get(5, 80), [128, 128, 128], "HU 40 is mid-grey at L40");
+        assert_eq!(pic.get(10 * 8, 2 * 8), lesion_colour(2), "class 2 outlined, anterior at the top");
+        assert_eq!(pic.get(128 + 1, 50), [255, 255, 255], "white gap between panels");
+    }
+
+    #[test]
+    fn png_encodes() {
+        let p = Picture::filled(3, 2, [10, 20, 30]);
+        let bytes = p.encode_png().expect("png");
+        assert_eq!(&bytes[1..4], b"PNG");
+        let dec = png::Decoder::new(std::io::Cursor::new(bytes));
+        let mut r = dec.read_info().expect("info");
+        let mut buf = vec![0; r.output_buffer_size().expect("size")];
+        let info = r.next_frame(&mut buf).expect("frame");
+        assert_eq!((info.width, info.height), (3, 2));
+        assert_eq!(&buf[..3], &[10, 20, 30]);
+    }
+}
