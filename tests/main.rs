@@ -12,6 +12,13 @@
 //! - `pipeline_process`: `edgeseg process`, DICOM to outputs, with a PET/CT model.
 //! - `post_profiles`: the PET/CT total-tumour profile on generated studies.
 //! - `post_screening`: the CT screening (S4C) rules.
+//! - `observe_http`: `/metrics` judged by `promtool check metrics`, `/readyz`,
+//!   the alert rules (`promtool check rules`, `promtool test rules`), the
+//!   Grafana dashboard and docs/metrics.md against the exported metrics.
+//! - `observe_notify`: sd_notify datagrams on a fake NOTIFY_SOCKET, compared
+//!   with `systemd-notify`'s; the watchdog interval.
+//! - `observe_dbus`: `org.edgeseg.Daemon1` on a private dbus-daemon, judged by
+//!   busctl and gdbus; `edgeseg status`.
 
 mod util;
 
@@ -19,6 +26,9 @@ mod infer_predict;
 mod ingest_bad_input;
 mod ingest_cli;
 mod ingest_formats;
+mod observe_dbus;
+mod observe_http;
+mod observe_notify;
 mod pipeline_process;
 mod post_profiles;
 mod post_screening;
