@@ -196,11 +196,8 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("EDGESEG_LOG").unwrap_or_else(|_| "warn".into()))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    // The journal under systemd (JOURNAL_STREAM), stderr otherwise.
+    edgeseg::observe::logging::init("warn");
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Inspect { dir, json } => inspect(&dir, json),

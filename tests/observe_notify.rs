@@ -127,3 +127,49 @@ fn watchdog_interval_from_the_environment() {
     assert_eq!(watchdog_interval_from(env(Some("soon"), None), 4242), None);
     assert_eq!(watchdog_interval_from(env(None, Some("4242")), 4242), None);
 }
+
+#[test]
+fn journal_stream_is_matched_by_device_and_inode() {
+    use edgeseg::observe::logging::journal_stream_matches;
+    assert!(journal_stream_matches("8:1234", 8, 1234));
+    assert!(journal_stream_matches("8:1234\n", 8, 1234));
+    assert!(!journal_stream_matches("8:1235", 8, 1234));
+    assert!(!journal_stream_matches("9:1234", 8, 1234));
+    assert!(!journal_stream_matches("", 8, 1234));
+    assert!(!journal_stream_matches("8", 8, 1234));
+    assert!(!journal_stream_matches("x:y", 8, 1234));
+}
+
+#[test]
+fn logs_go_to_the_journal_only_when_stderr_is_the_journal_stream() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let journald = std::path::Path::new("/run/systemd/journal/socket").exists();
+    // stderr is a file whose device and inode JOURNAL_STREAM names (as systemd
+    // would for its journal socket), or some other stream.
+    for matching in [true, false] {
+        let path = dir.path().join(format!("stderr-{matching}"));
+        let file = std::fs::File::create(&path).unwrap();
+        let m = file.metadata().unwrap();
+        let stream = if matching { format!("{}:{}", m.dev(), m.ino()) } else { format!("{}:{}", m.dev(), m.ino() + 1) };
+        let status = Command::new(env!("CARGO_BIN_EXE_edgeseg"))
+            .args(["status", "--address", "unix:path=/nonexistent/edgeseg-bus"])
+            .env("JOURNAL_STREAM", &stream)
+            .env("EDGESEG_LOG", "debug")
+            .stdout(std::process::Stdio::null())
+            .stderr(file)
+            .status()
+            .unwrap();
+        assert_eq!(status.code(), Some(1));
+        let err = std::fs::read_to_string(&path).unwrap();
+        assert!(err.contains("edgeseg: error:"), "{err}");
+        let fell_back = err.contains("journal socket unreachable");
+        if matching && !journald {
+            assert!(fell_back, "{err}");
+        } else {
+            assert!(!fell_back, "{err}");
+        }
+        let debug_on_stderr = err.contains("reading the daemon's properties");
+        assert_eq!(debug_on_stderr, !(matching && journald), "{err}");
+    }
+}

@@ -24,6 +24,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 mod dbus;
 mod gpu;
 pub mod http;
+pub mod logging;
 mod metrics;
 pub mod notify;
 pub mod status;
@@ -58,7 +59,7 @@ pub enum ObserveError {
         reason: String,
     },
     /// A D-Bus connection, name request or call failed.
-    #[error("D-Bus ({context}): {source}")]
+    #[error("D-Bus, {context}")]
     Dbus {
         /// What was being done.
         context: String,

@@ -70,6 +70,7 @@ pub fn read_status(bus: &BusKind) -> Result<DaemonStatus, ObserveError> {
         return Err(ObserveError::NotRunning { bus: bus.to_string() });
     };
     let bus_text = bus.to_string();
+    tracing::debug!(bus = %bus_text, "reading the daemon's properties");
     zbus::block_on(async move {
         let conn = builder.build().await.map_err(|e| dbus_err(&format!("connecting to the {bus_text}"), e))?;
         let name = BusName::try_from(DBUS_NAME).map_err(|e| dbus_err("bus name", e))?;
