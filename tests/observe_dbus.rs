@@ -49,7 +49,7 @@ impl PrivateBus {
             .arg(format!("--config-file={}", conf.display()))
             .args(["--nofork", "--print-address"])
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::null())
             .spawn()
             .expect("dbus-daemon starts");
         let stdout = child.stdout.take().expect("piped stdout");
@@ -225,6 +225,7 @@ fn daemon1_on_a_private_bus() {
     obs.set_status_line("idle");
     obs.set_queue_depth(4);
     obs.set_current_study(Some("1.2.840.99"));
+    obs.set_quarantined(2);
     let props = ok(&busctl(
         &bus,
         &[
@@ -234,6 +235,7 @@ fn daemon1_on_a_private_bus() {
             "org.edgeseg.Daemon1",
             "State",
             "QueueDepth",
+            "Quarantined",
             "CurrentStudy",
             "ModelSha256",
             "Provider",
@@ -241,7 +243,7 @@ fn daemon1_on_a_private_bus() {
     ));
     assert_eq!(
         props.lines().collect::<Vec<_>>(),
-        ["s \"idle\"", "t 4", "s \"1.2.840.99\"", &format!("s \"{}\"", "ab".repeat(32)), "s \"cpu\""]
+        ["s \"idle\"", "t 4", "t 2", "s \"1.2.840.99\"", &format!("s \"{}\"", "ab".repeat(32)), "s \"cpu\""]
     );
     let all = ok(&run_timeout(
         Command::new("gdbus").args(["call", "--address", &bus.address, "--timeout", "10"]).args([
@@ -267,6 +269,7 @@ fn daemon1_on_a_private_bus() {
     let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(j["state"], "idle");
     assert_eq!(j["queue_depth"], 4);
+    assert_eq!(j["quarantined"], 2);
     assert_eq!(j["current_study"], "1.2.840.99");
     assert_eq!(j["model_name"], "demo-petct");
     assert_eq!(j["model_sha256"], "ab".repeat(32));
@@ -288,6 +291,15 @@ fn daemon1_on_a_private_bus() {
     obs.set_state(DaemonState::Running);
     let l = mon.wait_for("'State'", Duration::from_secs(5)).expect("State change");
     assert!(l.contains("<'running'>"), "{l}");
+    obs.set_current_study(None);
+    let l = mon.wait_for("'CurrentStudy'", Duration::from_secs(5)).expect("CurrentStudy change");
+    assert!(l.contains("'CurrentStudy': <''>"), "{l}");
+    obs.set_quarantined(3);
+    let l = mon.wait_for("'Quarantined'", Duration::from_secs(5)).expect("Quarantined change");
+    assert!(l.contains("'Quarantined': <uint64 3>"), "{l}");
+    obs.set_status_line("study 1 of 2: inference fold 3/5");
+    let l = mon.wait_for("'Status'", Duration::from_secs(5)).expect("Status change");
+    assert!(l.contains("<'study 1 of 2: inference fold 3/5'>"), "{l}");
     obs.study_finished("1.2.840.99", "done", Some(Path::new("/var/lib/edgeseg/results/1.2.840.99")));
     let l = mon.wait_for("StudyFinished", Duration::from_secs(5)).expect("StudyFinished seen by gdbus monitor");
     assert!(l.contains("('1.2.840.99', 'done', '/var/lib/edgeseg/results/1.2.840.99')"), "{l}");
@@ -346,4 +358,34 @@ fn bus_off_and_unreachable_bus() {
     assert_eq!(BusKind::parse("off"), Some(BusKind::Off));
     assert_eq!(BusKind::parse("unix:path=/x"), Some(BusKind::Address("unix:path=/x".into())));
     assert_eq!(BusKind::parse("sytem"), None);
+}
+
+#[test]
+fn a_stalled_bus_never_blocks_the_observer() {
+    let mut bus = PrivateBus::start();
+    let (tx, _rx) = channel();
+    let obs = observer();
+    let handle = start_dbus(BusKind::Address(bus.address.clone()), obs.clone(), tx).unwrap().expect("a handle");
+    // Freeze the bus: the D-Bus thread's writes fill the socket and it stalls.
+    let pid = bus.child.id().to_string();
+    assert!(Command::new("kill").args(["-STOP", &pid]).status().unwrap().success());
+    for n in 0..20_000u64 {
+        obs.set_queue_depth(n);
+        obs.study_finished("1.2.3", "done", None);
+    }
+    let dropped: u64 = obs
+        .render()
+        .lines()
+        .find_map(|l| l.strip_prefix("edgeseg_observe_dropped_events_total "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(dropped > 0, "40000 events to a frozen bus and none dropped");
+    assert!(obs.render().lines().any(|l| l == "edgeseg_studies_total{outcome=\"done\"} 20000"));
+    // Thawed, the bus drains and the handle shuts down cleanly.
+    assert!(Command::new("kill").args(["-CONT", &pid]).status().unwrap().success());
+    drop(handle);
+    let names = ok(&busctl(&bus, &["list", "--no-legend"]));
+    assert!(!names.contains("org.edgeseg.Daemon1"), "{names}");
+    let _ = bus.child.kill();
 }

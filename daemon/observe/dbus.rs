@@ -2,9 +2,10 @@
 //! zruntime): object `/org/edgeseg/Daemon1`, interface `org.edgeseg.Daemon1`.
 //!
 //! - Properties: `State` (s), `Status` (s, the STATUS= line), `QueueDepth` (t),
-//!   `CurrentStudy` (s, empty when idle), `ModelName`, `ModelVersion`,
-//!   `ModelSha256`, `Provider`, `Version` (s, constant). PropertiesChanged is
-//!   emitted when State, Status, QueueDepth or CurrentStudy change.
+//!   `Quarantined` (t), `CurrentStudy` (s, empty when idle), `ModelName`,
+//!   `ModelVersion`, `ModelSha256`, `Provider`, `Version` (s, constant).
+//!   PropertiesChanged is emitted when State, Status, QueueDepth, Quarantined
+//!   or CurrentStudy change. docs/dbus.md is the operator's reference.
 //! - Methods: `Pause()`, `Resume()`, `Reprocess(s study_uid)`, `Enqueue(s
 //!   path)`, `ReloadConfig()`: each checks its argument and sends a
 //!   [`Command`] to the service loop; `org.freedesktop.DBus.Error.InvalidArgs`
@@ -191,6 +192,7 @@ fn event_loop(conn: &Connection, rx: &Receiver<DbusEvent>) {
                 DbusEvent::State => d.state_changed(emitter).await,
                 DbusEvent::Status => d.status_changed(emitter).await,
                 DbusEvent::QueueDepth => d.queue_depth_changed(emitter).await,
+                DbusEvent::Quarantined => d.quarantined_changed(emitter).await,
                 DbusEvent::CurrentStudy => d.current_study_changed(emitter).await,
                 DbusEvent::StudyFinished { study_uid, outcome, output_dir } => {
                     Daemon1::study_finished(emitter, study_uid, outcome, output_dir).await
@@ -277,6 +279,12 @@ impl Daemon1 {
     #[zbus(property)]
     fn queue_depth(&self) -> u64 {
         self.obs.snapshot().queue_depth
+    }
+
+    /// Studies in quarantine.
+    #[zbus(property)]
+    fn quarantined(&self) -> u64 {
+        self.obs.snapshot().quarantined
     }
 
     /// The StudyInstanceUID being processed, empty when none.

@@ -239,6 +239,7 @@ pub(crate) enum DbusEvent {
     State,
     Status,
     QueueDepth,
+    Quarantined,
     CurrentStudy,
     StudyFinished { study_uid: String, outcome: String, output_dir: String },
     Shutdown,
@@ -323,9 +324,11 @@ impl Observer {
         }
     }
 
-    /// The human status line: sent to systemd as `STATUS=` and shown as the
-    /// D-Bus `Status` property ("idle", "study 3 of 5: inference fold 2/5").
-    /// Never put patient data in it.
+    /// The human status line: sent to systemd as `STATUS=` (when it changed)
+    /// and shown as the D-Bus `Status` property ("idle", "study 3 of 5:
+    /// inference fold 2/5"). The service loop calls it on each state change
+    /// ([`Observer::set_state`] does not write STATUS= itself). Never put
+    /// patient data in it.
     pub fn set_status_line(&self, line: &str) {
         let line = notify::sanitize_status(line);
         let changed = {
@@ -334,8 +337,8 @@ impl Observer {
             snap.status.clone_from(&line);
             changed
         };
-        self.inner.notifier.status(&line);
         if changed {
+            self.inner.notifier.status(&line);
             self.dbus_event(DbusEvent::Status);
         }
     }
@@ -403,8 +406,16 @@ impl Observer {
 
     /// Studies in quarantine now.
     pub fn set_quarantined(&self, n: u64) {
-        lock(&self.inner.snap).quarantined = n;
+        let changed = {
+            let mut snap = lock(&self.inner.snap);
+            let changed = snap.quarantined != n;
+            snap.quarantined = n;
+            changed
+        };
         self.inner.metrics.set_quarantined(n);
+        if changed {
+            self.dbus_event(DbusEvent::Quarantined);
+        }
     }
 
     /// The study being processed (its UID), for the D-Bus `CurrentStudy`

@@ -19,6 +19,8 @@ pub struct DaemonStatus {
     pub status: String,
     /// Studies waiting in the queue.
     pub queue_depth: u64,
+    /// Studies in quarantine.
+    pub quarantined: u64,
     /// The StudyInstanceUID being processed, empty when none.
     pub current_study: String,
     /// Model package name.
@@ -38,10 +40,11 @@ impl DaemonStatus {
     pub fn to_text(&self) -> String {
         let current = if self.current_study.is_empty() { "-" } else { self.current_study.as_str() };
         format!(
-            "State:         {}\nStatus:        {}\nQueue depth:   {}\nCurrent study: {}\nModel:         {} {} (sha256 {})\nProvider:      {}\nVersion:       {}\n",
+            "State:         {}\nStatus:        {}\nQueue depth:   {}\nQuarantined:   {}\nCurrent study: {}\nModel:         {} {} (sha256 {})\nProvider:      {}\nVersion:       {}\n",
             self.state,
             self.status,
             self.queue_depth,
+            self.quarantined,
             current,
             self.model_name,
             self.model_version,
@@ -61,6 +64,13 @@ fn take_string(props: &mut HashMap<String, OwnedVariant>, name: &str) -> Result<
         .remove(name)
         .ok_or_else(|| ObserveError::BadProperty { name: name.to_string(), reason: "missing".to_string() })?;
     String::try_from(v).map_err(|e| ObserveError::BadProperty { name: name.to_string(), reason: e.to_string() })
+}
+
+fn take_u64(props: &mut HashMap<String, OwnedVariant>, name: &str) -> Result<u64, ObserveError> {
+    let v = props
+        .remove(name)
+        .ok_or_else(|| ObserveError::BadProperty { name: name.to_string(), reason: "missing".to_string() })?;
+    u64::try_from(v).map_err(|e| ObserveError::BadProperty { name: name.to_string(), reason: e.to_string() })
 }
 
 /// Reads the daemon's properties from `bus`. [`ObserveError::NotRunning`]
@@ -87,16 +97,13 @@ pub fn read_status(bus: &BusKind) -> Result<DaemonStatus, ObserveError> {
             .map_err(|e| dbus_err("properties proxy", e))?;
         let iface = InterfaceName::try_from(DBUS_INTERFACE).map_err(|e| dbus_err("interface name", e))?;
         let mut all = props.get_all(iface).await.map_err(|e| dbus_err("GetAll", e.into()))?;
-        let queue = all.remove("QueueDepth").ok_or_else(|| ObserveError::BadProperty {
-            name: "QueueDepth".to_string(),
-            reason: "missing".to_string(),
-        })?;
-        let queue_depth = u64::try_from(queue)
-            .map_err(|e| ObserveError::BadProperty { name: "QueueDepth".to_string(), reason: e.to_string() })?;
+        let queue_depth = take_u64(&mut all, "QueueDepth")?;
+        let quarantined = take_u64(&mut all, "Quarantined")?;
         Ok(DaemonStatus {
             state: take_string(&mut all, "State")?,
             status: take_string(&mut all, "Status")?,
             queue_depth,
+            quarantined,
             current_study: take_string(&mut all, "CurrentStudy")?,
             model_name: take_string(&mut all, "ModelName")?,
             model_version: take_string(&mut all, "ModelVersion")?,
