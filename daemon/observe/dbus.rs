@@ -219,7 +219,12 @@ struct Daemon1 {
 
 impl Daemon1 {
     fn send(&self, c: Command) -> zbus::fdo::Result<()> {
-        tracing::info!(command = ?c, "D-Bus command");
+        match &c {
+            // Not the path: scanners may name export folders after the patient.
+            Command::Enqueue(_) => tracing::info!(command = "Enqueue", "D-Bus command"),
+            Command::Reprocess(uid) => tracing::info!(command = "Reprocess", study = %uid, "D-Bus command"),
+            other => tracing::info!(command = ?other, "D-Bus command"),
+        }
         lock(&self.commands)
             .send(c)
             .map_err(|_| zbus::fdo::Error::Failed("the daemon is stopping: command not taken".to_string()))
