@@ -278,3 +278,49 @@ impl Metrics {
         String::from_utf8_lossy(&buf).into_owned()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The GPU series as NVML would fill them (this box may have no GPU), judged
+    /// by `promtool check metrics` like the rest of a scrape.
+    #[test]
+    fn gpu_series_pass_promtool() {
+        use std::io::Write;
+        let m = Metrics::new(&BuildAndModelInfo::this_build("m", "1", "00", "cuda"), 1.0);
+        m.gpu.up.set(1);
+        m.gpu.info.with_label_values(&["0", "NVIDIA H100 80GB HBM3"]).set(1);
+        m.gpu.memory_used.with_label_values(&["0"]).set(1_234_567_890);
+        m.gpu.memory_total.with_label_values(&["0"]).set(85_520_809_984);
+        m.gpu.temperature.with_label_values(&["0"]).set(41.0);
+        m.gpu.utilization.with_label_values(&["0"]).set(0.97);
+        let body = m.render();
+        for line in [
+            "edgeseg_gpu_up 1",
+            "edgeseg_gpu_info{gpu=\"0\",name=\"NVIDIA H100 80GB HBM3\"} 1",
+            "edgeseg_gpu_memory_used_bytes{gpu=\"0\"} 1234567890",
+            "edgeseg_gpu_memory_total_bytes{gpu=\"0\"} 85520809984",
+            "edgeseg_gpu_temperature_celsius{gpu=\"0\"} 41",
+            "edgeseg_gpu_utilization_ratio{gpu=\"0\"} 0.97",
+        ] {
+            assert!(body.lines().any(|l| l == line), "{line} missing:\n{body}");
+        }
+        let mut child = std::process::Command::new("promtool")
+            .args(["check", "metrics"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(body.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        let problems = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success() && problems.trim().is_empty(), "{problems}\n{body}");
+        // Losing the GPU removes its series.
+        m.gpu.clear();
+        m.gpu.up.set(0);
+        let body = m.render();
+        assert!(!body.contains("edgeseg_gpu_memory_used_bytes") && body.contains("edgeseg_gpu_up 0"), "{body}");
+    }
+}
