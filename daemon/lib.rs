@@ -8,6 +8,7 @@ pub mod export;
 pub mod gpu;
 pub mod infer;
 pub mod ingest;
+pub mod observe;
 pub mod pipeline;
 pub mod post;
 pub mod sys;

@@ -180,14 +180,24 @@ enum Command {
         #[arg(long)]
         gpu: bool,
     },
+    /// Show the running daemon's state, queue and model, read over D-Bus
+    /// (the system bus unless told otherwise).
+    Status {
+        /// Print JSON for scripts.
+        #[arg(long)]
+        json: bool,
+        /// Ask the session bus instead of the system bus.
+        #[arg(long, conflicts_with = "address")]
+        session: bool,
+        /// Ask the bus at this D-Bus address (unix:path=...).
+        #[arg(long)]
+        address: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("EDGESEG_LOG").unwrap_or_else(|_| "warn".into()))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    // The journal under systemd (JOURNAL_STREAM), stderr otherwise.
+    edgeseg::observe::logging::init("warn");
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Inspect { dir, json } => inspect(&dir, json),
@@ -234,6 +244,7 @@ fn main() -> ExitCode {
         Command::Components { mask, out, connectivity, min_ml, stats, json, gpu } => {
             components(&mask, &out, connectivity, min_ml, stats.as_deref(), json, gpu)
         }
+        Command::Status { json, session, address } => status(json, session, address),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
@@ -246,6 +257,22 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+fn status(json: bool, session: bool, address: Option<String>) -> Result<bool> {
+    use edgeseg::observe::{BusKind, status::read_status};
+    let bus = match (session, address) {
+        (_, Some(a)) => BusKind::Address(a),
+        (true, None) => BusKind::Session,
+        (false, None) => BusKind::System,
+    };
+    let st = read_status(&bus)?;
+    if json {
+        outln!("{}", serde_json::to_string_pretty(&st)?);
+    } else {
+        std::io::Write::write_all(&mut std::io::stdout().lock(), st.to_text().as_bytes())?;
+    }
+    Ok(true)
 }
 
 fn index(dir: &Path) -> Result<ingest::FolderIndex> {

@@ -7,7 +7,6 @@ command -v cmake >/dev/null || need+=(cmake)            # builds CharLS (JPEG-LS
 command -v dcmcjpeg >/dev/null || need+=(dcmtk)          # fixture compression, dcmdump
 command -v dciodvfy >/dev/null || need+=(dicom3tools)    # DICOM validator
 [ -x /usr/bin/time ] || need+=(time)                     # peak-memory figures
-pkg-config --exists libsystemd 2>/dev/null || need+=(libsystemd-dev pkg-config)  # sd_notify, journald (crate systemd)
 command -v promtool >/dev/null || need+=(prometheus)   # promtool check metrics
 command -v dbus-daemon >/dev/null || need+=(dbus)       # private bus for the D-Bus tests
 command -v plastimatch >/dev/null || need+=(plastimatch) # RTSTRUCT peer

@@ -16,6 +16,13 @@
 //!   dual-phase studies: the verdict in report.json.
 //! - `post_profiles`: the PET/CT total-tumour profile on generated studies.
 //! - `post_screening`: the CT screening (S4C) rules.
+//! - `observe_http`: `/metrics` judged by `promtool check metrics`, `/readyz`,
+//!   the alert rules (`promtool check rules`, `promtool test rules`), the
+//!   Grafana dashboard and docs/metrics.md against the exported metrics.
+//! - `observe_notify`: sd_notify datagrams on a fake NOTIFY_SOCKET, compared
+//!   with `systemd-notify`'s; the watchdog interval.
+//! - `observe_dbus`: `org.edgeseg.Daemon1` on a private dbus-daemon, judged by
+//!   busctl and gdbus; `edgeseg status`.
 
 mod util;
 
@@ -24,6 +31,9 @@ mod infer_predict;
 mod ingest_bad_input;
 mod ingest_cli;
 mod ingest_formats;
+mod observe_dbus;
+mod observe_http;
+mod observe_notify;
 mod pipeline_process;
 mod pipeline_screening;
 mod post_profiles;

@@ -1,0 +1,60 @@
+//! Where logs go: the journal (tracing-journald, with priorities and fields)
+//! when systemd connected stderr to it, stderr otherwise. systemd says so with
+//! `JOURNAL_STREAM=<dev>:<inode>` of the stream it set up; a child whose stderr
+//! was redirected elsewhere keeps the variable but not the stream, so the
+//! device and inode are compared with stderr's own (as sd_journal_stream_fd's
+//! documentation asks).
+
+use std::io::IsTerminal;
+use std::os::fd::AsFd;
+use std::os::unix::fs::MetadataExt;
+
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+
+/// Whether a `JOURNAL_STREAM` value names the stream with this device and inode.
+pub fn journal_stream_matches(value: &str, dev: u64, ino: u64) -> bool {
+    let Some((d, i)) = value.trim().split_once(':') else {
+        return false;
+    };
+    matches!((d.parse::<u64>(), i.parse::<u64>()), (Ok(d), Ok(i)) if d == dev && i == ino)
+}
+
+/// Whether stderr is the journal stream systemd set up for this service.
+pub fn stderr_is_journal() -> bool {
+    let Some(value) = std::env::var_os("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Ok(fd) = std::io::stderr().as_fd().try_clone_to_owned() else {
+        return false;
+    };
+    match std::fs::File::from(fd).metadata() {
+        Ok(m) => journal_stream_matches(&value.to_string_lossy(), m.dev(), m.ino()),
+        Err(_) => false,
+    }
+}
+
+/// Installs the global tracing subscriber: filter from `EDGESEG_LOG` (else
+/// `default_filter`), to the journal under systemd (syslog identifier
+/// `edgeseg`), to stderr otherwise (or when the journal socket cannot be
+/// reached). Call once, first thing in `main`.
+pub fn init(default_filter: &str) {
+    let filter = || EnvFilter::try_from_env("EDGESEG_LOG").unwrap_or_else(|_| EnvFilter::new(default_filter));
+    if stderr_is_journal() {
+        match tracing_journald::layer() {
+            Ok(layer) => {
+                let layer = layer.with_syslog_identifier("edgeseg".to_string());
+                if tracing_subscriber::registry().with(filter()).with(layer).try_init().is_ok() {
+                    return;
+                }
+            }
+            Err(e) => eprintln!("edgeseg: journal socket unreachable ({e}): logging to stderr"),
+        }
+    }
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter())
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .try_init();
+}

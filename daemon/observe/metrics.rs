@@ -1,0 +1,326 @@
+//! The Prometheus metrics: one registry of the daemon's own (no process
+//! collector), every family named `edgeseg_*` and documented in
+//! `docs/metrics.md`. Label values come from fixed sets (outcome, stage, state,
+//! folder role, readiness check), the configured paths, the model and build
+//! strings and the GPU index: never from a study.
+
+use std::cell::RefCell;
+
+use prometheus::core::Collector;
+use prometheus::{
+    Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+use super::{BuildAndModelInfo, DaemonState, OUTCOMES, Readiness, STAGES};
+
+/// Stage duration buckets, seconds: a fast CPU stage (0.05 s) to a slow CPU
+/// inference of a whole-body PET/CT (an hour).
+pub(crate) const STAGE_BUCKETS: [f64; 16] =
+    [0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0];
+
+/// The GPU gauges, refreshed from NVML on each scrape.
+pub(crate) struct GpuMetrics {
+    pub up: IntGauge,
+    pub info: IntGaugeVec,
+    pub memory_used: IntGaugeVec,
+    pub memory_total: IntGaugeVec,
+    pub temperature: GaugeVec,
+    pub utilization: GaugeVec,
+}
+
+impl GpuMetrics {
+    /// Removes every per-GPU series (no GPU, or NVML lost it).
+    pub fn clear(&self) {
+        self.info.reset();
+        self.memory_used.reset();
+        self.memory_total.reset();
+        self.temperature.reset();
+        self.utilization.reset();
+    }
+}
+
+pub(crate) struct Metrics {
+    registry: Registry,
+    names: Vec<String>,
+    studies: IntCounterVec,
+    stage: HistogramVec,
+    queue_depth: IntGauge,
+    quarantined: IntGauge,
+    last_success: Gauge,
+    busy: IntGauge,
+    disk_free: IntGaugeVec,
+    state: IntGaugeVec,
+    ready: IntGauge,
+    ready_check: IntGaugeVec,
+    dropped: IntCounter,
+    pub gpu: GpuMetrics,
+}
+
+// The metric names, help texts and label names below are constants, checked
+// by the observe tests: building them cannot fail at run time.
+#[allow(clippy::expect_used)]
+fn int_gauge(registry: &Reg, name: &str, help: &str) -> IntGauge {
+    let g = IntGauge::new(name, help).expect("constant metric name");
+    register(registry, g.clone());
+    g
+}
+
+#[allow(clippy::expect_used)]
+fn gauge(registry: &Reg, name: &str, help: &str) -> Gauge {
+    let g = Gauge::new(name, help).expect("constant metric name");
+    register(registry, g.clone());
+    g
+}
+
+#[allow(clippy::expect_used)]
+fn int_gauge_vec(registry: &Reg, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("constant metric name");
+    register(registry, g.clone());
+    g
+}
+
+#[allow(clippy::expect_used)]
+fn gauge_vec(registry: &Reg, name: &str, help: &str, labels: &[&str]) -> GaugeVec {
+    let g = GaugeVec::new(Opts::new(name, help), labels).expect("constant metric name");
+    register(registry, g.clone());
+    g
+}
+
+/// The registry and the names of the families registered in it.
+struct Reg {
+    registry: Registry,
+    names: RefCell<Vec<String>>,
+}
+
+fn register(reg: &Reg, c: impl Collector + 'static) {
+    let names: Vec<String> = c.desc().iter().map(|d| d.fq_name.clone()).collect();
+    match reg.registry.register(Box::new(c)) {
+        Ok(()) => reg.names.borrow_mut().extend(names),
+        Err(e) => tracing::error!(error = %e, "metric not registered"),
+    }
+}
+
+impl Metrics {
+    #[allow(clippy::expect_used)]
+    pub fn new(info: &BuildAndModelInfo, start_time: f64) -> Self {
+        let reg = Reg { registry: Registry::new(), names: RefCell::new(Vec::new()) };
+        let r = &reg;
+
+        let studies = IntCounterVec::new(
+            Opts::new(
+                "edgeseg_studies_total",
+                "Studies that left the pipeline, by outcome (done, failed, quarantined).",
+            ),
+            &["outcome"],
+        )
+        .expect("constant metric name");
+        register(r, studies.clone());
+        for o in OUTCOMES {
+            studies.with_label_values(&[o]);
+        }
+
+        let stage = HistogramVec::new(
+            HistogramOpts::new("edgeseg_stage_duration_seconds", "Time one study spent in a pipeline stage.")
+                .buckets(STAGE_BUCKETS.to_vec()),
+            &["stage"],
+        )
+        .expect("constant metric name");
+        register(r, stage.clone());
+        for s in STAGES {
+            stage.with_label_values(&[s]);
+        }
+
+        let build =
+            int_gauge_vec(r, "edgeseg_build_info", "The running edgeseg build (always 1).", &["version", "revision"]);
+        build.with_label_values(&[info.edgeseg_version.as_str(), info.git_rev.as_str()]).set(1);
+        let model = int_gauge_vec(
+            r,
+            "edgeseg_model_info",
+            "The loaded model package and execution provider (always 1).",
+            &["name", "version", "sha256", "provider"],
+        );
+        model
+            .with_label_values(&[
+                info.model_name.as_str(),
+                info.model_version.as_str(),
+                info.model_sha256.as_str(),
+                info.provider.as_str(),
+            ])
+            .set(1);
+        int_gauge(r, "edgeseg_up", "1 while the daemon process runs and serves metrics.").set(1);
+        gauge(r, "edgeseg_start_time_seconds", "Start time of the daemon, seconds since the Unix epoch.")
+            .set(start_time);
+
+        Metrics {
+            studies,
+            stage,
+            queue_depth: int_gauge(
+                r,
+                "edgeseg_queue_depth",
+                "Studies waiting in the queue (seen or ready, not running).",
+            ),
+            quarantined: int_gauge(r, "edgeseg_quarantined_studies", "Studies in quarantine now."),
+            last_success: gauge(
+                r,
+                "edgeseg_last_success_timestamp_seconds",
+                "When the last study finished done, seconds since the Unix epoch (0: none since start).",
+            ),
+            busy: int_gauge(r, "edgeseg_study_in_progress", "1 while a study is being processed."),
+            disk_free: int_gauge_vec(
+                r,
+                "edgeseg_disk_free_bytes",
+                "Free bytes (for the daemon's user) on the file system of a folder.",
+                &["folder", "path"],
+            ),
+            state: int_gauge_vec(
+                r,
+                "edgeseg_daemon_state",
+                "The daemon's state as a state set: 1 for the current state, 0 for the others.",
+                &["state"],
+            ),
+            ready: int_gauge(r, "edgeseg_ready", "1 when /readyz answers 200."),
+            ready_check: int_gauge_vec(
+                r,
+                "edgeseg_ready_check",
+                "Each readiness condition: 1 when it holds (model, watch, disk).",
+                &["check"],
+            ),
+            dropped: {
+                let c = IntCounter::new(
+                    "edgeseg_observe_dropped_events_total",
+                    "D-Bus notifications dropped because the D-Bus thread lagged (observing never blocks the pipeline).",
+                )
+                .expect("constant metric name");
+                register(r, c.clone());
+                c
+            },
+            gpu: GpuMetrics {
+                up: int_gauge(
+                    r,
+                    "edgeseg_gpu_up",
+                    "1 when NVML answers for every GPU, 0 when NVML or a GPU is missing.",
+                ),
+                info: int_gauge_vec(r, "edgeseg_gpu_info", "The GPUs NVML sees (always 1).", &["gpu", "name"]),
+                memory_used: int_gauge_vec(r, "edgeseg_gpu_memory_used_bytes", "GPU memory in use.", &["gpu"]),
+                memory_total: int_gauge_vec(r, "edgeseg_gpu_memory_total_bytes", "GPU memory installed.", &["gpu"]),
+                temperature: gauge_vec(r, "edgeseg_gpu_temperature_celsius", "GPU die temperature.", &["gpu"]),
+                utilization: gauge_vec(
+                    r,
+                    "edgeseg_gpu_utilization_ratio",
+                    "Fraction of the last sample period a kernel ran on the GPU (0 to 1).",
+                    &["gpu"],
+                ),
+            },
+            registry: reg.registry,
+            names: reg.names.into_inner(),
+        }
+    }
+
+    pub fn set_state(&self, s: DaemonState) {
+        for st in DaemonState::ALL {
+            self.state.with_label_values(&[st.as_str()]).set(i64::from(st == s));
+        }
+    }
+
+    pub fn set_ready(&self, r: &Readiness, s: DaemonState) {
+        self.ready_check.with_label_values(&["model"]).set(i64::from(r.model_loaded));
+        self.ready_check.with_label_values(&["watch"]).set(i64::from(r.watch_armed));
+        self.ready_check.with_label_values(&["disk"]).set(i64::from(r.disk_ok));
+        self.ready.set(i64::from(r.missing(s).is_empty()));
+    }
+
+    pub fn study_finished(&self, outcome: &str, now: f64) {
+        self.studies.with_label_values(&[outcome]).inc();
+        if outcome == "done" {
+            self.last_success.set(now);
+        }
+    }
+
+    pub fn observe_stage(&self, stage: &str, seconds: f64) {
+        self.stage.with_label_values(&[stage]).observe(seconds);
+    }
+
+    pub fn set_last_success(&self, t: f64) {
+        self.last_success.set(t);
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        self.names.clone()
+    }
+
+    pub fn set_queue_depth(&self, n: u64) {
+        self.queue_depth.set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    pub fn set_quarantined(&self, n: u64) {
+        self.quarantined.set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    pub fn set_busy(&self, busy: bool) {
+        self.busy.set(i64::from(busy));
+    }
+
+    pub fn disk_free(&self, role: &str, path: &str, bytes: u64) {
+        self.disk_free.with_label_values(&[role, path]).set(i64::try_from(bytes).unwrap_or(i64::MAX));
+    }
+
+    pub fn dropped_event(&self) {
+        self.dropped.inc();
+    }
+
+    pub fn render(&self) -> String {
+        let families = self.registry.gather();
+        let mut buf = Vec::new();
+        if let Err(e) = TextEncoder::new().encode(&families, &mut buf) {
+            tracing::error!(error = %e, "metrics encoding failed");
+        }
+        String::from_utf8_lossy(&buf).into_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The GPU series as NVML would fill them (this box may have no GPU), judged
+    /// by `promtool check metrics` like the rest of a scrape.
+    #[test]
+    fn gpu_series_pass_promtool() {
+        use std::io::Write;
+        let m = Metrics::new(&BuildAndModelInfo::this_build("m", "1", "00", "cuda"), 1.0);
+        m.gpu.up.set(1);
+        m.gpu.info.with_label_values(&["0", "NVIDIA H100 80GB HBM3"]).set(1);
+        m.gpu.memory_used.with_label_values(&["0"]).set(1_234_567_890);
+        m.gpu.memory_total.with_label_values(&["0"]).set(85_520_809_984);
+        m.gpu.temperature.with_label_values(&["0"]).set(41.0);
+        m.gpu.utilization.with_label_values(&["0"]).set(0.97);
+        let body = m.render();
+        for line in [
+            "edgeseg_gpu_up 1",
+            "edgeseg_gpu_info{gpu=\"0\",name=\"NVIDIA H100 80GB HBM3\"} 1",
+            "edgeseg_gpu_memory_used_bytes{gpu=\"0\"} 1234567890",
+            "edgeseg_gpu_memory_total_bytes{gpu=\"0\"} 85520809984",
+            "edgeseg_gpu_temperature_celsius{gpu=\"0\"} 41",
+            "edgeseg_gpu_utilization_ratio{gpu=\"0\"} 0.97",
+        ] {
+            assert!(body.lines().any(|l| l == line), "{line} missing:\n{body}");
+        }
+        let mut child = std::process::Command::new("promtool")
+            .args(["check", "metrics"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(body.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        let problems = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success() && problems.trim().is_empty(), "{problems}\n{body}");
+        // Losing the GPU removes its series.
+        m.gpu.clear();
+        m.gpu.up.set(0);
+        let body = m.render();
+        assert!(!body.contains("edgeseg_gpu_memory_used_bytes") && body.contains("edgeseg_gpu_up 0"), "{body}");
+    }
+}

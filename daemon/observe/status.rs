@@ -1,0 +1,115 @@
+//! `edgeseg status [--json]`: reads the daemon's D-Bus properties (system bus
+//! by default) and prints them for a person or, with `--json`, for a script.
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+use zbus::OwnedVariant;
+use zbus::fdo::{DBusProxy, PropertiesProxy};
+use zbus::names::{BusName, InterfaceName};
+
+use super::{BusKind, DBUS_INTERFACE, DBUS_NAME, DBUS_PATH, ObserveError};
+
+/// The daemon's properties, as `edgeseg status --json` prints them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DaemonStatus {
+    /// starting, idle, running, paused, disk_low or stopping.
+    pub state: String,
+    /// The status line (systemd's STATUS=).
+    pub status: String,
+    /// Studies waiting in the queue.
+    pub queue_depth: u64,
+    /// Studies in quarantine.
+    pub quarantined: u64,
+    /// The StudyInstanceUID being processed, empty when none.
+    pub current_study: String,
+    /// Model package name.
+    pub model_name: String,
+    /// Model package version.
+    pub model_version: String,
+    /// Model package sha256.
+    pub model_sha256: String,
+    /// Execution provider.
+    pub provider: String,
+    /// The daemon's edgeseg version and revision.
+    pub version: String,
+}
+
+impl DaemonStatus {
+    /// The human form: one `Name: value` line each.
+    pub fn to_text(&self) -> String {
+        let current = if self.current_study.is_empty() { "-" } else { self.current_study.as_str() };
+        format!(
+            "State:         {}\nStatus:        {}\nQueue depth:   {}\nQuarantined:   {}\nCurrent study: {}\nModel:         {} {} (sha256 {})\nProvider:      {}\nVersion:       {}\n",
+            self.state,
+            self.status,
+            self.queue_depth,
+            self.quarantined,
+            current,
+            self.model_name,
+            self.model_version,
+            self.model_sha256,
+            self.provider,
+            self.version
+        )
+    }
+}
+
+fn dbus_err(context: &str, source: zbus::Error) -> ObserveError {
+    ObserveError::Dbus { context: context.to_string(), source }
+}
+
+fn take_string(props: &mut HashMap<String, OwnedVariant>, name: &str) -> Result<String, ObserveError> {
+    let v = props
+        .remove(name)
+        .ok_or_else(|| ObserveError::BadProperty { name: name.to_string(), reason: "missing".to_string() })?;
+    String::try_from(v).map_err(|e| ObserveError::BadProperty { name: name.to_string(), reason: e.to_string() })
+}
+
+fn take_u64(props: &mut HashMap<String, OwnedVariant>, name: &str) -> Result<u64, ObserveError> {
+    let v = props
+        .remove(name)
+        .ok_or_else(|| ObserveError::BadProperty { name: name.to_string(), reason: "missing".to_string() })?;
+    u64::try_from(v).map_err(|e| ObserveError::BadProperty { name: name.to_string(), reason: e.to_string() })
+}
+
+/// Reads the daemon's properties from `bus`. [`ObserveError::NotRunning`]
+/// when nobody owns `org.edgeseg.Daemon1` there.
+pub fn read_status(bus: &BusKind) -> Result<DaemonStatus, ObserveError> {
+    let Some(builder) = bus.builder() else {
+        return Err(ObserveError::NotRunning { bus: bus.to_string() });
+    };
+    let bus_text = bus.to_string();
+    tracing::debug!(bus = %bus_text, "reading the daemon's properties");
+    zbus::block_on(async move {
+        let conn = builder.build().await.map_err(|e| dbus_err(&format!("connecting to the {bus_text}"), e))?;
+        let name = BusName::try_from(DBUS_NAME).map_err(|e| dbus_err("bus name", e))?;
+        let dbus = DBusProxy::new(&conn).await.map_err(|e| dbus_err("org.freedesktop.DBus proxy", e))?;
+        let owned = dbus.name_has_owner(name).await.map_err(|e| dbus_err("NameHasOwner", e.into()))?;
+        if !owned {
+            return Err(ObserveError::NotRunning { bus: bus_text });
+        }
+        let props = PropertiesProxy::builder(&conn)
+            .destination(DBUS_NAME)
+            .path(DBUS_PATH)
+            .build()
+            .await
+            .map_err(|e| dbus_err("properties proxy", e))?;
+        let iface = InterfaceName::try_from(DBUS_INTERFACE).map_err(|e| dbus_err("interface name", e))?;
+        let mut all = props.get_all(iface).await.map_err(|e| dbus_err("GetAll", e.into()))?;
+        let queue_depth = take_u64(&mut all, "QueueDepth")?;
+        let quarantined = take_u64(&mut all, "Quarantined")?;
+        Ok(DaemonStatus {
+            state: take_string(&mut all, "State")?,
+            status: take_string(&mut all, "Status")?,
+            queue_depth,
+            quarantined,
+            current_study: take_string(&mut all, "CurrentStudy")?,
+            model_name: take_string(&mut all, "ModelName")?,
+            model_version: take_string(&mut all, "ModelVersion")?,
+            model_sha256: take_string(&mut all, "ModelSha256")?,
+            provider: take_string(&mut all, "Provider")?,
+            version: take_string(&mut all, "Version")?,
+        })
+    })
+}
