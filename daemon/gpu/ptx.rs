@@ -102,10 +102,10 @@ fn nvrtc_load(
     for target in targets {
         let key = cache_key(file.source, target, version);
         let cached = cache.as_ref().map(|d| d.join(format!("{}-compute_{target}-{key}.ptx", file.name)));
-        if let Some(path) = &cached {
-            if let Some(module) = load_cached(ctx, path) {
-                return Ok((module, format!("NVRTC compute_{target} (cached at {})", path.display())));
-            }
+        if let Some(path) = &cached
+            && let Some(module) = load_cached(ctx, path)
+        {
+            return Ok((module, format!("NVRTC compute_{target} (cached at {})", path.display())));
         }
         let text = match nvrtc_compile(file, target, version)? {
             Ok(text) => text,
