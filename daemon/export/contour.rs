@@ -5,11 +5,20 @@
 //! samples, so masks touching the border close there. Every contour keeps the
 //! inside on the same side (outer boundaries run one way, holes the other),
 //! saddle cells join diagonally touching inside pixels (8-connected inside,
-//! 4-connected holes), and collinear vertices are dropped. Because every
-//! vertex lies half-way between an inside and an outside centre, filling the
-//! contours with the even-odd rule gives back exactly the mask's pixels.
+//! 4-connected holes), and collinear vertices are dropped.
+//!
+//! Each vertex lies between an inside and an outside pixel centre, moved
+//! `INSET` pixels from the midpoint towards the inside centre. Filling the
+//! contours at pixel centres with the even-odd rule (plastimatch, most
+//! planning systems) gives back exactly the mask's pixels, and so does
+//! rounding the vertices to the nearest pixel and filling boundary pixels too
+//! (rt-utils: `np.around` + OpenCV `fillPoly`), which exact midpoints
+//! (x.5 rounded half to even) would not.
 
 use std::collections::HashMap;
+
+/// How far (pixels) a vertex sits from the midpoint towards the inside centre.
+pub const INSET: f64 = 0.05;
 
 /// One closed contour in pixel coordinates: `x` along columns (i), `y` along
 /// rows (j), the pixel (i, j) centred at (i, j).
@@ -89,10 +98,27 @@ pub fn trace(mask: &[u8], width: usize, height: usize) -> Vec<Contour> {
         if points.len() < 3 {
             continue;
         }
-        let mut c =
+        let exact =
             Contour { points: points.iter().map(|&(x, y)| [x as f64 / 2.0, y as f64 / 2.0]).collect(), hole: false };
-        c.hole = c.signed_area() > 0.0;
-        out.push(c);
+        let hole = exact.signed_area() > 0.0;
+        let inset = points
+            .iter()
+            .map(|&(x, y)| {
+                // The two samples the vertex lies between; move towards the inside one.
+                let (a, b) = if x % 2 != 0 {
+                    (((x - 1) / 2, y / 2), ((x + 1) / 2, y / 2))
+                } else {
+                    ((x / 2, (y - 1) / 2), (x / 2, (y + 1) / 2))
+                };
+                let (inside, outside) = if at(a.0, a.1) { (a, b) } else { (b, a) };
+                let f = 0.5 - INSET;
+                [
+                    inside.0 as f64 + f * (outside.0 - inside.0) as f64,
+                    inside.1 as f64 + f * (outside.1 - inside.1) as f64,
+                ]
+            })
+            .collect();
+        out.push(Contour { points: inset, hole });
     }
     out
 }
@@ -162,9 +188,11 @@ mod tests {
         let cs = check(&["....", ".##.", ".##.", "...."]);
         assert_eq!(cs.len(), 1);
         assert!(!cs[0].hole);
-        // Octagon through the edge midpoints: 2×2 pixels less four half-pixel corners.
+        // Octagon near the edge midpoints: 2×2 pixels less four corners, inset.
         assert_eq!(cs[0].points.len(), 8);
-        assert!((cs[0].signed_area() + 3.5).abs() < 1e-12);
+        let f = 0.5 - INSET;
+        let side = 1.0 + 2.0 * f;
+        assert!((cs[0].signed_area() + side * side - 2.0 * f * f).abs() < 1e-12);
     }
 
     #[test]
@@ -173,8 +201,12 @@ mod tests {
         assert_eq!(cs.len(), 1);
         let mut p = cs[0].points.clone();
         p.sort_by(|a, b| a.partial_cmp(b).expect("finite"));
-        assert_eq!(p, [[0.5, 1.0], [1.0, 0.5], [1.0, 1.5], [1.5, 1.0]]);
-        assert!((cs[0].signed_area() + 0.5).abs() < 1e-12);
+        let f = 0.5 - INSET;
+        let want = [[1.0 - f, 1.0], [1.0, 1.0 - f], [1.0, 1.0 + f], [1.0 + f, 1.0]];
+        for (a, b) in p.iter().zip(want) {
+            assert!((a[0] - b[0]).abs() < 1e-12 && (a[1] - b[1]).abs() < 1e-12, "{p:?}");
+        }
+        assert!((cs[0].signed_area() + 2.0 * f * f).abs() < 1e-12);
     }
 
     #[test]
@@ -185,8 +217,9 @@ mod tests {
         let outer = cs.iter().find(|c| !c.hole).expect("outer");
         let hole = cs.iter().find(|c| c.hole).expect("hole");
         assert!(outer.signed_area() < 0.0 && hole.signed_area() > 0.0);
-        // The hole's diamond around the centre pixel (2, 2).
-        assert!((hole.signed_area() - 0.5).abs() < 1e-12);
+        // The hole's diamond around the centre pixel (2, 2), inset away from it.
+        let f = 0.5 + INSET;
+        assert!((hole.signed_area() - 2.0 * f * f).abs() < 1e-12);
     }
 
     #[test]

@@ -259,7 +259,7 @@ pub fn write_part10(path: &Path, obj: InMemDicomObject) -> Result<(), DicomExpor
             FileMetaTableBuilder::new()
                 .transfer_syntax(dicom_dictionary_std::uids::EXPLICIT_VR_LITTLE_ENDIAN)
                 .implementation_class_uid(IMPLEMENTATION_CLASS_UID)
-                .implementation_version_name(format!("EDGESEG_{}", crate::version())),
+                .implementation_version_name(concat!("EDGESEG_", env!("CARGO_PKG_VERSION"))),
         )
         .map_err(|e| err(e.to_string()))?;
     let mut bytes = Vec::new();

@@ -83,6 +83,8 @@ pub fn write(path: &Path, src: &SourceRefs, set: &SegmentSet) -> Result<RtStruct
         text(tags::SERIES_INSTANCE_UID, VR::UI, &new_uid()),
         text(tags::SERIES_NUMBER, VR::IS, RTSTRUCT_SERIES_NUMBER),
         text(tags::INSTANCE_NUMBER, VR::IS, "1"),
+        text(tags::FRAME_OF_REFERENCE_UID, VR::UI, &src.frame_of_reference_uid),
+        text(tags::POSITION_REFERENCE_INDICATOR, VR::LO, ""),
         text(tags::MANUFACTURER, VR::LO, "edgeseg"),
         text(tags::MANUFACTURER_MODEL_NAME, VR::LO, "edgeseg"),
         text(tags::SOFTWARE_VERSIONS, VR::LO, crate::version()),

@@ -94,7 +94,7 @@ pub fn write(path: &Path, src: &SourceRefs, set: &SegmentSet, algo: &Algorithm) 
         // Segmentation Image.
         text(tags::CONTENT_LABEL, VR::CS, "EDGESEG"),
         text(tags::CONTENT_DESCRIPTION, VR::LO, "Automatic segmentation (not for clinical use unless cleared)"),
-        text(tags::CONTENT_CREATOR_NAME, VR::PN, "edgeseg"),
+        text(tags::CONTENT_CREATOR_NAME, VR::PN, ""),
         text(tags::SEGMENTATION_TYPE, VR::CS, "BINARY"),
         text(tags::SEGMENTS_OVERLAP, VR::CS, "NO"),
         text(tags::LOSSY_IMAGE_COMPRESSION, VR::CS, "00"),
@@ -217,6 +217,8 @@ pub fn write(path: &Path, src: &SourceRefs, set: &SegmentSet, algo: &Algorithm) 
                 source.push(text(tags::REFERENCED_FRAME_NUMBER, VR::IS, &f.to_string()));
             }
             source.push(seq(tags::PURPOSE_OF_REFERENCE_CODE_SEQUENCE, vec![SOURCE_FOR_PROCESSING.item()]));
+            // Same grid as the source: a pixel of the frame is the source's pixel.
+            source.push(text(tags::SPATIAL_LOCATIONS_PRESERVED, VR::CS, "YES"));
             frames.push(item(vec![
                 seq(
                     tags::DERIVATION_IMAGE_SEQUENCE,
