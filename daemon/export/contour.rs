@@ -4,8 +4,10 @@
 //! Samples are pixel centres; the image is surrounded by a ring of outside
 //! samples, so masks touching the border close there. Every contour keeps the
 //! inside on the same side (outer boundaries run one way, holes the other),
-//! saddle cells join diagonally touching inside pixels (8-connected inside,
-//! 4-connected holes), and collinear vertices are dropped.
+//! saddle cells keep diagonally touching inside pixels apart (4-connected
+//! inside, 8-connected outside: a background pixel touching the outside only
+//! diagonally is a notch of the outer contour, not a hole, which plastimatch
+//! rasterises more faithfully), and collinear vertices are dropped.
 //!
 //! Each vertex lies between an inside and an outside pixel centre, moved
 //! `INSET` pixels from the midpoint towards the inside centre. Filling the
@@ -71,10 +73,10 @@ pub fn trace(mask: &[u8], width: usize, height: usize) -> Vec<Contour> {
                 next.insert(mid[ins[0]], mid[out]);
                 starts.push(mid[ins[0]]);
             } else {
-                // Saddle: cut off each outside corner; the edge before an
+                // Saddle: cut off each inside corner; the edge after an
                 // entering edge leaves the inside at that corner.
                 for &e in &ins {
-                    next.insert(mid[e], mid[(e + 3) % 4]);
+                    next.insert(mid[e], mid[(e + 1) % 4]);
                     starts.push(mid[e]);
                 }
             }
@@ -223,11 +225,16 @@ mod tests {
     }
 
     #[test]
-    fn diagonal_touching_voxels_join_into_one_contour() {
+    fn diagonal_touching_voxels_get_separate_contours() {
         let cs = check(&["....", ".#..", "..#.", "...."]);
-        assert_eq!(cs.len(), 1, "8-connected inside: {cs:?}");
+        assert_eq!(cs.len(), 2, "4-connected inside: {cs:?}");
+        assert!(cs.iter().all(|c| !c.hole && c.points.len() == 4));
         let cs = check(&["....", "..#.", ".#..", "...."]);
+        assert_eq!(cs.len(), 2);
+        // A pixel touching the outside diagonally only is a notch, not a hole.
+        let cs = check(&[".###", "#.##", "####"]);
         assert_eq!(cs.len(), 1);
+        assert!(!cs[0].hole);
         // A checkerboard keeps every inside pixel and each outside pixel.
         check(&["#.#.", ".#.#", "#.#.", ".#.#"]);
     }

@@ -29,11 +29,14 @@ import SimpleITK as sitk
 from conftest import FIXTURES, generate_phantom, run_edgeseg
 
 DICE_MIN = 0.95
+ROOT = FIXTURES.parents[1]
+# name: (phantom flags, model); "demo" is the demo model (lesion and liver classes).
 CASES = {
-    "axial": ("--size", "small", "--seed", "11"),
-    "oblique": ("--size", "small", "--seed", "5", "--oblique"),
-    "feet-first": ("--size", "small", "--seed", "7", "--feet-first"),
-    "hollow": ("--size", "small", "--seed", "11"),
+    "axial": (("--size", "small", "--seed", "11"), "pointwise"),
+    "oblique": (("--size", "small", "--seed", "5", "--oblique"), "pointwise"),
+    "feet-first": (("--size", "small", "--seed", "7", "--feet-first"), "pointwise"),
+    "hollow": (("--size", "small", "--seed", "11"), "pointwise"),
+    "demo-liver": (("--size", "small", "--seed", "11"), "demo"),
 }
 
 
@@ -54,6 +57,10 @@ def model(tmp_path_factory) -> Path:
     return d / "model"
 
 
+def model_dir(model: Path, name: str) -> Path:
+    return ROOT / "models" / "demo-petct" if CASES[name][1] == "demo" else model
+
+
 @pytest.fixture(scope="session")
 def studies(tmp_path_factory, model):
     cache = {}
@@ -62,7 +69,7 @@ def studies(tmp_path_factory, model):
         if name not in cache:
             base = tmp_path_factory.mktemp(name)
             phantom = base / "phantom"
-            truth = generate_phantom(phantom, *CASES[name])
+            truth = generate_phantom(phantom, *CASES[name][0])
             dicom = phantom / "dicom"
             if name == "hollow":
                 subprocess.run([sys.executable, str(FIXTURES / "hollow.py"), "--phantom", str(phantom),
@@ -70,7 +77,7 @@ def studies(tmp_path_factory, model):
                 dicom = base / "hollow" / "dicom"
                 truth = json.loads((base / "hollow" / "truth" / "truth.json").read_text())
             out = base / "out"
-            run_edgeseg("process", dicom, "--model", model, "--out", out, "--onnxruntime", ort_lib())
+            run_edgeseg("process", dicom, "--model", model_dir(model, name), "--out", out, "--onnxruntime", ort_lib())
             study = out / truth["study_instance_uid"]
             pet = [pydicom.dcmread(f, stop_before_pixels=True) for f in sorted((dicom / "PT").rglob("*")) if f.is_file()]
             cache[name] = (study, dicom / "PT", pet, truth, json.loads((study / "report.json").read_text()))
@@ -151,7 +158,7 @@ def test_seg_read_by_highdicom_equals_the_nifti_maps(studies, model, name):
     numbers = [d.SegmentNumber for d in descs]
     px = seg.get_pixels_by_source_instance(source_sop_instance_uids=uids, segment_numbers=numbers,
                                            assert_missing_frames_are_empty=True)
-    classes = json.loads((model / "dataset.json").read_text())["labels"]
+    classes = json.loads((model_dir(model, name) / "dataset.json").read_text())["labels"]
     for s, d in enumerate(descs):
         if d.SegmentLabel.startswith("Lesion "):
             value, volume = int(d.SegmentLabel.split()[1]), lesions
@@ -162,12 +169,23 @@ def test_seg_read_by_highdicom_equals_the_nifti_maps(studies, model, name):
             got = px[idx, :, :, s] != 0
             assert np.array_equal(got, expected), f"{d.SegmentLabel}: slice k={k} differs"
     assert sum(d.SegmentLabel.startswith("Lesion ") for d in descs) == lesions.max()
+    # One segment per other class with voxels (the demo model's liver: SNOMED 10200004).
+    others = {k: v for k, v in classes.items() if v not in (0, 1) and (labels == v).any()}
+    assert [d.SegmentLabel for d in descs[n:]] == sorted(others, key=others.get)
+    if name == "demo-liver":
+        liver = descs[n]
+        assert liver.SegmentLabel == "liver"
+        assert liver.SegmentedPropertyTypeCodeSequence[0].CodeValue == "10200004"
+        assert liver.SegmentedPropertyCategoryCodeSequence[0].CodeValue == "123037004"
 
 
 def rasterise_plastimatch(rtstruct: Path, series_dir: Path, reference_nifti: Path, tmp: Path) -> dict:
+    """plastimatch's masks per ROI on the NIfTI grid. Holes are separate contours combined by the
+    even-odd rule (PS3.3 C.8.8.6.3): plastimatch needs --xor-contours for that (its default ORs them)."""
     out = tmp / "plastimatch"
     p = subprocess.run(["plastimatch", "convert", "--input", str(rtstruct), "--referenced-ct", str(series_dir),
-                        "--output-prefix", str(out), "--prefix-format", "nrrd"], capture_output=True, text=True)
+                        "--output-prefix", str(out), "--prefix-format", "nrrd", "--xor-contours"],
+                       capture_output=True, text=True)
     assert p.returncode == 0, p.stdout + p.stderr
     ref = sitk.ReadImage(str(reference_nifti))
     masks = {}
@@ -198,9 +216,7 @@ def test_rtstruct_read_by_rt_utils_and_plastimatch(studies, name, tmp_path):
     assert {c.ReferencedSOPInstanceUID for c in ser.ContourImageSequence} == {d.SOPInstanceUID for d in pet}
     # Geometry of every contour: in its slice's plane, >= 3 points, DS <= 16 characters.
     by_uid = {d.SOPInstanceUID: d for d in pet}
-    holes = 0
     for roi in rt.ROIContourSequence:
-        per_slice = {}
         for c in getattr(roi, "ContourSequence", []):
             assert c.ContourGeometricType == "CLOSED_PLANAR"
             assert int(c.NumberOfContourPoints) >= 3 and len(c.ContourData) == 3 * int(c.NumberOfContourPoints)
@@ -211,10 +227,6 @@ def test_rtstruct_read_by_rt_utils_and_plastimatch(studies, name, tmp_path):
             normal = np.cross(iop[:3], iop[3:])
             pts = np.array(c.ContourData, float).reshape(-1, 3)
             assert np.abs((pts - np.array(d.ImagePositionPatient, float)) @ normal).max() < 1e-3
-            per_slice[d.SOPInstanceUID] = per_slice.get(d.SOPInstanceUID, 0) + 1
-        holes += sum(v - 1 for v in per_slice.values())
-    if name == "hollow":
-        assert holes > 0, "the cold-core lesion gives slices with more than one contour"
     # Colours: the SEG's recommended CIELab is the ROI colour.
     seg = pydicom.dcmread(study / "seg.dcm", stop_before_pixels=True)
     colours = {int(r.ReferencedROINumber): [int(x) for x in r.ROIDisplayColor] for r in rt.ROIContourSequence}
@@ -226,7 +238,7 @@ def test_rtstruct_read_by_rt_utils_and_plastimatch(studies, name, tmp_path):
     rtu = RTStructBuilder.create_from(dicom_series_path=str(series_dir), rt_struct_path=str(rt_path))
     ks = [slice_index(aff, d) for d in rtu.series_data]
     pm = rasterise_plastimatch(rt_path, series_dir, study / "lesions.nii.gz", tmp_path)
-    checked = 0
+    checked = hole_voxels = 0
     worst = {}
     for l in report["lesions"]:
         if l["volume_ml"] < 1.0:
@@ -241,9 +253,24 @@ def test_rtstruct_read_by_rt_utils_and_plastimatch(studies, name, tmp_path):
         key = next((n for n in pm if n.replace("_", " ") == label), None)
         assert key is not None, f"plastimatch wrote no image for {label}: {sorted(pm)}"
         d_pm = dice(pm[key], truth_mask)
-        worst[label] = (round(d_rtu, 4), round(d_pm, 4))
+        worst[label] = (round(float(d_rtu), 4), round(float(d_pm), 4))
+        holes = truth_mask_holes(truth_mask)
+        hole_voxels += int(holes.sum())
+        assert not got[holes].any(), f"{label}: rt-utils fills {int(got[holes].sum())} of {int(holes.sum())} hole voxels"
         assert d_rtu >= DICE_MIN, f"{label} ({l['volume_ml']:.1f} ml): rt-utils Dice {d_rtu:.3f}"
         assert d_pm >= DICE_MIN, f"{label} ({l['volume_ml']:.1f} ml): plastimatch Dice {d_pm:.3f}"
         checked += 1
-    print(name, "Dice (rt-utils, plastimatch):", worst)
+    print(name, "Dice (rt-utils, plastimatch):", worst, "hole voxels:", hole_voxels)
     assert checked > 0
+    if name == "hollow":
+        assert hole_voxels > 0, "the cold-core lesion has slices with holes"
+
+
+def truth_mask_holes(mask: np.ndarray) -> np.ndarray:
+    """Voxels enclosed in their slice by the mask (4-connected background not reaching the border)."""
+    from scipy import ndimage
+
+    out = np.zeros_like(mask)
+    for k in np.nonzero(mask.any(axis=(0, 1)))[0]:
+        out[:, :, k] = ndimage.binary_fill_holes(mask[:, :, k]) & ~mask[:, :, k]
+    return out
