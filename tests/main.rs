@@ -9,12 +9,14 @@
 //!   same volume as the uncompressed single-frame series.
 //! - `ingest_cli`: `edgeseg inspect` / `convert` output contracts, SUV per vendor.
 //! - `infer_predict`: `edgeseg predict` with ONNX Runtime on a network of known result.
+//! - `export_dicom`: `seg.dcm` and `rtstruct.dcm` pass dciodvfy and dcmdump.
 //! - `pipeline_process`: `edgeseg process`, DICOM to outputs, with a PET/CT model.
 //! - `post_profiles`: the PET/CT total-tumour profile on generated studies.
 //! - `post_screening`: the CT screening (S4C) rules.
 
 mod util;
 
+mod export_dicom;
 mod infer_predict;
 mod ingest_bad_input;
 mod ingest_cli;

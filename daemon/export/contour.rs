@@ -258,7 +258,7 @@ mod tests {
             let m: Vec<u8> = (0..w * h)
                 .map(|_| {
                     state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                    u8::from((state >> 33) % 3 == 0)
+                    u8::from((state >> 33).is_multiple_of(3))
                 })
                 .collect();
             let cs = trace(&m, w, h);

@@ -273,19 +273,17 @@ struct BitPacker {
 
 impl BitPacker {
     fn push(&mut self, on: bool) {
-        if self.n % 8 == 0 {
+        if self.n.is_multiple_of(8) {
             self.bytes.push(0);
         }
-        if on {
-            if let Some(b) = self.bytes.last_mut() {
-                *b |= 1 << (self.n % 8);
-            }
+        if on && let Some(b) = self.bytes.last_mut() {
+            *b |= 1 << (self.n % 8);
         }
         self.n += 1;
     }
 
     fn finish(mut self) -> Vec<u8> {
-        if self.bytes.len() % 2 == 1 {
+        if !self.bytes.len().is_multiple_of(2) {
             self.bytes.push(0);
         }
         self.bytes
