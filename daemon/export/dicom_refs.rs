@@ -150,8 +150,10 @@ pub fn new_uid() -> String {
     format!("2.25.{}", u128::from_be_bytes(b))
 }
 
-/// A decimal string (VR DS) of at most 16 characters for `v`: fixed notation
-/// with as many decimals (up to 6) as fit, trailing zeros trimmed; exponent
+/// A decimal string (VR DS) of at most 16 characters for `v`: the shortest
+/// text that reads back as exactly `v` where it fits (so a source's
+/// ImagePositionPatient is written as the same number it was read from), else
+/// fixed notation with as many decimals as fit, trailing zeros trimmed; exponent
 /// notation (mantissa truncated) for magnitudes fixed notation cannot hold. Non-finite values
 /// (never produced by the writers) become "0".
 pub fn ds(v: f64) -> String {
@@ -162,9 +164,13 @@ pub fn ds(v: f64) -> String {
         let s = if s.contains('.') { s.trim_end_matches('0').trim_end_matches('.').to_string() } else { s };
         if s == "-0" { "0".to_string() } else { s }
     };
-    for prec in (0..=6).rev() {
+    let shortest = tidy(format!("{v}"));
+    if shortest.len() <= 16 {
+        return shortest;
+    }
+    for prec in (0..=15).rev() {
         let s = tidy(format!("{v:.prec$}"));
-        if s.len() <= 16 && (s != "0" || v.abs() < 5e-7) {
+        if s.len() <= 16 && (s != "0" || v.abs() < 5e-16) {
             return s;
         }
     }
@@ -299,7 +305,7 @@ mod tests {
             assert!(s.len() <= 16, "{v}: {s} has {} characters", s.len());
             assert!(s.chars().all(|c| c.is_ascii_digit() || "+-.eE".contains(c)), "{v}: {s}");
             let back: f64 = s.parse().expect("parses");
-            let tol = (v.abs() * 1e-9).max(5e-7);
+            let tol = (v.abs() * 1e-9).max(5e-15);
             assert!((back - v).abs() <= tol, "{v}: {s} reads back as {back}");
         }
         assert_eq!(ds(-0.0), "0");
@@ -307,6 +313,39 @@ mod tests {
         assert_eq!(ds(-250.0), "-250");
         assert_eq!(ds(0.1 + 0.2), "0.3");
         assert_eq!(ds(-123456789.123456), "-123456789.12346");
+        // Exact where 16 characters hold the shortest round-trip text.
+        for v in [-197.916668, 4.1666667, -404.0, 0.000123456789, -1234.56789012] {
+            assert_eq!(ds(v).parse::<f64>().expect("parses"), v, "{v}");
+        }
+    }
+
+    #[test]
+    fn non_ascii_patient_names_survive_as_utf8() {
+        let src = SourceRefs {
+            study_uid: "1.2.3".into(),
+            series_uid: "1.2.3.4".into(),
+            frame_of_reference_uid: "1.2.3.5".into(),
+            orientation: [1.0, 0.0, 0.0, 0.0, 1.0, 0.0],
+            slices: Vec::new(),
+            patient: PatientStudy {
+                patient_name: "Müller^José".into(),
+                patient_id: "ÄÖ-1".into(),
+                ..Default::default()
+            },
+        };
+        let mut obj = InMemDicomObject::new_empty();
+        obj.put(text(tags::SPECIFIC_CHARACTER_SET, VR::CS, "ISO_IR 192"));
+        obj.put(text(tags::SOP_CLASS_UID, VR::UI, "1.2.840.10008.5.1.4.1.1.66.4"));
+        obj.put(text(tags::SOP_INSTANCE_UID, VR::UI, &new_uid()));
+        put_patient_study(&mut obj, &src);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("x.dcm");
+        write_part10(&p, obj).expect("written");
+        let back = PatientStudy::read(&p).expect("read");
+        assert_eq!(back.patient_name, "Müller^José");
+        assert_eq!(back.patient_id, "ÄÖ-1");
+        let raw = std::fs::read(&p).expect("bytes");
+        assert!(raw.windows("Müller".len()).any(|w| w == "Müller".as_bytes()), "UTF-8 bytes on disk");
     }
 
     #[test]
