@@ -52,8 +52,10 @@ fn dcmdump(file: &Path) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
-fn check_study(name: &str, dicom: &Path, study_uid: &str) {
-    let (_out, dir, report) = process(dicom, study_uid);
+/// Processes a study and checks both DICOM files; returns the output folder
+/// (kept alive) and the study folder.
+fn check_study(name: &str, dicom: &Path, study_uid: &str) -> (tempfile::TempDir, PathBuf) {
+    let (out, dir, report) = process(dicom, study_uid);
     let written: Vec<&str> =
         report["dicom_outputs"].as_array().expect("dicom_outputs").iter().filter_map(|v| v.as_str()).collect();
     assert_eq!(written, ["seg.dcm", "rtstruct.dcm"], "{name}");
@@ -66,6 +68,7 @@ fn check_study(name: &str, dicom: &Path, study_uid: &str) {
         assert!(errors.is_empty(), "{name} {file}: dciodvfy errors:\n{}", errors.join("\n"));
         assert!(dcmdump(&p).contains(&format!("[{modality}]")), "{name} {file}: Modality {modality}");
     }
+    (out, dir)
 }
 
 #[test]
@@ -105,4 +108,39 @@ fn study_without_findings_gets_no_dicom_outputs() {
     assert_eq!(report["dicom_outputs"], serde_json::json!([]));
     assert!(!dir.join("seg.dcm").exists() && !dir.join("rtstruct.dcm").exists());
     assert!(dir.join("labels.nii.gz").exists(), "the NIfTI outputs are still written");
+}
+
+#[test]
+fn seg_and_rtstruct_pass_dciodvfy_multiframe_source() {
+    // The PET as one Enhanced PET object (variants.py, pydicom) beside the CT:
+    // frames are referenced by ReferencedFrameNumber.
+    let p = phantom(&["--size", "small", "--vendor", "siemens", "--nuclide", "cu64", "--seed", "11"]);
+    let study = cached_fixture("enhanced-pet-study", |d| {
+        let v = d.join("variants");
+        fixture_script(
+            "variants.py",
+            &["--series", s(&p.join("dicom/PT")), "--out", s(&v), "--kind", "enhanced-multiframe", "--no-dciodvfy"],
+        );
+        let dicom = d.join("dicom");
+        std::fs::create_dir_all(dicom.join("PT")).expect("mkdir");
+        std::fs::rename(v.join("enhanced-multiframe"), dicom.join("PT/enhanced")).expect("move");
+        copy_dir(&p.join("dicom/CT"), &dicom.join("CT"));
+    });
+    let uid = truth(&p)["study_instance_uid"].as_str().expect("uid").to_string();
+    let (_out, dir) = check_study("enhanced-pet", &study.join("dicom"), &uid);
+    let dump = Command::new("dcmdump").arg(dir.join("seg.dcm")).output().expect("dcmdump");
+    assert!(String::from_utf8_lossy(&dump.stdout).contains("ReferencedFrameNumber"), "frames referenced by number");
+}
+
+/// Copies a folder tree (the scan follows no directory symlink).
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for e in std::fs::read_dir(from).expect("read_dir") {
+        let e = e.expect("entry");
+        if e.file_type().expect("type").is_dir() {
+            copy_dir(&e.path(), &to.join(e.file_name()));
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name())).expect("copy");
+        }
+    }
 }

@@ -88,7 +88,7 @@ def studies(tmp_path_factory, model):
 
 def slice_index(affine_ras: np.ndarray, ds) -> int:
     """k of a source slice on the NIfTI grid, from its ImagePositionPatient (LPS)."""
-    lps = np.array(ds.ImagePositionPatient, float)
+    lps = np.array(ds if isinstance(ds, (list, tuple, np.ndarray)) else ds.ImagePositionPatient, float)
     ijk = np.linalg.solve(affine_ras, np.r_[-lps[0], -lps[1], lps[2], 1.0])[:3]
     assert abs(ijk[0]) < 1e-3 and abs(ijk[1]) < 1e-3, f"first pixel of the slice is voxel {ijk}"
     k = int(round(ijk[2]))
@@ -274,3 +274,34 @@ def truth_mask_holes(mask: np.ndarray) -> np.ndarray:
     for k in np.nonzero(mask.any(axis=(0, 1)))[0]:
         out[:, :, k] = ndimage.binary_fill_holes(mask[:, :, k]) & ~mask[:, :, k]
     return out
+
+
+def test_seg_on_an_enhanced_multiframe_source(tmp_path_factory, model):
+    """The PET as one Enhanced PET object (variants.py): frames referenced by number, masks still exact."""
+    import shutil
+
+    base = tmp_path_factory.mktemp("enhanced")
+    truth = generate_phantom(base / "phantom", *CASES["axial"][0])
+    subprocess.run([sys.executable, str(FIXTURES / "variants.py"), "--series", str(base / "phantom" / "dicom" / "PT"),
+                    "--out", str(base / "v"), "--kind", "enhanced-multiframe", "--no-dciodvfy"],
+                   check=True, capture_output=True)
+    shutil.copytree(base / "phantom" / "dicom" / "CT", base / "study" / "CT")
+    shutil.copytree(base / "v" / "enhanced-multiframe", base / "study" / "PT")
+    run_edgeseg("process", base / "study", "--model", model, "--out", base / "out", "--onnxruntime", ort_lib())
+    study = base / "out" / truth["study_instance_uid"]
+    src = pydicom.dcmread(next((base / "study" / "PT").iterdir()), stop_before_pixels=True)
+    seg = hd.seg.segread(str(study / "seg.dcm"))
+    les_img = nib.load(str(study / "lesions.nii.gz"))
+    lesions = np.asarray(les_img.dataobj).astype(np.int64)
+    nframes = int(src.NumberOfFrames)
+    ks = [slice_index(les_img.affine, list(f.PlanePositionSequence[0].ImagePositionPatient))
+          for f in src.PerFrameFunctionalGroupsSequence]
+    numbers = [d.SegmentNumber for d in seg.SegmentSequence]
+    px = seg.get_pixels_by_source_frame(source_sop_instance_uid=src.SOPInstanceUID,
+                                        source_frame_numbers=list(range(1, nframes + 1)), segment_numbers=numbers,
+                                        assert_missing_frames_are_empty=True)
+    for s_idx, d in enumerate(seg.SegmentSequence):
+        value = int(d.SegmentLabel.split()[1])
+        for f, k in enumerate(ks):
+            assert np.array_equal(px[f, :, :, s_idx] != 0, plane(lesions, k) == value), f"{d.SegmentLabel} frame {f + 1}"
+    assert len(numbers) == lesions.max() > 0
