@@ -144,3 +144,97 @@ fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// Writes both files from the library for a synthetic grid with a lesion with
+/// a hole, a liver, an uncoded class and a class touching the image border, a
+/// non-ASCII patient name and extreme coordinates, and runs dciodvfy on them.
+#[test]
+fn library_writer_with_classes_and_extreme_geometry_passes_dciodvfy() {
+    use edgeseg::export::dicom_refs::{PatientStudy, SourceRefs, SourceSlice};
+    use edgeseg::export::{DicomInputs, seg::Algorithm, write_dicom};
+    use edgeseg::volume::{Geometry, Volume};
+
+    let (nx, ny, nz) = (12, 10, 4);
+    let c = 20f64.to_radians().cos();
+    let sn = 20f64.to_radians().sin();
+    let row = [c, sn, 0.0];
+    let col = [-sn * 0.5, c * 0.5, 0.75f64.sqrt()];
+    let normal = edgeseg::volume::cross(row, col);
+    let g = Geometry {
+        dims: [nx, ny, nz],
+        spacing: [0.976562512345, 0.976562512345, 3.0],
+        origin: [-123456.7890123, 98765.4321987, -99999.999999],
+        direction: [row, col, normal],
+    };
+    let mut labels = Volume::filled(g.clone(), 0u8);
+    let mut lesions = Volume::filled(g.clone(), 0u32);
+    for k in 0..nz {
+        for j in 0..ny {
+            for i in 0..nx {
+                let idx = g.index(i, j, k);
+                if (2..7).contains(&i) && (2..7).contains(&j) && !(i == 4 && j == 4) {
+                    labels.data[idx] = 1;
+                    lesions.data[idx] = 1;
+                } else if i >= 9 && k < 2 {
+                    labels.data[idx] = 2; // liver, touching the border
+                } else if j == 0 && k == 3 {
+                    labels.data[idx] = 3; // no SNOMED code known
+                }
+            }
+        }
+    }
+    let slices = (0..nz)
+        .map(|k| SourceSlice {
+            sop_class_uid: "1.2.840.10008.5.1.4.1.1.128".into(),
+            sop_instance_uid: format!("1.2.826.0.1.3680043.8.498.{}", 1000 + k),
+            frame: None,
+            position: g.voxel_to_lps([0.0, 0.0, k as f64]),
+        })
+        .collect();
+    let inputs = DicomInputs {
+        source: SourceRefs {
+            study_uid: "1.2.826.0.1.3680043.8.498.1".into(),
+            series_uid: "1.2.826.0.1.3680043.8.498.2".into(),
+            frame_of_reference_uid: "1.2.826.0.1.3680043.8.498.3".into(),
+            orientation: [row[0], row[1], row[2], col[0], col[1], col[2]],
+            slices,
+            patient: PatientStudy {
+                patient_name: "Müller^José".into(),
+                patient_id: "P-1".into(),
+                patient_birth_date: "19500101".into(),
+                patient_sex: "O".into(),
+                study_date: "20260101".into(),
+                study_time: "101010".into(),
+                accession_number: "A1".into(),
+                referring_physician_name: "".into(),
+                study_id: "S1".into(),
+            },
+        },
+        classes: vec![(0, "background".into()), (1, "lesion".into()), (2, "liver".into()), (3, "pancreas_tail".into())],
+        lesion_label: Some(1),
+        algorithm: Algorithm { model_name: "m".into(), model_version: "1".into(), model_sha256: "0".repeat(64) },
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let written = write_dicom(dir.path(), &inputs, &labels, Some(&lesions)).expect("written");
+    assert_eq!(written, ["seg.dcm", "rtstruct.dcm"]);
+    for file in written {
+        let (errors, warnings) = dciodvfy(&dir.path().join(&file));
+        for w in &warnings {
+            println!("synthetic {file}: {w}");
+        }
+        assert!(errors.is_empty(), "{file}: dciodvfy errors:\n{}", errors.join("\n"));
+    }
+    let dump = Command::new("dcmdump").arg("+L").arg(dir.path().join("rtstruct.dcm")).output().expect("dcmdump");
+    let dump = String::from_utf8_lossy(&dump.stdout).into_owned();
+    assert!(dump.contains("[Lesion 1]") && dump.contains("[liver]") && dump.contains("[pancreas_tail]"));
+    // Every DS value of the contours fits 16 characters.
+    for line in dump.lines().filter(|l| l.contains("ContourData")) {
+        let (open, close) = (line.find('[').expect("["), line.rfind(']').expect("]"));
+        for v in line[open + 1..close].split('\\') {
+            assert!(v.len() <= 16, "{v}");
+        }
+    }
+    let seg = Command::new("dcmdump").arg(dir.path().join("seg.dcm")).output().expect("dcmdump");
+    let seg = String::from_utf8_lossy(&seg.stdout).into_owned();
+    assert!(seg.contains("[10200004]") && seg.contains("[85756007]") && seg.contains("[108369006]"));
+}
