@@ -196,7 +196,7 @@ def rasterise_plastimatch(rtstruct: Path, series_dir: Path, reference_nifti: Pat
 
 
 @pytest.mark.parametrize("name", list(CASES))
-def test_rtstruct_read_by_rt_utils_and_plastimatch(studies, name, tmp_path):
+def test_rtstruct_read_by_rt_utils_and_plastimatch(studies, model, name, tmp_path):
     from rt_utils import RTStructBuilder
 
     study, series_dir, pet, truth, report = studies(name)
@@ -260,6 +260,21 @@ def test_rtstruct_read_by_rt_utils_and_plastimatch(studies, name, tmp_path):
         assert d_rtu >= DICE_MIN, f"{label} ({l['volume_ml']:.1f} ml): rt-utils Dice {d_rtu:.3f}"
         assert d_pm >= DICE_MIN, f"{label} ({l['volume_ml']:.1f} ml): plastimatch Dice {d_pm:.3f}"
         checked += 1
+    # Class ROIs (the demo model's liver) rasterise to their class too.
+    labels = np.asarray(nib.load(str(study / "labels.nii.gz")).dataobj).astype(np.int64)
+    classes = json.loads((model_dir(model, name) / "dataset.json").read_text())["labels"]
+    for label, value in classes.items():
+        if value in (0, 1) or not (labels == value).any():
+            continue
+        truth_mask = labels == value
+        m = rtu.get_roi_mask_by_name(label)
+        got = np.zeros_like(truth_mask)
+        for idx, k in enumerate(ks):
+            got[:, :, k] = m[:, :, idx].T
+        key = next((n for n in pm if n.replace("_", " ") == label.replace("_", " ")), None)
+        assert key is not None, f"plastimatch wrote no image for {label}: {sorted(pm)}"
+        worst[label] = (round(float(dice(got, truth_mask)), 4), round(float(dice(pm[key], truth_mask)), 4))
+        assert min(worst[label]) >= DICE_MIN, f"{label}: Dice {worst[label]}"
     print(name, "Dice (rt-utils, plastimatch):", worst, "hole voxels:", hole_voxels)
     assert checked > 0
     if name == "hollow":
