@@ -102,6 +102,12 @@ pub fn cielab(rgb: [u8; 3]) -> [u16; 3] {
     [scale(l, 0.0, 100.0), scale(a, -128.0, 127.0), scale(b, -128.0, 127.0)]
 }
 
+/// A name as a LO value: at most 64 characters, no backslash or control character.
+fn lo(name: &str) -> String {
+    let s: String = name.chars().map(|c| if c == '\\' || c.is_control() { '_' } else { c }).take(64).collect();
+    if s.trim().is_empty() { "class".into() } else { s }
+}
+
 /// A study's segments and the maps their voxels come from.
 #[derive(Debug)]
 pub struct SegmentSet<'a> {
@@ -176,7 +182,7 @@ impl<'a> SegmentSet<'a> {
                 (Some(e), false) => (ANATOMICAL, e.1),
                 (None, false) => (TISSUE, TISSUE),
             };
-            push(SegmentKind::Class(*value), name.clone(), category, property, name, slices);
+            push(SegmentKind::Class(*value), lo(name), category, property, name, slices);
         }
         Self { segments, labels, lesions }
     }
@@ -235,6 +241,14 @@ mod tests {
         assert_eq!(set.segments[0].property, NEOPLASM);
         assert_eq!(set.mask(&set.segments[1], 0).iter().filter(|&&m| m == 1).count(), 1);
         assert_eq!(set.segments.iter().map(|s| s.number).collect::<Vec<_>>(), [1, 2, 3]);
+    }
+
+    #[test]
+    fn class_names_become_valid_lo_values() {
+        assert_eq!(lo("liver"), "liver");
+        assert_eq!(lo("a\\b\nc"), "a_b_c");
+        assert_eq!(lo(&"x".repeat(80)).len(), 64);
+        assert_eq!(lo(" "), "class");
     }
 
     #[test]
