@@ -102,6 +102,13 @@ pub fn cielab(rgb: [u8; 3]) -> [u16; 3] {
     [scale(l, 0.0, 100.0), scale(a, -128.0, 127.0), scale(b, -128.0, 127.0)]
 }
 
+/// Class names that mean a lesion (without an instance map, e.g. the CT
+/// radiomics profile, such a class is one segment coded as a neoplasm).
+fn is_lesion_name(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    ["lesion", "tumor", "tumour", "neoplasm", "metasta"].iter().any(|w| n.contains(w))
+}
+
 /// A name as a LO value: at most 64 characters, no backslash or control character.
 fn lo(name: &str) -> String {
     let s: String = name.chars().map(|c| if c == '\\' || c.is_control() { '_' } else { c }).take(64).collect();
@@ -121,6 +128,8 @@ impl<'a> SegmentSet<'a> {
     /// Lesion segments from the instance map (values 1..=max, in order), then
     /// one segment per class of `classes` (value, name) that has voxels, other
     /// than background (0) and the lesion class when there is an instance map.
+    /// Without one, the lesion class (or a class named like a lesion) is one
+    /// segment with the lesion codes.
     /// Empty lesion numbers and empty classes get no segment. At most 65535
     /// segments (SegmentNumber is 16-bit); further ones are dropped.
     pub fn new(
@@ -177,7 +186,8 @@ impl<'a> SegmentSet<'a> {
             if skip || slices.is_empty() {
                 continue;
             }
-            let (category, property) = match (class_entry(name), lesions.is_none() && Some(*value) == lesion_label) {
+            let lesion_class = Some(*value) == lesion_label || is_lesion_name(name);
+            let (category, property) = match (class_entry(name), lesion_class) {
                 (_, true) => (ABNORMAL, NEOPLASM),
                 (Some(e), false) => (ANATOMICAL, e.1),
                 (None, false) => (TISSUE, TISSUE),
@@ -241,6 +251,20 @@ mod tests {
         assert_eq!(set.segments[0].property, NEOPLASM);
         assert_eq!(set.mask(&set.segments[1], 0).iter().filter(|&&m| m == 1).count(), 1);
         assert_eq!(set.segments.iter().map(|s| s.number).collect::<Vec<_>>(), [1, 2, 3]);
+    }
+
+    #[test]
+    fn without_an_instance_map_the_lesion_class_is_one_coded_segment() {
+        let g = geometry();
+        let mut labels = Volume::filled(g.clone(), 0u8);
+        labels.data[g.index(0, 0, 0)] = 1;
+        labels.data[g.index(1, 0, 0)] = 2;
+        let classes = vec![(0, "background".into()), (1, "tumour".into()), (2, "kidney".into())];
+        let set = SegmentSet::new(&labels, None, None, &classes);
+        assert_eq!(set.segments.len(), 2);
+        assert_eq!((set.segments[0].category, set.segments[0].property), (ABNORMAL, NEOPLASM));
+        assert_eq!(set.segments[1].property.value, "64033007");
+        assert_eq!(set.segments[1].category, ANATOMICAL);
     }
 
     #[test]
