@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::export::{csv, mip, nifti, uid_file_stem};
+use crate::export::{DicomInputs, csv, dicom_refs, mip, nifti, uid_file_stem};
 use crate::gpu::{Backend, GpuError};
 use crate::infer::{InferError, Predictor};
 use crate::ingest::suv::SuvMethod;
@@ -38,6 +38,9 @@ pub enum PipelineError {
     /// Post-processing failed.
     #[error("post-processing: {0}")]
     Post(#[from] GpuError),
+    /// Writing a DICOM output (or reading its source attributes) failed.
+    #[error(transparent)]
+    Dicom(#[from] dicom_refs::DicomExportError),
     /// Writing the outputs failed.
     #[error("{path}: {source}")]
     Io {
@@ -221,6 +224,9 @@ pub struct Report {
     pub suv: SuvSummary,
     /// Seconds per stage.
     pub timings_s: StageTimings,
+    /// DICOM files written into the study folder (`seg.dcm`, `rtstruct.dcm`;
+    /// empty when the study has no segment).
+    pub dicom_outputs: Vec<String>,
 }
 
 /// A study's results, before they are written.
@@ -237,6 +243,9 @@ pub struct StudyResult {
     /// The CT on the reference grid for profiles without a PET, kept for the
     /// axial picture in mip.png.
     pub ct: Option<Volume<f32>>,
+    /// What seg.dcm and rtstruct.dcm reference and copy (None when the
+    /// reference series has no FrameOfReferenceUID: no DICOM outputs then).
+    pub dicom: Option<DicomInputs>,
     /// report.json.
     pub report: Report,
 }
@@ -313,6 +322,7 @@ pub fn run_study(
         }
     }
     let reference = &loaded[0];
+    let source = source_refs(chosen[0], &reference.info)?;
     let target = reference.volume.geometry.clone();
     let mut inputs = Vec::new();
     let mut volumes: Vec<Volume<f32>> = Vec::new();
@@ -383,8 +393,75 @@ pub fn run_study(
         verdict: None,
         suv: suv_summary,
         timings_s: timings,
+        dicom_outputs: Vec::new(),
     };
-    Ok(StudyResult { labels, lesions, probabilities: prediction.probabilities, suv, ct, report })
+    let dicom = source.map(|source| {
+        dicom_inputs(
+            pkg,
+            source,
+            match &report.rules {
+                Some(ProfileRules::Pet(r)) => Some(r.lesion_label),
+                _ => None,
+            },
+        )
+    });
+    Ok(StudyResult { labels, lesions, probabilities: prediction.probabilities, suv, ct, dicom, report })
+}
+
+/// What seg.dcm and rtstruct.dcm need besides the masks.
+fn dicom_inputs(
+    pkg: &crate::infer::model::ModelPackage,
+    source: dicom_refs::SourceRefs,
+    lesion_label: Option<u8>,
+) -> DicomInputs {
+    DicomInputs {
+        source,
+        classes: pkg
+            .dataset
+            .labels
+            .iter()
+            .filter_map(|(n, v)| Some((u8::try_from(v.as_u64()?).ok()?, n.clone())))
+            .collect(),
+        lesion_label,
+        algorithm: crate::export::seg::Algorithm {
+            model_name: pkg.meta.name.clone(),
+            model_version: pkg.meta.version.clone(),
+            model_sha256: pkg.sha256.clone(),
+        },
+    }
+}
+
+/// The reference series as the DICOM outputs reference it: UIDs, slices in
+/// grid order, and the patient/study attributes of its first file.
+fn source_refs(
+    index: &SeriesIndex,
+    info: &ingest::SeriesInfo,
+) -> Result<Option<dicom_refs::SourceRefs>, PipelineError> {
+    let first = index.instances.first().ok_or_else(|| PipelineError::NoInput {
+        study_uid: index.study_uid.clone(),
+        reason: format!("series {} has no instances", index.series_uid),
+    })?;
+    let Some(frame_of_reference_uid) = info.frame_of_reference_uid.clone() else {
+        tracing::warn!(series = %index.series_uid, "no FrameOfReferenceUID: no seg.dcm or rtstruct.dcm");
+        return Ok(None);
+    };
+    Ok(Some(dicom_refs::SourceRefs {
+        study_uid: info.study_uid.clone(),
+        series_uid: info.series_uid.clone(),
+        frame_of_reference_uid,
+        orientation: info.orientation,
+        slices: info
+            .slices
+            .iter()
+            .map(|s| dicom_refs::SourceSlice {
+                sop_class_uid: s.sop_class_uid.clone(),
+                sop_instance_uid: s.sop_instance_uid.clone(),
+                frame: s.frame,
+                position: s.position,
+            })
+            .collect(),
+        patient: dicom_refs::PatientStudy::read(&first.path)?,
+    }))
 }
 
 /// Writes a study's files into `out/<StudyInstanceUID>/`, atomically: a
@@ -451,6 +528,12 @@ pub fn write_study(out: &Path, result: &mut StudyResult) -> Result<PathBuf, Pipe
         let p = staging.join("mip.png");
         mip::write(&p, &pic).map_err(io(&p))?;
         hook.file_done();
+    }
+    if let Some(d) = &result.dicom {
+        result.report.dicom_outputs = crate::export::write_dicom(&staging, d, &result.labels, result.lesions.as_ref())?;
+        for _ in &result.report.dicom_outputs {
+            hook.file_done();
+        }
     }
     result.report.timings_s.write = t.elapsed().as_secs_f64();
     let p = staging.join("report.json");
@@ -534,6 +617,9 @@ fn swap_into_place(out: &Path, stem: &str, staging: &Path) -> Result<(), Pipelin
     std::fs::File::open(out).and_then(|d| d.sync_all()).map_err(io(out))?;
     Ok(())
 }
+
+/// The DICOM files `write_study` may write (`add_lesion` drops them).
+const DICOM_OUTPUTS: [&str; 2] = ["seg.dcm", "rtstruct.dcm"];
 
 /// What `add_lesion` did.
 #[derive(Debug, Clone, Serialize)]
@@ -627,6 +713,11 @@ pub fn add_lesion(
     std::fs::create_dir_all(&staging).map_err(io(&staging))?;
     for e in std::fs::read_dir(study_dir).map_err(io(study_dir))? {
         let e = e.map_err(io(study_dir))?;
+        // The DICOM SEG/RTSTRUCT describe the old lesions: dropped, not kept stale
+        // (add-lesion has no source DICOM to reference; `process` writes them again).
+        if DICOM_OUTPUTS.iter().any(|n| e.file_name() == *n) {
+            continue;
+        }
         std::fs::copy(e.path(), staging.join(e.file_name())).map_err(io(&e.path()))?;
     }
     let desc = "edgeseg add-lesion";
@@ -647,6 +738,7 @@ pub fn add_lesion(
     let instances = Volume { geometry: g.clone(), data: after.lesions.data.clone() };
     mip::write(&p, &mip::coronal(&suv, Some(&instances))).map_err(io(&p))?;
     report["lesions"] = to_value(&after.table);
+    report["dicom_outputs"] = serde_json::json!([]);
     report["patient"] = to_value(&after.patient);
     let edits = report.as_object_mut().map(|o| o.entry("edits").or_insert_with(|| serde_json::json!([])));
     if let Some(serde_json::Value::Array(list)) = edits {
@@ -781,7 +873,7 @@ fn run_screening(
             resampled: false,
             phase: Some(name),
         });
-        runs[slot] = Some((sv, labels, prediction.probabilities));
+        runs[slot] = Some((series, sv, labels, prediction.probabilities));
     }
     // The reference is the phase that shows the finding: the arterial one
     // when it has more tumour voxels and is abnormal, else the venous one.
@@ -795,7 +887,7 @@ fn run_screening(
     let reference = if arterial_shows { art_run } else { ven_run.or(art_run) };
     let [art, ven] = verdicts;
     let verdict = screening::fuse(art, ven);
-    let Some((sv, labels, probabilities)) = reference else {
+    let Some((series, sv, labels, probabilities)) = reference else {
         return Err(PipelineError::NoInput { study_uid: study_uid.to_string(), reason: "no CT phase".into() });
     };
     let suv_summary = SuvSummary::of(&inputs);
@@ -821,8 +913,10 @@ fn run_screening(
         verdict: Some(verdict),
         suv: suv_summary,
         timings_s: timings,
+        dicom_outputs: Vec::new(),
     };
-    Ok(StudyResult { labels, lesions: None, probabilities, suv: None, ct: Some(sv.volume), report })
+    let dicom = source_refs(series, &sv.info)?.map(|source| dicom_inputs(pkg, source, None));
+    Ok(StudyResult { labels, lesions: None, probabilities, suv: None, ct: Some(sv.volume), dicom, report })
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@
 //! - `infer_predict`: `edgeseg predict` with ONNX Runtime on a network of known result.
 //! - `export_outputs`: lesions.csv, mip.png, the 4D probabilities and report
 //!   provenance; a writer killed between files leaves no study folder.
+//! - `export_dicom`: `seg.dcm` and `rtstruct.dcm` pass dciodvfy and dcmdump.
 //! - `pipeline_process`: `edgeseg process`, DICOM to outputs, with a PET/CT model.
 //! - `pipeline_screening`: `edgeseg process` with a CT screening model on
 //!   dual-phase studies: the verdict in report.json.
@@ -26,6 +27,7 @@
 
 mod util;
 
+mod export_dicom;
 mod export_outputs;
 mod infer_predict;
 mod ingest_bad_input;

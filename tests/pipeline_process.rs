@@ -64,6 +64,8 @@ fn petct_study_gives_labels_lesions_and_report() {
     assert!(n > 0, "the point-wise model marks hot spots");
     assert_eq!(lesions.data.iter().cloned().fold(0f32, f32::max) as usize, n);
     assert_eq!(report["patient"]["lesion_count"].as_u64(), Some(n as u64));
+    assert_eq!(report["dicom_outputs"], serde_json::json!(["seg.dcm", "rtstruct.dcm"]));
+    assert!(dir.join("seg.dcm").exists() && dir.join("rtstruct.dcm").exists());
     // No staging left; a second run replaces the folder whole.
     let names: Vec<String> = std::fs::read_dir(out.path())
         .expect("out")
@@ -125,6 +127,9 @@ fn add_lesion_from_a_seed_point_rewrites_the_study() {
         "lesions.csv rewritten"
     );
     assert!(dir.join("mip.png").exists());
+    // The SEG/RTSTRUCT of the old lesions are dropped, not kept stale.
+    assert_eq!(report["dicom_outputs"], serde_json::json!([]));
+    assert!(!dir.join("seg.dcm").exists() && !dir.join("rtstruct.dcm").exists());
     // A seed outside the PET volume is a clear error and changes nothing.
     let o = edgeseg(&["add-lesion", s(&dir), "--at", "9999,0,0"]);
     assert_eq!(o.status.code(), Some(1));

@@ -1,14 +1,61 @@
 //! Export stage: writes results to files: NIfTI volumes, the lesion table as
-//! CSV, the MIP picture and the lesion palette they share; DICOM SEG/RTSTRUCT
-//! join here.
+//! CSV, the MIP picture and the lesion palette they share, and the DICOM
+//! Segmentation and RT Structure Set that reference the source series.
 
+pub mod contour;
 pub mod csv;
+pub mod dicom_refs;
 pub mod mip;
 pub mod nifti;
 pub mod palette;
+pub mod rtstruct;
+pub mod seg;
+pub mod segments;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+
+use crate::volume::Volume;
+
+/// What the DICOM outputs need besides the maps.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DicomInputs {
+    /// The reference series and the source's patient/study attributes.
+    pub source: dicom_refs::SourceRefs,
+    /// The model's classes (value, name), from dataset.json.
+    pub classes: Vec<(u8, String)>,
+    /// The lesion class, where the profile makes a lesion instance map.
+    pub lesion_label: Option<u8>,
+    /// The model, for Algorithm Identification.
+    pub algorithm: seg::Algorithm,
+}
+
+/// Writes `seg.dcm` and `rtstruct.dcm` into `dir` and returns the names
+/// written. A study without any segment (no lesion, no class voxel) gets
+/// neither file: a Segmentation needs at least one segment.
+pub fn write_dicom(
+    dir: &Path,
+    inputs: &DicomInputs,
+    labels: &Volume<u8>,
+    lesions: Option<&Volume<u32>>,
+) -> Result<Vec<String>, dicom_refs::DicomExportError> {
+    let set = segments::SegmentSet::new(labels, lesions, inputs.lesion_label, &inputs.classes);
+    if set.segments.is_empty() {
+        tracing::info!(study = %inputs.source.study_uid, "no segments: no seg.dcm or rtstruct.dcm written");
+        return Ok(Vec::new());
+    }
+    let frames = seg::write(&dir.join("seg.dcm"), &inputs.source, &set, &inputs.algorithm)?;
+    let rt = rtstruct::write(&dir.join("rtstruct.dcm"), &inputs.source, &set)?;
+    tracing::info!(
+        study = %inputs.source.study_uid,
+        segments = set.segments.len(),
+        frames,
+        contours = rt.contours,
+        holes = rt.holes,
+        "DICOM SEG and RTSTRUCT written"
+    );
+    Ok(vec!["seg.dcm".into(), "rtstruct.dcm".into()])
+}
 
 /// A name safe for a file system from a DICOM UID: the UID itself when it is
 /// a well-formed UID (digits and dots, at most 64 characters), else a hash.

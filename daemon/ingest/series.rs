@@ -65,6 +65,8 @@ pub struct SliceRef {
     pub sop_class_uid: String,
     /// 1-based frame number for multi-frame objects.
     pub frame: Option<u32>,
+    /// ImagePositionPatient of the slice (LPS mm) as the file gives it.
+    pub position: [f64; 3],
 }
 
 /// What is known of a series besides its voxels.
@@ -358,6 +360,7 @@ impl SeriesIndex {
                         sop_instance_uid: h.sop_instance_uid.clone(),
                         sop_class_uid: h.sop_class_uid.clone(),
                         frame: multi_frame.then_some(s.frame + 1),
+                        position: s.header.position,
                     }
                 })
                 .collect(),

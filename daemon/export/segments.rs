@@ -1,0 +1,288 @@
+//! The segments both DICOM outputs carry, in one order: "Lesion 1" … (the
+//! lesion instance map's values, which are the report's lesion numbers), then
+//! one segment per other class of the label map that has voxels (liver, …),
+//! each with SNOMED CT codes and one display colour from `colour`, the
+//! palette SEG and RTSTRUCT (and pictures) share.
+
+use super::dicom_refs::Code;
+use crate::volume::Volume;
+
+/// What a segment is made of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SegmentKind {
+    /// Voxels of this value in the lesion instance map.
+    Lesion(u32),
+    /// Voxels of this class in the label map.
+    Class(u8),
+}
+
+/// One segment (SEG) / ROI (RTSTRUCT).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Segment {
+    /// 1-based number (SegmentNumber, ROINumber).
+    pub number: u16,
+    /// "Lesion 3", "liver".
+    pub label: String,
+    /// Where its voxels are.
+    pub kind: SegmentKind,
+    /// Segmented Property Category.
+    pub category: Code,
+    /// Segmented Property Type.
+    pub property: Code,
+    /// Display colour (sRGB).
+    pub rgb: [u8; 3],
+    /// The slices k holding at least one voxel, ascending.
+    pub slices: Vec<usize>,
+}
+
+/// SNOMED CT "Morphologically abnormal structure".
+pub const ABNORMAL: Code = Code { value: "49755003", scheme: "SCT", meaning: "Morphologically abnormal structure" };
+/// SNOMED CT "Neoplasm".
+pub const NEOPLASM: Code = Code { value: "108369006", scheme: "SCT", meaning: "Neoplasm" };
+/// SNOMED CT "Anatomical structure".
+pub const ANATOMICAL: Code = Code { value: "123037004", scheme: "SCT", meaning: "Anatomical structure" };
+/// SNOMED CT "Tissue": the category and type of a class edgeseg has no code for.
+pub const TISSUE: Code = Code { value: "85756007", scheme: "SCT", meaning: "Tissue" };
+
+/// Known class names (dataset.json labels, lower case) → SNOMED CT type and
+/// a display colour (3D Slicer's terminology colours where it has one).
+const CLASSES: &[(&str, Code, [u8; 3])] = &[
+    ("liver", Code { value: "10200004", scheme: "SCT", meaning: "Liver" }, [221, 130, 101]),
+    ("spleen", Code { value: "78961009", scheme: "SCT", meaning: "Spleen" }, [157, 108, 162]),
+    ("kidney", Code { value: "64033007", scheme: "SCT", meaning: "Kidney" }, [185, 102, 83]),
+    ("urinary bladder", Code { value: "89837001", scheme: "SCT", meaning: "Urinary bladder" }, [222, 154, 132]),
+    ("bladder", Code { value: "89837001", scheme: "SCT", meaning: "Urinary bladder" }, [222, 154, 132]),
+    ("brain", Code { value: "12738006", scheme: "SCT", meaning: "Brain" }, [250, 250, 225]),
+    ("heart", Code { value: "80891009", scheme: "SCT", meaning: "Heart" }, [206, 110, 84]),
+    ("lung", Code { value: "39607008", scheme: "SCT", meaning: "Lung" }, [197, 165, 145]),
+];
+
+/// Lesion colours: distinct, saturated, none close to the organ colours.
+const LESION_COLOURS: [[u8; 3]; 10] = [
+    [230, 25, 75],
+    [60, 180, 75],
+    [0, 130, 200],
+    [245, 130, 48],
+    [145, 30, 180],
+    [70, 240, 240],
+    [240, 50, 230],
+    [210, 245, 60],
+    [255, 225, 25],
+    [0, 128, 128],
+];
+
+/// The display colour of a segment: lesion n takes the palette's
+/// ((n − 1) mod 10)th colour; a class its organ colour, or grey-blue.
+pub fn colour(kind: SegmentKind, class_name: &str) -> [u8; 3] {
+    match kind {
+        SegmentKind::Lesion(n) => LESION_COLOURS[(n.max(1) as usize - 1) % LESION_COLOURS.len()],
+        SegmentKind::Class(_) => class_entry(class_name).map(|c| c.2).unwrap_or([128, 174, 200]),
+    }
+}
+
+fn class_entry(name: &str) -> Option<&'static (&'static str, Code, [u8; 3])> {
+    let n = name.trim().to_ascii_lowercase().replace('_', " ");
+    CLASSES.iter().find(|c| c.0 == n)
+}
+
+/// sRGB to DICOM's scaled CIELab (D65): L 0..100 → 0..65535, a and b
+/// −128..127 → 0..65535 (PS3.3 C.10.7.1.1).
+pub fn cielab(rgb: [u8; 3]) -> [u16; 3] {
+    let lin = rgb.map(|c| {
+        let c = f64::from(c) / 255.0;
+        if c <= 0.04045 { c / 12.92 } else { ((c + 0.055) / 1.055).powf(2.4) }
+    });
+    let x = 0.4124564 * lin[0] + 0.3575761 * lin[1] + 0.1804375 * lin[2];
+    let y = 0.2126729 * lin[0] + 0.7151522 * lin[1] + 0.0721750 * lin[2];
+    let z = 0.0193339 * lin[0] + 0.1191920 * lin[1] + 0.9503041 * lin[2];
+    let f = |t: f64| if t > 216.0 / 24389.0 { t.cbrt() } else { (24389.0 / 27.0 * t + 16.0) / 116.0 };
+    let (fx, fy, fz) = (f(x / 0.95047), f(y), f(z / 1.08883));
+    let (l, a, b) = (116.0 * fy - 16.0, 500.0 * (fx - fy), 200.0 * (fy - fz));
+    let scale = |v: f64, lo: f64, hi: f64| (((v - lo) / (hi - lo)).clamp(0.0, 1.0) * 65535.0).round() as u16;
+    [scale(l, 0.0, 100.0), scale(a, -128.0, 127.0), scale(b, -128.0, 127.0)]
+}
+
+/// Class names that mean a lesion (without an instance map, e.g. the CT
+/// radiomics profile, such a class is one segment coded as a neoplasm).
+fn is_lesion_name(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    ["lesion", "tumor", "tumour", "neoplasm", "metasta"].iter().any(|w| n.contains(w))
+}
+
+/// A name as a LO value: at most 64 characters, no backslash or control character.
+fn lo(name: &str) -> String {
+    let s: String = name.chars().map(|c| if c == '\\' || c.is_control() { '_' } else { c }).take(64).collect();
+    if s.trim().is_empty() { "class".into() } else { s }
+}
+
+/// A study's segments and the maps their voxels come from.
+#[derive(Debug)]
+pub struct SegmentSet<'a> {
+    /// Segments in output order.
+    pub segments: Vec<Segment>,
+    labels: &'a Volume<u8>,
+    lesions: Option<&'a Volume<u32>>,
+}
+
+impl<'a> SegmentSet<'a> {
+    /// Lesion segments from the instance map (values 1..=max, in order), then
+    /// one segment per class of `classes` (value, name) that has voxels, other
+    /// than background (0) and the lesion class when there is an instance map.
+    /// Without one, the lesion class (or a class named like a lesion) is one
+    /// segment with the lesion codes.
+    /// Empty lesion numbers and empty classes get no segment. At most 65535
+    /// segments (SegmentNumber is 16-bit); further ones are dropped.
+    pub fn new(
+        labels: &'a Volume<u8>,
+        lesions: Option<&'a Volume<u32>>,
+        lesion_label: Option<u8>,
+        classes: &[(u8, String)],
+    ) -> Self {
+        let [nx, ny, nz] = labels.geometry.dims;
+        let plane = nx * ny;
+        let mut segments = Vec::new();
+        let mut push = |kind: SegmentKind, label: String, category: Code, property: Code, name: &str, slices| {
+            if segments.len() < usize::from(u16::MAX) {
+                let number = segments.len() as u16 + 1;
+                segments.push(Segment { number, label, kind, category, property, rgb: colour(kind, name), slices });
+            }
+        };
+        if let Some(l) = lesions {
+            let count = l.data.iter().copied().max().unwrap_or(0) as usize;
+            let mut present: Vec<Vec<usize>> = vec![Vec::new(); count + 1];
+            let mut seen = vec![usize::MAX; count + 1];
+            for k in 0..nz {
+                for &v in &l.data[k * plane..(k + 1) * plane] {
+                    let v = v as usize;
+                    if v != 0 && seen[v] != k {
+                        seen[v] = k;
+                        present[v].push(k);
+                    }
+                }
+            }
+            for (n, slices) in present.into_iter().enumerate().skip(1) {
+                if !slices.is_empty() {
+                    push(SegmentKind::Lesion(n as u32), format!("Lesion {n}"), ABNORMAL, NEOPLASM, "", slices);
+                }
+            }
+        }
+        let mut per_class: Vec<Vec<usize>> = vec![Vec::new(); 256];
+        for k in 0..nz {
+            let mut here = [false; 256];
+            for &c in &labels.data[k * plane..(k + 1) * plane] {
+                here[usize::from(c)] = true;
+            }
+            for (c, &h) in here.iter().enumerate() {
+                if h {
+                    per_class[c].push(k);
+                }
+            }
+        }
+        let mut classes: Vec<&(u8, String)> = classes.iter().collect();
+        classes.sort_by_key(|c| c.0);
+        for (value, name) in classes {
+            let skip = *value == 0 || (lesions.is_some() && Some(*value) == lesion_label);
+            let slices = std::mem::take(&mut per_class[usize::from(*value)]);
+            if skip || slices.is_empty() {
+                continue;
+            }
+            let lesion_class = Some(*value) == lesion_label || is_lesion_name(name);
+            let (category, property) = match (class_entry(name), lesion_class) {
+                (_, true) => (ABNORMAL, NEOPLASM),
+                (Some(e), false) => (ANATOMICAL, e.1),
+                (None, false) => (TISSUE, TISSUE),
+            };
+            push(SegmentKind::Class(*value), lo(name), category, property, name, slices);
+        }
+        Self { segments, labels, lesions }
+    }
+
+    /// The geometry the masks lie on.
+    pub fn geometry(&self) -> &crate::volume::Geometry {
+        &self.labels.geometry
+    }
+
+    /// The segment's mask on slice k (1 inside, 0 outside), i fastest.
+    pub fn mask(&self, segment: &Segment, k: usize) -> Vec<u8> {
+        match segment.kind {
+            SegmentKind::Lesion(n) => match self.lesions {
+                Some(l) => l.slice(k).iter().map(|&v| u8::from(v == n)).collect(),
+                None => vec![0; self.labels.slice(k).len()],
+            },
+            SegmentKind::Class(c) => self.labels.slice(k).iter().map(|&v| u8::from(v == c)).collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::volume::Geometry;
+
+    fn geometry() -> Geometry {
+        Geometry {
+            dims: [4, 3, 3],
+            spacing: [1.0, 1.0, 2.0],
+            origin: [0.0; 3],
+            direction: [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]],
+        }
+    }
+
+    #[test]
+    fn lesions_first_then_classes_with_voxels() {
+        let g = geometry();
+        let mut labels = Volume::filled(g.clone(), 0u8);
+        let mut lesions = Volume::filled(g.clone(), 0u32);
+        // Lesion 1 on slice 2, lesion 2 on slices 0 and 1; liver (2) on slice 1; class 3 empty.
+        for (k, n) in [(2, 1u32), (0, 2), (1, 2)] {
+            let i = g.index(1, 1, k);
+            lesions.data[i] = n;
+            labels.data[i] = 1;
+        }
+        labels.data[g.index(3, 2, 1)] = 2;
+        let classes = vec![(0, "background".into()), (1, "lesion".into()), (2, "liver".into()), (3, "spleen".into())];
+        let set = SegmentSet::new(&labels, Some(&lesions), Some(1), &classes);
+        let names: Vec<&str> = set.segments.iter().map(|s| s.label.as_str()).collect();
+        assert_eq!(names, ["Lesion 1", "Lesion 2", "liver"]);
+        assert_eq!(set.segments[0].slices, [2]);
+        assert_eq!(set.segments[1].slices, [0, 1]);
+        assert_eq!(set.segments[2].slices, [1]);
+        assert_eq!(set.segments[2].property.value, "10200004");
+        assert_eq!(set.segments[0].property, NEOPLASM);
+        assert_eq!(set.mask(&set.segments[1], 0).iter().filter(|&&m| m == 1).count(), 1);
+        assert_eq!(set.segments.iter().map(|s| s.number).collect::<Vec<_>>(), [1, 2, 3]);
+    }
+
+    #[test]
+    fn without_an_instance_map_the_lesion_class_is_one_coded_segment() {
+        let g = geometry();
+        let mut labels = Volume::filled(g.clone(), 0u8);
+        labels.data[g.index(0, 0, 0)] = 1;
+        labels.data[g.index(1, 0, 0)] = 2;
+        let classes = vec![(0, "background".into()), (1, "tumour".into()), (2, "kidney".into())];
+        let set = SegmentSet::new(&labels, None, None, &classes);
+        assert_eq!(set.segments.len(), 2);
+        assert_eq!((set.segments[0].category, set.segments[0].property), (ABNORMAL, NEOPLASM));
+        assert_eq!(set.segments[1].property.value, "64033007");
+        assert_eq!(set.segments[1].category, ANATOMICAL);
+    }
+
+    #[test]
+    fn class_names_become_valid_lo_values() {
+        assert_eq!(lo("liver"), "liver");
+        assert_eq!(lo("a\\b\nc"), "a_b_c");
+        assert_eq!(lo(&"x".repeat(80)).len(), 64);
+        assert_eq!(lo(" "), "class");
+    }
+
+    #[test]
+    fn cielab_of_white_black_and_red() {
+        assert_eq!(cielab([255, 255, 255])[0], 65535);
+        assert_eq!(cielab([0, 0, 0]), [0, 32896, 32896]);
+        let red = cielab([255, 0, 0]);
+        // L* 53.24, a* 80.09, b* 67.20
+        assert!((f64::from(red[0]) / 65535.0 * 100.0 - 53.24).abs() < 0.05);
+        assert!((f64::from(red[1]) / 65535.0 * 255.0 - 128.0 - 80.09).abs() < 0.05);
+        assert!((f64::from(red[2]) / 65535.0 * 255.0 - 128.0 - 67.20).abs() < 0.05);
+    }
+}
