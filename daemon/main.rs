@@ -155,6 +155,19 @@ enum Command {
         #[arg(long, default_value = "liver")]
         threshold: String,
     },
+    /// Run as the scanner-side daemon: watch the export folders, queue and
+    /// process complete studies (see systemd/edgeseg.service).
+    Daemon {
+        /// Configuration file (TOML; systemd/edgeseg.toml lists every key).
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Check a daemon configuration file: every error with its line and
+    /// column; exit 0 when valid, 2 when not.
+    CheckConfig {
+        /// Configuration file (TOML).
+        file: PathBuf,
+    },
     /// Label the connected components of a mask (any non-zero voxel), in the
     /// canonical order (first voxel in raster order), with optional size filter
     /// and per-component statistics of an intensity image.
@@ -183,12 +196,8 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("EDGESEG_LOG").unwrap_or_else(|_| "warn".into()))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     let cli = Cli::parse();
+    init_logging(matches!(cli.command, Command::Daemon { .. }));
     let result = match cli.command {
         Command::Inspect { dir, json } => inspect(&dir, json),
         Command::Convert { dir, out } => convert(&dir, &out),
@@ -229,6 +238,8 @@ fn main() -> ExitCode {
         Command::Compile { model, onnxruntime, provider, require_gpu, fp16, trt_cache } => {
             predict::compile(&model, onnxruntime.as_deref(), &provider, require_gpu, fp16, trt_cache)
         }
+        Command::Daemon { config } => daemon(&config),
+        Command::CheckConfig { file } => check_config(&file),
         Command::AddLesion { study_out, at, threshold } => add_lesion(&study_out, &at, &threshold),
         Command::GpuCheck { seed, json, write_volume } => gpu_check(seed, json, write_volume.as_deref()),
         Command::Components { mask, out, connectivity, min_ml, stats, json, gpu } => {
@@ -246,6 +257,52 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// Logging: to journald when running under systemd (JOURNAL_STREAM set), else
+/// to stderr. EDGESEG_LOG filters (default: info for the daemon, warn otherwise).
+fn init_logging(daemon: bool) {
+    use tracing_subscriber::prelude::*;
+    let filter = tracing_subscriber::EnvFilter::try_from_env("EDGESEG_LOG")
+        .unwrap_or_else(|_| if daemon { "info".into() } else { "warn".into() });
+    if std::env::var_os("JOURNAL_STREAM").is_some()
+        && let Ok(journald) = tracing_journald::layer()
+    {
+        tracing_subscriber::registry().with(filter).with(journald.with_syslog_identifier("edgeseg".into())).init();
+        return;
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
+
+/// `edgeseg check-config FILE`.
+fn check_config(file: &Path) -> Result<bool> {
+    let text = std::fs::read_to_string(file).with_context(|| format!("{}: cannot read", file.display()))?;
+    let (_, diags) = edgeseg::config::check(file, &text);
+    for d in &diags {
+        eprintln!("{d}");
+    }
+    if diags.is_empty() {
+        outln!("{}: valid", file.display());
+    } else {
+        eprintln!("edgeseg: {}: {} error(s)", file.display(), diags.len());
+    }
+    Ok(diags.is_empty())
+}
+
+/// `edgeseg daemon --config FILE`.
+fn daemon(config: &Path) -> Result<bool> {
+    use edgeseg::service;
+    let control = service::Control::default();
+    control.install_signal_handlers().context("cannot install signal handlers")?;
+    // Commands arrive from the D-Bus interface once it is wired; until then
+    // the sender is kept so the channel stays open.
+    let (_commands_tx, commands) = std::sync::mpsc::channel::<service::Command>();
+    service::run(config, &service::LogReporter, &control, &commands)?;
+    Ok(true)
 }
 
 fn index(dir: &Path) -> Result<ingest::FolderIndex> {

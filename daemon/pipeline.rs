@@ -169,8 +169,16 @@ pub fn select_series<'a>(
     study_uid: &str,
     predictor: &Predictor,
 ) -> Result<Vec<&'a SeriesIndex>, PipelineError> {
+    select_for_channels(index, study_uid, &predictor.package.meta.channels)
+}
+
+/// [`select_series`] for a list of model channels.
+pub fn select_for_channels<'a>(
+    index: &'a FolderIndex,
+    study_uid: &str,
+    channels: &[crate::infer::model::Channel],
+) -> Result<Vec<&'a SeriesIndex>, PipelineError> {
     let series: Vec<&SeriesIndex> = index.series.iter().filter(|s| s.study_uid == study_uid).collect();
-    let channels = &predictor.package.meta.channels;
     let mods: Vec<&str> = channels.iter().map(|c| c.modality.as_str()).collect();
     let no = |reason: String| PipelineError::NoInput { study_uid: study_uid.to_string(), reason };
     if mods.contains(&"PT") && mods.contains(&"CT") {
@@ -203,21 +211,32 @@ pub fn select_series<'a>(
         .collect()
 }
 
-/// Runs one study through load, inference and post-processing.
-pub fn run_study(
-    predictor: &Predictor,
-    backend: &Backend,
+/// A study's input channels, loaded and on the reference grid: what
+/// [`load_study`] gives and [`infer_study`] takes. The daemon loads the next
+/// study on a CPU thread while the current one is on the GPU.
+pub struct LoadedStudy {
+    /// StudyInstanceUID.
+    pub study_uid: String,
+    /// One volume per model channel, on the reference (first channel's) grid.
+    pub volumes: Vec<Volume<f32>>,
+    /// Inputs per channel, as they went in.
+    pub inputs: Vec<InputSeries>,
+    /// The reference series.
+    pub reference_series_uid: String,
+    /// Seconds spent loading.
+    pub load_seconds: f64,
+}
+
+/// Picks and loads a study's series for the model's channels, on the grid of
+/// the first channel.
+pub fn load_study(
     index: &FolderIndex,
     study_uid: &str,
-    probabilities: bool,
-    mut progress: impl FnMut(&str),
-) -> Result<StudyResult, PipelineError> {
-    let mut timings = StageTimings::default();
+    channels: &[crate::infer::model::Channel],
+) -> Result<LoadedStudy, PipelineError> {
     let t = Instant::now();
-    let chosen = select_series(index, study_uid, predictor)?;
-    progress("loading series");
+    let chosen = select_for_channels(index, study_uid, channels)?;
     let loaded: Vec<SeriesVolume> = chosen.iter().map(|s| s.plan().and_then(|p| p.load())).collect::<Result<_, _>>()?;
-    let channels = &predictor.package.meta.channels;
     for (c, sv) in channels.iter().zip(&loaded) {
         if c.modality == "PT" && sv.info.unit != ValueUnit::Suv {
             let reason = match &sv.info.suv {
@@ -230,7 +249,12 @@ pub fn run_study(
             });
         }
     }
-    let reference = &loaded[0];
+    let Some(reference) = loaded.first() else {
+        return Err(PipelineError::NoInput {
+            study_uid: study_uid.to_string(),
+            reason: "the model has no channels".into(),
+        });
+    };
     let target = reference.volume.geometry.clone();
     let mut inputs = Vec::new();
     let mut volumes = Vec::new();
@@ -247,7 +271,66 @@ pub fn run_study(
             resampled: !same,
         });
     }
-    timings.load = t.elapsed().as_secs_f64();
+    Ok(LoadedStudy {
+        study_uid: study_uid.to_string(),
+        volumes,
+        inputs,
+        reference_series_uid: reference.info.series_uid.clone(),
+        load_seconds: t.elapsed().as_secs_f64(),
+    })
+}
+
+/// Runs one study through load, inference and post-processing.
+pub fn run_study(
+    predictor: &Predictor,
+    backend: &Backend,
+    index: &FolderIndex,
+    study_uid: &str,
+    probabilities: bool,
+    mut progress: impl FnMut(&str),
+) -> Result<StudyResult, PipelineError> {
+    progress("loading series");
+    let loaded = load_study(index, study_uid, &predictor.package.meta.channels)?;
+    infer_study(predictor, backend, loaded, probabilities, progress)
+}
+
+/// `run_study` then `write_study`: one study of an index to its output
+/// folder. `edgeseg process` and the daemon both call this.
+pub fn process_study(
+    predictor: &Predictor,
+    backend: &Backend,
+    index: &FolderIndex,
+    study_uid: &str,
+    out: &Path,
+    probabilities: bool,
+    progress: impl FnMut(&str),
+) -> Result<(PathBuf, StudyResult), PipelineError> {
+    let mut r = run_study(predictor, backend, index, study_uid, probabilities, progress)?;
+    let dir = write_study(out, &mut r)?;
+    Ok((dir, r))
+}
+
+/// Inference and post-processing of a loaded study.
+pub fn infer_study(
+    predictor: &Predictor,
+    backend: &Backend,
+    loaded: LoadedStudy,
+    probabilities: bool,
+    mut progress: impl FnMut(&str),
+) -> Result<StudyResult, PipelineError> {
+    let LoadedStudy { study_uid, volumes, inputs, reference_series_uid, load_seconds } = loaded;
+    let study_uid = study_uid.as_str();
+    let mut timings = StageTimings { load: load_seconds, ..StageTimings::default() };
+    let channels = &predictor.package.meta.channels;
+    if volumes.len() != channels.len() {
+        return Err(PipelineError::NoInput {
+            study_uid: study_uid.to_string(),
+            reason: format!("{} volumes for a model of {} channels", volumes.len(), channels.len()),
+        });
+    }
+    let Some(target) = volumes.first().map(|v| v.geometry.clone()) else {
+        return Err(PipelineError::NoInput { study_uid: study_uid.to_string(), reason: "no input volumes".into() });
+    };
     progress("inference");
     let refs: Vec<&Volume<f32>> = volumes.iter().collect();
     let prediction = predictor.predict(&refs, probabilities, |_, _| {})?;
@@ -279,7 +362,7 @@ pub fn run_study(
         schema: "edgeseg-report/1",
         edgeseg_version: crate::version(),
         study_instance_uid: study_uid.to_string(),
-        reference_series_uid: reference.info.series_uid.clone(),
+        reference_series_uid,
         inputs,
         model: ModelInfo {
             name: pkg.meta.name.clone(),
