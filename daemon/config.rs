@@ -429,7 +429,13 @@ pub fn check(file: &Path, text: &str) -> (Option<Config>, Vec<Diagnostic>) {
                 break;
             }
             Err(e) => {
-                diags.push(diag(text, e.span(), e.message().trim().to_string()));
+                let mut message = e.message().trim().to_string();
+                if let Some((section, key)) = e.span().and_then(|s| key_at(text, s.start))
+                    && !message.starts_with("unknown field")
+                {
+                    message = format!("[{section}] {key}: {message}");
+                }
+                diags.push(diag(text, e.span(), message));
                 let Some(span) = e.span() else { break };
                 let before = work.clone();
                 blank_entry(&mut work, span);
@@ -475,6 +481,26 @@ fn blank_entry(text: &mut String, span: std::ops::Range<usize>) {
     let blanked: String =
         text.get(start..end).unwrap_or("").chars().map(|c| if c == '\n' { '\n' } else { ' ' }).collect();
     text.replace_range(start..end, &blanked);
+}
+
+/// The `[section]` and key of the `key = value` line holding byte `offset`.
+fn key_at(text: &str, offset: usize) -> Option<(String, String)> {
+    let mut section = String::new();
+    let mut start = 0;
+    for line in text.split_inclusive('\n') {
+        let t = line.trim_start();
+        if let Some(rest) = t.strip_prefix('[') {
+            section = rest.split(']').next().unwrap_or("").trim().to_string();
+        }
+        if offset >= start && offset < start + line.len() {
+            let (key, _) = t.split_once('=')?;
+            let key = key.trim();
+            let plain = !key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+            return plain.then(|| (section, key.to_string()));
+        }
+        start += line.len();
+    }
+    None
 }
 
 /// Byte offset of `key = ...` in `[section]`, when the file sets it.

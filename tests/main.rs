@@ -12,6 +12,8 @@
 //! - `pipeline_process`: `edgeseg process`, DICOM to outputs, with a PET/CT model.
 //! - `post_profiles`: the PET/CT total-tumour profile on generated studies.
 //! - `post_screening`: the CT screening (S4C) rules.
+//! - `systemd_units`: the unit, tmpfiles, sysusers and D-Bus policy under
+//!   systemd/ (systemd-analyze verify and security), `edgeseg check-config`.
 
 mod util;
 
@@ -22,3 +24,4 @@ mod ingest_formats;
 mod pipeline_process;
 mod post_profiles;
 mod post_screening;
+mod systemd_units;
