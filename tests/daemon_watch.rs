@@ -1,0 +1,57 @@
+//! `edgeseg daemon` as a subprocess on temporary folders with a PET/CT model:
+//! a generated study exported file by file with pauses (PET first, the CT
+//! after a pause longer than the settle time) is processed once, its outputs
+//! written once; temporary names and stray files are ignored; SIGTERM stops
+//! the daemon cleanly; a restart does not process the study again.
+
+use std::time::Duration;
+
+use edgeseg::queue::StudyState;
+
+use crate::daemon_util::{Deployment, assert_output_complete, export_study, names, signal, study, wait_exit, wait_for};
+
+#[test]
+fn daemon_processes_an_exported_study_once() {
+    let (src, uid) = study(21);
+    let d = Deployment::new("");
+    let mut child = d.spawn();
+    // Stray files: a temporary name never renamed, and a non-DICOM file.
+    std::fs::write(d.export.join("incoming.part"), b"half a file").expect("write");
+    std::fs::write(d.export.join("README.txt"), b"not DICOM").expect("write");
+    // PET now; the CT after a pause longer than settle_seconds: the study must
+    // wait for its pair rather than run with the PET alone.
+    export_study(&src.join("PT"), &d.export, "st/PT", Duration::from_millis(10));
+    std::thread::sleep(Duration::from_millis(2500));
+    let e = d.entry(&uid).expect("the study is in the journal");
+    assert_eq!(e.state, StudyState::Seen, "PET alone is not ready (pair_wait_seconds 600)");
+    export_study(&src.join("CT"), &d.export, "st/CT", Duration::from_millis(10));
+    let done = wait_for(Duration::from_secs(120), || d.entry(&uid).filter(|e| e.state.is_final()));
+    let e = done.unwrap_or_else(|| panic!("not done in time; log:\n{}", d.log_text()));
+    assert_eq!(e.state, StudyState::Done, "{:?}\n{}", e.last_error, d.log_text());
+    assert_eq!((e.attempts, e.completions), (1, 1));
+    assert_eq!(e.files.len(), 24 + 48, "every PET and CT file, nothing else");
+    assert_output_complete(&d.out, &uid);
+    assert_eq!(names(&d.out), vec![uid.clone()], "no staging folder left");
+    let report = std::fs::metadata(d.out.join(&uid).join("report.json")).expect("report");
+    // Nothing more happens while the files stay as they are.
+    std::thread::sleep(Duration::from_secs(3));
+    let e = d.entry(&uid).expect("entry");
+    assert_eq!((e.state, e.attempts, e.completions), (StudyState::Done, 1, 1));
+    // SIGTERM: a clean stop.
+    signal(&child, 15);
+    let status = wait_exit(&mut child, Duration::from_secs(30)).expect("stops on SIGTERM");
+    assert!(status.success(), "exit {status:?}\n{}", d.log_text());
+    // A restart sees the same files and does not process them again.
+    let mut child = d.spawn();
+    std::thread::sleep(Duration::from_secs(4));
+    let e = d.entry(&uid).expect("entry");
+    assert_eq!((e.state, e.attempts, e.completions), (StudyState::Done, 1, 1), "{}", d.log_text());
+    let again = std::fs::metadata(d.out.join(&uid).join("report.json")).expect("report");
+    assert_eq!(report.modified().ok(), again.modified().ok(), "outputs written once");
+    signal(&child, 2);
+    assert!(wait_exit(&mut child, Duration::from_secs(30)).expect("stops on SIGINT").success());
+    // The log names the study by its hash only.
+    let log = d.log_text();
+    assert!(log.contains(&edgeseg::queue::uid_hash(&uid)), "{log}");
+    assert!(!log.contains("Phantom^"), "no patient name in the log");
+}
