@@ -173,6 +173,8 @@ pub struct ModelConfig {
     pub threads: usize,
     /// Tiles per network call.
     pub batch_size: usize,
+    /// Mirroring test-time augmentation (nnU-Net's default; off is up to 8× faster).
+    pub tta: bool,
     /// Retry a study on the CPU when the GPU runs out of memory.
     pub cpu_fallback_on_oom: bool,
 }
@@ -186,6 +188,7 @@ impl Default for ModelConfig {
             require_gpu: false,
             threads: 0,
             batch_size: 2,
+            tta: true,
             cpu_fallback_on_oom: true,
         }
     }

@@ -269,7 +269,7 @@ fn engine_options(c: &config::ModelConfig, force_cpu: bool) -> EngineOptions {
 fn predict_options(c: &config::ModelConfig, state: &Path, force_cpu: bool) -> PredictOptions {
     let mut engine = engine_options(c, force_cpu);
     engine.trt_cache_dir = Some(state.join("engine-cache"));
-    PredictOptions { batch_size: c.batch_size, engine, ..PredictOptions::default() }
+    PredictOptions { batch_size: c.batch_size, tta: c.tta, engine, ..PredictOptions::default() }
 }
 
 /// The GPU worker: loads the model, then runs jobs until its channel closes.

@@ -99,7 +99,7 @@ impl Deployment {
     pub fn write_config(&self, extra: &str) {
         let text = format!(
             "[watch]\nfolders = [\"{}\"]\nsettle_seconds = 1\npoll_interval_seconds = 1\n{extra}\n\
-             [model]\npath = \"{}\"\nonnxruntime = \"{}\"\nprovider = \"cpu\"\n\
+             [model]\npath = \"{}\"\nonnxruntime = \"{}\"\nprovider = \"cpu\"\ntta = false\n\
              [output]\nfolder = \"{}\"\n[state]\nfolder = \"{}\"\n[metrics]\nlisten = \"127.0.0.1:0\"\n[dbus]\nbus = \"off\"\n",
             self.export.display(),
             petct_model().display(),

@@ -53,5 +53,5 @@ fn daemon_processes_an_exported_study_once() {
     // The log names the study by its hash only.
     let log = d.log_text();
     assert!(log.contains(&edgeseg::queue::uid_hash(&uid)), "{log}");
-    assert!(!log.contains("Phantom^"), "no patient name in the log");
+    assert!(!log.contains("Phantom^") && !log.contains("PHANTOM-"), "no patient name or ID in the log");
 }

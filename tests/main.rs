@@ -12,6 +12,7 @@
 //! - `pipeline_process`: `edgeseg process`, DICOM to outputs, with a PET/CT model.
 //! - `post_profiles`: the PET/CT total-tumour profile on generated studies.
 //! - `post_screening`: the CT screening (S4C) rules.
+//! - `daemon_service`: the service loop in process with a recording Reporter and Commands.
 //! - `daemon_watch`: `edgeseg daemon` on an exported study: processed once.
 //! - `systemd_units`: the unit, tmpfiles, sysusers and D-Bus policy under
 //!   systemd/ (systemd-analyze verify and security), `edgeseg check-config`.
@@ -19,6 +20,7 @@
 mod daemon_util;
 mod util;
 
+mod daemon_service;
 mod daemon_watch;
 mod infer_predict;
 mod ingest_bad_input;
