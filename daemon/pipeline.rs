@@ -390,7 +390,6 @@ pub fn infer_study(
 /// staging folder beside it, every file fsynced, then one rename. A study's
 /// folder is complete or absent; reprocessing replaces it whole.
 pub fn write_study(out: &Path, result: &mut StudyResult) -> Result<PathBuf, PipelineError> {
-    let t = Instant::now();
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |source| PipelineError::Io { path, source }
@@ -402,7 +401,27 @@ pub fn write_study(out: &Path, result: &mut StudyResult) -> Result<PathBuf, Pipe
     if staging.exists() {
         std::fs::remove_dir_all(&staging).map_err(io(&staging))?;
     }
-    std::fs::create_dir_all(&staging).map_err(io(&staging))?;
+    let written = write_staging(&staging, result);
+    if let Err(e) = written {
+        // A failed write (a full disk) leaves nothing behind.
+        let _ = std::fs::remove_dir_all(&staging);
+        return Err(e);
+    }
+    if let Err(e) = swap_into_place(out, &stem, &staging) {
+        let _ = std::fs::remove_dir_all(&staging);
+        return Err(e);
+    }
+    Ok(final_dir)
+}
+
+/// Writes every file of a study into its staging folder.
+fn write_staging(staging: &Path, result: &mut StudyResult) -> Result<(), PipelineError> {
+    let t = Instant::now();
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| PipelineError::Io { path, source }
+    };
+    std::fs::create_dir_all(staging).map_err(io(staging))?;
     let desc = format!("edgeseg {}", result.report.model.name);
     let p = staging.join("labels.nii.gz");
     nifti::write(&p, &result.labels, &desc).map_err(io(&p))?;
@@ -433,8 +452,7 @@ pub fn write_study(out: &Path, result: &mut StudyResult) -> Result<PathBuf, Pipe
     let text = serde_json::to_vec_pretty(&result.report)
         .map_err(|e| PipelineError::Io { path: p.clone(), source: e.into() })?;
     crate::export::write_atomic(&p, |f| std::io::Write::write_all(f, &text)).map_err(io(&p))?;
-    swap_into_place(out, &stem, &staging)?;
-    Ok(final_dir)
+    Ok(())
 }
 
 /// fsyncs a complete staging folder and renames it to `out/<stem>`,
