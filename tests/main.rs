@@ -12,6 +12,7 @@
 //! - `pipeline_process`: `edgeseg process`, DICOM to outputs, with a PET/CT model.
 //! - `post_profiles`: the PET/CT total-tumour profile on generated studies.
 //! - `post_screening`: the CT screening (S4C) rules.
+//! - `daemon_burst`: 30 studies at once (peak RSS bound), a full disk (tmpfs) (slow).
 //! - `daemon_crash`: SIGKILL at random moments during a stream of 10 studies (slow).
 //! - `daemon_service`: the service loop in process with a recording Reporter and Commands.
 //! - `daemon_watch`: `edgeseg daemon` on an exported study: processed once.
@@ -21,6 +22,7 @@
 mod daemon_util;
 mod util;
 
+mod daemon_burst;
 mod daemon_crash;
 mod daemon_service;
 mod daemon_watch;
