@@ -55,3 +55,33 @@ fn daemon_processes_an_exported_study_once() {
     assert!(log.contains(&edgeseg::queue::uid_hash(&uid)), "{log}");
     assert!(!log.contains("Phantom^") && !log.contains("PHANTOM-"), "no patient name or ID in the log");
 }
+
+#[test]
+fn daemon_poll_mode_symlinks_and_late_files() {
+    let (src, uid) = study(22);
+    let (outside_src, outside_uid) = study(23);
+    let d = Deployment::new("mode = \"poll\"\n");
+    // A symlink leading out of the export folder is never followed.
+    let outside = d.root.path().join("outside");
+    export_study(&outside_src, &outside, "x", Duration::ZERO);
+    std::os::unix::fs::symlink(outside.join("x"), d.export.join("link")).expect("symlink");
+    let mut child = d.spawn();
+    export_study(&src, &d.export, "st", Duration::from_millis(5));
+    let e = wait_for(Duration::from_secs(120), || d.entry(&uid).filter(|e| e.state.is_final()));
+    let e = e.unwrap_or_else(|| panic!("{}", d.log_text()));
+    assert_eq!((e.state, e.attempts, e.completions), (StudyState::Done, 1, 1), "{:?}", e.last_error);
+    assert!(d.log_text().contains("polling") || d.log_text().contains("inotify=false"), "{}", d.log_text());
+    assert!(d.entry(&outside_uid).is_none(), "the study behind the symlink is not taken");
+    // A file arriving after the study is done: the study runs again (rule of
+    // the queue: added or rewritten files re-run a finished study).
+    let one = crate::daemon_util::files_under(&src.join("CT")).into_iter().next().expect("a CT file");
+    std::fs::copy(&one, d.export.join("st/CT/late-copy.dcm")).expect("copy");
+    let again = wait_for(Duration::from_secs(120), || d.entry(&uid).filter(|e| e.completions == 2));
+    let again = again.unwrap_or_else(|| panic!("{:?}\n{}", d.entry(&uid), d.log_text()));
+    assert_eq!(again.state, StudyState::Done);
+    assert_eq!(again.files.len(), 24 + 48 + 1);
+    assert_output_complete(&d.out, &uid);
+    assert_eq!(names(&d.out), vec![uid.clone()]);
+    signal(&child, 15);
+    assert!(wait_exit(&mut child, Duration::from_secs(30)).expect("stops").success());
+}
