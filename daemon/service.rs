@@ -534,16 +534,23 @@ pub fn run(
     );
 
     let mut stop_since: Option<Instant> = None;
+    let mut finish_first: Option<String> = None;
     loop {
         reporter.notify_watchdog();
         if control.stop.load(Ordering::SeqCst) && stop_since.is_none() {
             stop_since = Some(Instant::now());
             reporter.notify_stopping();
             d.set_state(DaemonState::Stopping);
+            // The study on the GPU may finish; one loaded ahead is abandoned
+            // (still `running` in the journal, it restarts next time).
+            finish_first = d.current.clone();
             tracing::info!(in_flight = d.in_flight.len(), "stopping: no new studies");
         }
         if let Some(t) = stop_since {
-            if d.in_flight.is_empty() {
+            if finish_first.as_ref().is_none_or(|u| !d.in_flight.contains(u)) {
+                if !d.in_flight.is_empty() {
+                    tracing::info!("{} study loaded ahead abandoned; it restarts next time", d.in_flight.len());
+                }
                 break;
             }
             if t.elapsed().as_secs_f64() > STOP_GRACE_SECONDS {
@@ -759,43 +766,8 @@ impl Daemon<'_> {
             return;
         }
         self.last_retention = Some(Instant::now());
-        let before = queue::now() - f64::from(r.days) * 86400.0;
-        let due = match self.journal.due_for_retention(before) {
-            Ok(d) => d,
-            Err(e) => {
-                tracing::error!("{e}");
-                return;
-            }
-        };
-        for e in due {
-            let mut all_ok = true;
-            for f in &e.files {
-                let res = match (r.action, &r.move_to) {
-                    (RetentionAction::Move, Some(to)) => {
-                        let dest = to.join(&e.hash).join(f.path.file_name().unwrap_or_default());
-                        std::fs::create_dir_all(to.join(&e.hash))
-                            .and_then(|_| std::fs::rename(&f.path, &dest).or_else(|_| move_by_copy(&f.path, &dest)))
-                    }
-                    _ => std::fs::remove_file(&f.path),
-                };
-                match res {
-                    Ok(()) => {}
-                    Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(err) => {
-                        all_ok = false;
-                        tracing::warn!("{}: retention failed: {err}", f.path.display());
-                    }
-                }
-            }
-            if all_ok {
-                if let Err(err) = self.journal.mark_retained(&e.uid) {
-                    tracing::error!("{err}");
-                }
-                tracing::info!(study = %e.hash, "study {}: inputs {} after {} days", e.hash, match r.action {
-                    RetentionAction::Delete => "deleted",
-                    RetentionAction::Move => "moved",
-                }, r.days);
-            }
+        if let Err(e) = retention_pass(&self.journal, &r, queue::now()) {
+            tracing::error!("retention: {e}");
         }
     }
 
@@ -974,9 +946,115 @@ impl Daemon<'_> {
     }
 }
 
+/// Deletes or moves the inputs of studies done more than `r.days` before
+/// `now` (moved ones to `move_to/<study hash>/`); returns how many studies were handled.
+pub fn retention_pass(journal: &Journal, r: &config::RetentionConfig, now: f64) -> Result<usize, QueueError> {
+    if r.days == 0 {
+        return Ok(0);
+    }
+    let due = journal.due_for_retention(now - f64::from(r.days) * 86400.0)?;
+    let mut handled = 0;
+    for e in due {
+        let mut all_ok = true;
+        for f in &e.files {
+            let res = match (r.action, &r.move_to) {
+                (RetentionAction::Move, Some(to)) => {
+                    let dir = to.join(&e.hash);
+                    let dest = dir.join(f.path.file_name().unwrap_or_default());
+                    std::fs::create_dir_all(&dir)
+                        .and_then(|_| std::fs::rename(&f.path, &dest).or_else(|_| move_by_copy(&f.path, &dest)))
+                }
+                _ => std::fs::remove_file(&f.path),
+            };
+            match res {
+                Ok(()) => {}
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+                Err(err) => {
+                    all_ok = false;
+                    tracing::warn!("{}: retention failed: {err}", f.path.display());
+                }
+            }
+        }
+        if all_ok {
+            journal.mark_retained(&e.uid)?;
+            handled += 1;
+            let what = match r.action {
+                RetentionAction::Delete => "deleted",
+                RetentionAction::Move => "moved",
+            };
+            tracing::info!(study = %e.hash, "study {}: inputs {what} after {} days", e.hash, r.days);
+        }
+    }
+    Ok(handled)
+}
+
 /// Copies a file then removes the original (a move across file systems).
 fn move_by_copy(from: &Path, to: &Path) -> std::io::Result<()> {
     std::fs::copy(from, to)?;
     std::fs::File::open(to)?.sync_all()?;
     std::fs::remove_file(from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::queue::FileSig;
+
+    fn done_study(j: &Journal, dir: &Path, uid: &str) -> Vec<PathBuf> {
+        let paths: Vec<PathBuf> = (0..3).map(|i| dir.join(format!("{uid}-{i}.dcm"))).collect();
+        for p in &paths {
+            std::fs::write(p, b"x").unwrap();
+        }
+        let sigs: Vec<FileSig> = paths.iter().map(|p| FileSig { path: p.clone(), size: 1, mtime_ns: 1 }).collect();
+        j.observe(uid, &sigs, uid).unwrap();
+        j.mark_ready(uid, &sigs, uid).unwrap();
+        j.start(uid).unwrap();
+        j.done(uid, Path::new("/out")).unwrap();
+        paths
+    }
+
+    #[test]
+    fn retention_deletes_or_moves_after_the_days() {
+        let d = tempfile::tempdir().unwrap();
+        let (j, _) = Journal::open(&d.path().join("j.sqlite")).unwrap();
+        let a = done_study(&j, d.path(), "1.1");
+        let mut r = config::RetentionConfig { days: 2, ..Default::default() };
+        assert_eq!(retention_pass(&j, &r, queue::now() + 86400.0).unwrap(), 0, "not yet");
+        assert!(a.iter().all(|p| p.exists()));
+        assert_eq!(retention_pass(&j, &r, queue::now() + 3.0 * 86400.0).unwrap(), 1);
+        assert!(a.iter().all(|p| !p.exists()));
+        assert!(j.get("1.1").unwrap().unwrap().retained);
+        // Handled once; files gone from a done study do not make it run again.
+        assert_eq!(retention_pass(&j, &r, queue::now() + 3.0 * 86400.0).unwrap(), 0);
+        let b = done_study(&j, d.path(), "2.2");
+        r.action = RetentionAction::Move;
+        r.move_to = Some(d.path().join("archive"));
+        assert_eq!(retention_pass(&j, &r, queue::now() + 3.0 * 86400.0).unwrap(), 1);
+        let moved = d.path().join("archive").join(uid_hash("2.2"));
+        for p in &b {
+            assert!(!p.exists());
+            assert!(moved.join(p.file_name().unwrap()).exists());
+        }
+        r.days = 0;
+        assert_eq!(retention_pass(&j, &r, f64::INFINITY).unwrap(), 0, "off");
+    }
+
+    #[test]
+    fn cleanup_restores_an_interrupted_swap_and_removes_dead_staging() {
+        let d = tempfile::tempdir().unwrap();
+        let out = d.path();
+        // A process id that is not running (pid_max is below 2^22).
+        let dead = 4_194_999u32;
+        std::fs::create_dir_all(out.join(format!(".staging-1.2-{dead}"))).unwrap();
+        std::fs::create_dir_all(out.join(format!(".replaced-3.4-{dead}"))).unwrap();
+        std::fs::write(out.join(format!(".replaced-3.4-{dead}")).join("report.json"), b"{}").unwrap();
+        std::fs::create_dir_all(out.join("5.6")).unwrap();
+        std::fs::create_dir_all(out.join(format!(".replaced-5.6-{dead}"))).unwrap();
+        clean_output_folder(out);
+        let mut names: Vec<String> =
+            std::fs::read_dir(out).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        names.sort();
+        assert_eq!(names, vec!["3.4".to_string(), "5.6".to_string()]);
+        assert!(out.join("3.4/report.json").exists(), "the previous output is put back");
+    }
 }

@@ -37,6 +37,11 @@ use crate::queue::FileSig;
 /// Most extra folders handed in by Enqueue that are kept watched.
 pub const MAX_EXTRA_FOLDERS: usize = 8;
 
+/// Most new or changed files whose header one poll reads; the rest wait for
+/// the next poll, so a large folder found at start never stalls the main
+/// loop (and its watchdog). No study becomes ready while files wait.
+pub const MAX_READS_PER_POLL: usize = 2000;
+
 /// What the watcher needs to know.
 #[derive(Debug, Clone)]
 pub struct WatchSettings {
@@ -104,6 +109,7 @@ pub struct Watcher {
     inotify: Option<notify::RecommendedWatcher>,
     last_full_scan: f64,
     warned: BTreeSet<PathBuf>,
+    backlog: Vec<PathBuf>,
 }
 
 /// Seconds since the epoch.
@@ -124,6 +130,7 @@ impl Watcher {
             inotify: None,
             last_full_scan: f64::NEG_INFINITY,
             warned: BTreeSet::new(),
+            backlog: Vec::new(),
         };
         if w.settings.config.mode == WatchMode::Inotify {
             w.arm_inotify();
@@ -301,11 +308,19 @@ impl Watcher {
             }
             candidates = expanded;
         }
+        candidates.append(&mut self.backlog);
         candidates.sort();
         candidates.dedup();
         let mut touched: BTreeSet<String> = BTreeSet::new();
+        let mut reads = 0;
         for p in candidates {
-            self.update_file(&p, now, &mut touched);
+            if reads >= MAX_READS_PER_POLL {
+                self.backlog.push(p);
+                continue;
+            }
+            if self.update_file(&p, now, &mut touched) {
+                reads += 1;
+            }
         }
         let mut out = Vec::new();
         for uid in &touched {
@@ -318,11 +333,14 @@ impl Watcher {
             t.ready_sent = false;
             out.push(StudyEvent::Changed { uid: uid.clone(), files, fingerprint });
         }
-        out.extend(self.ready_studies(now));
+        if self.backlog.is_empty() {
+            out.extend(self.ready_studies(now));
+        }
         out
     }
 
-    fn update_file(&mut self, p: &Path, now: f64, touched: &mut BTreeSet<String>) {
+    /// Updates one file; true when its header was read.
+    fn update_file(&mut self, p: &Path, now: f64, touched: &mut BTreeSet<String>) -> bool {
         let meta = match std::fs::metadata(p) {
             Ok(m) if m.is_file() => m,
             _ => {
@@ -331,7 +349,7 @@ impl Watcher {
                 {
                     touched.insert(i.study);
                 }
-                return;
+                return false;
             }
         };
         let mtime_ns = meta.modified().ok().and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map(|d| d.as_nanos());
@@ -339,7 +357,7 @@ impl Watcher {
         let size = meta.len();
         let previous = self.files.get(p);
         if previous.is_some_and(|f| f.size == size && f.mtime_ns == mtime_ns) {
-            return;
+            return false;
         }
         // A new file found by a scan counts from its modification time (files
         // that waited while the daemon was down are settled at once); a change
@@ -364,6 +382,7 @@ impl Watcher {
             touched.insert(i.study.clone());
         }
         self.files.insert(p.to_path_buf(), FileState { size, mtime_ns, changed_at, info });
+        true
     }
 
     fn study_files(&self, uid: &str) -> (Vec<FileSig>, String) {

@@ -75,9 +75,9 @@ fn daemon_crash_sigkill_during_a_stream_of_10_studies() {
             std::thread::sleep(Duration::from_millis(200));
             continue;
         }
-        // Random moment: 0.3 to 6 s after the (re)start (a study takes 1 to 3 s
+        // Random moment: 0.5 to 8 s after the (re)start (a study takes 1 to 3 s
         // here, so kills land in every stage: startup, load, inference, write).
-        std::thread::sleep(rng.ms(300, 6000));
+        std::thread::sleep(rng.ms(500, 8000));
         let mut states = BTreeMap::new();
         for e in d.entries() {
             *states.entry(e.state.as_str()).or_insert(0) += 1;

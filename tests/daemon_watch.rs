@@ -82,6 +82,21 @@ fn daemon_poll_mode_symlinks_and_late_files() {
     assert_eq!(again.files.len(), 24 + 48 + 1);
     assert_output_complete(&d.out, &uid);
     assert_eq!(names(&d.out), vec![uid.clone()]);
+    // SIGHUP reloads the configuration (a new settle time) without losing work.
+    d.write_config("mode = \"poll\"\nsettle_seconds_typo = 1\n");
+    signal(&child, 1);
+    assert!(
+        wait_for(Duration::from_secs(10), || d.log_text().contains("keeping the running one").then_some(())).is_some(),
+        "an invalid file is refused on reload: {}",
+        d.log_text()
+    );
+    d.write_config("mode = \"poll\"\n[queue]\nmax_attempts = 5\n");
+    signal(&child, 1);
+    assert!(
+        wait_for(Duration::from_secs(10), || d.log_text().contains("configuration reloaded").then_some(())).is_some()
+    );
+    assert!(child.try_wait().expect("wait").is_none(), "still running after SIGHUP");
+    assert_eq!(d.entry(&uid).map(|e| (e.state, e.completions)), Some((StudyState::Done, 2)));
     signal(&child, 15);
     assert!(wait_exit(&mut child, Duration::from_secs(30)).expect("stops").success());
 }
