@@ -416,6 +416,7 @@ struct Daemon<'a> {
     in_flight: Vec<String>,
     paused: bool,
     disk_ok: bool,
+    armed: bool,
     state: DaemonState,
     current: Option<String>,
     stage: String,
@@ -499,6 +500,30 @@ pub fn run(
     drop(msg_tx);
 
     let required = required_series(&summary.channels);
+    // READY=1 only once the export folders can be read (a network share may
+    // be mounted after the daemon starts); the watchdog is pinged meanwhile.
+    let mut waiting_since: Option<Instant> = None;
+    while !config.watch.folders.iter().all(|f| std::fs::read_dir(f).is_ok()) {
+        reporter.notify_watchdog();
+        if control.stop.load(Ordering::SeqCst) {
+            reporter.notify_stopping();
+            return Ok(());
+        }
+        if waiting_since.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
+            waiting_since = Some(Instant::now());
+            let missing: Vec<String> = config
+                .watch
+                .folders
+                .iter()
+                .filter(|f| std::fs::read_dir(f).is_err())
+                .map(|f| f.display().to_string())
+                .collect();
+            tracing::warn!("waiting for the export folder(s) {} to become readable", missing.join(", "));
+            reporter.set_status_line(&format!("starting: waiting for {}", missing.join(", ")));
+            reporter.set_ready(true, false, true);
+        }
+        std::thread::sleep(TICK);
+    }
     let watcher = Watcher::new(WatchSettings { config: config.watch.clone(), required: required.clone() });
     let mut d = Daemon {
         config_path: config_path.to_path_buf(),
@@ -511,6 +536,7 @@ pub fn run(
         in_flight: Vec::new(),
         paused: false,
         disk_ok: true,
+        armed: true,
         state: DaemonState::Starting,
         current: None,
         stage: String::new(),
@@ -521,11 +547,7 @@ pub fn run(
     };
     d.check_disk();
     d.handle_events();
-    let armed = d.watcher.armed();
-    if !armed {
-        tracing::warn!("a watch folder is not readable yet; watching it anyway");
-    }
-    reporter.set_ready(true, armed, d.disk_ok);
+    reporter.set_ready(true, d.watcher.armed(), d.disk_ok);
     reporter.notify_ready();
     tracing::info!(
         folders = ?d.config.watch.folders,
@@ -756,7 +778,17 @@ impl Daemon<'_> {
                 );
             }
             self.disk_ok = ok;
-            self.reporter.set_ready(true, self.watcher.armed(), ok);
+            self.reporter.set_ready(true, self.armed, ok);
+        }
+        let armed = self.watcher.armed();
+        if armed != self.armed {
+            if armed {
+                tracing::info!("the export folders are readable again");
+            } else {
+                tracing::warn!("an export folder is not readable (unmounted share?)");
+            }
+            self.armed = armed;
+            self.reporter.set_ready(true, armed, self.disk_ok);
         }
     }
 

@@ -256,7 +256,20 @@ impl Watcher {
         if let Some(rx) = &self.events {
             loop {
                 match rx.try_recv() {
-                    Ok(Ok(ev)) => candidates.extend(ev.paths),
+                    Ok(Ok(ev)) => {
+                        // Reads (our own header reads and folder walks among
+                        // them) are not changes; a write being closed is.
+                        use notify::EventKind::Access;
+                        use notify::event::{AccessKind, AccessMode};
+                        let relevant = match ev.kind {
+                            Access(AccessKind::Close(AccessMode::Write)) => true,
+                            Access(_) => false,
+                            _ => true,
+                        };
+                        if relevant {
+                            candidates.extend(ev.paths);
+                        }
+                    }
                     Ok(Err(e)) => {
                         tracing::warn!("inotify: {e}; rescanning");
                         full = true;
@@ -280,6 +293,8 @@ impl Watcher {
             candidates.extend(gone);
         } else {
             // Event paths: directories are walked (a folder moved in), temp names skipped.
+            candidates.sort();
+            candidates.dedup();
             let mut expanded = Vec::new();
             for p in std::mem::take(&mut candidates) {
                 let Some(root) = self.root_of(&p) else { continue };

@@ -111,7 +111,7 @@ fn service_reports_commands_and_quarantine() {
 
     // Pause: a complete study waits; Resume: it runs.
     tx.send(Command::Pause).expect("send");
-    assert!(wait_for(Duration::from_secs(10), || rec.has("state paused").then_some(())).is_some());
+    assert!(wait_for(Duration::from_secs(10), || rec.has("state paused").then_some(())).is_some(), "{:?}", rec.calls());
     export_study(&b_src, &d.export, "b", Duration::ZERO);
     assert!(
         wait_for(Duration::from_secs(20), || (entry_state(&d, &b) == Some(StudyState::Ready)).then_some(())).is_some()
