@@ -149,6 +149,10 @@ pub struct StudyEntry {
     pub retained: bool,
 }
 
+/// Starts after which a study found `running` at startup is failed instead of
+/// restarted (it may be what crashes the daemon); Reprocess runs it again.
+pub const MAX_INTERRUPTED_ATTEMPTS: u32 = 20;
+
 /// What [`Journal::observe`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Observed {
@@ -190,10 +194,23 @@ const COLUMNS: &str = "uid, hash, state, attempts, last_error, completions, crea
 
 impl Journal {
     /// Opens (creates) the journal and recovers from a crash: `running`
-    /// studies go back to `ready`. Returns the journal and how many were recovered.
+    /// studies go back to `ready` (those started [`MAX_INTERRUPTED_ATTEMPTS`]
+    /// times or more are failed instead). Returns the journal and how many were recovered.
     pub fn open(path: &Path) -> Result<(Self, usize), QueueError> {
         let j = Self::connect(path, false)?;
         j.conn.execute_batch(SCHEMA).map_err(|e| j.db(e))?;
+        // A study that was running at every one of its last many starts may be
+        // what stops the daemon (a crash loop): it is failed, not retried.
+        j.conn
+            .execute(
+                "UPDATE studies SET state = 'failed', updated = ?1, last_error = ?2 WHERE state = 'running' AND attempts >= ?3",
+                params![
+                    now(),
+                    format!("the daemon stopped during each of its last {MAX_INTERRUPTED_ATTEMPTS} or more attempts"),
+                    MAX_INTERRUPTED_ATTEMPTS
+                ],
+            )
+            .map_err(|e| j.db(e))?;
         let n = j
             .conn
             .execute(
@@ -511,6 +528,28 @@ mod tests {
         j.done("1.2.3", Path::new("/out/1.2.3")).unwrap();
         assert_eq!(j.observe("1.2.3", &files(1), "c").unwrap(), Observed::Unchanged);
         assert_eq!(j.get("1.2.3").unwrap().unwrap().state, StudyState::Done);
+    }
+
+    #[test]
+    fn crash_loop_is_failed_at_recovery() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("j.sqlite");
+        {
+            let (j, _) = Journal::open(&p).unwrap();
+            j.observe("7", &files(1), "a").unwrap();
+            j.mark_ready("7", &files(1), "a").unwrap();
+            j.start("7").unwrap();
+        }
+        for _ in 1..MAX_INTERRUPTED_ATTEMPTS {
+            let (j, n) = Journal::open(&p).unwrap();
+            assert_eq!(n, 1);
+            j.start("7").unwrap();
+        }
+        let (j, n) = Journal::open(&p).unwrap();
+        assert_eq!(n, 0);
+        let e = j.get("7").unwrap().unwrap();
+        assert_eq!(e.state, StudyState::Failed);
+        assert!(e.last_error.unwrap().contains("stopped during"));
     }
 
     #[test]

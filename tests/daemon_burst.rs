@@ -14,7 +14,7 @@ use crate::daemon_util::{Deployment, assert_output_complete, export_study, names
 
 /// Peak resident memory the daemon may reach on a burst of tiny studies
 /// (ONNX Runtime, the model, one study on the GPU worker, one loaded ahead).
-const PEAK_RSS_BOUND_MIB: f64 = 512.0;
+const PEAK_RSS_BOUND_MIB: f64 = 256.0;
 
 fn vm_hwm_mib(pid: u32) -> Option<f64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;

@@ -1,6 +1,6 @@
 //! Crash test: while 10 studies are exported into the watched folder and
 //! processed, the daemon is killed with SIGKILL at random moments (at least
-//! 10 times) and restarted each time. At the end every study is done exactly
+//! 10 times while studies are unfinished) and restarted each time. At the end every study is done exactly
 //! once in the journal with one complete output folder, no staging or
 //! half-swapped folder exists, and every input file is still there, byte for
 //! byte. Figures go to target/test-daemon/crash-figures.json (RELIABILITY.md).
@@ -57,34 +57,38 @@ fn daemon_crash_sigkill_during_a_stream_of_10_studies() {
     let srcs: Vec<_> = studies.iter().map(|(p, _)| p.clone()).collect();
     let streamer = std::thread::spawn(move || {
         for (i, src) in srcs.iter().enumerate() {
-            export_study(src, &export, &format!("study{i:02}"), Duration::from_millis(4));
+            export_study(src, &export, &format!("study{i:02}"), Duration::from_millis(15));
         }
     });
     let t0 = Instant::now();
     let mut child = d.spawn();
-    let (mut kills, mut restarts) = (0u32, 0u32);
+    let (mut kills, mut restarts, mut kills_with_work) = (0u32, 0u32, 0u32);
     let mut kill_states: Vec<BTreeMap<&'static str, usize>> = Vec::new();
     let deadline = Duration::from_secs(600);
     loop {
-        let all_done = d.entries().iter().filter(|e| e.state == StudyState::Done).count() == studies.len();
-        if kills >= 10 && all_done {
+        let entries = d.entries();
+        let all_done = entries.len() == studies.len() && entries.iter().all(|e| e.state == StudyState::Done);
+        if kills_with_work >= 10 && all_done {
             break;
         }
         assert!(t0.elapsed() < deadline, "not finished in {deadline:?}: {kills} kills\n{}", d.log_text());
-        if kills >= 10 {
+        if kills_with_work >= 10 {
             std::thread::sleep(Duration::from_millis(200));
             continue;
         }
-        // Random moment: 0.5 to 8 s after the (re)start (a study takes 1 to 3 s
-        // here, so kills land in every stage: startup, load, inference, write).
-        std::thread::sleep(rng.ms(500, 8000));
+        // Random moment: 0.2 to 3 s after the (re)start (a study takes about
+        // 1 s here, so kills land in every stage: startup, load, inference, write).
+        std::thread::sleep(rng.ms(200, 3000));
         let mut states = BTreeMap::new();
-        for e in d.entries() {
+        let entries = d.entries();
+        for e in &entries {
             *states.entry(e.state.as_str()).or_insert(0) += 1;
         }
+        let work_left = entries.len() < studies.len() || entries.iter().any(|e| e.state != StudyState::Done);
         signal(&child, 9);
         wait_exit(&mut child, Duration::from_secs(10)).expect("SIGKILL ends it");
         kills += 1;
+        kills_with_work += u32::from(work_left);
         kill_states.push(states);
         child = d.spawn();
         restarts += 1;
@@ -121,6 +125,7 @@ fn daemon_crash_sigkill_during_a_stream_of_10_studies() {
         "seed": seed,
         "studies": studies.len(),
         "kills": kills,
+        "kills_while_studies_unfinished": kills_with_work,
         "restarts": restarts,
         "seconds": elapsed,
         "attempts_histogram": attempts.iter().map(|(k, v)| (k.to_string(), *v)).collect::<BTreeMap<_, _>>(),
