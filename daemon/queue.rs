@@ -394,7 +394,9 @@ impl Journal {
 
     /// The next study to run: the oldest `ready` one whose backoff has passed.
     pub fn next_ready(&self, at: f64, skip: &[String]) -> Result<Option<StudyEntry>, QueueError> {
-        let list = self.query("WHERE state = 'ready' AND not_before <= ?1 ORDER BY updated, uid", params![at])?;
+        let limit = skip.len() as i64 + 1;
+        let list = self
+            .query("WHERE state = 'ready' AND not_before <= ?1 ORDER BY updated, uid LIMIT ?2", params![at, limit])?;
         Ok(list.into_iter().find(|e| !skip.contains(&e.uid)))
     }
 

@@ -810,8 +810,8 @@ impl Daemon<'_> {
         }
         while self.in_flight.len() < 1 + self.config.queue.gpu_jobs as usize {
             let Some(e) = self.journal.next_ready(queue::now(), &self.in_flight)? else { break };
-            let force_cpu = self.config.model.cpu_fallback_on_oom
-                && e.last_error.as_deref().is_some_and(|m| m.to_lowercase().contains("out of memory"));
+            let force_cpu =
+                self.config.model.cpu_fallback_on_oom && e.last_error.as_deref().is_some_and(is_out_of_memory);
             let entry = self.journal.start(&e.uid)?;
             self.log_state(&e.uid, StudyState::Running, &format!("attempt {}", entry.attempts));
             let job = LoadJob {
@@ -1018,6 +1018,13 @@ pub fn retention_pass(journal: &Journal, r: &config::RetentionConfig, now: f64) 
         }
     }
     Ok(handled)
+}
+
+/// Whether an error message is a GPU (or host) out-of-memory: CUDA's
+/// "out of memory", ONNX Runtime's arena "Failed to allocate memory".
+pub fn is_out_of_memory(message: &str) -> bool {
+    let m = message.to_lowercase();
+    m.contains("out of memory") || m.contains("failed to allocate memory") || m.contains("cudaerrormemoryallocation")
 }
 
 /// Copies a file then removes the original (a move across file systems).

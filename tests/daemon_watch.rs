@@ -100,3 +100,15 @@ fn daemon_poll_mode_symlinks_and_late_files() {
     signal(&child, 15);
     assert!(wait_exit(&mut child, Duration::from_secs(30)).expect("stops").success());
 }
+
+#[test]
+fn daemon_refuses_an_invalid_config_with_its_places() {
+    let d = Deployment::new("settle = 3\n");
+    let mut child = d.spawn();
+    let status = wait_exit(&mut child, Duration::from_secs(30)).expect("exits");
+    assert_eq!(status.code(), Some(1));
+    let log = d.log_text();
+    let place = format!("{}:5:1: unknown field `settle`", d.config.display());
+    assert!(log.contains(&place), "{log}");
+    assert!(!d.state.join("journal.sqlite").exists(), "nothing started");
+}
