@@ -12,7 +12,10 @@
 //!
 //! A series is complete when none of its files appeared or changed for
 //! `settle_seconds` and, where its headers give an expected count
-//! (NumberOfSlices, ImagesInAcquisition), that many images are there. A study
+//! (NumberOfSlices × NumberOfTimeSlices, ImagesInAcquisition), that many
+//! images are there; a series still short of its count after
+//! `pair_wait_seconds` without change counts as complete (the pipeline then
+//! decides, quarantining it if it cannot be used). A study
 //! is ready when all its series are complete, no unreadable file changed
 //! within the settle time (a file still being written), and it has the series
 //! the model's channels need (PET+CT; two CTs for arterial+venous) or
@@ -447,8 +450,13 @@ impl Watcher {
             if track.ready_sent {
                 continue;
             }
-            let complete =
-                series.values().all(|s| now - s.last >= settle && s.expected.is_none_or(|n| s.frames >= n as usize));
+            // A series short of its expected count waits, but not forever: after
+            // pair_wait_seconds without change it counts as complete (a file the
+            // scanner never sent must not hold the study back for good).
+            let wait = self.settings.config.pair_wait_seconds.max(settle);
+            let complete = series.values().all(|s| {
+                now - s.last >= settle && (s.expected.is_none_or(|n| s.frames >= n as usize) || now - s.last >= wait)
+            });
             if !complete {
                 continue;
             }

@@ -112,3 +112,26 @@ fn daemon_refuses_an_invalid_config_with_its_places() {
     assert!(log.contains(&place), "{log}");
     assert!(!d.state.join("journal.sqlite").exists(), "nothing started");
 }
+
+#[test]
+fn daemon_waits_for_the_expected_image_count_but_not_forever() {
+    let (src, uid) = study(24);
+    let d = Deployment::new("pair_wait_seconds = 6\n");
+    let mut child = d.spawn();
+    // Every file but one PET slice (NumberOfSlices says 24).
+    export_study(&src, &d.export, "st", Duration::ZERO);
+    let missing = crate::daemon_util::files_under(&d.export.join("st/PT")).into_iter().nth(5).expect("a PET file");
+    let kept = d.root.path().join("held-back.dcm");
+    std::fs::rename(&missing, &kept).expect("hold one back");
+    std::thread::sleep(Duration::from_millis(3000));
+    assert_eq!(d.entry(&uid).map(|e| e.state), Some(StudyState::Seen), "23 of 24 PET images: not complete");
+    // The study is not held back for good: after pair_wait_seconds it is
+    // taken with what it has, and the pipeline decides (here: a gap in the
+    // slices, so quarantine with the reason; the input stays).
+    let e = wait_for(Duration::from_secs(60), || d.entry(&uid).filter(|e| e.state.is_final()));
+    let e = e.unwrap_or_else(|| panic!("{}", d.log_text()));
+    assert!(matches!(e.state, StudyState::Done | StudyState::Quarantined), "{e:?}");
+    assert_eq!(e.files.len(), 23 + 48);
+    signal(&child, 15);
+    assert!(wait_exit(&mut child, Duration::from_secs(30)).expect("stops").success());
+}
