@@ -40,7 +40,7 @@ fn daemon_burst_of_30_studies_with_bounded_memory() {
         export_study(src, &incoming, &format!("study{i:02}"), Duration::ZERO);
     }
     let mut child = d.spawn();
-    assert!(wait_for(Duration::from_secs(60), || d.log_text().contains("watching").then_some(())).is_some());
+    d.wait_watching();
     // Dropped at once: each study folder renamed into the export folder.
     let t0 = Instant::now();
     for i in 0..studies.len() {
@@ -140,7 +140,7 @@ fn daemon_disk_full_pauses_intake_and_resumes() {
     };
     with(8);
     let mut child = d.spawn();
-    assert!(wait_for(Duration::from_secs(60), || d.log_text().contains("watching").then_some(())).is_some());
+    d.wait_watching();
     // 1. Free space under the threshold: intake pauses.
     let filler = tmpfs.0.join("filler");
     fill(&filler, 20 << 20).expect("fill");

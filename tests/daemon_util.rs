@@ -149,6 +149,12 @@ impl Deployment {
         Journal::inspect(&p).and_then(|j| j.all()).unwrap_or_default()
     }
 
+    /// Waits until the daemon watches its folders (model loaded, READY).
+    pub fn wait_watching(&self) {
+        let ok = wait_for(Duration::from_secs(120), || self.log_text().contains("watching").then_some(()));
+        assert!(ok.is_some(), "the daemon did not start:\n{}", self.log_text());
+    }
+
     /// The log so far.
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(self.log()).unwrap_or_default()

@@ -15,6 +15,7 @@ fn daemon_processes_an_exported_study_once() {
     let (src, uid) = study(21);
     let d = Deployment::new("");
     let mut child = d.spawn();
+    d.wait_watching();
     // Stray files: a temporary name never renamed, and a non-DICOM file.
     std::fs::write(d.export.join("incoming.part"), b"half a file").expect("write");
     std::fs::write(d.export.join("README.txt"), b"not DICOM").expect("write");
@@ -118,12 +119,13 @@ fn daemon_waits_for_the_expected_image_count_but_not_forever() {
     let (src, uid) = study(24);
     let d = Deployment::new("pair_wait_seconds = 6\n");
     let mut child = d.spawn();
+    d.wait_watching();
     // Every file but one PET slice (NumberOfSlices says 24).
     export_study(&src, &d.export, "st", Duration::ZERO);
     let missing = crate::daemon_util::files_under(&d.export.join("st/PT")).into_iter().nth(5).expect("a PET file");
     let kept = d.root.path().join("held-back.dcm");
     std::fs::rename(&missing, &kept).expect("hold one back");
-    std::thread::sleep(Duration::from_millis(3000));
+    std::thread::sleep(Duration::from_millis(2500));
     assert_eq!(d.entry(&uid).map(|e| e.state), Some(StudyState::Seen), "23 of 24 PET images: not complete");
     // The study is not held back for good: after pair_wait_seconds it is
     // taken with what it has, and the pipeline decides (here: a gap in the
