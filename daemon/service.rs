@@ -109,6 +109,9 @@ pub trait Reporter {
     fn notify_watchdog(&self);
     /// Shutdown has begun.
     fn notify_stopping(&self);
+    /// The model is loaded (name, sha256, provider per fold: D-Bus
+    /// properties, the `_info` metric). Default: nothing.
+    fn model_loaded(&self, _model: &ModelSummary) {}
 }
 
 /// A [`Reporter`] that only logs (until the observability module reports).
@@ -215,6 +218,8 @@ struct LoadJob {
 pub struct ModelSummary {
     /// Name.
     pub name: String,
+    /// Version.
+    pub version: String,
     /// Package sha256.
     pub sha256: String,
     /// Channels.
@@ -290,6 +295,7 @@ fn gpu_worker(model: config::ModelConfig, state: PathBuf, jobs: Receiver<GpuJob>
     };
     let summary = ModelSummary {
         name: predictor.package.meta.name.clone(),
+        version: predictor.package.meta.version.clone(),
         sha256: predictor.package.sha256.clone(),
         channels: predictor.package.meta.channels.clone(),
         providers: predictor.providers().into_iter().map(|(f, p)| (f, p.to_string())).collect(),
@@ -484,6 +490,7 @@ pub fn run(
             }
         }
     };
+    reporter.model_loaded(&summary);
     tracing::info!(
         model = %summary.name,
         sha256 = %summary.sha256,

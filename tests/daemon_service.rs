@@ -70,6 +70,9 @@ impl Reporter for Recorder {
     fn notify_stopping(&self) {
         self.push("notify stopping".into());
     }
+    fn model_loaded(&self, m: &service::ModelSummary) {
+        self.push(format!("model {} {} {:?}", m.name, m.sha256.len(), m.providers));
+    }
 }
 
 fn entry_state(d: &Deployment, uid: &str) -> Option<StudyState> {
@@ -91,6 +94,8 @@ fn service_reports_commands_and_quarantine() {
 
     assert!(wait_for(Duration::from_secs(60), || rec.has("notify ready").then_some(())).is_some(), "{:?}", rec.calls());
     assert!(rec.has("ready true true true"));
+    assert!(rec.has("model pointwise-petct-test 64 [(0, \"cpu\")"), "{:?}", rec.calls());
+    assert!(rec.position("model ").expect("model") < rec.position("notify ready").expect("ready"));
     export_study(&a_src, &d.export, "a", Duration::ZERO);
     let done = wait_for(Duration::from_secs(60), || (entry_state(&d, &a) == Some(StudyState::Done)).then_some(()));
     assert!(done.is_some(), "{:?}\n{:?}", d.entry(&a), rec.calls());
