@@ -636,6 +636,29 @@ mod tests {
         assert!(e.len() == 1 && e[0].contains("longer than 64"), "{e:?}");
     }
 
+    proptest::proptest! {
+        /// No text makes the checker panic or loop; every place lies in the file.
+        #[test]
+        fn check_never_panics(lines in proptest::collection::vec(
+            proptest::sample::select(vec![
+                "[watch]", "[model]", "[nope]", "folders = [\"/a\", \"rel\"]", "settle_seconds = -1",
+                "settle_seconds = \"x\"", "mode = \"poll\"", "mode = 3", "x = 1", "[metrics]",
+                "listen = \"::\"", "temp_patterns = [\"é*\", \"\"]", "bus = \"off\"", "[dbus]",
+                "folders = [", "\"/b\",", "]", "ünïcödé = \"ö\"", "a.b = 1", "[[arr]]", "= =", "",
+            ]),
+            0..24,
+        )) {
+            let text = lines.join("\n");
+            let (_, diags) = check(Path::new("p.toml"), &text);
+            let n_lines = text.lines().count().max(1);
+            for d in diags {
+                if let Some(l) = d.line {
+                    proptest::prop_assert!(l <= n_lines + 1, "{d} in\n{text}");
+                }
+            }
+        }
+    }
+
     #[test]
     fn glob() {
         assert!(glob_match("*.tmp", "a.tmp"));
