@@ -333,7 +333,15 @@ pub fn infer_study(
     };
     progress("inference");
     let refs: Vec<&Volume<f32>> = volumes.iter().collect();
-    let prediction = predictor.predict(&refs, probabilities, |_, _| {})?;
+    // Progress in tenths ("inference 40%"), for status lines.
+    let mut last_tenth = 0;
+    let prediction = predictor.predict(&refs, probabilities, |done, total| {
+        let tenth = done * 10 / total.max(1);
+        if tenth > last_tenth && tenth < 10 {
+            last_tenth = tenth;
+            progress(&format!("inference {}%", tenth * 10));
+        }
+    })?;
     timings.preprocess = prediction.timings.preprocess_s;
     timings.inference = prediction.timings.inference_s;
     timings.export = prediction.timings.export_s;

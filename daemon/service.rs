@@ -458,6 +458,19 @@ pub fn run(
     for d in [&config.state.folder, &config.output.folder, &config.state.quarantine()] {
         std::fs::create_dir_all(d).map_err(io(d))?;
     }
+    // One daemon per state folder: two would run the same studies.
+    let lock_path = config.state.folder.join("daemon.lock");
+    let lock = std::fs::File::create(&lock_path).map_err(io(&lock_path))?;
+    match lock.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            return Err(ServiceError::Io {
+                path: lock_path,
+                source: std::io::Error::other("another edgeseg daemon is running on this state folder"),
+            });
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(ServiceError::Io { path: lock_path, source: e }),
+    }
     clean_output_folder(&config.output.folder);
     let (journal, recovered) = Journal::open(&config.state.journal())?;
     if recovered > 0 {
@@ -623,6 +636,7 @@ pub fn run(
         let _ = worker.join();
     }
     tracing::info!("stopped");
+    drop(lock);
     Ok(())
 }
 

@@ -137,3 +137,17 @@ fn daemon_waits_for_the_expected_image_count_but_not_forever() {
     signal(&child, 15);
     assert!(wait_exit(&mut child, Duration::from_secs(30)).expect("stops").success());
 }
+
+#[test]
+fn daemon_refuses_a_second_instance_on_the_same_state_folder() {
+    let d = Deployment::new("");
+    let mut first = d.spawn();
+    d.wait_watching();
+    let mut second = d.spawn();
+    let status = wait_exit(&mut second, Duration::from_secs(30)).expect("the second exits");
+    assert_eq!(status.code(), Some(1));
+    assert!(d.log_text().contains("another edgeseg daemon is running"), "{}", d.log_text());
+    assert!(first.try_wait().expect("wait").is_none(), "the first keeps running");
+    signal(&first, 15);
+    assert!(wait_exit(&mut first, Duration::from_secs(30)).expect("stops").success());
+}
