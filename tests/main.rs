@@ -15,7 +15,9 @@
 //! - `daemon_burst`: 30 studies at once (peak RSS bound), a full disk (tmpfs) (slow).
 //! - `daemon_crash`: SIGKILL at random moments during a stream of 10 studies (slow).
 //! - `daemon_service`: the service loop in process with a recording Reporter and Commands.
-//! - `daemon_watch`: `edgeseg daemon` on an exported study: processed once.
+//! - `daemon_watch`: `edgeseg daemon` as a subprocess: an exported study
+//!   processed once, poll mode, symlinks, late files, SIGHUP, expected image
+//!   counts, an invalid configuration, a second instance refused.
 //! - `systemd_units`: the unit, tmpfiles, sysusers and D-Bus policy under
 //!   systemd/ (systemd-analyze verify and security), `edgeseg check-config`.
 
