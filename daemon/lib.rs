@@ -4,6 +4,7 @@
 //! between them; the `edgeseg` binary and (later) the daemon call them. See
 //! ARCHITECTURE.md for the stages and their invariants.
 
+pub mod config;
 pub mod export;
 pub mod gpu;
 pub mod infer;
@@ -11,8 +12,11 @@ pub mod ingest;
 pub mod observe;
 pub mod pipeline;
 pub mod post;
+pub mod queue;
+pub mod service;
 pub mod sys;
 pub mod volume;
+pub mod watch;
 
 /// The edgeseg version and git revision, as `--version` prints it.
 pub fn version() -> &'static str {

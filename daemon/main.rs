@@ -155,6 +155,19 @@ enum Command {
         #[arg(long, default_value = "liver")]
         threshold: String,
     },
+    /// Run as the scanner-side daemon: watch the export folders, queue and
+    /// process complete studies (see systemd/edgeseg.service).
+    Daemon {
+        /// Configuration file (TOML; systemd/edgeseg.toml lists every key).
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Check a daemon configuration file: every error with its line and
+    /// column; exit 0 when valid, 2 when not.
+    CheckConfig {
+        /// Configuration file (TOML).
+        file: PathBuf,
+    },
     /// Label the connected components of a mask (any non-zero voxel), in the
     /// canonical order (first voxel in raster order), with optional size filter
     /// and per-component statistics of an intensity image.
@@ -196,9 +209,10 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    // The journal under systemd (JOURNAL_STREAM), stderr otherwise.
-    edgeseg::observe::logging::init("warn");
     let cli = Cli::parse();
+    // The journal under systemd (JOURNAL_STREAM on stderr), stderr otherwise;
+    // EDGESEG_LOG filters (default: info for the daemon, warn otherwise).
+    edgeseg::observe::logging::init(if matches!(cli.command, Command::Daemon { .. }) { "info" } else { "warn" });
     let result = match cli.command {
         Command::Inspect { dir, json } => inspect(&dir, json),
         Command::Convert { dir, out } => convert(&dir, &out),
@@ -239,6 +253,8 @@ fn main() -> ExitCode {
         Command::Compile { model, onnxruntime, provider, require_gpu, fp16, trt_cache } => {
             predict::compile(&model, onnxruntime.as_deref(), &provider, require_gpu, fp16, trt_cache)
         }
+        Command::Daemon { config } => daemon(&config),
+        Command::CheckConfig { file } => check_config(&file),
         Command::AddLesion { study_out, at, threshold } => add_lesion(&study_out, &at, &threshold),
         Command::GpuCheck { seed, json, write_volume } => gpu_check(seed, json, write_volume.as_deref()),
         Command::Components { mask, out, connectivity, min_ml, stats, json, gpu } => {
@@ -272,6 +288,59 @@ fn status(json: bool, session: bool, address: Option<String>) -> Result<bool> {
     } else {
         std::io::Write::write_all(&mut std::io::stdout().lock(), st.to_text().as_bytes())?;
     }
+    Ok(true)
+}
+
+/// `edgeseg check-config FILE`.
+fn check_config(file: &Path) -> Result<bool> {
+    let text = std::fs::read_to_string(file).with_context(|| format!("{}: cannot read", file.display()))?;
+    let (_, diags) = edgeseg::config::check(file, &text);
+    for d in &diags {
+        eprintln!("{d}");
+    }
+    if diags.is_empty() {
+        outln!("{}: valid", file.display());
+    } else {
+        eprintln!("edgeseg: {}: {} error(s)", file.display(), diags.len());
+    }
+    Ok(diags.is_empty())
+}
+
+/// `edgeseg daemon --config FILE`.
+fn daemon(config: &Path) -> Result<bool> {
+    use edgeseg::observe::{self, BuildAndModelInfo, BusKind, Observer};
+    use edgeseg::service;
+    let control = service::Control::default();
+    control.install_signal_handlers().context("cannot install signal handlers")?;
+    // What the observer needs before the service loads anything: the listen
+    // address, the bus, and the model's identity (its manifest, not the
+    // networks). A bad file fails here with every error placed, as
+    // check-config does.
+    let text = std::fs::read_to_string(config).with_context(|| format!("{}: cannot read", config.display()))?;
+    let (cfg, diags) = edgeseg::config::check(config, &text);
+    let Some(cfg) = cfg.filter(|_| diags.is_empty()) else {
+        for d in &diags {
+            eprintln!("{d}");
+        }
+        anyhow::bail!("{}: {} configuration error(s)", config.display(), diags.len());
+    };
+    let pkg = edgeseg::infer::model::ModelPackage::load(&cfg.model.path)
+        .with_context(|| format!("model {}", cfg.model.path.display()))?;
+    let info =
+        BuildAndModelInfo::this_build(&pkg.meta.name, &pkg.meta.version, &pkg.sha256, cfg.model.provider.as_str());
+    drop(pkg);
+    let obs = Observer::new(info);
+    let http = observe::serve_http(cfg.metrics.listen, obs.clone())?;
+    tracing::info!("metrics on http://{}/metrics", http.local_addr());
+    let (commands_tx, commands) = std::sync::mpsc::channel::<service::Command>();
+    let bus = match cfg.dbus.bus {
+        edgeseg::config::Bus::System => BusKind::System,
+        edgeseg::config::Bus::Session => BusKind::Session,
+        edgeseg::config::Bus::Off => BusKind::Off,
+    };
+    let _dbus = observe::start_dbus(bus, obs.clone(), commands_tx.clone())?;
+    service::run(config, &obs, &control, &commands)?;
+    drop(http);
     Ok(true)
 }
 

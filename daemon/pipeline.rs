@@ -257,8 +257,16 @@ pub fn select_series<'a>(
     study_uid: &str,
     predictor: &Predictor,
 ) -> Result<Vec<&'a SeriesIndex>, PipelineError> {
+    select_for_channels(index, study_uid, &predictor.package.meta.channels)
+}
+
+/// [`select_series`] for a list of model channels.
+pub fn select_for_channels<'a>(
+    index: &'a FolderIndex,
+    study_uid: &str,
+    channels: &[crate::infer::model::Channel],
+) -> Result<Vec<&'a SeriesIndex>, PipelineError> {
     let series: Vec<&SeriesIndex> = index.series.iter().filter(|s| s.study_uid == study_uid).collect();
-    let channels = &predictor.package.meta.channels;
     let mods: Vec<&str> = channels.iter().map(|c| c.modality.as_str()).collect();
     let no = |reason: String| PipelineError::NoInput { study_uid: study_uid.to_string(), reason };
     if mods.contains(&"PT") && mods.contains(&"CT") {
@@ -291,24 +299,37 @@ pub fn select_series<'a>(
         .collect()
 }
 
-/// Runs one study through load, inference and post-processing.
-pub fn run_study(
-    predictor: &Predictor,
-    backend: &Backend,
+/// A study's input channels, loaded and on the reference grid: what
+/// [`load_study`] gives and [`infer_study`] takes. The daemon loads the next
+/// study on a CPU thread while the current one is on the GPU.
+pub struct LoadedStudy {
+    /// StudyInstanceUID.
+    pub study_uid: String,
+    /// One volume per model channel, on the reference (first channel's) grid.
+    pub volumes: Vec<Volume<f32>>,
+    /// Inputs per channel, as they went in.
+    pub inputs: Vec<InputSeries>,
+    /// The reference series.
+    pub reference_series_uid: String,
+    /// Seconds spent loading.
+    pub load_seconds: f64,
+    /// What seg.dcm and rtstruct.dcm reference (None without a
+    /// FrameOfReferenceUID).
+    pub source: Option<dicom_refs::SourceRefs>,
+    /// For profiles that load their own series: the study's index.
+    pub phases: Option<FolderIndex>,
+}
+
+/// Picks and loads a study's series for the model's channels, on the grid of
+/// the first channel.
+pub fn load_study(
     index: &FolderIndex,
     study_uid: &str,
-    probabilities: bool,
-    mut progress: impl FnMut(&str),
-) -> Result<StudyResult, PipelineError> {
-    if predictor.package.meta.profile == SCREENING_PROFILE {
-        return run_screening(predictor, backend, index, study_uid, probabilities, progress);
-    }
-    let mut timings = StageTimings::default();
+    channels: &[crate::infer::model::Channel],
+) -> Result<LoadedStudy, PipelineError> {
     let t = Instant::now();
-    let chosen = select_series(index, study_uid, predictor)?;
-    progress("loading series");
+    let chosen = select_for_channels(index, study_uid, channels)?;
     let loaded: Vec<SeriesVolume> = chosen.iter().map(|s| s.plan().and_then(|p| p.load())).collect::<Result<_, _>>()?;
-    let channels = &predictor.package.meta.channels;
     for (c, sv) in channels.iter().zip(&loaded) {
         if c.modality == "PT" && sv.info.unit != ValueUnit::Suv {
             let reason = match &sv.info.suv {
@@ -321,8 +342,13 @@ pub fn run_study(
             });
         }
     }
-    let reference = &loaded[0];
-    let source = source_refs(chosen[0], &reference.info)?;
+    let (Some(reference), Some(first)) = (loaded.first(), chosen.first()) else {
+        return Err(PipelineError::NoInput {
+            study_uid: study_uid.to_string(),
+            reason: "the model has no channels".into(),
+        });
+    };
+    let source = source_refs(first, &reference.info)?;
     let target = reference.volume.geometry.clone();
     let mut inputs = Vec::new();
     let mut volumes: Vec<Volume<f32>> = Vec::new();
@@ -340,10 +366,102 @@ pub fn run_study(
             phase: None,
         });
     }
-    timings.load = t.elapsed().as_secs_f64();
+    Ok(LoadedStudy {
+        study_uid: study_uid.to_string(),
+        volumes,
+        inputs,
+        reference_series_uid: reference.info.series_uid.clone(),
+        load_seconds: t.elapsed().as_secs_f64(),
+        source,
+        phases: None,
+    })
+}
+
+impl LoadedStudy {
+    /// A study for a profile that picks its own series (the `ct-screening`
+    /// profile runs the model on each contrast phase): the index travels to
+    /// [`infer_study`], which loads the phases there.
+    pub fn deferred(study_uid: &str, index: FolderIndex) -> Self {
+        LoadedStudy {
+            study_uid: study_uid.to_string(),
+            volumes: Vec::new(),
+            inputs: Vec::new(),
+            reference_series_uid: String::new(),
+            load_seconds: 0.0,
+            source: None,
+            phases: Some(index),
+        }
+    }
+}
+
+/// Runs one study through load, inference and post-processing.
+pub fn run_study(
+    predictor: &Predictor,
+    backend: &Backend,
+    index: &FolderIndex,
+    study_uid: &str,
+    probabilities: bool,
+    mut progress: impl FnMut(&str),
+) -> Result<StudyResult, PipelineError> {
+    if predictor.package.meta.profile == SCREENING_PROFILE {
+        return run_screening(predictor, backend, index, study_uid, probabilities, progress);
+    }
+    progress("loading series");
+    let loaded = load_study(index, study_uid, &predictor.package.meta.channels)?;
+    infer_study(predictor, backend, loaded, probabilities, progress)
+}
+
+/// `run_study` then `write_study`: one study of an index to its output
+/// folder. `edgeseg process` and the daemon both call this.
+pub fn process_study(
+    predictor: &Predictor,
+    backend: &Backend,
+    index: &FolderIndex,
+    study_uid: &str,
+    out: &Path,
+    probabilities: bool,
+    progress: impl FnMut(&str),
+) -> Result<(PathBuf, StudyResult), PipelineError> {
+    let mut r = run_study(predictor, backend, index, study_uid, probabilities, progress)?;
+    let dir = write_study(out, &mut r)?;
+    Ok((dir, r))
+}
+
+/// Inference and post-processing of a loaded study.
+pub fn infer_study(
+    predictor: &Predictor,
+    backend: &Backend,
+    loaded: LoadedStudy,
+    probabilities: bool,
+    mut progress: impl FnMut(&str),
+) -> Result<StudyResult, PipelineError> {
+    if let Some(index) = &loaded.phases {
+        return run_screening(predictor, backend, index, &loaded.study_uid, probabilities, progress);
+    }
+    let LoadedStudy { study_uid, mut volumes, inputs, reference_series_uid, load_seconds, source, phases: _ } = loaded;
+    let study_uid = study_uid.as_str();
+    let mut timings = StageTimings { load: load_seconds, ..StageTimings::default() };
+    let channels = &predictor.package.meta.channels;
+    if volumes.len() != channels.len() {
+        return Err(PipelineError::NoInput {
+            study_uid: study_uid.to_string(),
+            reason: format!("{} volumes for a model of {} channels", volumes.len(), channels.len()),
+        });
+    }
+    let Some(target) = volumes.first().map(|v| v.geometry.clone()) else {
+        return Err(PipelineError::NoInput { study_uid: study_uid.to_string(), reason: "no input volumes".into() });
+    };
     progress("inference");
     let refs: Vec<&Volume<f32>> = volumes.iter().collect();
-    let prediction = predictor.predict(&refs, probabilities, |_, _| {})?;
+    // Progress in tenths ("inference 40%"), for status lines.
+    let mut last_tenth = 0;
+    let prediction = predictor.predict(&refs, probabilities, |done, total| {
+        let tenth = done * 10 / total.max(1);
+        if tenth > last_tenth && tenth < 10 {
+            last_tenth = tenth;
+            progress(&format!("inference {}%", tenth * 10));
+        }
+    })?;
     timings.preprocess = prediction.timings.preprocess_s;
     timings.inference = prediction.timings.inference_s;
     timings.export = prediction.timings.export_s;
@@ -375,7 +493,7 @@ pub fn run_study(
         schema: "edgeseg-report/1",
         edgeseg_version: crate::version(),
         study_instance_uid: study_uid.to_string(),
-        reference_series_uid: reference.info.series_uid.clone(),
+        reference_series_uid,
         inputs,
         model: ModelInfo {
             name: pkg.meta.name.clone(),
@@ -468,7 +586,6 @@ fn source_refs(
 /// staging folder beside it, every file fsynced, then one rename. A study's
 /// folder is complete or absent; reprocessing replaces it whole.
 pub fn write_study(out: &Path, result: &mut StudyResult) -> Result<PathBuf, PipelineError> {
-    let t = Instant::now();
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |source| PipelineError::Io { path, source }
@@ -482,7 +599,27 @@ pub fn write_study(out: &Path, result: &mut StudyResult) -> Result<PathBuf, Pipe
     if staging.exists() {
         std::fs::remove_dir_all(&staging).map_err(io(&staging))?;
     }
-    std::fs::create_dir_all(&staging).map_err(io(&staging))?;
+    let written = write_staging(&staging, result, &mut hook);
+    if let Err(e) = written {
+        // A failed write (a full disk) leaves nothing behind.
+        let _ = std::fs::remove_dir_all(&staging);
+        return Err(e);
+    }
+    if let Err(e) = swap_into_place(out, &stem, &staging) {
+        let _ = std::fs::remove_dir_all(&staging);
+        return Err(e);
+    }
+    Ok(final_dir)
+}
+
+/// Writes every file of a study into its staging folder.
+fn write_staging(staging: &Path, result: &mut StudyResult, hook: &mut AbortHook) -> Result<(), PipelineError> {
+    let t = Instant::now();
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| PipelineError::Io { path, source }
+    };
+    std::fs::create_dir_all(staging).map_err(io(staging))?;
     let desc = format!("edgeseg {}", result.report.model.name);
     let p = staging.join("labels.nii.gz");
     nifti::write(&p, &result.labels, &desc).map_err(io(&p))?;
@@ -530,7 +667,7 @@ pub fn write_study(out: &Path, result: &mut StudyResult) -> Result<PathBuf, Pipe
         hook.file_done();
     }
     if let Some(d) = &result.dicom {
-        result.report.dicom_outputs = crate::export::write_dicom(&staging, d, &result.labels, result.lesions.as_ref())?;
+        result.report.dicom_outputs = crate::export::write_dicom(staging, d, &result.labels, result.lesions.as_ref())?;
         for _ in &result.report.dicom_outputs {
             hook.file_done();
         }
@@ -541,8 +678,7 @@ pub fn write_study(out: &Path, result: &mut StudyResult) -> Result<PathBuf, Pipe
         .map_err(|e| PipelineError::Io { path: p.clone(), source: e.into() })?;
     crate::export::write_atomic(&p, |f| std::io::Write::write_all(f, &text)).map_err(io(&p))?;
     hook.file_done();
-    swap_into_place(out, &stem, &staging)?;
-    Ok(final_dir)
+    Ok(())
 }
 
 /// The crash-test hook: with `EDGESEG_TEST_ABORT_AFTER_FILE=N` in the

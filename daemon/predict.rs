@@ -244,10 +244,9 @@ pub fn process(a: &ProcessArgs) -> Result<bool> {
     }
     for (n, study) in studies.iter().enumerate() {
         let tag = format!("study {} of {}", n + 1, studies.len());
-        let r = pipeline::run_study(&predictor, &backend, &index, study, a.save_probabilities, |stage| {
+        let r = pipeline::process_study(&predictor, &backend, &index, study, &a.out, a.save_probabilities, |stage| {
             tracing::info!(study = %study, "{tag}: {stage}");
-        })
-        .and_then(|mut r| pipeline::write_study(&a.out, &mut r).map(|dir| (dir, r)));
+        });
         match r {
             Ok((dir, r)) => {
                 let t = &r.report.timings_s;

@@ -24,3 +24,24 @@ pub fn advise_huge_pages<T>(buf: &mut [T]) {
         tracing::debug!("madvise(MADV_HUGEPAGE) refused: {}", std::io::Error::last_os_error());
     }
 }
+
+/// Free space available to this (unprivileged) process on the file system
+/// holding `path`, in bytes (statvfs: f_bavail × f_frsize).
+pub fn free_bytes(path: &std::path::Path) -> std::io::Result<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "path contains a NUL byte"))?;
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::zeroed();
+    // SAFETY: `c` is a NUL-terminated string that outlives the call and `st`
+    // points to writable memory of the size of `struct statvfs`, which the
+    // kernel fills; it is read only when the call reports success.
+    let rc = unsafe { libc::statvfs(c.as_ptr(), st.as_mut_ptr()) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: statvfs returned 0, so it initialised the whole struct.
+    let st = unsafe { st.assume_init() };
+    // The field types differ between targets (u32 on some 32-bit ones).
+    #[allow(clippy::unnecessary_cast)]
+    Ok((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
+}

@@ -24,9 +24,22 @@
 //!   with `systemd-notify`'s; the watchdog interval.
 //! - `observe_dbus`: `org.edgeseg.Daemon1` on a private dbus-daemon, judged by
 //!   busctl and gdbus; `edgeseg status`.
+//! - `daemon_burst`: 30 studies at once (peak RSS bound), a full disk (tmpfs) (slow).
+//! - `daemon_crash`: SIGKILL at random moments during a stream of 10 studies (slow).
+//! - `daemon_service`: the service loop in process with a recording Reporter and Commands.
+//! - `daemon_watch`: `edgeseg daemon` as a subprocess: an exported study
+//!   processed once, poll mode, symlinks, late files, SIGHUP, expected image
+//!   counts, an invalid configuration, a second instance refused.
+//! - `systemd_units`: the unit, tmpfiles, sysusers and D-Bus policy under
+//!   systemd/ (systemd-analyze verify and security), `edgeseg check-config`.
 
+mod daemon_util;
 mod util;
 
+mod daemon_burst;
+mod daemon_crash;
+mod daemon_service;
+mod daemon_watch;
 mod export_dicom;
 mod export_outputs;
 mod infer_predict;
@@ -40,3 +53,4 @@ mod pipeline_process;
 mod pipeline_screening;
 mod post_profiles;
 mod post_screening;
+mod systemd_units;

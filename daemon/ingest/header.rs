@@ -229,7 +229,8 @@ pub struct InstanceHeader {
     pub number_of_frames: u32,
     /// Per-frame geometry and rescale.
     pub frames: Vec<FrameHeader>,
-    /// Images the series should have, where the headers say so.
+    /// Images the series should have, where the headers say so
+    /// (NumberOfSlices × NumberOfTimeSlices, or ImagesInAcquisition).
     pub expected_images: Option<u32>,
     /// PET attributes (modality PT only).
     pub pet: Option<PetHeader>,
@@ -523,11 +524,17 @@ pub fn parse(obj: &Obj, path: &Path, transfer_syntax: &str) -> Result<InstanceHe
     };
 
     let modality = text(obj, tag::MODALITY).unwrap_or_else(|| "OT".to_string());
+    // PET: NumberOfSlices per time slice, times NumberOfTimeSlices (dynamic).
+    let time_slices = int(obj, tag::NUMBER_OF_TIME_SLICES).and_then(|n| u32::try_from(n).ok()).filter(|&n| n > 1);
     let expected_images = [tag::NUMBER_OF_SLICES, tag::IMAGES_IN_ACQUISITION]
         .iter()
         .find_map(|&t| int(obj, t))
         .and_then(|n| u32::try_from(n).ok())
-        .filter(|&n| n > 0);
+        .filter(|&n| n > 0)
+        .map(|n| match (int(obj, tag::NUMBER_OF_SLICES), time_slices) {
+            (Some(_), Some(t)) => n.saturating_mul(t),
+            _ => n,
+        });
     Ok(InstanceHeader {
         path: path.to_path_buf(),
         transfer_syntax: transfer_syntax.to_string(),

@@ -1,0 +1,671 @@
+//! The daemon's TOML configuration (`/etc/edgeseg/edgeseg.toml`).
+//!
+//! The keys of the issue (`[watch] folders, settle_seconds`, `[model] path,
+//! onnxruntime`, `[output] folder`, `[state] folder`, `[metrics] listen`,
+//! `[dbus] bus`) are a stable contract; the other keys are documented in
+//! `systemd/edgeseg.toml`, which lists every key with its default. Unknown keys
+//! are errors. Collections have fixed capacities ([`MAX_WATCH_FOLDERS`],
+//! [`MAX_TEMP_PATTERNS`], [`MAX_PATTERN_LEN`]), so no configuration can make
+//! the daemon grow without bound.
+//!
+//! [`check`] reports every error of a file with its line and column: TOML
+//! syntax (the parser stops at the first), then unknown keys and wrong types
+//! (each offending entry is blanked and the file parsed again, so later errors
+//! are found too), then the semantic checks (absolute folders, a socket
+//! address, positive durations ...).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// Most export folders watched at once.
+pub const MAX_WATCH_FOLDERS: usize = 8;
+/// Most temporary-file patterns.
+pub const MAX_TEMP_PATTERNS: usize = 16;
+/// Longest temporary-file pattern, in bytes.
+pub const MAX_PATTERN_LEN: usize = 64;
+
+/// A temporary-file pattern: `*` any run of characters, `?` one character.
+pub type Pattern = heapless::String<MAX_PATTERN_LEN>;
+
+/// Errors of loading a configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file has errors (each with its place).
+    #[error("{}", .0.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<Diagnostic>),
+}
+
+/// One error of a configuration file, with its place when known.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Diagnostic {
+    /// The file.
+    pub file: PathBuf,
+    /// 1-based line, when the error has a place in the file.
+    pub line: Option<usize>,
+    /// 1-based column (characters), with `line`.
+    pub column: Option<usize>,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl std::fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.line, self.column) {
+            (Some(l), Some(c)) => write!(f, "{}:{l}:{c}: {}", self.file.display(), self.message),
+            _ => write!(f, "{}: {}", self.file.display(), self.message),
+        }
+    }
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// `[watch]`: the export folders and when a study is complete.
+    pub watch: WatchConfig,
+    /// `[model]`: the model package and ONNX Runtime.
+    pub model: ModelConfig,
+    /// `[output]`: where results go.
+    pub output: OutputConfig,
+    /// `[state]`: journal, staging, quarantine.
+    pub state: StateConfig,
+    /// `[metrics]`: the Prometheus endpoint.
+    pub metrics: MetricsConfig,
+    /// `[dbus]`: the control interface.
+    pub dbus: DbusConfig,
+    /// `[queue]`: retries.
+    pub queue: QueueConfig,
+    /// `[disk]`: the free-space guard.
+    pub disk: DiskConfig,
+    /// `[retention]`: what happens to inputs of done studies.
+    pub retention: RetentionConfig,
+}
+
+/// How the export folders are watched.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum WatchMode {
+    /// inotify (falls back to polling when it cannot be set up).
+    #[default]
+    Inotify,
+    /// Rescan every `poll_interval_seconds` (network shares).
+    Poll,
+}
+
+/// What to do with a study whose pair did not arrive within `pair_wait_seconds`.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum UnpairedAction {
+    /// Run it with what it has (the pipeline quarantines it if the model cannot).
+    #[default]
+    Run,
+    /// Quarantine it without running.
+    Quarantine,
+}
+
+/// `[watch]`.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct WatchConfig {
+    /// Export folders (absolute, at most [`MAX_WATCH_FOLDERS`]).
+    #[serde(deserialize_with = "bounded_folders")]
+    pub folders: heapless::Vec<PathBuf, MAX_WATCH_FOLDERS>,
+    /// A series is complete when none of its files appeared or changed for this long.
+    pub settle_seconds: f64,
+    /// inotify or poll.
+    pub mode: WatchMode,
+    /// Rescan period in poll mode (and inotify's safety rescan is 10 times this).
+    pub poll_interval_seconds: f64,
+    /// File names ignored until renamed (at most [`MAX_TEMP_PATTERNS`]).
+    #[serde(deserialize_with = "bounded_patterns")]
+    pub temp_patterns: heapless::Vec<Pattern, MAX_TEMP_PATTERNS>,
+    /// How long a study waits for the other half of a pair the model needs.
+    pub pair_wait_seconds: f64,
+    /// What happens when the pair did not come.
+    pub unpaired: UnpairedAction,
+}
+
+impl Default for WatchConfig {
+    fn default() -> Self {
+        let mut folders = heapless::Vec::new();
+        let _ = folders.push(PathBuf::from("/srv/scanner-export"));
+        let mut temp_patterns = heapless::Vec::new();
+        for p in ["*.tmp", "*.part", ".*"] {
+            let mut s = Pattern::new();
+            let _ = s.push_str(p);
+            let _ = temp_patterns.push(s);
+        }
+        Self {
+            folders,
+            settle_seconds: 30.0,
+            mode: WatchMode::Inotify,
+            poll_interval_seconds: 10.0,
+            temp_patterns,
+            pair_wait_seconds: 600.0,
+            unpaired: UnpairedAction::Run,
+        }
+    }
+}
+
+/// `[model]`.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelConfig {
+    /// The model package folder.
+    pub path: PathBuf,
+    /// libonnxruntime.so (ORT_DYLIB_PATH overrides).
+    pub onnxruntime: PathBuf,
+    /// auto, cpu, cuda or tensorrt.
+    pub provider: String,
+    /// Refuse to start without the GPU provider.
+    pub require_gpu: bool,
+    /// ONNX Runtime intra-op threads (0: its default).
+    pub threads: usize,
+    /// Tiles per network call.
+    pub batch_size: usize,
+    /// Mirroring test-time augmentation (nnU-Net's default; off is up to 8× faster).
+    pub tta: bool,
+    /// Retry a study on the CPU when the GPU runs out of memory.
+    pub cpu_fallback_on_oom: bool,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        Self {
+            path: PathBuf::from("/usr/share/edgeseg/models/demo-petct"),
+            onnxruntime: PathBuf::from("/usr/lib/edgeseg/libonnxruntime.so"),
+            provider: "auto".into(),
+            require_gpu: false,
+            threads: 0,
+            batch_size: 2,
+            tta: true,
+            cpu_fallback_on_oom: true,
+        }
+    }
+}
+
+/// `[output]`.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutputConfig {
+    /// Results: `<folder>/<StudyInstanceUID>/`.
+    pub folder: PathBuf,
+}
+
+impl Default for OutputConfig {
+    fn default() -> Self {
+        Self { folder: PathBuf::from("/var/lib/edgeseg/results") }
+    }
+}
+
+/// `[state]`.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct StateConfig {
+    /// Journal (`journal.sqlite`), quarantine (`quarantine/`), engine cache.
+    pub folder: PathBuf,
+}
+
+impl Default for StateConfig {
+    fn default() -> Self {
+        Self { folder: PathBuf::from("/var/lib/edgeseg") }
+    }
+}
+
+impl StateConfig {
+    /// The SQLite journal.
+    pub fn journal(&self) -> PathBuf {
+        self.folder.join("journal.sqlite")
+    }
+    /// The quarantine folder.
+    pub fn quarantine(&self) -> PathBuf {
+        self.folder.join("quarantine")
+    }
+}
+
+/// `[metrics]`.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Address of /metrics, /healthz, /readyz (port 0: any free port).
+    pub listen: SocketAddr,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self { listen: SocketAddr::from(([127, 0, 0, 1], 9464)) }
+    }
+}
+
+/// Which D-Bus bus the control interface is on.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Bus {
+    /// The system bus.
+    #[default]
+    System,
+    /// The session bus (tests, desktop use).
+    Session,
+    /// No D-Bus interface.
+    Off,
+}
+
+/// `[dbus]`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DbusConfig {
+    /// system, session or off.
+    pub bus: Bus,
+}
+
+/// `[queue]`.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueueConfig {
+    /// Attempts of a study with transient errors before it is marked failed.
+    pub max_attempts: u32,
+    /// Wait before the second attempt; doubled for each further one.
+    pub backoff_seconds: f64,
+    /// Studies on the GPU at once (1 is the only supported value).
+    pub gpu_jobs: u32,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        Self { max_attempts: 3, backoff_seconds: 60.0, gpu_jobs: 1 }
+    }
+}
+
+/// `[disk]`.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DiskConfig {
+    /// No new study is started while the output or state folder has less free space (MiB).
+    pub min_free_mb: u64,
+}
+
+impl Default for DiskConfig {
+    fn default() -> Self {
+        Self { min_free_mb: 2048 }
+    }
+}
+
+/// What retention does with the inputs of a done study.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum RetentionAction {
+    /// Delete the input files.
+    #[default]
+    Delete,
+    /// Move them under `move_to/<study hash>/`.
+    Move,
+}
+
+/// `[retention]`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// Days after a study is done before its inputs are deleted or moved (0: never).
+    pub days: u32,
+    /// delete or move.
+    pub action: RetentionAction,
+    /// Folder for `action = "move"`.
+    pub move_to: Option<PathBuf>,
+}
+
+fn bounded_folders<'de, D: Deserializer<'de>>(d: D) -> Result<heapless::Vec<PathBuf, MAX_WATCH_FOLDERS>, D::Error> {
+    let v: Vec<PathBuf> = Vec::deserialize(d)?;
+    let n = v.len();
+    heapless::Vec::from_iter_checked(v).ok_or_else(|| {
+        serde::de::Error::custom(format!("{n} folders: at most {MAX_WATCH_FOLDERS} watch folders are allowed"))
+    })
+}
+
+fn bounded_patterns<'de, D: Deserializer<'de>>(d: D) -> Result<heapless::Vec<Pattern, MAX_TEMP_PATTERNS>, D::Error> {
+    let v: Vec<String> = Vec::deserialize(d)?;
+    if v.len() > MAX_TEMP_PATTERNS {
+        return Err(serde::de::Error::custom(format!(
+            "{} patterns: at most {MAX_TEMP_PATTERNS} temporary-file patterns are allowed",
+            v.len()
+        )));
+    }
+    let mut out = heapless::Vec::new();
+    for p in v {
+        let mut s = Pattern::new();
+        s.push_str(&p)
+            .map_err(|_| serde::de::Error::custom(format!("pattern {p:?}: longer than {MAX_PATTERN_LEN} bytes")))?;
+        out.push(s).map_err(|_| serde::de::Error::custom("too many patterns"))?;
+    }
+    Ok(out)
+}
+
+/// `heapless::Vec` from an iterator, `None` when it does not fit.
+trait FromIterChecked<T>: Sized {
+    fn from_iter_checked(it: impl IntoIterator<Item = T>) -> Option<Self>;
+}
+
+impl<T, const N: usize> FromIterChecked<T> for heapless::Vec<T, N> {
+    fn from_iter_checked(it: impl IntoIterator<Item = T>) -> Option<Self> {
+        let mut v = heapless::Vec::new();
+        for x in it {
+            v.push(x).ok()?;
+        }
+        Some(v)
+    }
+}
+
+/// Whether `name` matches a pattern of `*` (any run) and `?` (one character).
+pub fn glob_match(pattern: &str, name: &str) -> bool {
+    let p: Vec<char> = pattern.chars().collect();
+    let n: Vec<char> = name.chars().collect();
+    let (mut pi, mut ni) = (0, 0);
+    let (mut star, mut mark) = (None, 0);
+    while ni < n.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == n[ni]) {
+            pi += 1;
+            ni += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some(pi);
+            mark = ni;
+            pi += 1;
+        } else if let Some(s) = star {
+            pi = s + 1;
+            mark += 1;
+            ni = mark;
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|&c| c == '*')
+}
+
+/// 1-based line and column (in characters) of a byte offset.
+pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = text.get(..offset).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map(|l| l.chars().count()).unwrap_or(0) + 1;
+    (line, col)
+}
+
+/// Parses and checks a configuration file.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io { path: path.to_path_buf(), source })?;
+    let (config, diags) = check(path, &text);
+    match config {
+        Some(c) if diags.is_empty() => Ok(c),
+        _ => Err(ConfigError::Invalid(diags)),
+    }
+}
+
+/// Every error of a configuration text; the configuration when it has none
+/// of syntax or type (semantic errors still return it, with their diagnostics).
+pub fn check(file: &Path, text: &str) -> (Option<Config>, Vec<Diagnostic>) {
+    let mut diags = Vec::new();
+    let diag = |text: &str, span: Option<std::ops::Range<usize>>, message: String| {
+        let place = span.map(|s| line_col(text, s.start));
+        Diagnostic { file: file.to_path_buf(), line: place.map(|p| p.0), column: place.map(|p| p.1), message }
+    };
+    // Syntax first: the parser stops at the first syntax error.
+    if let Err(e) = text.parse::<toml::Table>() {
+        diags.push(diag(text, e.span(), e.message().trim().to_string()));
+        return (None, diags);
+    }
+    // Types and unknown keys: blank each offending entry and parse again, so
+    // the places of later errors stay where they are in the file.
+    let mut work = text.to_string();
+    let mut config = None;
+    for _ in 0..64 {
+        match toml::from_str::<Config>(&work) {
+            Ok(c) => {
+                config = Some(c);
+                break;
+            }
+            Err(e) => {
+                let mut message = e.message().trim().to_string();
+                if let Some((section, key)) = e.span().and_then(|s| key_at(text, s.start))
+                    && !message.starts_with("unknown field")
+                {
+                    message = format!("[{section}] {key}: {message}");
+                }
+                diags.push(diag(text, e.span(), message));
+                let Some(span) = e.span() else { break };
+                let before = work.clone();
+                blank_entry(&mut work, span);
+                if work == before || work.parse::<toml::Table>().is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    let by_place = |d: &Diagnostic| (d.line.unwrap_or(usize::MAX), d.column.unwrap_or(0));
+    let Some(config) = config else {
+        diags.sort_by_key(by_place);
+        return (None, diags);
+    };
+    for (section, key, message) in semantic_errors(&config) {
+        let offset = locate(text, section, key);
+        diags.push(diag(text, offset.map(|o| o..o), format!("[{section}] {key}: {message}")));
+    }
+    diags.sort_by_key(by_place);
+    (Some(config), diags)
+}
+
+/// Replaces the lines of the entry around `span` with spaces (newlines kept).
+/// A table header (`[name]`) is blanked with its whole table.
+fn blank_entry(text: &mut String, span: std::ops::Range<usize>) {
+    let start = text.get(..span.start.min(text.len())).and_then(|s| s.rfind('\n')).map(|i| i + 1).unwrap_or(0);
+    let line_end = |from: usize, t: &str| t.get(from..).and_then(|s| s.find('\n')).map(|i| from + i).unwrap_or(t.len());
+    let mut end = line_end(span.end.saturating_sub(1).max(start), text);
+    let first_line = text.get(start..line_end(start, text)).unwrap_or("").trim_start().to_string();
+    if first_line.starts_with('[') {
+        // The whole table: up to the next header.
+        let mut pos = end;
+        while pos < text.len() {
+            let next = line_end(pos + 1, text);
+            let line = text.get(pos + 1..next).unwrap_or("").trim_start();
+            if line.starts_with('[') {
+                break;
+            }
+            pos = next;
+        }
+        end = pos;
+    }
+    let blanked: String =
+        text.get(start..end).unwrap_or("").chars().map(|c| if c == '\n' { '\n' } else { ' ' }).collect();
+    text.replace_range(start..end, &blanked);
+}
+
+/// The `[section]` and key of the `key = value` line holding byte `offset`.
+fn key_at(text: &str, offset: usize) -> Option<(String, String)> {
+    let mut section = String::new();
+    let mut start = 0;
+    for line in text.split_inclusive('\n') {
+        let t = line.trim_start();
+        if let Some(rest) = t.strip_prefix('[') {
+            section = rest.split(']').next().unwrap_or("").trim().to_string();
+        }
+        if offset >= start && offset < start + line.len() {
+            let (key, _) = t.split_once('=')?;
+            let key = key.trim();
+            let plain = !key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+            return plain.then(|| (section, key.to_string()));
+        }
+        start += line.len();
+    }
+    None
+}
+
+/// Byte offset of `key = ...` in `[section]`, when the file sets it.
+fn locate(text: &str, section: &str, key: &str) -> Option<usize> {
+    let mut current = String::new();
+    let mut offset = 0;
+    for line in text.split_inclusive('\n') {
+        let t = line.trim_start();
+        let indent = line.len() - t.len();
+        if let Some(rest) = t.strip_prefix('[') {
+            current = rest.split(']').next().unwrap_or("").trim().to_string();
+        } else if current == section
+            && let Some(after) = t.strip_prefix(key)
+            && after.trim_start().starts_with('=')
+        {
+            return Some(offset + indent);
+        }
+        offset += line.len();
+    }
+    None
+}
+
+/// Semantic errors as (section, key, message).
+fn semantic_errors(c: &Config) -> Vec<(&'static str, &'static str, String)> {
+    let mut out = Vec::new();
+    let mut abs = |section: &'static str, key: &'static str, p: &Path| {
+        if !p.is_absolute() {
+            out.push((section, key, format!("{}: must be an absolute path", p.display())));
+        }
+    };
+    for f in &c.watch.folders {
+        abs("watch", "folders", f);
+    }
+    abs("model", "path", &c.model.path);
+    abs("model", "onnxruntime", &c.model.onnxruntime);
+    abs("output", "folder", &c.output.folder);
+    abs("state", "folder", &c.state.folder);
+    if let Some(m) = &c.retention.move_to {
+        abs("retention", "move_to", m);
+    }
+    let w = &c.watch;
+    if w.folders.is_empty() {
+        out.push(("watch", "folders", "at least one export folder is needed".into()));
+    }
+    for (i, a) in w.folders.iter().enumerate() {
+        if w.folders.iter().skip(i + 1).any(|b| a.starts_with(b) || b.starts_with(a)) {
+            out.push(("watch", "folders", format!("{}: listed twice or nested in another folder", a.display())));
+        }
+    }
+    let positive = |v: f64| v.is_finite() && v > 0.0;
+    if !positive(w.settle_seconds) {
+        out.push(("watch", "settle_seconds", format!("{}: must be greater than 0", w.settle_seconds)));
+    }
+    if !positive(w.poll_interval_seconds) {
+        out.push(("watch", "poll_interval_seconds", format!("{}: must be greater than 0", w.poll_interval_seconds)));
+    }
+    if !(w.pair_wait_seconds.is_finite() && w.pair_wait_seconds >= 0.0) {
+        out.push(("watch", "pair_wait_seconds", format!("{}: must be 0 or more", w.pair_wait_seconds)));
+    }
+    for p in &w.temp_patterns {
+        if p.is_empty() || p.contains('/') {
+            out.push(("watch", "temp_patterns", format!("{:?}: a file-name pattern, non-empty and without '/'", p)));
+        }
+    }
+    let m = &c.model;
+    if !["auto", "cpu", "cuda", "tensorrt"].contains(&m.provider.as_str()) {
+        out.push(("model", "provider", format!("{:?}: expected auto, cpu, cuda or tensorrt", m.provider)));
+    }
+    if m.batch_size == 0 || m.batch_size > 64 {
+        out.push(("model", "batch_size", format!("{}: must be 1 to 64", m.batch_size)));
+    }
+    if m.threads > 1024 {
+        out.push(("model", "threads", format!("{}: must be 0 (ONNX Runtime's default) to 1024", m.threads)));
+    }
+    let q = &c.queue;
+    if q.max_attempts == 0 || q.max_attempts > 100 {
+        out.push(("queue", "max_attempts", format!("{}: must be 1 to 100", q.max_attempts)));
+    }
+    if !(q.backoff_seconds.is_finite() && q.backoff_seconds >= 0.0) {
+        out.push(("queue", "backoff_seconds", format!("{}: must be 0 or more", q.backoff_seconds)));
+    }
+    if q.gpu_jobs != 1 {
+        out.push(("queue", "gpu_jobs", format!("{}: only 1 GPU job at a time is supported", q.gpu_jobs)));
+    }
+    if c.retention.action == RetentionAction::Move && c.retention.move_to.is_none() {
+        out.push(("retention", "move_to", "action = \"move\" needs move_to".into()));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn errs(text: &str) -> Vec<String> {
+        check(Path::new("c.toml"), text).1.iter().map(|d| d.to_string()).collect()
+    }
+
+    #[test]
+    fn defaults_parse_from_empty() {
+        let (c, d) = check(Path::new("c.toml"), "");
+        assert!(d.is_empty(), "{d:?}");
+        assert_eq!(c, Some(Config::default()));
+    }
+
+    #[test]
+    fn every_error_with_place() {
+        let text = "[watch]\nsettle_seconds = \"x\"\nfoo = 1\n\n[model]\npath = \"rel\"\nbar = true\n[nope]\na = 1\n";
+        let e = errs(text);
+        assert!(e.iter().any(|m| m.starts_with("c.toml:2:18:")), "{e:?}");
+        assert!(e.iter().any(|m| m.starts_with("c.toml:3:1:") && m.contains("foo")), "{e:?}");
+        assert!(e.iter().any(|m| m.starts_with("c.toml:7:1:") && m.contains("bar")), "{e:?}");
+        assert!(e.iter().any(|m| m.starts_with("c.toml:8:") && m.contains("nope")), "{e:?}");
+        assert!(e.iter().any(|m| m.starts_with("c.toml:6:1: [model] path: rel")), "{e:?}");
+        assert_eq!(e.len(), 5, "{e:?}");
+        assert!(e[0].starts_with("c.toml:2:18:"), "sorted by place: {e:?}");
+        let e = errs("[model]\npath = \"rel\"\n[metrics]\nlisten = \"localhost\"\n");
+        assert!(e.iter().any(|m| m.starts_with("c.toml:4:10:")), "{e:?}");
+        let e = errs("[model]\npath = \"rel\"\n");
+        assert_eq!(e, vec!["c.toml:2:1: [model] path: rel: must be an absolute path".to_string()]);
+    }
+
+    #[test]
+    fn capacities_are_enforced() {
+        let folders: Vec<String> = (0..9).map(|i| format!("\"/e{i}\"")).collect();
+        let e = errs(&format!("[watch]\nfolders = [{}]\n", folders.join(", ")));
+        assert!(e.len() == 1 && e[0].contains("at most 8"), "{e:?}");
+        let long = "x".repeat(65);
+        let e = errs(&format!("[watch]\ntemp_patterns = [\"{long}\"]\n"));
+        assert!(e.len() == 1 && e[0].contains("longer than 64"), "{e:?}");
+    }
+
+    proptest::proptest! {
+        /// No text makes the checker panic or loop; every place lies in the file.
+        #[test]
+        fn check_never_panics(lines in proptest::collection::vec(
+            proptest::sample::select(vec![
+                "[watch]", "[model]", "[nope]", "folders = [\"/a\", \"rel\"]", "settle_seconds = -1",
+                "settle_seconds = \"x\"", "mode = \"poll\"", "mode = 3", "x = 1", "[metrics]",
+                "listen = \"::\"", "temp_patterns = [\"é*\", \"\"]", "bus = \"off\"", "[dbus]",
+                "folders = [", "\"/b\",", "]", "ünïcödé = \"ö\"", "a.b = 1", "[[arr]]", "= =", "",
+            ]),
+            0..24,
+        )) {
+            let text = lines.join("\n");
+            let (_, diags) = check(Path::new("p.toml"), &text);
+            let n_lines = text.lines().count().max(1);
+            for d in diags {
+                if let Some(l) = d.line {
+                    proptest::prop_assert!(l <= n_lines + 1, "{d} in\n{text}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn glob() {
+        assert!(glob_match("*.tmp", "a.tmp"));
+        assert!(!glob_match("*.tmp", "a.tmpx"));
+        assert!(glob_match(".*", ".hidden"));
+        assert!(!glob_match(".*", "visible"));
+        assert!(glob_match("a?c*", "abcdef"));
+        assert!(glob_match("*", ""));
+    }
+}

@@ -1,0 +1,1131 @@
+//! `edgeseg daemon`: the main loop that ties watching, the journal and the
+//! pipeline together, and reports through one small trait, [`Reporter`].
+//!
+//! Threads:
+//! - main: signals and [`Command`]s, the watcher, the journal, the disk guard,
+//!   retention, every report (watchdog pings too, so a long inference never
+//!   starves the watchdog);
+//! - loader (CPU): reads the next ready study's headers and series into
+//!   volumes on the reference grid ([`pipeline::load_study`]) while the
+//!   current study is on the GPU, at most one study ahead;
+//! - GPU worker: loads the model once and runs [`pipeline::infer_study`] and
+//!   [`pipeline::write_study`], one study at a time (the same functions as
+//!   `edgeseg process`).
+//!
+//! Every state change is committed to the journal before it has effects: a
+//! study is `running` before the loader gets it, and `done` only after its
+//! output folder was renamed into place. A crash at any moment leaves a
+//! journal to resume from (see [`crate::queue`]).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, SyncSender};
+use std::time::{Duration, Instant};
+
+use rayon::prelude::*;
+
+use crate::config::{self, Config, ConfigError, RetentionAction, UnpairedAction};
+use crate::gpu::Backend;
+use crate::infer::model::Channel;
+use crate::infer::onnx::{EngineOptions, ProviderRequest, library_path};
+use crate::infer::{InferError, PredictOptions, Predictor};
+use crate::ingest::{ErrorClass, FileError, FolderIndex, scan::read_header};
+use crate::pipeline::{self, LoadedStudy, PipelineError, StageTimings};
+use crate::queue::{self, Journal, QueueError, StudyState, uid_hash};
+use crate::watch::{StudyEvent, WatchSettings, Watcher};
+
+/// The daemon's state (the observe module's type).
+pub use crate::observe::DaemonState;
+
+/// A command from D-Bus or a signal (the observe module's type).
+pub use crate::observe::Command;
+
+/// Where the daemon reports to (metrics, sd_notify, D-Bus). Every call is
+/// made from the main loop's thread.
+pub trait Reporter {
+    /// The daemon's state changed.
+    fn set_state(&self, state: DaemonState);
+    /// A one-line status ("idle", "study 3 of 5: inference").
+    fn set_status_line(&self, line: &str);
+    /// A study ended: outcome `done`, `failed` or `quarantined`.
+    fn study_finished(&self, study_uid: &str, outcome: &str, output_dir: Option<&Path>);
+    /// Seconds a pipeline stage took.
+    fn observe_stage(&self, stage: &str, seconds: f64);
+    /// Studies waiting (seen or ready).
+    fn set_queue_depth(&self, depth: u64);
+    /// Studies in quarantine.
+    fn set_quarantined(&self, count: u64);
+    /// The study being processed.
+    fn set_current_study(&self, study_uid: Option<&str>);
+    /// Readiness parts.
+    fn set_ready(&self, model_loaded: bool, watch_armed: bool, disk_ok: bool);
+    /// Free bytes of a folder (`output`, `state`).
+    fn disk_free(&self, folder_role: &str, path: &Path, bytes: u64);
+    /// Startup is complete (model loaded, watcher armed).
+    fn notify_ready(&self);
+    /// The main loop is alive.
+    fn notify_watchdog(&self);
+    /// Shutdown has begun.
+    fn notify_stopping(&self);
+    /// The model is loaded (name, sha256, provider per fold: D-Bus
+    /// properties, the `_info` metric). Default: nothing.
+    fn model_loaded(&self, _model: &ModelSummary) {}
+    /// When the last study was done (Unix seconds), from the journal at
+    /// start, so "no success in 24 h" survives a restart. Default: nothing.
+    fn last_success(&self, _unix_seconds: f64) {}
+}
+
+impl Reporter for crate::observe::Observer {
+    fn set_state(&self, state: DaemonState) {
+        crate::observe::Observer::set_state(self, state);
+    }
+    fn set_status_line(&self, line: &str) {
+        crate::observe::Observer::set_status_line(self, line);
+    }
+    fn study_finished(&self, study_uid: &str, outcome: &str, output_dir: Option<&Path>) {
+        crate::observe::Observer::study_finished(self, study_uid, outcome, output_dir);
+    }
+    fn observe_stage(&self, stage: &str, seconds: f64) {
+        crate::observe::Observer::observe_stage(self, stage, seconds);
+    }
+    fn set_queue_depth(&self, depth: u64) {
+        crate::observe::Observer::set_queue_depth(self, depth);
+    }
+    fn set_quarantined(&self, count: u64) {
+        crate::observe::Observer::set_quarantined(self, count);
+    }
+    fn set_current_study(&self, study_uid: Option<&str>) {
+        crate::observe::Observer::set_current_study(self, study_uid);
+    }
+    fn set_ready(&self, model_loaded: bool, watch_armed: bool, disk_ok: bool) {
+        crate::observe::Observer::set_ready(self, model_loaded, watch_armed, disk_ok);
+    }
+    fn disk_free(&self, folder_role: &str, path: &Path, bytes: u64) {
+        crate::observe::Observer::disk_free(self, folder_role, path, bytes);
+    }
+    fn notify_ready(&self) {
+        crate::observe::Observer::notify_ready(self);
+    }
+    fn notify_watchdog(&self) {
+        crate::observe::Observer::notify_watchdog(self);
+    }
+    fn notify_stopping(&self) {
+        crate::observe::Observer::notify_stopping(self);
+    }
+    fn last_success(&self, unix_seconds: f64) {
+        crate::observe::Observer::set_last_success(self, unix_seconds);
+    }
+}
+
+/// A [`Reporter`] that only logs (until the observability module reports).
+pub struct LogReporter;
+
+impl Reporter for LogReporter {
+    fn set_state(&self, state: DaemonState) {
+        tracing::info!(state = state.as_str(), "daemon state");
+    }
+    fn set_status_line(&self, line: &str) {
+        tracing::debug!("status: {line}");
+    }
+    fn study_finished(&self, _: &str, _: &str, _: Option<&Path>) {}
+    fn observe_stage(&self, _: &str, _: f64) {}
+    fn set_queue_depth(&self, _: u64) {}
+    fn set_quarantined(&self, _: u64) {}
+    fn set_current_study(&self, _: Option<&str>) {}
+    fn set_ready(&self, _: bool, _: bool, _: bool) {}
+    fn disk_free(&self, _: &str, _: &Path, _: u64) {}
+    fn notify_ready(&self) {
+        tracing::info!("ready");
+    }
+    fn notify_watchdog(&self) {}
+    fn notify_stopping(&self) {
+        tracing::info!("stopping");
+    }
+}
+
+/// Errors that stop the daemon.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// The configuration.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The journal.
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    /// The model.
+    #[error("model {path}: {source}")]
+    Model {
+        /// The model package.
+        path: PathBuf,
+        /// Why.
+        source: InferError,
+    },
+    /// A folder the daemon needs.
+    #[error("{path}: {source}")]
+    Io {
+        /// The folder or file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A thread of the daemon ended unexpectedly.
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+/// How the daemon is told to stop or reload, besides [`Command`]s.
+#[derive(Clone, Default)]
+pub struct Control {
+    /// Set to stop (SIGTERM, SIGINT).
+    pub stop: Arc<AtomicBool>,
+    /// Set to reload the configuration (SIGHUP).
+    pub reload: Arc<AtomicBool>,
+}
+
+impl Control {
+    /// Routes SIGTERM and SIGINT to `stop` and SIGHUP to `reload`.
+    pub fn install_signal_handlers(&self) -> std::io::Result<()> {
+        use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+        signal_hook::flag::register(SIGTERM, Arc::clone(&self.stop))?;
+        signal_hook::flag::register(SIGINT, Arc::clone(&self.stop))?;
+        signal_hook::flag::register(SIGHUP, Arc::clone(&self.reload))?;
+        Ok(())
+    }
+}
+
+/// Seconds the daemon waits at shutdown for the current study before it
+/// abandons it (the journal keeps it `running`, so it restarts next time);
+/// below the unit's TimeoutStopSec.
+pub const STOP_GRACE_SECONDS: f64 = 60.0;
+
+/// Main loop period.
+const TICK: Duration = Duration::from_millis(200);
+
+/// Work for the GPU worker.
+struct GpuJob {
+    loaded: LoadedStudy,
+    out: PathBuf,
+    force_cpu: bool,
+}
+
+/// Work for the loader.
+struct LoadJob {
+    uid: String,
+    files: Vec<PathBuf>,
+    out: PathBuf,
+    force_cpu: bool,
+}
+
+/// What the model is, as the worker loaded it.
+#[derive(Debug, Clone)]
+pub struct ModelSummary {
+    /// Name.
+    pub name: String,
+    /// Version.
+    pub version: String,
+    /// Package sha256.
+    pub sha256: String,
+    /// Channels.
+    pub channels: Vec<Channel>,
+    /// Provider per fold.
+    pub providers: Vec<(u32, String)>,
+}
+
+/// A study's end, as reported to the main loop.
+struct Outcome {
+    uid: String,
+    result: Result<(PathBuf, StageTimings), (ErrorClass, String)>,
+}
+
+enum Msg {
+    Model(Result<ModelSummary, String>),
+    Stage { uid: String, stage: String },
+    Finished(Outcome),
+}
+
+fn err_outcome(uid: &str, e: &PipelineError) -> Outcome {
+    Outcome { uid: uid.to_string(), result: Err((e.class(), e.to_string())) }
+}
+
+/// Headers of a study's files, grouped by series, as `ingest::index` would give.
+pub fn index_files(files: &[PathBuf]) -> FolderIndex {
+    let results: Vec<_> = files.par_iter().map(|p| (p, read_header(p, p))).collect();
+    let mut instances = Vec::new();
+    let mut errors: Vec<FileError> = Vec::new();
+    let mut skipped = Vec::new();
+    for (p, r) in results {
+        match r {
+            Ok(Some(h)) => instances.push(h),
+            Ok(None) => skipped.push((p.clone(), "non-image DICOM object".to_string())),
+            Err(e) => errors.push(e),
+        }
+    }
+    let root = files.first().and_then(|p| p.parent()).map(Path::to_path_buf).unwrap_or_default();
+    FolderIndex { root, series: crate::ingest::series::group(instances), errors, skipped }
+}
+
+fn engine_options(c: &config::ModelConfig, force_cpu: bool) -> EngineOptions {
+    let provider = match (force_cpu, c.provider.as_str()) {
+        (true, _) | (_, "cpu") => ProviderRequest::Cpu,
+        (_, "cuda") => ProviderRequest::Cuda,
+        (_, "tensorrt") => ProviderRequest::Tensorrt,
+        _ => ProviderRequest::Auto,
+    };
+    EngineOptions { provider, require_gpu: c.require_gpu && !force_cpu, threads: c.threads, ..EngineOptions::default() }
+}
+
+fn predict_options(c: &config::ModelConfig, state: &Path, force_cpu: bool) -> PredictOptions {
+    let mut engine = engine_options(c, force_cpu);
+    engine.trt_cache_dir = Some(state.join("engine-cache"));
+    PredictOptions { batch_size: c.batch_size, tta: c.tta, engine, ..PredictOptions::default() }
+}
+
+/// The GPU worker: loads the model, then runs jobs until its channel closes.
+fn gpu_worker(model: config::ModelConfig, state: PathBuf, jobs: Receiver<GpuJob>, msgs: Sender<Msg>) {
+    let lib = match library_path(Some(&model.onnxruntime)) {
+        Ok(l) => l,
+        Err(e) => {
+            let _ = msgs.send(Msg::Model(Err(e.to_string())));
+            return;
+        }
+    };
+    let predictor = match Predictor::new(&model.path, &lib, predict_options(&model, &state, false)) {
+        Ok(p) => p,
+        Err(e) => {
+            let _ = msgs.send(Msg::Model(Err(format!("{}: {e}", model.path.display()))));
+            return;
+        }
+    };
+    let summary = ModelSummary {
+        name: predictor.package.meta.name.clone(),
+        version: predictor.package.meta.version.clone(),
+        sha256: predictor.package.sha256.clone(),
+        channels: predictor.package.meta.channels.clone(),
+        providers: predictor.providers().into_iter().map(|(f, p)| (f, p.to_string())).collect(),
+    };
+    if msgs.send(Msg::Model(Ok(summary))).is_err() {
+        return;
+    }
+    let backend = Backend::Cpu;
+    let mut cpu_predictor: Option<Predictor> = None;
+    while let Ok(job) = jobs.recv() {
+        let uid = job.loaded.study_uid.clone();
+        let p = if job.force_cpu {
+            if cpu_predictor.is_none() {
+                match Predictor::new(&model.path, &lib, predict_options(&model, &state, true)) {
+                    Ok(p) => cpu_predictor = Some(p),
+                    Err(e) => {
+                        let _ = msgs.send(Msg::Finished(err_outcome(&uid, &PipelineError::Infer(e))));
+                        continue;
+                    }
+                }
+            }
+            cpu_predictor.as_ref().unwrap_or(&predictor)
+        } else {
+            &predictor
+        };
+        let r = pipeline::infer_study(p, &backend, job.loaded, false, |stage| {
+            let _ = msgs.send(Msg::Stage { uid: uid.clone(), stage: stage.to_string() });
+        })
+        .and_then(|mut r| {
+            let _ = msgs.send(Msg::Stage { uid: uid.clone(), stage: "writing".into() });
+            pipeline::write_study(&job.out, &mut r).map(|d| (d, r))
+        });
+        let outcome = match r {
+            Ok((dir, r)) => Outcome { uid, result: Ok((dir, r.report.timings_s)) },
+            Err(e) => err_outcome(&uid, &e),
+        };
+        if msgs.send(Msg::Finished(outcome)).is_err() {
+            return;
+        }
+    }
+}
+
+/// The loader: headers and series of the next study, then hands it to the GPU worker.
+fn loader(channels: Vec<Channel>, jobs: Receiver<LoadJob>, gpu: SyncSender<GpuJob>, msgs: Sender<Msg>) {
+    while let Ok(job) = jobs.recv() {
+        let _ = msgs.send(Msg::Stage { uid: job.uid.clone(), stage: "loading series".into() });
+        let index = index_files(&job.files);
+        match pipeline::load_study(&index, &job.uid, &channels) {
+            Ok(loaded) => {
+                if gpu.send(GpuJob { loaded, out: job.out, force_cpu: job.force_cpu }).is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                let mut o = err_outcome(&job.uid, &e);
+                if let (Err((_, msg)), false) = (&mut o.result, index.errors.is_empty()) {
+                    let files: Vec<String> = index.errors.iter().take(5).map(|e| e.to_string()).collect();
+                    msg.push_str(&format!(" (unreadable files: {})", files.join("; ")));
+                }
+                if msgs.send(Msg::Finished(o)).is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Removes what a crashed run left in the output folder: staging folders of
+/// processes that are gone, and a replaced folder whose swap was cut short
+/// (put back when the new one never arrived).
+pub fn clean_output_folder(out: &Path) {
+    let Ok(entries) = std::fs::read_dir(out) else { return };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let (kind, rest) = if let Some(r) = name.strip_prefix(".staging-") {
+            ("staging", r)
+        } else if let Some(r) = name.strip_prefix(".replaced-") {
+            ("replaced", r)
+        } else {
+            continue;
+        };
+        let Some((stem, pid)) = rest.rsplit_once('-') else { continue };
+        if pid.parse::<u32>().is_ok_and(|p| Path::new(&format!("/proc/{p}")).exists() && p != std::process::id()) {
+            continue;
+        }
+        let path = e.path();
+        let final_dir = out.join(stem);
+        let r = if kind == "replaced" && !final_dir.exists() {
+            std::fs::rename(&path, &final_dir)
+        } else {
+            std::fs::remove_dir_all(&path)
+        };
+        match r {
+            Ok(()) => tracing::info!("{}: left by an interrupted run, cleaned up", path.display()),
+            Err(e) => tracing::warn!("{}: cannot clean up: {e}", path.display()),
+        }
+    }
+}
+
+/// Writes `<quarantine>/<hash>/reason.txt` and `files.txt` (the input stays where it is).
+fn write_quarantine(dir: &Path, uid: &str, reason: &str, files: &[PathBuf]) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let text = format!(
+        "study_instance_uid: {uid}\nstudy_hash: {}\nquarantined_at: {}\nreason: {reason}\n\
+         The input files were left in place; they are listed in files.txt.\n\
+         Run the study again with D-Bus Reprocess(study_uid) once the cause is fixed.\n",
+        uid_hash(uid),
+        chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    );
+    crate::export::write_atomic(&dir.join("reason.txt"), |f| std::io::Write::write_all(f, text.as_bytes()))?;
+    let list: String = files.iter().map(|p| format!("{}\n", p.display())).collect();
+    crate::export::write_atomic(&dir.join("files.txt"), |f| std::io::Write::write_all(f, list.as_bytes()))
+}
+
+/// The daemon's mutable state in the main loop.
+struct Daemon<'a> {
+    config_path: PathBuf,
+    config: Config,
+    reporter: &'a dyn Reporter,
+    journal: Journal,
+    watcher: Watcher,
+    required: BTreeMap<String, usize>,
+    loads: Option<Sender<LoadJob>>,
+    in_flight: Vec<String>,
+    paused: bool,
+    disk_ok: bool,
+    armed: bool,
+    state: DaemonState,
+    current: Option<String>,
+    stage: String,
+    batch_started: usize,
+    last_disk_check: Option<Instant>,
+    last_retention: Option<Instant>,
+    last_counts: Option<(u64, u64)>,
+}
+
+fn required_series(channels: &[Channel]) -> BTreeMap<String, usize> {
+    let mut m = BTreeMap::new();
+    for c in channels {
+        *m.entry(c.modality.clone()).or_insert(0) += 1;
+    }
+    m
+}
+
+/// Runs the daemon until `control.stop` is set. `commands` may be disconnected
+/// (no D-Bus): the daemon then runs on signals alone.
+pub fn run(
+    config_path: &Path,
+    reporter: &dyn Reporter,
+    control: &Control,
+    commands: &Receiver<Command>,
+) -> Result<(), ServiceError> {
+    reporter.set_state(DaemonState::Starting);
+    reporter.set_status_line("starting: loading the model");
+    let config = config::load(config_path)?;
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| ServiceError::Io { path, source }
+    };
+    for d in [&config.state.folder, &config.output.folder, &config.state.quarantine()] {
+        std::fs::create_dir_all(d).map_err(io(d))?;
+    }
+    // One daemon per state folder: two would run the same studies.
+    let lock_path = config.state.folder.join("daemon.lock");
+    let lock = std::fs::File::create(&lock_path).map_err(io(&lock_path))?;
+    match lock.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            return Err(ServiceError::Io {
+                path: lock_path,
+                source: std::io::Error::other("another edgeseg daemon is running on this state folder"),
+            });
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(ServiceError::Io { path: lock_path, source: e }),
+    }
+    clean_output_folder(&config.output.folder);
+    let (journal, recovered) = Journal::open(&config.state.journal())?;
+    if recovered > 0 {
+        tracing::warn!("{recovered} studies were running when the daemon stopped; they start again from the beginning");
+    }
+    if let Ok(all) = journal.all() {
+        let last = all.iter().filter(|e| e.state == StudyState::Done).map(|e| e.updated).fold(0.0, f64::max);
+        if last > 0.0 {
+            reporter.last_success(last);
+        }
+    }
+
+    let (msg_tx, msg_rx) = std::sync::mpsc::channel::<Msg>();
+    let (gpu_tx, gpu_rx) = std::sync::mpsc::sync_channel::<GpuJob>(0);
+    let (model_cfg, state_dir) = (config.model.clone(), config.state.folder.clone());
+    let worker_msgs = msg_tx.clone();
+    let worker = std::thread::Builder::new()
+        .name("edgeseg-gpu".into())
+        .spawn(move || gpu_worker(model_cfg, state_dir, gpu_rx, worker_msgs))
+        .map_err(|e| ServiceError::Internal(format!("cannot start the GPU worker: {e}")))?;
+    // Wait for the model (watchdog pings meanwhile: engine builds take minutes).
+    let summary = loop {
+        reporter.notify_watchdog();
+        if control.stop.load(Ordering::SeqCst) {
+            reporter.notify_stopping();
+            return Ok(());
+        }
+        match msg_rx.recv_timeout(TICK) {
+            Ok(Msg::Model(Ok(s))) => break s,
+            Ok(Msg::Model(Err(e))) => {
+                return Err(ServiceError::Model { path: config.model.path.clone(), source: InferError::Runtime(e) });
+            }
+            Ok(_) | Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => {
+                return Err(ServiceError::Internal("the GPU worker ended while loading the model".into()));
+            }
+        }
+    };
+    reporter.model_loaded(&summary);
+    tracing::info!(
+        model = %summary.name,
+        sha256 = %summary.sha256,
+        providers = ?summary.providers,
+        "model loaded"
+    );
+    let (load_tx, load_rx) = std::sync::mpsc::channel::<LoadJob>();
+    let channels = summary.channels.clone();
+    let loader_msgs = msg_tx.clone();
+    let loader_thread = std::thread::Builder::new()
+        .name("edgeseg-loader".into())
+        .spawn(move || loader(channels, load_rx, gpu_tx, loader_msgs))
+        .map_err(|e| ServiceError::Internal(format!("cannot start the loader: {e}")))?;
+    drop(msg_tx);
+
+    let required = required_series(&summary.channels);
+    // READY=1 only once the export folders can be read (a network share may
+    // be mounted after the daemon starts); the watchdog is pinged meanwhile.
+    let mut waiting_since: Option<Instant> = None;
+    while !config.watch.folders.iter().all(|f| std::fs::read_dir(f).is_ok()) {
+        reporter.notify_watchdog();
+        if control.stop.load(Ordering::SeqCst) {
+            reporter.notify_stopping();
+            return Ok(());
+        }
+        if waiting_since.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
+            waiting_since = Some(Instant::now());
+            let missing: Vec<String> = config
+                .watch
+                .folders
+                .iter()
+                .filter(|f| std::fs::read_dir(f).is_err())
+                .map(|f| f.display().to_string())
+                .collect();
+            tracing::warn!("waiting for the export folder(s) {} to become readable", missing.join(", "));
+            reporter.set_status_line(&format!("starting: waiting for {}", missing.join(", ")));
+            reporter.set_ready(true, false, true);
+        }
+        std::thread::sleep(TICK);
+    }
+    let watcher = Watcher::new(WatchSettings { config: config.watch.clone(), required: required.clone() });
+    let mut d = Daemon {
+        config_path: config_path.to_path_buf(),
+        config,
+        reporter,
+        journal,
+        watcher,
+        required,
+        loads: Some(load_tx),
+        in_flight: Vec::new(),
+        paused: false,
+        disk_ok: true,
+        armed: true,
+        state: DaemonState::Starting,
+        current: None,
+        stage: String::new(),
+        batch_started: 0,
+        last_disk_check: None,
+        last_retention: None,
+        last_counts: None,
+    };
+    d.check_disk();
+    d.handle_events();
+    reporter.set_ready(true, d.watcher.armed(), d.disk_ok);
+    reporter.notify_ready();
+    tracing::info!(
+        folders = ?d.config.watch.folders,
+        inotify = d.watcher.uses_inotify(),
+        "watching"
+    );
+
+    let mut stop_since: Option<Instant> = None;
+    let mut finish_first: Option<String> = None;
+    loop {
+        reporter.notify_watchdog();
+        if control.stop.load(Ordering::SeqCst) && stop_since.is_none() {
+            stop_since = Some(Instant::now());
+            reporter.notify_stopping();
+            d.set_state(DaemonState::Stopping);
+            // The study on the GPU may finish; one loaded ahead is abandoned
+            // (still `running` in the journal, it restarts next time).
+            finish_first = d.current.clone();
+            tracing::info!(in_flight = d.in_flight.len(), "stopping: no new studies");
+        }
+        if let Some(t) = stop_since {
+            if finish_first.as_ref().is_none_or(|u| !d.in_flight.contains(u)) {
+                if !d.in_flight.is_empty() {
+                    tracing::info!("{} study loaded ahead abandoned; it restarts next time", d.in_flight.len());
+                }
+                break;
+            }
+            if t.elapsed().as_secs_f64() > STOP_GRACE_SECONDS {
+                tracing::warn!(
+                    "stopping with {} studies unfinished; they restart from the beginning next time",
+                    d.in_flight.len()
+                );
+                break;
+            }
+        }
+        if control.reload.swap(false, Ordering::SeqCst) {
+            d.reload();
+        }
+        while let Ok(c) = commands.try_recv() {
+            d.command(c);
+        }
+        if stop_since.is_none() {
+            d.handle_events();
+            d.check_disk();
+            d.retention();
+            d.schedule()?;
+        }
+        d.update_state(stop_since.is_some());
+        match msg_rx.recv_timeout(TICK) {
+            Ok(m) => {
+                d.message(m)?;
+                while let Ok(m) = msg_rx.try_recv() {
+                    d.message(m)?;
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => {
+                return Err(ServiceError::Internal("the GPU worker and loader ended".into()));
+            }
+        }
+    }
+    // Close the queues; threads still busy with an abandoned study end with the process.
+    d.loads = None;
+    if d.in_flight.is_empty() {
+        let _ = loader_thread.join();
+        let _ = worker.join();
+    }
+    tracing::info!("stopped");
+    drop(lock);
+    Ok(())
+}
+
+impl Daemon<'_> {
+    fn set_state(&mut self, s: DaemonState) {
+        if s != self.state {
+            self.state = s;
+            self.reporter.set_state(s);
+        }
+    }
+
+    fn update_state(&mut self, stopping: bool) {
+        let s = if stopping {
+            DaemonState::Stopping
+        } else if !self.in_flight.is_empty() {
+            DaemonState::Running
+        } else if self.paused {
+            DaemonState::Paused
+        } else if !self.disk_ok {
+            DaemonState::DiskLow
+        } else {
+            DaemonState::Idle
+        };
+        let changed = s != self.state;
+        self.set_state(s);
+        if changed && s != DaemonState::Running {
+            self.reporter.set_status_line(match s {
+                DaemonState::Idle => "idle",
+                DaemonState::Paused => "paused",
+                DaemonState::DiskLow => "disk low: intake paused",
+                DaemonState::Stopping => "stopping",
+                _ => "",
+            });
+        }
+        if let (Ok(depth), Ok(q)) = (self.journal.depth(), self.journal.count(StudyState::Quarantined))
+            && self.last_counts != Some((depth, q))
+        {
+            self.last_counts = Some((depth, q));
+            self.reporter.set_queue_depth(depth);
+            self.reporter.set_quarantined(q);
+        }
+        if self.in_flight.is_empty() {
+            self.batch_started = 0;
+        }
+    }
+
+    fn log_state(&self, uid: &str, state: StudyState, detail: &str) {
+        let hash = uid_hash(uid);
+        match state {
+            StudyState::Failed | StudyState::Quarantined => {
+                tracing::warn!(study = %hash, state = state.as_str(), "study {hash} {}: {detail}", state.as_str());
+            }
+            _ if detail.is_empty() => {
+                tracing::info!(study = %hash, state = state.as_str(), "study {hash} {}", state.as_str())
+            }
+            _ => tracing::info!(study = %hash, state = state.as_str(), "study {hash} {}: {detail}", state.as_str()),
+        }
+    }
+
+    fn handle_events(&mut self) {
+        for ev in self.watcher.poll() {
+            let r = match ev {
+                StudyEvent::Changed { uid, files, fingerprint } => {
+                    match self.journal.observe(&uid, &files, &fingerprint) {
+                        Ok(queue::Observed::New) => {
+                            self.log_state(&uid, StudyState::Seen, "new study");
+                            Ok(())
+                        }
+                        Ok(queue::Observed::Changed) => {
+                            self.log_state(&uid, StudyState::Seen, "files changed");
+                            Ok(())
+                        }
+                        Ok(queue::Observed::Unchanged) => Ok(()),
+                        Err(e) => Err(e),
+                    }
+                }
+                StudyEvent::Ready { uid, files, fingerprint, paired } => {
+                    self.study_complete(&uid, &files, &fingerprint, paired)
+                }
+            };
+            if let Err(e) = r {
+                tracing::error!("{e}");
+            }
+        }
+    }
+
+    fn study_complete(
+        &mut self,
+        uid: &str,
+        files: &[queue::FileSig],
+        fingerprint: &str,
+        paired: bool,
+    ) -> Result<(), QueueError> {
+        let was = self.journal.get(uid)?.map(|e| e.state);
+        if was != Some(StudyState::Seen) && was != Some(StudyState::Running) {
+            return Ok(());
+        }
+        if !paired && self.config.watch.unpaired == UnpairedAction::Quarantine && was == Some(StudyState::Seen) {
+            let need: Vec<String> = self.required.iter().map(|(m, n)| format!("{n} {m}")).collect();
+            let reason = format!(
+                "the model needs {} series; they did not all arrive within pair_wait_seconds = {}",
+                need.join(" + "),
+                self.config.watch.pair_wait_seconds
+            );
+            let paths: Vec<PathBuf> = files.iter().map(|f| f.path.clone()).collect();
+            self.journal.observe(uid, files, fingerprint)?;
+            return self.quarantine(uid, &reason, &paths);
+        }
+        if self.journal.mark_ready(uid, files, fingerprint)? {
+            let detail = if was == Some(StudyState::Running) {
+                "complete again (new files while running): queued after this run"
+            } else if paired {
+                "complete"
+            } else {
+                "complete without its pair (pair_wait_seconds passed): runs with what it has"
+            };
+            self.log_state(uid, StudyState::Ready, detail);
+        }
+        Ok(())
+    }
+
+    fn quarantine(&mut self, uid: &str, reason: &str, files: &[PathBuf]) -> Result<(), QueueError> {
+        let dir = self.config.state.quarantine().join(uid_hash(uid));
+        if let Err(e) = write_quarantine(&dir, uid, reason, files) {
+            tracing::error!("{}: cannot write the quarantine record: {e}", dir.display());
+        }
+        let state = self.journal.quarantine(uid, reason, &dir)?;
+        self.log_state(uid, state, reason);
+        if state == StudyState::Quarantined {
+            self.reporter.study_finished(uid, "quarantined", Some(&dir));
+        }
+        Ok(())
+    }
+
+    fn check_disk(&mut self) {
+        if self.last_disk_check.is_some_and(|t| t.elapsed() < Duration::from_secs(2)) {
+            return;
+        }
+        self.last_disk_check = Some(Instant::now());
+        let min = self.config.disk.min_free_mb.saturating_mul(1024 * 1024);
+        let mut ok = true;
+        for (role, path) in [("output", &self.config.output.folder), ("state", &self.config.state.folder)] {
+            match crate::sys::free_bytes(path) {
+                Ok(b) => {
+                    self.reporter.disk_free(role, path, b);
+                    if b < min {
+                        ok = false;
+                    }
+                }
+                Err(e) => tracing::warn!("{}: cannot read free space: {e}", path.display()),
+            }
+        }
+        if ok != self.disk_ok {
+            if ok {
+                tracing::info!("free space is above {} MiB again: intake resumes", self.config.disk.min_free_mb);
+            } else {
+                tracing::warn!(
+                    "free space under {} MiB on the output or state folder: no new study is started",
+                    self.config.disk.min_free_mb
+                );
+            }
+            self.disk_ok = ok;
+            self.reporter.set_ready(true, self.armed, ok);
+        }
+        let armed = self.watcher.armed();
+        if armed != self.armed {
+            if armed {
+                tracing::info!("the export folders are readable again");
+            } else {
+                tracing::warn!("an export folder is not readable (unmounted share?)");
+            }
+            self.armed = armed;
+            self.reporter.set_ready(true, armed, self.disk_ok);
+        }
+    }
+
+    fn retention(&mut self) {
+        let r = self.config.retention.clone();
+        if r.days == 0 || self.last_retention.is_some_and(|t| t.elapsed() < Duration::from_secs(600)) {
+            return;
+        }
+        self.last_retention = Some(Instant::now());
+        if let Err(e) = retention_pass(&self.journal, &r, queue::now()) {
+            tracing::error!("retention: {e}");
+        }
+    }
+
+    /// Starts ready studies: one on the GPU and one loading ahead.
+    fn schedule(&mut self) -> Result<(), ServiceError> {
+        if self.paused || !self.disk_ok {
+            return Ok(());
+        }
+        while self.in_flight.len() < 1 + self.config.queue.gpu_jobs as usize {
+            let Some(e) = self.journal.next_ready(queue::now(), &self.in_flight)? else { break };
+            let force_cpu =
+                self.config.model.cpu_fallback_on_oom && e.last_error.as_deref().is_some_and(is_out_of_memory);
+            let entry = self.journal.start(&e.uid)?;
+            self.log_state(&e.uid, StudyState::Running, &format!("attempt {}", entry.attempts));
+            let job = LoadJob {
+                uid: e.uid.clone(),
+                files: entry.files.iter().map(|f| f.path.clone()).collect(),
+                out: self.config.output.folder.clone(),
+                force_cpu,
+            };
+            let sent = self.loads.as_ref().is_some_and(|tx| tx.send(job).is_ok());
+            if !sent {
+                return Err(ServiceError::Internal("the loader ended".into()));
+            }
+            self.in_flight.push(e.uid.clone());
+            self.batch_started += 1;
+            if self.current.is_none() {
+                self.set_current(Some(e.uid.clone()));
+            }
+        }
+        Ok(())
+    }
+
+    fn set_current(&mut self, uid: Option<String>) {
+        self.reporter.set_current_study(uid.as_deref());
+        self.current = uid;
+        self.stage.clear();
+    }
+
+    fn status_line(&self) {
+        if let Some(uid) = &self.current {
+            let waiting = self.journal.count(StudyState::Ready).unwrap_or(0) as usize;
+            let started = self.batch_started.max(1);
+            let position = started.saturating_sub(self.in_flight.len().saturating_sub(1)).max(1);
+            let stage = if self.stage.is_empty() { "starting" } else { &self.stage };
+            self.reporter.set_status_line(&format!(
+                "study {position} of {} ({}): {stage}",
+                started + waiting,
+                uid_hash(uid)
+            ));
+        }
+    }
+
+    fn message(&mut self, m: Msg) -> Result<(), ServiceError> {
+        match m {
+            Msg::Model(_) => {}
+            Msg::Stage { uid, stage } => {
+                // The loader reports the study it reads ahead; the status names the GPU's.
+                if self.current.as_deref() == Some(uid.as_str()) {
+                    self.stage = stage;
+                    self.status_line();
+                }
+            }
+            Msg::Finished(o) => self.finished(o)?,
+        }
+        Ok(())
+    }
+
+    fn finished(&mut self, o: Outcome) -> Result<(), ServiceError> {
+        self.in_flight.retain(|u| u != &o.uid);
+        let uid = o.uid;
+        match o.result {
+            Ok((dir, t)) => {
+                for (stage, s) in [
+                    ("load", t.load),
+                    ("preprocess", t.preprocess),
+                    ("inference", t.inference),
+                    ("export", t.export),
+                    ("postprocess", t.postprocess),
+                    ("write", t.write),
+                ] {
+                    self.reporter.observe_stage(stage, s);
+                }
+                let state = self.journal.done(&uid, &dir)?;
+                self.log_state(&uid, state, &format!("outputs in {}", dir.display()));
+                self.reporter.study_finished(&uid, "done", Some(&dir));
+            }
+            Err((ErrorClass::BadInput, reason)) => {
+                let files: Vec<PathBuf> =
+                    self.journal.get(&uid)?.map(|e| e.files.into_iter().map(|f| f.path).collect()).unwrap_or_default();
+                self.quarantine(&uid, &reason, &files)?;
+            }
+            Err((_, reason)) => {
+                let attempts = self.journal.get(&uid)?.map(|e| e.attempts).unwrap_or(1);
+                let q = &self.config.queue;
+                let retry = (attempts < q.max_attempts)
+                    .then(|| q.backoff_seconds * 2f64.powi(attempts.saturating_sub(1).min(20) as i32));
+                let state = self.journal.failed(&uid, &reason, retry)?;
+                match retry {
+                    Some(s) if state == StudyState::Ready => {
+                        self.log_state(&uid, state, &format!("attempt {attempts} failed, retry in {s:.0} s: {reason}"))
+                    }
+                    _ => {
+                        self.log_state(&uid, state, &reason);
+                        if state == StudyState::Failed {
+                            self.reporter.study_finished(&uid, "failed", None);
+                        }
+                    }
+                }
+            }
+        }
+        if self.current.as_deref() == Some(uid.as_str()) {
+            let next = self.in_flight.first().cloned();
+            self.set_current(next);
+            self.status_line();
+        }
+        Ok(())
+    }
+
+    fn command(&mut self, c: Command) {
+        tracing::info!(command = ?c, "command");
+        match c {
+            Command::Pause => self.paused = true,
+            Command::Resume => self.paused = false,
+            Command::Reprocess(uid) => match self.journal.reprocess(&uid) {
+                Ok(true) => self.log_state(&uid, StudyState::Ready, "reprocess requested"),
+                Ok(false) => tracing::warn!(study = %uid_hash(&uid), "reprocess: unknown or running study"),
+                Err(e) => tracing::error!("{e}"),
+            },
+            Command::Enqueue(p) => {
+                if p.is_absolute() && p.is_dir() {
+                    self.watcher.enqueue(&p);
+                } else {
+                    tracing::warn!("enqueue {}: not an absolute path to a folder", p.display());
+                }
+            }
+            Command::ReloadConfig => self.reload(),
+        }
+    }
+
+    fn reload(&mut self) {
+        let new = match config::load(&self.config_path) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!("reload: the configuration has errors, keeping the running one:\n{e}");
+                return;
+            }
+        };
+        let old = &self.config;
+        if new.model != old.model || new.state != old.state {
+            tracing::warn!("reload: [model] and [state] changes take effect at the next restart");
+        }
+        if new.metrics != old.metrics || new.dbus != old.dbus {
+            tracing::warn!("reload: [metrics] and [dbus] changes take effect at the next restart");
+        }
+        let mut applied = new.clone();
+        applied.model = old.model.clone();
+        applied.state = old.state.clone();
+        applied.metrics = old.metrics.clone();
+        applied.dbus = old.dbus.clone();
+        if applied.watch != old.watch {
+            self.watcher =
+                Watcher::new(WatchSettings { config: applied.watch.clone(), required: self.required.clone() });
+        }
+        if applied.output != old.output
+            && let Err(e) = std::fs::create_dir_all(&applied.output.folder)
+        {
+            tracing::error!("reload: {}: {e}; keeping the previous output folder", applied.output.folder.display());
+            applied.output = old.output.clone();
+        }
+        self.config = applied;
+        self.last_disk_check = None;
+        self.last_retention = None;
+        self.check_disk();
+        tracing::info!("configuration reloaded");
+    }
+}
+
+/// Deletes or moves the inputs of studies done more than `r.days` before
+/// `now` (moved ones to `move_to/<study hash>/`); returns how many studies were handled.
+pub fn retention_pass(journal: &Journal, r: &config::RetentionConfig, now: f64) -> Result<usize, QueueError> {
+    if r.days == 0 {
+        return Ok(0);
+    }
+    let due = journal.due_for_retention(now - f64::from(r.days) * 86400.0)?;
+    let mut handled = 0;
+    for e in due {
+        let mut all_ok = true;
+        for f in &e.files {
+            let res = match (r.action, &r.move_to) {
+                (RetentionAction::Move, Some(to)) => {
+                    let dir = to.join(&e.hash);
+                    let dest = dir.join(f.path.file_name().unwrap_or_default());
+                    std::fs::create_dir_all(&dir)
+                        .and_then(|_| std::fs::rename(&f.path, &dest).or_else(|_| move_by_copy(&f.path, &dest)))
+                }
+                _ => std::fs::remove_file(&f.path),
+            };
+            match res {
+                Ok(()) => {}
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+                Err(err) => {
+                    all_ok = false;
+                    tracing::warn!("{}: retention failed: {err}", f.path.display());
+                }
+            }
+        }
+        if all_ok {
+            journal.mark_retained(&e.uid)?;
+            handled += 1;
+            let what = match r.action {
+                RetentionAction::Delete => "deleted",
+                RetentionAction::Move => "moved",
+            };
+            tracing::info!(study = %e.hash, "study {}: inputs {what} after {} days", e.hash, r.days);
+        }
+    }
+    Ok(handled)
+}
+
+/// Whether an error message is a GPU (or host) out-of-memory: CUDA's
+/// "out of memory", ONNX Runtime's arena "Failed to allocate memory".
+pub fn is_out_of_memory(message: &str) -> bool {
+    let m = message.to_lowercase();
+    m.contains("out of memory") || m.contains("failed to allocate memory") || m.contains("cudaerrormemoryallocation")
+}
+
+/// Copies a file then removes the original (a move across file systems).
+fn move_by_copy(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::copy(from, to)?;
+    std::fs::File::open(to)?.sync_all()?;
+    std::fs::remove_file(from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::queue::FileSig;
+
+    fn done_study(j: &Journal, dir: &Path, uid: &str) -> Vec<PathBuf> {
+        let paths: Vec<PathBuf> = (0..3).map(|i| dir.join(format!("{uid}-{i}.dcm"))).collect();
+        for p in &paths {
+            std::fs::write(p, b"x").unwrap();
+        }
+        let sigs: Vec<FileSig> = paths.iter().map(|p| FileSig { path: p.clone(), size: 1, mtime_ns: 1 }).collect();
+        j.observe(uid, &sigs, uid).unwrap();
+        j.mark_ready(uid, &sigs, uid).unwrap();
+        j.start(uid).unwrap();
+        j.done(uid, Path::new("/out")).unwrap();
+        paths
+    }
+
+    #[test]
+    fn retention_deletes_or_moves_after_the_days() {
+        let d = tempfile::tempdir().unwrap();
+        let (j, _) = Journal::open(&d.path().join("j.sqlite")).unwrap();
+        let a = done_study(&j, d.path(), "1.1");
+        let mut r = config::RetentionConfig { days: 2, ..Default::default() };
+        assert_eq!(retention_pass(&j, &r, queue::now() + 86400.0).unwrap(), 0, "not yet");
+        assert!(a.iter().all(|p| p.exists()));
+        assert_eq!(retention_pass(&j, &r, queue::now() + 3.0 * 86400.0).unwrap(), 1);
+        assert!(a.iter().all(|p| !p.exists()));
+        assert!(j.get("1.1").unwrap().unwrap().retained);
+        // Handled once; files gone from a done study do not make it run again.
+        assert_eq!(retention_pass(&j, &r, queue::now() + 3.0 * 86400.0).unwrap(), 0);
+        let b = done_study(&j, d.path(), "2.2");
+        r.action = RetentionAction::Move;
+        r.move_to = Some(d.path().join("archive"));
+        assert_eq!(retention_pass(&j, &r, queue::now() + 3.0 * 86400.0).unwrap(), 1);
+        let moved = d.path().join("archive").join(uid_hash("2.2"));
+        for p in &b {
+            assert!(!p.exists());
+            assert!(moved.join(p.file_name().unwrap()).exists());
+        }
+        r.days = 0;
+        assert_eq!(retention_pass(&j, &r, f64::INFINITY).unwrap(), 0, "off");
+    }
+
+    #[test]
+    fn cleanup_restores_an_interrupted_swap_and_removes_dead_staging() {
+        let d = tempfile::tempdir().unwrap();
+        let out = d.path();
+        // A process id that is not running (pid_max is below 2^22).
+        let dead = 4_194_999u32;
+        std::fs::create_dir_all(out.join(format!(".staging-1.2-{dead}"))).unwrap();
+        std::fs::create_dir_all(out.join(format!(".replaced-3.4-{dead}"))).unwrap();
+        std::fs::write(out.join(format!(".replaced-3.4-{dead}")).join("report.json"), b"{}").unwrap();
+        std::fs::create_dir_all(out.join("5.6")).unwrap();
+        std::fs::create_dir_all(out.join(format!(".replaced-5.6-{dead}"))).unwrap();
+        clean_output_folder(out);
+        let mut names: Vec<String> =
+            std::fs::read_dir(out).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        names.sort();
+        assert_eq!(names, vec!["3.4".to_string(), "5.6".to_string()]);
+        assert!(out.join("3.4/report.json").exists(), "the previous output is put back");
+    }
+}

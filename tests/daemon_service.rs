@@ -1,0 +1,173 @@
+//! The service loop in process, with a [`Reporter`] that records every call
+//! and [`Command`]s sent as the D-Bus interface sends them: readiness before
+//! work, states and STATUS lines, StudyFinished for done and quarantined
+//! studies, Pause/Resume, Reprocess, Enqueue, bad input to quarantine (input
+//! kept, reason written), the disk guard through a reload, and a clean stop.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use edgeseg::queue::StudyState;
+use edgeseg::service::{self, Command, Control, DaemonState, Reporter};
+
+use crate::daemon_util::{
+    Deployment, assert_output_complete, export_study, files_under, pet_only_study, study, wait_for,
+};
+
+#[derive(Clone, Default)]
+struct Recorder(Arc<Mutex<Vec<String>>>);
+
+impl Recorder {
+    fn push(&self, s: String) {
+        self.0.lock().expect("lock").push(s);
+    }
+    fn calls(&self) -> Vec<String> {
+        self.0.lock().expect("lock").clone()
+    }
+    fn has(&self, prefix: &str) -> bool {
+        self.calls().iter().any(|c| c.starts_with(prefix))
+    }
+    fn position(&self, prefix: &str) -> Option<usize> {
+        self.calls().iter().position(|c| c.starts_with(prefix))
+    }
+}
+
+impl Reporter for Recorder {
+    fn set_state(&self, state: DaemonState) {
+        self.push(format!("state {}", state.as_str()));
+    }
+    fn set_status_line(&self, line: &str) {
+        self.push(format!("status {line}"));
+    }
+    fn study_finished(&self, uid: &str, outcome: &str, dir: Option<&Path>) {
+        self.push(format!("finished {uid} {outcome} {}", dir.map(|d| d.display().to_string()).unwrap_or_default()));
+    }
+    fn observe_stage(&self, stage: &str, seconds: f64) {
+        assert!(seconds >= 0.0);
+        self.push(format!("stage {stage}"));
+    }
+    fn set_queue_depth(&self, depth: u64) {
+        self.push(format!("depth {depth}"));
+    }
+    fn set_quarantined(&self, n: u64) {
+        self.push(format!("quarantined {n}"));
+    }
+    fn set_current_study(&self, uid: Option<&str>) {
+        self.push(format!("current {}", uid.unwrap_or("-")));
+    }
+    fn set_ready(&self, model: bool, watch: bool, disk: bool) {
+        self.push(format!("ready {model} {watch} {disk}"));
+    }
+    fn disk_free(&self, role: &str, _: &Path, _: u64) {
+        self.push(format!("disk {role}"));
+    }
+    fn notify_ready(&self) {
+        self.push("notify ready".into());
+    }
+    fn notify_watchdog(&self) {}
+    fn notify_stopping(&self) {
+        self.push("notify stopping".into());
+    }
+    fn model_loaded(&self, m: &service::ModelSummary) {
+        self.push(format!("model {} {} {:?}", m.name, m.sha256.len(), m.providers));
+    }
+}
+
+fn entry_state(d: &Deployment, uid: &str) -> Option<StudyState> {
+    d.entry(uid).map(|e| e.state)
+}
+
+#[test]
+fn service_reports_commands_and_quarantine() {
+    let (a_src, a) = study(31);
+    let (b_src, b) = study(32);
+    let (bad_src, bad) = pet_only_study(33);
+    // Pair wait 0: the PET-only study runs at once with what it has.
+    let d = Deployment::new("pair_wait_seconds = 0\n");
+    let rec = Recorder::default();
+    let control = Control::default();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (config, r2, c2) = (d.config.clone(), rec.clone(), control.clone());
+    let daemon = std::thread::spawn(move || service::run(&config, &r2, &c2, &rx));
+
+    assert!(wait_for(Duration::from_secs(60), || rec.has("notify ready").then_some(())).is_some(), "{:?}", rec.calls());
+    assert!(rec.has("ready true true true"));
+    assert!(rec.has("model pointwise-petct-test 64 [(0, \"cpu\")"), "{:?}", rec.calls());
+    assert!(rec.position("model ").expect("model") < rec.position("notify ready").expect("ready"));
+    export_study(&a_src, &d.export, "a", Duration::ZERO);
+    let done = wait_for(Duration::from_secs(60), || (entry_state(&d, &a) == Some(StudyState::Done)).then_some(()));
+    assert!(done.is_some(), "{:?}\n{:?}", d.entry(&a), rec.calls());
+    assert_output_complete(&d.out, &a);
+    let ready_at = rec.position("notify ready").expect("ready");
+    let finished_at = rec.position(&format!("finished {a} done {}", d.out.join(&a).display())).expect("finished");
+    assert!(ready_at < finished_at, "READY before any work");
+    for want in
+        ["state starting", "state idle", "state running", "current ", "stage inference", "disk output", "disk state"]
+    {
+        assert!(rec.has(want), "{want} missing: {:?}", rec.calls());
+    }
+    assert!(
+        rec.calls().iter().any(|c| c.starts_with("status study 1 of 1") && c.ends_with("inference")),
+        "{:?}",
+        rec.calls()
+    );
+
+    // Pause: a complete study waits; Resume: it runs.
+    tx.send(Command::Pause).expect("send");
+    assert!(wait_for(Duration::from_secs(10), || rec.has("state paused").then_some(())).is_some(), "{:?}", rec.calls());
+    export_study(&b_src, &d.export, "b", Duration::ZERO);
+    assert!(
+        wait_for(Duration::from_secs(20), || (entry_state(&d, &b) == Some(StudyState::Ready)).then_some(())).is_some()
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(entry_state(&d, &b), Some(StudyState::Ready), "paused: not started");
+    tx.send(Command::Resume).expect("send");
+    assert!(
+        wait_for(Duration::from_secs(60), || (entry_state(&d, &b) == Some(StudyState::Done)).then_some(())).is_some()
+    );
+
+    // Reprocess: the study runs again, its folder replaced whole.
+    tx.send(Command::Reprocess(a.clone())).expect("send");
+    let again = wait_for(Duration::from_secs(60), || d.entry(&a).filter(|e| e.completions == 2));
+    assert_eq!(again.expect("reprocessed").state, StudyState::Done);
+    assert_output_complete(&d.out, &a);
+
+    // Bad input through Enqueue (a folder outside the export folder): quarantined, input kept.
+    let elsewhere = d.root.path().join("elsewhere");
+    export_study(&bad_src, &elsewhere, "bad", Duration::ZERO);
+    let before: Vec<PathBuf> = files_under(&elsewhere);
+    tx.send(Command::Enqueue(elsewhere.clone())).expect("send");
+    let q = wait_for(Duration::from_secs(60), || d.entry(&bad).filter(|e| e.state.is_final()));
+    let q = q.unwrap_or_else(|| panic!("{:?}", rec.calls()));
+    assert_eq!(q.state, StudyState::Quarantined, "{:?}", q.last_error);
+    assert!(q.last_error.as_deref().is_some_and(|e| e.contains("PET/CT pair")), "{:?}", q.last_error);
+    let qdir = d.state.join("quarantine").join(edgeseg::queue::uid_hash(&bad));
+    let reason = std::fs::read_to_string(qdir.join("reason.txt")).expect("reason.txt");
+    assert!(reason.contains(&bad) && reason.contains("PET/CT pair"), "{reason}");
+    let listed = std::fs::read_to_string(qdir.join("files.txt")).expect("files.txt");
+    assert_eq!(listed.lines().count(), before.len());
+    assert_eq!(files_under(&elsewhere), before, "the input stays");
+    // Reports follow the journal's commit.
+    let reported = wait_for(Duration::from_secs(10), || {
+        (rec.has(&format!("finished {bad} quarantined {}", qdir.display())) && rec.has("quarantined 1")).then_some(())
+    });
+    assert!(reported.is_some(), "{:?}", rec.calls());
+    assert!(!d.out.join(&bad).exists(), "no output for a quarantined study");
+
+    // Disk guard through a reload: a threshold above the free space pauses intake.
+    d.write_config("pair_wait_seconds = 0\n[disk]\nmin_free_mb = 100000000\n");
+    tx.send(Command::ReloadConfig).expect("send");
+    assert!(
+        wait_for(Duration::from_secs(10), || rec.has("state disk_low").then_some(())).is_some(),
+        "{:?}",
+        rec.calls()
+    );
+    assert!(rec.has("ready true true false"));
+
+    control.stop.store(true, Ordering::SeqCst);
+    let r = daemon.join().expect("thread");
+    assert!(r.is_ok(), "{r:?}");
+    assert!(rec.has("notify stopping") && rec.has("state stopping"));
+}

@@ -1,0 +1,174 @@
+//! The systemd and D-Bus files under `systemd/`, judged by systemd's own
+//! tools: `systemd-analyze verify` accepts the unit, `systemd-analyze security
+//! --offline=true` scores it at most 1.5, the D-Bus policy is well-formed XML
+//! of the busconfig DTD's shape, and the packaged configuration passes
+//! `edgeseg check-config`.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use crate::util::{edgeseg, root, s, text};
+
+fn unit_with_binary(dir: &std::path::Path) -> PathBuf {
+    // verify checks that ExecStart= binaries exist: point them at the built one.
+    let unit = std::fs::read_to_string(root().join("systemd/edgeseg.service")).expect("unit");
+    let unit = unit.replace("/usr/bin/edgeseg", env!("CARGO_BIN_EXE_edgeseg"));
+    let p = dir.join("edgeseg.service");
+    std::fs::write(&p, unit).expect("write unit");
+    p
+}
+
+fn have(tool: &str) -> bool {
+    Command::new(tool).arg("--version").output().is_ok_and(|o| o.status.success())
+}
+
+#[test]
+fn unit_passes_systemd_analyze_verify() {
+    assert!(have("systemd-analyze"), "systemd-analyze missing (Debian package systemd)");
+    let d = tempfile::tempdir().expect("tempdir");
+    let unit = unit_with_binary(d.path());
+    let o = Command::new("systemd-analyze").arg("verify").arg(&unit).output().expect("systemd-analyze");
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "verify failed:\n{out}\n{err}");
+    assert!(!err.contains("edgeseg.service:"), "verify complained:\n{err}");
+    // A broken unit is caught (the check can fail).
+    let bad = d.path().join("bad.service");
+    std::fs::write(&bad, "[Service]\nType=notify\nExecStart=relative/path\nProtectSystem=maybe\n").expect("write");
+    let o = Command::new("systemd-analyze").arg("verify").arg(&bad).output().expect("systemd-analyze");
+    assert!(!o.status.success() || !o.stderr.is_empty(), "a broken unit must be reported");
+}
+
+#[test]
+fn unit_security_exposure_at_most_1_5() {
+    assert!(have("systemd-analyze"), "systemd-analyze missing (Debian package systemd)");
+    let d = tempfile::tempdir().expect("tempdir");
+    let unit = unit_with_binary(d.path());
+    let o = Command::new("systemd-analyze")
+        .args(["security", "--offline=true", "--no-pager"])
+        .arg(&unit)
+        .output()
+        .expect("systemd-analyze");
+    let (out, err) = text(&o);
+    let line = out
+        .lines()
+        .chain(err.lines())
+        .find(|l| l.contains("Overall exposure level"))
+        .unwrap_or_else(|| panic!("no exposure line:\n{out}\n{err}"));
+    let score: f64 = line
+        .split(':')
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("cannot parse {line:?}"));
+    assert!(score <= 1.5, "exposure {score} > 1.5:\n{out}");
+    for key in ["Type=notify", "WatchdogSec=", "DevicePolicy=closed", "NoNewPrivileges=yes", "ProtectSystem=strict"] {
+        assert!(std::fs::read_to_string(&unit).expect("unit").contains(key), "{key} missing");
+    }
+}
+
+#[test]
+fn dbus_policy_is_well_formed() {
+    let p = root().join("systemd/org.edgeseg.Daemon1.conf");
+    let xml = std::fs::read_to_string(&p).expect("policy");
+    if have("xmllint") {
+        let o = Command::new("xmllint").args(["--noout", s(&p)]).output().expect("xmllint");
+        assert!(o.status.success(), "{}", text(&o).1);
+    }
+    // dbus-daemon parses the policy as part of a bus configuration.
+    if Command::new("dbus-daemon").arg("--version").output().is_ok_and(|o| o.status.success()) {
+        let d = tempfile::tempdir().expect("tempdir");
+        let conf = d.path().join("bus.conf");
+        let sock = d.path().join("bus.sock");
+        std::fs::write(
+            &conf,
+            format!(
+                "<!DOCTYPE busconfig PUBLIC \"-//freedesktop//DTD D-BUS Bus Configuration 1.0//EN\" \
+                 \"http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd\">\n<busconfig><type>system</type>\
+                 <listen>unix:path={}</listen><include>{}</include>\
+                 <policy context=\"default\"><allow user=\"*\"/></policy></busconfig>",
+                sock.display(),
+                p.display()
+            ),
+        )
+        .expect("conf");
+        let mut child = Command::new("dbus-daemon")
+            .args(["--nofork", "--print-address", &format!("--config-file={}", conf.display())])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("dbus-daemon");
+        let mut line = String::new();
+        let stdout = child.stdout.take().expect("stdout");
+        let _ = std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line);
+        let _ = child.kill();
+        let o = child.wait_with_output().expect("wait");
+        assert!(line.starts_with("unix:"), "dbus-daemon refused the policy: {}", String::from_utf8_lossy(&o.stderr));
+    }
+    for needle in [
+        "<allow own=\"org.edgeseg.Daemon1\"/>",
+        "policy user=\"edgeseg\"",
+        "policy group=\"edgeseg\"",
+        "<deny send_destination=\"org.edgeseg.Daemon1\" send_interface=\"org.edgeseg.Daemon1\"/>",
+    ] {
+        assert!(xml.contains(needle), "{needle} missing");
+    }
+}
+
+#[test]
+fn packaged_config_is_valid_and_lists_every_key() {
+    let p = root().join("systemd/edgeseg.toml");
+    let o = edgeseg(&["check-config", s(&p)]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o).1);
+    // Every key, uncommented, gives the defaults.
+    let t = std::fs::read_to_string(&p).expect("toml");
+    let uncommented: String = t
+        .lines()
+        .map(|l| if l.starts_with("#") && l.contains(" = ") && !l.starts_with("# ") { &l[1..] } else { l })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let (c, d) = edgeseg::config::check(&p, &uncommented);
+    assert!(d.is_empty(), "{d:?}");
+    let mut expected = edgeseg::config::Config::default();
+    expected.retention.move_to = Some(PathBuf::from("/srv/edgeseg-archive"));
+    assert_eq!(c, Some(expected), "the file's commented values are the defaults");
+    let tmpfiles = std::fs::read_to_string(root().join("systemd/edgeseg.tmpfiles")).expect("tmpfiles");
+    for dir in ["/var/lib/edgeseg ", "/var/lib/edgeseg/results ", "/var/lib/edgeseg/quarantine "] {
+        assert!(tmpfiles.lines().any(|l| l.starts_with("d ") && l.contains(dir) && l.contains("0750")), "{dir}");
+    }
+    let sysusers = std::fs::read_to_string(root().join("systemd/edgeseg.sysusers")).expect("sysusers");
+    assert!(sysusers.lines().any(|l| l.starts_with("u edgeseg ")));
+}
+
+#[test]
+fn check_config_reports_every_error_with_place() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let p = d.path().join("bad.toml");
+    std::fs::write(
+        &p,
+        "[watch]\nfolders = [\"relative\"]\nsettle_seconds = 0\nsettle = 5\n\n[metrics]\nlisten = \"nowhere\"\n[dbus]\nbus = \"both\"\n",
+    )
+    .expect("write");
+    let o = edgeseg(&["check-config", s(&p)]);
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    let f = s(&p);
+    for (line, col, what) in [
+        (4, 1, "unknown field `settle`"),
+        (7, 10, "listen"),
+        (9, 7, "both"),
+        (2, 1, "absolute"),
+        (3, 1, "greater than 0"),
+    ] {
+        let prefix = format!("{f}:{line}:{col}: ");
+        assert!(err.lines().any(|l| l.starts_with(&prefix) && l.contains(what)), "{prefix}{what} missing in:\n{err}");
+    }
+    // Syntax error: one, with its place.
+    std::fs::write(&p, "[watch]\nsettle_seconds = = 3\n").expect("write");
+    let o = edgeseg(&["check-config", s(&p)]);
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.lines().any(|l| l.starts_with(&format!("{f}:2:"))), "{err}");
+    // Unreadable file: exit 1 like other unusable arguments.
+    let o = edgeseg(&["check-config", "/nonexistent/edgeseg.toml"]);
+    assert_eq!(o.status.code(), Some(1));
+}
