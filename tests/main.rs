@@ -25,6 +25,8 @@
 //! - `observe_dbus`: `org.edgeseg.Daemon1` on a private dbus-daemon, judged by
 //!   busctl and gdbus; `edgeseg status`.
 //! - `daemon_burst`: 30 studies at once (peak RSS bound), a full disk (tmpfs) (slow).
+//! - `daemon_e2e`: the daemon with its real observers: a private D-Bus, a fake
+//!   NOTIFY_SOCKET, `/metrics` judged by promtool; a study exported file by file.
 //! - `daemon_crash`: SIGKILL at random moments during a stream of 10 studies (slow).
 //! - `daemon_service`: the service loop in process with a recording Reporter and Commands.
 //! - `daemon_watch`: `edgeseg daemon` as a subprocess: an exported study
@@ -38,6 +40,7 @@ mod util;
 
 mod daemon_burst;
 mod daemon_crash;
+mod daemon_e2e;
 mod daemon_service;
 mod daemon_watch;
 mod export_dicom;

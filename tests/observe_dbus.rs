@@ -15,14 +15,16 @@ use edgeseg::observe::{BusKind, Command as DaemonCommand, DaemonState, start_dbu
 use crate::observe_http::{observer, run_timeout};
 
 /// A private message bus; killed on drop.
-struct PrivateBus {
+pub(crate) struct PrivateBus {
     child: Child,
-    address: String,
+    /// The bus address (unix:path=...).
+    pub(crate) address: String,
     _dir: tempfile::TempDir,
 }
 
 impl PrivateBus {
-    fn start() -> PrivateBus {
+    /// Starts a private bus.
+    pub(crate) fn start() -> PrivateBus {
         let dir = tempfile::tempdir().expect("temp dir");
         let conf = dir.path().join("bus.conf");
         std::fs::write(
@@ -77,7 +79,7 @@ impl Drop for PrivateBus {
     }
 }
 
-fn busctl(bus: &PrivateBus, args: &[&str]) -> Output {
+pub(crate) fn busctl(bus: &PrivateBus, args: &[&str]) -> Output {
     run_timeout(
         Command::new("busctl").arg(format!("--address={}", bus.address)).arg("--timeout=10").args(args),
         None,
@@ -108,13 +110,14 @@ fn next(rx: &Receiver<DaemonCommand>) -> DaemonCommand {
 }
 
 /// `gdbus monitor` on the daemon's object, its lines on a channel.
-struct Monitor {
+pub(crate) struct Monitor {
     child: Child,
     lines: Receiver<String>,
 }
 
 impl Monitor {
-    fn start(bus: &PrivateBus) -> Monitor {
+    /// Starts monitoring the daemon's object.
+    pub(crate) fn start(bus: &PrivateBus) -> Monitor {
         let mut child = Command::new("gdbus")
             .args(["monitor", "--address", &bus.address, "--dest", "org.edgeseg.Daemon1"])
             .args(["--object-path", "/org/edgeseg/Daemon1"])
@@ -135,7 +138,7 @@ impl Monitor {
     }
 
     /// Waits (at most `limit`) for a line containing `needle`.
-    fn wait_for(&self, needle: &str, limit: Duration) -> Option<String> {
+    pub(crate) fn wait_for(&self, needle: &str, limit: Duration) -> Option<String> {
         let end = Instant::now() + limit;
         while let Some(left) = end.checked_duration_since(Instant::now()) {
             match self.lines.recv_timeout(left) {

@@ -1,0 +1,118 @@
+//! The daemon as it runs on a box, end to end with its real observers: a
+//! private `dbus-daemon` (bus = "session"), a fake `NOTIFY_SOCKET`, `/metrics`
+//! on a free port. A PET/CT study is exported file by file with pauses; the
+//! test sees it written once, through the journal, the scrape (judged by
+//! `promtool check metrics`), the STATUS= datagrams and the StudyFinished
+//! signal, then drives Pause over D-Bus and stops the daemon with SIGTERM.
+
+use std::os::unix::net::UnixDatagram;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use edgeseg::queue::StudyState;
+
+use crate::daemon_util::{Deployment, assert_output_complete, export_study, signal, study, wait_exit, wait_for};
+use crate::observe_dbus::{Monitor, PrivateBus, busctl};
+use crate::observe_http::{http, run_timeout};
+use crate::util::s;
+
+#[test]
+fn daemon_end_to_end_with_metrics_notify_and_dbus() {
+    let bus = PrivateBus::start();
+    let monitor = Monitor::start(&bus);
+    let d = Deployment::new("");
+    let cfg = std::fs::read_to_string(&d.config).expect("config").replace("bus = \"off\"", "bus = \"session\"");
+    std::fs::write(&d.config, cfg).expect("config");
+
+    // systemd's side of sd_notify: a datagram socket collecting every message.
+    let sock_path = d.root.path().join("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).expect("notify socket");
+    let notes = Arc::new(Mutex::new(Vec::<String>::new()));
+    {
+        let notes = notes.clone();
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 4096];
+            while let Ok(n) = sock.recv(&mut buf) {
+                notes.lock().expect("lock").push(String::from_utf8_lossy(&buf[..n]).into_owned());
+            }
+        });
+    }
+    let seen = |needle: &str| notes.lock().expect("lock").iter().any(|m| m.contains(needle));
+
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(d.log()).expect("log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_edgeseg"))
+        .args(["daemon", "--config", s(&d.config)])
+        .env("EDGESEG_LOG", "info")
+        .env("DBUS_SESSION_BUS_ADDRESS", &bus.address)
+        .env("NOTIFY_SOCKET", &sock_path)
+        .env("WATCHDOG_USEC", "2000000")
+        .env_remove("JOURNAL_STREAM")
+        .env_remove("ORT_DYLIB_PATH")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("edgeseg daemon starts");
+
+    // The metrics address from the log (listen = 127.0.0.1:0).
+    let addr: std::net::SocketAddr = wait_for(Duration::from_secs(60), || {
+        let text = d.log_text();
+        let at = text.find("metrics on http://")? + "metrics on http://".len();
+        text[at..].split('/').next()?.parse().ok()
+    })
+    .unwrap_or_else(|| panic!("no metrics address in the log:\n{}", d.log_text()));
+    assert!(wait_for(Duration::from_secs(60), || seen("READY=1").then_some(())).is_some(), "READY=1 sent");
+    let (code, _, _) = http(addr, "GET", "/readyz");
+    assert_eq!(code, 200, "ready once the model is loaded and the watcher armed");
+    assert!(seen("STATUS=idle"), "idle status: {:?}", notes.lock().expect("lock"));
+
+    // A scanner exports a study file by file.
+    let (src, uid) = study(41);
+    export_study(&src, &d.export, "STUDY41", Duration::from_millis(30));
+    let done = wait_for(Duration::from_secs(180), || {
+        d.entry(&uid).filter(|e| e.state == StudyState::Done).map(|e| e.completions)
+    });
+    assert_eq!(done, Some(1), "done once; log:\n{}", d.log_text());
+    assert_output_complete(&d.out, &uid);
+
+    // The signal, the STATUS lines, the watchdog.
+    let signal_line = monitor.wait_for("StudyFinished", Duration::from_secs(20)).expect("StudyFinished signal");
+    assert!(signal_line.contains(&uid) && signal_line.contains("done"), "{signal_line}");
+    assert!(seen("STATUS=study"), "a per-study status line: {:?}", notes.lock().expect("lock"));
+    assert!(seen("WATCHDOG=1"), "watchdog pings");
+
+    // The scrape shows it and passes promtool.
+    let (code, _, body) = http(addr, "GET", "/metrics");
+    assert_eq!(code, 200);
+    assert!(body.lines().any(|l| l == "edgeseg_studies_total{outcome=\"done\"} 1"), "{body}");
+    assert!(!body.contains(&uid), "no study UID in the metrics");
+    let check = run_timeout(
+        Command::new("promtool").args(["check", "metrics"]),
+        Some(body.as_bytes()),
+        Duration::from_secs(30),
+    );
+    assert!(
+        check.status.success() && check.stdout.is_empty() && check.stderr.is_empty(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
+
+    // Operators: Pause over D-Bus, read back by `edgeseg status`.
+    let o = busctl(&bus, &["call", "org.edgeseg.Daemon1", "/org/edgeseg/Daemon1", "org.edgeseg.Daemon1", "Pause"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let paused = wait_for(Duration::from_secs(10), || {
+        let o = Command::new(env!("CARGO_BIN_EXE_edgeseg"))
+            .args(["status", "--json", "--address", &bus.address])
+            .output()
+            .ok()?;
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).ok()?;
+        (v["state"] == "paused").then_some(v)
+    });
+    assert!(paused.is_some(), "state paused after Pause()");
+
+    signal(&child, libc::SIGTERM);
+    let status = wait_exit(&mut child, Duration::from_secs(60)).expect("exits on SIGTERM");
+    assert!(status.success(), "clean exit: {status:?}");
+    assert!(seen("STOPPING=1"), "STOPPING=1 sent");
+}
