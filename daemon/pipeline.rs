@@ -318,6 +318,9 @@ pub struct LoadedStudy {
     pub source: Option<dicom_refs::SourceRefs>,
     /// For profiles that load their own series: the study's index.
     pub phases: Option<FolderIndex>,
+    /// nnU-Net's preprocessing already done (the daemon's loader thread does
+    /// it while the previous study is on the GPU); None: done in `infer_study`.
+    pub prepared: Option<crate::infer::PreparedCase>,
 }
 
 /// Picks and loads a study's series for the model's channels, on the grid of
@@ -374,7 +377,18 @@ pub fn load_study(
         load_seconds: t.elapsed().as_secs_f64(),
         source,
         phases: None,
+        prepared: None,
     })
+}
+
+/// nnU-Net's preprocessing of a loaded study for `pkg`, ahead of
+/// [`infer_study`] (which then goes straight to the sliding window).
+pub fn prepare_study(pkg: &crate::infer::model::ModelPackage, loaded: &mut LoadedStudy) -> Result<(), PipelineError> {
+    if loaded.phases.is_none() {
+        let refs: Vec<&Volume<f32>> = loaded.volumes.iter().collect();
+        loaded.prepared = Some(crate::infer::prepare(pkg, &refs)?);
+    }
+    Ok(())
 }
 
 impl LoadedStudy {
@@ -390,6 +404,7 @@ impl LoadedStudy {
             load_seconds: 0.0,
             source: None,
             phases: Some(index),
+            prepared: None,
         }
     }
 }
@@ -438,7 +453,8 @@ pub fn infer_study(
     if let Some(index) = &loaded.phases {
         return run_screening(predictor, backend, index, &loaded.study_uid, probabilities, progress);
     }
-    let LoadedStudy { study_uid, mut volumes, inputs, reference_series_uid, load_seconds, source, phases: _ } = loaded;
+    let LoadedStudy { study_uid, mut volumes, inputs, reference_series_uid, load_seconds, source, phases: _, prepared } =
+        loaded;
     let study_uid = study_uid.as_str();
     let mut timings = StageTimings { load: load_seconds, ..StageTimings::default() };
     let channels = &predictor.package.meta.channels;
@@ -455,13 +471,18 @@ pub fn infer_study(
     let refs: Vec<&Volume<f32>> = volumes.iter().collect();
     // Progress in tenths ("inference 40%"), for status lines.
     let mut last_tenth = 0;
-    let prediction = predictor.predict(&refs, probabilities, |done, total| {
+    let on_tiles = |done: usize, total: usize| {
         let tenth = done * 10 / total.max(1);
         if tenth > last_tenth && tenth < 10 {
             last_tenth = tenth;
             progress(&format!("inference {}%", tenth * 10));
         }
-    })?;
+    };
+    // Prepared on the loader thread for this very package, or done here.
+    let prediction = match prepared.filter(|c| c.package_sha256() == predictor.package.sha256) {
+        Some(case) => predictor.predict_prepared(case, probabilities, on_tiles)?,
+        None => predictor.predict(&refs, probabilities, on_tiles)?,
+    };
     timings.preprocess = prediction.timings.preprocess_s;
     timings.inference = prediction.timings.inference_s;
     timings.export = prediction.timings.export_s;

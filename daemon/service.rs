@@ -6,8 +6,10 @@
 //!   retention, every report (watchdog pings too, so a long inference never
 //!   starves the watchdog);
 //! - loader (CPU): reads the next ready study's headers and series into
-//!   volumes on the reference grid ([`pipeline::load_study`]) while the
-//!   current study is on the GPU, at most one study ahead;
+//!   volumes on the reference grid ([`pipeline::load_study`]) and runs
+//!   nnU-Net's preprocessing on them ([`pipeline::prepare_study`]) while the
+//!   current study is on the GPU, at most one study ahead (screening studies,
+//!   which pick their phases themselves, go to the GPU worker whole);
 //! - GPU worker: loads the model once and runs [`pipeline::infer_study`] and
 //!   [`pipeline::write_study`], one study at a time (the same functions as
 //!   `edgeseg process`).
@@ -229,6 +231,8 @@ pub struct ModelSummary {
     pub sha256: String,
     /// Channels.
     pub channels: Vec<Channel>,
+    /// Task profile (model.toml).
+    pub profile: String,
     /// Provider per fold.
     pub providers: Vec<(u32, String)>,
 }
@@ -303,6 +307,7 @@ fn gpu_worker(model: config::ModelConfig, state: PathBuf, jobs: Receiver<GpuJob>
         version: predictor.package.meta.version.clone(),
         sha256: predictor.package.sha256.clone(),
         channels: predictor.package.meta.channels.clone(),
+        profile: predictor.package.meta.profile.clone(),
         providers: predictor.providers().into_iter().map(|(f, p)| (f, p.to_string())).collect(),
     };
     if msgs.send(Msg::Model(Ok(summary))).is_err() {
@@ -343,12 +348,41 @@ fn gpu_worker(model: config::ModelConfig, state: PathBuf, jobs: Receiver<GpuJob>
     }
 }
 
-/// The loader: headers and series of the next study, then hands it to the GPU worker.
-fn loader(channels: Vec<Channel>, jobs: Receiver<LoadJob>, gpu: SyncSender<GpuJob>, msgs: Sender<Msg>) {
+/// The loader: headers and series of the next study and nnU-Net's
+/// preprocessing of them, on the CPU while the GPU worker runs the current
+/// study; then hands it over (a rendezvous channel: at most one study waits).
+fn loader(model: PathBuf, summary: ModelSummary, jobs: Receiver<LoadJob>, gpu: SyncSender<GpuJob>, msgs: Sender<Msg>) {
+    // The plans only (no networks): for preprocessing. Without it the GPU
+    // worker preprocesses, as `edgeseg process` does.
+    let package = match crate::infer::model::ModelPackage::load(&model) {
+        Ok(p) if p.sha256 == summary.sha256 => Some(p),
+        Ok(_) => {
+            tracing::warn!("the model package changed on disk since it was loaded; preprocessing on the GPU worker");
+            None
+        }
+        Err(e) => {
+            tracing::warn!("{}: {e}; preprocessing on the GPU worker", model.display());
+            None
+        }
+    };
+    let screening = summary.profile == pipeline::SCREENING_PROFILE;
     while let Ok(job) = jobs.recv() {
         let _ = msgs.send(Msg::Stage { uid: job.uid.clone(), stage: "loading series".into() });
         let index = index_files(&job.files);
-        match pipeline::load_study(&index, &job.uid, &channels) {
+        let unreadable: Vec<String> = index.errors.iter().take(5).map(|e| e.to_string()).collect();
+        let loaded = if screening {
+            // The screening profile picks its contrast phases itself.
+            Ok(LoadedStudy::deferred(&job.uid, index))
+        } else {
+            pipeline::load_study(&index, &job.uid, &summary.channels).and_then(|mut l| {
+                if let Some(p) = &package {
+                    let _ = msgs.send(Msg::Stage { uid: job.uid.clone(), stage: "preprocessing".into() });
+                    pipeline::prepare_study(p, &mut l)?;
+                }
+                Ok(l)
+            })
+        };
+        match loaded {
             Ok(loaded) => {
                 if gpu.send(GpuJob { loaded, out: job.out, force_cpu: job.force_cpu }).is_err() {
                     return;
@@ -356,9 +390,8 @@ fn loader(channels: Vec<Channel>, jobs: Receiver<LoadJob>, gpu: SyncSender<GpuJo
             }
             Err(e) => {
                 let mut o = err_outcome(&job.uid, &e);
-                if let (Err((_, msg)), false) = (&mut o.result, index.errors.is_empty()) {
-                    let files: Vec<String> = index.errors.iter().take(5).map(|e| e.to_string()).collect();
-                    msg.push_str(&format!(" (unreadable files: {})", files.join("; ")));
+                if let (Err((_, msg)), false) = (&mut o.result, unreadable.is_empty()) {
+                    msg.push_str(&format!(" (unreadable files: {})", unreadable.join("; ")));
                 }
                 if msgs.send(Msg::Finished(o)).is_err() {
                     return;
@@ -522,11 +555,11 @@ pub fn run(
         "model loaded"
     );
     let (load_tx, load_rx) = std::sync::mpsc::channel::<LoadJob>();
-    let channels = summary.channels.clone();
+    let (loader_model, loader_summary) = (config.model.path.clone(), summary.clone());
     let loader_msgs = msg_tx.clone();
     let loader_thread = std::thread::Builder::new()
         .name("edgeseg-loader".into())
-        .spawn(move || loader(channels, load_rx, gpu_tx, loader_msgs))
+        .spawn(move || loader(loader_model, loader_summary, load_rx, gpu_tx, loader_msgs))
         .map_err(|e| ServiceError::Internal(format!("cannot start the loader: {e}")))?;
     drop(msg_tx);
 

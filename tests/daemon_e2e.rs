@@ -1,4 +1,4 @@
-//! The daemon as it runs on a box, end to end with its real observers: a
+//! The daemon as it runs on a box, end to end with the demo model and its real observers: a
 //! private `dbus-daemon` (bus = "session"), a fake `NOTIFY_SOCKET`, `/metrics`
 //! on a free port. A PET/CT study is exported file by file with pauses; the
 //! test sees it written once, through the journal, the scrape (judged by
@@ -22,7 +22,13 @@ fn daemon_end_to_end_with_metrics_notify_and_dbus() {
     let bus = PrivateBus::start();
     let monitor = Monitor::start(&bus);
     let d = Deployment::new("");
-    let cfg = std::fs::read_to_string(&d.config).expect("config").replace("bus = \"off\"", "bus = \"session\"");
+    // The bundled demo model (the other daemon tests use a point-wise one for speed).
+    let demo = crate::util::root().join("models/demo-petct");
+    let cfg = std::fs::read_to_string(&d.config)
+        .expect("config")
+        .replace("bus = \"off\"", "bus = \"session\"")
+        .replace(&crate::daemon_util::petct_model().display().to_string(), &demo.display().to_string());
+    assert!(cfg.contains("models/demo-petct"), "{cfg}");
     std::fs::write(&d.config, cfg).expect("config");
 
     // systemd's side of sd_notify: a datagram socket collecting every message.
@@ -79,6 +85,8 @@ fn daemon_end_to_end_with_metrics_notify_and_dbus() {
     let signal_line = monitor.wait_for("StudyFinished", Duration::from_secs(20)).expect("StudyFinished signal");
     assert!(signal_line.contains(&uid) && signal_line.contains("done"), "{signal_line}");
     assert!(seen("STATUS=study"), "a per-study status line: {:?}", notes.lock().expect("lock"));
+    // nnU-Net's preprocessing ran on the loader thread (ahead of the GPU worker).
+    assert!(seen(": preprocessing"), "preprocessing stage: {:?}", notes.lock().expect("lock"));
     assert!(seen("WATCHDOG=1"), "watchdog pings");
 
     // The scrape shows it and passes promtool.
@@ -115,4 +123,37 @@ fn daemon_end_to_end_with_metrics_notify_and_dbus() {
     let status = wait_exit(&mut child, Duration::from_secs(60)).expect("exits on SIGTERM");
     assert!(status.success(), "clean exit: {status:?}");
     assert!(seen("STOPPING=1"), "STOPPING=1 sent");
+}
+
+/// A dual-phase CT study through the daemon with a `ct-screening` model: the
+/// loader defers to the screening path (each contrast phase run), and the
+/// verdict lands in report.json as with `edgeseg process`.
+#[test]
+fn daemon_runs_the_screening_profile_on_both_phases() {
+    use crate::util::{cached_fixture, fixture_script};
+    let data = cached_fixture("dualphase", |d| fixture_script("dualphase.py", &["--out", s(d)]));
+    let model = cached_fixture("nearest-screening", |d| {
+        fixture_script("onnx_package.py", &["--out", s(d), "--screening", "--patch", "16"])
+    })
+    .join("model");
+    let truth: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(data.join("truth.json")).expect("truth")).expect("json");
+    let d = Deployment::new("");
+    let cfg = std::fs::read_to_string(&d.config)
+        .expect("config")
+        .replace(&crate::daemon_util::petct_model().display().to_string(), &model.display().to_string());
+    std::fs::write(&d.config, cfg).expect("config");
+    // Both phases land before the daemon looks (one export of the study).
+    export_study(&data.join("dicom/net"), &d.export, "NET", Duration::ZERO);
+    let mut child = d.spawn();
+    let uid = truth["net"]["study_instance_uid"].as_str().expect("uid").to_string();
+    let done = wait_for(Duration::from_secs(120), || d.entry(&uid).filter(|e| e.state == StudyState::Done));
+    assert!(done.is_some(), "screening study done; log:\n{}", d.log_text());
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.out.join(&uid).join("report.json")).expect("report.json"))
+            .expect("json");
+    assert_eq!(report["verdict"]["abnormal"], truth["net"]["abnormal"], "{}", report["verdict"]);
+    assert_eq!(report["inputs"].as_array().map(Vec::len), Some(2), "both phases ran");
+    signal(&child, libc::SIGTERM);
+    assert!(wait_exit(&mut child, Duration::from_secs(60)).is_some_and(|s| s.success()));
 }

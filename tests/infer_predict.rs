@@ -159,3 +159,31 @@ fn compile_reports_the_provider_per_fold() {
     assert_eq!(o.status.code(), Some(0), "{}", text(&o).1);
     assert!(text(&o).1.contains("falling back to the CPU"), "{}", text(&o).1);
 }
+
+/// The daemon's loader prepares a case (nnU-Net preprocessing) on one thread
+/// and the GPU worker finishes it: the same labels as one call, and a case
+/// prepared for another package is refused.
+#[test]
+fn prepared_case_gives_the_same_prediction_and_belongs_to_its_package() {
+    use edgeseg::infer::{PredictOptions, Predictor, prepare};
+    let pkg = package();
+    let predictor = Predictor::new(&pkg.join("model"), &ort_lib(), PredictOptions::default()).expect("model loads");
+    let input = nifti::read_f32(&pkg.join("input/CASE1_0000.nii.gz")).expect("input");
+    let whole = predictor.predict(&[&input], false, |_, _| {}).expect("predicts");
+    let case = std::thread::scope(|s| s.spawn(|| prepare(&predictor.package, &[&input])).join())
+        .expect("thread")
+        .expect("prepares");
+    assert_eq!(case.package_sha256(), predictor.package.sha256);
+    assert!(case.bytes() > 0);
+    let split = predictor.predict_prepared(case, false, |_, _| {}).expect("predicts");
+    assert_eq!(whole.labels.data, split.labels.data);
+    assert_eq!(whole.labels.geometry, split.labels.geometry);
+    let expected = labels(&pkg.join("expected/CASE1.nii.gz"));
+    assert_eq!(split.labels.data.iter().map(|&v| f32::from(v)).collect::<Vec<_>>(), expected);
+
+    let mut other = edgeseg::infer::model::ModelPackage::load(&pkg.join("model")).expect("package");
+    other.sha256 = "0".repeat(64);
+    let foreign = prepare(&other, &[&input]).expect("prepares");
+    let err = predictor.predict_prepared(foreign, false, |_, _| {}).err().expect("refused").to_string();
+    assert!(err.contains("prepared for model package"), "{err}");
+}

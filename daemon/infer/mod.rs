@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::volume::Volume;
+use crate::volume::{Geometry, Volume};
 use model::ModelPackage;
 use onnx::{EngineOptions, OrtNetwork};
 use preprocess::transpose;
@@ -140,26 +140,26 @@ impl Predictor {
         probabilities: bool,
         progress: impl FnMut(usize, usize),
     ) -> Result<Prediction, InferError> {
+        let case = prepare(&self.package, channels)?;
+        self.predict_prepared(case, probabilities, progress)
+    }
+
+    /// Sliding window, fold ensemble and the way back for a case [`prepare`]d
+    /// for this model package (by another thread, say).
+    pub fn predict_prepared(
+        &self,
+        case: PreparedCase,
+        probabilities: bool,
+        progress: impl FnMut(usize, usize),
+    ) -> Result<Prediction, InferError> {
         let pkg = &self.package;
-        if channels.len() != pkg.meta.channels.len() {
-            return Err(InferError::Input(format!(
-                "{} channels given, the model takes {}",
-                channels.len(),
-                pkg.meta.channels.len()
+        if case.package_sha256 != pkg.sha256 {
+            return Err(InferError::Model(format!(
+                "the case was prepared for model package {}, this one is {}",
+                case.package_sha256, pkg.sha256
             )));
         }
-        let g = &channels[0].geometry;
-        if channels.iter().any(|c| c.geometry.dims != g.dims) {
-            return Err(InferError::Input("the channels are on different grids".into()));
-        }
-        // nnU-Net's axes: (k, j, i) of our x-fastest volumes, same memory order.
-        let shape = [g.dims[2], g.dims[1], g.dims[0]];
-        let spacing = [g.spacing[2], g.spacing[1], g.spacing[0]];
-        let t = Instant::now();
-        let data: Vec<&[f32]> = channels.iter().map(|c| c.data.as_slice()).collect();
-        let mut pre = preprocess::preprocess(pkg, &data, shape, spacing)?;
-        tracing::debug!(shape = ?pre.shape, props = ?pre.props, "preprocessed");
-        let preprocess_s = t.elapsed().as_secs_f64();
+        let PreparedCase { mut pre, geometry: g, preprocess_s, .. } = case;
         let t = Instant::now();
         let p = &pkg.config.patch_size;
         let settings = WindowSettings {
@@ -184,6 +184,62 @@ impl Predictor {
             timings: Timings { preprocess_s, inference_s, export_s },
         })
     }
+}
+
+/// A case after nnU-Net's preprocessing (transpose, crop, normalisation,
+/// resampling) for one model package, ready for the sliding window. The
+/// daemon's loader thread prepares the next study on the CPU while the
+/// current one is on the GPU.
+pub struct PreparedCase {
+    pre: preprocess::Preprocessed,
+    geometry: Geometry,
+    preprocess_s: f64,
+    package_sha256: String,
+}
+
+impl PreparedCase {
+    /// The model package it was prepared for (sha256).
+    pub fn package_sha256(&self) -> &str {
+        &self.package_sha256
+    }
+
+    /// Bytes held (the network input).
+    pub fn bytes(&self) -> usize {
+        self.pre.data.len() * std::mem::size_of::<f32>()
+    }
+}
+
+/// nnU-Net's preprocessing of one case for `pkg`; `channels[c]` are the
+/// input volumes in channel order, all on the same grid. Needs the package
+/// only (plans), no network.
+pub fn prepare(pkg: &ModelPackage, channels: &[&Volume<f32>]) -> Result<PreparedCase, InferError> {
+    if channels.len() != pkg.meta.channels.len() {
+        return Err(InferError::Input(format!(
+            "{} channels given, the model takes {}",
+            channels.len(),
+            pkg.meta.channels.len()
+        )));
+    }
+    let Some(first) = channels.first() else {
+        return Err(InferError::Input("no input channels".into()));
+    };
+    let g = &first.geometry;
+    if channels.iter().any(|c| c.geometry.dims != g.dims) {
+        return Err(InferError::Input("the channels are on different grids".into()));
+    }
+    // nnU-Net's axes: (k, j, i) of our x-fastest volumes, same memory order.
+    let shape = [g.dims[2], g.dims[1], g.dims[0]];
+    let spacing = [g.spacing[2], g.spacing[1], g.spacing[0]];
+    let t = Instant::now();
+    let data: Vec<&[f32]> = channels.iter().map(|c| c.data.as_slice()).collect();
+    let pre = preprocess::preprocess(pkg, &data, shape, spacing)?;
+    tracing::debug!(shape = ?pre.shape, props = ?pre.props, "preprocessed");
+    Ok(PreparedCase {
+        pre,
+        geometry: g.clone(),
+        preprocess_s: t.elapsed().as_secs_f64(),
+        package_sha256: pkg.sha256.clone(),
+    })
 }
 
 /// Fraction of probe-tile voxels whose argmax differs between two networks
