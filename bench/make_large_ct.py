@@ -21,7 +21,7 @@ import nibabel as nib
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "fixtures"))
-from onnx_package import MEAN, P005, P995, STD, network  # noqa: E402
+from onnx_package import MEAN, P005, P995, STD, configuration, network  # noqa: E402
 
 
 def main() -> None:
@@ -36,18 +36,7 @@ def main() -> None:
     model = a.out / "model"
     model.mkdir(parents=True, exist_ok=True)
     zyx = [a.model_spacing[2], a.model_spacing[1], a.model_spacing[0]]
-    conf = {
-        "data_identifier": "nnUNetPlans_3d_fullres", "preprocessor_name": "DefaultPreprocessor", "batch_size": 2,
-        "patch_size": [a.patch] * 3, "median_image_size_in_voxels": a.shape[::-1], "spacing": zyx,
-        "normalization_schemes": ["CTNormalization"], "use_mask_for_norm": [False],
-        "resampling_fn_data": "resample_data_or_seg_to_shape", "resampling_fn_seg": "resample_data_or_seg_to_shape",
-        "resampling_fn_data_kwargs": {"is_seg": False, "order": 3, "order_z": 0, "force_separate_z": None},
-        "resampling_fn_seg_kwargs": {"is_seg": True, "order": 1, "order_z": 0, "force_separate_z": None},
-        "resampling_fn_probabilities": "resample_data_or_seg_to_shape",
-        "resampling_fn_probabilities_kwargs": {"is_seg": False, "order": 1, "order_z": 0, "force_separate_z": None},
-        "architecture": {"network_class_name": "pointwise", "arch_kwargs": {}, "_kw_requires_import": []},
-        "batch_dice": False,
-    }
+    conf = configuration(a.patch, a.shape[::-1], zyx, ["CTNormalization"])
     plans = {
         "dataset_name": "Dataset903_LargeCT", "plans_name": "nnUNetPlans", "image_reader_writer": "SimpleITKIO",
         "transpose_forward": [0, 1, 2], "transpose_backward": [0, 1, 2], "configurations": {"3d_fullres": conf},

@@ -113,6 +113,22 @@ pub struct ModelInfo {
     pub providers: Vec<FoldProvider>,
 }
 
+impl ModelInfo {
+    /// The model as the predictor runs it.
+    pub fn of(predictor: &Predictor) -> Self {
+        let pkg = &predictor.package;
+        ModelInfo {
+            name: pkg.meta.name.clone(),
+            version: pkg.meta.version.clone(),
+            sha256: pkg.sha256.clone(),
+            configuration: pkg.meta.configuration.clone(),
+            profile: pkg.meta.profile.clone(),
+            clinical_use: pkg.meta.clinical_use,
+            providers: predictor.providers().into_iter().map(|(fold, p)| FoldProvider::new(fold, p)).collect(),
+        }
+    }
+}
+
 /// Which provider a fold ran on.
 #[derive(Debug, Clone, Serialize)]
 pub struct FoldProvider {
@@ -516,15 +532,7 @@ pub fn infer_study(
         study_instance_uid: study_uid.to_string(),
         reference_series_uid,
         inputs,
-        model: ModelInfo {
-            name: pkg.meta.name.clone(),
-            version: pkg.meta.version.clone(),
-            sha256: pkg.sha256.clone(),
-            configuration: pkg.meta.configuration.clone(),
-            profile: pkg.meta.profile.clone(),
-            clinical_use: pkg.meta.clinical_use,
-            providers: predictor.providers().into_iter().map(|(fold, p)| FoldProvider::new(fold, p)).collect(),
-        },
+        model: ModelInfo::of(predictor),
         postprocessing_backend: backend.name().into(),
         rules,
         lesions: table,
@@ -1054,15 +1062,7 @@ fn run_screening(
         study_instance_uid: study_uid.to_string(),
         reference_series_uid: sv.info.series_uid.clone(),
         inputs,
-        model: ModelInfo {
-            name: pkg.meta.name.clone(),
-            version: pkg.meta.version.clone(),
-            sha256: pkg.sha256.clone(),
-            configuration: pkg.meta.configuration.clone(),
-            profile: pkg.meta.profile.clone(),
-            clinical_use: pkg.meta.clinical_use,
-            providers: predictor.providers().into_iter().map(|(fold, p)| FoldProvider::new(fold, p)).collect(),
-        },
+        model: ModelInfo::of(predictor),
         postprocessing_backend: backend.name().into(),
         rules: Some(ProfileRules::Screening(rules)),
         lesions: Vec::new(),
