@@ -291,9 +291,10 @@ def build(c: Corpus, tiny_files: int) -> None:
     for ds in slices:
         ds.StudyInstanceUID = "1.2/../../study"
         ds.PatientID = "../../root/.ssh"
-        ds.SOPInstanceUID = f"../sop/{generate_uid()}"
+        ds.FrameOfReferenceUID = "/tmp/../frame"
     c.series("uid-with-slashes", "processed", [], slices,
-             "Study/Series/SOP UIDs and PatientID with '/' and '..': outputs keep inside the output folder")
+             "Study/Series/FrameOfReference UIDs and PatientID with '/' and '..' (SOP UIDs valid, as the "
+             "meta group needs them): outputs stay inside the output folder, named by a hash")
     slices = stack(t, 3, "empty series UID")
     for ds in slices:
         ds.SeriesInstanceUID = ""
@@ -363,6 +364,20 @@ def build(c: Corpus, tiny_files: int) -> None:
     d = c.add("deflate-bomb", "quarantine",
               ["too large", "exceeds", "limit", "inflate", "deflate", "could not read", "truncated"],
               ["bomb.dcm"], "Deflated Explicit VR LE, ~1 MiB on disk, a private element inflating to 1 GiB")
+    with open(d / "bomb.dcm", "wb") as f:
+        f.write(b"\0" * 128 + b"DICM" + meta.getvalue() + b"".join(parts))
+
+    # the same spread over 12 elements of 96 MiB: each fits, the sum does not
+    z = zlib.compressobj(9, zlib.DEFLATED, -15)
+    parts = [z.compress(body_bytes[:pix])]
+    for i in range(12):
+        parts.append(z.compress(explicit_header(0x0009, 0x1020 + i, b"OB", 96 << 20)))
+        for _ in range(96):
+            parts.append(z.compress(zero))
+    parts.append(z.compress(body_bytes[pix:]))
+    parts.append(z.flush())
+    d = c.add("deflate-bomb-many", "quarantine", ["inflated"], ["bomb.dcm"],
+              "Deflated Explicit VR LE, 12 private elements of 96 MiB each (1.1 GiB inflated)")
     with open(d / "bomb.dcm", "wb") as f:
         f.write(b"\0" * 128 + b"DICM" + meta.getvalue() + b"".join(parts))
 
