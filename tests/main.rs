@@ -3,6 +3,9 @@
 //! highdicom, dcmtk), never by the code under test; `scripts/test.sh` creates
 //! the venv they run in.
 //!
+//! - `bad_inputs`: the bad-input corpus (tests/bad-inputs/make.py, 30+ kinds)
+//!   through `edgeseg convert`: no panic, bounded peak memory, each refusal
+//!   naming its file and reason.
 //! - `ingest_bad_input`: each kind of broken input gets a clear error naming
 //!   the file and the reason, no panic, and the rest of the folder still loads.
 //! - `ingest_formats`: every transfer syntax and multi-frame form loads to the
@@ -15,6 +18,7 @@
 
 mod util;
 
+mod bad_inputs;
 mod infer_predict;
 mod ingest_bad_input;
 mod ingest_cli;

@@ -279,8 +279,9 @@ impl Walker {
                 "element {tag} declares {len} bytes; the inflated data set may not exceed {MAX_INFLATED_BYTES} bytes"
             ),
             _ => format!(
-                "element {tag} declares {len} bytes, but only {} remain (at byte {})",
+                "element {tag} declares {len} bytes, but only {} remain {} (at byte {}): truncated or corrupt",
                 limit.saturating_sub(self.pos),
+                if limit == self.end { "in the file" } else { "in its item" },
                 self.pos
             ),
         }
@@ -321,7 +322,7 @@ fn meta(f: &mut BufReader<File>, file_len: u64) -> Result<Option<(String, u64)>,
         pos += head;
         if len > file_len.saturating_sub(pos) {
             return Err(format!(
-                "meta element (0002,{element:04X}) declares {len} bytes, but only {} remain",
+                "meta element (0002,{element:04X}) declares {len} bytes, but only {} remain in the file: truncated or corrupt",
                 file_len.saturating_sub(pos)
             ));
         }

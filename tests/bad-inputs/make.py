@@ -117,9 +117,12 @@ class Corpus:
         return d
 
     def series(self, kind: str, outcome: str, reason_any: list[str], slices: list[Dataset], note: str,
-               name: str = "s") -> Path:
+               name: str = "s", per_file: bool = False) -> Path:
+        """A series in files NAME000.dcm ...; the error names the series, or
+        (per_file: the fault is in every file's own header) its first file."""
         uid = str(slices[0].SeriesInstanceUID)
-        d = self.add(kind, outcome, reason_any, [f"series-uid:{uid}"], note)
+        names = [f"{name}000.dcm"] if per_file else [f"series-uid:{uid}"]
+        d = self.add(kind, outcome, reason_any, names, note)
         for i, ds in enumerate(slices):
             save(ds, d / f"{name}{i:03d}.dcm")
         return d
@@ -172,14 +175,14 @@ def build(c: Corpus, tiny_files: int) -> None:
     ds.add_new(0x00090010, "LO", "EDGESEG BAD")
     data = set_length_of(to_bytes(ds), 0x0009, 0x1010, b"OB", 0xFFFFFFF0)
     d = c.add("declared-4gb-element", "quarantine",
-              ["truncated", "unexpected end", "end of file", "length", "could not read", "failed to read",
+              ["declares", "truncated", "unexpected end", "end of file", "length", "could not read", "failed to read",
                "too large", "exceeds"],
               ["huge-element.dcm"], "a private OB element declares 0xFFFFFFF0 bytes in a ~2 KiB file")
     (d / "huge-element.dcm").write_bytes(data)
     ds = one(t, description="4 GB pixel data")
     data = set_length_of(to_bytes(ds), 0x7FE0, 0x0010, b"OW", 0xFFFFFFF0)
     d = c.add("declared-4gb-pixel-data", "quarantine",
-              ["truncated", "unexpected end", "end of file", "length", "pixel data", "could not read",
+              ["declares", "truncated", "unexpected end", "end of file", "length", "pixel data", "could not read",
                "failed to read", "too large", "exceeds"],
               ["huge-pixels.dcm"], "PixelData declares 0xFFFFFFF0 bytes in a small file")
     (d / "huge-pixels.dcm").write_bytes(data)
@@ -239,20 +242,20 @@ def build(c: Corpus, tiny_files: int) -> None:
     slices = stack(t, 4, "negative spacing")
     for ds in slices:
         ds.PixelSpacing = [-1.0, -1.0]
-    c.series("negative-pixel-spacing", "quarantine", ["pixelspacing"], slices, "PixelSpacing -1\\-1")
+    c.series("negative-pixel-spacing", "quarantine", ["pixelspacing"], slices, "PixelSpacing -1\\-1", per_file=True)
     slices = stack(t, 4, "NaN spacing")
     for ds in slices:
         ds.PixelSpacing = ["NaN", "NaN"]
-    c.series("nan-pixel-spacing", "quarantine", ["pixelspacing"], slices, "PixelSpacing NaN\\NaN")
+    c.series("nan-pixel-spacing", "quarantine", ["pixelspacing"], slices, "PixelSpacing NaN\\NaN", per_file=True)
     slices = stack(t, 4, "orientation not orthonormal")
     for ds in slices:
         ds.ImageOrientationPatient = [1, 0, 0, 0.5, 0.5, 0]
     c.series("iop-not-orthonormal", "quarantine", ["imageorientationpatient"], slices,
-             "ImageOrientationPatient 1\\0\\0\\0.5\\0.5\\0 (not unit, not perpendicular)")
+             "ImageOrientationPatient 1\\0\\0\\0.5\\0.5\\0 (not unit, not perpendicular)", per_file=True)
     slices = stack(t, 4, "orientation zero")
     for ds in slices:
         ds.ImageOrientationPatient = [0, 0, 0, 0, 0, 0]
-    c.series("iop-zero", "quarantine", ["imageorientationpatient"], slices, "ImageOrientationPatient all 0")
+    c.series("iop-zero", "quarantine", ["imageorientationpatient"], slices, "ImageOrientationPatient all 0", per_file=True)
 
     for bits in (0, 64):
         ds = one(t, description=f"BitsAllocated {bits}")
@@ -317,7 +320,7 @@ def build(c: Corpus, tiny_files: int) -> None:
         gl = raw.find(b"\x02\x00\x00\x00UL")
         glv = struct.unpack("<I", raw[gl + 8: gl + 12])[0] + len(new) - len(old)
         raw = raw[: gl + 8] + struct.pack("<I", glv) + raw[gl + 12:]
-        d = c.add(kind, "quarantine", ["transfer syntax"], ["ts.dcm"], note)
+        d = c.add(kind, "quarantine", ["transfer syntax", "invalid uid in file meta"], ["ts.dcm"], note)
         (d / "ts.dcm").write_bytes(raw)
     ds = one(t, description="big endian")
     d = c.add("big-endian-retired", "quarantine", ["transfer syntax"], ["be.dcm"],
