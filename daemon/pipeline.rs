@@ -319,7 +319,7 @@ pub fn write_study(out: &Path, result: &mut StudyResult) -> Result<PathBuf, Pipe
     if staging.exists() {
         std::fs::remove_dir_all(&staging).map_err(io(&staging))?;
     }
-    std::fs::create_dir_all(&staging).map_err(io(&staging))?;
+    crate::export::create_output_dir(&staging).map_err(io(&staging))?;
     let desc = format!("edgeseg {}", result.report.model.name);
     let p = staging.join("labels.nii.gz");
     nifti::write(&p, &result.labels, &desc).map_err(io(&p))?;
@@ -464,7 +464,7 @@ pub fn add_lesion(
     if staging.exists() {
         std::fs::remove_dir_all(&staging).map_err(io(&staging))?;
     }
-    std::fs::create_dir_all(&staging).map_err(io(&staging))?;
+    crate::export::create_output_dir(&staging).map_err(io(&staging))?;
     for e in std::fs::read_dir(study_dir).map_err(io(study_dir))? {
         let e = e.map_err(io(study_dir))?;
         std::fs::copy(e.path(), staging.join(e.file_name())).map_err(io(&e.path()))?;

@@ -157,6 +157,14 @@ fn every_bad_input_is_refused_with_its_reason_in_bounded_memory() {
                 if volumes != 1 {
                     fail(format!("{volumes} volumes written, 1 expected"));
                 }
+                use std::os::unix::fs::PermissionsExt;
+                let loose: Vec<&PathBuf> = written
+                    .iter()
+                    .filter(|p| std::fs::metadata(p).map(|m| m.permissions().mode() & 0o777 != 0o640).unwrap_or(true))
+                    .collect();
+                if !loose.is_empty() {
+                    fail(format!("outputs not mode 0640: {loose:?}"));
+                }
                 let outside: Vec<&PathBuf> = written.iter().filter(|p| p.parent() != Some(out.as_path())).collect();
                 if !outside.is_empty() {
                     fail(format!("files written outside the output folder: {outside:?}"));
