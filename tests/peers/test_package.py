@@ -178,15 +178,15 @@ def test_install_check_and_purge_in_a_debian_root(deb, debian_root):
     (results / "report.json").write_text("{}")
     (state / "results" / ".staging-1.2.3.5-99").mkdir()
     (state / "quarantine" / "abc").mkdir(parents=True, exist_ok=True)
-    (state / "quarantine" / "abc" / "reason.json").write_text("{}")
+    (state / "quarantine" / "abc" / "reason.txt").write_text("reason: test")
     (state / "journal.sqlite").write_text("x")
-    (state / "trt-cache" / "0011-fp32").mkdir(parents=True, exist_ok=True)
+    (state / "engine-cache" / "0011-fp32").mkdir(parents=True, exist_ok=True)
     chroot(root, "dpkg", "--purge", "edgeseg")
     assert not (root / "usr" / "bin" / "edgeseg").exists()
     assert not (root / "etc" / "edgeseg").exists(), "purge keeps /etc/edgeseg"
     assert not (state / "journal.sqlite").exists(), "purge keeps the journal"
-    assert not (state / "trt-cache").exists(), "purge keeps the engine cache"
+    assert not (state / "engine-cache").exists(), "purge keeps the engine cache"
     assert not (state / "results" / ".staging-1.2.3.5-99").exists(), "purge keeps an unfinished study"
     assert (results / "report.json").read_text() == "{}", "purge removed a result"
-    assert (state / "quarantine" / "abc" / "reason.json").exists(), "purge removed the quarantine"
+    assert (state / "quarantine" / "abc" / "reason.txt").exists(), "purge removed the quarantine"
     assert not list((root / "etc" / "systemd" / "system").glob("*.wants/edgeseg.service"))
