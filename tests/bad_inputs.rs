@@ -23,7 +23,7 @@ use crate::util::{cached_fixture, python, root};
 /// The corpus' good images are 64 × 64; the binary itself peaks near 20 MiB.
 const HWM_LIMIT_KB: u64 = 128 * 1024;
 
-fn corpus() -> PathBuf {
+pub(crate) fn corpus() -> PathBuf {
     cached_fixture("bad-inputs", |d| {
         let out = Command::new(python())
             .arg(root().join("tests/bad-inputs/make.py"))

@@ -14,6 +14,7 @@ kind's files (one "drop" into the export folder), plus DIR/manifest.json:
                 "reason_any": ["lowercase substring", ...],   # quarantine: one must occur in the error
                 "names": ["file name" | "series-uid:UID"],    # what the error must name
                 "daemon_only": false,                          # true: needs a running daemon
+                "study_uids": ["..."],                         # of its readable files: a study per kind
                 "note": "..."}]}
 
     quarantine  the reader refuses the file or series with an error naming it
@@ -33,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import hashlib
 import io
 import json
 import os
@@ -98,8 +100,36 @@ def one(t: Template, uid: str | None = None, description: str = "bad input") -> 
     return ds
 
 
+class KindTemplate(Template):
+    """The template, with each derived series in a study of its own (a UID
+    made from the series UID), so a daemon sees one study per kind."""
+
+    def derived(self, index: int = 0, series_uid: str | None = None) -> Dataset:
+        ds = super().derived(index, series_uid)
+        if series_uid is not None:
+            digits = int(hashlib.sha256(series_uid.encode()).hexdigest()[:30], 16)
+            ds.StudyInstanceUID = f"2.25.{digits}"
+        return ds
+
+
+def study_uids(folder: Path) -> list[str]:
+    """StudyInstanceUIDs of the readable DICOM files under a folder."""
+    found = set()
+    for root, _dirs, files in os.walk(folder):
+        for f in files:
+            p = Path(root) / f
+            if p.is_symlink():
+                continue
+            try:
+                ds = pydicom.dcmread(p, stop_before_pixels=True, specific_tags=["StudyInstanceUID"])
+                found.add(str(ds.StudyInstanceUID))
+            except Exception:  # noqa: BLE001 - the corpus is broken on purpose
+                continue
+    return sorted(found)
+
+
 class Corpus:
-    def __init__(self, t: Template, out: Path):
+    def __init__(self, t: KindTemplate, out: Path):
         self.t = t
         self.out = out
         self.kinds: list[dict] = []
@@ -474,9 +504,11 @@ def main(argv=None) -> int:
             if not cts:
                 raise SystemExit("phantom wrote no CT")
             template = cts[0]
-        t = Template(template)
+        t = KindTemplate(template)
         c = Corpus(t, a.out)
         build(c, a.tiny_files)
+        for k in c.kinds:
+            k["study_uids"] = study_uids(a.out / k["folder"])
     manifest = {"template_series_uid": t.series_uid, "kinds": c.kinds}
     (a.out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     print(f"wrote {len(c.kinds)} kinds to {a.out} (manifest.json)")
