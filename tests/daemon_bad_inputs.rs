@@ -103,8 +103,11 @@ fn the_daemon_quarantines_bad_studies_and_processes_a_good_one_after_them() {
         let kind = k["kind"].as_str().expect("kind");
         let studies: Vec<&str> =
             k["study_uids"].as_array().expect("study_uids").iter().filter_map(|v| v.as_str()).collect();
-        let series_level =
-            k["names"].as_array().expect("names").iter().any(|n| n.as_str().is_some_and(|n| n.starts_with("series-uid:")));
+        let series_level = k["names"]
+            .as_array()
+            .expect("names")
+            .iter()
+            .any(|n| n.as_str().is_some_and(|n| n.starts_with("series-uid:")));
         let reasons: Vec<String> = k["reason_any"]
             .as_array()
             .expect("reasons")
