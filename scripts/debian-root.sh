@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Prints the path of a tarball of a minimal Debian bookworm root (debootstrap
-# --variant=minbase, plus systemd and dbus so the package's dependencies and
+# --variant=minbase, plus systemd, dbus and procps so the package's dependencies and
 # maintainer scripts have what they use), built once and cached outside the
 # clone, keyed by this script's own hash:
 #   ${EDGESEG_CACHE:-~/.cache/edgeseg}/debootstrap-bookworm-<hash>.tar
@@ -23,7 +23,7 @@ command -v debootstrap >/dev/null || { echo "debian-root: debootstrap missing (a
 work=$(mktemp -d "$cache/root.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 echo "debian-root: debootstrap bookworm from $mirror (once; cached as $tar)" >&2
-debootstrap --variant=minbase --include=systemd,dbus,init-system-helpers bookworm "$work/root" "$mirror" >&2
+debootstrap --variant=minbase --include=systemd,dbus,init-system-helpers,procps bookworm "$work/root" "$mirror" >&2
 rm -rf "$work/root/var/cache/apt/archives/"*.deb
 tar -C "$work/root" -cf "$tar.part" .
 mv "$tar.part" "$tar"

@@ -34,17 +34,21 @@ if ! command -v cargo-deb >/dev/null 2>&1; then
     cargo install --locked --root "$tools" cargo-deb >&2
 fi
 
-# The ONNX Runtime library and its licence, staged where Cargo.toml's assets expect them.
-stage="${CARGO_TARGET_DIR:-$root/target}/package"
+# The ONNX Runtime library and its licence, staged where Cargo.toml's assets
+# expect them: target/package/ of this tree (cargo-deb maps only
+# target/release/ to CARGO_TARGET_DIR; other asset paths are tree-relative).
+stage="$root/target/package"
 mkdir -p "$stage"
 lib=${EDGESEG_ONNXRUNTIME:-}
-lic=""
 if [ -z "$lib" ]; then
     capi=$(ls -d "$root"/.venv/lib/python3*/site-packages/onnxruntime/capi 2>/dev/null | head -1 || true)
     [ -n "$capi" ] && lib=$(ls "$capi"/libonnxruntime.so* 2>/dev/null | head -1 || true)
-    dist=$(ls -d "$root"/.venv/lib/python3*/site-packages/onnxruntime*.dist-info 2>/dev/null | head -1 || true)
-    [ -n "$dist" ] && lic=$(ls "$dist"/LICENSE* "$dist"/licenses/LICENSE* 2>/dev/null | head -1 || true)
 fi
+# The wheel keeps LICENSE and ThirdPartyNotices.txt in the package folder,
+# one level above capi/ (also where EDGESEG_ONNXRUNTIME points into a wheel).
+pkgdir=$(dirname "$(dirname "${lib:-/nonexistent/x}")")
+lic=$(ls "$pkgdir"/LICENSE* 2>/dev/null | head -1 || true)
+notices=$(ls "$pkgdir"/ThirdPartyNotices* 2>/dev/null | head -1 || true)
 if [ -z "$lib" ] || [ ! -f "$lib" ]; then
     echo "package: no libonnxruntime.so: run scripts/venv.sh or set EDGESEG_ONNXRUNTIME" >&2
     exit 1
@@ -55,6 +59,12 @@ if [ -n "$lic" ]; then
 else
     printf 'ONNX Runtime (%s), MIT License, Copyright (c) Microsoft Corporation.\n' "$(basename "$lib")" \
         > "$stage/onnxruntime-LICENSE"
+fi
+if [ -n "$notices" ]; then
+    install -m 0644 "$notices" "$stage/onnxruntime-ThirdPartyNotices.txt"
+else
+    printf 'See https://github.com/microsoft/onnxruntime/blob/main/ThirdPartyNotices.txt\n' \
+        > "$stage/onnxruntime-ThirdPartyNotices.txt"
 fi
 echo "package: ONNX Runtime library $(basename "$lib") from $(dirname "$lib")" >&2
 
