@@ -213,3 +213,33 @@ fn many_tiny_files_each_get_their_own_error() {
     assert_eq!(refused, n, "every file named once");
     assert!(r.hwm_kb <= HWM_LIMIT_KB, "{} KiB", r.hwm_kb);
 }
+
+/// The point-wise one-channel CT model of onnx_package.py (2 mm grid).
+fn ct_model() -> PathBuf {
+    cached_fixture("pointwise-ct", |d| {
+        crate::util::fixture_script("onnx_package.py", &["--out", d.to_str().expect("utf-8 path"), "--patch", "32"])
+    })
+    .join("model")
+}
+
+/// A one-slice series resamples to no slice on the model's grid: found when
+/// the corpus went through the daemon (a panic in the resampler's clamp);
+/// now refused as input, naming the reason.
+#[test]
+fn a_one_slice_study_is_refused_by_the_model_step_not_a_panic() {
+    let corpus = corpus();
+    let out = tempfile::tempdir().expect("tempdir");
+    let lib = crate::util::ort_lib();
+    let o = Command::new(env!("CARGO_BIN_EXE_edgeseg"))
+        .arg("process")
+        .arg(corpus.join("directory-loop"))
+        .args(["--model", ct_model().to_str().expect("utf-8"), "--out"])
+        .arg(out.path())
+        .args(["--onnxruntime", lib.to_str().expect("utf-8"), "--provider", "cpu"])
+        .output()
+        .expect("edgeseg runs");
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(matches!(o.status.code(), Some(1 | 2)), "exit {:?}\n{stderr}", o.status.code());
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(stderr.contains("too small for the model"), "{stderr}");
+}
