@@ -70,6 +70,16 @@ fn series_inputs_found_by_the_fuzzer_are_refused_cleanly() {
         let data = std::fs::read(&p).expect("read");
         let dir = tempfile::tempdir().expect("tempdir");
         let messages = series_path(&data, dir.path());
+        println!("{}: {messages:?}", p.display());
+        // An input libFuzzer stopped for an allocation over its limit must now
+        // be refused by the structural pass, before any parser allocates.
+        if p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("oom-")) {
+            assert!(
+                messages.iter().any(|m| m.contains("refused before parsing")),
+                "{}: not refused before parsing: {messages:?}",
+                p.display()
+            );
+        }
         for m in &messages {
             assert!(
                 m.contains(".dcm") || m.contains("series"),

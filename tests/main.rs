@@ -6,6 +6,8 @@
 //! - `bad_inputs`: the bad-input corpus (tests/bad-inputs/make.py, 30+ kinds)
 //!   through `edgeseg convert`: no panic, bounded peak memory, each refusal
 //!   naming its file and reason.
+//! - `fuzz_regressions`: the inputs the fuzzers found (tests/fuzz-regressions/),
+//!   replayed on the fuzz targets' paths.
 //! - `ingest_bad_input`: each kind of broken input gets a clear error naming
 //!   the file and the reason, no panic, and the rest of the folder still loads.
 //! - `ingest_formats`: every transfer syntax and multi-frame form loads to the
@@ -19,6 +21,7 @@
 mod util;
 
 mod bad_inputs;
+mod fuzz_regressions;
 mod infer_predict;
 mod ingest_bad_input;
 mod ingest_cli;

@@ -187,37 +187,22 @@ impl Walker {
                 if !self.read(&mut head[4..6])? {
                     return Ok(Ok(()));
                 }
-                let vr = VR::from_binary([head[4], head[5]]);
-                let long = matches!(
-                    vr,
-                    Some(
-                        VR::OB
-                            | VR::OD
-                            | VR::OF
-                            | VR::OL
-                            | VR::OV
-                            | VR::OW
-                            | VR::SQ
-                            | VR::SV
-                            | VR::UC
-                            | VR::UN
-                            | VR::UR
-                            | VR::UT
-                            | VR::UV
-                    )
-                );
+                // As dicom-encoding reads it: an unknown VR code is UN, and
+                // only the VRs of PS3.5 Table 7.1-2 have a 2-byte length.
+                let vr = VR::from_binary([head[4], head[5]]).unwrap_or(VR::UN);
+                let long = !short_length(vr);
                 if long {
                     let mut l = [0u8; 6];
                     if !self.read(&mut l)? {
                         return Ok(Ok(()));
                     }
-                    (vr, self.u32([l[2], l[3], l[4], l[5]]))
+                    (Some(vr), self.u32([l[2], l[3], l[4], l[5]]))
                 } else {
                     let mut l = [0u8; 2];
                     if !self.read(&mut l)? {
                         return Ok(Ok(()));
                     }
-                    (vr, u32::from(self.u16(l)))
+                    (Some(vr), u32::from(self.u16(l)))
                 }
             } else {
                 if !self.read(&mut head[4..8])? {
@@ -288,6 +273,36 @@ impl Walker {
     }
 }
 
+/// Whether an explicit VR has the 2-byte length field (PS3.5 Table 7.1-2);
+/// every other VR, unknown codes read as UN included, has reserved bytes and a
+/// 4-byte length (dicom-encoding's explicit VR decoders do the same).
+fn short_length(vr: VR) -> bool {
+    matches!(
+        vr,
+        VR::AE
+            | VR::AS
+            | VR::AT
+            | VR::CS
+            | VR::DA
+            | VR::DS
+            | VR::DT
+            | VR::FL
+            | VR::FD
+            | VR::IS
+            | VR::LO
+            | VR::LT
+            | VR::PN
+            | VR::SH
+            | VR::SL
+            | VR::SS
+            | VR::ST
+            | VR::TM
+            | VR::UI
+            | VR::UL
+            | VR::US
+    )
+}
+
 /// The transfer syntax UID and the data set's start, read from the meta group
 /// (explicit VR little endian, every length checked against the file).
 fn meta(f: &mut BufReader<File>, file_len: u64) -> Result<Option<(String, u64)>, String> {
@@ -306,7 +321,7 @@ fn meta(f: &mut BufReader<File>, file_len: u64) -> Result<Option<(String, u64)>,
             break;
         }
         let element = u16::from_le_bytes([h[2], h[3]]);
-        let long = matches!(&h[4..6], b"OB" | b"OW" | b"UN" | b"UT" | b"SQ" | b"UC" | b"UR");
+        let long = !short_length(VR::from_binary([h[4], h[5]]).unwrap_or(VR::UN));
         let (len, head) = if long {
             let mut l = [0u8; 6];
             if f.read_exact(&mut l).is_err() {
@@ -433,6 +448,18 @@ mod tests {
         let e = run(&part10("1.2.840.10008.1.2.1", &body)).expect_err("refused");
         let msg = e.to_string();
         assert!(msg.contains("(0009,1010)") && msg.contains("4294967280"), "{msg}");
+    }
+
+    #[test]
+    fn an_unknown_vr_has_a_four_byte_length_as_the_parser_reads_it() {
+        // Found by the series fuzzer: VR "ZZ" followed by reserved bytes and
+        // a 2.4 GB length; read with a 2-byte length the walk saw nothing wrong
+        // while dicom-parser reserved 2.4 GB.
+        let mut body = vec![0x09, 0x00, 0x10, 0x10, b'Z', b'Z', 0, 0];
+        body.extend_from_slice(&2_423_091_060u32.to_le_bytes());
+        body.extend_from_slice(&[0u8; 16]);
+        let e = run(&part10("1.2.840.10008.1.2.1", &body)).expect_err("refused");
+        assert!(e.to_string().contains("2423091060"), "{e}");
     }
 
     #[test]
