@@ -457,11 +457,14 @@ def build(c: Corpus, tiny_files: int) -> None:
     for i in range(tiny_files):
         (d / f"tiny{i:05d}.dcm").write_bytes(good[:150])
 
+    slices = stack(t, 6, "slow writer")
     d = c.add("slow-writer", "processed", [], ["slow.dcm"],
-              "daemon only: a valid slice copied in 20 chunks over longer than the settle time "
-              "(make.py slow-write); it must be read once complete, not quarantined half-written",
-              daemon_only=True)
-    save(one(t, description="slow writer source"), d / "slow.dcm.src")
+              "daemon only: a 6-slice series whose last slice (slow.dcm.src) is copied in chunks "
+              "further apart than the settle time (make.py slow-write); the study must end up "
+              "processed from the complete file, not quarantined half-written", daemon_only=True)
+    for i, ds in enumerate(slices[:-1]):
+        save(ds, d / f"s{i:03d}.dcm")
+    save(slices[-1], d / "slow.dcm.src")
 
 
 # --------------------------------------------------------------------------
