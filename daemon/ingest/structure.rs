@@ -304,22 +304,26 @@ fn short_length(vr: VR) -> bool {
 }
 
 /// The transfer syntax UID and the data set's start, read from the meta group
-/// (explicit VR little endian, every length checked against the file).
+/// the way dicom-object reads it: (0002,0000) first, then elements of any
+/// group until its group length is consumed (explicit VR little endian),
+/// every length checked against the file.
 fn meta(f: &mut BufReader<File>, file_len: u64) -> Result<Option<(String, u64)>, String> {
     let mut pos = 132u64;
     if f.seek(std::io::SeekFrom::Start(pos)).is_err() {
         return Ok(None);
     }
+    let mut group_length: Option<u64> = None;
+    let mut consumed = 0u64;
     let mut ts = None;
     loop {
+        if group_length.is_some_and(|g| consumed >= g) {
+            break;
+        }
         let mut h = [0u8; 8];
         if f.read_exact(&mut h[..6]).is_err() {
             return Ok(None);
         }
         let group = u16::from_le_bytes([h[0], h[1]]);
-        if group != 0x0002 {
-            break;
-        }
         let element = u16::from_le_bytes([h[2], h[3]]);
         let long = !short_length(VR::from_binary([h[4], h[5]]).unwrap_or(VR::UN));
         let (len, head) = if long {
@@ -337,18 +341,35 @@ fn meta(f: &mut BufReader<File>, file_len: u64) -> Result<Option<(String, u64)>,
         pos += head;
         if len > file_len.saturating_sub(pos) {
             return Err(format!(
-                "meta element (0002,{element:04X}) declares {len} bytes, but only {} remain in the file: truncated or corrupt",
+                "meta element ({group:04X},{element:04X}) declares {len} bytes, but only {} remain in the file: \
+                 truncated or corrupt",
                 file_len.saturating_sub(pos)
             ));
         }
-        if element == 0x0010 && len <= 256 {
-            let mut v = vec![0u8; len as usize];
-            if f.read_exact(&mut v).is_err() {
-                return Ok(None);
+        match (group_length, group, element) {
+            (None, 0x0002, 0x0000) if len == 4 => {
+                let mut v = [0u8; 4];
+                if f.read_exact(&mut v).is_err() {
+                    return Ok(None);
+                }
+                group_length = Some(u64::from(u32::from_le_bytes(v)));
             }
-            ts = Some(String::from_utf8_lossy(&v).trim_end_matches(['\0', ' ']).to_string());
-        } else if f.seek_relative(len as i64).is_err() {
-            return Ok(None);
+            // dicom-object refuses a meta group without its length first.
+            (None, _, _) => return Ok(None),
+            (Some(_), 0x0002, 0x0010) if len <= 256 => {
+                let mut v = vec![0u8; len as usize];
+                if f.read_exact(&mut v).is_err() {
+                    return Ok(None);
+                }
+                ts = Some(String::from_utf8_lossy(&v).trim_end_matches(['\0', ' ']).to_string());
+                consumed += head + len;
+            }
+            (Some(_), _, _) => {
+                if f.seek_relative(len as i64).is_err() {
+                    return Ok(None);
+                }
+                consumed += head + len;
+            }
         }
         pos += len;
     }
