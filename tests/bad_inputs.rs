@@ -24,7 +24,7 @@ use crate::util::{cached_fixture, python, root};
 const HWM_LIMIT_KB: u64 = 128 * 1024;
 
 pub(crate) fn corpus() -> PathBuf {
-    cached_fixture("bad-inputs", |d| {
+    cached_fixture("bad-input-corpus", |d| {
         let out = Command::new(python())
             .arg(root().join("tests/bad-inputs/make.py"))
             .args(["--out", d.to_str().expect("utf-8 path")])
