@@ -71,9 +71,13 @@ fn series_inputs_found_by_the_fuzzer_are_refused_cleanly() {
         let dir = tempfile::tempdir().expect("tempdir");
         let messages = series_path(&data, dir.path());
         println!("{}: {messages:?}", p.display());
-        // An input libFuzzer stopped for an allocation over its limit must now
-        // be refused by the structural pass, before any parser allocates.
-        if p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("oom-")) {
+        // An input libFuzzer stopped for an allocation over its limit, or
+        // reported as slow (a large zero-filled allocation), must now be
+        // refused by the structural pass, before any parser allocates.
+        if p.file_name().is_some_and(|n| {
+            let n = n.to_string_lossy();
+            n.starts_with("oom-") || n.starts_with("slow-unit-")
+        }) {
             assert!(
                 messages.iter().any(|m| m.contains("refused before parsing")),
                 "{}: not refused before parsing: {messages:?}",

@@ -247,6 +247,19 @@ impl Walker {
             if !self.fits(len, limit) {
                 return Ok(Err(self.too_long(tag, len, limit)));
             }
+            // dicom-parser reads whole values of a binary VR (len / size of
+            // them) but counts `len` bytes as read: a length that is not a
+            // multiple of the value size puts it out of step with the file,
+            // after which it reads lengths from the middle of values.
+            if let Some(vr) = vr
+                && u64::from(len) % value_size(vr) != 0
+            {
+                return Ok(Err(format!(
+                    "element {tag} of VR {vr:?} has length {len}, not a multiple of {} (at byte {})",
+                    value_size(vr),
+                    self.pos
+                )));
+            }
             if !self.skip(u64::from(len))? {
                 return Ok(Ok(()));
             }
@@ -301,6 +314,16 @@ fn short_length(vr: VR) -> bool {
             | VR::UL
             | VR::US
     )
+}
+
+/// Bytes per value of a binary VR (1 for the others).
+fn value_size(vr: VR) -> u64 {
+    match vr {
+        VR::US | VR::SS | VR::OW => 2,
+        VR::UL | VR::SL | VR::FL | VR::OF | VR::AT | VR::OL => 4,
+        VR::FD | VR::OD | VR::SV | VR::UV | VR::OV => 8,
+        _ => 1,
+    }
 }
 
 /// The transfer syntax UID and the data set's start, read from the meta group
@@ -481,6 +504,19 @@ mod tests {
         body.extend_from_slice(&[0u8; 16]);
         let e = run(&part10("1.2.840.10008.1.2.1", &body)).expect_err("refused");
         assert!(e.to_string().contains("2423091060"), "{e}");
+    }
+
+    #[test]
+    fn a_binary_value_of_a_partial_length_is_refused() {
+        // Found by the series fuzzer (a slow unit: dicom-parser, out of step
+        // after an AT of length 14, zero-filled a 959 MB "value").
+        let mut body = explicit((0x0008, 0x0032), b"AT", &[0u8; 14]);
+        body.extend(explicit((0x7FE0, 0x0010), b"OW", &[0u8; 8]));
+        let e = run(&part10("1.2.840.10008.1.2.1", &body)).expect_err("refused");
+        assert!(e.to_string().contains("not a multiple of 4"), "{e}");
+        let mut body = explicit((0x0008, 0x0032), b"AT", &[0u8; 12]);
+        body.extend(explicit((0x7FE0, 0x0010), b"OW", &[0u8; 8]));
+        run(&part10("1.2.840.10008.1.2.1", &body)).expect("three whole tags pass");
     }
 
     #[test]
