@@ -106,26 +106,22 @@ fn the_daemon_quarantines_bad_studies_and_processes_a_good_one_after_them() {
             .filter_map(|v| v.as_str())
             .map(str::to_lowercase)
             .collect();
-        match (k["outcome"].as_str(), series_level) {
-            (Some("quarantine"), true) => {
-                for uid in &studies {
-                    let entry = wait_for(Duration::from_secs(60), || {
-                        d.entry(uid).filter(|e| e.state.as_str() == "quarantined")
-                    });
-                    let Some(entry) = entry else {
-                        failures.push(format!("{kind}: study {uid} not quarantined ({:?})", d.entry(uid)));
-                        continue;
-                    };
-                    match reason_text(&d.state, &entry.hash) {
-                        Some(r) if reasons.iter().any(|x| r.to_lowercase().contains(x.as_str())) => {}
-                        other => failures.push(format!("{kind}: reason.txt {other:?} has none of {reasons:?}")),
-                    }
-                    if d.out.join(uid).exists() {
-                        failures.push(format!("{kind}: an output folder was written"));
-                    }
+        if k["outcome"].as_str() == Some("quarantine") && series_level {
+            for uid in &studies {
+                let entry =
+                    wait_for(Duration::from_secs(60), || d.entry(uid).filter(|e| e.state.as_str() == "quarantined"));
+                let Some(entry) = entry else {
+                    failures.push(format!("{kind}: study {uid} not quarantined ({:?})", d.entry(uid)));
+                    continue;
+                };
+                match reason_text(&d.state, &entry.hash) {
+                    Some(r) if reasons.iter().any(|x| r.to_lowercase().contains(x.as_str())) => {}
+                    other => failures.push(format!("{kind}: reason.txt {other:?} has none of {reasons:?}")),
+                }
+                if d.out.join(uid).exists() {
+                    failures.push(format!("{kind}: an output folder was written"));
                 }
             }
-            _ => {}
         }
     }
     // Nothing was written outside the output and state folders, and every
