@@ -648,7 +648,7 @@ fn write_staging(staging: &Path, result: &mut StudyResult, hook: &mut AbortHook)
         let path = path.to_path_buf();
         move |source| PipelineError::Io { path, source }
     };
-    std::fs::create_dir_all(staging).map_err(io(staging))?;
+    crate::export::create_output_dir(staging).map_err(io(staging))?;
     let desc = format!("edgeseg {}", result.report.model.name);
     let p = staging.join("labels.nii.gz");
     nifti::write(&p, &result.labels, &desc).map_err(io(&p))?;
@@ -875,7 +875,7 @@ pub fn add_lesion(
     if staging.exists() {
         std::fs::remove_dir_all(&staging).map_err(io(&staging))?;
     }
-    std::fs::create_dir_all(&staging).map_err(io(&staging))?;
+    crate::export::create_output_dir(&staging).map_err(io(&staging))?;
     for e in std::fs::read_dir(study_dir).map_err(io(study_dir))? {
         let e = e.map_err(io(study_dir))?;
         // The DICOM SEG/RTSTRUCT describe the old lesions: dropped, not kept stale

@@ -11,6 +11,9 @@ command -v promtool >/dev/null || need+=(prometheus)   # promtool check metrics
 command -v dbus-daemon >/dev/null || need+=(dbus)       # private bus for the D-Bus tests
 command -v plastimatch >/dev/null || need+=(plastimatch) # RTSTRUCT peer
 command -v systemd-analyze >/dev/null || need+=(systemd) # unit verify/security
+command -v mkosi >/dev/null || need+=(mkosi)             # image recipe check (mkosi summary)
+command -v debootstrap >/dev/null || need+=(debootstrap) # package test's Debian root (scripts/debian-root.sh)
+command -v dpkg-shlibdeps >/dev/null || need+=(dpkg-dev) # cargo deb's $auto dependencies
 python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
 if [ ${#need[@]} -gt 0 ]; then
     echo "deps: installing ${need[*]}" >&2

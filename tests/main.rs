@@ -3,6 +3,11 @@
 //! highdicom, dcmtk), never by the code under test; `scripts/test.sh` creates
 //! the venv they run in.
 //!
+//! - `bad_inputs`: the bad-input corpus (tests/bad-inputs/make.py, 30+ kinds)
+//!   through `edgeseg convert`: no panic, bounded peak memory, each refusal
+//!   naming its file and reason.
+//! - `fuzz_regressions`: the inputs the fuzzers found (tests/fuzz-regressions/),
+//!   replayed on the fuzz targets' paths.
 //! - `ingest_bad_input`: each kind of broken input gets a clear error naming
 //!   the file and the reason, no panic, and the rest of the folder still loads.
 //! - `ingest_formats`: every transfer syntax and multi-frame form loads to the
@@ -38,6 +43,8 @@
 mod daemon_util;
 mod util;
 
+mod bad_inputs;
+mod daemon_bad_inputs;
 mod daemon_burst;
 mod daemon_crash;
 mod daemon_e2e;
@@ -45,6 +52,7 @@ mod daemon_service;
 mod daemon_watch;
 mod export_dicom;
 mod export_outputs;
+mod fuzz_regressions;
 mod infer_predict;
 mod ingest_bad_input;
 mod ingest_cli;

@@ -74,14 +74,25 @@ pub fn uid_file_stem(uid: &str) -> String {
     }
 }
 
+/// Mode of every output file: owner read-write, group (the service's group,
+/// `edgeseg`) read, others nothing. Set explicitly, whatever the umask.
+pub const OUTPUT_FILE_MODE: u32 = 0o640;
+/// Mode of output and staging folders: owner all, group read and enter.
+pub const OUTPUT_DIR_MODE: u32 = 0o750;
+
 /// Writes `bytes` to `path` atomically: a temporary file in the same folder,
-/// fsynced, then renamed over the target.
+/// fsynced, then renamed over the target. The file gets [`OUTPUT_FILE_MODE`]
+/// and the process's group (the service runs as group `edgeseg`).
 pub fn write_atomic(path: &Path, write: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let tmp: PathBuf = dir.join(format!(".{name}.tmp-{}", std::process::id()));
     let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
+        let mut f =
+            std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(OUTPUT_FILE_MODE).open(&tmp)?;
+        // The umask may have taken bits away (or a stale file had others).
+        f.set_permissions(std::fs::Permissions::from_mode(OUTPUT_FILE_MODE))?;
         write(&mut f)?;
         f.flush()?;
         f.sync_all()?;
@@ -91,4 +102,47 @@ pub fn write_atomic(path: &Path, write: impl FnOnce(&mut std::fs::File) -> std::
         let _ = std::fs::remove_file(&tmp);
     }
     result
+}
+
+/// Creates `path` (and missing parents) as a folder with [`OUTPUT_DIR_MODE`],
+/// whatever the umask: staging and study folders are never world-readable.
+pub fn create_output_dir(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new().recursive(true).mode(OUTPUT_DIR_MODE).create(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(OUTPUT_DIR_MODE))
+}
+
+#[cfg(test)]
+mod mode_tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    fn mode(p: &Path) -> u32 {
+        std::fs::metadata(p).expect("metadata").permissions().mode() & 0o7777
+    }
+
+    #[test]
+    fn outputs_are_0640_even_over_a_stale_temporary_file() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let p = d.path().join("report.json");
+        // A temporary file left world-writable by someone else.
+        let stale = d.path().join(format!(".report.json.tmp-{}", std::process::id()));
+        std::fs::write(&stale, b"old").expect("write");
+        std::fs::set_permissions(&stale, std::fs::Permissions::from_mode(0o666)).expect("chmod");
+        write_atomic(&p, |f| std::io::Write::write_all(f, b"{}")).expect("write_atomic");
+        assert_eq!(mode(&p), 0o640);
+        assert_eq!(std::fs::read(&p).expect("read"), b"{}");
+    }
+
+    #[test]
+    fn output_folders_are_0750() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let p = d.path().join("a/b/.staging-1.2.3-1");
+        create_output_dir(&p).expect("create");
+        assert_eq!(mode(&p), 0o750);
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+        create_output_dir(&p).expect("again");
+        assert_eq!(mode(&p), 0o750, "an existing folder is brought back to 0750");
+    }
 }

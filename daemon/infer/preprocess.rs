@@ -204,6 +204,14 @@ pub fn preprocess(
     drop(filled);
     let target = [pkg.config.spacing[0], pkg.config.spacing[1], pkg.config.spacing[2]];
     let new_shape = compute_new_shape(cshape, original_spacing, target);
+    // A volume thinner than half a voxel of the model's grid (one slice, say)
+    // resamples to nothing: refuse it as input rather than resample an empty axis.
+    if let Some(a) = (0..3).find(|&a| new_shape[a] == 0) {
+        return Err(InferError::Input(format!(
+            "the image is too small for the model: {} voxel(s) of {:.3} mm along axis {a} resample to none at {:.3} mm",
+            cshape[a], original_spacing[a], target[a]
+        )));
+    }
     let kw = &pkg.config.resampling_fn_data_kwargs;
     let mut data = Vec::with_capacity(channels.len() * new_shape.iter().product::<usize>());
     let cn = cshape[0] * cshape[1] * cshape[2];

@@ -39,6 +39,15 @@ pub enum FileError {
         /// The parser's words.
         reason: String,
     },
+    /// A declared size or nesting breaks a limit; refused before parsing, so
+    /// nothing was allocated for it (see `ingest::structure`).
+    #[error("{path}: refused before parsing: {reason}")]
+    Structure {
+        /// The file.
+        path: PathBuf,
+        /// The element, what it declares and the limit.
+        reason: String,
+    },
     /// An image attribute this reader needs is absent.
     #[error("{path}: missing {attribute}")]
     MissingAttribute {
@@ -124,6 +133,7 @@ impl FileError {
             FileError::Empty { path }
             | FileError::NotDicom { path, .. }
             | FileError::Truncated { path, .. }
+            | FileError::Structure { path, .. }
             | FileError::MissingAttribute { path, .. }
             | FileError::InvalidAttribute { path, .. }
             | FileError::NoPixelData { path }

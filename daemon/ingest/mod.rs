@@ -9,6 +9,7 @@ pub mod header;
 pub mod pixels;
 pub mod scan;
 pub mod series;
+pub mod structure;
 pub mod summary;
 pub mod suv;
 

@@ -152,6 +152,9 @@ pub fn decode_frames(
         }
         return Ok(());
     }
+    // The file may have changed since its header was read: walk it again
+    // before the parser allocates for what it declares.
+    super::structure::check(path, path)?;
     let obj = OpenFileOptions::new().open_file(path).map_err(|e| map_read_error(e, path))?;
     let ts_uid = obj.meta().transfer_syntax().trim_end_matches('\0').to_string();
     let pixel = obj.get(tag::PIXEL_DATA).ok_or_else(|| FileError::NoPixelData { path: path.to_path_buf() })?;
@@ -194,10 +197,20 @@ pub fn decode_frames(
                 });
             }
             for t in tasks.iter_mut() {
-                let decoded = obj.decode_pixel_data_frame(t.frame).map_err(|e| FileError::PixelDecode {
-                    path: path.to_path_buf(),
-                    reason: format!("frame {}: {}", t.frame + 1, error_chain(&e)),
-                })?;
+                // The codecs are third-party code reading untrusted bytes; one
+                // has been seen to panic on a malformed RLE segment (index out
+                // of bounds, found by the series fuzzer). A panic there is this
+                // file's decode error, not the process's end.
+                let decoded =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| obj.decode_pixel_data_frame(t.frame)))
+                        .map_err(|_| FileError::PixelDecode {
+                            path: path.to_path_buf(),
+                            reason: format!("frame {}: the {} codec failed on malformed data", t.frame + 1, ts.name()),
+                        })?
+                        .map_err(|e| FileError::PixelDecode {
+                            path: path.to_path_buf(),
+                            reason: format!("frame {}: {}", t.frame + 1, error_chain(&e)),
+                        })?;
                 let data = decoded.data();
                 if data.len() < frame_bytes {
                     return Err(FileError::PixelDecode {

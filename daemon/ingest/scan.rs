@@ -195,6 +195,7 @@ pub(crate) fn check_transfer_syntax(uid: &str, report: &Path) -> Result<(), File
 /// non-image objects.
 pub fn read_header(open: &Path, report: &Path) -> Result<Option<InstanceHeader>, FileError> {
     check_magic(open, report)?;
+    super::structure::check(open, report)?;
     let obj =
         OpenFileOptions::new().read_until(tag::PIXEL_DATA).open_file(open).map_err(|e| map_read_error(e, report))?;
     let ts = obj.meta().transfer_syntax().trim_end_matches('\0').to_string();

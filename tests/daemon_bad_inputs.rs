@@ -1,0 +1,203 @@
+//! The bad-input corpus (`tests/bad-inputs/make.py`) dropped into a running
+//! daemon's export folder, each kind a study of its own, then a good study.
+//!
+//! - The daemon survives all of it (still running, no panic in its log) and
+//!   processes the good study afterwards, completely.
+//! - A kind whose files have readable headers (its fault shows when the series
+//!   is planned or loaded: pixel data length, mixed sizes under one UID, gantry
+//!   tilt, a missing slice, a corrupt JPEG-LS stream) is quarantined:
+//!   `<state>/quarantine/<study hash>/reason.txt` gives one of the manifest's
+//!   reasons, the journal says `quarantined`, and no output is written for it.
+//! - A file still being written when the settle time passes (`make.py
+//!   slow-write`: the last slice of a series in three chunks two settle times
+//!   apart) ends up processed from its complete contents (second test).
+//! - Kinds the reader refuses at the header (no study can be named from them)
+//!   must leave the daemon running and write nothing; the issue also wants a
+//!   quarantine record for them, checked by the ignored test at the end until
+//!   the watcher writes one.
+//!
+//! Needs the daemon (`edgeseg daemon --config`) and its test helpers
+//! (`tests/daemon_util.rs`).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use crate::daemon_util::{Deployment, export_study, files_under, petct_model, wait_for};
+use crate::util::{cached_fixture, fixture_script, phantom, python, root, s, truth};
+
+/// The point-wise one-channel CT model of onnx_package.py: a CT-only study is
+/// run, so each kind fails on its own fault, not on a missing PET.
+fn ct_model() -> PathBuf {
+    cached_fixture("pointwise-ct", |d| fixture_script("onnx_package.py", &["--out", s(d), "--patch", "32"]))
+        .join("model")
+}
+
+/// A deployment running the CT model, settle 1 s, pair wait 1 s.
+fn deployment() -> Deployment {
+    let d = Deployment::new("pair_wait_seconds = 1\n");
+    let text = std::fs::read_to_string(&d.config).expect("config");
+    let text = text.replace(s(&petct_model()), s(&ct_model()));
+    std::fs::write(&d.config, text).expect("config");
+    d
+}
+
+fn manifest(corpus: &Path) -> Vec<serde_json::Value> {
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(corpus.join("manifest.json")).expect("manifest")).expect("json");
+    m["kinds"].as_array().expect("kinds").clone()
+}
+
+/// Copies a corpus folder into the export folder as it is (symlinks kept),
+/// under a temporary name first so the watcher sees it whole.
+fn drop_into(src: &Path, export: &Path, name: &str) {
+    let part = export.join(format!("{name}.part"));
+    let ok = Command::new("cp").arg("-a").arg(src).arg(&part).status().expect("cp");
+    assert!(ok.success(), "cp -a {}", src.display());
+    std::fs::rename(&part, export.join(name)).expect("rename");
+}
+
+fn reason_text(state: &Path, hash: &str) -> Option<String> {
+    std::fs::read_to_string(state.join("quarantine").join(hash).join("reason.txt")).ok()
+}
+
+#[test]
+fn the_daemon_quarantines_bad_studies_and_processes_a_good_one_after_them() {
+    let corpus = crate::bad_inputs::corpus();
+    let kinds = manifest(&corpus);
+    let d = deployment();
+    let mut child = d.spawn();
+
+    // Every kind but the slow writer (its own test below), then a good study.
+    for k in &kinds {
+        let kind = k["kind"].as_str().expect("kind");
+        if k["daemon_only"].as_bool() == Some(true) {
+            continue;
+        }
+        drop_into(&corpus.join(kind), &d.export, kind);
+    }
+    let good = phantom(&["--size", "tiny", "--seed", "47"]);
+    let good_uid = truth(&good)["study_instance_uid"].as_str().expect("uid").to_string();
+    export_study(&good.join("dicom"), &d.export, "good", Duration::ZERO);
+
+    let done = wait_for(Duration::from_secs(300), || {
+        d.entry(&good_uid).filter(|e| e.state.as_str() == "done").map(|e| e.output_dir)
+    });
+    let log = d.log_text();
+    assert!(child.try_wait().expect("try_wait").is_none(), "the daemon exited:\n{log}");
+    assert!(!log.contains("panicked"), "a panic in the log:\n{log}");
+    let out = done.flatten().unwrap_or_else(|| panic!("the good study was not processed:\n{log}"));
+    assert!(out.join("labels.nii.gz").is_file() && out.join("report.json").is_file(), "{}", out.display());
+
+    let mut failures = Vec::new();
+    for k in &kinds {
+        let kind = k["kind"].as_str().expect("kind");
+        let studies: Vec<&str> =
+            k["study_uids"].as_array().expect("study_uids").iter().filter_map(|v| v.as_str()).collect();
+        let series_level = k["names"]
+            .as_array()
+            .expect("names")
+            .iter()
+            .any(|n| n.as_str().is_some_and(|n| n.starts_with("series-uid:")));
+        let reasons: Vec<String> = k["reason_any"]
+            .as_array()
+            .expect("reasons")
+            .iter()
+            .filter_map(|v| v.as_str())
+            .map(str::to_lowercase)
+            .collect();
+        if k["outcome"].as_str() == Some("quarantine") && series_level {
+            for uid in &studies {
+                let entry =
+                    wait_for(Duration::from_secs(60), || d.entry(uid).filter(|e| e.state.as_str() == "quarantined"));
+                let Some(entry) = entry else {
+                    failures.push(format!("{kind}: study {uid} not quarantined ({:?})", d.entry(uid)));
+                    continue;
+                };
+                match reason_text(&d.state, &entry.hash) {
+                    Some(r) if reasons.iter().any(|x| r.to_lowercase().contains(x.as_str())) => {}
+                    other => failures.push(format!("{kind}: reason.txt {other:?} has none of {reasons:?}")),
+                }
+                if d.out.join(uid).exists() {
+                    failures.push(format!("{kind}: an output folder was written"));
+                }
+            }
+        }
+    }
+    // Nothing was written outside the output and state folders, and every
+    // output file is 0640.
+    use std::os::unix::fs::PermissionsExt;
+    for f in files_under(&d.out) {
+        let mode = std::fs::metadata(&f).expect("metadata").permissions().mode() & 0o777;
+        if mode != 0o640 {
+            failures.push(format!("{}: mode {mode:o}", f.display()));
+        }
+    }
+    crate::daemon_util::signal(&child, 15);
+    let _ = crate::daemon_util::wait_exit(&mut child, Duration::from_secs(60));
+    assert!(failures.is_empty(), "{}\nlog:\n{}", failures.join("\n"), d.log_text());
+}
+
+/// A slice written slower than the settle time: the study may be tried (and
+/// refused: the file is truncated) while it is incomplete, but once the file
+/// is complete the changed study must run again and be done.
+#[test]
+#[ignore = "the daemon processes the study with 5 of 6 slices while the 6th is half-written and does not run it again once complete (RELIABILITY.md)"]
+fn a_file_written_slower_than_the_settle_time_is_processed_once_complete() {
+    let corpus = crate::bad_inputs::corpus();
+    let kinds = manifest(&corpus);
+    let k = kinds.iter().find(|k| k["kind"] == "slow-writer").expect("slow-writer kind");
+    let uid = k["study_uids"][0].as_str().expect("study uid").to_string();
+    let d = deployment();
+    let mut child = d.spawn();
+    let src = corpus.join("slow-writer");
+    let dir = d.export.join("slow-writer");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    for f in files_under(&src) {
+        if f.extension().is_some_and(|e| e == "dcm") {
+            std::fs::copy(&f, dir.join(f.file_name().expect("name"))).expect("copy");
+        }
+    }
+    let writer = Command::new(python())
+        .arg(root().join("tests/bad-inputs/make.py"))
+        .args(["slow-write", s(&src.join("slow.dcm.src")), s(&dir.join("slow.dcm")), "--seconds", "6", "--chunks", "3"])
+        .status()
+        .expect("slow writer runs");
+    assert!(writer.success());
+    let done = wait_for(Duration::from_secs(120), || d.entry(&uid).filter(|e| e.state.as_str() == "done"));
+    let entry = d.entry(&uid);
+    crate::daemon_util::signal(&child, 15);
+    let _ = crate::daemon_util::wait_exit(&mut child, Duration::from_secs(60));
+    let done = done.unwrap_or_else(|| panic!("not processed once complete: {entry:?}\n{}", d.log_text()));
+    let out = done.output_dir.expect("output folder");
+    // All six slices went in: the labels lie on the CT's grid.
+    let labels = edgeseg::export::nifti::read_f32(&out.join("labels.nii.gz")).expect("labels");
+    assert_eq!(labels.geometry.dims[2], 6, "{:?}", labels.geometry);
+}
+
+/// The issue asks for a quarantine record for every bad input, also for files
+/// no study can be named from (a 0-byte file, random bytes, a header the
+/// reader refuses). Today the watcher passes such files over silently
+/// (`daemon/watch.rs`: an unreadable header is `info: None`).
+#[test]
+#[ignore = "the watcher does not yet quarantine files whose header it cannot read (RELIABILITY.md)"]
+fn unreadable_files_get_a_quarantine_record_naming_them() {
+    let corpus = crate::bad_inputs::corpus();
+    let d = deployment();
+    let mut child = d.spawn();
+    let kinds = ["zero-byte", "random-bytes", "rows-0", "declared-4gb-element", "sequence-depth-bomb"];
+    for kind in kinds {
+        drop_into(&corpus.join(kind), &d.export, kind);
+    }
+    let found = wait_for(Duration::from_secs(60), || {
+        let text: String = files_under(&d.state.join("quarantine"))
+            .iter()
+            .filter(|p| p.file_name().is_some_and(|n| n == "reason.txt"))
+            .filter_map(|p| std::fs::read_to_string(p).ok())
+            .collect();
+        kinds.iter().all(|k| text.contains(k)).then_some(())
+    });
+    crate::daemon_util::signal(&child, 15);
+    let _ = crate::daemon_util::wait_exit(&mut child, Duration::from_secs(60));
+    assert!(found.is_some(), "no quarantine record names each unreadable file:\n{}", d.log_text());
+}
