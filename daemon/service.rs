@@ -760,6 +760,10 @@ impl Daemon<'_> {
                 StudyEvent::Ready { uid, files, fingerprint, paired } => {
                     self.study_complete(&uid, &files, &fingerprint, paired)
                 }
+                StudyEvent::Unreadable { path, reason } => {
+                    self.quarantine_file(&path, &reason);
+                    Ok(())
+                }
             };
             if let Err(e) = r {
                 tracing::error!("{e}");
@@ -813,6 +817,32 @@ impl Daemon<'_> {
             self.reporter.study_finished(uid, "quarantined", Some(&dir));
         }
         Ok(())
+    }
+
+    /// A file no study can be named from: a quarantine record of its own,
+    /// `quarantine/file-<hash of path, size and time>/reason.txt`; the file
+    /// is left where it is (nothing of the input is lost).
+    fn quarantine_file(&mut self, path: &Path, reason: &str) {
+        let meta = std::fs::symlink_metadata(path).ok();
+        let stamp = meta.as_ref().and_then(|m| m.modified().ok()).map(|t| format!("{t:?}")).unwrap_or_default();
+        let key = format!("{}\0{}\0{stamp}", path.display(), meta.map(|m| m.len()).unwrap_or(0));
+        let dir = self.config.state.quarantine().join(format!("file-{}", uid_hash(&key)));
+        if dir.exists() {
+            return;
+        }
+        let text = format!(
+            "file: {:?}\nquarantined_at: {}\nreason: {reason}\n\
+             No study could be named from this file (its header cannot be read); it was left in place.\n",
+            path.display().to_string(),
+            chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        );
+        let written = std::fs::create_dir_all(&dir).and_then(|()| {
+            crate::export::write_atomic(&dir.join("reason.txt"), |f| std::io::Write::write_all(f, text.as_bytes()))
+        });
+        match written {
+            Ok(()) => tracing::warn!(record = %dir.display(), "unreadable file quarantined: {reason}"),
+            Err(e) => tracing::error!("{}: cannot write the quarantine record: {e}", dir.display()),
+        }
     }
 
     fn check_disk(&mut self) {

@@ -77,6 +77,16 @@ pub enum StudyEvent {
         /// The series the model needs are all there (false: `pair_wait_seconds` passed).
         paired: bool,
     },
+    /// A file whose header cannot be read (not DICOM, truncated, sizes
+    /// beyond the limits ...) stayed unchanged for the settle time: no study
+    /// can be named from it, so it is reported on its own, once per version
+    /// of the file.
+    Unreadable {
+        /// The file.
+        path: PathBuf,
+        /// Why it cannot be read.
+        reason: String,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -94,6 +104,10 @@ struct FileState {
     mtime_ns: u128,
     changed_at: f64,
     info: Option<FileInfo>,
+    /// Why the header could not be read (None: read, or not an image object).
+    error: Option<String>,
+    /// The error was reported (`StudyEvent::Unreadable`).
+    reported: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -354,6 +368,16 @@ impl Watcher {
         if self.backlog.is_empty() {
             out.extend(self.ready_studies(now));
         }
+        let settle = self.settings.config.settle_seconds;
+        for (path, f) in self.files.iter_mut() {
+            if let Some(reason) = &f.error
+                && !f.reported
+                && now - f.changed_at >= settle
+            {
+                f.reported = true;
+                out.push(StudyEvent::Unreadable { path: path.clone(), reason: reason.clone() });
+            }
+        }
         out
     }
 
@@ -381,15 +405,19 @@ impl Watcher {
         // that waited while the daemon was down are settled at once); a change
         // seen later counts from now.
         let changed_at = if previous.is_none() { (mtime_ns as f64 / 1e9).min(now) } else { now };
-        let info = match read_header(p, p) {
-            Ok(Some(h)) => Some(FileInfo {
-                study: h.study_uid.clone(),
-                series: h.series_uid.clone(),
-                modality: h.modality.clone(),
-                expected: h.expected_images,
-                frames: h.frames.len().max(1),
-            }),
-            Ok(None) | Err(_) => None,
+        let (info, error) = match read_header(p, p) {
+            Ok(Some(h)) => (
+                Some(FileInfo {
+                    study: h.study_uid.clone(),
+                    series: h.series_uid.clone(),
+                    modality: h.modality.clone(),
+                    expected: h.expected_images,
+                    frames: h.frames.len().max(1),
+                }),
+                None,
+            ),
+            Ok(None) => (None, None),
+            Err(e) => (None, Some(e.to_string())),
         };
         if let Some(old) = previous.and_then(|f| f.info.as_ref())
             && info.as_ref().is_none_or(|i| i.study != old.study)
@@ -399,7 +427,7 @@ impl Watcher {
         if let Some(i) = &info {
             touched.insert(i.study.clone());
         }
-        self.files.insert(p.to_path_buf(), FileState { size, mtime_ns, changed_at, info });
+        self.files.insert(p.to_path_buf(), FileState { size, mtime_ns, changed_at, info, error, reported: false });
         true
     }
 

@@ -142,7 +142,6 @@ fn the_daemon_quarantines_bad_studies_and_processes_a_good_one_after_them() {
 /// refused: the file is truncated) while it is incomplete, but once the file
 /// is complete the changed study must run again and be done.
 #[test]
-#[ignore = "the daemon processes the study with 5 of 6 slices while the 6th is half-written and does not run it again once complete (RELIABILITY.md)"]
 fn a_file_written_slower_than_the_settle_time_is_processed_once_complete() {
     let corpus = crate::bad_inputs::corpus();
     let kinds = manifest(&corpus);
@@ -177,10 +176,10 @@ fn a_file_written_slower_than_the_settle_time_is_processed_once_complete() {
 
 /// The issue asks for a quarantine record for every bad input, also for files
 /// no study can be named from (a 0-byte file, random bytes, a header the
-/// reader refuses). Today the watcher passes such files over silently
-/// (`daemon/watch.rs`: an unreadable header is `info: None`).
+/// reader refuses): the watcher reports each once it has settled
+/// (`StudyEvent::Unreadable`) and the daemon writes
+/// `quarantine/file-<hash>/reason.txt` naming it.
 #[test]
-#[ignore = "the watcher does not yet quarantine files whose header it cannot read (RELIABILITY.md)"]
 fn unreadable_files_get_a_quarantine_record_naming_them() {
     let corpus = crate::bad_inputs::corpus();
     let d = deployment();
