@@ -9,6 +9,7 @@ command -v dciodvfy >/dev/null || need+=(dicom3tools)    # DICOM validator
 [ -x /usr/bin/time ] || need+=(time)                     # peak-memory figures
 command -v promtool >/dev/null || need+=(prometheus)   # promtool check metrics
 command -v dbus-daemon >/dev/null || need+=(dbus)       # private bus for the D-Bus tests
+command -v gdbus >/dev/null || need+=(libglib2.0-bin)  # gdbus, the second D-Bus client of the tests
 command -v plastimatch >/dev/null || need+=(plastimatch) # RTSTRUCT peer
 command -v systemd-analyze >/dev/null || need+=(systemd) # unit verify/security
 command -v mkosi >/dev/null || need+=(mkosi)             # image recipe check (mkosi summary)
