@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The slow packaging checks (by hand or in a nightly job, not every run):
+# The slow packaging checks (the last step of scripts/test.sh; also by hand):
 # builds the release binary and the .deb, installs it into a debootstrap'd
 # Debian root (cached outside the clone), checks and purges it.
 #   scripts/test-package.sh

@@ -25,3 +25,5 @@ echo "== peer tests (pytest)"
 EDGESEG_BIN="$root/target/debug/edgeseg" .venv/bin/python -m pytest tests/peers -q -p no:cacheprovider
 echo "== nnU-Net parity (slow peer check: torch + nnunetv2, cached outside the clone)"
 scripts/test-nnunet-parity.sh
+echo "== Debian package (slow: release build, cargo-deb and a debootstrap root cached outside the clone)"
+scripts/test-package.sh -q
