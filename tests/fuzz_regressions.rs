@@ -13,26 +13,9 @@ use std::path::{Path, PathBuf};
 
 use crate::util::root;
 
-/// The `series` target's file separator (fuzz/fuzz_targets/series.rs).
-const FILE_SEPARATOR: &[u8] = b"\n--edgeseg-next-file--\n";
-/// The `series` target's file limit.
-const MAX_FILES: usize = 8;
-
-fn split(data: &[u8]) -> Vec<&[u8]> {
-    let mut out = Vec::new();
-    let mut rest = data;
-    while out.len() + 1 < MAX_FILES {
-        match rest.windows(FILE_SEPARATOR.len()).position(|w| w == FILE_SEPARATOR) {
-            Some(i) => {
-                out.push(&rest[..i]);
-                rest = &rest[i + FILE_SEPARATOR.len()..];
-            }
-            None => break,
-        }
-    }
-    out.push(rest);
-    out
-}
+#[path = "../fuzz/split.rs"]
+mod split;
+use split::split;
 
 fn inputs(kind: &str) -> Vec<PathBuf> {
     let dir = root().join("tests/fuzz-regressions").join(kind);

@@ -7,26 +7,9 @@
 
 use libfuzzer_sys::fuzz_target;
 
-/// Splits the input into files; also in fuzz/series.dict so mutations keep it.
-const FILE_SEPARATOR: &[u8] = b"\n--edgeseg-next-file--\n";
-/// At most this many files per input (the rest is ignored).
-const MAX_FILES: usize = 8;
-
-fn split(data: &[u8]) -> Vec<&[u8]> {
-    let mut out = Vec::new();
-    let mut rest = data;
-    while out.len() + 1 < MAX_FILES {
-        match rest.windows(FILE_SEPARATOR.len()).position(|w| w == FILE_SEPARATOR) {
-            Some(i) => {
-                out.push(&rest[..i]);
-                rest = &rest[i + FILE_SEPARATOR.len()..];
-            }
-            None => break,
-        }
-    }
-    out.push(rest);
-    out
-}
+#[path = "../split.rs"]
+mod split;
+use split::split;
 
 /// libfuzzer-sys aborts in its panic hook, before any `catch_unwind` in the
 /// code under test runs; the ingest catches codec panics on purpose (a panic
