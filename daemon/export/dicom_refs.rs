@@ -256,6 +256,48 @@ pub fn put_patient_study(obj: &mut InMemDicomObject, src: &SourceRefs) {
     }
 }
 
+/// What distinguishes one of edgeseg's new DICOM series.
+pub struct NewSeries<'a> {
+    /// SOP Class UID.
+    pub sop_class_uid: &'a str,
+    /// Modality (SEG, RTSTRUCT).
+    pub modality: &'a str,
+    /// Series Description.
+    pub description: &'a str,
+    /// Series Number.
+    pub series_number: &'a str,
+}
+
+/// Puts the attributes every edgeseg object shares: SOP Common (new SOP
+/// Instance UID, UTF-8), General Series (new Series Instance UID), the
+/// source's Frame of Reference, General Equipment, and the Patient and
+/// General Study attributes copied from the source.
+pub fn put_new_series(obj: &mut InMemDicomObject, src: &SourceRefs, s: &NewSeries<'_>, date: &str, time: &str) {
+    put_patient_study(obj, src);
+    for e in [
+        text(tags::SPECIFIC_CHARACTER_SET, VR::CS, "ISO_IR 192"),
+        text(tags::INSTANCE_CREATION_DATE, VR::DA, date),
+        text(tags::INSTANCE_CREATION_TIME, VR::TM, time),
+        text(tags::SOP_CLASS_UID, VR::UI, s.sop_class_uid),
+        text(tags::SOP_INSTANCE_UID, VR::UI, &new_uid()),
+        text(tags::SERIES_DATE, VR::DA, date),
+        text(tags::SERIES_TIME, VR::TM, time),
+        text(tags::TIMEZONE_OFFSET_FROM_UTC, VR::SH, "+0000"),
+        text(tags::MODALITY, VR::CS, s.modality),
+        text(tags::SERIES_DESCRIPTION, VR::LO, s.description),
+        text(tags::SERIES_INSTANCE_UID, VR::UI, &new_uid()),
+        text(tags::SERIES_NUMBER, VR::IS, s.series_number),
+        text(tags::INSTANCE_NUMBER, VR::IS, "1"),
+        text(tags::FRAME_OF_REFERENCE_UID, VR::UI, &src.frame_of_reference_uid),
+        text(tags::POSITION_REFERENCE_INDICATOR, VR::LO, ""),
+        text(tags::MANUFACTURER, VR::LO, "edgeseg"),
+        text(tags::MANUFACTURER_MODEL_NAME, VR::LO, "edgeseg"),
+        text(tags::SOFTWARE_VERSIONS, VR::LO, crate::version()),
+    ] {
+        obj.put(e);
+    }
+}
+
 /// Encodes `obj` as a Part-10 file (explicit VR little endian) and writes it
 /// atomically to `path` (temporary file, fsync, rename).
 pub fn write_part10(path: &Path, obj: InMemDicomObject) -> Result<(), DicomExportError> {

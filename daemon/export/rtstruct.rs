@@ -15,7 +15,7 @@ use dicom_object::InMemDicomObject;
 
 use super::contour;
 use super::dicom_refs::{
-    DicomExportError, SourceRefs, SourceSlice, ds, item, new_uid, now_utc, put_patient_study, seq, text, texts,
+    DicomExportError, NewSeries, SourceRefs, SourceSlice, ds, item, now_utc, put_new_series, seq, text, texts,
 };
 use super::segments::{SegmentKind, SegmentSet};
 
@@ -67,27 +67,15 @@ pub fn write(path: &Path, src: &SourceRefs, set: &SegmentSet) -> Result<RtStruct
     }
     let (date, time) = now_utc();
     let mut obj = InMemDicomObject::new_empty();
-    put_patient_study(&mut obj, src);
+    let series = NewSeries {
+        sop_class_uid: RTSTRUCT_SOP_CLASS_UID,
+        modality: "RTSTRUCT",
+        description: "edgeseg structures",
+        series_number: RTSTRUCT_SERIES_NUMBER,
+    };
+    put_new_series(&mut obj, src, &series, &date, &time);
     for e in [
-        text(tags::SPECIFIC_CHARACTER_SET, VR::CS, "ISO_IR 192"),
-        text(tags::INSTANCE_CREATION_DATE, VR::DA, &date),
-        text(tags::INSTANCE_CREATION_TIME, VR::TM, &time),
-        text(tags::SOP_CLASS_UID, VR::UI, RTSTRUCT_SOP_CLASS_UID),
-        text(tags::SOP_INSTANCE_UID, VR::UI, &new_uid()),
-        text(tags::SERIES_DATE, VR::DA, &date),
-        text(tags::SERIES_TIME, VR::TM, &time),
-        text(tags::TIMEZONE_OFFSET_FROM_UTC, VR::SH, "+0000"),
-        text(tags::MODALITY, VR::CS, "RTSTRUCT"),
-        text(tags::SERIES_DESCRIPTION, VR::LO, "edgeseg structures"),
         text(tags::OPERATORS_NAME, VR::PN, ""),
-        text(tags::SERIES_INSTANCE_UID, VR::UI, &new_uid()),
-        text(tags::SERIES_NUMBER, VR::IS, RTSTRUCT_SERIES_NUMBER),
-        text(tags::INSTANCE_NUMBER, VR::IS, "1"),
-        text(tags::FRAME_OF_REFERENCE_UID, VR::UI, &src.frame_of_reference_uid),
-        text(tags::POSITION_REFERENCE_INDICATOR, VR::LO, ""),
-        text(tags::MANUFACTURER, VR::LO, "edgeseg"),
-        text(tags::MANUFACTURER_MODEL_NAME, VR::LO, "edgeseg"),
-        text(tags::SOFTWARE_VERSIONS, VR::LO, crate::version()),
         text(tags::STRUCTURE_SET_LABEL, VR::SH, "EDGESEG"),
         text(tags::STRUCTURE_SET_NAME, VR::LO, "edgeseg"),
         text(tags::STRUCTURE_SET_DATE, VR::DA, &date),

@@ -10,7 +10,7 @@ use dicom_dictionary_std::tags;
 use dicom_object::InMemDicomObject;
 
 use super::dicom_refs::{
-    Code, DicomExportError, SourceRefs, ds, item, new_uid, now_utc, put_patient_study, seq, text, texts, us,
+    Code, DicomExportError, NewSeries, SourceRefs, ds, item, new_uid, now_utc, put_new_series, seq, text, texts, us,
 };
 use super::segments::{SegmentSet, cielab};
 
@@ -63,34 +63,20 @@ pub fn write(path: &Path, src: &SourceRefs, set: &SegmentSet, algo: &Algorithm) 
     }
     let (date, time) = now_utc();
     let mut obj = InMemDicomObject::new_empty();
-    let series_uid = new_uid();
-    let sop_uid = new_uid();
-    put_patient_study(&mut obj, src);
+    let series = NewSeries {
+        sop_class_uid: SEG_SOP_CLASS_UID,
+        modality: "SEG",
+        description: "edgeseg segmentation",
+        series_number: SEG_SERIES_NUMBER,
+    };
+    put_new_series(&mut obj, src, &series, &date, &time);
     let iop: Vec<String> = src.orientation.iter().map(|&v| ds(v)).collect();
     for e in [
-        text(tags::SPECIFIC_CHARACTER_SET, VR::CS, "ISO_IR 192"),
         texts(tags::IMAGE_TYPE, VR::CS, vec!["DERIVED".into(), "PRIMARY".into()]),
-        text(tags::INSTANCE_CREATION_DATE, VR::DA, &date),
-        text(tags::INSTANCE_CREATION_TIME, VR::TM, &time),
-        text(tags::SOP_CLASS_UID, VR::UI, SEG_SOP_CLASS_UID),
-        text(tags::SOP_INSTANCE_UID, VR::UI, &sop_uid),
-        text(tags::SERIES_DATE, VR::DA, &date),
-        text(tags::SERIES_TIME, VR::TM, &time),
         text(tags::CONTENT_DATE, VR::DA, &date),
         text(tags::CONTENT_TIME, VR::TM, &time),
-        text(tags::TIMEZONE_OFFSET_FROM_UTC, VR::SH, "+0000"),
-        text(tags::MODALITY, VR::CS, "SEG"),
-        text(tags::SERIES_DESCRIPTION, VR::LO, "edgeseg segmentation"),
-        text(tags::SERIES_INSTANCE_UID, VR::UI, &series_uid),
-        text(tags::SERIES_NUMBER, VR::IS, SEG_SERIES_NUMBER),
-        text(tags::INSTANCE_NUMBER, VR::IS, "1"),
-        text(tags::FRAME_OF_REFERENCE_UID, VR::UI, &src.frame_of_reference_uid),
-        text(tags::POSITION_REFERENCE_INDICATOR, VR::LO, ""),
-        // General and Enhanced General Equipment.
-        text(tags::MANUFACTURER, VR::LO, "edgeseg"),
-        text(tags::MANUFACTURER_MODEL_NAME, VR::LO, "edgeseg"),
+        // Enhanced General Equipment (the rest in put_new_series).
         text(tags::DEVICE_SERIAL_NUMBER, VR::LO, "0"),
-        text(tags::SOFTWARE_VERSIONS, VR::LO, crate::version()),
         // Segmentation Image.
         text(tags::CONTENT_LABEL, VR::CS, "EDGESEG"),
         text(tags::CONTENT_DESCRIPTION, VR::LO, "Automatic segmentation (not for clinical use unless cleared)"),
