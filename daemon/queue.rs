@@ -344,9 +344,13 @@ impl Journal {
                 Ok(Observed::Unchanged)
             }
             Some(e) if e.state == StudyState::Running => {
+                // New or rewritten files while it runs: this run's result is
+                // stale; when it ends the study waits (`seen`) for the watcher
+                // to call it complete again (requeue 1), or is `ready` at once
+                // if that happened during the run already (requeue 2).
                 self.conn
                     .execute(
-                        "UPDATE studies SET files = ?2, fingerprint = ?3 WHERE uid = ?1",
+                        "UPDATE studies SET files = ?2, fingerprint = ?3, requeue = MAX(requeue, 1) WHERE uid = ?1",
                         params![uid, files_json, fingerprint],
                     )
                     .map_err(|e| self.db(e))?;
@@ -383,7 +387,7 @@ impl Journal {
             }
             StudyState::Running if e.fingerprint == fingerprint => {
                 self.conn
-                    .execute("UPDATE studies SET requeue = 1 WHERE uid = ?1", params![uid])
+                    .execute("UPDATE studies SET requeue = 2 WHERE uid = ?1", params![uid])
                     .map_err(|e| self.db(e))?;
                 Ok(true)
             }
@@ -409,7 +413,8 @@ impl Journal {
         })
     }
 
-    /// Ends a run: the final state, unless new files came while it ran (then `ready` again).
+    /// Ends a run: the final state, unless new files came while it ran (then
+    /// `ready` again, or `seen` until they have settled).
     fn finish(
         &self,
         uid: &str,
@@ -424,8 +429,11 @@ impl Journal {
             .map_err(|e| self.db(e))?
             .unwrap_or(0);
         if requeue != 0 && state.is_final() {
-            self.set(uid, StudyState::Ready, &format!("{extra}, requeue = 0, attempts = 0, not_before = 0"), p)?;
-            return Ok(StudyState::Ready);
+            // Files changed during the run: complete again already (2) → `ready`;
+            // changed but not yet settled (1) → `seen`, for the watcher's next `Ready`.
+            let next = if requeue >= 2 { StudyState::Ready } else { StudyState::Seen };
+            self.set(uid, next, &format!("{extra}, requeue = 0, attempts = 0, not_before = 0"), p)?;
+            return Ok(next);
         }
         self.set(uid, state, extra, p)?;
         Ok(state)
@@ -530,6 +538,32 @@ mod tests {
         j.done("1.2.3", Path::new("/out/1.2.3")).unwrap();
         assert_eq!(j.observe("1.2.3", &files(1), "c").unwrap(), Observed::Unchanged);
         assert_eq!(j.get("1.2.3").unwrap().unwrap().state, StudyState::Done);
+    }
+
+    /// Files that change while a study runs make its result stale: the run
+    /// ends `seen` (the watcher calls it complete again later) or `ready`
+    /// (it already did during the run), never `done` for good.
+    #[test]
+    fn files_changed_during_a_run_run_it_again() {
+        let d = tempfile::tempdir().unwrap();
+        let (j, _) = Journal::open(&d.path().join("j.sqlite")).unwrap();
+        j.observe("9.9", &files(2), "a").unwrap();
+        j.mark_ready("9.9", &files(2), "a").unwrap();
+        j.start("9.9").unwrap();
+        // A sixth slice becomes readable mid-run; the run ends before the watcher settles it.
+        assert_eq!(j.observe("9.9", &files(3), "b").unwrap(), Observed::Changed);
+        assert_eq!(j.done("9.9", Path::new("/out/9.9")).unwrap(), StudyState::Seen);
+        let e = j.get("9.9").unwrap().unwrap();
+        assert_eq!((e.completions, e.files.len(), e.attempts), (1, 3, 0));
+        assert!(j.mark_ready("9.9", &files(3), "b").unwrap());
+        j.start("9.9").unwrap();
+        // Changed and settled again during this run: ready at once when it ends.
+        j.observe("9.9", &files(4), "c").unwrap();
+        assert!(j.mark_ready("9.9", &files(4), "c").unwrap());
+        assert_eq!(j.done("9.9", Path::new("/out/9.9")).unwrap(), StudyState::Ready);
+        j.start("9.9").unwrap();
+        assert_eq!(j.done("9.9", Path::new("/out/9.9")).unwrap(), StudyState::Done);
+        assert_eq!(j.get("9.9").unwrap().unwrap().completions, 3);
     }
 
     #[test]
