@@ -256,6 +256,19 @@ pub fn put_patient_study(obj: &mut InMemDicomObject, src: &SourceRefs) {
     }
 }
 
+/// A result grid of `slices` slices must match the reference series slice
+/// for slice (the outputs reference each source slice).
+pub fn check_slices(src: &SourceRefs, slices: usize) -> Result<(), DicomExportError> {
+    if src.slices.len() != slices {
+        return Err(DicomExportError::Mismatch(format!(
+            "the result has {slices} slices, the reference series {} {}",
+            src.series_uid,
+            src.slices.len()
+        )));
+    }
+    Ok(())
+}
+
 /// What distinguishes one of edgeseg's new DICOM series.
 pub struct NewSeries<'a> {
     /// SOP Class UID.

@@ -15,7 +15,8 @@ use dicom_object::InMemDicomObject;
 
 use super::contour;
 use super::dicom_refs::{
-    DicomExportError, NewSeries, SourceRefs, SourceSlice, ds, item, now_utc, put_new_series, seq, text, texts,
+    DicomExportError, NewSeries, SourceRefs, SourceSlice, check_slices, ds, item, now_utc, put_new_series, seq, text,
+    texts,
 };
 use super::segments::{SegmentKind, SegmentSet};
 
@@ -58,13 +59,7 @@ fn to_patient(src: &SourceRefs, spacing: [f64; 3], sl: &SourceSlice, p: [f64; 2]
 pub fn write(path: &Path, src: &SourceRefs, set: &SegmentSet) -> Result<RtStructSummary, DicomExportError> {
     let g = set.geometry();
     let [nx, ny, nz] = g.dims;
-    if src.slices.len() != nz {
-        return Err(DicomExportError::Mismatch(format!(
-            "the result has {nz} slices, the reference series {} {}",
-            src.series_uid,
-            src.slices.len()
-        )));
-    }
+    check_slices(src, nz)?;
     let (date, time) = now_utc();
     let mut obj = InMemDicomObject::new_empty();
     let series = NewSeries {

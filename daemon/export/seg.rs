@@ -10,7 +10,8 @@ use dicom_dictionary_std::tags;
 use dicom_object::InMemDicomObject;
 
 use super::dicom_refs::{
-    Code, DicomExportError, NewSeries, SourceRefs, ds, item, new_uid, now_utc, put_new_series, seq, text, texts, us,
+    Code, DicomExportError, NewSeries, SourceRefs, check_slices, ds, item, new_uid, now_utc, put_new_series, seq, text,
+    texts, us,
 };
 use super::segments::{SegmentSet, cielab};
 
@@ -51,13 +52,7 @@ const AI: Code = Code { value: "123110", scheme: "DCM", meaning: "Artificial Int
 pub fn write(path: &Path, src: &SourceRefs, set: &SegmentSet, algo: &Algorithm) -> Result<usize, DicomExportError> {
     let g = set.geometry();
     let [nx, ny, nz] = g.dims;
-    if src.slices.len() != nz {
-        return Err(DicomExportError::Mismatch(format!(
-            "the result has {nz} slices, the reference series {} {}",
-            src.series_uid,
-            src.slices.len()
-        )));
-    }
+    check_slices(src, nz)?;
     if set.segments.is_empty() {
         return Err(DicomExportError::Mismatch("a segmentation needs at least one segment".into()));
     }

@@ -154,13 +154,9 @@ impl Walker {
                         }
                     }
                     ITEM => {
-                        let end = if len == UNDEFINED {
-                            None
-                        } else {
-                            if u64::from(len) > limit.saturating_sub(self.pos) {
-                                return Ok(Err(self.too_long(tag, len, limit)));
-                            }
-                            Some(self.pos + u64::from(len))
+                        let end = match self.container_end(tag, len, limit) {
+                            Ok(end) => end,
+                            Err(refusal) => return Ok(Err(refusal)),
                         };
                         stack.push(Open { kind: Kind::Item, end, explicit });
                     }
@@ -231,13 +227,9 @@ impl Walker {
                         self.pos
                     )));
                 }
-                let end = if len == UNDEFINED {
-                    None
-                } else {
-                    if u64::from(len) > limit.saturating_sub(self.pos) {
-                        return Ok(Err(self.too_long(tag, len, limit)));
-                    }
-                    Some(self.pos + u64::from(len))
+                let end = match self.container_end(tag, len, limit) {
+                    Ok(end) => end,
+                    Err(refusal) => return Ok(Err(refusal)),
                 };
                 // UN of undefined length: its items are implicit VR little endian.
                 let inner = explicit && vr != Some(VR::UN);
@@ -269,6 +261,18 @@ impl Walker {
     /// Whether `len` bytes fit before `limit`.
     fn fits(&self, len: u32, limit: u64) -> bool {
         u64::from(len) <= limit.saturating_sub(self.pos)
+    }
+
+    /// Where a sequence or item that starts here ends: None for undefined
+    /// length, a refusal when its declared length passes `limit`.
+    fn container_end(&self, tag: Tag, len: u32, limit: u64) -> Result<Option<u64>, Refusal> {
+        if len == UNDEFINED {
+            return Ok(None);
+        }
+        if u64::from(len) > limit.saturating_sub(self.pos) {
+            return Err(self.too_long(tag, len, limit));
+        }
+        Ok(Some(self.pos + u64::from(len)))
     }
 
     fn too_long(&self, tag: Tag, len: u32, limit: u64) -> Refusal {
