@@ -6,6 +6,7 @@ need=()
 command -v cmake >/dev/null || need+=(cmake)            # builds CharLS (JPEG-LS decoder)
 command -v dcmcjpeg >/dev/null || need+=(dcmtk)          # fixture compression, dcmdump
 command -v dciodvfy >/dev/null || need+=(dicom3tools)    # DICOM validator
+command -v dcm2niix >/dev/null || need+=(dcm2niix)        # conformance peer (tools/conformance.py)
 [ -x /usr/bin/time ] || need+=(time)                     # peak-memory figures
 command -v promtool >/dev/null || need+=(prometheus)   # promtool check metrics
 command -v dbus-daemon >/dev/null || need+=(dbus)       # private bus for the D-Bus tests
