@@ -188,6 +188,7 @@ CREATE TABLE IF NOT EXISTS studies (
     retained INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS studies_state ON studies(state, not_before, updated);
+CREATE TABLE IF NOT EXISTS daemon_starts (at REAL NOT NULL);
 ";
 
 const COLUMNS: &str = "uid, hash, state, attempts, last_error, completions, created, updated, not_before, output_dir, files, fingerprint, retained";
@@ -219,6 +220,28 @@ impl Journal {
             )
             .map_err(|e| j.db(e))?;
         Ok((j, n))
+    }
+
+    /// Records one start of the daemon and returns how many starts the journal
+    /// holds (the `edgeseg_starts_total` counter, which survives restarts, so
+    /// a crash loop or watchdog restarts show up in monitoring).
+    pub fn record_start(&self) -> Result<u64, QueueError> {
+        self.conn.execute("INSERT INTO daemon_starts (at) VALUES (?1)", params![now()]).map_err(|e| self.db(e))?;
+        let n: i64 =
+            self.conn.query_row("SELECT COUNT(*) FROM daemon_starts", [], |r| r.get(0)).map_err(|e| self.db(e))?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    /// When the oldest study still waiting (seen or ready) was first seen, and
+    /// since when the study running now runs (epoch seconds; None when none).
+    pub fn waiting_and_running_since(&self) -> Result<(Option<f64>, Option<f64>), QueueError> {
+        let one = |sql: &str| -> Result<Option<f64>, QueueError> {
+            self.conn.query_row(sql, [], |r| r.get::<_, Option<f64>>(0)).map_err(|e| self.db(e))
+        };
+        Ok((
+            one("SELECT MIN(created) FROM studies WHERE state IN ('seen', 'ready')")?,
+            one("SELECT MIN(updated) FROM studies WHERE state = 'running'")?,
+        ))
     }
 
     /// Opens an existing journal read-only (status tools and tests), without recovery.
@@ -497,6 +520,26 @@ mod tests {
 
     fn files(n: usize) -> Vec<FileSig> {
         (0..n).map(|i| FileSig { path: PathBuf::from(format!("/e/{i}.dcm")), size: 10, mtime_ns: 5 }).collect()
+    }
+
+    #[test]
+    fn starts_survive_reopening_and_ages_follow_the_states() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal.sqlite");
+        {
+            let (j, _) = Journal::open(&path).unwrap();
+            assert_eq!(j.record_start().unwrap(), 1);
+            assert_eq!(j.waiting_and_running_since().unwrap(), (None, None));
+            j.observe("1.2.3", &files(2), "fp").unwrap();
+            let (waiting, running) = j.waiting_and_running_since().unwrap();
+            assert!(waiting.is_some_and(|t| t > 0.0) && running.is_none());
+            j.mark_ready("1.2.3", &files(2), "fp").unwrap();
+            j.start("1.2.3").unwrap();
+            let (waiting, running) = j.waiting_and_running_since().unwrap();
+            assert!(waiting.is_none() && running.is_some_and(|t| t > 0.0));
+        }
+        let (j, _) = Journal::open(&path).unwrap();
+        assert_eq!(j.record_start().unwrap(), 2, "a restart counts on from the journal");
     }
 
     #[test]

@@ -77,6 +77,21 @@ pub trait Reporter {
     /// When the last study was done (Unix seconds), from the journal at
     /// start, so "no success in 24 h" survives a restart. Default: nothing.
     fn last_success(&self, _unix_seconds: f64) {}
+    /// How many times the daemon has started, from the journal (survives
+    /// restarts, so a crash loop shows). Default: nothing.
+    fn starts(&self, _total: u64) {}
+    /// Ages in seconds of the oldest waiting study and of the running one
+    /// (None: none). Default: nothing.
+    fn study_ages(&self, _oldest_waiting: Option<f64>, _running: Option<f64>) {}
+    /// A configuration reload was applied (`true`) or refused. Default: nothing.
+    fn config_reloaded(&self, _ok: bool) {}
+    /// A failed attempt was scheduled to run again. Default: nothing.
+    fn retried(&self) {}
+    /// Input files that went into a result (`ingested`) or were refused
+    /// (`refused`). Default: nothing.
+    fn files(&self, _result: &str, _count: u64) {}
+    /// Seconds from a study's first file seen to its outputs written. Default: nothing.
+    fn study_latency(&self, _seconds: f64) {}
 }
 
 impl Reporter for crate::observe::Observer {
@@ -118,6 +133,24 @@ impl Reporter for crate::observe::Observer {
     }
     fn last_success(&self, unix_seconds: f64) {
         crate::observe::Observer::set_last_success(self, unix_seconds);
+    }
+    fn starts(&self, total: u64) {
+        crate::observe::Observer::set_starts(self, total);
+    }
+    fn study_ages(&self, oldest_waiting: Option<f64>, running: Option<f64>) {
+        crate::observe::Observer::set_study_ages(self, oldest_waiting, running);
+    }
+    fn config_reloaded(&self, ok: bool) {
+        crate::observe::Observer::config_reloaded(self, ok);
+    }
+    fn retried(&self) {
+        crate::observe::Observer::retried(self);
+    }
+    fn files(&self, result: &str, count: u64) {
+        crate::observe::Observer::files(self, result, count);
+    }
+    fn study_latency(&self, seconds: f64) {
+        crate::observe::Observer::study_latency(self, seconds);
     }
 }
 
@@ -514,6 +547,10 @@ pub fn run(
     if recovered > 0 {
         tracing::warn!("{recovered} studies were running when the daemon stopped; they start again from the beginning");
     }
+    match journal.record_start() {
+        Ok(n) => reporter.starts(n),
+        Err(e) => tracing::error!("cannot record this start in the journal: {e}"),
+    }
     if let Ok(all) = journal.all() {
         let last = all.iter().filter(|e| e.state == StudyState::Done).map(|e| e.updated).fold(0.0, f64::max);
         if last > 0.0 {
@@ -722,6 +759,10 @@ impl Daemon<'_> {
             self.reporter.set_queue_depth(depth);
             self.reporter.set_quarantined(q);
         }
+        if let Ok((waiting, running)) = self.journal.waiting_and_running_since() {
+            let now = queue::now();
+            self.reporter.study_ages(waiting.map(|t| now - t), running.map(|t| now - t));
+        }
         if self.in_flight.is_empty() {
             self.batch_started = 0;
         }
@@ -815,6 +856,7 @@ impl Daemon<'_> {
         self.log_state(uid, state, reason);
         if state == StudyState::Quarantined {
             self.reporter.study_finished(uid, "quarantined", Some(&dir));
+            self.reporter.files("refused", files.len() as u64);
         }
         Ok(())
     }
@@ -830,6 +872,7 @@ impl Daemon<'_> {
         if dir.exists() {
             return;
         }
+        self.reporter.files("refused", 1);
         let text = format!(
             "file: {:?}\nquarantined_at: {}\nreason: {reason}\n\
              No study could be named from this file (its header cannot be read); it was left in place.\n",
@@ -861,6 +904,13 @@ impl Daemon<'_> {
                     }
                 }
                 Err(e) => tracing::warn!("{}: cannot read free space: {e}", path.display()),
+            }
+        }
+        // The export folders fill too (the scanner writes there; retention may
+        // empty them): reported, not part of the intake guard.
+        for path in &self.config.watch.folders {
+            if let Ok(b) = crate::sys::free_bytes(path) {
+                self.reporter.disk_free("export", path, b);
             }
         }
         if ok != self.disk_ok {
@@ -978,9 +1028,14 @@ impl Daemon<'_> {
                 ] {
                     self.reporter.observe_stage(stage, s);
                 }
+                let entry = self.journal.get(&uid)?;
                 let state = self.journal.done(&uid, &dir)?;
                 self.log_state(&uid, state, &format!("outputs in {}", dir.display()));
                 self.reporter.study_finished(&uid, "done", Some(&dir));
+                if let Some(e) = entry {
+                    self.reporter.files("ingested", e.files.len() as u64);
+                    self.reporter.study_latency(queue::now() - e.created);
+                }
             }
             Err((ErrorClass::BadInput, reason)) => {
                 let files: Vec<PathBuf> =
@@ -995,6 +1050,7 @@ impl Daemon<'_> {
                 let state = self.journal.failed(&uid, &reason, retry)?;
                 match retry {
                     Some(s) if state == StudyState::Ready => {
+                        self.reporter.retried();
                         self.log_state(&uid, state, &format!("attempt {attempts} failed, retry in {s:.0} s: {reason}"))
                     }
                     _ => {
@@ -1040,6 +1096,7 @@ impl Daemon<'_> {
             Ok(c) => c,
             Err(e) => {
                 tracing::error!("reload: the configuration has errors, keeping the running one:\n{e}");
+                self.reporter.config_reloaded(false);
                 return;
             }
         };
@@ -1069,6 +1126,7 @@ impl Daemon<'_> {
         self.last_disk_check = None;
         self.last_retention = None;
         self.check_disk();
+        self.reporter.config_reloaded(true);
         tracing::info!("configuration reloaded");
     }
 }

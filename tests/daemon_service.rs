@@ -73,6 +73,29 @@ impl Reporter for Recorder {
     fn model_loaded(&self, m: &service::ModelSummary) {
         self.push(format!("model {} {} {:?}", m.name, m.sha256.len(), m.providers));
     }
+    fn starts(&self, total: u64) {
+        self.push(format!("starts {total}"));
+    }
+    fn study_ages(&self, waiting: Option<f64>, running: Option<f64>) {
+        if let Some(w) = waiting {
+            assert!(w >= 0.0);
+            self.push("age waiting".into());
+        }
+        if let Some(r) = running {
+            assert!(r >= 0.0);
+            self.push("age running".into());
+        }
+    }
+    fn config_reloaded(&self, ok: bool) {
+        self.push(format!("reloaded {ok}"));
+    }
+    fn files(&self, result: &str, count: u64) {
+        self.push(format!("files {result} {count}"));
+    }
+    fn study_latency(&self, seconds: f64) {
+        assert!(seconds > 0.0);
+        self.push("latency".into());
+    }
 }
 
 fn entry_state(d: &Deployment, uid: &str) -> Option<StudyState> {
@@ -103,9 +126,19 @@ fn service_reports_commands_and_quarantine() {
     let ready_at = rec.position("notify ready").expect("ready");
     let finished_at = rec.position(&format!("finished {a} done {}", d.out.join(&a).display())).expect("finished");
     assert!(ready_at < finished_at, "READY before any work");
-    for want in
-        ["state starting", "state idle", "state running", "current ", "stage inference", "disk output", "disk state"]
-    {
+    for want in [
+        "state starting",
+        "state idle",
+        "state running",
+        "current ",
+        "stage inference",
+        "disk output",
+        "disk state",
+        "disk export",
+        "starts 1",
+        "age running",
+        "latency",
+    ] {
         assert!(rec.has(want), "{want} missing: {:?}", rec.calls());
     }
     assert!(
@@ -155,6 +188,21 @@ fn service_reports_commands_and_quarantine() {
     });
     assert!(reported.is_some(), "{:?}", rec.calls());
     assert!(!d.out.join(&bad).exists(), "no output for a quarantined study");
+    // Files: those of the studies done went in, the quarantined study's were refused.
+    let ingested = |c: &String| c.strip_prefix("files ingested ").and_then(|n| n.parse::<u64>().ok());
+    assert!(
+        rec.calls().iter().filter_map(ingested).all(|n| n > 0) && rec.calls().iter().any(|c| ingested(c).is_some())
+    );
+    assert!(rec.has(&format!("files refused {}", before.len())), "{:?}", rec.calls());
+
+    // A reload of a broken file is refused (and reported); the running configuration stays.
+    d.write_config("pair_wait_seconds = -3\n");
+    tx.send(Command::ReloadConfig).expect("send");
+    assert!(
+        wait_for(Duration::from_secs(10), || rec.has("reloaded false").then_some(())).is_some(),
+        "{:?}",
+        rec.calls()
+    );
 
     // Disk guard through a reload: a threshold above the free space pauses intake.
     d.write_config("pair_wait_seconds = 0\n[disk]\nmin_free_mb = 100000000\n");
@@ -165,9 +213,20 @@ fn service_reports_commands_and_quarantine() {
         rec.calls()
     );
     assert!(rec.has("ready true true false"));
+    assert!(rec.has("reloaded true"), "{:?}", rec.calls());
 
     control.stop.store(true, Ordering::SeqCst);
     let r = daemon.join().expect("thread");
     assert!(r.is_ok(), "{r:?}");
     assert!(rec.has("notify stopping") && rec.has("state stopping"));
+
+    // A second start counts on from the journal (a crash loop shows in monitoring).
+    let rec2 = Recorder::default();
+    let control2 = Control::default();
+    let (_tx2, rx2) = std::sync::mpsc::channel();
+    let (config, r2, c2) = (d.config.clone(), rec2.clone(), control2.clone());
+    let again = std::thread::spawn(move || service::run(&config, &r2, &c2, &rx2));
+    assert!(wait_for(Duration::from_secs(60), || rec2.has("starts 2").then_some(())).is_some(), "{:?}", rec2.calls());
+    control2.stop.store(true, Ordering::SeqCst);
+    assert!(again.join().expect("thread").is_ok());
 }

@@ -137,8 +137,10 @@ fn live_scrape_passes_promtool_check_metrics() {
         "edgeseg_stage_duration_seconds_bucket{stage=\"inference\",le=\"1200\"} 1",
         "edgeseg_disk_free_bytes{folder=\"output\",path=\"/var/lib/edgeseg/results\"} 123456789000",
         "edgeseg_disk_free_bytes{folder=\"export\",path=\"/srv/scanner-export\"} 42",
-        "edgeseg_up 1",
         "edgeseg_ready 0",
+        "edgeseg_config_reload_success 1",
+        "edgeseg_files_total{result=\"ingested\"} 0",
+        "edgeseg_files_total{result=\"refused\"} 0",
     ] {
         assert!(body.lines().any(|l| l == line), "missing {line:?} in\n{body}");
     }
@@ -300,9 +302,28 @@ fn dashboard_and_docs_match_the_exported_metrics() {
     assert!(exprs.len() >= 10, "{exprs:?}");
     let mut used = BTreeSet::new();
     for e in &exprs {
-        let names = metric_names_in(e);
-        assert!(!names.is_empty(), "expr without an edgeseg metric: {e}");
+        let mut names = metric_names_in(e);
+        // Prometheus' own `up` for the target, and the process collector's families.
+        for other in known.iter().filter(|k| k.starts_with("process_")) {
+            if e.contains(other.as_str()) {
+                names.insert(other.clone());
+            }
+        }
+        assert!(!names.is_empty() || e.starts_with("up{job=\"edgeseg\""), "expr without an edgeseg metric: {e}");
         used.extend(names);
+    }
+    // A dead daemon must show: the Up panel reads Prometheus' `up`, not a
+    // gauge the daemon itself exports (which vanishes with it, last value 1).
+    assert!(exprs.iter().any(|e| e.starts_with("up{job=\"edgeseg\"")), "no panel on Prometheus' up: {exprs:?}");
+    assert!(!known.contains("edgeseg_up"), "edgeseg_up is gone: Prometheus has up");
+    // "Since last success" must not show the time since 1970 on a new box.
+    for e in exprs.iter().filter(|e| e.contains("time() - edgeseg_last_success_timestamp_seconds")) {
+        assert!(e.contains("edgeseg_last_success_timestamp_seconds{instance=~\"$instance\"} > 0"), "{e}");
+    }
+    // Every stat panel colours its value.
+    for p in panels.iter().filter(|p| p["type"] == "stat") {
+        let steps = p["fieldConfig"]["defaults"]["thresholds"]["steps"].as_array().map(Vec::len).unwrap_or(0);
+        assert!(steps >= 1, "stat panel {} has no thresholds", p["title"]);
     }
     let unknown: Vec<_> = used.difference(&known).collect();
     assert!(unknown.is_empty(), "dashboard uses metrics the daemon does not export: {unknown:?}");
@@ -311,6 +332,12 @@ fn dashboard_and_docs_match_the_exported_metrics() {
         "edgeseg_stage_duration_seconds",
         "edgeseg_queue_depth",
         "edgeseg_gpu_memory_used_bytes",
+        "edgeseg_starts_total",
+        "edgeseg_oldest_waiting_study_age_seconds",
+        "edgeseg_running_study_age_seconds",
+        "edgeseg_config_reload_success",
+        "edgeseg_study_latency_seconds",
+        "process_resident_memory_bytes",
     ] {
         assert!(used.contains(must), "dashboard lacks {must}");
     }

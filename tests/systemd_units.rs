@@ -172,3 +172,30 @@ fn check_config_reports_every_error_with_place() {
     let o = edgeseg(&["check-config", "/nonexistent/edgeseg.toml"]);
     assert_eq!(o.status.code(), Some(1));
 }
+
+/// `systemctl reload` runs the ExecReload= lines in order and fails at the
+/// first that fails: check-config on the file the daemon runs with comes
+/// first, so a broken file fails the reload (and never reaches the daemon).
+#[test]
+fn reload_checks_the_configuration_before_signalling() {
+    let unit = std::fs::read_to_string(root().join("systemd/edgeseg.service")).expect("unit");
+    let value = |key: &str| -> Vec<String> {
+        unit.lines().filter_map(|l| l.strip_prefix(key)).map(|v| v.trim().to_string()).collect()
+    };
+    let start = value("ExecStart=");
+    let config = start[0].rsplit(' ').next().expect("ExecStart names the configuration").to_string();
+    let reload = value("ExecReload=");
+    assert_eq!(reload.len(), 2, "{reload:?}");
+    assert_eq!(reload[0], format!("/usr/bin/edgeseg check-config {config}"), "{reload:?}");
+    assert!(reload[1].contains("kill -HUP $MAINPID"), "{reload:?}");
+
+    // The first line's command, run as systemd would: a broken file fails it.
+    let d = tempfile::tempdir().expect("tempdir");
+    let bad = d.path().join("edgeseg.toml");
+    std::fs::write(&bad, "[watch]\nfolders = [\"relative\"]\nsettle_seconds = -1\n").expect("write");
+    let o = edgeseg(&["check-config", s(&bad)]);
+    assert!(!o.status.success(), "check-config accepted a broken file: {}", text(&o).0);
+    let good = root().join("systemd/edgeseg.toml");
+    let o = edgeseg(&["check-config", s(&good)]);
+    assert!(o.status.success(), "the packaged configuration fails check-config: {:?}", text(&o));
+}

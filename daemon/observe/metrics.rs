@@ -1,5 +1,6 @@
-//! The Prometheus metrics: one registry of the daemon's own (no process
-//! collector), every family named `edgeseg_*` and documented in
+//! The Prometheus metrics: one registry of the daemon's own plus the
+//! prometheus crate's process collector (`process_*`: CPU seconds, resident
+//! memory, open file descriptors), every other family named `edgeseg_*` and documented in
 //! `docs/metrics.md`. Label values come from fixed sets (outcome, stage, state,
 //! folder role, readiness check), the configured paths, the model and build
 //! strings and the GPU index: never from a study.
@@ -54,8 +55,23 @@ pub(crate) struct Metrics {
     ready: IntGauge,
     ready_check: IntGaugeVec,
     dropped: IntCounter,
+    starts: IntCounter,
+    oldest_waiting: Gauge,
+    running_age: Gauge,
+    reload_success: IntGauge,
+    reload_time: Gauge,
+    retries: IntCounter,
+    files: IntCounterVec,
+    latency: prometheus::Histogram,
     pub gpu: GpuMetrics,
 }
+
+/// Arrival-to-result buckets, seconds: a minute to two days.
+pub(crate) const LATENCY_BUCKETS: [f64; 14] =
+    [60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0, 28800.0, 43200.0, 86400.0, 129600.0, 172800.0];
+
+/// The results a file can have (`edgeseg_files_total{result}`).
+pub const FILE_RESULTS: [&str; 2] = ["ingested", "refused"];
 
 // The metric names, help texts and label names below are constants, checked
 // by the observe tests: building them cannot fail at run time.
@@ -148,9 +164,43 @@ impl Metrics {
                 info.provider.as_str(),
             ])
             .set(1);
-        int_gauge(r, "edgeseg_up", "1 while the daemon process runs and serves metrics.").set(1);
         gauge(r, "edgeseg_start_time_seconds", "Start time of the daemon, seconds since the Unix epoch.")
             .set(start_time);
+        // CPU seconds, resident memory, open file descriptors of this process
+        // (Prometheus' own `up` says whether the daemon answers at all).
+        #[cfg(target_os = "linux")]
+        register(r, prometheus::process_collector::ProcessCollector::for_self());
+        let files = IntCounterVec::new(
+            Opts::new(
+                "edgeseg_files_total",
+                "Input files by result: ingested (part of a study done) or refused (unreadable, or in a quarantined study).",
+            ),
+            &["result"],
+        )
+        .expect("constant metric name");
+        register(r, files.clone());
+        for f in FILE_RESULTS {
+            files.with_label_values(&[f]);
+        }
+        let latency = prometheus::Histogram::with_opts(
+            HistogramOpts::new(
+                "edgeseg_study_latency_seconds",
+                "From a study's first file seen to its outputs written (arrival to result).",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+        )
+        .expect("constant metric name");
+        register(r, latency.clone());
+        let counter = |name: &str, help: &str| {
+            let c = IntCounter::new(name, help).expect("constant metric name");
+            register(r, c.clone());
+            c
+        };
+        let starts = counter(
+            "edgeseg_starts_total",
+            "Starts of the daemon recorded in its journal (survives restarts: a crash loop or watchdog restarts raise it).",
+        );
+        let retries = counter("edgeseg_retries_total", "Failed attempts scheduled to run again (transient errors).");
 
         Metrics {
             studies,
@@ -186,6 +236,38 @@ impl Metrics {
                 "Each readiness condition: 1 when it holds (model, watch, disk).",
                 &["check"],
             ),
+            starts,
+            retries,
+            files,
+            latency,
+            oldest_waiting: gauge(
+                r,
+                "edgeseg_oldest_waiting_study_age_seconds",
+                "Age of the oldest study waiting (seen or ready) since its first file was seen; 0 when none waits.",
+            ),
+            running_age: gauge(
+                r,
+                "edgeseg_running_study_age_seconds",
+                "How long the study running now has run; 0 when none runs.",
+            ),
+            reload_success: {
+                let g = int_gauge(
+                    r,
+                    "edgeseg_config_reload_success",
+                    "1 when the last configuration reload (SIGHUP or D-Bus) was applied, 0 when it was refused.",
+                );
+                g.set(1);
+                g
+            },
+            reload_time: {
+                let g = gauge(
+                    r,
+                    "edgeseg_config_last_reload_success_timestamp_seconds",
+                    "When the configuration was last loaded successfully (start or reload), seconds since the Unix epoch.",
+                );
+                g.set(start_time);
+                g
+            },
             dropped: {
                 let c = IntCounter::new(
                     "edgeseg_observe_dropped_events_total",
@@ -267,6 +349,39 @@ impl Metrics {
 
     pub fn dropped_event(&self) {
         self.dropped.inc();
+    }
+
+    pub fn set_starts(&self, total: u64) {
+        let have = self.starts.get();
+        if total > have {
+            self.starts.inc_by(total - have);
+        }
+    }
+
+    pub fn set_ages(&self, oldest_waiting: f64, running: f64) {
+        self.oldest_waiting.set(oldest_waiting.max(0.0));
+        self.running_age.set(running.max(0.0));
+    }
+
+    pub fn config_reloaded(&self, ok: bool, now: f64) {
+        self.reload_success.set(i64::from(ok));
+        if ok {
+            self.reload_time.set(now);
+        }
+    }
+
+    pub fn retried(&self) {
+        self.retries.inc();
+    }
+
+    pub fn files(&self, result: &str, count: u64) {
+        self.files.with_label_values(&[result]).inc_by(count);
+    }
+
+    pub fn study_latency(&self, seconds: f64) {
+        if seconds.is_finite() && seconds >= 0.0 {
+            self.latency.observe(seconds);
+        }
     }
 
     pub fn render(&self) -> String {

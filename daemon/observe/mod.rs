@@ -452,6 +452,40 @@ impl Observer {
         self.inner.metrics.disk_free(folder_role, &path.to_string_lossy(), bytes);
     }
 
+    /// Starts of the daemon recorded in its journal (`edgeseg_starts_total`).
+    pub fn set_starts(&self, total: u64) {
+        self.inner.metrics.set_starts(total);
+    }
+
+    /// Ages (seconds) of the oldest waiting study and of the running one.
+    pub fn set_study_ages(&self, oldest_waiting: Option<f64>, running: Option<f64>) {
+        self.inner.metrics.set_ages(oldest_waiting.unwrap_or(0.0), running.unwrap_or(0.0));
+    }
+
+    /// A configuration reload was applied (`true`) or refused.
+    pub fn config_reloaded(&self, ok: bool) {
+        self.inner.metrics.config_reloaded(ok, now_seconds());
+    }
+
+    /// A failed attempt will run again.
+    pub fn retried(&self) {
+        self.inner.metrics.retried();
+    }
+
+    /// Input files by result, one of [`metrics::FILE_RESULTS`] (others ignored, logged).
+    pub fn files(&self, result: &str, count: u64) {
+        if !metrics::FILE_RESULTS.contains(&result) {
+            tracing::warn!(result, "unknown file result: not counted");
+            return;
+        }
+        self.inner.metrics.files(result, count);
+    }
+
+    /// Seconds from a study's first file seen to its outputs written.
+    pub fn study_latency(&self, seconds: f64) {
+        self.inner.metrics.study_latency(seconds);
+    }
+
     /// Tells systemd the daemon is ready (`READY=1`). Call it once the model is
     /// loaded, the bus name owned and the watcher armed.
     pub fn notify_ready(&self) {
