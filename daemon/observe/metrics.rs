@@ -12,7 +12,7 @@ use prometheus::{
     Registry, TextEncoder,
 };
 
-use super::{BuildAndModelInfo, DaemonState, OUTCOMES, Readiness, STAGES};
+use super::{BuildAndModelInfo, DaemonState, EngineSummary, OUTCOMES, Readiness, STAGES};
 
 /// Stage duration buckets, seconds: a fast CPU stage (0.05 s) to a slow CPU
 /// inference of a whole-body PET/CT (an hour).
@@ -54,6 +54,10 @@ pub(crate) struct Metrics {
     ready: IntGauge,
     ready_check: IntGaugeVec,
     dropped: IntCounter,
+    model: IntGaugeVec,
+    fold_engine: IntGaugeVec,
+    postprocess_backend: IntGaugeVec,
+    postprocess_fallbacks: IntCounter,
     pub gpu: GpuMetrics,
 }
 
@@ -152,7 +156,33 @@ impl Metrics {
         gauge(r, "edgeseg_start_time_seconds", "Start time of the daemon, seconds since the Unix epoch.")
             .set(start_time);
 
+        let fold_engine = int_gauge_vec(
+            r,
+            "edgeseg_fold_engine_info",
+            "The engine each fold of the model got, as built: provider and precision (always 1; absent until the model is loaded).",
+            &["fold", "provider", "precision"],
+        );
+        let postprocess_backend = int_gauge_vec(
+            r,
+            "edgeseg_postprocess_backend_info",
+            "Where post-processing runs (cuda or cpu) as chosen at start (always 1; absent until the model is loaded).",
+            &["backend"],
+        );
+        let postprocess_fallbacks = {
+            let c = IntCounter::new(
+                "edgeseg_postprocess_cpu_fallbacks_total",
+                "Studies whose post-processing failed on CUDA and was done by the CPU twins.",
+            )
+            .expect("constant metric name");
+            register(r, c.clone());
+            c
+        };
+
         Metrics {
+            model,
+            fold_engine,
+            postprocess_backend,
+            postprocess_fallbacks,
             studies,
             stage,
             queue_depth: int_gauge(
@@ -267,6 +297,32 @@ impl Metrics {
 
     pub fn dropped_event(&self) {
         self.dropped.inc();
+    }
+
+    /// The engines as built: the model's `provider` label, one series per
+    /// fold, the post-processing backend.
+    pub fn set_engines(&self, info: &BuildAndModelInfo, e: &EngineSummary) {
+        self.model.reset();
+        self.model
+            .with_label_values(&[
+                info.model_name.as_str(),
+                info.model_version.as_str(),
+                info.model_sha256.as_str(),
+                e.provider.as_str(),
+            ])
+            .set(1);
+        self.fold_engine.reset();
+        for (fold, provider, precision) in &e.folds {
+            self.fold_engine.with_label_values(&[fold.to_string().as_str(), provider.as_str(), precision.as_str()]).set(1);
+        }
+        self.postprocess_backend.reset();
+        if !e.postprocess_backend.is_empty() {
+            self.postprocess_backend.with_label_values(&[e.postprocess_backend.as_str()]).set(1);
+        }
+    }
+
+    pub fn postprocess_fallback(&self) {
+        self.postprocess_fallbacks.inc();
     }
 
     pub fn render(&self) -> String {
