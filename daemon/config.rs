@@ -638,6 +638,20 @@ mod tests {
     }
 
     #[test]
+    fn gpu_postprocess_and_provider_are_parsed_once_into_their_choices() {
+        use crate::gpu::select::PostprocessChoice;
+        let (c, d) = check(Path::new("c.toml"), "[gpu]\npostprocess = \"cuda\"\n[model]\nprovider = \"tensorrt\"\n");
+        assert!(d.is_empty(), "{d:?}");
+        let c = c.expect("config");
+        assert_eq!(c.gpu.postprocess, PostprocessChoice::Cuda);
+        assert_eq!(c.model.provider, ProviderRequest::Tensorrt);
+        assert_eq!(Config::default().gpu.postprocess, PostprocessChoice::Auto);
+        let e = errs("[gpu]\npostprocess = \"gpu\"\n[model]\nprovider = \"npu\"\n");
+        assert!(e.iter().any(|m| m.starts_with("c.toml:2:15: [gpu] postprocess:") && m.contains("cuda")), "{e:?}");
+        assert!(e.iter().any(|m| m.starts_with("c.toml:4:12: [model] provider:") && m.contains("tensorrt")), "{e:?}");
+    }
+
+    #[test]
     fn capacities_are_enforced() {
         let folders: Vec<String> = (0..9).map(|i| format!("\"/e{i}\"")).collect();
         let e = errs(&format!("[watch]\nfolders = [{}]\n", folders.join(", ")));
