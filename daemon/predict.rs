@@ -273,13 +273,7 @@ pub fn compile(
 ) -> Result<bool> {
     let lib = library_path(onnxruntime)?;
     let opts = PredictOptions {
-        engine: EngineOptions {
-            provider,
-            require_gpu,
-            fp16,
-            trt_cache_dir: trt_cache,
-            ..EngineOptions::default()
-        },
+        engine: EngineOptions { provider, require_gpu, fp16, trt_cache_dir: trt_cache, ..EngineOptions::default() },
         ..PredictOptions::default()
     };
     let t = std::time::Instant::now();

@@ -263,7 +263,10 @@ struct Outcome {
 
 enum Msg {
     Model(Result<ModelSummary, ServiceError>),
-    Stage { uid: String, stage: String },
+    Stage {
+        uid: String,
+        stage: String,
+    },
     /// A CUDA post-processing step of this study ran on the CPU twins.
     PostFallback,
     Finished(Outcome),

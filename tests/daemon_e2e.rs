@@ -217,7 +217,11 @@ fn daemon_reports_engines_as_built_and_falls_back_to_the_cpu_twins() {
         ],
     );
     let props = String::from_utf8_lossy(&props.stdout).into_owned();
-    assert_eq!(props.lines().collect::<Vec<_>>(), ["s \"cpu\"", "a(uss) 1 0 \"cpu\" \"fp32\"", "s \"cuda\""], "{props}");
+    assert_eq!(
+        props.lines().collect::<Vec<_>>(),
+        ["s \"cpu\"", "a(uss) 1 0 \"cpu\" \"fp32\"", "s \"cuda\""],
+        "{props}"
+    );
     let o = Command::new(env!("CARGO_BIN_EXE_edgeseg")).args(["status", "--address", &bus.address]).output();
     let st = String::from_utf8_lossy(&o.expect("status").stdout).into_owned();
     assert!(st.contains("Provider:      cpu\n") && st.contains("Folds:         0 cpu fp32\n"), "{st}");

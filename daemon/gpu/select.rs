@@ -94,9 +94,9 @@ impl PostBackend {
         }
         match choice {
             PostprocessChoice::Cpu => Ok(Self::cpu()),
-            PostprocessChoice::Cuda => {
-                Backend::cuda().map(|backend| PostBackend { backend, simulated_failure: false }).map_err(SelectError::CudaUnavailable)
-            }
+            PostprocessChoice::Cuda => Backend::cuda()
+                .map(|backend| PostBackend { backend, simulated_failure: false })
+                .map_err(SelectError::CudaUnavailable),
             PostprocessChoice::Auto => match Backend::cuda() {
                 Ok(backend) => Ok(PostBackend { backend, simulated_failure: false }),
                 Err(e) => {

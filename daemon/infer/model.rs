@@ -262,7 +262,11 @@ impl ModelPackage {
         }
         let sha256 = hex(&whole.finalize());
         // One line per read: the daemon reads its package once per start.
-        tracing::info!("model package {} read, {} files checked against their sha256s", dir.display(), meta.files.len());
+        tracing::info!(
+            "model package {} read, {} files checked against their sha256s",
+            dir.display(),
+            meta.files.len()
+        );
         Ok(Self { dir: dir.to_path_buf(), meta, plans, config, dataset, sha256 })
     }
 

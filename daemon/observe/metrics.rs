@@ -313,7 +313,9 @@ impl Metrics {
             .set(1);
         self.fold_engine.reset();
         for (fold, provider, precision) in &e.folds {
-            self.fold_engine.with_label_values(&[fold.to_string().as_str(), provider.as_str(), precision.as_str()]).set(1);
+            self.fold_engine
+                .with_label_values(&[fold.to_string().as_str(), provider.as_str(), precision.as_str()])
+                .set(1);
         }
         self.postprocess_backend.reset();
         if !e.postprocess_backend.is_empty() {
