@@ -19,6 +19,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Deserializer, Serialize};
 
+use crate::infer::onnx::ProviderRequest;
+
 /// Most export folders watched at once.
 pub const MAX_WATCH_FOLDERS: usize = 8;
 /// Most temporary-file patterns.
@@ -89,6 +91,18 @@ pub struct Config {
     pub disk: DiskConfig,
     /// `[retention]`: what happens to inputs of done studies.
     pub retention: RetentionConfig,
+    /// `[gpu]`: where post-processing runs.
+    pub gpu: GpuConfig,
+}
+
+/// `[gpu]`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct GpuConfig {
+    /// Connected components and SUV thresholding: `auto` (CUDA when a device
+    /// is there and the kernels load, else the CPU), `cuda` (refuse to start
+    /// without it) or `cpu`.
+    pub postprocess: crate::gpu::select::PostprocessChoice,
 }
 
 /// How the export folders are watched.
@@ -165,8 +179,8 @@ pub struct ModelConfig {
     pub path: PathBuf,
     /// libonnxruntime.so (ORT_DYLIB_PATH overrides).
     pub onnxruntime: PathBuf,
-    /// auto, cpu, cuda or tensorrt.
-    pub provider: String,
+    /// auto, cpu, cuda or tensorrt (parsed here, once).
+    pub provider: ProviderRequest,
     /// Refuse to start without the GPU provider.
     pub require_gpu: bool,
     /// ONNX Runtime intra-op threads (0: its default).
@@ -184,7 +198,7 @@ impl Default for ModelConfig {
         Self {
             path: PathBuf::from("/usr/share/edgeseg/models/demo-petct"),
             onnxruntime: PathBuf::from("/usr/lib/edgeseg/libonnxruntime.so"),
-            provider: "auto".into(),
+            provider: ProviderRequest::Auto,
             require_gpu: false,
             threads: 0,
             batch_size: 2,
@@ -569,9 +583,6 @@ fn semantic_errors(c: &Config) -> Vec<(&'static str, &'static str, String)> {
         }
     }
     let m = &c.model;
-    if !["auto", "cpu", "cuda", "tensorrt"].contains(&m.provider.as_str()) {
-        out.push(("model", "provider", format!("{:?}: expected auto, cpu, cuda or tensorrt", m.provider)));
-    }
     if m.batch_size == 0 || m.batch_size > 64 {
         out.push(("model", "batch_size", format!("{}: must be 1 to 64", m.batch_size)));
     }
@@ -624,6 +635,20 @@ mod tests {
         assert!(e.iter().any(|m| m.starts_with("c.toml:4:10:")), "{e:?}");
         let e = errs("[model]\npath = \"rel\"\n");
         assert_eq!(e, vec!["c.toml:2:1: [model] path: rel: must be an absolute path".to_string()]);
+    }
+
+    #[test]
+    fn gpu_postprocess_and_provider_are_parsed_once_into_their_choices() {
+        use crate::gpu::select::PostprocessChoice;
+        let (c, d) = check(Path::new("c.toml"), "[gpu]\npostprocess = \"cuda\"\n[model]\nprovider = \"tensorrt\"\n");
+        assert!(d.is_empty(), "{d:?}");
+        let c = c.expect("config");
+        assert_eq!(c.gpu.postprocess, PostprocessChoice::Cuda);
+        assert_eq!(c.model.provider, ProviderRequest::Tensorrt);
+        assert_eq!(Config::default().gpu.postprocess, PostprocessChoice::Auto);
+        let e = errs("[gpu]\npostprocess = \"gpu\"\n[model]\nprovider = \"npu\"\n");
+        assert!(e.iter().any(|m| m.starts_with("c.toml:2:15: [gpu] postprocess:") && m.contains("cuda")), "{e:?}");
+        assert!(e.iter().any(|m| m.starts_with("c.toml:4:12: [model] provider:") && m.contains("tensorrt")), "{e:?}");
     }
 
     #[test]

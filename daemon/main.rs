@@ -105,9 +105,14 @@ enum Command {
         save_probabilities: bool,
         #[command(flatten)]
         engine: predict::EngineArgs,
-        /// Run post-processing kernels on the GPU (CUDA) when there is one.
-        #[arg(long)]
+        /// Run post-processing kernels on the GPU (CUDA) when there is one
+        /// (the same as --postprocess auto).
+        #[arg(long, conflicts_with = "postprocess")]
         gpu_post: bool,
+        /// Where post-processing runs: auto (CUDA when there is a device,
+        /// else the CPU), cuda (an error without one) or cpu.
+        #[arg(long, default_value = "cpu")]
+        postprocess: edgeseg::gpu::select::PostprocessChoice,
     },
     /// Build every fold's engine ahead of the first study (TensorRT engines are
     /// cached) and report which provider each fold got.
@@ -120,7 +125,7 @@ enum Command {
         onnxruntime: Option<PathBuf>,
         /// Execution provider: auto, cpu, cuda or tensorrt.
         #[arg(long, default_value = "auto")]
-        provider: String,
+        provider: edgeseg::infer::onnx::ProviderRequest,
         /// Fail instead of falling back to the CPU when the GPU provider is unavailable.
         #[arg(long)]
         require_gpu: bool,
@@ -209,6 +214,9 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Before any thread exists: ONNX Runtime must not record telemetry (nor
+    // create its device id and event database under ~/.cache) in any command.
+    edgeseg::sys::disable_onnxruntime_telemetry();
     let cli = Cli::parse();
     // The journal under systemd (JOURNAL_STREAM on stderr), stderr otherwise;
     // EDGESEG_LOG filters (default: info for the daemon, warn otherwise).
@@ -238,20 +246,28 @@ fn main() -> ExitCode {
             engine,
             batch_size,
         }),
-        Command::Process { input, model, out, folds, disable_tta, save_probabilities, engine, gpu_post } => {
-            predict::process(&predict::ProcessArgs {
-                input,
-                model,
-                out,
-                folds,
-                tta: !disable_tta,
-                save_probabilities,
-                engine,
-                gpu_post,
-            })
-        }
+        Command::Process {
+            input,
+            model,
+            out,
+            folds,
+            disable_tta,
+            save_probabilities,
+            engine,
+            gpu_post,
+            postprocess,
+        } => predict::process(&predict::ProcessArgs {
+            input,
+            model,
+            out,
+            folds,
+            tta: !disable_tta,
+            save_probabilities,
+            engine,
+            postprocess: if gpu_post { edgeseg::gpu::select::PostprocessChoice::Auto } else { postprocess },
+        }),
         Command::Compile { model, onnxruntime, provider, require_gpu, fp16, trt_cache } => {
-            predict::compile(&model, onnxruntime.as_deref(), &provider, require_gpu, fp16, trt_cache)
+            predict::compile(&model, onnxruntime.as_deref(), provider, require_gpu, fp16, trt_cache)
         }
         Command::Daemon { config } => daemon(&config),
         Command::CheckConfig { file } => check_config(&file),
@@ -324,11 +340,12 @@ fn daemon(config: &Path) -> Result<bool> {
         }
         anyhow::bail!("{}: {} configuration error(s)", config.display(), diags.len());
     };
+    // Read and checked once: the service builds the engines from this copy.
     let pkg = edgeseg::infer::model::ModelPackage::load(&cfg.model.path)
         .with_context(|| format!("model {}", cfg.model.path.display()))?;
-    let info =
-        BuildAndModelInfo::this_build(&pkg.meta.name, &pkg.meta.version, &pkg.sha256, cfg.model.provider.as_str());
-    drop(pkg);
+    // The provider is unknown ("") until the engines are built: the service
+    // then reports what each fold got, never the configured request.
+    let info = BuildAndModelInfo::this_build(&pkg.meta.name, &pkg.meta.version, &pkg.sha256, "");
     let obs = Observer::new(info);
     let http = observe::serve_http(cfg.metrics.listen, obs.clone())?;
     tracing::info!("metrics on http://{}/metrics", http.local_addr());
@@ -339,7 +356,7 @@ fn daemon(config: &Path) -> Result<bool> {
         edgeseg::config::Bus::Off => BusKind::Off,
     };
     let _dbus = observe::start_dbus(bus, obs.clone(), commands_tx.clone())?;
-    service::run(config, &obs, &control, &commands)?;
+    service::run_with_package(config, Some(pkg), &obs, &control, &commands)?;
     drop(http);
     Ok(true)
 }

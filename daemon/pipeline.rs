@@ -9,6 +9,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 use crate::export::{DicomInputs, csv, dicom_refs, mip, nifti, uid_file_stem};
+use crate::gpu::select::PostBackend;
 use crate::gpu::{Backend, GpuError};
 use crate::infer::{InferError, Predictor};
 use crate::ingest::suv::SuvMethod;
@@ -124,7 +125,7 @@ impl ModelInfo {
             configuration: pkg.meta.configuration.clone(),
             profile: pkg.meta.profile.clone(),
             clinical_use: pkg.meta.clinical_use,
-            providers: predictor.providers().into_iter().map(|(fold, p)| FoldProvider::new(fold, p)).collect(),
+            providers: predictor.providers().into_iter().map(|(fold, e)| FoldProvider::new(fold, e)).collect(),
         }
     }
 }
@@ -142,10 +143,9 @@ pub struct FoldProvider {
 }
 
 impl FoldProvider {
-    /// A fold on a provider, with the precision the provider name implies.
-    pub fn new(fold: u32, provider: &str) -> Self {
-        let precision = if provider.ends_with("-fp16") { "fp16" } else { "fp32" };
-        FoldProvider { fold, provider: provider.to_string(), precision }
+    /// A fold on the engine it got.
+    pub fn new(fold: u32, engine: crate::infer::onnx::Engine) -> Self {
+        FoldProvider { fold, provider: engine.label().to_string(), precision: engine.precision.as_str() }
     }
 }
 
@@ -226,8 +226,13 @@ pub struct Report {
     pub inputs: Vec<InputSeries>,
     /// The model.
     pub model: ModelInfo,
-    /// Where post-processing ran (cpu or cuda).
+    /// Where post-processing ran (cpu or cuda): the backend the results come
+    /// from, `cpu` when a CUDA step failed and the CPU twins did it.
     pub postprocessing_backend: String,
+    /// The CUDA error that sent post-processing to the CPU twins for this
+    /// study; absent when it ran where it was meant to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub postprocessing_fallback: Option<String>,
     /// The profile's rules, as applied.
     pub rules: Option<ProfileRules>,
     /// Lesion table (PET/CT profile).
@@ -428,7 +433,7 @@ impl LoadedStudy {
 /// Runs one study through load, inference and post-processing.
 pub fn run_study(
     predictor: &Predictor,
-    backend: &Backend,
+    backend: &PostBackend,
     index: &FolderIndex,
     study_uid: &str,
     probabilities: bool,
@@ -446,7 +451,7 @@ pub fn run_study(
 /// folder. `edgeseg process` and the daemon both call this.
 pub fn process_study(
     predictor: &Predictor,
-    backend: &Backend,
+    backend: &PostBackend,
     index: &FolderIndex,
     study_uid: &str,
     out: &Path,
@@ -461,7 +466,7 @@ pub fn process_study(
 /// Inference and post-processing of a loaded study.
 pub fn infer_study(
     predictor: &Predictor,
-    backend: &Backend,
+    backend: &PostBackend,
     loaded: LoadedStudy,
     probabilities: bool,
     mut progress: impl FnMut(&str),
@@ -508,13 +513,16 @@ pub fn infer_study(
     let pkg = &predictor.package;
     let mut labels = prediction.labels;
     let (mut lesions, mut table, mut patient, mut rules, mut suv) = (None, Vec::new(), None, None, None);
+    let mut post_run = crate::gpu::select::PostRun { backend: backend.name(), fallback: None };
     if pkg.meta.profile == "petct-total-tumour" {
         let pet_index = channels.iter().position(|c| c.modality == "PT").ok_or_else(|| PipelineError::NoInput {
             study_uid: study_uid.to_string(),
             reason: "the PET/CT profile needs a PT channel".into(),
         })?;
         let r = PetRules::default();
-        let result = pet::total_tumour(backend, &labels, &volumes[pet_index], &r)?;
+        let (result, ran) =
+            backend.run("lesion post-processing", |b| pet::total_tumour(b, &labels, &volumes[pet_index], &r))?;
+        post_run = ran;
         labels = result.classes;
         lesions = Some(Volume { geometry: target.clone(), data: result.lesions.data });
         table = result.table;
@@ -533,7 +541,8 @@ pub fn infer_study(
         reference_series_uid,
         inputs,
         model: ModelInfo::of(predictor),
-        postprocessing_backend: backend.name().into(),
+        postprocessing_backend: post_run.backend.into(),
+        postprocessing_fallback: post_run.fallback,
         rules,
         lesions: table,
         patient,
@@ -995,7 +1004,7 @@ pub fn ct_phases<'a>(
 /// holds both phases.
 fn run_screening(
     predictor: &Predictor,
-    backend: &Backend,
+    backend: &PostBackend,
     index: &FolderIndex,
     study_uid: &str,
     probabilities: bool,
@@ -1014,6 +1023,7 @@ fn run_screening(
     let mut inputs = Vec::new();
     let mut verdicts = [None, None];
     let mut runs = [None, None];
+    let mut post_run = crate::gpu::select::PostRun { backend: backend.name(), fallback: None };
     for (slot, (name, series)) in [("arterial", arterial), ("venous", venous)].into_iter().enumerate() {
         let Some(series) = series else { continue };
         progress(&format!("{name} phase: loading"));
@@ -1026,8 +1036,16 @@ fn run_screening(
         timings.inference += prediction.timings.inference_s;
         timings.export += prediction.timings.export_s;
         let t = Instant::now();
-        let mut labels = prediction.labels;
-        verdicts[slot] = Some(screening::screen_phase(backend, &mut labels, &rules)?);
+        let (verdict, ran) = backend.run("screening post-processing", |b| {
+            // On a copy: a step that fails half-way must leave the labels as the network gave them.
+            let mut labels = prediction.labels.clone();
+            screening::screen_phase(b, &mut labels, &rules).map(|v| (v, labels))
+        })?;
+        let (verdict, labels) = verdict;
+        if ran.fallback.is_some() || post_run.fallback.is_none() {
+            post_run = ran;
+        }
+        verdicts[slot] = Some(verdict);
         timings.postprocess += t.elapsed().as_secs_f64();
         inputs.push(InputSeries {
             channel: 0,
@@ -1063,7 +1081,8 @@ fn run_screening(
         reference_series_uid: sv.info.series_uid.clone(),
         inputs,
         model: ModelInfo::of(predictor),
-        postprocessing_backend: backend.name().into(),
+        postprocessing_backend: post_run.backend.into(),
+        postprocessing_fallback: post_run.fallback,
         rules: Some(ProfileRules::Screening(rules)),
         lesions: Vec::new(),
         patient: None,
@@ -1098,9 +1117,12 @@ mod tests {
     }
 
     #[test]
-    fn precision_follows_the_provider() {
-        assert_eq!(FoldProvider::new(0, "tensorrt-fp16").precision, "fp16");
-        assert_eq!(FoldProvider::new(1, "tensorrt").precision, "fp32");
-        assert_eq!(FoldProvider::new(2, "cpu").precision, "fp32");
+    fn precision_comes_from_the_engine() {
+        use crate::infer::onnx::{Engine, Precision, Provider};
+        let fp16 = FoldProvider::new(0, Engine { provider: Provider::Tensorrt, precision: Precision::Fp16 });
+        assert_eq!((fp16.provider.as_str(), fp16.precision), ("tensorrt-fp16", "fp16"));
+        let trt = FoldProvider::new(1, Engine::fp32(Provider::Tensorrt));
+        assert_eq!((trt.provider.as_str(), trt.precision), ("tensorrt", "fp32"));
+        assert_eq!(FoldProvider::new(2, Engine::fp32(Provider::Cpu)).precision, "fp32");
     }
 }

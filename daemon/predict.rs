@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use edgeseg::export::nifti;
+use edgeseg::gpu::select::PostprocessChoice;
 use edgeseg::infer::onnx::{EngineOptions, ProviderRequest, library_path};
 use edgeseg::infer::{PredictOptions, Predictor};
 use edgeseg::volume::Volume;
@@ -20,7 +21,7 @@ pub struct EngineArgs {
     pub onnxruntime: Option<PathBuf>,
     /// Execution provider: auto, cpu, cuda or tensorrt.
     #[arg(long, default_value = "cpu")]
-    pub provider: String,
+    pub provider: ProviderRequest,
     /// Fail instead of falling back to the CPU when the GPU provider is unavailable.
     #[arg(long)]
     pub require_gpu: bool,
@@ -34,7 +35,7 @@ impl EngineArgs {
     fn resolve(&self) -> Result<(PathBuf, EngineOptions)> {
         let lib = library_path(self.onnxruntime.as_deref())?;
         let opts = EngineOptions {
-            provider: provider(&self.provider)?,
+            provider: self.provider,
             require_gpu: self.require_gpu,
             threads: self.threads,
             ..EngineOptions::default()
@@ -54,16 +55,6 @@ pub struct Args {
     pub save_probabilities: bool,
     pub engine: EngineArgs,
     pub batch_size: usize,
-}
-
-pub fn provider(s: &str) -> Result<ProviderRequest> {
-    Ok(match s {
-        "auto" => ProviderRequest::Auto,
-        "cpu" => ProviderRequest::Cpu,
-        "cuda" => ProviderRequest::Cuda,
-        "tensorrt" => ProviderRequest::Tensorrt,
-        other => bail!("--provider {other}: expected auto, cpu, cuda or tensorrt"),
-    })
 }
 
 /// CASE → channel files, from names CASE_XXXX<ending>.
@@ -218,12 +209,12 @@ pub struct ProcessArgs {
     pub tta: bool,
     pub save_probabilities: bool,
     pub engine: EngineArgs,
-    pub gpu_post: bool,
+    pub postprocess: PostprocessChoice,
 }
 
 /// `edgeseg process`: every study of a DICOM folder through the pipeline.
 pub fn process(a: &ProcessArgs) -> Result<bool> {
-    use edgeseg::gpu::Backend;
+    use edgeseg::gpu::select::PostBackend;
     use edgeseg::pipeline;
     let (lib, engine) = a.engine.resolve()?;
     let opts = PredictOptions { folds: a.folds.clone(), tta: a.tta, engine, ..PredictOptions::default() };
@@ -232,7 +223,7 @@ pub fn process(a: &ProcessArgs) -> Result<bool> {
     if !a.input.is_dir() {
         bail!("{}: not a folder", a.input.display());
     }
-    let backend = if a.gpu_post { Backend::best() } else { Backend::Cpu };
+    let backend = PostBackend::select(a.postprocess)?;
     let index = edgeseg::ingest::index(&a.input);
     for e in &index.errors {
         eprintln!("edgeseg: skipped {e}");
@@ -275,20 +266,14 @@ pub fn process(a: &ProcessArgs) -> Result<bool> {
 pub fn compile(
     model: &Path,
     onnxruntime: Option<&Path>,
-    provider_name: &str,
+    provider: ProviderRequest,
     require_gpu: bool,
     fp16: bool,
     trt_cache: Option<PathBuf>,
 ) -> Result<bool> {
     let lib = library_path(onnxruntime)?;
     let opts = PredictOptions {
-        engine: EngineOptions {
-            provider: provider(provider_name)?,
-            require_gpu,
-            fp16,
-            trt_cache_dir: trt_cache,
-            ..EngineOptions::default()
-        },
+        engine: EngineOptions { provider, require_gpu, fp16, trt_cache_dir: trt_cache, ..EngineOptions::default() },
         ..PredictOptions::default()
     };
     let t = std::time::Instant::now();
@@ -299,8 +284,8 @@ pub fn compile(
         "model {} {} (sha256 {})",
         predictor.package.meta.name, predictor.package.meta.version, predictor.package.sha256
     );
-    for (fold, p) in predictor.providers() {
-        println!("fold {fold}: {p}");
+    for (fold, e) in predictor.providers() {
+        println!("fold {fold}: {}", e.label());
     }
     println!("ready in {:.1} s", t.elapsed().as_secs_f64());
     Ok(true)

@@ -29,9 +29,9 @@ use std::time::{Duration, Instant};
 use rayon::prelude::*;
 
 use crate::config::{self, Config, ConfigError, RetentionAction, UnpairedAction};
-use crate::gpu::Backend;
-use crate::infer::model::Channel;
-use crate::infer::onnx::{EngineOptions, ProviderRequest, library_path};
+use crate::gpu::select::PostBackend;
+use crate::infer::model::{Channel, ModelPackage};
+use crate::infer::onnx::{Engine, EngineOptions, ProviderRequest, library_path};
 use crate::infer::{InferError, PredictOptions, Predictor};
 use crate::ingest::{ErrorClass, FileError, FolderIndex, scan::read_header};
 use crate::pipeline::{self, LoadedStudy, PipelineError, StageTimings};
@@ -71,9 +71,12 @@ pub trait Reporter {
     fn notify_watchdog(&self);
     /// Shutdown has begun.
     fn notify_stopping(&self);
-    /// The model is loaded (name, sha256, provider per fold: D-Bus
-    /// properties, the `_info` metric). Default: nothing.
+    /// The model is loaded (name, sha256, the engine each fold got, where
+    /// post-processing runs: D-Bus properties, the `_info` metrics). Default: nothing.
     fn model_loaded(&self, _model: &ModelSummary) {}
+    /// A CUDA post-processing step failed and the CPU twins did it for one
+    /// study. Default: nothing.
+    fn postprocess_fallback(&self) {}
     /// When the last study was done (Unix seconds), from the journal at
     /// start, so "no success in 24 h" survives a restart. Default: nothing.
     fn last_success(&self, _unix_seconds: f64) {}
@@ -152,6 +155,14 @@ impl Reporter for crate::observe::Observer {
     fn study_latency(&self, seconds: f64) {
         crate::observe::Observer::study_latency(self, seconds);
     }
+    fn model_loaded(&self, m: &ModelSummary) {
+        let folds: Vec<(u32, &str, &str)> =
+            m.engines.iter().map(|(f, e)| (*f, e.provider.as_str(), e.precision.as_str())).collect();
+        crate::observe::Observer::set_engines(self, &folds, m.postprocess_backend);
+    }
+    fn postprocess_fallback(&self) {
+        crate::observe::Observer::postprocess_fallback(self);
+    }
 }
 
 /// A [`Reporter`] that only logs (until the observability module reports).
@@ -197,6 +208,9 @@ pub enum ServiceError {
         /// Why.
         source: InferError,
     },
+    /// `[gpu] postprocess = "cuda"` on a machine where CUDA cannot run.
+    #[error("[gpu] {0}")]
+    Gpu(#[from] crate::gpu::select::SelectError),
     /// A folder the daemon needs.
     #[error("{path}: {source}")]
     Io {
@@ -266,8 +280,12 @@ pub struct ModelSummary {
     pub channels: Vec<Channel>,
     /// Task profile (model.toml).
     pub profile: String,
-    /// Provider per fold.
+    /// Provider per fold, as report.json names it (`tensorrt-fp16` for an FP16 engine).
     pub providers: Vec<(u32, String)>,
+    /// The engine (provider and precision) each fold got.
+    pub engines: Vec<(u32, Engine)>,
+    /// Where post-processing runs: `cpu` or `cuda`.
+    pub postprocess_backend: &'static str,
 }
 
 /// A study's end, as reported to the main loop.
@@ -277,8 +295,13 @@ struct Outcome {
 }
 
 enum Msg {
-    Model(Result<ModelSummary, String>),
-    Stage { uid: String, stage: String },
+    Model(Result<ModelSummary, ServiceError>),
+    Stage {
+        uid: String,
+        stage: String,
+    },
+    /// A CUDA post-processing step of this study ran on the CPU twins.
+    PostFallback,
     Finished(Outcome),
 }
 
@@ -304,12 +327,7 @@ pub fn index_files(files: &[PathBuf]) -> FolderIndex {
 }
 
 fn engine_options(c: &config::ModelConfig, force_cpu: bool) -> EngineOptions {
-    let provider = match (force_cpu, c.provider.as_str()) {
-        (true, _) | (_, "cpu") => ProviderRequest::Cpu,
-        (_, "cuda") => ProviderRequest::Cuda,
-        (_, "tensorrt") => ProviderRequest::Tensorrt,
-        _ => ProviderRequest::Auto,
-    };
+    let provider = if force_cpu { ProviderRequest::Cpu } else { c.provider };
     EngineOptions { provider, require_gpu: c.require_gpu && !force_cpu, threads: c.threads, ..EngineOptions::default() }
 }
 
@@ -319,40 +337,61 @@ fn predict_options(c: &config::ModelConfig, state: &Path, force_cpu: bool) -> Pr
     PredictOptions { batch_size: c.batch_size, tta: c.tta, engine, ..PredictOptions::default() }
 }
 
-/// The GPU worker: loads the model, then runs jobs until its channel closes.
-fn gpu_worker(model: config::ModelConfig, state: PathBuf, jobs: Receiver<GpuJob>, msgs: Sender<Msg>) {
+/// The GPU worker: builds the engines of the package the service read, then
+/// runs jobs until its channel closes.
+fn gpu_worker(
+    model: config::ModelConfig,
+    gpu: config::GpuConfig,
+    package: ModelPackage,
+    state: PathBuf,
+    jobs: Receiver<GpuJob>,
+    msgs: Sender<Msg>,
+) {
+    let model_err = |source: InferError| ServiceError::Model { path: model.path.clone(), source };
     let lib = match library_path(Some(&model.onnxruntime)) {
         Ok(l) => l,
         Err(e) => {
-            let _ = msgs.send(Msg::Model(Err(e.to_string())));
+            let _ = msgs.send(Msg::Model(Err(model_err(e))));
             return;
         }
     };
-    let predictor = match Predictor::new(&model.path, &lib, predict_options(&model, &state, false)) {
+    // The CPU predictor of an out-of-memory retry is built from this copy,
+    // so the package is never read again.
+    let spare = package.clone();
+    let predictor = match Predictor::from_package(package, &lib, predict_options(&model, &state, false)) {
         Ok(p) => p,
         Err(e) => {
-            let _ = msgs.send(Msg::Model(Err(format!("{}: {e}", model.path.display()))));
+            let _ = msgs.send(Msg::Model(Err(model_err(e))));
             return;
         }
     };
+    let backend = match PostBackend::select(gpu.postprocess) {
+        Ok(b) => b,
+        Err(e) => {
+            let _ = msgs.send(Msg::Model(Err(e.into())));
+            return;
+        }
+    };
+    let engines = predictor.providers();
     let summary = ModelSummary {
         name: predictor.package.meta.name.clone(),
         version: predictor.package.meta.version.clone(),
         sha256: predictor.package.sha256.clone(),
         channels: predictor.package.meta.channels.clone(),
         profile: predictor.package.meta.profile.clone(),
-        providers: predictor.providers().into_iter().map(|(f, p)| (f, p.to_string())).collect(),
+        providers: engines.iter().map(|(f, e)| (*f, e.label().to_string())).collect(),
+        engines,
+        postprocess_backend: backend.name(),
     };
     if msgs.send(Msg::Model(Ok(summary))).is_err() {
         return;
     }
-    let backend = Backend::Cpu;
     let mut cpu_predictor: Option<Predictor> = None;
     while let Ok(job) = jobs.recv() {
         let uid = job.loaded.study_uid.clone();
         let p = if job.force_cpu {
             if cpu_predictor.is_none() {
-                match Predictor::new(&model.path, &lib, predict_options(&model, &state, true)) {
+                match Predictor::from_package(spare.clone(), &lib, predict_options(&model, &state, true)) {
                     Ok(p) => cpu_predictor = Some(p),
                     Err(e) => {
                         let _ = msgs.send(Msg::Finished(err_outcome(&uid, &PipelineError::Infer(e))));
@@ -368,6 +407,9 @@ fn gpu_worker(model: config::ModelConfig, state: PathBuf, jobs: Receiver<GpuJob>
             let _ = msgs.send(Msg::Stage { uid: uid.clone(), stage: stage.to_string() });
         })
         .and_then(|mut r| {
+            if r.report.postprocessing_fallback.is_some() {
+                let _ = msgs.send(Msg::PostFallback);
+            }
             let _ = msgs.send(Msg::Stage { uid: uid.clone(), stage: "writing".into() });
             pipeline::write_study(&job.out, &mut r).map(|d| (d, r))
         });
@@ -384,20 +426,15 @@ fn gpu_worker(model: config::ModelConfig, state: PathBuf, jobs: Receiver<GpuJob>
 /// The loader: headers and series of the next study and nnU-Net's
 /// preprocessing of them, on the CPU while the GPU worker runs the current
 /// study; then hands it over (a rendezvous channel: at most one study waits).
-fn loader(model: PathBuf, summary: ModelSummary, jobs: Receiver<LoadJob>, gpu: SyncSender<GpuJob>, msgs: Sender<Msg>) {
-    // The plans only (no networks): for preprocessing. Without it the GPU
-    // worker preprocesses, as `edgeseg process` does.
-    let package = match crate::infer::model::ModelPackage::load(&model) {
-        Ok(p) if p.sha256 == summary.sha256 => Some(p),
-        Ok(_) => {
-            tracing::warn!("the model package changed on disk since it was loaded; preprocessing on the GPU worker");
-            None
-        }
-        Err(e) => {
-            tracing::warn!("{}: {e}; preprocessing on the GPU worker", model.display());
-            None
-        }
-    };
+fn loader(
+    package: ModelPackage,
+    summary: ModelSummary,
+    jobs: Receiver<LoadJob>,
+    gpu: SyncSender<GpuJob>,
+    msgs: Sender<Msg>,
+) {
+    // The plans (the package the service read once, no networks): for
+    // preprocessing, as the GPU worker's predictor would do it.
     let screening = summary.profile == pipeline::SCREENING_PROFILE;
     while let Ok(job) = jobs.recv() {
         let _ = msgs.send(Msg::Stage { uid: job.uid.clone(), stage: "loading series".into() });
@@ -408,10 +445,8 @@ fn loader(model: PathBuf, summary: ModelSummary, jobs: Receiver<LoadJob>, gpu: S
             Ok(LoadedStudy::deferred(&job.uid, index))
         } else {
             pipeline::load_study(&index, &job.uid, &summary.channels).and_then(|mut l| {
-                if let Some(p) = &package {
-                    let _ = msgs.send(Msg::Stage { uid: job.uid.clone(), stage: "preprocessing".into() });
-                    pipeline::prepare_study(p, &mut l)?;
-                }
+                let _ = msgs.send(Msg::Stage { uid: job.uid.clone(), stage: "preprocessing".into() });
+                pipeline::prepare_study(&package, &mut l)?;
                 Ok(l)
             })
         };
@@ -519,6 +554,20 @@ pub fn run(
     control: &Control,
     commands: &Receiver<Command>,
 ) -> Result<(), ServiceError> {
+    run_with_package(config_path, None, reporter, control, commands)
+}
+
+/// [`run`] with the model package already read (and its files checked
+/// against their sha256s) by the caller, as `edgeseg daemon` does for the
+/// observer's model identity: the package is read and hashed once per start.
+/// `None`: read here, from the configuration's `[model] path`.
+pub fn run_with_package(
+    config_path: &Path,
+    package: Option<ModelPackage>,
+    reporter: &dyn Reporter,
+    control: &Control,
+    commands: &Receiver<Command>,
+) -> Result<(), ServiceError> {
     reporter.set_state(DaemonState::Starting);
     reporter.set_status_line("starting: loading the model");
     let config = config::load(config_path)?;
@@ -558,13 +607,19 @@ pub fn run(
         }
     }
 
+    let package = match package {
+        Some(p) => p,
+        None => ModelPackage::load(&config.model.path)
+            .map_err(|e| ServiceError::Model { path: config.model.path.clone(), source: e.into() })?,
+    };
+    let loader_package = package.clone();
     let (msg_tx, msg_rx) = std::sync::mpsc::channel::<Msg>();
     let (gpu_tx, gpu_rx) = std::sync::mpsc::sync_channel::<GpuJob>(0);
-    let (model_cfg, state_dir) = (config.model.clone(), config.state.folder.clone());
+    let (model_cfg, gpu_cfg, state_dir) = (config.model.clone(), config.gpu.clone(), config.state.folder.clone());
     let worker_msgs = msg_tx.clone();
     let worker = std::thread::Builder::new()
         .name("edgeseg-gpu".into())
-        .spawn(move || gpu_worker(model_cfg, state_dir, gpu_rx, worker_msgs))
+        .spawn(move || gpu_worker(model_cfg, gpu_cfg, package, state_dir, gpu_rx, worker_msgs))
         .map_err(|e| ServiceError::Internal(format!("cannot start the GPU worker: {e}")))?;
     // Wait for the model (watchdog pings meanwhile: engine builds take minutes).
     let summary = loop {
@@ -575,9 +630,7 @@ pub fn run(
         }
         match msg_rx.recv_timeout(TICK) {
             Ok(Msg::Model(Ok(s))) => break s,
-            Ok(Msg::Model(Err(e))) => {
-                return Err(ServiceError::Model { path: config.model.path.clone(), source: InferError::Runtime(e) });
-            }
+            Ok(Msg::Model(Err(e))) => return Err(e),
             Ok(_) | Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => {
                 return Err(ServiceError::Internal("the GPU worker ended while loading the model".into()));
@@ -585,18 +638,23 @@ pub fn run(
         }
     };
     reporter.model_loaded(&summary);
+    let folds: Vec<String> = summary.providers.iter().map(|(f, p)| format!("fold {f} {p}")).collect();
     tracing::info!(
         model = %summary.name,
         sha256 = %summary.sha256,
-        providers = ?summary.providers,
-        "model loaded"
+        postprocess = summary.postprocess_backend,
+        "model loaded: {} {} ({}; post-processing on {})",
+        summary.name,
+        summary.version,
+        folds.join(", "),
+        summary.postprocess_backend
     );
     let (load_tx, load_rx) = std::sync::mpsc::channel::<LoadJob>();
-    let (loader_model, loader_summary) = (config.model.path.clone(), summary.clone());
+    let loader_summary = summary.clone();
     let loader_msgs = msg_tx.clone();
     let loader_thread = std::thread::Builder::new()
         .name("edgeseg-loader".into())
-        .spawn(move || loader(loader_model, loader_summary, load_rx, gpu_tx, loader_msgs))
+        .spawn(move || loader(loader_package, loader_summary, load_rx, gpu_tx, loader_msgs))
         .map_err(|e| ServiceError::Internal(format!("cannot start the loader: {e}")))?;
     drop(msg_tx);
 
@@ -1001,6 +1059,7 @@ impl Daemon<'_> {
     fn message(&mut self, m: Msg) -> Result<(), ServiceError> {
         match m {
             Msg::Model(_) => {}
+            Msg::PostFallback => self.reporter.postprocess_fallback(),
             Msg::Stage { uid, stage } => {
                 // The loader reports the study it reads ahead; the status names the GPU's.
                 if self.current.as_deref() == Some(uid.as_str()) {
@@ -1101,8 +1160,8 @@ impl Daemon<'_> {
             }
         };
         let old = &self.config;
-        if new.model != old.model || new.state != old.state {
-            tracing::warn!("reload: [model] and [state] changes take effect at the next restart");
+        if new.model != old.model || new.state != old.state || new.gpu != old.gpu {
+            tracing::warn!("reload: [model], [state] and [gpu] changes take effect at the next restart");
         }
         if new.metrics != old.metrics || new.dbus != old.dbus {
             tracing::warn!("reload: [metrics] and [dbus] changes take effect at the next restart");
@@ -1110,6 +1169,7 @@ impl Daemon<'_> {
         let mut applied = new.clone();
         applied.model = old.model.clone();
         applied.state = old.state.clone();
+        applied.gpu = old.gpu.clone();
         applied.metrics = old.metrics.clone();
         applied.dbus = old.dbus.clone();
         if applied.watch != old.watch {

@@ -1,5 +1,6 @@
-//! Operating-system calls the standard library does not offer. With the
-//! GPU launch module (later), the only places `unsafe` is allowed.
+//! Operating-system calls the standard library does not offer, and the one
+//! change to the process environment. With the GPU launch module, the only
+//! places `unsafe` is allowed.
 #![allow(unsafe_code)]
 
 /// Asks the kernel to back a large buffer with transparent huge pages before
@@ -44,4 +45,18 @@ pub fn free_bytes(path: &std::path::Path) -> std::io::Result<u64> {
     // The field types differ between targets (u32 on some 32-bit ones).
     #[allow(clippy::unnecessary_cast)]
     Ok((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
+}
+
+/// Sets `ORT_DISABLE_TELEMETRY=1` for ONNX Runtime, which reads it when its
+/// environment is created: without it the library writes a device id and an
+/// event database under `~/.cache/Microsoft/DeveloperTools/.onnxruntime/`
+/// before the API's DisableTelemetryEvents (called too, by
+/// `infer::onnx::environment`) could switch the events off. The binary calls
+/// this first thing in `main`, while it is the only thread; a program that
+/// embeds the library must do the same before it starts threads.
+pub fn disable_onnxruntime_telemetry() {
+    // SAFETY: called at the start of `main`, before any thread is spawned (the
+    // logger, D-Bus, HTTP and worker threads all start later), so no other
+    // thread can read or write the environment concurrently.
+    unsafe { std::env::set_var("ORT_DISABLE_TELEMETRY", "1") };
 }

@@ -157,3 +157,92 @@ fn daemon_runs_the_screening_profile_on_both_phases() {
     signal(&child, libc::SIGTERM);
     assert!(wait_exit(&mut child, Duration::from_secs(60)).is_some_and(|s| s.success()));
 }
+
+/// Issue 12, items 1, 3 and 4. `provider = "auto"` on a box without a GPU
+/// provider: D-Bus, `edgeseg status` and the metrics show what the fold got
+/// (`cpu`, fp32), never the configured `auto`; the model package is read and
+/// checked once per start. With the test hook's simulated CUDA backend
+/// (`EDGESEG_TEST_CUDA_POST_FAILS=1`, every step fails), `[gpu] postprocess =
+/// "auto"` runs post-processing "on CUDA", a study's post-processing falls
+/// back to the CPU twins: report.json names the backend used and why, the log
+/// says so, the counter counts it, and the study is done.
+#[test]
+fn daemon_reports_engines_as_built_and_falls_back_to_the_cpu_twins() {
+    let bus = PrivateBus::start();
+    let d = Deployment::new("[gpu]\npostprocess = \"auto\"\n");
+    let cfg = std::fs::read_to_string(&d.config)
+        .expect("config")
+        .replace("provider = \"cpu\"", "provider = \"auto\"")
+        .replace("bus = \"off\"", "bus = \"session\"");
+    assert!(cfg.contains("provider = \"auto\""), "{cfg}");
+    std::fs::write(&d.config, cfg).expect("config");
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(d.log()).expect("log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_edgeseg"))
+        .args(["daemon", "--config", s(&d.config)])
+        .env("EDGESEG_LOG", "info")
+        .env("DBUS_SESSION_BUS_ADDRESS", &bus.address)
+        .env(edgeseg::gpu::select::TEST_FAIL_ENV, "1")
+        .env_remove("JOURNAL_STREAM")
+        .env_remove("ORT_DYLIB_PATH")
+        .env_remove("NOTIFY_SOCKET")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("edgeseg daemon starts");
+    d.wait_watching();
+    let text = d.log_text();
+    let reads = text.lines().filter(|l| l.contains("model package ") && l.contains(" read, ")).count();
+    assert_eq!(reads, 1, "the package is read and hashed once per start:\n{text}");
+    assert!(text.contains("fold 0 cpu; post-processing on cuda"), "{text}");
+    let at = text.find("metrics on http://").expect("metrics address") + "metrics on http://".len();
+    let addr: std::net::SocketAddr = text[at..].split('/').next().and_then(|a| a.parse().ok()).expect("address");
+
+    let (_, _, body) = http(addr, "GET", "/metrics");
+    let has = |body: &str, line: &str| body.lines().any(|l| l == line);
+    assert!(body.lines().any(|l| l.starts_with("edgeseg_model_info{") && l.contains("provider=\"cpu\"")), "{body}");
+    assert!(!body.contains("provider=\"auto\""), "the configured provider is not what runs:\n{body}");
+    assert!(has(&body, "edgeseg_fold_engine_info{fold=\"0\",precision=\"fp32\",provider=\"cpu\"} 1"), "{body}");
+    assert!(has(&body, "edgeseg_postprocess_backend_info{backend=\"cuda\"} 1"), "{body}");
+    assert!(has(&body, "edgeseg_postprocess_cpu_fallbacks_total 0"), "{body}");
+    let props = busctl(
+        &bus,
+        &[
+            "get-property",
+            "org.edgeseg.Daemon1",
+            "/org/edgeseg/Daemon1",
+            "org.edgeseg.Daemon1",
+            "Provider",
+            "Folds",
+            "PostprocessBackend",
+        ],
+    );
+    let props = String::from_utf8_lossy(&props.stdout).into_owned();
+    assert_eq!(
+        props.lines().collect::<Vec<_>>(),
+        ["s \"cpu\"", "a(uss) 1 0 \"cpu\" \"fp32\"", "s \"cuda\""],
+        "{props}"
+    );
+    let o = Command::new(env!("CARGO_BIN_EXE_edgeseg")).args(["status", "--address", &bus.address]).output();
+    let st = String::from_utf8_lossy(&o.expect("status").stdout).into_owned();
+    assert!(st.contains("Provider:      cpu\n") && st.contains("Folds:         0 cpu fp32\n"), "{st}");
+    assert!(st.contains("Post-process:  cuda\n"), "{st}");
+
+    let (src, uid) = study(43);
+    export_study(&src, &d.export, "STUDY43", Duration::ZERO);
+    let done = wait_for(Duration::from_secs(120), || d.entry(&uid).filter(|e| e.state == StudyState::Done));
+    assert!(done.is_some(), "done with the CPU twins; log:\n{}", d.log_text());
+    assert_output_complete(&d.out, &uid);
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.out.join(&uid).join("report.json")).expect("report.json"))
+            .expect("json");
+    assert_eq!(report["postprocessing_backend"], "cpu", "the backend the results come from");
+    assert!(report["postprocessing_fallback"].as_str().is_some_and(|r| r.contains("simulated")), "{report}");
+    assert_eq!(report["model"]["providers"][0]["provider"], "cpu");
+    assert!(d.log_text().contains("running it on the CPU twins for this study"), "{}", d.log_text());
+    let counted = wait_for(Duration::from_secs(10), || {
+        has(&http(addr, "GET", "/metrics").2, "edgeseg_postprocess_cpu_fallbacks_total 1").then_some(())
+    });
+    assert!(counted.is_some(), "{}", http(addr, "GET", "/metrics").2);
+    signal(&child, libc::SIGTERM);
+    assert!(wait_exit(&mut child, Duration::from_secs(60)).is_some_and(|s| s.success()));
+}

@@ -230,3 +230,22 @@ fn service_reports_commands_and_quarantine() {
     control2.stop.store(true, Ordering::SeqCst);
     assert!(again.join().expect("thread").is_ok());
 }
+
+/// Issue 12, item 1: `[gpu] postprocess = "cuda"` where CUDA cannot run (a
+/// build without the `cuda` feature, or no device) refuses to start, naming
+/// the key and the way out, before READY; `auto` is the setting that falls
+/// back. (On a box where the CUDA kernels run, the daemon starts: nothing to check.)
+#[test]
+fn gpu_postprocess_cuda_without_cuda_refuses_to_start() {
+    if edgeseg::gpu::Backend::cuda().is_ok() {
+        return;
+    }
+    let d = Deployment::new("[gpu]\npostprocess = \"cuda\"\n");
+    let rec = Recorder::default();
+    let (_tx, rx) = std::sync::mpsc::channel();
+    let e = service::run(&d.config, &rec, &Control::default(), &rx).expect_err("refused");
+    let msg = e.to_string();
+    assert!(msg.contains("postprocess = \"cuda\"") && msg.contains("\"auto\""), "{msg}");
+    assert!(!msg.contains("NotCompiled") && !msg.contains("Cuda("), "no Rust debug text: {msg}");
+    assert!(!rec.has("notify ready") && !rec.has("model "), "{:?}", rec.calls());
+}

@@ -238,3 +238,98 @@ fn library_writer_with_classes_and_extreme_geometry_passes_dciodvfy() {
     let seg = String::from_utf8_lossy(&seg.stdout).into_owned();
     assert!(seg.contains("[10200004]") && seg.contains("[85756007]") && seg.contains("[108369006]"));
 }
+
+/// sRGB (0-255) of a RecommendedDisplayCIELabValue (PS3.3 C.10.7.1.1 scaling,
+/// CIELab with a D65 white point).
+fn lab_to_rgb(v: &[u16]) -> [u8; 3] {
+    let l = f64::from(v[0]) * 100.0 / 65535.0;
+    let a = f64::from(v[1]) * 255.0 / 65535.0 - 128.0;
+    let b = f64::from(v[2]) * 255.0 / 65535.0 - 128.0;
+    let fy = (l + 16.0) / 116.0;
+    let inv = |t: f64| if t > 6.0 / 29.0 { t * t * t } else { 3.0 * (6.0f64 / 29.0).powi(2) * (t - 4.0 / 29.0) };
+    let (x, y, z) = (0.95047 * inv(fy + a / 500.0), inv(fy), 1.08883 * inv(fy - b / 200.0));
+    let lin = [
+        3.2406 * x - 1.5372 * y - 0.4986 * z,
+        -0.9689 * x + 1.8758 * y + 0.0415 * z,
+        0.0557 * x - 0.2040 * y + 1.0570 * z,
+    ];
+    lin.map(|c| {
+        let c = c.clamp(0.0, 1.0);
+        let g = if c <= 0.0031308 { 12.92 * c } else { 1.055 * c.powf(1.0 / 2.4) - 0.055 };
+        (g * 255.0).round() as u8
+    })
+}
+
+/// Issue 12, item 2: one lesion palette for every output. Lesion n has the
+/// colour docs/report.md gives it in seg.dcm (CIELab back to sRGB), in
+/// rtstruct.dcm (ROIDisplayColor), and the colours of mip.png's outlines and
+/// numbers are exactly those of the study's lesions.
+#[test]
+fn lesion_colours_agree_in_seg_rtstruct_mip_and_the_docs() {
+    use dicom_dictionary_std::tags;
+    let p = phantom(&["--size", "small", "--vendor", "siemens", "--nuclide", "cu64", "--seed", "11"]);
+    let uid = truth(&p)["study_instance_uid"].as_str().expect("uid").to_string();
+    let (_out, dir, report) = process(&p.join("dicom"), &uid);
+    let lesions = report["lesions"].as_array().expect("lesions").len();
+    assert!(lesions >= 2, "a study with several lesions: {lesions}");
+    let docs = std::fs::read_to_string(crate::util::root().join("docs/report.md")).expect("docs/report.md");
+    let mut documented = std::collections::BTreeMap::new();
+    for line in docs.lines().filter(|l| l.starts_with("| ")) {
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        for pair in cells.windows(2) {
+            if let (Ok(n), Some(rgb)) = (pair[0].parse::<usize>(), pair[1].strip_prefix('(')) {
+                let v: Vec<u8> =
+                    rgb.split(')').next().unwrap_or("").split(',').filter_map(|c| c.trim().parse().ok()).collect();
+                if v.len() == 3 {
+                    documented.insert(n, [v[0], v[1], v[2]]);
+                }
+            }
+        }
+    }
+    assert_eq!(documented.len(), 12, "the palette table of docs/report.md: {documented:?}");
+    let want = |n: usize| documented[&((n - 1) % 12 + 1)];
+
+    let seg = dicom_object::open_file(dir.join("seg.dcm")).expect("seg.dcm");
+    let mut seg_colours = std::collections::BTreeMap::new();
+    for item in seg.element(tags::SEGMENT_SEQUENCE).expect("segments").items().expect("items") {
+        let label = item.element(tags::SEGMENT_LABEL).expect("label").to_str().expect("str").trim().to_string();
+        let lab: Vec<u16> =
+            item.element(tags::RECOMMENDED_DISPLAY_CIE_LAB_VALUE).expect("lab").to_multi_int().expect("us");
+        if let Some(n) = label.strip_prefix("Lesion ").and_then(|n| n.parse::<usize>().ok()) {
+            seg_colours.insert(n, lab_to_rgb(&lab));
+        }
+    }
+    let rt = dicom_object::open_file(dir.join("rtstruct.dcm")).expect("rtstruct.dcm");
+    let mut names = std::collections::BTreeMap::new();
+    for item in rt.element(tags::STRUCTURE_SET_ROI_SEQUENCE).expect("rois").items().expect("items") {
+        let number: i32 = item.element(tags::ROI_NUMBER).expect("number").to_int().expect("int");
+        names.insert(number, item.element(tags::ROI_NAME).expect("name").to_str().expect("str").trim().to_string());
+    }
+    let mut rt_colours = std::collections::BTreeMap::new();
+    for item in rt.element(tags::ROI_CONTOUR_SEQUENCE).expect("contours").items().expect("items") {
+        let number: i32 = item.element(tags::REFERENCED_ROI_NUMBER).expect("ref").to_int().expect("int");
+        let rgb: Vec<u8> = item.element(tags::ROI_DISPLAY_COLOR).expect("colour").to_multi_int().expect("is");
+        if let Some(n) = names[&number].strip_prefix("Lesion ").and_then(|n| n.parse::<usize>().ok()) {
+            rt_colours.insert(n, [rgb[0], rgb[1], rgb[2]]);
+        }
+    }
+    assert_eq!(seg_colours.len(), lesions, "{seg_colours:?}");
+    for n in 1..=lesions {
+        let (s, r, w) = (seg_colours[&n], rt_colours[&n], want(n));
+        assert!(s.iter().zip(&w).all(|(a, b)| a.abs_diff(*b) <= 2), "lesion {n}: seg.dcm {s:?}, docs {w:?}");
+        assert_eq!(r, w, "lesion {n}: rtstruct.dcm ROIDisplayColor");
+    }
+
+    let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(dir.join("mip.png")).expect("mip")));
+    let mut reader = decoder.read_info().expect("png");
+    let mut buf = vec![0; reader.output_buffer_size().expect("size")];
+    let info = reader.next_frame(&mut buf).expect("frame");
+    assert_eq!(info.color_type, png::ColorType::Rgb);
+    let drawn: std::collections::BTreeSet<[u8; 3]> = buf[..info.buffer_size()]
+        .chunks(3)
+        .map(|c| [c[0], c[1], c[2]])
+        .filter(|c| !(c[0] == c[1] && c[1] == c[2]))
+        .collect();
+    let expected: std::collections::BTreeSet<[u8; 3]> = (1..=lesions).map(want).collect();
+    assert_eq!(drawn, expected, "mip.png's outline colours are the lesions' palette colours");
+}

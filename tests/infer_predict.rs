@@ -187,3 +187,37 @@ fn prepared_case_gives_the_same_prediction_and_belongs_to_its_package() {
     let err = predictor.predict_prepared(foreign, false, |_, _| {}).err().expect("refused").to_string();
     assert!(err.contains("prepared for model package"), "{err}");
 }
+
+/// Issue 13, item 1: ONNX Runtime records no telemetry. With HOME in a
+/// temporary folder (and no XDG_CACHE_HOME or ORT_DISABLE_TELEMETRY from the
+/// caller), `predict` and `compile` leave no `.cache/Microsoft` folder, device
+/// id or `onnxruntime.db` behind; the library writes them when its
+/// environment is created unless telemetry is off.
+#[test]
+fn onnxruntime_records_no_telemetry() {
+    let pkg = package();
+    let lib = ort_lib();
+    let home = tempfile::tempdir().expect("tempdir");
+    let out = home.path().join("out");
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_edgeseg"))
+            .args(args)
+            .env("HOME", home.path())
+            .env_remove("XDG_CACHE_HOME")
+            .env_remove("ORT_DISABLE_TELEMETRY")
+            .output()
+            .expect("edgeseg runs")
+    };
+    let (input, model) = (pkg.join("input"), pkg.join("model"));
+    let o = run(&["predict", "-i", s(&input), "-o", s(&out), "-m", s(&model), "--onnxruntime", s(&lib)]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o).1);
+    let o = run(&["compile", "--model", s(&model), "--onnxruntime", s(&lib), "--provider", "cpu"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o).1);
+    let left: Vec<PathBuf> = walkdir::WalkDir::new(home.path())
+        .into_iter()
+        .filter_map(|e| e.ok())
+        .map(|e| e.into_path())
+        .filter(|p| !p.starts_with(&out) && p != home.path())
+        .collect();
+    assert!(left.is_empty(), "ONNX Runtime left files in HOME: {left:?}");
+}

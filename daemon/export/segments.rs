@@ -57,25 +57,12 @@ const CLASSES: &[(&str, Code, [u8; 3])] = &[
     ("lung", Code { value: "39607008", scheme: "SCT", meaning: "Lung" }, [197, 165, 145]),
 ];
 
-/// Lesion colours: distinct, saturated, none close to the organ colours.
-const LESION_COLOURS: [[u8; 3]; 10] = [
-    [230, 25, 75],
-    [60, 180, 75],
-    [0, 130, 200],
-    [245, 130, 48],
-    [145, 30, 180],
-    [70, 240, 240],
-    [240, 50, 230],
-    [210, 245, 60],
-    [255, 225, 25],
-    [0, 128, 128],
-];
-
-/// The display colour of a segment: lesion n takes the palette's
-/// ((n − 1) mod 10)th colour; a class its organ colour, or grey-blue.
+/// The display colour of a segment: lesion n takes the one lesion palette's
+/// colour (`palette::lesion_colour`, as in mip.png); a class its organ
+/// colour, or grey-blue.
 pub fn colour(kind: SegmentKind, class_name: &str) -> [u8; 3] {
     match kind {
-        SegmentKind::Lesion(n) => LESION_COLOURS[(n.max(1) as usize - 1) % LESION_COLOURS.len()],
+        SegmentKind::Lesion(n) => super::palette::lesion_colour(n),
         SegmentKind::Class(_) => class_entry(class_name).map(|c| c.2).unwrap_or([128, 174, 200]),
     }
 }

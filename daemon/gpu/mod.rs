@@ -22,6 +22,7 @@ pub mod check;
 pub mod cpu;
 #[cfg(feature = "cuda")]
 pub mod cuda;
+pub mod select;
 
 use serde::Serialize;
 

@@ -16,7 +16,7 @@ use serde::Serialize;
 
 use crate::volume::{Geometry, Volume};
 use model::ModelPackage;
-use onnx::{EngineOptions, OrtNetwork};
+use onnx::{Engine, EngineOptions, OrtNetwork};
 use preprocess::transpose;
 use resample::resample_channel;
 use sliding::{Network, WindowSettings};
@@ -95,7 +95,12 @@ pub struct Prediction {
 impl Predictor {
     /// Loads the package and builds one engine per fold.
     pub fn new(model_dir: &Path, ort_lib: &Path, opts: PredictOptions) -> Result<Self, InferError> {
-        let package = ModelPackage::load(model_dir)?;
+        Self::from_package(ModelPackage::load(model_dir)?, ort_lib, opts)
+    }
+
+    /// Builds one engine per fold of a package already read (and checked
+    /// against its sha256s), so a caller that needs the package too reads it once.
+    pub fn from_package(package: ModelPackage, ort_lib: &Path, opts: PredictOptions) -> Result<Self, InferError> {
         let folds = if opts.folds.is_empty() { package.meta.folds.clone() } else { opts.folds.clone() };
         let channels = package.meta.channels.len();
         let p = &package.config.patch_size;
@@ -127,9 +132,9 @@ impl Predictor {
         Ok(())
     }
 
-    /// Provider per fold.
-    pub fn providers(&self) -> Vec<(u32, &'static str)> {
-        self.nets.iter().map(|(f, n)| (*f, n.provider)).collect()
+    /// The engine (provider and precision) each fold got.
+    pub fn providers(&self) -> Vec<(u32, Engine)> {
+        self.nets.iter().map(|(f, n)| (*f, n.engine)).collect()
     }
 
     /// Predicts one case; `channels[c]` are the input volumes in channel order,

@@ -260,7 +260,14 @@ impl ModelPackage {
         if config.patch_size.len() != 3 || config.spacing.len() != 3 {
             return Err(invalid("only 3D configurations are supported".into()));
         }
-        Ok(Self { dir: dir.to_path_buf(), meta, plans, config, dataset, sha256: hex(&whole.finalize()) })
+        let sha256 = hex(&whole.finalize());
+        // One line per read: the daemon reads its package once per start.
+        tracing::info!(
+            "model package {} read, {} files checked against their sha256s",
+            dir.display(),
+            meta.files.len()
+        );
+        Ok(Self { dir: dir.to_path_buf(), meta, plans, config, dataset, sha256 })
     }
 
     /// Number of output classes (background included).

@@ -29,6 +29,107 @@ pub enum ProviderRequest {
     Tensorrt,
 }
 
+impl ProviderRequest {
+    /// `auto`, `cpu`, `cuda` or `tensorrt`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderRequest::Auto => "auto",
+            ProviderRequest::Cpu => "cpu",
+            ProviderRequest::Cuda => "cuda",
+            ProviderRequest::Tensorrt => "tensorrt",
+        }
+    }
+}
+
+/// The one parser of a provider name (the `--provider` flags; the
+/// configuration's `[model] provider` goes through serde's names, the same).
+impl std::str::FromStr for ProviderRequest {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(ProviderRequest::Auto),
+            "cpu" => Ok(ProviderRequest::Cpu),
+            "cuda" => Ok(ProviderRequest::Cuda),
+            "tensorrt" => Ok(ProviderRequest::Tensorrt),
+            other => Err(format!("{other:?}: expected auto, cpu, cuda or tensorrt")),
+        }
+    }
+}
+
+impl std::fmt::Display for ProviderRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The execution provider a session actually got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Provider {
+    /// ONNX Runtime's CPU provider.
+    Cpu,
+    /// CUDA.
+    Cuda,
+    /// TensorRT.
+    Tensorrt,
+}
+
+impl Provider {
+    /// `cpu`, `cuda` or `tensorrt`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Provider::Cpu => "cpu",
+            Provider::Cuda => "cuda",
+            Provider::Tensorrt => "tensorrt",
+        }
+    }
+}
+
+/// The arithmetic a session runs in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// 32-bit floats.
+    Fp32,
+    /// 16-bit floats (a TensorRT FP16 engine that agreed with FP32 on the probe tile).
+    Fp16,
+}
+
+impl Precision {
+    /// `fp32` or `fp16`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Precision::Fp32 => "fp32",
+            Precision::Fp16 => "fp16",
+        }
+    }
+}
+
+/// What one fold's session runs on: provider and precision, as built (not as asked).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Engine {
+    /// The provider.
+    pub provider: Provider,
+    /// The precision.
+    pub precision: Precision,
+}
+
+impl Engine {
+    /// FP32 on `provider`.
+    pub fn fp32(provider: Provider) -> Self {
+        Engine { provider, precision: Precision::Fp32 }
+    }
+
+    /// The name report.json and `edgeseg compile` show: `cpu`, `cuda`,
+    /// `tensorrt`, or `tensorrt-fp16` for an FP16 TensorRT engine.
+    pub fn label(self) -> &'static str {
+        match (self.provider, self.precision) {
+            (Provider::Tensorrt, Precision::Fp16) => "tensorrt-fp16",
+            (p, _) => p.as_str(),
+        }
+    }
+}
+
 /// Options for building engines.
 #[derive(Debug, Clone)]
 pub struct EngineOptions {
@@ -81,7 +182,18 @@ pub fn environment(lib: &Path) -> Result<&'static Environment, InferError> {
             return Err(format!("{}: ONNX Runtime library not found", lib.display()));
         }
         let builder = ort::init_from(lib).map_err(|e| format!("{}: cannot load ONNX Runtime: {e}", lib.display()))?;
-        builder.with_name("edgeseg").build().map(|env| (lib.to_path_buf(), env)).map_err(|e| e.to_string())
+        // Telemetry off: ONNX Runtime would record events (and a device id in
+        // ~/.cache/Microsoft/DeveloperTools/.onnxruntime/) otherwise. The
+        // binary also sets ORT_DISABLE_TELEMETRY before any thread starts
+        // (`sys::disable_onnxruntime_telemetry`), which keeps the library from
+        // creating that folder when the environment is created, before this
+        // call could switch the events off.
+        builder
+            .with_name("edgeseg")
+            .with_telemetry(false)
+            .build()
+            .map(|env| (lib.to_path_buf(), env))
+            .map_err(|e| e.to_string())
     });
     match r {
         Ok((loaded, env)) if loaded == lib => Ok(env),
@@ -100,8 +212,8 @@ pub struct OrtNetwork {
     input: String,
     output: String,
     shape_tail: Vec<i64>,
-    /// The provider the session got.
-    pub provider: &'static str,
+    /// The provider and precision the session got.
+    pub engine: Engine,
 }
 
 impl OrtNetwork {
@@ -120,15 +232,15 @@ impl OrtNetwork {
         if opts.threads > 0 {
             builder = builder.with_intra_threads(opts.threads).map_err(|e| err("threads", e.into()))?;
         }
-        let (builder, provider) = register_providers(builder, opts, model)?;
+        let (builder, engine) = register_providers(builder, opts, model)?;
         let mut builder = builder;
         let session = builder.commit_from_file(model).map_err(|e| err("cannot load the network", e))?;
         let input = session.inputs().first().map(|o| o.name().to_string()).unwrap_or_else(|| "input".into());
         let output = session.outputs().first().map(|o| o.name().to_string()).unwrap_or_else(|| "logits".into());
         let mut shape_tail = vec![channels as i64];
         shape_tail.extend(patch.iter().map(|&p| p as i64));
-        let net = Self { session: Mutex::new(session), input, output, shape_tail, provider };
-        if provider == "tensorrt-fp16" {
+        let net = Self { session: Mutex::new(session), input, output, shape_tail, engine };
+        if engine.precision == Precision::Fp16 {
             // Trust FP16 only where it agrees with FP32 on a probe tile.
             let fp32 =
                 Self::load(lib, model, channels, patch, classes, &EngineOptions { fp16: false, ..opts.clone() })?;
@@ -178,15 +290,11 @@ pub fn engine_cache_dir(cache: &Path, model: &Path, fp16: bool) -> PathBuf {
 }
 
 /// Registers the providers the request and this build allow; returns the
-/// builder and the provider name the session will run on.
-fn register_providers(
-    builder: Builder,
-    opts: &EngineOptions,
-    model: &Path,
-) -> Result<(Builder, &'static str), InferError> {
+/// builder and the engine the session will run on.
+fn register_providers(builder: Builder, opts: &EngineOptions, model: &Path) -> Result<(Builder, Engine), InferError> {
     let wants_gpu = !matches!(opts.provider, ProviderRequest::Cpu);
     if !wants_gpu {
-        return Ok((builder, "cpu"));
+        return Ok((builder, Engine::fp32(Provider::Cpu)));
     }
     match gpu::register(builder, opts, model) {
         Ok(r) => Ok(r),
@@ -196,7 +304,7 @@ fn register_providers(
                 Err(InferError::Runtime(format!("GPU provider not available: {reason}")))
             } else {
                 tracing::warn!("GPU provider not available ({reason}); falling back to the CPU");
-                Ok((builder, "cpu"))
+                Ok((builder, Engine::fp32(Provider::Cpu)))
             }
         }
     }
@@ -211,7 +319,7 @@ mod gpu {
         builder: Builder,
         opts: &EngineOptions,
         _model: &Path,
-    ) -> Result<(Builder, &'static str), Box<(Builder, String)>> {
+    ) -> Result<(Builder, Engine), Box<(Builder, String)>> {
         let what = if opts.provider == ProviderRequest::Tensorrt { "tensorrt" } else { "cuda" };
         Err(Box::new((
             builder,
@@ -231,7 +339,7 @@ mod gpu {
         mut builder: Builder,
         opts: &EngineOptions,
         model: &Path,
-    ) -> Result<(Builder, &'static str), Box<(Builder, String)>> {
+    ) -> Result<(Builder, Engine), Box<(Builder, String)>> {
         #[cfg(feature = "tensorrt")]
         if matches!(opts.provider, ProviderRequest::Tensorrt | ProviderRequest::Auto) {
             match ort::ep::TensorRT::is_available() {
@@ -250,7 +358,10 @@ mod gpu {
                         .with_timing_cache(true)
                         .with_timing_cache_path(cache.display().to_string());
                     match trt.register(&mut builder) {
-                        Ok(()) => return Ok((builder, if opts.fp16 { "tensorrt-fp16" } else { "tensorrt" })),
+                        Ok(()) => {
+                            let precision = if opts.fp16 { Precision::Fp16 } else { Precision::Fp32 };
+                            return Ok((builder, Engine { provider: Provider::Tensorrt, precision }));
+                        }
                         Err(e) if opts.provider == ProviderRequest::Tensorrt => {
                             return Err(Box::new((
                                 builder,
@@ -281,7 +392,7 @@ mod gpu {
             Ok(true) => {
                 let cuda = ort::ep::CUDA::default().with_device_id(opts.device_id);
                 match cuda.register(&mut builder) {
-                    Ok(()) => Ok((builder, "cuda")),
+                    Ok(()) => Ok((builder, Engine::fp32(Provider::Cuda))),
                     Err(e) => Err(Box::new((builder, format!("CUDA failed to register for {}: {e}", model.display())))),
                 }
             }

@@ -3,9 +3,10 @@
 //!
 //! - Properties: `State` (s), `Status` (s, the STATUS= line), `QueueDepth` (t),
 //!   `Quarantined` (t), `CurrentStudy` (s, empty when idle), `ModelName`,
-//!   `ModelVersion`, `ModelSha256`, `Provider`, `Version` (s, constant).
-//!   PropertiesChanged is emitted when State, Status, QueueDepth, Quarantined
-//!   or CurrentStudy change. docs/dbus.md is the operator's reference.
+//!   `ModelVersion`, `ModelSha256`, `Version` (s, constant), `Provider` (s),
+//!   `Folds` (a(uss): fold, provider, precision) and `PostprocessBackend` (s),
+//!   as built once the model is loaded. PropertiesChanged is emitted when
+//!   State, Status, QueueDepth, Quarantined, CurrentStudy or the engines change. docs/dbus.md is the operator's reference.
 //! - Methods: `Pause()`, `Resume()`, `Reprocess(s study_uid)`, `Enqueue(s
 //!   path)`, `ReloadConfig()`: each checks its argument and sends a
 //!   [`Command`] to the service loop; `org.freedesktop.DBus.Error.InvalidArgs`
@@ -194,6 +195,11 @@ fn event_loop(conn: &Connection, rx: &Receiver<DbusEvent>) {
                 DbusEvent::QueueDepth => d.queue_depth_changed(emitter).await,
                 DbusEvent::Quarantined => d.quarantined_changed(emitter).await,
                 DbusEvent::CurrentStudy => d.current_study_changed(emitter).await,
+                DbusEvent::Engines => {
+                    d.provider_changed(emitter).await?;
+                    d.folds_changed(emitter).await?;
+                    d.postprocess_backend_changed(emitter).await
+                }
                 DbusEvent::StudyFinished { study_uid, outcome, output_dir } => {
                     Daemon1::study_finished(emitter, study_uid, outcome, output_dir).await
                 }
@@ -316,10 +322,23 @@ impl Daemon1 {
         self.obs.info().model_sha256.clone()
     }
 
-    /// The execution provider: cpu, cuda or tensorrt.
-    #[zbus(property(emits_changed_signal = "const"))]
+    /// The execution provider the folds got: cpu, cuda or tensorrt, or the
+    /// distinct ones joined by `+` when folds differ.
+    #[zbus(property)]
     fn provider(&self) -> String {
-        self.obs.info().provider.clone()
+        self.obs.engines().provider
+    }
+
+    /// Per fold: (fold, provider, precision fp32 or fp16), as built.
+    #[zbus(property)]
+    fn folds(&self) -> Vec<(u32, String, String)> {
+        self.obs.engines().folds
+    }
+
+    /// Where post-processing runs: cuda or cpu (empty until the model is loaded).
+    #[zbus(property)]
+    fn postprocess_backend(&self) -> String {
+        self.obs.engines().postprocess_backend
     }
 
     /// The edgeseg version and git revision.

@@ -13,7 +13,7 @@ use prometheus::{
     Registry, TextEncoder,
 };
 
-use super::{BuildAndModelInfo, DaemonState, OUTCOMES, Readiness, STAGES};
+use super::{BuildAndModelInfo, DaemonState, EngineSummary, OUTCOMES, Readiness, STAGES};
 
 /// Stage duration buckets, seconds: a fast CPU stage (0.05 s) to a slow CPU
 /// inference of a whole-body PET/CT (an hour).
@@ -63,6 +63,10 @@ pub(crate) struct Metrics {
     retries: IntCounter,
     files: IntCounterVec,
     latency: prometheus::Histogram,
+    model: IntGaugeVec,
+    fold_engine: IntGaugeVec,
+    postprocess_backend: IntGaugeVec,
+    postprocess_fallbacks: IntCounter,
     pub gpu: GpuMetrics,
 }
 
@@ -202,7 +206,33 @@ impl Metrics {
         );
         let retries = counter("edgeseg_retries_total", "Failed attempts scheduled to run again (transient errors).");
 
+        let fold_engine = int_gauge_vec(
+            r,
+            "edgeseg_fold_engine_info",
+            "The engine each fold of the model got, as built: provider and precision (always 1; absent until the model is loaded).",
+            &["fold", "provider", "precision"],
+        );
+        let postprocess_backend = int_gauge_vec(
+            r,
+            "edgeseg_postprocess_backend_info",
+            "Where post-processing runs (cuda or cpu) as chosen at start (always 1; absent until the model is loaded).",
+            &["backend"],
+        );
+        let postprocess_fallbacks = {
+            let c = IntCounter::new(
+                "edgeseg_postprocess_cpu_fallbacks_total",
+                "Studies whose post-processing failed on CUDA and was done by the CPU twins.",
+            )
+            .expect("constant metric name");
+            register(r, c.clone());
+            c
+        };
+
         Metrics {
+            model,
+            fold_engine,
+            postprocess_backend,
+            postprocess_fallbacks,
             studies,
             stage,
             queue_depth: int_gauge(
@@ -382,6 +412,34 @@ impl Metrics {
         if seconds.is_finite() && seconds >= 0.0 {
             self.latency.observe(seconds);
         }
+    }
+
+    /// The engines as built: the model's `provider` label, one series per
+    /// fold, the post-processing backend.
+    pub fn set_engines(&self, info: &BuildAndModelInfo, e: &EngineSummary) {
+        self.model.reset();
+        self.model
+            .with_label_values(&[
+                info.model_name.as_str(),
+                info.model_version.as_str(),
+                info.model_sha256.as_str(),
+                e.provider.as_str(),
+            ])
+            .set(1);
+        self.fold_engine.reset();
+        for (fold, provider, precision) in &e.folds {
+            self.fold_engine
+                .with_label_values(&[fold.to_string().as_str(), provider.as_str(), precision.as_str()])
+                .set(1);
+        }
+        self.postprocess_backend.reset();
+        if !e.postprocess_backend.is_empty() {
+            self.postprocess_backend.with_label_values(&[e.postprocess_backend.as_str()]).set(1);
+        }
+    }
+
+    pub fn postprocess_fallback(&self) {
+        self.postprocess_fallbacks.inc();
     }
 
     pub fn render(&self) -> String {

@@ -175,6 +175,39 @@ impl BuildAndModelInfo {
     }
 }
 
+/// What the model's engines and the post-processing kernels run on, as
+/// built (not as configured): the D-Bus `Provider`, `Folds` and
+/// `PostprocessBackend` properties and the `_info` metrics.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EngineSummary {
+    /// The execution provider: one name (`cpu`, `cuda`, `tensorrt`) when
+    /// every fold got it, else the folds' distinct providers in fold order
+    /// joined by `+` (`tensorrt+cpu`).
+    pub provider: String,
+    /// Per fold: (fold, provider, precision `fp32` or `fp16`); empty until
+    /// the model is loaded.
+    pub folds: Vec<(u32, String, String)>,
+    /// Where post-processing runs: `cpu` or `cuda`; empty until the model is loaded.
+    pub postprocess_backend: String,
+}
+
+impl EngineSummary {
+    /// The summary of these folds' engines and this post-processing backend.
+    pub fn of(folds: &[(u32, &str, &str)], postprocess_backend: &str) -> Self {
+        let mut distinct: Vec<&str> = Vec::new();
+        for (_, p, _) in folds {
+            if !distinct.contains(p) {
+                distinct.push(p);
+            }
+        }
+        EngineSummary {
+            provider: distinct.join("+"),
+            folds: folds.iter().map(|(f, p, q)| (*f, p.to_string(), q.to_string())).collect(),
+            postprocess_backend: postprocess_backend.to_string(),
+        }
+    }
+}
+
 /// A command from an operator over D-Bus, for the service loop.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
@@ -241,12 +274,14 @@ pub(crate) enum DbusEvent {
     QueueDepth,
     Quarantined,
     CurrentStudy,
+    Engines,
     StudyFinished { study_uid: String, outcome: String, output_dir: String },
     Shutdown,
 }
 
 struct Inner {
     info: BuildAndModelInfo,
+    engines: Mutex<EngineSummary>,
     metrics: metrics::Metrics,
     snap: Mutex<Snapshot>,
     notifier: Notifier,
@@ -293,6 +328,7 @@ impl Observer {
         metrics.set_ready(&snap.ready, snap.state);
         Observer {
             inner: Arc::new(Inner {
+                engines: Mutex::new(EngineSummary { provider: info.provider.clone(), ..EngineSummary::default() }),
                 info,
                 metrics,
                 snap: Mutex::new(snap),
@@ -306,6 +342,37 @@ impl Observer {
     /// The build and model this observer reports.
     pub fn info(&self) -> &BuildAndModelInfo {
         &self.inner.info
+    }
+
+    /// What the engines run on (the provider given at creation until
+    /// [`Observer::set_engines`] is called).
+    pub fn engines(&self) -> EngineSummary {
+        lock(&self.inner.engines).clone()
+    }
+
+    /// The model is loaded: the engine each fold actually got (fold,
+    /// provider, precision) and where post-processing runs. Updates the D-Bus
+    /// `Provider`, `Folds` and `PostprocessBackend` properties and the
+    /// `edgeseg_model_info`, `edgeseg_fold_engine_info` and
+    /// `edgeseg_postprocess_backend_info` metrics.
+    pub fn set_engines(&self, folds: &[(u32, &str, &str)], postprocess_backend: &str) {
+        let summary = EngineSummary::of(folds, postprocess_backend);
+        self.inner.metrics.set_engines(&self.inner.info, &summary);
+        let changed = {
+            let mut e = lock(&self.inner.engines);
+            let changed = *e != summary;
+            *e = summary;
+            changed
+        };
+        if changed {
+            self.dbus_event(DbusEvent::Engines);
+        }
+    }
+
+    /// A CUDA post-processing step failed and the CPU twins did it for one
+    /// study (`edgeseg_postprocess_cpu_fallbacks_total`).
+    pub fn postprocess_fallback(&self) {
+        self.inner.metrics.postprocess_fallback();
     }
 
     /// The daemon's state (gauge, D-Bus `State`, readiness when stopping).

@@ -29,18 +29,37 @@ pub struct DaemonStatus {
     pub model_version: String,
     /// Model package sha256.
     pub model_sha256: String,
-    /// Execution provider.
+    /// Execution provider the folds got.
     pub provider: String,
+    /// Per fold, as built: fold, provider and precision.
+    pub folds: Vec<FoldStatus>,
+    /// Where post-processing runs: cuda or cpu.
+    pub postprocess_backend: String,
     /// The daemon's edgeseg version and revision.
     pub version: String,
+}
+
+/// One fold's engine, as `edgeseg status --json` prints it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FoldStatus {
+    /// The fold.
+    pub fold: u32,
+    /// cpu, cuda or tensorrt.
+    pub provider: String,
+    /// fp32 or fp16.
+    pub precision: String,
 }
 
 impl DaemonStatus {
     /// The human form: one `Name: value` line each.
     pub fn to_text(&self) -> String {
         let current = if self.current_study.is_empty() { "-" } else { self.current_study.as_str() };
+        let folds: Vec<String> =
+            self.folds.iter().map(|f| format!("{} {} {}", f.fold, f.provider, f.precision)).collect();
+        let folds = if folds.is_empty() { "-".to_string() } else { folds.join(", ") };
+        let post = if self.postprocess_backend.is_empty() { "-" } else { self.postprocess_backend.as_str() };
         format!(
-            "State:         {}\nStatus:        {}\nQueue depth:   {}\nQuarantined:   {}\nCurrent study: {}\nModel:         {} {} (sha256 {})\nProvider:      {}\nVersion:       {}\n",
+            "State:         {}\nStatus:        {}\nQueue depth:   {}\nQuarantined:   {}\nCurrent study: {}\nModel:         {} {} (sha256 {})\nProvider:      {}\nFolds:         {folds}\nPost-process:  {post}\nVersion:       {}\n",
             self.state,
             self.status,
             self.queue_depth,
@@ -71,6 +90,16 @@ fn take_u64(props: &mut HashMap<String, OwnedVariant>, name: &str) -> Result<u64
         .remove(name)
         .ok_or_else(|| ObserveError::BadProperty { name: name.to_string(), reason: "missing".to_string() })?;
     u64::try_from(v).map_err(|e| ObserveError::BadProperty { name: name.to_string(), reason: e.to_string() })
+}
+
+fn take_folds(props: &mut HashMap<String, OwnedVariant>) -> Result<Vec<FoldStatus>, ObserveError> {
+    let name = "Folds";
+    let v = props
+        .remove(name)
+        .ok_or_else(|| ObserveError::BadProperty { name: name.to_string(), reason: "missing".to_string() })?;
+    let folds = <Vec<(u32, String, String)>>::try_from(v)
+        .map_err(|e| ObserveError::BadProperty { name: name.to_string(), reason: e.to_string() })?;
+    Ok(folds.into_iter().map(|(fold, provider, precision)| FoldStatus { fold, provider, precision }).collect())
 }
 
 /// Reads the daemon's properties from `bus`. [`ObserveError::NotRunning`]
@@ -109,6 +138,8 @@ pub fn read_status(bus: &BusKind) -> Result<DaemonStatus, ObserveError> {
             model_version: take_string(&mut all, "ModelVersion")?,
             model_sha256: take_string(&mut all, "ModelSha256")?,
             provider: take_string(&mut all, "Provider")?,
+            folds: take_folds(&mut all)?,
+            postprocess_backend: take_string(&mut all, "PostprocessBackend")?,
             version: take_string(&mut all, "Version")?,
         })
     })
