@@ -69,7 +69,8 @@ fn generated_mosaics_equal_the_same_volume_as_slices() {
         let m = load_one(&dir.join(t["mosaic"].as_str().expect("path")));
         let r = load_one(&dir.join(t["slices"].as_str().expect("path")));
         let (gm, gr) = (&m.volume.geometry, &r.volume.geometry);
-        let dims: Vec<usize> = t["dims"].as_array().expect("dims").iter().map(|v| v.as_u64().unwrap() as usize).collect();
+        let dims: Vec<usize> =
+            t["dims"].as_array().expect("dims").iter().map(|v| v.as_u64().unwrap() as usize).collect();
         assert_eq!(gm.dims.to_vec(), dims, "{case}: dims");
         assert_eq!(gr.dims, gm.dims, "{case}: dims of the slices");
         for a in 0..3 {

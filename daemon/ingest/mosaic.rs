@@ -145,7 +145,7 @@ pub fn detect(
         return Err(invalid("BitsStored", format!("{bits_stored} in a mosaic image (at most 24 supported)")));
     }
     let tiles = tiles_for(images);
-    if rows % tiles != 0 || columns % tiles != 0 {
+    if !rows.is_multiple_of(tiles) || !columns.is_multiple_of(tiles) {
         return Err(invalid(
             "NumberOfImagesInMosaic",
             format!("{images} slices make a {tiles}×{tiles} grid, which does not divide {columns}×{rows}"),
@@ -165,7 +165,7 @@ pub fn detect(
     let n = cross(row, col);
     let n = [n[0] / norm(n), n[1] / norm(n), n[2] / norm(n)];
     let along = dot(normal_csa, n) / norm(normal_csa).max(f64::MIN_POSITIVE);
-    if !(along.abs() >= 0.5) {
+    if along.is_nan() || along.abs() < 0.5 {
         return Err(invalid(
             "CSA Image Header Info (0029,xx10)",
             format!("SliceNormalVector is {along:.3} along row × column (±1 expected)"),
