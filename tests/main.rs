@@ -12,6 +12,9 @@
 //!   the file and the reason, no panic, and the rest of the folder still loads.
 //! - `ingest_formats`: every transfer syntax and multi-frame form loads to the
 //!   same volume as the uncompressed single-frame series.
+//! - `ingest_mosaic`: Siemens mosaic images read as their slices: generated
+//!   mosaics (tests/fixtures/mosaic.py) and the public TrioTim mosaic in nine
+//!   transfer syntaxes, judged by dcm2niix and nibabel.
 //! - `ingest_cli`: `edgeseg inspect` / `convert` output contracts, SUV per vendor.
 //! - `infer_predict`: `edgeseg predict` with ONNX Runtime on a network of known result.
 //! - `export_outputs`: lesions.csv, mip.png, the 4D probabilities and report
@@ -57,6 +60,7 @@ mod infer_predict;
 mod ingest_bad_input;
 mod ingest_cli;
 mod ingest_formats;
+mod ingest_mosaic;
 mod observe_dbus;
 mod observe_http;
 mod observe_notify;

@@ -234,6 +234,9 @@ pub struct InstanceHeader {
     pub expected_images: Option<u32>,
     /// PET attributes (modality PT only).
     pub pet: Option<PetHeader>,
+    /// A Siemens mosaic: one stored image holding `frames.len()` slices as
+    /// tiles; `rows` and `columns` are then those of one tile.
+    pub mosaic: Option<super::mosaic::Mosaic>,
 }
 
 /// Largest rows or columns accepted.
@@ -249,7 +252,7 @@ fn text(obj: &Obj, t: Tag) -> Option<String> {
     (!s.is_empty()).then(|| s.to_string())
 }
 
-fn multi_text(obj: &Obj, t: Tag) -> Vec<String> {
+pub(super) fn multi_text(obj: &Obj, t: Tag) -> Vec<String> {
     text(obj, t).map(|s| s.split('\\').map(|v| v.trim().to_string()).collect()).unwrap_or_default()
 }
 
@@ -276,7 +279,12 @@ fn first_item(obj: &Obj, t: Tag) -> Option<&Obj> {
 
 /// A private element by creator string: finds the block reserved by
 /// `(group, 00xx) == creator` and returns `(group, xxNN)` where NN = `element`.
-fn private<'a>(obj: &'a Obj, group: u16, creator: &str, element: u8) -> Option<&'a dicom_object::mem::InMemElement> {
+pub(super) fn private<'a>(
+    obj: &'a Obj,
+    group: u16,
+    creator: &str,
+    element: u8,
+) -> Option<&'a dicom_object::mem::InMemElement> {
     (0x10u16..=0xFF).find_map(|block| {
         let reserved = text(obj, Tag(group, block))?;
         if reserved.eq_ignore_ascii_case(creator) {
@@ -522,6 +530,11 @@ pub fn parse(obj: &Obj, path: &Path, transfer_syntax: &str) -> Result<InstanceHe
     } else {
         vec![frame_header(&Groups { top: obj, shared, frame: None }, path, 0)?]
     };
+    let (rows, columns, frames, mosaic) =
+        match super::mosaic::detect(obj, path, rows, columns, bits_stored, number_of_frames, &frames)? {
+            Some((m, tiles)) => (m.tile_rows(), m.tile_columns(), tiles, Some(m)),
+            None => (rows, columns, frames, None),
+        };
 
     let modality = text(obj, tag::MODALITY).unwrap_or_else(|| "OT".to_string());
     // PET: NumberOfSlices per time slice, times NumberOfTimeSlices (dynamic).
@@ -558,5 +571,6 @@ pub fn parse(obj: &Obj, path: &Path, transfer_syntax: &str) -> Result<InstanceHe
         number_of_frames,
         frames,
         expected_images,
+        mosaic,
     })
 }

@@ -333,7 +333,9 @@ impl SeriesIndex {
             origin: slices[0].header.position,
             direction: [row, col, normal],
         };
-        let multi_frame = instances.iter().any(|h| h.number_of_frames > 1 || h.frames.len() > 1);
+        // A mosaic's slices are tiles of one single-frame image, not frames.
+        let multi_frame =
+            instances.iter().any(|h| h.number_of_frames > 1 || (h.frames.len() > 1 && h.mosaic.is_none()));
         let info = SeriesInfo {
             study_uid: self.study_uid.clone(),
             series_uid: self.series_uid.clone(),
@@ -434,8 +436,17 @@ impl SeriesPlan {
         }
         per_instance.into_par_iter().enumerate().try_for_each(|(i, mut tasks)| {
             let h = &self.instances[i];
-            pixels::decode_frames(&h.path, &h.transfer_syntax, self.format_of(h), h.number_of_frames, &mut tasks)
-                .map_err(|source| SeriesError::File { series_uid: self.info.series_uid.clone(), source })
+            match &h.mosaic {
+                Some(m) => super::mosaic::decode(&h.path, &h.transfer_syntax, self.format_of(h), m, &mut tasks),
+                None => pixels::decode_frames(
+                    &h.path,
+                    &h.transfer_syntax,
+                    self.format_of(h),
+                    h.number_of_frames,
+                    &mut tasks,
+                ),
+            }
+            .map_err(|source| SeriesError::File { series_uid: self.info.series_uid.clone(), source })
         })?;
         Ok(SeriesVolume { info: self.info.clone(), volume: Volume { geometry: self.geometry.clone(), data } })
     }

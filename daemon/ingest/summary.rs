@@ -128,7 +128,7 @@ pub fn describe_series(s: &SeriesIndex) -> SeriesSummary {
             v.dedup();
             v.into_iter().map(ts_name).collect()
         },
-        multi_frame: s.instances.iter().any(|h| h.frames.len() > 1),
+        multi_frame: s.instances.iter().any(|h| h.frames.len() > 1 && h.mosaic.is_none()),
         suv: None,
         unit: None,
         error: None,
