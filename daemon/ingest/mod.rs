@@ -5,6 +5,7 @@
 //! pixels into one volume. This module knows nothing of GPUs, queues or HTTP.
 
 pub mod error;
+pub mod geometry;
 pub mod header;
 pub mod pixels;
 pub mod scan;
@@ -19,6 +20,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 pub use error::{ErrorClass, FileError, SeriesError};
+pub use geometry::{Resampling, ResamplingMethod};
 pub use series::{SeriesIndex, SeriesInfo, SeriesPlan, SeriesVolume, SliceRef, SuvStatus, ValueUnit};
 
 /// A scanned folder: its series and what could not be read.
@@ -46,6 +48,15 @@ pub fn index(root: &Path) -> FolderIndex {
 }
 
 impl FolderIndex {
+    /// Makes every series refuse stacks that would need resampling
+    /// (`--strict-geometry`, `[ingest] strict_geometry`).
+    pub fn with_strict_geometry(mut self, strict: bool) -> Self {
+        for s in &mut self.series {
+            s.strict_geometry = strict;
+        }
+        self
+    }
+
     /// The series with this UID.
     pub fn find(&self, series_uid: &str) -> Option<&SeriesIndex> {
         self.series.iter().find(|s| s.series_uid == series_uid)
