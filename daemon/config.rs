@@ -89,6 +89,17 @@ pub struct Config {
     pub disk: DiskConfig,
     /// `[retention]`: what happens to inputs of done studies.
     pub retention: RetentionConfig,
+    /// `[ingest]`: how series are read.
+    pub ingest: IngestConfig,
+}
+
+/// `[ingest]`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestConfig {
+    /// Refuse slice stacks that would need resampling (irregular spacing,
+    /// gantry tilt) instead of resampling them (`--strict-geometry`).
+    pub strict_geometry: bool,
 }
 
 /// How the export folders are watched.

@@ -219,6 +219,7 @@ pub struct ProcessArgs {
     pub save_probabilities: bool,
     pub engine: EngineArgs,
     pub gpu_post: bool,
+    pub strict_geometry: bool,
 }
 
 /// `edgeseg process`: every study of a DICOM folder through the pipeline.
@@ -233,7 +234,7 @@ pub fn process(a: &ProcessArgs) -> Result<bool> {
         bail!("{}: not a folder", a.input.display());
     }
     let backend = if a.gpu_post { Backend::best() } else { Backend::Cpu };
-    let index = edgeseg::ingest::index(&a.input);
+    let index = edgeseg::ingest::index(&a.input).with_strict_geometry(a.strict_geometry);
     for e in &index.errors {
         eprintln!("edgeseg: skipped {e}");
     }

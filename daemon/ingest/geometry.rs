@@ -57,7 +57,7 @@ impl ResamplingMethod {
 
 /// The geometry record of a series (sidecar, `inspect --json`, report.json).
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Resampling {
+pub struct SliceGrid {
     /// none, linear-along-normal, gantry-tilt-shear or both.
     pub method: ResamplingMethod,
     /// Largest distance (mm) of a slice's ImagePositionPatient from the
@@ -187,7 +187,7 @@ impl StackShape {
         pixel: [f64; 2],
         dirs: [[f64; 3]; 3],
         fill: f32,
-    ) -> (Geometry, Resampling, Option<StackPlan>) {
+    ) -> (Geometry, SliceGrid, Option<StackPlan>) {
         let n = self.t.len();
         let (irregular, tilted) = (self.irregular(), self.tilted());
         let method = match (irregular, tilted) {
@@ -196,7 +196,7 @@ impl StackShape {
             (false, true) => ResamplingMethod::GantryTiltShear,
             (true, true) => ResamplingMethod::GantryTiltShearAndLinear,
         };
-        let mut record = Resampling {
+        let mut record = SliceGrid {
             method,
             max_deviation_mm: self.max_deviation,
             max_displacement_mm: self.max_deviation,

@@ -20,7 +20,7 @@ use serde::Serialize;
 use super::error::SeriesError;
 use super::header::{FrameHeader, InstanceHeader};
 use super::pixels::{self, FrameTask, SampleFormat};
-use super::geometry::{self, Resampling, StackPlan};
+use super::geometry::{self, SliceGrid, StackPlan};
 use super::suv::{self, Suv};
 use crate::volume::{Geometry, Volume, cross, dot, norm};
 
@@ -112,7 +112,7 @@ pub struct SeriesInfo {
     pub slices: Vec<SliceRef>,
     /// How the stack became a regular grid: its largest deviation from a
     /// uniform grid and, where resampled, the method and displacement.
-    pub resampling: Resampling,
+    pub slice_grid: SliceGrid,
     /// PET SUV conversion.
     pub suv: SuvStatus,
     /// Unit of the loaded voxel values.
@@ -333,7 +333,7 @@ impl SeriesIndex {
             });
         }
         let fill = if first.modality == "CT" { -1024.0 } else { 0.0 };
-        let (grid, resampling, stack) = shape.plan(
+        let (grid, slice_grid, stack) = shape.plan(
             [format.columns as usize, format.rows as usize],
             [spacing_ij[1], spacing_ij[0]],
             [row, col, normal],
@@ -351,8 +351,8 @@ impl SeriesIndex {
         if stack.is_some() {
             tracing::info!(
                 series = %self.series_uid,
-                method = resampling.method.name(),
-                max_displacement_mm = resampling.max_displacement_mm,
+                method = slice_grid.method.name(),
+                max_displacement_mm = slice_grid.max_displacement_mm,
                 "slice stack resampled onto a regular grid"
             );
         }
@@ -399,7 +399,7 @@ impl SeriesIndex {
                     }
                 })
                 .collect(),
-            resampling,
+            slice_grid,
             suv: suv_status,
             unit,
             duplicates_dropped,
