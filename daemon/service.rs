@@ -210,8 +210,6 @@ struct GpuJob {
     loaded: LoadedStudy,
     out: PathBuf,
     force_cpu: bool,
-    /// `[ingest] strict_geometry`.
-    strict_geometry: bool,
 }
 
 /// Work for the loader.
@@ -220,6 +218,8 @@ struct LoadJob {
     files: Vec<PathBuf>,
     out: PathBuf,
     force_cpu: bool,
+    /// `[ingest] strict_geometry`.
+    strict_geometry: bool,
 }
 
 /// What the model is, as the worker loaded it.
