@@ -13,6 +13,8 @@
 //! - `ingest_formats`: every transfer syntax and multi-frame form loads to the
 //!   same volume as the uncompressed single-frame series.
 //! - `ingest_cli`: `edgeseg inspect` / `convert` output contracts, SUV per vendor.
+//! - `ingest_geometry`: overlapping beds, variable spacing, gantry tilt (issue 11),
+//!   `--strict-geometry`, outputs of a resampled CT on the source slices.
 //! - `infer_predict`: `edgeseg predict` with ONNX Runtime on a network of known result.
 //! - `export_outputs`: lesions.csv, mip.png, the 4D probabilities and report
 //!   provenance; a writer killed between files leaves no study folder.
@@ -57,6 +59,7 @@ mod infer_predict;
 mod ingest_bad_input;
 mod ingest_cli;
 mod ingest_formats;
+mod ingest_geometry;
 mod observe_dbus;
 mod observe_http;
 mod observe_notify;
