@@ -35,6 +35,7 @@
 //! - `daemon_e2e`: the daemon with its real observers: a private D-Bus, a fake
 //!   NOTIFY_SOCKET, `/metrics` judged by promtool; a study exported file by file.
 //! - `daemon_crash`: SIGKILL at random moments during a stream of 10 studies (slow).
+//! - `daemon_geometry`: a whole-body export with overlapping PET beds processed once (issue 11).
 //! - `daemon_service`: the service loop in process with a recording Reporter and Commands.
 //! - `daemon_watch`: `edgeseg daemon` as a subprocess: an exported study
 //!   processed once, poll mode, symlinks, late files, SIGHUP, expected image
@@ -49,6 +50,7 @@ mod bad_inputs;
 mod daemon_bad_inputs;
 mod daemon_burst;
 mod daemon_crash;
+mod daemon_geometry;
 mod daemon_e2e;
 mod daemon_service;
 mod daemon_watch;
