@@ -613,7 +613,7 @@ fn source_refs(
             })
             .collect(),
         resampled: (info.slice_grid.method != ingest::ResamplingMethod::None)
-            .then(|| dicom_refs::SourceGrid { columns: first.columns as usize, rows: first.rows as usize }),
+            .then_some(dicom_refs::SourceGrid { columns: first.columns as usize, rows: first.rows as usize }),
         patient: dicom_refs::PatientStudy::read(&first.path)?,
     }))
 }

@@ -114,7 +114,7 @@ pub struct StackShape {
 }
 
 /// Measures a stack (positions sorted along `normal`, distinct).
-pub fn analyse(positions: &[[f64; 3]], row: [f64; 3], col: [f64; 3], normal: [f64; 3], _pixel: [f64; 2]) -> StackShape {
+pub fn analyse(positions: &[[f64; 3]], row: [f64; 3], col: [f64; 3], normal: [f64; 3]) -> StackShape {
     let n = positions.len();
     let p0 = positions.first().copied().unwrap_or_default();
     let rel: Vec<[f64; 3]> = positions.iter().map(|p| [p[0] - p0[0], p[1] - p0[1], p[2] - p0[2]]).collect();
@@ -129,14 +129,12 @@ pub fn analyse(positions: &[[f64; 3]], row: [f64; 3], col: [f64; 3], normal: [f6
     let along: Vec<f64> = t.iter().enumerate().map(|(k, &tk)| tk - k as f64 * spacing).collect();
     let along_dev = along.iter().fold(0f64, |m, a| m.max(a.abs()));
     let inplane_max = off.iter().fold(0f64, |m, o| m.max(o[0].hypot(o[1])));
-    let max_deviation = along.iter().zip(&off).fold(0f64, |m, (a, o)| m.max((a * a + o[0] * o[0] + o[1] * o[1]).sqrt()));
+    let max_deviation =
+        along.iter().zip(&off).fold(0f64, |m, (a, o)| m.max((a * a + o[0] * o[0] + o[1] * o[1]).sqrt()));
     // Least-squares shear through slice 0: off ≈ shear · t.
     let tt: f64 = t.iter().map(|x| x * x).sum();
-    let shear = if tt > 0.0 {
-        [0, 1].map(|a| t.iter().zip(&off).map(|(x, o)| x * o[a]).sum::<f64>() / tt)
-    } else {
-        [0.0, 0.0]
-    };
+    let shear =
+        if tt > 0.0 { [0, 1].map(|a| t.iter().zip(&off).map(|(x, o)| x * o[a]).sum::<f64>() / tt) } else { [0.0, 0.0] };
     StackShape { gaps, median_gap, p0, t, off, spacing, tol, along_dev, inplane_max, max_deviation, shear }
 }
 
@@ -154,7 +152,10 @@ impl StackShape {
         if self.irregular() {
             let worst_gap = (0..self.gaps.len())
                 .max_by(|&a, &b| {
-                    (self.gaps[a] - self.median_gap).abs().total_cmp(&(self.gaps[b] - self.median_gap).abs()).then(b.cmp(&a))
+                    (self.gaps[a] - self.median_gap)
+                        .abs()
+                        .total_cmp(&(self.gaps[b] - self.median_gap).abs())
+                        .then(b.cmp(&a))
                 })
                 .unwrap_or(0);
             return Some(Needs::Spacing { worst_gap });
@@ -245,7 +246,12 @@ impl StackShape {
         if tilted {
             record.tilt_degrees = Some(self.shear[0].hypot(self.shear[1]).atan().to_degrees());
         }
-        let g = Geometry { dims: [out_dims[0], out_dims[1], nz], spacing: [pixel[0], pixel[1], dz], origin, direction: dirs };
+        let g = Geometry {
+            dims: [out_dims[0], out_dims[1], nz],
+            spacing: [pixel[0], pixel[1], dz],
+            origin,
+            direction: dirs,
+        };
         let plan = StackPlan { src_dims: dims, t: self.t.clone(), shifts, dz, fill };
         (g, record, Some(plan))
     }
@@ -351,7 +357,7 @@ mod tests {
         let offsets = [0.0, 0.02, 0.04, -0.04, -0.02, 0.0];
         let n = 267;
         let z: Vec<f64> = (0..n).map(|k| k as f64 * 3.27 + offsets[(k * 6 / n).min(5)]).collect();
-        let shape = analyse(&stack(&z, 0.0), ROW, COL, NRM, [4.0, 4.0]);
+        let shape = analyse(&stack(&z, 0.0), ROW, COL, NRM);
         assert_eq!(shape.needs_resampling(), None);
         let (g, r, plan) = shape.plan([8, 8], [4.0, 4.0], [ROW, COL, NRM], 0.0);
         assert!(plan.is_none());
@@ -364,7 +370,7 @@ mod tests {
     #[test]
     fn a_stack_off_the_grid_by_more_than_ten_percent_is_resampled() {
         let z = [0.0, 1.08, 4.08, 11.07, 13.07];
-        let shape = analyse(&stack(&z, 0.0), ROW, COL, NRM, [1.0, 1.0]);
+        let shape = analyse(&stack(&z, 0.0), ROW, COL, NRM);
         assert_eq!(shape.needs_resampling(), Some(Needs::Spacing { worst_gap: 2 }));
         let (g, r, plan) = shape.plan([2, 2], [1.0, 1.0], [ROW, COL, NRM], -1024.0);
         assert_eq!(r.method, ResamplingMethod::LinearAlongNormal);
@@ -384,7 +390,7 @@ mod tests {
     fn gantry_tilt_is_a_shear_corrected_in_plane() {
         let tan = 18.5f64.to_radians().tan();
         let z: Vec<f64> = (0..6).map(|k| k as f64 * 2.0).collect();
-        let shape = analyse(&stack(&z, -tan), ROW, COL, NRM, [1.0, 1.0]);
+        let shape = analyse(&stack(&z, -tan), ROW, COL, NRM);
         assert_eq!(shape.needs_resampling(), Some(Needs::Tilt { first_off: 1 }));
         assert_eq!(shape.wandering(), None);
         let (g, r, plan) = shape.plan([4, 4], [1.0, 1.0], [ROW, COL, NRM], -1024.0);
@@ -396,10 +402,8 @@ mod tests {
         assert!((r.max_displacement_mm - 10.0 * tan).abs() < 1e-9);
         // A field linear in y is exact where the source covers the grid.
         let field = |y: f64| 100.0 + 7.0 * y;
-        let src: Vec<f32> = z
-            .iter()
-            .flat_map(|&zz| (0..16).map(move |p| field((p / 4) as f64 - tan * zz) as f32))
-            .collect();
+        let src: Vec<f32> =
+            z.iter().flat_map(|&zz| (0..16).map(move |p| field((p / 4) as f64 - tan * zz) as f32)).collect();
         let out = plan.expect("resampled").resample(&src, &g);
         for k in 0..6 {
             for j in 0..8 {
@@ -421,7 +425,7 @@ mod tests {
     fn offsets_that_no_shear_explains_are_refused() {
         let mut p = stack(&[0.0, 2.0, 4.0, 6.0, 8.0], 0.0);
         p[2][0] = 3.0;
-        let shape = analyse(&p, ROW, COL, NRM, [1.0, 1.0]);
+        let shape = analyse(&p, ROW, COL, NRM);
         assert_eq!(shape.needs_resampling(), Some(Needs::Tilt { first_off: 2 }));
         assert!(shape.wandering().is_some());
     }

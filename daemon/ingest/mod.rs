@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 pub use error::{ErrorClass, FileError, SeriesError};
-pub use geometry::{SliceGrid, ResamplingMethod};
+pub use geometry::{ResamplingMethod, SliceGrid};
 pub use series::{SeriesIndex, SeriesInfo, SeriesPlan, SeriesVolume, SliceRef, SuvStatus, ValueUnit};
 
 /// A scanned folder: its series and what could not be read.

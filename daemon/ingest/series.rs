@@ -18,9 +18,9 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use super::error::SeriesError;
+use super::geometry::{self, SliceGrid, StackPlan};
 use super::header::{FrameHeader, InstanceHeader};
 use super::pixels::{self, FrameTask, SampleFormat};
-use super::geometry::{self, SliceGrid, StackPlan};
 use super::suv::{self, Suv};
 use crate::volume::{Geometry, Volume, cross, dot, norm};
 
@@ -304,25 +304,25 @@ impl SeriesIndex {
             });
         }
         let positions: Vec<[f64; 3]> = slices.iter().map(|s| s.header.position).collect();
-        let shape = geometry::analyse(&positions, row, col, normal, [spacing_ij[1], spacing_ij[0]]);
+        let shape = geometry::analyse(&positions, row, col, normal);
         let name = |k: usize| file_name(&instances[slices[k].instance].path);
-        if let Some(needs) = shape.needs_resampling() {
-            if self.strict_geometry {
-                return Err(match needs {
-                    geometry::Needs::Spacing { worst_gap } => SeriesError::NonUniformSpacing {
-                        series_uid: uid(),
-                        gap: shape.gaps[worst_gap],
-                        expected: shape.median_gap,
-                        before: name(worst_gap),
-                        after: name(worst_gap + 1),
-                    },
-                    geometry::Needs::Tilt { first_off } => SeriesError::Inconsistent {
-                        series_uid: uid(),
-                        what: TILT_WHAT,
-                        path: instances[slices[first_off].instance].path.clone(),
-                    },
-                });
-            }
+        if let Some(needs) = shape.needs_resampling()
+            && self.strict_geometry
+        {
+            return Err(match needs {
+                geometry::Needs::Spacing { worst_gap } => SeriesError::NonUniformSpacing {
+                    series_uid: uid(),
+                    gap: shape.gaps[worst_gap],
+                    expected: shape.median_gap,
+                    before: name(worst_gap),
+                    after: name(worst_gap + 1),
+                },
+                geometry::Needs::Tilt { first_off } => SeriesError::Inconsistent {
+                    series_uid: uid(),
+                    what: TILT_WHAT,
+                    path: instances[slices[first_off].instance].path.clone(),
+                },
+            });
         }
         if let Some(k) = shape.wandering() {
             // In-plane offsets that no shear explains: not a tilt, refused.

@@ -8,7 +8,7 @@ use dicom_encoding::transfer_syntax::TransferSyntaxIndex;
 use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 use serde::Serialize;
 
-use super::{ErrorClass, FolderIndex, Pairing, SliceGrid, SeriesIndex, SuvStatus, ValueUnit, pair};
+use super::{ErrorClass, FolderIndex, Pairing, SeriesIndex, SliceGrid, SuvStatus, ValueUnit, pair};
 
 /// One transfer syntax, by UID and name.
 #[derive(Debug, Clone, Serialize)]
