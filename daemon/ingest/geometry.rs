@@ -18,7 +18,9 @@
 //!   slice shifted in-plane onto the orthogonal grid (row, column, normal)
 //!   with bilinear interpolation, the grid widened to hold every shifted
 //!   slice on slice 0's pixel lattice (dcm2niix's tilt correction);
-//! - in-plane offsets that no shear explains: refused.
+//! - in-plane offsets that no shear explains: refused;
+//! - a regular stack with slices missing (every gap a whole multiple of the
+//!   median, some two or more): refused, an incomplete export is a defect.
 
 use rayon::prelude::*;
 use serde::Serialize;
@@ -165,6 +167,25 @@ impl StackShape {
             return Some(Needs::Tilt { first_off });
         }
         None
+    }
+
+    /// A regular stack with slices missing: every gap a whole multiple of
+    /// the median gap (within the tolerance) and at least one of two or
+    /// more. Refused, not interpolated: a hole in an export is a defect to
+    /// report, not variable spacing. The first such gap.
+    pub fn missing_slices(&self) -> Option<usize> {
+        if !self.irregular() || self.median_gap <= 0.0 {
+            return None;
+        }
+        let tol = GRID_TOLERANCE * self.median_gap;
+        let multiple = |g: f64| {
+            let k = (g / self.median_gap).round();
+            k >= 1.0 && (g - k * self.median_gap).abs() <= tol
+        };
+        if !self.gaps.iter().all(|&g| multiple(g)) {
+            return None;
+        }
+        self.gaps.iter().position(|&g| (g / self.median_gap).round() >= 2.0)
     }
 
     /// For a tilted stack, the first slice whose in-plane offset no shear
@@ -384,6 +405,15 @@ mod tests {
             let want = k as f64 * g.spacing[2] * 10.0;
             assert!((f64::from(out[k * 4]) - want).abs() < 1e-3, "slice {k}: {} vs {want}", out[k * 4]);
         }
+    }
+
+    #[test]
+    fn a_regular_stack_with_a_slice_missing_is_not_variable_spacing() {
+        let z = [0.0, 2.0, 4.0, 6.0, 10.0, 12.0, 14.0];
+        let shape = analyse(&stack(&z, 0.0), ROW, COL, NRM);
+        assert_eq!(shape.missing_slices(), Some(3));
+        let varied = analyse(&stack(&[0.0, 1.08, 4.08, 11.07, 13.07], 0.0), ROW, COL, NRM);
+        assert_eq!(varied.missing_slices(), None);
     }
 
     #[test]

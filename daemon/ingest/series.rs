@@ -324,6 +324,15 @@ impl SeriesIndex {
                 },
             });
         }
+        if let Some(gap) = shape.missing_slices() {
+            return Err(SeriesError::NonUniformSpacing {
+                series_uid: uid(),
+                gap: shape.gaps[gap],
+                expected: shape.median_gap,
+                before: name(gap),
+                after: name(gap + 1),
+            });
+        }
         if let Some(k) = shape.wandering() {
             // In-plane offsets that no shear explains: not a tilt, refused.
             return Err(SeriesError::Inconsistent {
