@@ -93,6 +93,8 @@ pub struct Config {
     pub retention: RetentionConfig,
     /// `[gpu]`: where post-processing runs.
     pub gpu: GpuConfig,
+    /// `[ingest]`: how series are read.
+    pub ingest: IngestConfig,
 }
 
 /// `[gpu]`.
@@ -103,6 +105,15 @@ pub struct GpuConfig {
     /// is there and the kernels load, else the CPU), `cuda` (refuse to start
     /// without it) or `cpu`.
     pub postprocess: crate::gpu::select::PostprocessChoice,
+}
+
+/// `[ingest]`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestConfig {
+    /// Refuse slice stacks that would need resampling (irregular spacing,
+    /// gantry tilt) instead of resampling them (`--strict-geometry`).
+    pub strict_geometry: bool,
 }
 
 /// How the export folders are watched.

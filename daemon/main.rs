@@ -38,6 +38,9 @@ enum Command {
         /// Print JSON for scripts.
         #[arg(long)]
         json: bool,
+        /// Refuse slice stacks that need resampling (irregular spacing, gantry tilt).
+        #[arg(long)]
+        strict_geometry: bool,
     },
     /// Convert every series to OUT/<SeriesInstanceUID>.nii.gz (+ .json).
     Convert {
@@ -46,11 +49,17 @@ enum Command {
         /// Output folder (created).
         #[arg(long)]
         out: PathBuf,
+        /// Refuse slice stacks that need resampling (irregular spacing, gantry tilt).
+        #[arg(long)]
+        strict_geometry: bool,
     },
     /// Read every series to volumes and report the time taken (benchmarks).
     Load {
         /// Folder to scan recursively.
         dir: PathBuf,
+        /// Refuse slice stacks that need resampling (irregular spacing, gantry tilt).
+        #[arg(long)]
+        strict_geometry: bool,
     },
     /// nnUNetv2_predict's interface: segment nnU-Net-named NIfTI inputs
     /// (CASE_0000.nii.gz, CASE_0001.nii.gz ...) into OUT/CASE.nii.gz.
@@ -113,6 +122,9 @@ enum Command {
         /// else the CPU), cuda (an error without one) or cpu.
         #[arg(long, default_value = "cpu")]
         postprocess: edgeseg::gpu::select::PostprocessChoice,
+        /// Refuse slice stacks that need resampling (irregular spacing, gantry tilt).
+        #[arg(long)]
+        strict_geometry: bool,
     },
     /// Build every fold's engine ahead of the first study (TensorRT engines are
     /// cached) and report which provider each fold got.
@@ -222,9 +234,9 @@ fn main() -> ExitCode {
     // EDGESEG_LOG filters (default: info for the daemon, warn otherwise).
     edgeseg::observe::logging::init(if matches!(cli.command, Command::Daemon { .. }) { "info" } else { "warn" });
     let result = match cli.command {
-        Command::Inspect { dir, json } => inspect(&dir, json),
-        Command::Convert { dir, out } => convert(&dir, &out),
-        Command::Load { dir } => load(&dir),
+        Command::Inspect { dir, json, strict_geometry } => inspect(&dir, json, strict_geometry),
+        Command::Convert { dir, out, strict_geometry } => convert(&dir, &out, strict_geometry),
+        Command::Load { dir, strict_geometry } => load(&dir, strict_geometry),
         Command::Predict {
             input,
             output,
@@ -256,6 +268,7 @@ fn main() -> ExitCode {
             engine,
             gpu_post,
             postprocess,
+            strict_geometry,
         } => predict::process(&predict::ProcessArgs {
             input,
             model,
@@ -265,6 +278,7 @@ fn main() -> ExitCode {
             save_probabilities,
             engine,
             postprocess: if gpu_post { edgeseg::gpu::select::PostprocessChoice::Auto } else { postprocess },
+            strict_geometry,
         }),
         Command::Compile { model, onnxruntime, provider, require_gpu, fp16, trt_cache } => {
             predict::compile(&model, onnxruntime.as_deref(), provider, require_gpu, fp16, trt_cache)
@@ -361,11 +375,11 @@ fn daemon(config: &Path) -> Result<bool> {
     Ok(true)
 }
 
-fn index(dir: &Path) -> Result<ingest::FolderIndex> {
+fn index(dir: &Path, strict_geometry: bool) -> Result<ingest::FolderIndex> {
     if !dir.is_dir() {
         bail!("{}: not a folder", dir.display());
     }
-    Ok(ingest::index(dir))
+    Ok(ingest::index(dir).with_strict_geometry(strict_geometry))
 }
 
 fn report_file_errors(index: &ingest::FolderIndex) {
@@ -374,8 +388,8 @@ fn report_file_errors(index: &ingest::FolderIndex) {
     }
 }
 
-fn inspect(dir: &Path, json: bool) -> Result<bool> {
-    let index = index(dir)?;
+fn inspect(dir: &Path, json: bool, strict_geometry: bool) -> Result<bool> {
+    let index = index(dir, strict_geometry)?;
     let s = summary::describe(&index);
     let clean = s.errors.is_empty() && s.studies.iter().all(|st| st.series.iter().all(|se| se.error.is_none()));
     if json {
@@ -405,6 +419,19 @@ fn inspect(dir: &Path, json: bool) -> Result<bool> {
                     );
                 }
                 _ => outln!("    files         {}", se.instances),
+            }
+            if let Some(r) = &se.slice_grid {
+                if r.method == ingest::ResamplingMethod::None {
+                    outln!("    slice grid    regular (largest deviation {:.3} mm)", r.max_deviation_mm);
+                } else {
+                    outln!(
+                        "    slice grid    resampled: {} ({} to {} slices, largest displacement {:.3} mm)",
+                        r.method.name(),
+                        r.source_slices,
+                        r.output_slices,
+                        r.max_displacement_mm
+                    );
+                }
             }
             for ts in &se.transfer_syntaxes {
                 outln!("    transfer      {} ({})", ts.uid, ts.name);
@@ -448,8 +475,8 @@ struct ConvertSidecar<'a> {
     nifti: String,
 }
 
-fn convert(dir: &Path, out: &Path) -> Result<bool> {
-    let index = index(dir)?;
+fn convert(dir: &Path, out: &Path, strict_geometry: bool) -> Result<bool> {
+    let index = index(dir, strict_geometry)?;
     std::fs::create_dir_all(out).with_context(|| format!("{}: cannot create the output folder", out.display()))?;
     report_file_errors(&index);
     let mut clean = index.errors.is_empty();
@@ -616,9 +643,9 @@ fn peak_rss_mib() -> Option<f64> {
     Some(kb / 1024.0)
 }
 
-fn load(dir: &Path) -> Result<bool> {
+fn load(dir: &Path, strict_geometry: bool) -> Result<bool> {
     let t0 = Instant::now();
-    let index = index(dir)?;
+    let index = index(dir, strict_geometry)?;
     let t_index = t0.elapsed().as_secs_f64();
     report_file_errors(&index);
     let mut clean = index.errors.is_empty();

@@ -79,6 +79,10 @@ pub struct InputSeries {
     pub suv: SuvStatus,
     /// Resampled onto the reference grid.
     pub resampled: bool,
+    /// The series' own slice grid: largest deviation from a uniform grid
+    /// and, where its stack was resampled (irregular spacing, gantry tilt),
+    /// the method and largest displacement.
+    pub slice_grid: ingest::SliceGrid,
     /// The contrast phase (`arterial`, `venous`) for the CT screening
     /// profile, which runs the model on each phase; absent otherwise.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -387,6 +391,7 @@ pub fn load_study(
             unit: sv.info.unit,
             suv: sv.info.suv.clone(),
             resampled: !same,
+            slice_grid: sv.info.slice_grid.clone(),
             phase: None,
         });
     }
@@ -616,6 +621,8 @@ fn source_refs(
                 position: s.position,
             })
             .collect(),
+        resampled: (info.slice_grid.method != ingest::ResamplingMethod::None)
+            .then_some(dicom_refs::SourceGrid { columns: first.columns as usize, rows: first.rows as usize }),
         patient: dicom_refs::PatientStudy::read(&first.path)?,
     }))
 }
@@ -1054,6 +1061,7 @@ fn run_screening(
             unit: sv.info.unit,
             suv: sv.info.suv.clone(),
             resampled: false,
+            slice_grid: sv.info.slice_grid.clone(),
             phase: Some(name),
         });
         runs[slot] = Some((series, sv, labels, prediction.probabilities));

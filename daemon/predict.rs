@@ -210,6 +210,7 @@ pub struct ProcessArgs {
     pub save_probabilities: bool,
     pub engine: EngineArgs,
     pub postprocess: PostprocessChoice,
+    pub strict_geometry: bool,
 }
 
 /// `edgeseg process`: every study of a DICOM folder through the pipeline.
@@ -224,7 +225,7 @@ pub fn process(a: &ProcessArgs) -> Result<bool> {
         bail!("{}: not a folder", a.input.display());
     }
     let backend = PostBackend::select(a.postprocess)?;
-    let index = edgeseg::ingest::index(&a.input);
+    let index = edgeseg::ingest::index(&a.input).with_strict_geometry(a.strict_geometry);
     for e in &index.errors {
         eprintln!("edgeseg: skipped {e}");
     }

@@ -265,6 +265,8 @@ struct LoadJob {
     files: Vec<PathBuf>,
     out: PathBuf,
     force_cpu: bool,
+    /// `[ingest] strict_geometry`.
+    strict_geometry: bool,
 }
 
 /// What the model is, as the worker loaded it.
@@ -438,7 +440,7 @@ fn loader(
     let screening = summary.profile == pipeline::SCREENING_PROFILE;
     while let Ok(job) = jobs.recv() {
         let _ = msgs.send(Msg::Stage { uid: job.uid.clone(), stage: "loading series".into() });
-        let index = index_files(&job.files);
+        let index = index_files(&job.files).with_strict_geometry(job.strict_geometry);
         let unreadable: Vec<String> = index.errors.iter().take(5).map(|e| e.to_string()).collect();
         let loaded = if screening {
             // The screening profile picks its contrast phases itself.
@@ -1022,6 +1024,7 @@ impl Daemon<'_> {
                 files: entry.files.iter().map(|f| f.path.clone()).collect(),
                 out: self.config.output.folder.clone(),
                 force_cpu,
+                strict_geometry: self.config.ingest.strict_geometry,
             };
             let sent = self.loads.as_ref().is_some_and(|tx| tx.send(job).is_ok());
             if !sent {

@@ -12,6 +12,7 @@ command -v promtool >/dev/null || need+=(prometheus)   # promtool check metrics
 command -v dbus-daemon >/dev/null || need+=(dbus)       # private bus for the D-Bus tests
 command -v gdbus >/dev/null || need+=(libglib2.0-bin)  # gdbus, the second D-Bus client of the tests
 command -v plastimatch >/dev/null || need+=(plastimatch) # RTSTRUCT peer
+command -v dcm2niix >/dev/null || need+=(dcm2niix)     # geometry peer (tilt, variable spacing)
 command -v systemd-analyze >/dev/null || need+=(systemd) # unit verify/security
 command -v mkosi >/dev/null || need+=(mkosi)             # image recipe check (mkosi summary)
 command -v debootstrap >/dev/null || need+=(debootstrap) # package test's Debian root (scripts/debian-root.sh)

@@ -198,6 +198,7 @@ fn library_writer_with_classes_and_extreme_geometry_passes_dciodvfy() {
             frame_of_reference_uid: "1.2.826.0.1.3680043.8.498.3".into(),
             orientation: [row[0], row[1], row[2], col[0], col[1], col[2]],
             slices,
+            resampled: None,
             patient: PatientStudy {
                 patient_name: "Müller^José".into(),
                 patient_id: "P-1".into(),

@@ -16,6 +16,8 @@
 //!   mosaics (tests/fixtures/mosaic.py) and the public TrioTim mosaic in nine
 //!   transfer syntaxes, judged by dcm2niix and nibabel.
 //! - `ingest_cli`: `edgeseg inspect` / `convert` output contracts, SUV per vendor.
+//! - `ingest_geometry`: overlapping beds, variable spacing, gantry tilt (issue 11),
+//!   `--strict-geometry`, outputs of a resampled CT on the source slices.
 //! - `infer_predict`: `edgeseg predict` with ONNX Runtime on a network of known result.
 //! - `export_outputs`: lesions.csv, mip.png, the 4D probabilities and report
 //!   provenance; a writer killed between files leaves no study folder.
@@ -36,6 +38,7 @@
 //! - `daemon_e2e`: the daemon with its real observers: a private D-Bus, a fake
 //!   NOTIFY_SOCKET, `/metrics` judged by promtool; a study exported file by file.
 //! - `daemon_crash`: SIGKILL at random moments during a stream of 10 studies (slow).
+//! - `daemon_geometry`: a whole-body export with overlapping PET beds processed once (issue 11).
 //! - `daemon_service`: the service loop in process with a recording Reporter and Commands.
 //! - `daemon_watch`: `edgeseg daemon` as a subprocess: an exported study
 //!   processed once, poll mode, symlinks, late files, SIGHUP, expected image
@@ -51,6 +54,7 @@ mod daemon_bad_inputs;
 mod daemon_burst;
 mod daemon_crash;
 mod daemon_e2e;
+mod daemon_geometry;
 mod daemon_service;
 mod daemon_watch;
 mod export_dicom;
@@ -61,6 +65,7 @@ mod ingest_bad_input;
 mod ingest_cli;
 mod ingest_formats;
 mod ingest_mosaic;
+mod ingest_geometry;
 mod observe_dbus;
 mod observe_http;
 mod observe_notify;

@@ -110,10 +110,68 @@ pub struct SourceRefs {
     pub frame_of_reference_uid: String,
     /// ImageOrientationPatient (row direction, column direction).
     pub orientation: [f64; 6],
-    /// Slices in grid order: `slices[k]` is slice k of the result volumes.
+    /// Slices in grid order: `slices[k]` is slice k of the result volumes,
+    /// unless `resampled` is set: then the source slices along the normal.
     pub slices: Vec<SourceSlice>,
+    /// Set when the reference volume was resampled from its source slices
+    /// (irregular spacing, gantry tilt): the outputs are mapped back onto them.
+    pub resampled: Option<SourceGrid>,
     /// Patient and study attributes to copy.
     pub patient: PatientStudy,
+}
+
+/// The source slices' pixel grid, for results on a resampled grid.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SourceGrid {
+    /// Columns of a source slice.
+    pub columns: usize,
+    /// Rows of a source slice.
+    pub rows: usize,
+}
+
+/// A result volume on the (resampled) reference grid, mapped onto the source
+/// slices: voxel (i, j) of slice k takes the grid voxel nearest to the centre
+/// of source pixel (i, j) on source slice k (0 outside the grid). The result
+/// has one slice per source slice, the source's pixel grid, and the grid's
+/// directions; its origin is the first source slice's position and its slice
+/// spacing the grid's (the slices' own positions are in `src.slices`).
+pub fn to_source_slices<T: Copy + Default>(
+    v: &crate::volume::Volume<T>,
+    src: &SourceRefs,
+    grid: &SourceGrid,
+) -> crate::volume::Volume<T> {
+    let g = &v.geometry;
+    let (w, h) = (grid.columns, grid.rows);
+    let mut data = vec![T::default(); w * h * src.slices.len()];
+    for (k, sl) in src.slices.iter().enumerate() {
+        // The source pixel (0, 0) in grid coordinates; the axes are the same.
+        let c = g.lps_to_voxel(sl.position);
+        let kk = c[2].round();
+        if kk < 0.0 || kk > g.dims[2] as f64 - 1.0 {
+            continue;
+        }
+        let out = &mut data[k * w * h..(k + 1) * w * h];
+        for j in 0..h {
+            let gj = (c[1] + j as f64).round();
+            if gj < 0.0 || gj > g.dims[1] as f64 - 1.0 {
+                continue;
+            }
+            for i in 0..w {
+                let gi = (c[0] + i as f64).round();
+                if gi < 0.0 || gi > g.dims[0] as f64 - 1.0 {
+                    continue;
+                }
+                out[i + w * j] = v.data[g.index(gi as usize, gj as usize, kk as usize)];
+            }
+        }
+    }
+    let geometry = crate::volume::Geometry {
+        dims: [w, h, src.slices.len()],
+        spacing: g.spacing,
+        origin: src.slices.first().map(|s| s.position).unwrap_or(g.origin),
+        direction: g.direction,
+    };
+    crate::volume::Volume { geometry, data }
 }
 
 impl SourceRefs {
@@ -382,6 +440,7 @@ mod tests {
             frame_of_reference_uid: "1.2.3.5".into(),
             orientation: [1.0, 0.0, 0.0, 0.0, 1.0, 0.0],
             slices: Vec::new(),
+            resampled: None,
             patient: PatientStudy {
                 patient_name: "Müller^José".into(),
                 patient_id: "ÄÖ-1".into(),

@@ -39,6 +39,19 @@ pub fn write_dicom(
     labels: &Volume<u8>,
     lesions: Option<&Volume<u32>>,
 ) -> Result<Vec<String>, dicom_refs::DicomExportError> {
+    // On a resampled grid (irregular spacing, gantry tilt): the maps mapped
+    // back onto the source slices, so SEG frames and RTSTRUCT contours lie on
+    // the source slices' own planes and pixels.
+    let mapped = inputs.source.resampled.as_ref().map(|grid| {
+        (
+            dicom_refs::to_source_slices(labels, &inputs.source, grid),
+            lesions.map(|l| dicom_refs::to_source_slices(l, &inputs.source, grid)),
+        )
+    });
+    let (labels, lesions) = match &mapped {
+        Some((l, les)) => (l, les.as_ref()),
+        None => (labels, lesions),
+    };
     let set = segments::SegmentSet::new(labels, lesions, inputs.lesion_label, &inputs.classes);
     if set.segments.is_empty() {
         tracing::info!(study = %inputs.source.study_uid, "no segments: no seg.dcm or rtstruct.dcm written");

@@ -166,17 +166,17 @@ pub fn write(path: &Path, src: &SourceRefs, set: &SegmentSet, algo: &Algorithm) 
     ));
     // Shared functional groups: pixel measures, orientation.
     let pixel_spacing = vec![ds(g.spacing[1]), ds(g.spacing[0])];
+    let mut measures =
+        vec![texts(tags::PIXEL_SPACING, VR::DS, pixel_spacing), text(tags::SLICE_THICKNESS, VR::DS, &ds(g.spacing[2]))];
+    // Source slices of a resampled series are not evenly spaced: no spacing
+    // is claimed; each frame has its own position.
+    if src.resampled.is_none() {
+        measures.push(text(tags::SPACING_BETWEEN_SLICES, VR::DS, &ds(g.spacing[2])));
+    }
     obj.put(seq(
         tags::SHARED_FUNCTIONAL_GROUPS_SEQUENCE,
         vec![item(vec![
-            seq(
-                tags::PIXEL_MEASURES_SEQUENCE,
-                vec![item(vec![
-                    texts(tags::PIXEL_SPACING, VR::DS, pixel_spacing),
-                    text(tags::SLICE_THICKNESS, VR::DS, &ds(g.spacing[2])),
-                    text(tags::SPACING_BETWEEN_SLICES, VR::DS, &ds(g.spacing[2])),
-                ])],
-            ),
+            seq(tags::PIXEL_MEASURES_SEQUENCE, vec![item(measures)]),
             seq(
                 tags::PLANE_ORIENTATION_SEQUENCE,
                 vec![item(vec![texts(tags::IMAGE_ORIENTATION_PATIENT, VR::DS, iop)])],

@@ -164,7 +164,8 @@ pub enum SeriesError {
         /// The series' orientation (its first slice).
         expected: Vec<f64>,
     },
-    /// Gaps between slices that differ by more than 1% of the spacing.
+    /// Slices off a uniform grid by more than 10 % of the spacing, refused
+    /// in strict mode (otherwise resampled): the gap most off the median.
     #[error(
         "series {series_uid}: non-uniform slice spacing: gap of {gap:.4} mm between {before} and {after}, expected {expected:.4} mm"
     )]

@@ -6,6 +6,7 @@
 
 pub mod csa;
 pub mod error;
+pub mod geometry;
 pub mod header;
 pub mod mosaic;
 pub mod pixels;
@@ -21,6 +22,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 pub use error::{ErrorClass, FileError, SeriesError};
+pub use geometry::{ResamplingMethod, SliceGrid};
 pub use series::{SeriesIndex, SeriesInfo, SeriesPlan, SeriesVolume, SliceRef, SuvStatus, ValueUnit};
 
 /// A scanned folder: its series and what could not be read.
@@ -48,6 +50,15 @@ pub fn index(root: &Path) -> FolderIndex {
 }
 
 impl FolderIndex {
+    /// Makes every series refuse stacks that would need resampling
+    /// (`--strict-geometry`, `[ingest] strict_geometry`).
+    pub fn with_strict_geometry(mut self, strict: bool) -> Self {
+        for s in &mut self.series {
+            s.strict_geometry = strict;
+        }
+        self
+    }
+
     /// The series with this UID.
     pub fn find(&self, series_uid: &str) -> Option<&SeriesIndex> {
         self.series.iter().find(|s| s.series_uid == series_uid)

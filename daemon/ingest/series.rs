@@ -1,7 +1,15 @@
 //! Series assembly: groups instance headers by series, orders slices along the
-//! slice normal (never by InstanceNumber or file name), checks orientation,
-//! spacing and duplicates, works out the geometry and the SUV, then fills one
-//! f32 volume from the pixel data in parallel.
+//! slice normal (never by InstanceNumber or file name), checks orientation and
+//! duplicates, works out the geometry and the SUV, then fills one f32 volume
+//! from the pixel data in parallel.
+//!
+//! A stack is judged by each slice's distance from one uniform grid along the
+//! normal (first-to-last spacing, as SimpleITK and dcm2niix place it), not by
+//! neighbouring gaps: within [`GRID_TOLERANCE`] of the spacing it is one
+//! regular volume (whole-body PET whose bed junctions sit a few hundredths of
+//! a millimetre off). Stacks beyond it (variable spacing, gantry tilt) are
+//! resampled onto a regular orthogonal grid (`geometry.rs` plans it), unless
+//! the index is strict, which refuses them with the messages of old.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -10,6 +18,7 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use super::error::SeriesError;
+use super::geometry::{self, SliceGrid, StackPlan};
 use super::header::{FrameHeader, InstanceHeader};
 use super::pixels::{self, FrameTask, SampleFormat};
 use super::suv::{self, Suv};
@@ -17,8 +26,9 @@ use crate::volume::{Geometry, Volume, cross, dot, norm};
 
 /// Tolerance on direction cosines between slices of one series.
 const ORIENTATION_TOLERANCE: f64 = 1e-4;
-/// Slice gaps may differ from the series spacing by this fraction.
-const SPACING_TOLERANCE: f64 = 0.01;
+/// A slice may lie this fraction of the slice spacing away from the uniform
+/// grid (along the normal and in-plane together) in a regular volume.
+pub const GRID_TOLERANCE: f64 = 0.10;
 /// Two slices closer than this (mm) along the normal share a position.
 const SAME_POSITION_MM: f64 = 1e-3;
 /// Largest number of voxels a series may declare (2^31: 8 GiB of f32).
@@ -96,8 +106,13 @@ pub struct SeriesInfo {
     pub instances: usize,
     /// ImageOrientationPatient of the series.
     pub orientation: [f64; 6],
-    /// Slice sources in k order.
+    /// The source slices, ordered along the normal. Slice k of the volume
+    /// when `resampling.method` is `none`; otherwise the volume was
+    /// resampled from them and outputs are mapped back onto them.
     pub slices: Vec<SliceRef>,
+    /// How the stack became a regular grid: its largest deviation from a
+    /// uniform grid and, where resampled, the method and displacement.
+    pub slice_grid: SliceGrid,
     /// PET SUV conversion.
     pub suv: SuvStatus,
     /// Unit of the loaded voxel values.
@@ -119,6 +134,8 @@ pub struct SeriesPlan {
     slices: Vec<PlannedSlice>,
     /// The instances, after duplicate removal.
     instances: Vec<InstanceHeader>,
+    /// How the source slices map onto the grid (None: slice k is grid slice k).
+    stack: Option<StackPlan>,
 }
 
 #[derive(Debug, Clone)]
@@ -149,6 +166,9 @@ pub struct SeriesIndex {
     pub modality: String,
     /// Its instances.
     pub instances: Vec<InstanceHeader>,
+    /// Refuse stacks that would need resampling (irregular spacing, gantry
+    /// tilt) with the messages of old, instead of resampling them.
+    pub strict_geometry: bool,
 }
 
 /// Groups instances by (study, series), in UID order.
@@ -165,10 +185,15 @@ pub fn group(instances: Vec<InstanceHeader>) -> Vec<SeriesIndex> {
                 study_uid,
                 series_uid,
                 instances,
+                strict_geometry: false,
             }
         })
         .collect()
 }
+
+/// The `what` of the refusal of positions off the normal (strict mode, and
+/// positions that no shear explains).
+const TILT_WHAT: &str = "slice positions (not along the slice normal: gantry tilt or shear)";
 
 fn same_orientation(a: &[f64; 6], b: &[f64; 6]) -> bool {
     a.iter().zip(b).all(|(x, y)| (x - y).abs() <= ORIENTATION_TOLERANCE)
@@ -278,42 +303,68 @@ impl SeriesIndex {
                 limit: MAX_VOXELS,
             });
         }
-        let slice_spacing = if count >= 2 {
-            let mut gaps: Vec<f64> = slices.windows(2).map(|w| pos(&w[1]) - pos(&w[0])).collect();
-            let mut sorted = gaps.clone();
-            sorted.sort_by(f64::total_cmp);
-            let median = sorted[sorted.len() / 2];
-            for (i, g) in gaps.iter().enumerate() {
-                if (g - median).abs() > SPACING_TOLERANCE * median {
-                    return Err(SeriesError::NonUniformSpacing {
-                        series_uid: uid(),
-                        gap: *g,
-                        expected: median,
-                        before: file_name(&instances[slices[i].instance].path),
-                        after: file_name(&instances[slices[i + 1].instance].path),
-                    });
-                }
-            }
-            // Positions must run along the normal; a sheared stack (gantry tilt)
-            // would need resampling this reader does not do.
-            let p0 = slices[0].header.position;
-            for s in &slices[1..] {
-                let d = [s.header.position[0] - p0[0], s.header.position[1] - p0[1], s.header.position[2] - p0[2]];
-                let along = dot(d, normal);
-                let off = norm([d[0] - along * normal[0], d[1] - along * normal[1], d[2] - along * normal[2]]);
-                if off > SPACING_TOLERANCE * median.max(1e-6) * (1.0 + along.abs() / median.max(1e-6)) {
-                    return Err(SeriesError::Inconsistent {
-                        series_uid: uid(),
-                        what: "slice positions (not along the slice normal: gantry tilt or shear)",
-                        path: instances[s.instance].path.clone(),
-                    });
-                }
-            }
-            gaps.clear();
-            (pos(&slices[count - 1]) - pos(&slices[0])) / (count - 1) as f64
-        } else {
-            1.0
-        };
+        let positions: Vec<[f64; 3]> = slices.iter().map(|s| s.header.position).collect();
+        let shape = geometry::analyse(&positions, row, col, normal);
+        let name = |k: usize| file_name(&instances[slices[k].instance].path);
+        if let Some(needs) = shape.needs_resampling()
+            && self.strict_geometry
+        {
+            return Err(match needs {
+                geometry::Needs::Spacing { worst_gap } => SeriesError::NonUniformSpacing {
+                    series_uid: uid(),
+                    gap: shape.gaps[worst_gap],
+                    expected: shape.median_gap,
+                    before: name(worst_gap),
+                    after: name(worst_gap + 1),
+                },
+                geometry::Needs::Tilt { first_off } => SeriesError::Inconsistent {
+                    series_uid: uid(),
+                    what: TILT_WHAT,
+                    path: instances[slices[first_off].instance].path.clone(),
+                },
+            });
+        }
+        if let Some(gap) = shape.missing_slices() {
+            return Err(SeriesError::NonUniformSpacing {
+                series_uid: uid(),
+                gap: shape.gaps[gap],
+                expected: shape.median_gap,
+                before: name(gap),
+                after: name(gap + 1),
+            });
+        }
+        if let Some(k) = shape.wandering() {
+            // In-plane offsets that no shear explains: not a tilt, refused.
+            return Err(SeriesError::Inconsistent {
+                series_uid: uid(),
+                what: TILT_WHAT,
+                path: instances[slices[k].instance].path.clone(),
+            });
+        }
+        let fill = if first.modality == "CT" { -1024.0 } else { 0.0 };
+        let (grid, slice_grid, stack) = shape.plan(
+            [format.columns as usize, format.rows as usize],
+            [spacing_ij[1], spacing_ij[0]],
+            [row, col, normal],
+            fill,
+        );
+        let out_voxels = grid.dims.iter().map(|&d| d as u64).product::<u64>();
+        if out_voxels > MAX_VOXELS {
+            return Err(SeriesError::TooLarge {
+                series_uid: uid(),
+                what: "voxel count after resampling",
+                value: out_voxels,
+                limit: MAX_VOXELS,
+            });
+        }
+        if stack.is_some() {
+            tracing::info!(
+                series = %self.series_uid,
+                method = slice_grid.method.name(),
+                max_displacement_mm = slice_grid.max_displacement_mm,
+                "slice stack resampled onto a regular grid"
+            );
+        }
 
         // SUV for PET.
         let is_pet = first.modality == "PT";
@@ -325,14 +376,7 @@ impl SeriesIndex {
             (SuvStatus::NotApplicable, ValueUnit::Rescaled)
         };
 
-        let geometry = Geometry {
-            dims: [format.columns as usize, format.rows as usize, count],
-            // PixelSpacing is (between rows, between columns): i steps along a
-            // row, so its spacing is the column spacing, PixelSpacing[1].
-            spacing: [spacing_ij[1], spacing_ij[0], slice_spacing],
-            origin: slices[0].header.position,
-            direction: [row, col, normal],
-        };
+        let geometry = grid;
         // A mosaic's slices are tiles of one single-frame image, not frames.
         let multi_frame =
             instances.iter().any(|h| h.number_of_frames > 1 || (h.frames.len() > 1 && h.mosaic.is_none()));
@@ -366,11 +410,12 @@ impl SeriesIndex {
                     }
                 })
                 .collect(),
+            slice_grid,
             suv: suv_status,
             unit,
             duplicates_dropped,
         };
-        Ok(SeriesPlan { info, geometry, format, slices, instances })
+        Ok(SeriesPlan { info, geometry, format, slices, instances, stack })
     }
 
     /// Computes each instance's SUV factor (QIBA) and stores it as the slices'
@@ -420,8 +465,9 @@ impl SeriesPlan {
     /// one file at a time per thread, writing straight into the volume, so peak
     /// memory is the volume plus one file per thread.
     pub fn load(&self) -> Result<SeriesVolume, SeriesError> {
-        let plane = self.geometry.dims[0] * self.geometry.dims[1];
-        let mut data = vec![0f32; self.geometry.voxel_count()];
+        let plane = self.format.columns as usize * self.format.rows as usize;
+        // Resampled stacks are read into a stack of the source slices first.
+        let mut data = vec![0f32; plane * self.slices.len()];
         crate::sys::advise_huge_pages(&mut data);
         // Group slice buffers by instance.
         let mut per_instance: Vec<Vec<FrameTask<'_>>> = (0..self.instances.len()).map(|_| Vec::new()).collect();
@@ -448,6 +494,10 @@ impl SeriesPlan {
             }
             .map_err(|source| SeriesError::File { series_uid: self.info.series_uid.clone(), source })
         })?;
+        let data = match &self.stack {
+            Some(stack) => stack.resample(&data, &self.geometry),
+            None => data,
+        };
         Ok(SeriesVolume { info: self.info.clone(), volume: Volume { geometry: self.geometry.clone(), data } })
     }
 

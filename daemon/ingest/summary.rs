@@ -8,7 +8,7 @@ use dicom_encoding::transfer_syntax::TransferSyntaxIndex;
 use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 use serde::Serialize;
 
-use super::{ErrorClass, FolderIndex, Pairing, SeriesIndex, SuvStatus, ValueUnit, pair};
+use super::{ErrorClass, FolderIndex, Pairing, SeriesIndex, SliceGrid, SuvStatus, ValueUnit, pair};
 
 /// One transfer syntax, by UID and name.
 #[derive(Debug, Clone, Serialize)]
@@ -44,6 +44,9 @@ pub struct SeriesSummary {
     pub orientation: Option<[f64; 6]>,
     /// LPS position of the first voxel.
     pub origin_lps_mm: Option<[f64; 3]>,
+    /// The slice grid: largest deviation from a uniform grid and, where the
+    /// stack is resampled (irregular spacing, gantry tilt), how.
+    pub slice_grid: Option<SliceGrid>,
     /// Transfer syntaxes of its files.
     pub transfer_syntaxes: Vec<TransferSyntaxName>,
     /// From multi-frame objects.
@@ -122,6 +125,7 @@ pub fn describe_series(s: &SeriesIndex) -> SeriesSummary {
         spacing_mm: None,
         orientation: None,
         origin_lps_mm: None,
+        slice_grid: None,
         transfer_syntaxes: {
             let mut v: Vec<&str> = s.instances.iter().map(|h| h.transfer_syntax.as_str()).collect();
             v.sort_unstable();
@@ -139,6 +143,7 @@ pub fn describe_series(s: &SeriesIndex) -> SeriesSummary {
             out.spacing_mm = Some(p.geometry.spacing);
             out.orientation = Some(p.info.orientation);
             out.origin_lps_mm = Some(p.geometry.origin);
+            out.slice_grid = Some(p.info.slice_grid.clone());
             out.suv = Some(p.info.suv.clone());
             out.unit = Some(p.info.unit);
         }
