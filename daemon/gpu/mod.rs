@@ -16,7 +16,11 @@
 //!   point (`quantize`) and summed in 128-bit integers, so the GPU's atomics
 //!   and the CPU's reduction agree to the bit.
 //! - `suv_threshold`: SUV = fma(stored, a_k, b_k) in f32 for slice k (a_k, b_k
-//!   the slice's slope × SUV factor and intercept × SUV factor), mask = SUV ≥ t.
+//!   the slice's slope × SUV factor and intercept × SUV factor), mask = SUV ≥ t;
+//!   a NaN SUV is written as the canonical NaN `0x7fffffff` (what NVIDIA's
+//!   `fmaf` returns; `cpu::CANONICAL_NAN_BITS`).
+//! - `stats` refuses a label map holding labels above its count
+//!   ([`GpuError::LabelAboveCount`]).
 
 pub mod check;
 pub mod cpu;
@@ -163,6 +167,16 @@ pub enum GpuError {
     /// Inputs whose sizes disagree.
     #[error("invalid input: {0}")]
     Invalid(String),
+    /// A label map holding a label above its component count.
+    #[error("label {label} at voxel {index} is above the component count {count}")]
+    LabelAboveCount {
+        /// The offending label.
+        label: u32,
+        /// Its first voxel (linear index).
+        index: usize,
+        /// The label map's count.
+        count: u32,
+    },
 }
 
 /// Where the kernels run.
@@ -221,6 +235,7 @@ impl Backend {
     pub fn stats(&self, labels: &Labels, values: &[f32], dims: [usize; 3]) -> Result<Vec<ComponentStats>, GpuError> {
         check_len(labels.data.len(), dims)?;
         check_len(values.len(), dims)?;
+        check_labels(labels)?;
         match self {
             Backend::Cpu => Ok(cpu::stats(labels, values, dims)),
             #[cfg(feature = "cuda")]
@@ -249,10 +264,35 @@ impl Backend {
     }
 }
 
+/// Every label is at most `labels.count` (the kernel would ignore the others
+/// and the statistics would silently leave those voxels out).
+fn check_labels(labels: &Labels) -> Result<(), GpuError> {
+    use rayon::prelude::*;
+    let count = labels.count;
+    match labels.data.par_iter().position_first(|&l| l > count) {
+        None => Ok(()),
+        Some(index) => Err(GpuError::LabelAboveCount { label: labels.data[index], index, count }),
+    }
+}
+
 fn check_len(len: usize, dims: [usize; 3]) -> Result<(), GpuError> {
     let n = dims[0].checked_mul(dims[1]).and_then(|v| v.checked_mul(dims[2]));
     if n != Some(len) {
         return Err(GpuError::Invalid(format!("{len} voxels for dims {dims:?}")));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stats_refuse_labels_above_count() {
+        let labels = Labels { data: vec![0, 1, 3, 2], count: 2 };
+        let e = Backend::Cpu.stats(&labels, &[0.0; 4], [4, 1, 1]);
+        assert!(matches!(e, Err(GpuError::LabelAboveCount { label: 3, index: 2, count: 2 })), "{e:?}");
+        let ok = Labels { data: vec![0, 1, 2, 2], count: 2 };
+        assert_eq!(Backend::Cpu.stats(&ok, &[0.0; 4], [4, 1, 1]).map(|s| s.len()).ok(), Some(2));
+    }
 }
