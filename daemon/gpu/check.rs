@@ -409,7 +409,7 @@ fn sphere(mask: &mut [u8], dims: [usize; 3], c: [f64; 3], r: f64, value: u8) {
     }
 }
 
-fn label_cases(rng: &mut Rng, dims: [usize; 3]) -> Vec<(String, Vec<u8>)> {
+pub(crate) fn label_cases(rng: &mut Rng, dims: [usize; 3]) -> Vec<(String, Vec<u8>)> {
     let n = dims[0] * dims[1] * dims[2];
     let mut cases = vec![("empty".to_string(), vec![0u8; n]), ("full".to_string(), vec![1u8; n])];
     for d in [0.05, 0.3, 0.5, 0.7, 0.95] {
@@ -449,7 +449,7 @@ fn label_cases(rng: &mut Rng, dims: [usize; 3]) -> Vec<(String, Vec<u8>)> {
     cases
 }
 
-fn stat_values(rng: &mut Rng, dims: [usize; 3]) -> Vec<f32> {
+pub(crate) fn stat_values(rng: &mut Rng, dims: [usize; 3]) -> Vec<f32> {
     let n = dims[0] * dims[1] * dims[2];
     (0..n)
         .map(|_| match rng.below(100) {
@@ -466,9 +466,9 @@ fn stat_values(rng: &mut Rng, dims: [usize; 3]) -> Vec<f32> {
         .collect()
 }
 
-type SuvCase = (String, Vec<i16>, Vec<(f32, f32)>, f32);
+pub(crate) type SuvCase = (String, Vec<i16>, Vec<(f32, f32)>, f32);
 
-fn suv_cases(rng: &mut Rng, dims: [usize; 3]) -> Vec<SuvCase> {
+pub(crate) fn suv_cases(rng: &mut Rng, dims: [usize; 3]) -> Vec<SuvCase> {
     let n = dims[0] * dims[1] * dims[2];
     let stored: Vec<i16> = (0..n)
         .map(|_| match rng.below(50) {

@@ -26,6 +26,8 @@ pub mod check;
 pub mod cpu;
 #[cfg(feature = "cuda")]
 pub mod cuda;
+#[cfg(all(test, feature = "emulation"))]
+mod emulation;
 
 use serde::Serialize;
 
@@ -146,6 +148,39 @@ impl ComponentStats {
         let var = (self.sum_sq_fixed as f64 / n - mean * mean).max(0.0);
         var.sqrt() / scale
     }
+}
+
+/// The float of an order-preserving key (`key_float` in stats.cu).
+pub(crate) fn key_to_f32(k: u32) -> f32 {
+    f32::from_bits(if k & 0x8000_0000 != 0 { k & 0x7fff_ffff } else { !k })
+}
+
+/// The statistics of labels 1..=count from the kernels' records (`rec64`,
+/// `rec32`: 8 words per record, record 0 unused; layout in stats.cu); None
+/// when the arrays are too short.
+#[cfg_attr(not(any(feature = "cuda", all(test, feature = "emulation"))), allow(dead_code))]
+pub(crate) fn stats_from_records(r64: &[u64], r32: &[u32], count: u32) -> Option<Vec<ComponentStats>> {
+    let records = count as usize + 1;
+    if r64.len() < records * 8 || r32.len() < records * 8 {
+        return None;
+    }
+    Some(
+        (1..records)
+            .map(|l| {
+                let a = &r64[l * 8..l * 8 + 8];
+                let b = &r32[l * 8..l * 8 + 8];
+                ComponentStats {
+                    voxels: a[0],
+                    bbox_min: [b[0], b[1], b[2]],
+                    bbox_max: [b[3], b[4], b[5]],
+                    sum_fixed: ((u128::from(a[2]) << 64) | u128::from(a[1])) as i128,
+                    sum_sq_fixed: (u128::from(a[4]) << 64) | u128::from(a[3]),
+                    max: key_to_f32(b[6]),
+                    max_index: a[5],
+                }
+            })
+            .collect(),
+    )
 }
 
 /// Errors of the GPU path. The CPU twins do not fail.
