@@ -27,7 +27,7 @@ use super::{ComponentStats, Connectivity, GpuError, Labels};
 const BLOCK: u32 = 256;
 /// Elements per block of `scan_tiles` / `scan_add` (256 threads × 8).
 const SCAN_TILE: usize = 2048;
-/// Voxels per thread-run in the statistics kernels (`STATS_SEG`).
+/// Voxels per thread in the statistics kernels (`STATS_TILE` / 32).
 const STATS_SEG: usize = 16;
 /// Voxels per thread-group in `suv_threshold` (`SUV_GROUP`).
 const SUV_GROUP: usize = 8;
