@@ -39,6 +39,42 @@ fn main() {
     if std::env::var_os("CARGO_FEATURE_CUDA").is_some() {
         cuda::build();
     }
+    if std::env::var_os("CARGO_FEATURE_EMULATION").is_some() {
+        emulation::build();
+    }
+}
+
+/// Feature `emulation` (tests only): the host emulation driver of the CUDA
+/// kernels, `kernels/emulation/driver.cpp` (which includes `kernels/*.cu`
+/// with `cuda_host.h`), built with `$CXX` (default g++) into
+/// `$OUT_DIR/edgeseg-kernel-emu`; its path is `EDGESEG_KERNEL_EMU` at compile
+/// time (daemon/gpu/emulation.rs).
+mod emulation {
+    use std::env;
+    use std::path::PathBuf;
+    use std::process::Command;
+
+    pub(super) fn build() {
+        let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+        let out = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
+        println!("cargo:rerun-if-changed=kernels");
+        println!("cargo:rerun-if-changed=kernels/emulation");
+        println!("cargo:rerun-if-env-changed=CXX");
+        let cxx = env::var("CXX").ok().filter(|c| !c.trim().is_empty()).unwrap_or_else(|| "g++".to_string());
+        let exe = out.join("edgeseg-kernel-emu");
+        let status = Command::new(&cxx)
+            .args(["-std=c++20", "-O2", "-g", "-pthread", "-fno-strict-aliasing", "-Wall", "-Wextra", "-Werror"])
+            .args(["-Wno-unknown-pragmas", "-Wno-unused-parameter"])
+            .arg("-o")
+            .arg(&exe)
+            .arg(manifest.join("kernels/emulation/driver.cpp"))
+            .status()
+            .unwrap_or_else(|e| panic!("running {cxx} for the kernel emulation (feature `emulation`): {e}"));
+        if !status.success() {
+            panic!("{cxx} failed to build kernels/emulation/driver.cpp ({status})");
+        }
+        println!("cargo:rustc-env=EDGESEG_KERNEL_EMU={}", exe.display());
+    }
 }
 
 mod cuda {

@@ -18,6 +18,12 @@ typedef long long i64;
 
 #define EDGESEG_FULL_MASK 0xffffffffu
 
+// Operation counters of the host emulation (kernels/emulation/); nothing on
+// the device.
+#ifndef EDGESEG_EMU_COUNT
+#define EDGESEG_EMU_COUNT(what)
+#endif
+
 // Block-wide scans use exactly this many threads (8 warps).
 #define EDGESEG_SCAN_THREADS 256
 // Elements per thread in the tile scans; a tile is 256 × 8 = 2048 elements.

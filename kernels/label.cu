@@ -3,9 +3,9 @@
 // Union-find in global memory, ECL-CC style (Jaiganesh & Burtscher 2018)
 // on a voxel grid:
 //   1. label_init_C:  parent[i] = first equal-valued backward neighbour of i
-//                     (in (dz, dy, dx) raster order), else i.
+//                     (below, behind, left, then the rest), else i.
 //   2. label_merge_C: union of i with every other equal-valued backward
-//                     neighbour. Roots are hooked with atomicCAS, always the
+//                     neighbour that does not touch one already joined. Roots are hooked with atomicCAS, always the
 //                     larger root under the smaller; finds shorten paths by
 //                     pointer jumping (plain stores into non-root slots only).
 //   3. label_compress: parent[i] = root(i); one bit per voxel marks roots
@@ -20,7 +20,8 @@
 // gives exactly the cc3d/scipy numbering.
 //
 // Indices: volumes hold fewer than 2^32 voxels (checked on the host), so a
-// voxel index fits a u32; offsets and loop counters are 64-bit.
+// voxel index fits a u32 and is computed in 32 bits; loop counters are
+// 64-bit so that a stride cannot wrap.
 #include "common.cuh"
 
 // The root of x, shortening the path on the way (pointer jumping). Loads are
@@ -28,6 +29,7 @@
 // only to non-root slots (a slot that is not a root never becomes one again),
 // and only ever store an ancestor, so they cannot undo a hook.
 __device__ __forceinline__ u32 find_root(u32* parent, u32 x) {
+    EDGESEG_EMU_COUNT(find_root);
     volatile u32* p = parent;
     u32 cur = p[x];
     if (cur != x) {
@@ -45,7 +47,11 @@ __device__ __forceinline__ u32 find_root(u32* parent, u32 x) {
 // Joins the trees of a and b: hooks the larger root under the smaller with a
 // CAS that only succeeds while the larger is still a root; retries otherwise.
 // Terminates: the larger of the two roots strictly decreases each round.
+// Early exit when a and b already share a parent (the common case once the
+// neighbours' own unions have run).
 __device__ __forceinline__ void unite(u32* parent, u32 a, u32 b) {
+    volatile u32* p = parent;
+    if (p[a] == p[b]) return;
     u32 ra = find_root(parent, a);
     u32 rb = find_root(parent, b);
     while (ra != rb) {
@@ -61,61 +67,108 @@ __device__ __forceinline__ void unite(u32* parent, u32 a, u32 b) {
     }
 }
 
-// Visits the backward half-neighbourhood of voxel i = (x, y, z) (offsets with
-// dz*9 + dy*3 + dx < 0 and at most MAXN non-zero components: 1 → 6-,
-// 2 → 18-, 3 → 26-connectivity) in (dz, dy, dx) order. INIT: links i to the
-// first equal-valued neighbour (or to itself). Otherwise: unites i with every
-// equal-valued neighbour but the first (init already linked that one).
-template <int MAXN, bool INIT>
-__device__ __forceinline__ void visit(const u8* __restrict__ mask, u32* parent, u32 x, u32 y, u32 z, u64 i, u8 v,
-                                      u32 nx, u32 ny, u64 plane) {
-    bool first = true;
-#pragma unroll
-    for (int dz = -1; dz <= 0; ++dz) {
-#pragma unroll
-        for (int dy = -1; dy <= 1; ++dy) {
-#pragma unroll
-            for (int dx = -1; dx <= 1; ++dx) {
-                if (dz * 9 + dy * 3 + dx >= 0) continue;
-                if ((dx != 0) + (dy != 0) + (dz != 0) > MAXN) continue;
-                if (dz < 0 && z == 0) continue;
-                if (dy < 0 && y == 0) continue;
-                if (dy > 0 && y + 1 >= ny) continue;
-                if (dx < 0 && x == 0) continue;
-                if (dx > 0 && x + 1 >= nx) continue;
-                const i64 off = (i64)dz * (i64)plane + (i64)dy * (i64)nx + (i64)dx;
-                const u64 j = (u64)((i64)i + off);
-                if (mask[j] != v) continue;
-                if (first) {
-                    first = false;
-                    if (INIT) {
-                        parent[i] = (u32)j;
-                        return;
-                    }
-                    continue;
-                }
-                if (!INIT) unite(parent, (u32)i, (u32)j);
-            }
-        }
+// The k-th backward neighbour offset, in the order the passes visit them
+// (k = 0..12): the voxel below first (it touches every other backward
+// neighbour under 26-connectivity, and most of them under 18), then the one
+// behind, then the one to the left, then the rest in (dz, dy, dx) order.
+__device__ __forceinline__ void backward_offset(int k, int& dx, int& dy, int& dz) {
+    switch (k) {
+        case 0: dx = 0; dy = 0; dz = -1; break;
+        case 1: dx = 0; dy = -1; dz = 0; break;
+        case 2: dx = -1; dy = 0; dz = 0; break;
+        case 3: dx = -1; dy = -1; dz = -1; break;
+        case 4: dx = 0; dy = -1; dz = -1; break;
+        case 5: dx = 1; dy = -1; dz = -1; break;
+        case 6: dx = -1; dy = 0; dz = -1; break;
+        case 7: dx = 1; dy = 0; dz = -1; break;
+        case 8: dx = -1; dy = 1; dz = -1; break;
+        case 9: dx = 0; dy = 1; dz = -1; break;
+        case 10: dx = 1; dy = 1; dz = -1; break;
+        case 11: dx = -1; dy = -1; dz = 0; break;
+        default: dx = 1; dy = -1; dz = 0; break;
     }
-    if (INIT) parent[i] = (u32)i;
+}
+
+__device__ __forceinline__ int iabs(int v) { return v < 0 ? -v : v; }
+
+// Whether offsets k and m are neighbours of each other under the
+// connectivity of at most MAXN non-zero components (constant once unrolled).
+template <int MAXN>
+__device__ __forceinline__ bool offsets_touch(int k, int m) {
+    int ax, ay, az, bx, by, bz;
+    backward_offset(k, ax, ay, az);
+    backward_offset(m, bx, by, bz);
+    const int ex = iabs(ax - bx), ey = iabs(ay - by), ez = iabs(az - bz);
+    return ex <= 1 && ey <= 1 && ez <= 1 && (ex != 0) + (ey != 0) + (ez != 0) <= MAXN;
+}
+
+// Visits the backward half-neighbourhood of voxel i = (x, y, z) (the offsets
+// of backward_offset with at most MAXN non-zero components: 1 → 6-, 2 → 18-,
+// 3 → 26-connectivity). INIT: links i to the first equal-valued neighbour
+// (or to itself). Otherwise: unites i with every equal-valued neighbour but
+// those that touch a neighbour already joined to i (the first one by init,
+// the others by this pass): two equal-valued neighbours that touch are joined
+// by the later one's own pass, so i reaches them anyway (a decision tree as
+// in block-based CCL, derived from the offsets at compile time).
+template <int MAXN, bool INIT>
+__device__ __forceinline__ void visit(const u8* __restrict__ mask, u32* parent, u32 x, u32 y, u32 z, u32 i, u8 v,
+                                      u32 nx, u32 ny, u32 plane) {
+    u32 joined = 0u;  // bit k: offset k is an equal-valued neighbour joined to i
+#pragma unroll
+    for (int k = 0; k < 13; ++k) {
+        int dx, dy, dz;
+        backward_offset(k, dx, dy, dz);
+        if ((dx != 0) + (dy != 0) + (dz != 0) > MAXN) continue;
+        if (dz < 0 && z == 0) continue;
+        if (dy < 0 && y == 0) continue;
+        if (dy > 0 && y + 1 >= ny) continue;
+        if (dx < 0 && x == 0) continue;
+        if (dx > 0 && x + 1 >= nx) continue;
+        bool covered = false;
+#pragma unroll
+        for (int m = 0; m < k; ++m) {
+            if (offsets_touch<MAXN>(k, m) && (joined & (1u << m))) covered = true;
+        }
+        if (covered) continue;
+        // In range: the neighbour exists, so the u32 arithmetic cannot wrap.
+        u32 j = i + (u32)dx;  // wrapping u32 arithmetic, exact in the end
+        if (dz < 0) j -= plane;
+        if (dy < 0) j -= nx;
+        if (dy > 0) j += nx;
+        if (mask[j] != v) continue;
+        if (joined == 0u) {
+            joined = 1u << k;
+            if (INIT) {
+                parent[i] = j;
+                return;
+            }
+            continue;
+        }
+        joined |= 1u << k;
+        if (!INIT) unite(parent, i, j);
+    }
+    if (INIT) parent[i] = i;
 }
 
 // One thread per voxel: x from the 2-D block's x, rows (y + ny*z) strided
-// over the grid's y. Launch with blockDim.x * gridDim.x >= nx.
+// over the grid's y. Launch with blockDim.x * gridDim.x >= nx. Voxel indices
+// are below 2^32 (checked on the host), so the index arithmetic is 32-bit
+// (no 64-bit division per voxel); only the row counter is 64-bit, so that the
+// stride cannot wrap.
 template <int MAXN, bool INIT>
 __device__ __forceinline__ void label_pass(const u8* __restrict__ mask, u32* parent, u32 nx, u32 ny, u32 nz) {
     const u32 x = blockIdx.x * blockDim.x + threadIdx.x;
     if (x >= nx) return;
-    const u64 plane = (u64)nx * (u64)ny;
+    const u32 plane = nx * ny;
     const u64 rows = (u64)ny * (u64)nz;
     const u64 step = (u64)gridDim.y * (u64)blockDim.y;
     for (u64 row = (u64)blockIdx.y * blockDim.y + threadIdx.y; row < rows; row += step) {
-        const u64 i = row * nx + x;
+        const u32 r = (u32)row;
+        const u32 i = r * nx + x;
         const u8 v = mask[i];
         if (v == 0) continue;
-        const u32 y = (u32)(row % ny);
-        const u32 z = (u32)(row / ny);
+        const u32 y = r % ny;
+        const u32 z = r / ny;
         visit<MAXN, INIT>(mask, parent, x, y, z, i, v, nx, ny, plane);
     }
 }
@@ -161,7 +214,10 @@ extern "C" __global__ void label_compress(const u8* __restrict__ mask, u32* pare
                 u32 r = p;
                 u32 q;
                 while ((q = parent[r]) != r) r = q;
-                parent[i] = r;
+                if (r != p) {  // most voxels point at their root already
+                    EDGESEG_EMU_COUNT(compress_write);
+                    parent[i] = r;
+                }
             }
         }
         const u32 b = __ballot_sync(EDGESEG_FULL_MASK, root);

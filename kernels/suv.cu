@@ -2,6 +2,7 @@
 //
 //   suv[i]  = fmaf((float)stored[i], a_k, b_k)   k = slice of voxel i
 //   mask[i] = suv[i] >= t ? 1 : 0
+//   a NaN SUV is stored as the canonical NaN 0x7fffffff (SUV_CANONICAL_NAN)
 //
 // The fma is explicit (and the file is compiled with -fmad=false / NVRTC
 // --fmad=false), so contraction cannot change a result: fmaf rounds once,
@@ -12,6 +13,15 @@
 #include "common.cuh"
 
 #define SUV_GROUP 8
+// The NaN every SUV NaN is written as: the one NVIDIA's fmaf returns, which
+// the CPU twin writes too (x86/aarch64 pass an input NaN through instead).
+#define SUV_CANONICAL_NAN 0x7fffffffu
+
+// fmaf with NaN results canonicalised, so that the bits agree with the twin.
+__device__ __forceinline__ float suv_of(float stored, float a, float b) {
+    const float r = fmaf(stored, a, b);
+    return r != r ? __uint_as_float(SUV_CANONICAL_NAN) : r;
+}
 
 // scale: 2·nz floats, (a_k, b_k) interleaved. plane = nx·ny >= 1.
 extern "C" __global__ void suv_threshold(const i16* __restrict__ stored, const float* __restrict__ scale, float t,
@@ -40,7 +50,7 @@ extern "C" __global__ void suv_threshold(const i16* __restrict__ stored, const f
                 }
                 const u32 w = words[j >> 1];
                 const i16 s = (i16)(u16)((j & 1) ? (w >> 16) : (w & 0xffffu));
-                out[j] = fmaf((float)s, a, b);
+                out[j] = suv_of((float)s, a, b);
                 m[j >> 2] |= (out[j] >= t ? 1u : 0u) << (8 * (j & 3));
             }
             float4* dst = reinterpret_cast<float4*>(suv + base);
@@ -56,7 +66,7 @@ extern "C" __global__ void suv_threshold(const i16* __restrict__ stored, const f
                     a = scale[2 * k];
                     b = scale[2 * k + 1];
                 }
-                const float r = fmaf((float)stored[i], a, b);
+                const float r = suv_of((float)stored[i], a, b);
                 suv[i] = r;
                 mask[i] = r >= t ? 1 : 0;
             }

@@ -21,6 +21,10 @@ cargo test --locked --features tensorrt --test main infer_predict
 echo "== CUDA kernels built with nvcc, compiled by NVRTC"
 nvlib=$(ls -d "$root"/.venv/lib/python3*/site-packages/nvidia/cu13/lib | head -1)
 LD_LIBRARY_PATH="$nvlib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" cargo test --locked --features cuda --lib gpu::
+LD_LIBRARY_PATH="$nvlib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" EDGESEG_FORCE_NVRTC=1 \
+    cargo test --locked --features cuda --lib gpu::cuda::ptx
+echo "== CUDA kernels run on the CPU: host emulation (g++) against the CPU twins"
+cargo test --locked --features emulation --lib gpu::emulation
 echo "== peer tests (pytest)"
 EDGESEG_BIN="$root/target/debug/edgeseg" .venv/bin/python -m pytest tests/peers -q -p no:cacheprovider
 echo "== nnU-Net parity (slow peer check: torch + nnunetv2, cached outside the clone)"

@@ -202,11 +202,28 @@ pub fn run_with(opts: &CheckOptions) -> Result<CheckReport, GpuError> {
         device = format!("{} (sm_{major}{minor}, driver CUDA {dmaj}.{dmin})", k.device_name());
         kernels = k.kernel_origins().to_vec();
         if let Some(dims) = opts.bench_dims {
-            timings = bench::run(k, opts.seed, dims, opts.reps.max(1), &mut cases)?;
+            // A benchmark that fails (out of memory on a small Jetson) is one
+            // failed case; the correctness results are kept and reported.
+            match bench::run(k, opts.seed, dims, opts.reps.max(1), &mut cases, &mut timings) {
+                Ok(()) => {}
+                Err(e) => cases.push(bench_failure(dims, &e)),
+            }
         }
     }
     let passed = cases.iter().filter(|c| c.pass).count();
     Ok(CheckReport { seed: opts.seed, device, kernels, passed, failed: cases.len() - passed, cases, timings })
+}
+
+/// The failed case that records a benchmark error.
+pub fn bench_failure(dims: [usize; 3], e: &GpuError) -> CaseResult {
+    CaseResult {
+        kernel: "benchmark",
+        case: "benchmark volume".into(),
+        dims,
+        connectivity: None,
+        pass: false,
+        detail: format!("the benchmark stopped: {e}"),
+    }
 }
 
 /// Runs every correctness case on `a` and `b` and compares the outputs.
@@ -392,7 +409,7 @@ fn sphere(mask: &mut [u8], dims: [usize; 3], c: [f64; 3], r: f64, value: u8) {
     }
 }
 
-fn label_cases(rng: &mut Rng, dims: [usize; 3]) -> Vec<(String, Vec<u8>)> {
+pub(crate) fn label_cases(rng: &mut Rng, dims: [usize; 3]) -> Vec<(String, Vec<u8>)> {
     let n = dims[0] * dims[1] * dims[2];
     let mut cases = vec![("empty".to_string(), vec![0u8; n]), ("full".to_string(), vec![1u8; n])];
     for d in [0.05, 0.3, 0.5, 0.7, 0.95] {
@@ -432,7 +449,7 @@ fn label_cases(rng: &mut Rng, dims: [usize; 3]) -> Vec<(String, Vec<u8>)> {
     cases
 }
 
-fn stat_values(rng: &mut Rng, dims: [usize; 3]) -> Vec<f32> {
+pub(crate) fn stat_values(rng: &mut Rng, dims: [usize; 3]) -> Vec<f32> {
     let n = dims[0] * dims[1] * dims[2];
     (0..n)
         .map(|_| match rng.below(100) {
@@ -449,9 +466,9 @@ fn stat_values(rng: &mut Rng, dims: [usize; 3]) -> Vec<f32> {
         .collect()
 }
 
-type SuvCase = (String, Vec<i16>, Vec<(f32, f32)>, f32);
+pub(crate) type SuvCase = (String, Vec<i16>, Vec<(f32, f32)>, f32);
 
-fn suv_cases(rng: &mut Rng, dims: [usize; 3]) -> Vec<SuvCase> {
+pub(crate) fn suv_cases(rng: &mut Rng, dims: [usize; 3]) -> Vec<SuvCase> {
     let n = dims[0] * dims[1] * dims[2];
     let stored: Vec<i16> = (0..n)
         .map(|_| match rng.below(50) {
@@ -557,7 +574,8 @@ mod bench {
         dims: [usize; 3],
         reps: usize,
         cases: &mut Vec<CaseResult>,
-    ) -> Result<Vec<Timing>, GpuError> {
+        timings: &mut Vec<Timing>,
+    ) -> Result<(), GpuError> {
         let n = dims[0] * dims[1] * dims[2];
         let gpu = |f: &dyn Fn() -> Result<(), GpuError>| -> Result<f64, GpuError> {
             f()?; // warm-up (module JIT, memory pools)
@@ -567,8 +585,6 @@ mod bench {
             })?
             .0)
         };
-        let mut timings = Vec::new();
-
         // Labelling, 26-connectivity.
         let mask = bench_volume(seed, dims);
         let conn = Connectivity::TwentySix;
@@ -686,7 +702,7 @@ mod bench {
                 bytes as f64 / 1e6
             ),
         });
-        Ok(timings)
+        Ok(())
     }
 }
 
@@ -756,6 +772,12 @@ mod tests {
         assert!(diff_stats(&[s], &[t]).is_some_and(|d| d.contains("max")));
         assert_eq!(diff_suv(&(vec![f32::NAN], vec![0]), &(vec![f32::NAN], vec![0])), None);
         assert!(diff_suv(&(vec![0.0], vec![0]), &(vec![-0.0], vec![0])).is_some());
+    }
+
+    #[test]
+    fn a_benchmark_error_is_a_failed_case() {
+        let c = bench_failure([512, 512, 400], &GpuError::Cuda("out of memory".into()));
+        assert!(!c.pass && c.kernel == "benchmark" && c.detail.contains("out of memory"), "{c:?}");
     }
 
     #[test]

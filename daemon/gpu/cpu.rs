@@ -11,8 +11,18 @@ use super::{ComponentStats, Connectivity, Labels, quantize};
 /// Slabs per thread: enough to balance uneven foreground between threads.
 const SLABS_PER_THREAD: usize = 4;
 
+/// Memory the per-slab partial statistics may take together: with many
+/// components (a noisy mask can give millions) fewer slabs are used, down
+/// to one, instead of `count` partials per slab.
+const STATS_PARTIAL_BUDGET: usize = 256 << 20;
+
 fn slabs(nz: usize) -> Vec<(usize, usize)> {
-    let want = (rayon::current_num_threads() * SLABS_PER_THREAD).clamp(1, nz.max(1));
+    slabs_at_most(nz, usize::MAX)
+}
+
+/// Slabs of whole slices, at most `max` of them (at least one).
+fn slabs_at_most(nz: usize, max: usize) -> Vec<(usize, usize)> {
+    let want = (rayon::current_num_threads() * SLABS_PER_THREAD).min(max).clamp(1, nz.max(1));
     let per = nz.div_ceil(want).max(1);
     (0..nz).step_by(per).map(|z0| (z0, (z0 + per).min(nz))).collect()
 }
@@ -260,12 +270,20 @@ impl Partial {
     }
 }
 
-/// Per-component statistics; see the contract in `gpu/mod.rs`.
+/// How many slabs `stats` cuts a volume of `count` components into: as many
+/// as `slabs` would, as long as their partials fit [`STATS_PARTIAL_BUDGET`].
+fn stats_slab_limit(count: usize) -> usize {
+    (STATS_PARTIAL_BUDGET / (count.max(1) * std::mem::size_of::<Partial>())).max(1)
+}
+
+/// Per-component statistics; see the contract in `gpu/mod.rs`. Labels above
+/// `labels.count` are ignored, as the kernel does (`Backend::stats` refuses
+/// them before either runs).
 pub fn stats(labels: &Labels, values: &[f32], dims: [usize; 3]) -> Vec<ComponentStats> {
     let [nx, ny, nz] = dims;
     let plane = nx * ny;
     let count = labels.count as usize;
-    let partials: Vec<Vec<Partial>> = slabs(nz)
+    let partials: Vec<Vec<Partial>> = slabs_at_most(nz, stats_slab_limit(count))
         .par_iter()
         .map(|&(z0, z1)| {
             let mut acc = vec![Partial::EMPTY; count];
@@ -275,7 +293,7 @@ pub fn stats(labels: &Labels, values: &[f32], dims: [usize; 3]) -> Vec<Component
                     for x in 0..nx {
                         let i = row + x;
                         let l = labels.data[i];
-                        if l == 0 {
+                        if l == 0 || l > labels.count {
                             continue;
                         }
                         let p = &mut acc[(l - 1) as usize];
@@ -318,6 +336,17 @@ pub fn stats(labels: &Labels, values: &[f32], dims: [usize; 3]) -> Vec<Component
         .collect()
 }
 
+/// The bits every NaN SUV is written with: the NaN NVIDIA's `fmaf` returns.
+/// `f32::mul_add` on x86 and aarch64 passes an input NaN through (e.g.
+/// `0x7fc00000`), so both sides canonicalise to compare bit for bit.
+pub const CANONICAL_NAN_BITS: u32 = 0x7fff_ffff;
+
+/// `x`, or the canonical NaN where `x` is a NaN.
+#[inline]
+pub fn canonical_nan(x: f32) -> f32 {
+    if x.is_nan() { f32::from_bits(CANONICAL_NAN_BITS) } else { x }
+}
+
 /// Raw PET to SUV fused with a threshold; see the contract in `gpu/mod.rs`.
 pub fn suv_threshold(
     stored: &[i16],
@@ -331,7 +360,7 @@ pub fn suv_threshold(
     suv.par_chunks_mut(plane).zip(mask.par_chunks_mut(plane)).enumerate().for_each(|(k, (s, m))| {
         let (a, b) = slice_scale[k];
         for ((o, mo), &v) in s.iter_mut().zip(m.iter_mut()).zip(&stored[k * plane..]) {
-            let x = f32::from(v).mul_add(a, b);
+            let x = canonical_nan(f32::from(v).mul_add(a, b));
             *o = x;
             *mo = u8::from(x >= threshold);
         }
@@ -487,6 +516,50 @@ mod tests {
             assert_eq!(st.bbox_min[0], *xs.iter().min().expect("x"));
             assert_eq!(st.bbox_max[0], *xs.iter().max().expect("x"));
         }
+    }
+
+    #[test]
+    fn stats_ignore_labels_above_count() {
+        let dims = [4, 1, 1];
+        let values = [1.0f32, 2.0, 3.0, 4.0];
+        let s = stats(&Labels { data: vec![1, 7, 1, 2], count: 2 }, &values, dims);
+        assert_eq!(s.len(), 2);
+        assert_eq!((s[0].voxels, s[0].max, s[0].max_index), (2, 3.0, 2));
+        assert_eq!((s[1].voxels, s[1].max_index), (1, 3));
+    }
+
+    #[test]
+    fn stats_partials_stay_within_the_budget() {
+        let size = std::mem::size_of::<Partial>();
+        assert!(stats_slab_limit(1) * size <= STATS_PARTIAL_BUDGET.max(size));
+        assert_eq!(stats_slab_limit(usize::MAX / 4096), 1);
+        for count in [1usize, 1000, 1_000_000, 10_000_000] {
+            let limit = stats_slab_limit(count);
+            assert!(limit == 1 || limit * count * size <= STATS_PARTIAL_BUDGET, "{count}");
+            assert!(slabs_at_most(400, limit).len() <= limit);
+        }
+        // A million one-voxel components: the same result as a direct count.
+        let dims = [1000, 1000, 2];
+        let n = dims.iter().product::<usize>();
+        let data: Vec<u32> = (0..n as u32).map(|i| if i % 2 == 0 { i / 2 + 1 } else { 0 }).collect();
+        let labels = Labels { data, count: (n / 2) as u32 };
+        let values = vec![1.5f32; n];
+        let s = stats(&labels, &values, dims);
+        assert_eq!(s.len(), n / 2);
+        assert!(s.iter().enumerate().all(|(c, st)| st.voxels == 1 && st.max_index == 2 * c as u64));
+    }
+
+    #[test]
+    fn suv_nan_is_canonical() {
+        let dims = [3, 1, 1];
+        let (suv, mask) = suv_threshold(&[1, 0, -1], dims, &[(f32::NAN, 0.0)], 0.0);
+        assert!(suv.iter().all(|v| v.to_bits() == CANONICAL_NAN_BITS), "{suv:?}");
+        assert_eq!(mask, vec![0, 0, 0]);
+        let nan_payload = f32::from_bits(0x7fc0_0001);
+        let (suv, _) = suv_threshold(&[2], [1, 1, 1], &[(1.0, nan_payload)], 0.0);
+        assert_eq!(suv[0].to_bits(), CANONICAL_NAN_BITS);
+        let (suv, _) = suv_threshold(&[2], [1, 1, 1], &[(f32::INFINITY, f32::NEG_INFINITY)], 0.0);
+        assert_eq!(suv[0].to_bits(), CANONICAL_NAN_BITS);
     }
 
     #[test]

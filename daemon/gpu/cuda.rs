@@ -4,7 +4,7 @@
 //! moves data and launches it.
 //!
 //! Everything runs on one stream of one context (device 0, or
-//! `EDGESEG_CUDA_DEVICE`). The host entry points (`label`, `stats`,
+//! `EDGESEG_CUDA_DEVICE`), so cudarc's event tracking is disabled. The host entry points (`label`, `stats`,
 //! `suv_threshold`) copy in, run and copy back; the `*_device` variants work
 //! on [`DeviceBuffer`]s so that benchmarks can time the kernels alone.
 //!
@@ -27,7 +27,7 @@ use super::{ComponentStats, Connectivity, GpuError, Labels};
 const BLOCK: u32 = 256;
 /// Elements per block of `scan_tiles` / `scan_add` (256 threads × 8).
 const SCAN_TILE: usize = 2048;
-/// Voxels per thread-run in the statistics kernels (`STATS_SEG`).
+/// Voxels per thread in the statistics kernels (`STATS_TILE` / 32).
 const STATS_SEG: usize = 16;
 /// Voxels per thread-group in `suv_threshold` (`SUV_GROUP`).
 const SUV_GROUP: usize = 8;
@@ -133,11 +133,6 @@ fn expect_len(what: &str, len: usize, want: usize) -> Result<(), GpuError> {
     Ok(())
 }
 
-/// The float of an order-preserving key (`key_float` in stats.cu).
-fn key_to_f32(k: u32) -> f32 {
-    f32::from_bits(if k & 0x8000_0000 != 0 { k & 0x7fff_ffff } else { !k })
-}
-
 /// Lets the device's default memory pool keep up to [`POOL_KEEP`] bytes of
 /// freed memory instead of returning all of it to the driver at every
 /// synchronisation: the scratch buffers of repeated calls (n/4 bytes for a
@@ -194,6 +189,11 @@ impl CudaKernels {
             return Err(GpuError::Invalid(format!("EDGESEG_CUDA_DEVICE={ordinal}, but there are {devices} devices")));
         }
         let ctx = CudaContext::new(ordinal).map_err(cuda_err(format!("creating a context on device {ordinal}")))?;
+        // SAFETY: everything this context does runs on the one stream made
+        // below (allocations, copies, launches and frees are stream-ordered),
+        // so cudarc's cross-stream events (two per allocation and per launch
+        // argument) order nothing; no buffer exists yet.
+        unsafe { ctx.disable_event_tracking() };
         let name = ctx.name().map_err(cuda_err("device name"))?;
         let (major, minor) = ctx.compute_capability().map_err(cuda_err("compute capability"))?;
         let cc = (u32::try_from(major).unwrap_or(0), u32::try_from(minor).unwrap_or(0));
@@ -509,25 +509,8 @@ impl CudaKernels {
         let r64 = self.stream.clone_dtoh(&s.rec64).map_err(cuda_err("copying statistics"))?;
         let r32 = self.stream.clone_dtoh(&s.rec32).map_err(cuda_err("copying statistics"))?;
         self.synchronize()?;
-        let records = s.count as usize + 1;
-        if r64.len() < records * 8 || r32.len() < records * 8 {
-            return Err(GpuError::Cuda("short statistics read-back".into()));
-        }
-        Ok((1..records)
-            .map(|l| {
-                let a = &r64[l * 8..l * 8 + 8];
-                let b = &r32[l * 8..l * 8 + 8];
-                ComponentStats {
-                    voxels: a[0],
-                    bbox_min: [b[0], b[1], b[2]],
-                    bbox_max: [b[3], b[4], b[5]],
-                    sum_fixed: ((u128::from(a[2]) << 64) | u128::from(a[1])) as i128,
-                    sum_sq_fixed: (u128::from(a[4]) << 64) | u128::from(a[3]),
-                    max: key_to_f32(b[6]),
-                    max_index: a[5],
-                }
-            })
-            .collect())
+        super::stats_from_records(&r64, &r32, s.count)
+            .ok_or_else(|| GpuError::Cuda("short statistics read-back".into()))
     }
 
     // ---- SUV -------------------------------------------------------------
@@ -592,6 +575,7 @@ impl CudaKernels {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::gpu::key_to_f32;
 
     #[test]
     fn key_decoding_matches_the_kernel_encoding() {

@@ -16,13 +16,19 @@
 //!   point (`quantize`) and summed in 128-bit integers, so the GPU's atomics
 //!   and the CPU's reduction agree to the bit.
 //! - `suv_threshold`: SUV = fma(stored, a_k, b_k) in f32 for slice k (a_k, b_k
-//!   the slice's slope × SUV factor and intercept × SUV factor), mask = SUV ≥ t.
+//!   the slice's slope × SUV factor and intercept × SUV factor), mask = SUV ≥ t;
+//!   a NaN SUV is written as the canonical NaN `0x7fffffff` (what NVIDIA's
+//!   `fmaf` returns; `cpu::CANONICAL_NAN_BITS`).
+//! - `stats` refuses a label map holding labels above its count
+//!   ([`GpuError::LabelAboveCount`]).
 
 pub mod check;
 pub mod cpu;
 #[cfg(feature = "cuda")]
 pub mod cuda;
 pub mod select;
+#[cfg(all(test, feature = "emulation"))]
+mod emulation;
 
 use serde::Serialize;
 
@@ -145,6 +151,39 @@ impl ComponentStats {
     }
 }
 
+/// The float of an order-preserving key (`key_float` in stats.cu).
+pub(crate) fn key_to_f32(k: u32) -> f32 {
+    f32::from_bits(if k & 0x8000_0000 != 0 { k & 0x7fff_ffff } else { !k })
+}
+
+/// The statistics of labels 1..=count from the kernels' records (`rec64`,
+/// `rec32`: 8 words per record, record 0 unused; layout in stats.cu); None
+/// when the arrays are too short.
+#[cfg_attr(not(any(feature = "cuda", all(test, feature = "emulation"))), allow(dead_code))]
+pub(crate) fn stats_from_records(r64: &[u64], r32: &[u32], count: u32) -> Option<Vec<ComponentStats>> {
+    let records = count as usize + 1;
+    if r64.len() < records * 8 || r32.len() < records * 8 {
+        return None;
+    }
+    Some(
+        (1..records)
+            .map(|l| {
+                let a = &r64[l * 8..l * 8 + 8];
+                let b = &r32[l * 8..l * 8 + 8];
+                ComponentStats {
+                    voxels: a[0],
+                    bbox_min: [b[0], b[1], b[2]],
+                    bbox_max: [b[3], b[4], b[5]],
+                    sum_fixed: ((u128::from(a[2]) << 64) | u128::from(a[1])) as i128,
+                    sum_sq_fixed: (u128::from(a[4]) << 64) | u128::from(a[3]),
+                    max: key_to_f32(b[6]),
+                    max_index: a[5],
+                }
+            })
+            .collect(),
+    )
+}
+
 /// Errors of the GPU path. The CPU twins do not fail.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -164,6 +203,16 @@ pub enum GpuError {
     /// Inputs whose sizes disagree.
     #[error("invalid input: {0}")]
     Invalid(String),
+    /// A label map holding a label above its component count.
+    #[error("label {label} at voxel {index} is above the component count {count}")]
+    LabelAboveCount {
+        /// The offending label.
+        label: u32,
+        /// Its first voxel (linear index).
+        index: usize,
+        /// The label map's count.
+        count: u32,
+    },
 }
 
 /// Where the kernels run.
@@ -222,6 +271,7 @@ impl Backend {
     pub fn stats(&self, labels: &Labels, values: &[f32], dims: [usize; 3]) -> Result<Vec<ComponentStats>, GpuError> {
         check_len(labels.data.len(), dims)?;
         check_len(values.len(), dims)?;
+        check_labels(labels)?;
         match self {
             Backend::Cpu => Ok(cpu::stats(labels, values, dims)),
             #[cfg(feature = "cuda")]
@@ -250,10 +300,35 @@ impl Backend {
     }
 }
 
+/// Every label is at most `labels.count` (the kernel would ignore the others
+/// and the statistics would silently leave those voxels out).
+fn check_labels(labels: &Labels) -> Result<(), GpuError> {
+    use rayon::prelude::*;
+    let count = labels.count;
+    match labels.data.par_iter().position_first(|&l| l > count) {
+        None => Ok(()),
+        Some(index) => Err(GpuError::LabelAboveCount { label: labels.data[index], index, count }),
+    }
+}
+
 fn check_len(len: usize, dims: [usize; 3]) -> Result<(), GpuError> {
     let n = dims[0].checked_mul(dims[1]).and_then(|v| v.checked_mul(dims[2]));
     if n != Some(len) {
         return Err(GpuError::Invalid(format!("{len} voxels for dims {dims:?}")));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stats_refuse_labels_above_count() {
+        let labels = Labels { data: vec![0, 1, 3, 2], count: 2 };
+        let e = Backend::Cpu.stats(&labels, &[0.0; 4], [4, 1, 1]);
+        assert!(matches!(e, Err(GpuError::LabelAboveCount { label: 3, index: 2, count: 2 })), "{e:?}");
+        let ok = Labels { data: vec![0, 1, 2, 2], count: 2 };
+        assert_eq!(Backend::Cpu.stats(&ok, &[0.0; 4], [4, 1, 1]).map(|s| s.len()).ok(), Some(2));
+    }
 }

@@ -67,16 +67,35 @@ pub(crate) fn load(
     file: &KernelFile,
     arch: u32,
 ) -> Result<(Arc<CudaModule>, String), GpuError> {
-    let why = match file.ptx.iter().rev().find(|(a, _)| *a <= arch) {
-        Some((a, ptx)) => match ctx.load_module(Ptx::from_src(*ptx)) {
+    let why = match embedded_choice(file, arch, force_nvrtc()) {
+        Err(why) => why,
+        Ok((a, ptx)) => match ctx.load_module(Ptx::from_src(ptx)) {
             Ok(module) => return Ok((module, format!("embedded PTX compute_{a} ({NVCC_VERSION}, {NVCC_FLAGS:?})"))),
             Err(e) => format!("the embedded PTX compute_{a} does not load ({e})"),
         },
-        None if file.ptx.is_empty() => "this build embeds no PTX (no nvcc at build time)".to_string(),
-        None => format!("no embedded PTX for compute_{arch} or below"),
     };
     tracing::info!("kernels/{}.cu: {why}; compiling with NVRTC", file.name);
     nvrtc_load(ctx, file, arch, &why)
+}
+
+/// `EDGESEG_FORCE_NVRTC=1`: compile with NVRTC even where the embedded PTX
+/// would load (to check the NVRTC path on a machine whose driver takes the
+/// embedded PTX, e.g. by scripts/gpu-check.sh).
+pub(crate) fn force_nvrtc() -> bool {
+    std::env::var("EDGESEG_FORCE_NVRTC").is_ok_and(|v| v.trim() == "1")
+}
+
+/// The embedded PTX to try for a device of compute capability `arch`: the
+/// highest arch ≤ `arch`; Err(why not) where NVRTC must compile instead.
+fn embedded_choice(file: &KernelFile, arch: u32, force_nvrtc: bool) -> Result<(u32, &'static str), String> {
+    if force_nvrtc {
+        return Err("EDGESEG_FORCE_NVRTC=1".to_string());
+    }
+    match file.ptx.iter().rev().find(|(a, _)| *a <= arch) {
+        Some(&(a, ptx)) => Ok((a, ptx)),
+        None if file.ptx.is_empty() => Err("this build embeds no PTX (no nvcc at build time)".to_string()),
+        None => Err(format!("no embedded PTX for compute_{arch} or below")),
+    }
 }
 
 fn nvrtc_load(
@@ -243,6 +262,9 @@ mod tests {
     fn nvrtc_compiles_every_kernel_where_there_is_one() {
         // SAFETY: a dlopen probe only.
         if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
+            // scripts/test.sh runs this with EDGESEG_FORCE_NVRTC=1 and the
+            // venv's NVRTC: there, the NVRTC path must work.
+            assert!(!force_nvrtc(), "EDGESEG_FORCE_NVRTC=1 but no libnvrtc on the library path");
             eprintln!("no libnvrtc on the library path: NVRTC compile test skipped");
             return;
         }
@@ -253,6 +275,17 @@ mod tests {
             assert!(ptx.contains(".target sm_80") && ptx.contains(".entry"), "{name}");
             assert!(nvrtc_compile(f, 1, version).expect("an unknown arch is not an error").is_err());
         }
+    }
+
+    #[test]
+    fn forced_nvrtc_skips_the_embedded_ptx() {
+        let f = file("label").expect("embedded");
+        assert!(embedded_choice(f, 90, true).is_err_and(|why| why.contains("EDGESEG_FORCE_NVRTC")));
+        match embedded_choice(f, 90, false) {
+            Ok((a, ptx)) => assert!(a <= 90 && ptx.contains(".entry")),
+            Err(why) => assert!(f.ptx.iter().all(|(a, _)| *a > 90) || f.ptx.is_empty(), "{why}"),
+        }
+        assert!(embedded_choice(f, 10, false).is_err());
     }
 
     #[test]
