@@ -27,6 +27,8 @@ echo "== CUDA kernels run on the CPU: host emulation (g++) against the CPU twins
 cargo test --locked --features emulation --lib gpu::emulation
 echo "== peer tests (pytest)"
 EDGESEG_BIN="$root/target/debug/edgeseg" .venv/bin/python -m pytest tests/peers -q -p no:cacheprovider
+echo "== conformance run: every public DICOM file of ../shared/conformance against pydicom, SimpleITK, dcm2niix"
+EDGESEG_BIN="$root/target/debug/edgeseg" scripts/conformance.sh
 echo "== nnU-Net parity (slow peer check: torch + nnunetv2, cached outside the clone)"
 scripts/test-nnunet-parity.sh
 echo "== Debian package (slow: release build, cargo-deb and a debootstrap root cached outside the clone)"
