@@ -6,6 +6,7 @@
 
 pub mod error;
 pub mod header;
+pub mod part10;
 pub mod pixels;
 pub mod scan;
 pub mod series;
