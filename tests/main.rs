@@ -13,6 +13,9 @@
 //! - `ingest_formats`: every transfer syntax and multi-frame form loads to the
 //!   same volume as the uncompressed single-frame series.
 //! - `ingest_cli`: `edgeseg inspect` / `convert` output contracts, SUV per vendor.
+//! - `ingest_suv`: every SUV variant of the IBSI SUV manual (tests/fixtures/
+//!   suv_variants.py) and the manual's 17 reference objects read in place from
+//!   ../shared/conformance/ (files without (0002,0000) included).
 //! - `infer_predict`: `edgeseg predict` with ONNX Runtime on a network of known result.
 //! - `export_outputs`: lesions.csv, mip.png, the 4D probabilities and report
 //!   provenance; a writer killed between files leaves no study folder.
@@ -57,6 +60,7 @@ mod infer_predict;
 mod ingest_bad_input;
 mod ingest_cli;
 mod ingest_formats;
+mod ingest_suv;
 mod observe_dbus;
 mod observe_http;
 mod observe_notify;

@@ -597,6 +597,13 @@ fn bqml(
     let (injection, full_date_time) = match p.start_date_time.as_deref().and_then(parse_dt) {
         Some(t) => (t, true),
         None => {
+            if half_life > limits::DECAY_S {
+                return Err(format!(
+                    "RadiopharmaceuticalStartDateTime is missing: with a half-life of {:.1} h the uptake may exceed 24 h, \
+                     and RadiopharmaceuticalStartTime alone cannot tell the day",
+                    half_life / 3600.0
+                ));
+            }
             let t = p
                 .start_time
                 .as_deref()
