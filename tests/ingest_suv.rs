@@ -72,16 +72,16 @@ fn every_suv_variant_of_the_manual() {
         if t["status"] == "available" && suv["kind"] != t["unit"] {
             bad.push(format!("kind {} (want {})", suv["kind"], t["unit"]));
         }
-        if let Some(m) = t["method"].as_str() {
-            if suv["method"] != m {
-                bad.push(format!("method {} (want {m})", suv["method"]));
-            }
+        if let Some(m) = t["method"].as_str()
+            && suv["method"] != m
+        {
+            bad.push(format!("method {} (want {m})", suv["method"]));
         }
         for (field, want) in [("reason", &t["reason"]), ("not_converted", &t["not_converted"])] {
-            if let Some(w) = want.as_str() {
-                if !suv[field].as_str().is_some_and(|r| r.contains(w)) {
-                    bad.push(format!("{field} {} (want it to name {w})", suv[field]));
-                }
+            if let Some(w) = want.as_str()
+                && !suv[field].as_str().is_some_and(|r| r.contains(w))
+            {
+                bad.push(format!("{field} {} (want it to name {w})", suv[field]));
             }
         }
         if let Some(w) = t["warning"].as_str() {
