@@ -502,6 +502,20 @@ mod tests {
     }
 
     #[test]
+    fn a_meta_group_without_its_length_is_walked_too() {
+        // (0002,0000) removed (12 bytes after the magic): the walk still finds
+        // the data set after the meta group and applies its limits.
+        let without = |f: Vec<u8>| [&f[..132], &f[144..]].concat();
+        let mut body = explicit((0x0008, 0x0060), b"CS", b"PT");
+        body.extend(explicit((0x7FE0, 0x0010), b"OW", &[0u8; 32]));
+        run(&without(part10("1.2.840.10008.1.2.1", &body))).expect("valid file passes");
+        let mut body = explicit((0x0009, 0x1010), b"OB", &[0u8; 8]);
+        body[8..12].copy_from_slice(&0xFFFF_FFF0u32.to_le_bytes());
+        let e = run(&without(part10("1.2.840.10008.1.2.1", &body))).expect_err("refused");
+        assert!(e.to_string().contains("(0009,1010)"), "{e}");
+    }
+
+    #[test]
     fn a_value_longer_than_the_file_is_refused() {
         let mut body = explicit((0x0009, 0x1010), b"OB", &[0u8; 8]);
         body[8..12].copy_from_slice(&0xFFFF_FFF0u32.to_le_bytes());

@@ -734,6 +734,124 @@ mod tests {
     }
 
     #[test]
+    fn dose_weight_and_height_units_and_limits() {
+        let mut w = Vec::new();
+        assert_eq!(dose_bq(Some(368.08), &mut w), Ok(368.08e6));
+        assert!(w[0].contains("MBq"), "{w:?}");
+        assert_eq!(dose_bq(Some(368.08e6), &mut Vec::new()), Ok(368.08e6));
+        for bad in [Some(5e4), Some(3e10), Some(-1.0), Some(0.0), Some(f64::NAN), None] {
+            assert!(dose_bq(bad, &mut Vec::new()).is_err(), "{bad:?}");
+        }
+        let mut w = Vec::new();
+        assert_eq!(weight_kg(Some(70_000.0), &mut w), Ok(70.0));
+        assert!(w[0].contains("grams"));
+        for bad in [Some(700.0), Some(0.1), Some(0.0), None] {
+            assert!(weight_kg(bad, &mut Vec::new()).is_err(), "{bad:?}");
+        }
+        assert_eq!(height_m(Some(175.0), &mut Vec::new()), Ok(1.75));
+        assert_eq!(height_m(Some(1.75), &mut Vec::new()), Ok(1.75));
+        for bad in [Some(0.0), Some(2.9), Some(400.0), None] {
+            assert!(height_m(bad, &mut Vec::new()).is_err(), "{bad:?}");
+        }
+    }
+
+    fn gml(suv_type: &str, sex: Option<&str>) -> PetHeader {
+        PetHeader {
+            units: Some("GML".into()),
+            suv_type: Some(suv_type.into()),
+            sex: sex.map(Into::into),
+            weight_kg: Some(70.0),
+            height_m: Some(1.75),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn stored_suv_of_other_kinds_is_converted_to_suvbw() {
+        let cases = [
+            ("LBMJAMES128", "M", SuvKind::LbmJames, 1.10 * 70.0 - 128.0 * (70.0f64 / 175.0).powi(2)),
+            ("LBM", "F", SuvKind::LbmJames, 1.07 * 70.0 - 148.0 * (70.0f64 / 175.0).powi(2)),
+            ("LBMJANMA", "M", SuvKind::LbmJanmahasatian, 9270.0 * 70.0 / (6680.0 + 216.0 * 70.0 / 1.75f64.powi(2))),
+            ("IBW", "F", SuvKind::Ibw, 45.5 + 2.3 * (175.0 / 2.54 - 60.0)),
+        ];
+        for (t, sex, kind, mass) in cases {
+            let s = compute(&gml(t, Some(sex)), None, None).expect("suv");
+            assert_eq!(s.kind, SuvKind::Bw, "{t} {sex}");
+            let b = s.converted_from.expect("converted");
+            assert_eq!(b.stored_kind, kind);
+            assert!((b.value - mass).abs() < 1e-9, "{t}: {} vs {mass}", b.value);
+            assert!((s.factor - 70.0 / mass).abs() < 1e-12);
+        }
+        let mut p = gml("BSA", None);
+        p.units = Some("CM2ML".into());
+        let s = compute(&p, None, None).expect("suv");
+        let bsa = 0.007184 * 70.0f64.powf(0.425) * 175.0f64.powf(0.725);
+        assert!((s.factor - 70_000.0 / (bsa * 1e4)).abs() < 1e-12, "DuBois, any sex");
+        assert!(compute(&gml("BSA", None), None, None).unwrap_err().contains("CM2ML"));
+    }
+
+    #[test]
+    fn stored_suv_that_cannot_be_converted_keeps_its_kind_and_says_why() {
+        let s = compute(&gml("IBW", Some("O")), None, None).expect("suv");
+        assert_eq!((s.kind, s.factor), (SuvKind::Ibw, 1.0));
+        assert!(s.not_converted.expect("why").contains("PatientSex"));
+        let mut p = gml("LBMJAMES128", Some("M"));
+        p.height_m = None;
+        let s = compute(&p, None, None).expect("suv");
+        assert_eq!(s.kind, SuvKind::LbmJames);
+        assert!(s.not_converted.expect("why").contains("PatientSize"));
+        assert!(compute(&gml("XYZ", Some("M")), None, None).unwrap_err().contains("SUVType"));
+    }
+
+    #[test]
+    fn each_slice_back_computes_from_its_own_acquisition_time() {
+        // Two beds of 300 s; SeriesTime 30 min after the first. FrameReferenceTime
+        // of each is the time from the scan start (10:00) to its mean activity.
+        let mut p = siemens();
+        p.series_time = Some("103000".into());
+        p.actual_frame_duration_ms = Some(300_000.0);
+        let lambda = std::f64::consts::LN_2 / 45720.0;
+        let within = mean_activity_offset(lambda, 300.0);
+        let mut decays = Vec::new();
+        for (acq, start) in [("20261123100000", 0.0), ("20261123100500", 300.0)] {
+            p.frame_reference_time_ms = Some((start + within) * 1000.0);
+            let s = compute(&p, Some("20261123100000"), Some(acq)).expect("suv");
+            assert_eq!(s.method, SuvMethod::BqmlFrameReferenceTime);
+            decays.push(s.decay_seconds.expect("decay"));
+        }
+        assert!(decays.iter().all(|d| (d - 3600.0).abs() < 1e-3), "{decays:?}");
+    }
+
+    #[test]
+    fn decay_correction_none_is_corrected_per_slice() {
+        let mut p = siemens();
+        p.decay_correction = Some("NONE".into());
+        p.corrected_image = vec!["ATTN".into()];
+        p.actual_frame_duration_ms = Some(300_000.0);
+        let lambda = std::f64::consts::LN_2 / 45720.0;
+        let a = compute(&p, Some("20261123100000"), Some("20261123100000")).expect("suv");
+        let b = compute(&p, Some("20261123100000"), Some("20261123100500")).expect("suv");
+        assert_eq!(a.method, SuvMethod::BqmlNone);
+        let within = mean_activity_offset(lambda, 300.0);
+        assert!((a.decay_seconds.expect("decay") - (3600.0 + within)).abs() < 1e-3);
+        assert!((b.factor / a.factor - (300.0 * lambda).exp()).abs() < 1e-9, "later bed decayed 300 s more");
+        p.corrected_image.push("DECY".into());
+        assert!(compute(&p, None, None).unwrap_err().contains("not DECY"));
+    }
+
+    #[test]
+    fn uptake_of_long_lived_nuclides_needs_a_start_date_time() {
+        let mut p = siemens();
+        p.half_life_s = Some(282_240.0); // Zr-89
+        assert!(compute(&p, None, None).unwrap_err().contains("StartDateTime"));
+        p.start_date_time = Some("20261120100000".into());
+        let s = compute(&p, None, None).expect("72 h with a date-time");
+        assert_eq!(s.decay_seconds, Some(72.0 * 3600.0));
+        p.half_life_s = Some(6586.2);
+        assert!(compute(&p, None, None).unwrap_err().contains("implausible"), "72 h for F-18");
+    }
+
+    #[test]
     fn reasons_when_unavailable() {
         let mut p = siemens();
         p.weight_kg = None;
