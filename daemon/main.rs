@@ -441,13 +441,35 @@ fn inspect(dir: &Path, json: bool, strict_geometry: bool) -> Result<bool> {
             }
             match &se.suv {
                 Some(ingest::SuvStatus::Available(suv)) => {
-                    outln!("    SUV factor    {:.6e} ({:?})", suv.factor, suv.method);
+                    outln!("    SUV factor    {:.6e} ({:?}, {})", suv.factor, suv.method, suv.kind.name());
                     if let Some(d) = suv.decay_seconds {
                         outln!("    decay         {d:.0} s from injection to scan start");
+                    }
+                    if let Some(p) = &suv.per_slice {
+                        outln!("    per slice     factors {:.6e} to {:.6e}", p.min_factor, p.max_factor);
+                    }
+                    if let Some(b) = &suv.converted_from {
+                        outln!(
+                            "    converted     from {} with {} {:.3} {} ({})",
+                            b.stored_kind.name(),
+                            if b.unit == "m2" { "BSA" } else { "body mass" },
+                            b.value,
+                            b.unit,
+                            b.formula
+                        );
+                    }
+                    if let Some(why) = &suv.not_converted {
+                        outln!("    kept as       {} (not SUVbw: {why})", suv.kind.name());
+                    }
+                    for w in &suv.warnings {
+                        outln!("    warning       {w}");
                     }
                 }
                 Some(ingest::SuvStatus::Unavailable { reason }) => outln!("    SUV           unavailable: {reason}"),
                 _ => {}
+            }
+            for w in &se.warnings {
+                outln!("    warning       {w}");
             }
             if let Some(e) = &se.error {
                 outln!("    ERROR         {e}");

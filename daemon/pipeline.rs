@@ -12,7 +12,7 @@ use crate::export::{DicomInputs, csv, dicom_refs, mip, nifti, uid_file_stem};
 use crate::gpu::select::PostBackend;
 use crate::gpu::{Backend, GpuError};
 use crate::infer::{InferError, Predictor};
-use crate::ingest::suv::SuvMethod;
+use crate::ingest::suv::{SuvKind, SuvMethod};
 use crate::ingest::{self, ErrorClass, FolderIndex, SeriesError, SeriesIndex, SeriesVolume, SuvStatus, ValueUnit};
 use crate::post::pet::{self, Lesion, PatientFigures, PetRules};
 use crate::post::screening::{self, ScreeningRules, StudyVerdict};
@@ -162,6 +162,9 @@ pub struct SuvSummary {
     pub series_instance_uid: Option<String>,
     /// How the factor was found, when available.
     pub method: Option<SuvMethod>,
+    /// The kind of SUV (`SUVbw`; another kind only where stored SUV could
+    /// not be converted), when available.
+    pub kind: Option<SuvKind>,
     /// Why there is none, when there is none.
     pub reason: Option<String>,
 }
@@ -174,24 +177,31 @@ impl SuvSummary {
                 status: "not-applicable",
                 series_instance_uid: None,
                 method: None,
+                kind: None,
                 reason: Some("the model takes no PET series".into()),
             };
         };
         let uid = Some(pet.series_instance_uid.clone());
         match &pet.suv {
-            SuvStatus::Available(s) => {
-                SuvSummary { status: "available", series_instance_uid: uid, method: Some(s.method), reason: None }
-            }
+            SuvStatus::Available(s) => SuvSummary {
+                status: "available",
+                series_instance_uid: uid,
+                method: Some(s.method),
+                kind: Some(s.kind),
+                reason: None,
+            },
             SuvStatus::Unavailable { reason } => SuvSummary {
                 status: "unavailable",
                 series_instance_uid: uid,
                 method: None,
+                kind: None,
                 reason: Some(reason.clone()),
             },
             SuvStatus::NotApplicable => SuvSummary {
                 status: "unavailable",
                 series_instance_uid: uid,
                 method: None,
+                kind: None,
                 reason: Some("the PET series has no SUV conversion".into()),
             },
         }
@@ -362,6 +372,11 @@ pub fn load_study(
         if c.modality == "PT" && sv.info.unit != ValueUnit::Suv {
             let reason = match &sv.info.suv {
                 SuvStatus::Unavailable { reason } => reason.clone(),
+                SuvStatus::Available(s) => format!(
+                    "its values are {}, not SUVbw: {}",
+                    s.kind.name(),
+                    s.not_converted.as_deref().unwrap_or("not converted")
+                ),
                 _ => "not in SUV".into(),
             };
             return Err(PipelineError::NoInput {

@@ -18,6 +18,9 @@
 //! - `ingest_cli`: `edgeseg inspect` / `convert` output contracts, SUV per vendor.
 //! - `ingest_geometry`: overlapping beds, variable spacing, gantry tilt (issue 11),
 //!   `--strict-geometry`, outputs of a resampled CT on the source slices.
+//! - `ingest_suv`: every SUV variant of the IBSI SUV manual (tests/fixtures/
+//!   suv_variants.py) and the manual's 17 reference objects read in place from
+//!   ../shared/conformance/ (files without (0002,0000) included).
 //! - `infer_predict`: `edgeseg predict` with ONNX Runtime on a network of known result.
 //! - `export_outputs`: lesions.csv, mip.png, the 4D probabilities and report
 //!   provenance; a writer killed between files leaves no study folder.
@@ -66,6 +69,7 @@ mod ingest_cli;
 mod ingest_formats;
 mod ingest_mosaic;
 mod ingest_geometry;
+mod ingest_suv;
 mod observe_dbus;
 mod observe_http;
 mod observe_notify;

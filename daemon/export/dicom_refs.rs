@@ -62,9 +62,7 @@ pub struct PatientStudy {
 impl PatientStudy {
     /// Reads the attributes from one source file, stopping at the pixel data.
     pub fn read(path: &Path) -> Result<Self, DicomExportError> {
-        let obj = OpenFileOptions::new()
-            .read_until(tags::PIXEL_DATA)
-            .open_file(path)
+        let (obj, _) = crate::ingest::part10::open(OpenFileOptions::new().read_until(tags::PIXEL_DATA), path)
             .map_err(|e| DicomExportError::Source { path: path.to_path_buf(), reason: e.to_string() })?;
         let t = |tag: Tag| {
             obj.get(tag)

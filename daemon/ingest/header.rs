@@ -41,6 +41,12 @@ pub mod tag {
     pub const SERIES_DESCRIPTION: Tag = Tag(0x0008, 0x103E);
     /// PatientWeight
     pub const PATIENT_WEIGHT: Tag = Tag(0x0010, 0x1030);
+    /// PatientSize (height)
+    pub const PATIENT_SIZE: Tag = Tag(0x0010, 0x1020);
+    /// PatientSex
+    pub const PATIENT_SEX: Tag = Tag(0x0010, 0x0040);
+    /// SUVType (PET)
+    pub const SUV_TYPE: Tag = Tag(0x0054, 0x1006);
     /// SliceThickness
     pub const SLICE_THICKNESS: Tag = Tag(0x0018, 0x0050);
     /// ActualFrameDuration
@@ -161,9 +167,15 @@ pub struct PetHeader {
     pub series_date: Option<String>,
     /// SeriesTime.
     pub series_time: Option<String>,
-    /// PatientWeight in kg.
+    /// PatientWeight as written (kg by the standard; grams are recognised).
     pub weight_kg: Option<f64>,
-    /// RadionuclideTotalDose in Bq.
+    /// PatientSize (height) as written (m by the standard; cm are recognised).
+    pub height_m: Option<f64>,
+    /// PatientSex (M, F, O).
+    pub sex: Option<String>,
+    /// SUVType (0054,1006): BW, LBM, LBMJAMES128, IBW, BSA ...
+    pub suv_type: Option<String>,
+    /// RadionuclideTotalDose as written (Bq by the standard; MBq are recognised).
     pub total_dose_bq: Option<f64>,
     /// RadionuclideHalfLife in s.
     pub half_life_s: Option<f64>,
@@ -179,6 +191,10 @@ pub struct PetHeader {
     pub philips_suv_scale: Option<f64>,
     /// Philips (7053,1009) Activity Concentration Scale Factor.
     pub philips_activity_scale: Option<f64>,
+    /// The Philips factors were read at (7053,1000)/(7053,1009) without their
+    /// private creator "Philips PET Private Group" (Manufacturer Philips, block
+    /// 10 of group 7053 reserved by no other creator).
+    pub philips_without_creator: bool,
     /// GE (0009,100D) scan date-time, block GEMS_PETD_01.
     pub ge_scan_date_time: Option<String>,
     /// Enhanced PET: DecayCorrectionDateTime (0018,9701), the instant the
@@ -237,6 +253,9 @@ pub struct InstanceHeader {
     /// A Siemens mosaic: one stored image holding `frames.len()` slices as
     /// tiles; `rows` and `columns` are then those of one tile.
     pub mosaic: Option<super::mosaic::Mosaic>,
+    /// The file's meta group lacks (0002,0000) File Meta Information Group
+    /// Length (read all the same, as dcmtk does with a warning).
+    pub meta_group_length_missing: bool,
 }
 
 /// Largest rows or columns accepted.
@@ -417,6 +436,25 @@ fn units_from_real_world_value_mapping(obj: &Obj) -> Option<String> {
     }
 }
 
+/// A Philips PET private factor: under its creator, or, for Manufacturer
+/// Philips, at (7053,10xx) when no creator reserves block 10 of group 7053
+/// (the element is then unambiguous). The flag says which.
+fn philips_factor(cs: &[&Obj], philips: bool, element: u8) -> (Option<f64>, bool) {
+    if let Some(v) = cs.iter().find_map(|c| private_float(c, 0x7053, "Philips PET Private Group", element)) {
+        return (Some(v), false);
+    }
+    if !philips {
+        return (None, false);
+    }
+    let bare = cs.iter().find_map(|c| {
+        if text(c, Tag(0x7053, 0x0010)).is_some() {
+            return None;
+        }
+        c.get(Tag(0x7053, 0x1000 | u16::from(element)))?.to_float64().ok().filter(|v| v.is_finite())
+    });
+    (bare, bare.is_some())
+}
+
 fn pet_header(obj: &Obj) -> PetHeader {
     let cs = pet_containers(obj);
     let find_text = |t| cs.iter().find_map(|c| text(c, t));
@@ -439,6 +477,9 @@ fn pet_header(obj: &Obj) -> PetHeader {
         // Enhanced PET: corrected to an explicit instant, which plays START's role.
         (yes(tag::DECAY_CORRECTED) && decay_correction_date_time.is_some()).then(|| "START".to_string())
     });
+    let philips = find_text(tag::MANUFACTURER).is_some_and(|m| m.to_ascii_lowercase().contains("philips"));
+    let (philips_suv_scale, suv_bare) = philips_factor(&cs, philips, 0x00);
+    let (philips_activity_scale, activity_bare) = philips_factor(&cs, philips, 0x09);
     PetHeader {
         units: find_text(tag::UNITS)
             .map(|u| u.to_ascii_uppercase())
@@ -448,14 +489,18 @@ fn pet_header(obj: &Obj) -> PetHeader {
         series_date: find_text(tag::SERIES_DATE),
         series_time: find_text(tag::SERIES_TIME),
         weight_kg: find_float(tag::PATIENT_WEIGHT),
+        height_m: find_float(tag::PATIENT_SIZE),
+        sex: find_text(tag::PATIENT_SEX).map(|v| v.to_ascii_uppercase()),
+        suv_type: find_text(tag::SUV_TYPE).map(|v| v.to_ascii_uppercase()),
         total_dose_bq: rp.and_then(|r| float(r, tag::RADIONUCLIDE_TOTAL_DOSE)),
         half_life_s: rp.and_then(|r| float(r, tag::RADIONUCLIDE_HALF_LIFE)),
         start_time: rp.and_then(|r| text(r, tag::RADIOPHARMACEUTICAL_START_TIME)),
         start_date_time: rp.and_then(|r| text(r, tag::RADIOPHARMACEUTICAL_START_DATE_TIME)),
         frame_reference_time_ms: find_float(tag::FRAME_REFERENCE_TIME),
         actual_frame_duration_ms: find_float(tag::ACTUAL_FRAME_DURATION),
-        philips_suv_scale: cs.iter().find_map(|c| private_float(c, 0x7053, "Philips PET Private Group", 0x00)),
-        philips_activity_scale: cs.iter().find_map(|c| private_float(c, 0x7053, "Philips PET Private Group", 0x09)),
+        philips_suv_scale,
+        philips_activity_scale,
+        philips_without_creator: suv_bare || activity_bare,
         ge_scan_date_time: cs
             .iter()
             .find_map(|c| private(c, 0x0009, "GEMS_PETD_01", 0x0D))
@@ -572,5 +617,6 @@ pub fn parse(obj: &Obj, path: &Path, transfer_syntax: &str) -> Result<InstanceHe
         frames,
         expected_images,
         mosaic,
+        meta_group_length_missing: false,
     })
 }

@@ -9,6 +9,7 @@ pub mod error;
 pub mod geometry;
 pub mod header;
 pub mod mosaic;
+pub mod part10;
 pub mod pixels;
 pub mod scan;
 pub mod series;

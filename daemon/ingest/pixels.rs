@@ -155,7 +155,7 @@ pub fn decode_frames(
     // The file may have changed since its header was read: walk it again
     // before the parser allocates for what it declares.
     super::structure::check(path, path)?;
-    let obj = OpenFileOptions::new().open_file(path).map_err(|e| map_read_error(e, path))?;
+    let (obj, _) = super::part10::open(OpenFileOptions::new(), path).map_err(|e| map_read_error(e, path))?;
     let ts_uid = obj.meta().transfer_syntax().trim_end_matches('\0').to_string();
     let pixel = obj.get(tag::PIXEL_DATA).ok_or_else(|| FileError::NoPixelData { path: path.to_path_buf() })?;
     let ts = TransferSyntaxRegistry.get(&ts_uid).ok_or_else(|| FileError::UnsupportedTransferSyntax {

@@ -196,13 +196,15 @@ pub(crate) fn check_transfer_syntax(uid: &str, report: &Path) -> Result<(), File
 pub fn read_header(open: &Path, report: &Path) -> Result<Option<InstanceHeader>, FileError> {
     check_magic(open, report)?;
     super::structure::check(open, report)?;
-    let obj =
-        OpenFileOptions::new().read_until(tag::PIXEL_DATA).open_file(open).map_err(|e| map_read_error(e, report))?;
+    let (obj, no_group_length) = super::part10::open(OpenFileOptions::new().read_until(tag::PIXEL_DATA), open)
+        .map_err(|e| map_read_error(e, report))?;
     let ts = obj.meta().transfer_syntax().trim_end_matches('\0').to_string();
     let modality = obj.get(tag::MODALITY).and_then(|e| e.to_str().ok()).map(|s| s.trim().to_string());
     if obj.get(tag::ROWS).is_none() && modality.as_deref().is_some_and(|m| NON_IMAGE_MODALITIES.contains(&m)) {
         return Ok(None);
     }
     check_transfer_syntax(&ts, report)?;
-    header::parse(&obj, report, &ts).map(Some)
+    let mut h = header::parse(&obj, report, &ts)?;
+    h.meta_group_length_missing = no_group_length;
+    Ok(Some(h))
 }

@@ -21,7 +21,7 @@ use super::error::SeriesError;
 use super::geometry::{self, SliceGrid, StackPlan};
 use super::header::{FrameHeader, InstanceHeader};
 use super::pixels::{self, FrameTask, SampleFormat};
-use super::suv::{self, Suv};
+use super::suv::{self, PerSlice, Suv, SuvKind};
 use crate::volume::{Geometry, Volume, cross, dot, norm};
 
 /// Tolerance on direction cosines between slices of one series.
@@ -43,6 +43,18 @@ pub enum ValueUnit {
     /// Body-weight SUV (g/ml).
     #[serde(rename = "SUVbw")]
     Suv,
+    /// Lean-body-mass SUV after James (g/ml), stored so and not convertible to SUVbw.
+    #[serde(rename = "SUVlbm-James")]
+    SuvLbmJames,
+    /// Lean-body-mass SUV after Janmahasatian (g/ml), stored so and not convertible.
+    #[serde(rename = "SUVlbm-Janmahasatian")]
+    SuvLbmJanmahasatian,
+    /// Ideal-body-weight SUV (g/ml), stored so and not convertible to SUVbw.
+    #[serde(rename = "SUVibw")]
+    SuvIbw,
+    /// Body-surface-area SUV (cm²/ml), stored so and not convertible to SUVbw.
+    #[serde(rename = "SUVbsa")]
+    SuvBsa,
     /// Activity concentration, Bq/ml.
     #[serde(rename = "Bq/ml")]
     BqPerMl,
@@ -51,12 +63,25 @@ pub enum ValueUnit {
     Rescaled,
 }
 
+impl ValueUnit {
+    /// The unit of SUV of this kind.
+    pub fn of_suv(kind: SuvKind) -> Self {
+        match kind {
+            SuvKind::Bw => ValueUnit::Suv,
+            SuvKind::LbmJames => ValueUnit::SuvLbmJames,
+            SuvKind::LbmJanmahasatian => ValueUnit::SuvLbmJanmahasatian,
+            SuvKind::Ibw => ValueUnit::SuvIbw,
+            SuvKind::Bsa => ValueUnit::SuvBsa,
+        }
+    }
+}
+
 /// SUV conversion of a PET series, or why there is none.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "status", rename_all = "kebab-case")]
 pub enum SuvStatus {
     /// Computed.
-    Available(Suv),
+    Available(Box<Suv>),
     /// Not computable from the headers.
     Unavailable {
         /// Why not.
@@ -119,6 +144,10 @@ pub struct SeriesInfo {
     pub unit: ValueUnit,
     /// SOP instances present more than once (same UID; one copy kept).
     pub duplicates_dropped: Vec<PathBuf>,
+    /// What was read although not as the standard wants it (files without
+    /// (0002,0000), ...), one line each.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// A series ready to load: geometry checked, slices ordered.
@@ -380,6 +409,16 @@ impl SeriesIndex {
         // A mosaic's slices are tiles of one single-frame image, not frames.
         let multi_frame =
             instances.iter().any(|h| h.number_of_frames > 1 || (h.frames.len() > 1 && h.mosaic.is_none()));
+        let mut warnings = Vec::new();
+        let no_group_length = instances.iter().filter(|h| h.meta_group_length_missing).count();
+        if no_group_length > 0 {
+            let w = format!(
+                "{no_group_length} of {} files lack (0002,0000) File Meta Information Group Length; read all the same",
+                instances.len()
+            );
+            tracing::warn!(series = %self.series_uid, "{w}");
+            warnings.push(w);
+        }
         let info = SeriesInfo {
             study_uid: self.study_uid.clone(),
             series_uid: self.series_uid.clone(),
@@ -414,12 +453,14 @@ impl SeriesIndex {
             suv: suv_status,
             unit,
             duplicates_dropped,
+            warnings,
         };
         Ok(SeriesPlan { info, geometry, format, slices, instances, stack })
     }
 
-    /// Computes each instance's SUV factor (QIBA) and stores it as the slices'
-    /// scale. Instances may differ (Philips factors are per instance).
+    /// Computes each slice's SUV factor (QIBA, the SUV manual) and stores it as
+    /// the slice's scale. Slices may differ: Philips factors are per instance,
+    /// and back-computed scan starts and DecayCorrection NONE are per slice.
     fn suv(&self, instances: &[InstanceHeader], slices: &mut [PlannedSlice]) -> (SuvStatus, ValueUnit) {
         let earliest = instances
             .iter()
@@ -428,13 +469,14 @@ impl SeriesIndex {
             .filter_map(|t| suv::parse_dt(t).map(|p| (p, t)))
             .min_by_key(|(p, _)| *p)
             .map(|(_, t)| t.to_string());
-        let mut per_instance = Vec::with_capacity(instances.len());
-        for h in instances {
+        let mut per_slice = Vec::with_capacity(slices.len());
+        for s in slices.iter() {
+            let h = &instances[s.instance];
             let Some(pet) = &h.pet else {
                 return (SuvStatus::Unavailable { reason: "not a PET instance".into() }, ValueUnit::Rescaled);
             };
-            match suv::compute(pet, earliest.as_deref()) {
-                Ok(s) => per_instance.push(s),
+            match suv::compute(pet, earliest.as_deref(), s.header.acquisition.as_deref()) {
+                Ok(v) => per_slice.push(v),
                 Err(reason) => {
                     // No SUV: fall back to Bq/ml where the units allow it.
                     let (unit, to_bqml) = match (pet.units.as_deref(), pet.philips_activity_scale) {
@@ -451,12 +493,30 @@ impl SeriesIndex {
                 }
             }
         }
-        for s in slices.iter_mut() {
-            s.scale = per_instance[s.instance].factor;
+        let kind = per_slice[0].kind;
+        if let Some(other) = per_slice.iter().find(|v| v.kind != kind) {
+            return (
+                SuvStatus::Unavailable { reason: format!("slices mix {} and {}", kind.name(), other.kind.name()) },
+                ValueUnit::Rescaled,
+            );
         }
-        // The series reports the factor of its first slice.
-        let first = per_instance[slices[0].instance].clone();
-        (SuvStatus::Available(first), ValueUnit::Suv)
+        for (s, v) in slices.iter_mut().zip(&per_slice) {
+            s.scale = v.factor;
+        }
+        // The series reports the factor of its first slice, and the range when
+        // slices differ.
+        let mut first = per_slice[0].clone();
+        let (lo, hi) = per_slice.iter().fold((f64::INFINITY, 0f64), |(lo, hi), v| (lo.min(v.factor), hi.max(v.factor)));
+        if hi - lo > 1e-12 * hi {
+            let decays: Vec<f64> = per_slice.iter().filter_map(|v| v.decay_seconds).collect();
+            first.per_slice = Some(PerSlice {
+                min_factor: lo,
+                max_factor: hi,
+                min_decay_seconds: decays.iter().copied().reduce(f64::min),
+                max_decay_seconds: decays.iter().copied().reduce(f64::max),
+            });
+        }
+        (SuvStatus::Available(Box::new(first)), ValueUnit::of_suv(kind))
     }
 }
 

@@ -333,7 +333,8 @@ fn value_size(vr: VR) -> u64 {
 /// The transfer syntax UID and the data set's start, read from the meta group
 /// the way dicom-object reads it: (0002,0000) first, then elements of any
 /// group until its group length is consumed (explicit VR little endian),
-/// every length checked against the file.
+/// every length checked against the file. A meta group without (0002,0000)
+/// (read by `part10::open`) ends at the first element of another group.
 fn meta(f: &mut BufReader<File>, file_len: u64) -> Result<Option<(String, u64)>, String> {
     let mut pos = 132u64;
     if f.seek(std::io::SeekFrom::Start(pos)).is_err() {
@@ -342,6 +343,7 @@ fn meta(f: &mut BufReader<File>, file_len: u64) -> Result<Option<(String, u64)>,
     let mut group_length: Option<u64> = None;
     let mut consumed = 0u64;
     let mut ts = None;
+    let mut no_group_length = false;
     loop {
         if group_length.is_some_and(|g| consumed >= g) {
             break;
@@ -352,6 +354,16 @@ fn meta(f: &mut BufReader<File>, file_len: u64) -> Result<Option<(String, u64)>,
         }
         let group = u16::from_le_bytes([h[0], h[1]]);
         let element = u16::from_le_bytes([h[2], h[3]]);
+        if group_length.is_none() && group == 0x0002 && element != 0x0000 {
+            no_group_length = true;
+            group_length = Some(u64::MAX);
+        }
+        if no_group_length && group != 0x0002 {
+            if f.seek_relative(-6).is_err() {
+                return Ok(None);
+            }
+            break;
+        }
         let long = !short_length(VR::from_binary([h[4], h[5]]).unwrap_or(VR::UN));
         let (len, head) = if long {
             let mut l = [0u8; 6];
@@ -487,6 +499,20 @@ mod tests {
         let mut body = explicit((0x0008, 0x0060), b"CS", b"CT");
         body.extend(explicit((0x7FE0, 0x0010), b"OW", &[0u8; 32]));
         run(&part10("1.2.840.10008.1.2.1", &body)).expect("valid file passes");
+    }
+
+    #[test]
+    fn a_meta_group_without_its_length_is_walked_too() {
+        // (0002,0000) removed (12 bytes after the magic): the walk still finds
+        // the data set after the meta group and applies its limits.
+        let without = |f: Vec<u8>| [&f[..132], &f[144..]].concat();
+        let mut body = explicit((0x0008, 0x0060), b"CS", b"PT");
+        body.extend(explicit((0x7FE0, 0x0010), b"OW", &[0u8; 32]));
+        run(&without(part10("1.2.840.10008.1.2.1", &body))).expect("valid file passes");
+        let mut body = explicit((0x0009, 0x1010), b"OB", &[0u8; 8]);
+        body[8..12].copy_from_slice(&0xFFFF_FFF0u32.to_le_bytes());
+        let e = run(&without(part10("1.2.840.10008.1.2.1", &body))).expect_err("refused");
+        assert!(e.to_string().contains("(0009,1010)"), "{e}");
     }
 
     #[test]

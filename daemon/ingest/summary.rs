@@ -55,6 +55,9 @@ pub struct SeriesSummary {
     pub suv: Option<SuvStatus>,
     /// Unit the volume loads in.
     pub unit: Option<ValueUnit>,
+    /// What was read although not as the standard wants it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
     /// Why the series cannot be assembled, if it cannot.
     pub error: Option<String>,
 }
@@ -135,6 +138,7 @@ pub fn describe_series(s: &SeriesIndex) -> SeriesSummary {
         multi_frame: s.instances.iter().any(|h| h.frames.len() > 1 && h.mosaic.is_none()),
         suv: None,
         unit: None,
+        warnings: Vec::new(),
         error: None,
     };
     match s.plan() {
@@ -146,6 +150,7 @@ pub fn describe_series(s: &SeriesIndex) -> SeriesSummary {
             out.slice_grid = Some(p.info.slice_grid.clone());
             out.suv = Some(p.info.suv.clone());
             out.unit = Some(p.info.unit);
+            out.warnings = p.info.warnings.clone();
         }
         Err(e) => out.error = Some(e.to_string()),
     }
