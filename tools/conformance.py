@@ -122,10 +122,12 @@ def mosaic_frames(ds, arr: np.ndarray) -> list[Frame]:
     CSA reader and mosaic position correction)."""
     import warnings
 
-    from nibabel.nicom import dicomwrappers
-
     with warnings.catch_warnings():
+        # nibabel calls its DICOM readers experimental at import; the mosaic
+        # wrapper is what it has long been used for.
         warnings.simplefilter("ignore")
+        from nibabel.nicom import dicomwrappers
+
         w = dicomwrappers.wrapper_from_data(ds)
         n = int(w.n_mosaic)
         first = np.asarray(w.image_position, dtype=np.float64)
