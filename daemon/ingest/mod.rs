@@ -4,8 +4,10 @@
 //! series and works out its geometry and SUV; `SeriesPlan::load` decodes the
 //! pixels into one volume. This module knows nothing of GPUs, queues or HTTP.
 
+pub mod encapsulated;
 pub mod error;
 pub mod header;
+pub mod jpeg12;
 pub mod pixels;
 pub mod scan;
 pub mod series;

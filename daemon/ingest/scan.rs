@@ -185,9 +185,6 @@ pub(crate) fn check_transfer_syntax(uid: &str, report: &Path) -> Result<(), File
     if ts.is_unsupported() || !ts.can_decode_all() {
         return Err(unsupported(ts.name()));
     }
-    if uid == "1.2.840.10008.1.2.2" {
-        return Err(unsupported("Explicit VR Big Endian (retired)"));
-    }
     Ok(())
 }
 
