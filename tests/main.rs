@@ -12,7 +12,10 @@
 //!   the file and the reason, no panic, and the rest of the folder still loads.
 //! - `ingest_formats`: every transfer syntax and multi-frame form loads to the
 //!   same volume as the uncompressed single-frame series.
-//! - `ingest_cli`: `edgeseg inspect` / `convert` output contracts, SUV per vendor.
+//! - `ingest_cli`: `edgeseg inspect` / `convert` output contracts, SUV per vendor,
+//!   a vendor export folder's clutter skipped with exit 0.
+//! - `ingest_conformance`: every file of the public set in `../shared/conformance/`
+//!   converts to pydicom's voxel values (skipped, saying so, where the set is absent).
 //! - `infer_predict`: `edgeseg predict` with ONNX Runtime on a network of known result.
 //! - `export_outputs`: lesions.csv, mip.png, the 4D probabilities and report
 //!   provenance; a writer killed between files leaves no study folder.
@@ -56,6 +59,7 @@ mod fuzz_regressions;
 mod infer_predict;
 mod ingest_bad_input;
 mod ingest_cli;
+mod ingest_conformance;
 mod ingest_formats;
 mod observe_dbus;
 mod observe_http;

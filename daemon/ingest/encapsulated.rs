@@ -8,7 +8,9 @@
 //!
 //! 1. one frame: every fragment;
 //! 2. as many fragments as frames: one fragment per frame;
-//! 3. the Extended Offset Table (7FE0,0001), when present;
+//! 3. the Extended Offset Table (7FE0,0001), when present (PS3.3 allows it
+//!    only with one fragment per frame, case 2; a frame split all the same is
+//!    read from its offset to the next);
 //! 4. the Basic Offset Table, when it has one offset per frame;
 //! 5. the codestream markers: a frame ends with the fragment whose data
 //!    (without trailing 0x00 padding) ends in the end-of-image marker FFD9
