@@ -383,6 +383,19 @@ mod tests {
     }
 
     #[test]
+    fn big_endian_samples_become_little_endian() {
+        // OW as the parser gives it: 16-bit words in host order.
+        let words = PrimitiveValue::U16([0x0102u16, 0xFFFE].as_slice().into());
+        assert_eq!(big_endian_to_little(&words, 16), [0x02, 0x01, 0xFE, 0xFF]);
+        // OB: the file's bytes; 8-bit samples stay as they are.
+        let bytes = PrimitiveValue::U8([1u8, 2, 3, 4].as_slice().into());
+        assert_eq!(big_endian_to_little(&bytes, 8), [1, 2, 3, 4]);
+        // 32-bit samples in OW: the file's four bytes, most significant first.
+        let words = PrimitiveValue::U16([0x0001u16, 0x0203].as_slice().into());
+        assert_eq!(big_endian_to_little(&words, 32), 0x0001_0203u32.to_le_bytes());
+    }
+
+    #[test]
     fn eight_and_thirty_two_bit() {
         let mut out = [0f32; 2];
         convert(&[200, 3], fmt(8, 8, false), 1.0, 0.0, 1.0, &mut out);

@@ -25,7 +25,7 @@ const NON_VOLUME_SOP_CLASSES: &[(&str, &str)] = &[
     ("1.2.840.10008.5.1.4.1.1.88.", "a structured report or key object selection"),
     ("1.2.840.10008.5.1.4.1.1.11.", "a presentation state"),
     ("1.2.840.10008.5.1.4.1.1.66", "raw data, a registration, fiducials or a segmentation"),
-    ("1.2.840.10008.5.1.4.1.1.7", "a secondary capture (a screen shot, not an acquired volume)"),
+    ("1.2.840.10008.5.1.4.1.1.7", "a secondary capture, a screen shot rather than an acquired volume"),
     ("1.2.840.10008.5.1.4.1.1.104.", "an encapsulated document"),
     ("1.2.840.10008.5.1.4.1.1.9.", "a waveform"),
     ("1.2.840.10008.5.1.4.1.1.481.", "an RT object other than an image"),
