@@ -370,6 +370,11 @@ fn loader(model: PathBuf, summary: ModelSummary, jobs: Receiver<LoadJob>, gpu: S
     while let Ok(job) = jobs.recv() {
         let _ = msgs.send(Msg::Stage { uid: job.uid.clone(), stage: "loading series".into() });
         let index = index_files(&job.files);
+        // The watcher logged the files it passed over; these are the ones
+        // passed over as a series (single-slice localizers).
+        for (path, why) in &index.skipped {
+            tracing::info!("{}: skipped, {why}", path.display());
+        }
         let unreadable: Vec<String> = index.errors.iter().take(5).map(|e| e.to_string()).collect();
         let loaded = if screening {
             // The screening profile picks its contrast phases itself.

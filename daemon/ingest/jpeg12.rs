@@ -197,8 +197,10 @@ fn be16(data: &[u8], at: usize) -> Result<usize, String> {
         .ok_or_else(|| "the data ends early".into())
 }
 
-/// Decodes one grey-scale sequential DCT JPEG codestream.
-pub fn decode(data: &[u8]) -> Result<Image, String> {
+/// Decodes one grey-scale sequential DCT JPEG codestream of `columns` ×
+/// `rows` samples (another size in its frame header is refused before
+/// anything is allocated for it).
+pub fn decode(data: &[u8], columns: usize, rows: usize) -> Result<Image, String> {
     if data.get(0..2) != Some(&[0xFF, 0xD8]) {
         return Err("no JPEG start-of-image marker".into());
     }
@@ -237,6 +239,9 @@ pub fn decode(data: &[u8]) -> Result<Image, String> {
                 }
                 if height == 0 || width == 0 {
                     return Err("zero image size in the frame header (DNL is not supported)".into());
+                }
+                if (width, height) != (columns, rows) {
+                    return Err(format!("a {width}×{height} image in a {columns}×{rows} frame"));
                 }
                 frame = Some((precision, height, width, usize::from(seg[8] & 3)));
             }
@@ -328,7 +333,7 @@ fn scan_blocks(
         if t > 16 {
             return Err(format!("DC magnitude category {t}: corrupt entropy-coded data"));
         }
-        pred += bits.receive_extend(t);
+        pred = pred.wrapping_add(bits.receive_extend(t));
         coef[0] = f64::from(pred) * f64::from(q[0]);
         let mut k = 1;
         while k < 64 {
@@ -410,12 +415,15 @@ mod tests {
 
     #[test]
     fn refusals_name_what_was_found() {
-        assert!(decode(&[0, 1, 2]).unwrap_err().contains("start-of-image"));
+        assert!(decode(&[0, 1, 2], 8, 8).unwrap_err().contains("start-of-image"));
         // SOI then a progressive frame header.
         let d = [0xFF, 0xD8, 0xFF, 0xC2, 0x00, 0x0B, 12, 0, 8, 0, 8, 1, 1, 0x11, 0];
-        assert!(decode(&d).unwrap_err().contains("SOF2"));
+        assert!(decode(&d, 8, 8).unwrap_err().contains("SOF2"));
         assert_eq!(precision(&d), Some(12));
         let d = [0xFF, 0xD8, 0xFF, 0xC1, 0x00, 0x0B, 12, 0, 8, 0, 8, 3, 1, 0x11, 0];
-        assert!(decode(&d).unwrap_err().contains("3 components"));
+        assert!(decode(&d, 8, 8).unwrap_err().contains("3 components"));
+        // A frame header of 65535 × 65535 in an 8 × 8 frame: refused, not allocated.
+        let d = [0xFF, 0xD8, 0xFF, 0xC1, 0x00, 0x0B, 12, 0xFF, 0xFF, 0xFF, 0xFF, 1, 1, 0x11, 0];
+        assert!(decode(&d, 8, 8).unwrap_err().contains("65535×65535 image in a 8×8 frame"));
     }
 }

@@ -278,26 +278,18 @@ pub fn decode_frames(
                     && let Some(bytes) = frame_codestream(seq.fragments(), number_of_frames, t.frame)
                     && super::jpeg12::precision(&bytes) == Some(12)
                 {
-                    let image = super::jpeg12::decode(&bytes).map_err(|e| FileError::PixelDecode {
+                    let decode_error = |reason: String| FileError::PixelDecode {
                         path: path.to_path_buf(),
-                        reason: format!("frame {}: 12-bit JPEG: {e}", t.frame + 1),
-                    })?;
-                    if (image.width, image.height) != (fmt.columns as usize, fmt.rows as usize)
-                        || fmt.bits_allocated != 16
-                    {
-                        return Err(FileError::PixelDecode {
-                            path: path.to_path_buf(),
-                            reason: format!(
-                                "frame {}: a {}×{} 12-bit JPEG image in a {}×{} frame of {} bits allocated",
-                                t.frame + 1,
-                                image.width,
-                                image.height,
-                                fmt.columns,
-                                fmt.rows,
-                                fmt.bits_allocated
-                            ),
-                        });
+                        reason: format!("frame {}: 12-bit JPEG: {reason}", t.frame + 1),
+                    };
+                    if fmt.bits_allocated != 16 {
+                        return Err(decode_error(format!("BitsAllocated {} (16 expected)", fmt.bits_allocated)));
                     }
+                    let (columns, rows) = (fmt.columns as usize, fmt.rows as usize);
+                    // Our decoder reads untrusted bytes too: a panic would be this file's error.
+                    let image = std::panic::catch_unwind(|| super::jpeg12::decode(&bytes, columns, rows))
+                        .map_err(|_| decode_error("the decoder failed on malformed data".into()))?
+                        .map_err(decode_error)?;
                     let le: Vec<u8> = image.samples.iter().flat_map(|v| v.to_le_bytes()).collect();
                     convert(&le, fmt, t.slope, t.intercept, t.scale, t.out);
                     continue;
