@@ -45,7 +45,7 @@ pub fn frame_ranges<F: AsRef<[u8]>>(
         return Err(format!("{frames} frame(s) in {n} encapsulated fragment(s)"));
     }
     if frames == 1 {
-        return Ok(vec![0..n]);
+        return Ok(std::iter::once(0..n).collect());
     }
     if n == frames {
         return Ok((0..n).map(|i| i..i + 1).collect());

@@ -98,13 +98,11 @@ impl<'a> Bits<'a> {
             if self.pos < self.data.len() {
                 let b = self.data[self.pos];
                 if b == 0xFF {
-                    match self.data.get(self.pos + 1) {
-                        Some(0x00) => {
-                            byte = 0xFF;
-                            self.pos += 2;
-                        }
-                        // A marker: left in place, zeros fed instead.
-                        _ => {}
+                    // A stuffed 0xFF; anything else is a marker, left in
+                    // place while zeros are fed instead.
+                    if self.data.get(self.pos + 1) == Some(&0x00) {
+                        byte = 0xFF;
+                        self.pos += 2;
                     }
                 } else {
                     byte = b;
