@@ -1,7 +1,10 @@
 //! The `edgeseg` command line: the binary edge, where errors become messages
 //! and exit codes. Exit 0: all done; 1: nothing could be done (bad arguments,
 //! unreadable folder, unwritable output); 2: done, but some files or series
-//! were refused (each named on stderr).
+//! were refused (each named on stderr). Files that are no image volume
+//! (DICOMDIR, DIRFILE, reports, presentation states, screen shots, colour
+//! images, localizers) are listed on stderr as `info: skipped` and leave the
+//! exit status alone.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -383,6 +386,9 @@ fn index(dir: &Path, strict_geometry: bool) -> Result<ingest::FolderIndex> {
 }
 
 fn report_file_errors(index: &ingest::FolderIndex) {
+    for (path, why) in &index.skipped {
+        eprintln!("edgeseg: info: skipped {}: {why}", path.display());
+    }
     for e in &index.errors {
         eprintln!("edgeseg: skipped {e}");
     }
@@ -481,6 +487,9 @@ fn inspect(dir: &Path, json: bool, strict_geometry: bool) -> Result<bool> {
         for u in &st.pairing.unpaired {
             outln!("  unpaired      {} {}: {}", u.modality, u.series_uid, u.reason);
         }
+    }
+    for k in &s.skipped {
+        outln!("skipped: {}: {}", k.path.display(), k.reason);
     }
     for e in &s.errors {
         outln!("error: {}", e.error);

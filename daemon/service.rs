@@ -33,7 +33,8 @@ use crate::gpu::select::PostBackend;
 use crate::infer::model::{Channel, ModelPackage};
 use crate::infer::onnx::{Engine, EngineOptions, ProviderRequest, library_path};
 use crate::infer::{InferError, PredictOptions, Predictor};
-use crate::ingest::{ErrorClass, FileError, FolderIndex, scan::read_header};
+use crate::ingest::scan::{HeaderRead, read_header};
+use crate::ingest::{ErrorClass, FileError, FolderIndex};
 use crate::pipeline::{self, LoadedStudy, PipelineError, StageTimings};
 use crate::queue::{self, Journal, QueueError, StudyState, uid_hash};
 use crate::watch::{StudyEvent, WatchSettings, Watcher};
@@ -319,13 +320,13 @@ pub fn index_files(files: &[PathBuf]) -> FolderIndex {
     let mut skipped = Vec::new();
     for (p, r) in results {
         match r {
-            Ok(Some(h)) => instances.push(h),
-            Ok(None) => skipped.push((p.clone(), "non-image DICOM object".to_string())),
+            Ok(HeaderRead::Image(h)) => instances.push(*h),
+            Ok(HeaderRead::Skipped(why)) => skipped.push((p.clone(), why)),
             Err(e) => errors.push(e),
         }
     }
     let root = files.first().and_then(|p| p.parent()).map(Path::to_path_buf).unwrap_or_default();
-    FolderIndex { root, series: crate::ingest::series::group(instances), errors, skipped }
+    FolderIndex::assemble(root, instances, errors, skipped)
 }
 
 fn engine_options(c: &config::ModelConfig, force_cpu: bool) -> EngineOptions {
@@ -441,6 +442,11 @@ fn loader(
     while let Ok(job) = jobs.recv() {
         let _ = msgs.send(Msg::Stage { uid: job.uid.clone(), stage: "loading series".into() });
         let index = index_files(&job.files).with_strict_geometry(job.strict_geometry);
+        // The watcher logged the files it passed over; these are the ones
+        // passed over as a series (single-slice localizers).
+        for (path, why) in &index.skipped {
+            tracing::info!("{}: skipped, {why}", path.display());
+        }
         let unreadable: Vec<String> = index.errors.iter().take(5).map(|e| e.to_string()).collect();
         let loaded = if screening {
             // The screening profile picks its contrast phases itself.

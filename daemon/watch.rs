@@ -34,7 +34,7 @@ use notify::Watcher as _;
 use sha2::{Digest, Sha256};
 
 use crate::config::{WatchConfig, WatchMode, glob_match};
-use crate::ingest::scan::read_header;
+use crate::ingest::scan::{HeaderRead, read_header};
 use crate::queue::FileSig;
 
 /// Most extra folders handed in by Enqueue that are kept watched.
@@ -406,7 +406,7 @@ impl Watcher {
         // seen later counts from now.
         let changed_at = if previous.is_none() { (mtime_ns as f64 / 1e9).min(now) } else { now };
         let (info, error) = match read_header(p, p) {
-            Ok(Some(h)) => (
+            Ok(HeaderRead::Image(h)) => (
                 Some(FileInfo {
                     study: h.study_uid.clone(),
                     series: h.series_uid.clone(),
@@ -416,7 +416,12 @@ impl Watcher {
                 }),
                 None,
             ),
-            Ok(None) => (None, None),
+            Ok(HeaderRead::Skipped(why)) => {
+                // Not an error and no quarantine record: the file is no
+                // image volume (a directory file, a report, a screen shot ...).
+                tracing::info!("{}: skipped, {why}", p.display());
+                (None, None)
+            }
             Err(e) => (None, Some(e.to_string())),
         };
         if let Some(old) = previous.and_then(|f| f.info.as_ref())

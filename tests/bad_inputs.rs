@@ -9,7 +9,8 @@
 //! - a "quarantine" kind is refused on stderr with a line naming its file (or
 //!   series) and one of the manifest's reasons, and writes no volume;
 //! - a "processed" kind writes its volume, named by a UID or a hash, inside
-//!   the output folder; an "ignored" kind raises no error.
+//!   the output folder; an "ignored" kind raises no error and each of its
+//!   files is named on an `info: skipped` line.
 //!
 //! Kinds marked `daemon_only` (a file still being written) need the running
 //! daemon and are left to the daemon test.
@@ -173,6 +174,13 @@ fn every_bad_input_is_refused_with_its_reason_in_bounded_memory() {
             "ignored" => {
                 if r.exit != Some(0) {
                     fail(format!("exit {:?}, 0 expected", r.exit));
+                }
+                // Each passed-over file named on an info line with its reason.
+                for n in &names {
+                    let named = r.stderr.lines().any(|l| l.starts_with("edgeseg: info: skipped ") && l.contains(n));
+                    if !named {
+                        fail(format!("no info line names the skipped {n}"));
+                    }
                 }
             }
             other => fail(format!("unknown outcome {other}")),

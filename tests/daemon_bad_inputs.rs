@@ -208,3 +208,40 @@ fn unreadable_files_get_a_quarantine_record_naming_them() {
     let _ = crate::daemon_util::wait_exit(&mut child, Duration::from_secs(60));
     assert!(found.is_some(), "no quarantine record names each unreadable file:\n{}", d.log_text());
 }
+
+/// A vendor export folder (variants.py `export-clutter`: the CT series in a
+/// DICOMDIR file set with Philips-style DIRFILEs, an RGB secondary capture,
+/// an SR, a presentation state, raw data and a sagittal single-slice
+/// localizer in the same study, a CT scout in a study of its own) dropped
+/// into the export folder: the study is processed once, from the axial
+/// series, no file gets a quarantine record and the scout makes no study.
+#[test]
+fn an_export_folders_clutter_is_processed_once_without_quarantine() {
+    let base = crate::ingest_formats::variants("CT");
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(base.join("variants.json")).expect("manifest")).expect("json");
+    let entry = manifest.as_array().expect("list").iter().find(|e| e["kind"] == "export-clutter").expect("clutter");
+    let uid = entry["study_instance_uid"].as_str().expect("study uid").to_string();
+    let series_uid = entry["series_instance_uid"].as_str().expect("series uid").to_string();
+    let d = deployment();
+    let mut child = d.spawn();
+    drop_into(&base.join("export-clutter"), &d.export, "clutter");
+    let done = wait_for(Duration::from_secs(180), || {
+        d.entry(&uid).filter(|e| e.state.as_str() == "done").and_then(|e| e.output_dir)
+    });
+    let log = d.log_text();
+    let entries = d.entries();
+    let records: Vec<PathBuf> = files_under(&d.state.join("quarantine"));
+    crate::daemon_util::signal(&child, 15);
+    let _ = crate::daemon_util::wait_exit(&mut child, Duration::from_secs(60));
+    let out = done.unwrap_or_else(|| panic!("the study was not processed: {:?}\n{log}", d.entry(&uid)));
+    assert!(records.is_empty(), "quarantine records written: {records:?}\n{log}");
+    assert_eq!(entries.len(), 1, "one study in the journal: {entries:?}");
+    assert_eq!(entries[0].completions, 1, "processed once: {:?}", entries[0]);
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).expect("report.json")).expect("json");
+    assert!(report.to_string().contains(&series_uid), "the axial series is the input: {report}");
+    for what in ["secondary capture", "structured report", "presentation state", "single-slice localizer", "DIRFILE"] {
+        assert!(log.contains(what), "the log names no skipped {what}:\n{log}");
+    }
+}

@@ -169,3 +169,59 @@ fn dicomdir_and_other_files_are_not_series() {
     assert!(v["errors"][0]["error"].as_str().expect("error").contains("README.txt: not a DICOM file"));
     assert_eq!(v["studies"][0]["series"].as_array().expect("series").len(), 1);
 }
+
+/// A vendor export folder (variants.py `export-clutter`): the series in a
+/// DICOMDIR file set, Philips-style DIRFILEs, an RGB secondary capture, an
+/// SR, a presentation state, raw data, a sagittal single-slice localizer and
+/// a CT scout. `convert` writes the one volume, names every other file on an
+/// info line with its reason and exits 0; `inspect --json` lists them as
+/// skipped, none as an error.
+#[test]
+fn an_export_folders_clutter_is_skipped_with_reasons_and_exit_0() {
+    let base = crate::ingest_formats::variants("CT");
+    let manifest: Value =
+        serde_json::from_str(&std::fs::read_to_string(base.join("variants.json")).expect("manifest")).expect("json");
+    let entry =
+        manifest.as_array().expect("list").iter().find(|e| e["kind"] == "export-clutter").expect("clutter kind");
+    let dir = base.join("export-clutter");
+    let skip: Vec<String> = entry["skip"]
+        .as_array()
+        .expect("skip")
+        .iter()
+        .map(|v| s(&dir.join(v.as_str().expect("path"))).to_string())
+        .collect();
+    assert!(skip.len() >= 10, "{skip:?}");
+    let out = tempfile::tempdir().expect("tempdir");
+    let o = edgeseg(&["convert", s(&dir), "--out", s(out.path())]);
+    let (stdout, stderr) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{stderr}");
+    assert_eq!(stdout.lines().filter(|l| l.ends_with(".nii.gz")).count(), 1, "{stdout}");
+    let series_uid = entry["series_instance_uid"].as_str().expect("uid");
+    assert!(stdout.contains(series_uid), "the axial series is the volume written: {stdout}");
+    for f in &skip {
+        let lines: Vec<&str> = stderr.lines().filter(|l| l.contains(&format!(" {f}: "))).collect();
+        assert_eq!(lines.len(), 1, "{f}: one line each:\n{stderr}");
+        assert!(lines[0].starts_with("edgeseg: info: skipped "), "{}", lines[0]);
+    }
+    for (file, why) in [
+        ("screenshot.dcm", "secondary capture"),
+        ("report.dcm", "structured report"),
+        ("presentation.dcm", "presentation state"),
+        ("raw.dcm", "raw data"),
+        ("localizer-sagittal.dcm", "single-slice localizer (its plane is 90°"),
+        ("scout.dcm", "localizer (ImageType ORIGINAL\\PRIMARY\\LOCALIZER)"),
+        ("dicomdir-copy.dcm", "media storage directory"),
+        ("DIRFILE", "Philips export directory file"),
+    ] {
+        assert!(stderr.lines().any(|l| l.contains(file) && l.contains(why)), "{file}: no line with {why:?}:\n{stderr}");
+    }
+    assert_eq!(stderr.lines().count(), skip.len(), "nothing but the info lines:\n{stderr}");
+    let (v, code) = inspect_json(&dir);
+    assert_eq!(code, 0, "{v}");
+    assert!(v["errors"].as_array().expect("errors").is_empty(), "{}", v["errors"]);
+    let listed: Vec<&str> =
+        v["skipped"].as_array().expect("skipped").iter().map(|k| k["path"].as_str().expect("path")).collect();
+    for f in &skip {
+        assert!(listed.contains(&f.as_str()), "{f} not in inspect's skipped list {listed:?}");
+    }
+}

@@ -4,7 +4,11 @@
 //! as the uncompressed single-frame original. JPEG baseline is lossy: it is
 //! compared with the 8-bit original it was compressed from, within the error
 //! JPEG quality 95 allows. Variants are written by tests/fixtures/variants.py
-//! (dcmtk, pydicom, highdicom).
+//! (dcmtk, pydicom, highdicom), among them Explicit VR Big Endian, an Enhanced
+//! object in each JPEG and JPEG-LS syntax with every frame in several
+//! fragments and an empty Basic Offset Table, and one with an Extended Offset
+//! Table; the lossy ones are held to the tolerance variants.json gives (the
+//! pydicom decode's error against the same reference, plus two levels).
 
 use std::path::{Path, PathBuf};
 
@@ -14,7 +18,7 @@ use crate::util::{cached_fixture, fixture_script, phantom, s};
 
 /// Variants of the tiny phantom's CT (GE: unsigned, intercept −1024) and PET
 /// (Siemens: a rescale slope per slice, SUV).
-fn variants(modality: &str) -> PathBuf {
+pub(crate) fn variants(modality: &str) -> PathBuf {
     let (flags, sub): (&[&str], &str) = match modality {
         "CT" => (&["--vendor", "ge", "--seed", "5"], "dicom/CT"),
         _ => (&["--vendor", "siemens", "--seed", "5"], "dicom/PT"),
@@ -113,6 +117,11 @@ lossless! {
     ct_legacy_converted_multiframe_reversed_frames => ("CT", "legacy-multiframe-reversed"),
     ct_enhanced_multiframe => ("CT", "enhanced-multiframe"),
     ct_shuffled_single_frames => ("CT", "frames-shuffled"),
+    ct_explicit_vr_big_endian => ("CT", "explicit-big-endian"),
+    ct_fragmented_multiframe_jpeg_lossless_p14 => ("CT", "fragmented-multiframe-jpeg-lossless-p14"),
+    ct_fragmented_multiframe_jpeg_lossless => ("CT", "fragmented-multiframe-jpeg-lossless"),
+    ct_fragmented_multiframe_jpeg_ls => ("CT", "fragmented-multiframe-jpegls"),
+    ct_extended_offset_table_multiframe => ("CT", "eot-multiframe"),
     pet_implicit_vr_little_endian => ("PT", "implicit"),
     pet_deflated => ("PT", "deflated"),
     pet_jpeg_lossless => ("PT", "jpeg-lossless"),
@@ -122,6 +131,82 @@ lossless! {
     pet_legacy_converted_multiframe => ("PT", "legacy-multiframe"),
     pet_legacy_converted_multiframe_reversed_frames => ("PT", "legacy-multiframe-reversed"),
     pet_enhanced_multiframe => ("PT", "enhanced-multiframe"),
+    pet_explicit_vr_big_endian => ("PT", "explicit-big-endian"),
+    pet_fragmented_multiframe_jpeg_lossless_p14 => ("PT", "fragmented-multiframe-jpeg-lossless-p14"),
+    pet_fragmented_multiframe_jpeg_lossless => ("PT", "fragmented-multiframe-jpeg-lossless"),
+    pet_fragmented_multiframe_jpeg_ls => ("PT", "fragmented-multiframe-jpegls"),
+    pet_extended_offset_table_multiframe => ("PT", "eot-multiframe"),
+}
+
+/// A lossy variant against the folder it encodes, within the manifest's
+/// `tolerance_rescaled` (what pydicom's decode needs, plus two levels).
+fn check_lossy_within_manifest(modality: &str, kind: &str) {
+    let base = variants(modality);
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(base.join("variants.json")).expect("variants.json"))
+            .expect("variants.json parses");
+    let entry = manifest
+        .as_array()
+        .expect("a list")
+        .iter()
+        .find(|e| e["kind"] == kind)
+        .unwrap_or_else(|| panic!("{kind} not in variants.json"));
+    assert_eq!(entry["pydicom_within_tolerance"], true, "{kind}: the fixture itself is out of tolerance: {entry}");
+    // In the unit the volume loads in: PET loads in SUV, the rescaled value
+    // times the series' SUV factor.
+    let tolerance_rescaled = entry["tolerance_rescaled"].as_f64().expect("tolerance_rescaled");
+    let compare_to = match entry["compare_to"].as_str().expect("compare_to") {
+        "source" => "explicit",
+        other => other,
+    };
+    let reference = load_one(&base.join(compare_to));
+    let v = load_one(&base.join(kind));
+    assert_same_geometry(&reference, &v, kind);
+    assert!(v.info.multi_frame, "{kind} is one multi-frame object");
+    let tolerance = match (&reference.info.suv, &v.info.suv) {
+        (ingest::SuvStatus::Available(a), ingest::SuvStatus::Available(b)) => {
+            assert!(
+                (a.factor - b.factor).abs() <= 1e-12 * a.factor.abs(),
+                "{kind}: SUV factor {} vs {}",
+                b.factor,
+                a.factor
+            );
+            tolerance_rescaled * a.factor
+        }
+        _ => tolerance_rescaled,
+    };
+    // Plus the rounding of the two volumes' values to f32.
+    let magnitude = reference.volume.data.iter().map(|x| f64::from(x.abs())).fold(0.0, f64::max);
+    let tolerance = tolerance + 2.0 * f64::from(f32::EPSILON) * magnitude;
+    let worst =
+        reference.volume.data.iter().zip(&v.volume.data).map(|(a, b)| f64::from((a - b).abs())).fold(0.0, f64::max);
+    assert!(worst <= tolerance, "{modality} {kind}: max |difference| {worst} over the tolerance {tolerance}");
+    let range = reference.volume.data.iter().cloned().fold(f32::MIN, f32::max)
+        - reference.volume.data.iter().cloned().fold(f32::MAX, f32::min);
+    assert!(
+        f64::from(range) > 10.0 * tolerance,
+        "{modality} {kind}: a reference too flat for the comparison to mean much"
+    );
+}
+
+macro_rules! lossy {
+    ($($name:ident => ($m:literal, $kind:literal)),* $(,)?) => {
+        $(
+            #[test]
+            fn $name() {
+                check_lossy_within_manifest($m, $kind);
+            }
+        )*
+    };
+}
+
+lossy! {
+    ct_fragmented_multiframe_jpeg_baseline => ("CT", "fragmented-multiframe-jpeg-baseline"),
+    ct_fragmented_multiframe_jpeg_extended_12_bit => ("CT", "fragmented-multiframe-jpeg-extended"),
+    ct_fragmented_multiframe_jpeg_ls_near_lossless => ("CT", "fragmented-multiframe-jpegls-near"),
+    pet_fragmented_multiframe_jpeg_baseline => ("PT", "fragmented-multiframe-jpeg-baseline"),
+    pet_fragmented_multiframe_jpeg_extended_12_bit => ("PT", "fragmented-multiframe-jpeg-extended"),
+    pet_fragmented_multiframe_jpeg_ls_near_lossless => ("PT", "fragmented-multiframe-jpegls-near"),
 }
 
 #[test]

@@ -15,12 +15,15 @@
 //! - `ingest_mosaic`: Siemens mosaic images read as their slices: generated
 //!   mosaics (tests/fixtures/mosaic.py) and the public TrioTim mosaic in nine
 //!   transfer syntaxes, judged by dcm2niix and nibabel.
-//! - `ingest_cli`: `edgeseg inspect` / `convert` output contracts, SUV per vendor.
+//! - `ingest_cli`: `edgeseg inspect` / `convert` output contracts, SUV per vendor,
+//!   a vendor export folder's clutter skipped with exit 0.
 //! - `ingest_geometry`: overlapping beds, variable spacing, gantry tilt (issue 11),
 //!   `--strict-geometry`, outputs of a resampled CT on the source slices.
 //! - `ingest_suv`: every SUV variant of the IBSI SUV manual (tests/fixtures/
 //!   suv_variants.py) and the manual's 17 reference objects read in place from
 //!   ../shared/conformance/ (files without (0002,0000) included).
+//! - `ingest_conformance`: every file of the public set in `../shared/conformance/`
+//!   converts to pydicom's voxel values (skipped, saying so, where the set is absent).
 //! - `infer_predict`: `edgeseg predict` with ONNX Runtime on a network of known result.
 //! - `export_outputs`: lesions.csv, mip.png, the 4D probabilities and report
 //!   provenance; a writer killed between files leaves no study folder.
@@ -66,6 +69,7 @@ mod fuzz_regressions;
 mod infer_predict;
 mod ingest_bad_input;
 mod ingest_cli;
+mod ingest_conformance;
 mod ingest_formats;
 mod ingest_mosaic;
 mod ingest_geometry;

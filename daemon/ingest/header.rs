@@ -25,6 +25,8 @@ pub mod tag {
     pub const FRAME_OF_REFERENCE_UID: Tag = Tag(0x0020, 0x0052);
     /// Modality
     pub const MODALITY: Tag = Tag(0x0008, 0x0060);
+    /// ImageType
+    pub const IMAGE_TYPE: Tag = Tag(0x0008, 0x0008);
     /// SeriesDate
     pub const SERIES_DATE: Tag = Tag(0x0008, 0x0021);
     /// AcquisitionDate

@@ -5,11 +5,13 @@
 //! pixels into one volume. This module knows nothing of GPUs, queues or HTTP.
 
 pub mod csa;
+pub mod encapsulated;
 pub mod error;
 pub mod geometry;
 pub mod header;
 pub mod mosaic;
 pub mod part10;
+pub mod jpeg12;
 pub mod pixels;
 pub mod scan;
 pub mod series;
@@ -42,13 +44,12 @@ pub struct FolderIndex {
 /// Scans `root` recursively and groups what it finds by series.
 pub fn index(root: &Path) -> FolderIndex {
     let report = scan::scan(root);
-    FolderIndex {
-        root: root.to_path_buf(),
-        series: series::group(report.instances),
-        errors: report.errors,
-        skipped: report.skipped,
-    }
+    FolderIndex::assemble(root.to_path_buf(), report.instances, report.errors, report.skipped)
 }
+
+/// A single slice whose normal is more than this far (degrees) from the
+/// normal of every stack of its study is a localizer, not a volume.
+pub const LOCALIZER_MIN_ANGLE_DEGREES: f64 = 45.0;
 
 impl FolderIndex {
     /// Makes every series refuse stacks that would need resampling
@@ -58,6 +59,28 @@ impl FolderIndex {
             s.strict_geometry = strict;
         }
         self
+    }
+
+    /// Groups headers by series and passes over single-slice localizers:
+    /// a series of one slice whose plane is at another orientation (more than
+    /// [`LOCALIZER_MIN_ANGLE_DEGREES`]) than every stack of two or more slices
+    /// in its study. Its file goes to `skipped`, with why.
+    pub fn assemble(
+        root: PathBuf,
+        instances: Vec<header::InstanceHeader>,
+        errors: Vec<FileError>,
+        mut skipped: Vec<(PathBuf, String)>,
+    ) -> FolderIndex {
+        let all = series::group(instances);
+        let verdicts: Vec<Option<String>> = all.iter().map(|s| localizer(s, &all)).collect();
+        let mut kept = Vec::with_capacity(all.len());
+        for (s, verdict) in all.into_iter().zip(verdicts) {
+            match verdict {
+                Some(why) => skipped.extend(s.instances.into_iter().map(|h| (h.path, why.clone()))),
+                None => kept.push(s),
+            }
+        }
+        FolderIndex { root, series: kept, errors, skipped }
     }
 
     /// The series with this UID.
@@ -73,6 +96,41 @@ impl FolderIndex {
         }
         m
     }
+}
+
+/// The unit normal of a series' first slice.
+fn normal_of(s: &SeriesIndex) -> Option<[f64; 3]> {
+    let o = s.instances.first()?.frames.first()?.orientation;
+    let n = crate::volume::cross([o[0], o[1], o[2]], [o[3], o[4], o[5]]);
+    let len = crate::volume::norm(n);
+    (len > 0.0).then(|| [n[0] / len, n[1] / len, n[2] / len])
+}
+
+fn slice_count(s: &SeriesIndex) -> usize {
+    s.instances.iter().map(|h| h.frames.len()).sum()
+}
+
+/// Why `s` is a single-slice localizer (see [`FolderIndex::assemble`]), if it is.
+fn localizer(s: &SeriesIndex, all: &[SeriesIndex]) -> Option<String> {
+    if slice_count(s) != 1 {
+        return None;
+    }
+    let n = normal_of(s)?;
+    let cos_limit = LOCALIZER_MIN_ANGLE_DEGREES.to_radians().cos();
+    // The stack of the study nearest in orientation.
+    let (stack, cos) = all
+        .iter()
+        .filter(|o| o.study_uid == s.study_uid && slice_count(o) >= 2)
+        .filter_map(|o| Some((o, crate::volume::dot(n, normal_of(o)?).abs().min(1.0))))
+        .max_by(|a, b| a.1.total_cmp(&b.1))?;
+    (cos < cos_limit).then(|| {
+        format!(
+            "not an image volume: a single-slice localizer (its plane is {:.0}° from the {}-slice series {})",
+            cos.acos().to_degrees(),
+            slice_count(stack),
+            stack.series_uid
+        )
+    })
 }
 
 /// A PET series and the CT that shares its frame of reference.

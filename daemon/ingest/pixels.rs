@@ -1,10 +1,13 @@
 //! Pixel data of one instance to rescaled f32 frames. Native (uncompressed)
-//! data is read straight from the element bytes; encapsulated data goes through
-//! dicom-pixeldata's codecs one frame at a time.
+//! data is read straight from the element bytes (Explicit VR Big Endian's
+//! samples swapped to little endian first); encapsulated data goes through
+//! dicom-pixeldata's codecs one frame at a time, after `encapsulated` has
+//! found which fragments make up each frame.
 
 use std::path::Path;
 
-use dicom_core::value::Value;
+use dicom_core::value::{PixelFragmentSequence, PrimitiveValue, Value};
+use dicom_core::{DataElement, Tag};
 use dicom_encoding::transfer_syntax::TransferSyntaxIndex;
 use dicom_object::OpenFileOptions;
 use dicom_pixeldata::PixelDecoder;
@@ -136,6 +139,62 @@ fn native_tail(path: &Path, transfer_syntax: &str, need: usize) -> Option<(Vec<u
     ok.then_some((bytes, start))
 }
 
+/// Explicit VR Big Endian (retired, still found in old archives).
+const EXPLICIT_VR_BIG_ENDIAN: &str = "1.2.840.10008.1.2.2";
+/// ExtendedOffsetTable (7FE0,0001).
+const EXTENDED_OFFSET_TABLE: Tag = Tag(0x7FE0, 0x0001);
+
+/// Native pixel data of a big-endian file as little-endian samples of
+/// `bits_allocated`. The parser gives OW as 16-bit words already in host
+/// order and OB as the file's bytes; either is first put back into the
+/// file's byte order, then each sample is swapped (as pydicom reads such a
+/// file: samples of BitsAllocated bits, most significant byte first).
+fn big_endian_to_little(p: &PrimitiveValue, bits_allocated: u16) -> Vec<u8> {
+    let mut file_order: Vec<u8> = match p {
+        PrimitiveValue::U16(v) => v.iter().flat_map(|w| w.to_be_bytes()).collect(),
+        PrimitiveValue::I16(v) => v.iter().flat_map(|w| w.to_be_bytes()).collect(),
+        PrimitiveValue::U32(v) => v.iter().flat_map(|w| w.to_be_bytes()).collect(),
+        PrimitiveValue::I32(v) => v.iter().flat_map(|w| w.to_be_bytes()).collect(),
+        other => other.to_bytes().into_owned(),
+    };
+    let size = usize::from(bits_allocated / 8).max(1);
+    if size > 1 {
+        for sample in file_order.chunks_exact_mut(size) {
+            sample.reverse();
+        }
+    }
+    file_order
+}
+
+/// JPEG Extended (Process 2 & 4): 8- or 12-bit lossy.
+const JPEG_EXTENDED: &str = "1.2.840.10008.1.2.4.51";
+
+/// The codestream of `frame` when the fragments are one per frame (as
+/// `decode_frames` leaves them) or the object has one frame.
+fn frame_codestream(fragments: &[Vec<u8>], frames: u32, frame: u32) -> Option<std::borrow::Cow<'_, [u8]>> {
+    if frames == 1 {
+        return Some(match fragments {
+            [one] => std::borrow::Cow::Borrowed(one.as_slice()),
+            many => std::borrow::Cow::Owned(many.concat()),
+        });
+    }
+    if fragments.len() != frames as usize {
+        return None;
+    }
+    fragments.get(frame as usize).map(|f| std::borrow::Cow::Borrowed(f.as_slice()))
+}
+
+/// The Extended Offset Table, where the file has one.
+fn extended_offset_table(obj: &dicom_object::InMemDicomObject) -> Option<Vec<u64>> {
+    match obj.get(EXTENDED_OFFSET_TABLE)?.value() {
+        Value::Primitive(PrimitiveValue::U64(v)) => Some(v.to_vec()),
+        Value::Primitive(PrimitiveValue::U8(b)) => Some(
+            b.chunks_exact(8).map(|c| u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]])).collect(),
+        ),
+        _ => None,
+    }
+}
+
 /// Reads the pixel data of `path` and fills each task's frame.
 pub fn decode_frames(
     path: &Path,
@@ -155,7 +214,7 @@ pub fn decode_frames(
     // The file may have changed since its header was read: walk it again
     // before the parser allocates for what it declares.
     super::structure::check(path, path)?;
-    let (obj, _) = super::part10::open(OpenFileOptions::new(), path).map_err(|e| map_read_error(e, path))?;
+    let (mut obj, _) = super::part10::open(OpenFileOptions::new(), path).map_err(|e| map_read_error(e, path))?;
     let ts_uid = obj.meta().transfer_syntax().trim_end_matches('\0').to_string();
     let pixel = obj.get(tag::PIXEL_DATA).ok_or_else(|| FileError::NoPixelData { path: path.to_path_buf() })?;
     let ts = TransferSyntaxRegistry.get(&ts_uid).ok_or_else(|| FileError::UnsupportedTransferSyntax {
@@ -163,9 +222,32 @@ pub fn decode_frames(
         uid: ts_uid.clone(),
         name: "unknown".into(),
     })?;
+    // Frames over several fragments: one fragment per frame for the codecs,
+    // which then need no offset table.
+    let regrouped = match pixel.value() {
+        Value::PixelSequence(seq) => {
+            let fragments = seq.fragments();
+            let extended = extended_offset_table(&obj);
+            let frames = number_of_frames as usize;
+            let ranges = super::encapsulated::frame_ranges(fragments, seq.offset_table(), extended.as_deref(), frames)
+                .map_err(|reason| FileError::FrameCount { path: path.to_path_buf(), reason })?;
+            (frames > 1 && ranges.iter().any(|r| r.len() != 1))
+                .then(|| (pixel.vr(), ranges.iter().map(|r| fragments[r.clone()].concat()).collect::<Vec<_>>()))
+        }
+        _ => None,
+    };
+    if let Some((vr, joined)) = regrouped {
+        let one_per_frame = PixelFragmentSequence::new(Vec::<u32>::new(), joined);
+        obj.put(DataElement::new(tag::PIXEL_DATA, vr, Value::PixelSequence(one_per_frame)));
+    }
+    let pixel = obj.get(tag::PIXEL_DATA).ok_or_else(|| FileError::NoPixelData { path: path.to_path_buf() })?;
     match pixel.value() {
         Value::Primitive(p) if !ts.is_encapsulated_pixel_data() => {
-            let bytes = p.to_bytes();
+            let bytes = if ts_uid == EXPLICIT_VR_BIG_ENDIAN {
+                std::borrow::Cow::Owned(big_endian_to_little(p, fmt.bits_allocated))
+            } else {
+                p.to_bytes()
+            };
             let need = frame_bytes * number_of_frames as usize;
             // One padding byte to an even length is allowed; a whole extra frame is not.
             if bytes.len() < need || bytes.len() >= need + frame_bytes.max(2) {
@@ -189,14 +271,29 @@ pub fn decode_frames(
             Ok(())
         }
         Value::PixelSequence(seq) => {
-            let fragments = seq.fragments().len();
-            if fragments < number_of_frames as usize {
-                return Err(FileError::FrameCount {
-                    path: path.to_path_buf(),
-                    reason: format!("NumberOfFrames {number_of_frames} but only {fragments} encapsulated fragment(s)"),
-                });
-            }
+            let twelve_bit = ts_uid == JPEG_EXTENDED;
             for t in tasks.iter_mut() {
+                // 12-bit JPEG Extended: jpeg-decoder refuses it, our own decoder reads it.
+                if twelve_bit
+                    && let Some(bytes) = frame_codestream(seq.fragments(), number_of_frames, t.frame)
+                    && super::jpeg12::precision(&bytes) == Some(12)
+                {
+                    let decode_error = |reason: String| FileError::PixelDecode {
+                        path: path.to_path_buf(),
+                        reason: format!("frame {}: 12-bit JPEG: {reason}", t.frame + 1),
+                    };
+                    if fmt.bits_allocated != 16 {
+                        return Err(decode_error(format!("BitsAllocated {} (16 expected)", fmt.bits_allocated)));
+                    }
+                    let (columns, rows) = (fmt.columns as usize, fmt.rows as usize);
+                    // Our decoder reads untrusted bytes too: a panic would be this file's error.
+                    let image = std::panic::catch_unwind(|| super::jpeg12::decode(&bytes, columns, rows))
+                        .map_err(|_| decode_error("the decoder failed on malformed data".into()))?
+                        .map_err(decode_error)?;
+                    let le: Vec<u8> = image.samples.iter().flat_map(|v| v.to_le_bytes()).collect();
+                    convert(&le, fmt, t.slope, t.intercept, t.scale, t.out);
+                    continue;
+                }
                 // The codecs are third-party code reading untrusted bytes; one
                 // has been seen to panic on a malformed RLE segment (index out
                 // of bounds, found by the series fuzzer). A panic there is this
@@ -275,6 +372,19 @@ mod tests {
                 assert_eq!(fast, general, "signed {signed} intercept {intercept}");
             }
         }
+    }
+
+    #[test]
+    fn big_endian_samples_become_little_endian() {
+        // OW as the parser gives it: 16-bit words in host order.
+        let words = PrimitiveValue::U16([0x0102u16, 0xFFFE].as_slice().into());
+        assert_eq!(big_endian_to_little(&words, 16), [0x02, 0x01, 0xFE, 0xFF]);
+        // OB: the file's bytes; 8-bit samples stay as they are.
+        let bytes = PrimitiveValue::U8([1u8, 2, 3, 4].as_slice().into());
+        assert_eq!(big_endian_to_little(&bytes, 8), [1, 2, 3, 4]);
+        // 32-bit samples in OW: the file's four bytes, most significant first.
+        let words = PrimitiveValue::U16([0x0001u16, 0x0203].as_slice().into());
+        assert_eq!(big_endian_to_little(&words, 32), 0x0001_0203u32.to_le_bytes());
     }
 
     #[test]

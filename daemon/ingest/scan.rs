@@ -18,6 +18,55 @@ use super::header::{self, InstanceHeader, tag};
 /// own outputs): skipped without an error.
 const NON_IMAGE_MODALITIES: &[&str] = &["SR", "RTSTRUCT", "SEG", "PR", "KO", "REG", "RTPLAN", "RTRECORD", "DOC"];
 
+/// SOP classes that are never image volumes, by UID prefix (a prefix ending
+/// in a digit matches that UID and its sub-classes), with what they are.
+const NON_VOLUME_SOP_CLASSES: &[(&str, &str)] = &[
+    ("1.2.840.10008.1.3.10", "a media storage directory (DICOMDIR)"),
+    ("1.2.840.10008.5.1.4.1.1.88.", "a structured report or key object selection"),
+    ("1.2.840.10008.5.1.4.1.1.11.", "a presentation state"),
+    ("1.2.840.10008.5.1.4.1.1.66", "raw data, a registration, fiducials or a segmentation"),
+    ("1.2.840.10008.5.1.4.1.1.7", "a secondary capture, a screen shot rather than an acquired volume"),
+    ("1.2.840.10008.5.1.4.1.1.104.", "an encapsulated document"),
+    ("1.2.840.10008.5.1.4.1.1.9.", "a waveform"),
+    ("1.2.840.10008.5.1.4.1.1.481.", "an RT object other than an image"),
+];
+
+/// What reading one file's header gave.
+#[derive(Debug)]
+pub enum HeaderRead {
+    /// An image instance.
+    Image(Box<InstanceHeader>),
+    /// Not an image volume (a directory file, a report, a screen shot, a
+    /// colour picture, a localizer ...): passed over, with why.
+    Skipped(String),
+}
+
+/// Files passed over by name: media directories (DICOMDIR, and the DIRFILE
+/// of Philips exports), whatever their content.
+pub fn skipped_by_name(path: &Path) -> Option<String> {
+    let name = path.file_name()?.to_str()?;
+    if name == "DICOMDIR" {
+        Some("DICOMDIR (media directory) ignored".into())
+    } else if name.eq_ignore_ascii_case("DIRFILE") {
+        Some("DIRFILE (Philips export directory file) ignored".into())
+    } else {
+        None
+    }
+}
+
+/// Why an object of this SOP class is not an image volume, if it is not.
+fn non_volume_sop_class(uid: &str) -> Option<&'static str> {
+    let uid = uid.trim_end_matches('\0').trim();
+    NON_VOLUME_SOP_CLASSES.iter().find_map(|&(prefix, what)| {
+        let hit = if prefix.ends_with('.') {
+            uid.starts_with(prefix)
+        } else {
+            uid == prefix || uid.strip_prefix(prefix).is_some_and(|rest| rest.starts_with('.'))
+        };
+        hit.then_some(what)
+    })
+}
+
 /// What a folder scan found.
 #[derive(Debug, Default)]
 pub struct ScanReport {
@@ -56,8 +105,8 @@ fn walk(root: &Path, errors: &mut Vec<FileError>, skipped: &mut Vec<(PathBuf, St
         if ft.is_dir() {
             continue;
         }
-        if path.file_name().is_some_and(|n| n == "DICOMDIR") {
-            skipped.push((path.to_path_buf(), "DICOMDIR (media directory) ignored".into()));
+        if let Some(why) = skipped_by_name(path) {
+            skipped.push((path.to_path_buf(), why));
             continue;
         }
         if ft.is_symlink() {
@@ -105,8 +154,8 @@ enum Outcome {
 
 fn read_candidate(c: &Candidate) -> Outcome {
     match read_header(&c.open, &c.report) {
-        Ok(Some(h)) => Outcome::Instance(Box::new(h)),
-        Ok(None) => Outcome::Skipped(c.report.clone(), "non-image DICOM object".into()),
+        Ok(HeaderRead::Image(h)) => Outcome::Instance(h),
+        Ok(HeaderRead::Skipped(why)) => Outcome::Skipped(c.report.clone(), why),
         Err(e) => Outcome::Error(e),
     }
 }
@@ -185,26 +234,54 @@ pub(crate) fn check_transfer_syntax(uid: &str, report: &Path) -> Result<(), File
     if ts.is_unsupported() || !ts.can_decode_all() {
         return Err(unsupported(ts.name()));
     }
-    if uid == "1.2.840.10008.1.2.2" {
-        return Err(unsupported("Explicit VR Big Endian (retired)"));
-    }
     Ok(())
 }
 
-/// Reads the header of one file, stopping before the pixel data. `Ok(None)` for
-/// non-image objects.
-pub fn read_header(open: &Path, report: &Path) -> Result<Option<InstanceHeader>, FileError> {
+/// Reads the header of one file, stopping before the pixel data.
+/// `HeaderRead::Skipped` for objects that are not image volumes: directory
+/// files, non-image SOP classes and modalities, secondary captures, colour
+/// images, localizers (ImageType LOCALIZER). A file that claims to be an
+/// image volume and is broken is an error.
+pub fn read_header(open: &Path, report: &Path) -> Result<HeaderRead, FileError> {
+    if let Some(why) = skipped_by_name(report) {
+        return Ok(HeaderRead::Skipped(why));
+    }
     check_magic(open, report)?;
     super::structure::check(open, report)?;
     let (obj, no_group_length) = super::part10::open(OpenFileOptions::new().read_until(tag::PIXEL_DATA), open)
         .map_err(|e| map_read_error(e, report))?;
     let ts = obj.meta().transfer_syntax().trim_end_matches('\0').to_string();
-    let modality = obj.get(tag::MODALITY).and_then(|e| e.to_str().ok()).map(|s| s.trim().to_string());
+    let text = |t| obj.get(t).and_then(|e| e.to_str().ok()).map(|s| s.trim_end_matches('\0').trim().to_string());
+    let sop_class = text(tag::SOP_CLASS_UID).unwrap_or_else(|| obj.meta().media_storage_sop_class_uid().to_string());
+    if let Some(what) =
+        non_volume_sop_class(&sop_class).or_else(|| non_volume_sop_class(obj.meta().media_storage_sop_class_uid()))
+    {
+        return Ok(HeaderRead::Skipped(format!(
+            "not an image volume: {what} (SOP class {})",
+            sop_class.trim_end_matches('\0')
+        )));
+    }
+    let modality = text(tag::MODALITY);
     if obj.get(tag::ROWS).is_none() && modality.as_deref().is_some_and(|m| NON_IMAGE_MODALITIES.contains(&m)) {
-        return Ok(None);
+        return Ok(HeaderRead::Skipped(format!(
+            "not an image volume: a non-image object (Modality {})",
+            modality.as_deref().unwrap_or_default()
+        )));
+    }
+    let samples = obj.get(tag::SAMPLES_PER_PIXEL).and_then(|e| e.to_int::<i64>().ok()).unwrap_or(1);
+    let photometric = text(tag::PHOTOMETRIC_INTERPRETATION).unwrap_or_default();
+    if samples > 1 || photometric.starts_with("RGB") || photometric.starts_with("YBR") {
+        return Ok(HeaderRead::Skipped(format!(
+            "not an image volume: a colour image (PhotometricInterpretation {photometric}, {samples} samples per pixel)"
+        )));
+    }
+    if let Some(image_type) = text(tag::IMAGE_TYPE)
+        && image_type.split('\\').any(|v| v.trim().eq_ignore_ascii_case("LOCALIZER"))
+    {
+        return Ok(HeaderRead::Skipped(format!("not an image volume: a localizer (ImageType {image_type})")));
     }
     check_transfer_syntax(&ts, report)?;
     let mut h = header::parse(&obj, report, &ts)?;
     h.meta_group_length_missing = no_group_length;
-    Ok(Some(h))
+    Ok(HeaderRead::Image(Box::new(h)))
 }

@@ -297,8 +297,9 @@ def build(c: Corpus, tiny_files: int) -> None:
     ds.SamplesPerPixel = 3
     ds.PhotometricInterpretation = "RGB"
     ds.PlanarConfiguration = 0
-    d = c.add("photometric-rgb", "quarantine", ["samplesperpixel"], ["rgb.dcm"],
-              "SamplesPerPixel 3 / RGB with one sample's worth of data")
+    d = c.add("photometric-rgb", "ignored", [], ["rgb.dcm"],
+              "SamplesPerPixel 3 / RGB with one sample's worth of data: a colour image is no volume, "
+              "skipped with its reason before its pixel data is looked at")
     save(ds, d / "rgb.dcm")
     slices = stack(t, 4, "palette colour, one sample")
     for ds in slices:
@@ -353,8 +354,8 @@ def build(c: Corpus, tiny_files: int) -> None:
         d = c.add(kind, "quarantine", ["transfer syntax", "invalid uid in file meta"], ["ts.dcm"], note)
         (d / "ts.dcm").write_bytes(raw)
     ds = one(t, description="big endian")
-    d = c.add("big-endian-retired", "quarantine", ["transfer syntax"], ["be.dcm"],
-              "Explicit VR Big Endian (retired)")
+    d = c.add("big-endian-retired", "processed", [], ["be.dcm"],
+              "Explicit VR Big Endian (retired, still in old archives): read, samples byte-swapped")
     a = ds.pixel_array
     ds.PixelData = a.astype(a.dtype.newbyteorder(">")).tobytes()
     ds.file_meta.TransferSyntaxUID = ExplicitVRBigEndian

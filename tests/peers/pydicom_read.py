@@ -2,7 +2,7 @@
 """Benchmark peer: read DICOM series into float32 volumes the obvious pydicom way.
 
 Usage:
-    python tests/peers/pydicom_read.py SERIES_DIR [SERIES_DIR ...]
+    python tests/peers/pydicom_read.py [--save OUT_DIR] SERIES_DIR [SERIES_DIR ...]
 
 For each folder (its files, not sub-folders): pydicom.dcmread every file
 (files that are not DICOM, or hold no pixel data, are skipped), take each
@@ -13,7 +13,9 @@ RescaleIntercept per frame and stack into one float32 array (z, rows, cols).
 
 Prints one JSON line per folder:
     {"dir": ..., "shape": [z, rows, cols], "seconds": ..., "checksum": sum as float}
-and at the end:
+With --save, each volume is also written to OUT_DIR/<n>.f32 (n: the folder's
+position in the argument list; float32 little endian, z then rows then
+columns, columns fastest) and the line names it ("saved"). At the end:
     {"peak_rss_mb": ru_maxrss / 1024}
 """
 
@@ -99,11 +101,14 @@ def read_series(folder: str) -> np.ndarray:
 
 
 def main(argv: list[str]) -> int:
+    save = None
+    if argv[:1] == ["--save"] and len(argv) >= 2:
+        save, argv = argv[1], argv[2:]
     if not argv:
         print(__doc__, file=sys.stderr)
         return 2
     status = 0
-    for folder in argv:
+    for n, folder in enumerate(argv):
         t0 = time.perf_counter()
         try:
             vol = read_series(folder)
@@ -112,12 +117,17 @@ def main(argv: list[str]) -> int:
             status = 1
             continue
         seconds = time.perf_counter() - t0
-        print(json.dumps({
+        line = {
             "dir": folder,
             "shape": list(vol.shape),
             "seconds": round(seconds, 6),
             "checksum": float(vol.sum(dtype=np.float64)),
-        }), flush=True)
+        }
+        if save is not None:
+            out = os.path.join(save, f"{n}.f32")
+            np.ascontiguousarray(vol, dtype="<f4").tofile(out)
+            line["saved"] = out
+        print(json.dumps(line), flush=True)
         del vol
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({"peak_rss_mb": round(peak, 3)}), flush=True)
