@@ -123,10 +123,32 @@ fn every_public_conformance_file_converts_to_pydicoms_values() {
         // Ours: i (column) fastest, then j (row), then k along the normal;
         // pydicom's: (z sorted along the normal, rows, cols), columns fastest.
         let dims = v.geometry.dims;
-        if [dims[2], dims[1], dims[0]] != [shape[0], shape[1], shape[2]] {
+        // A Siemens mosaic: pydicom gives the one stored image, ours its N
+        // slices (their geometry is judged by dcm2niix and nibabel in
+        // ingest_mosaic); the values must be pydicom's tiles, slice k being
+        // tile (k / tiles, k % tiles) of a ceil(sqrt(N)) grid.
+        let want = if shape[0] == 1 && dims[2] > 1 {
+            let tiles = (1..=dims[2]).find(|t| t * t >= dims[2]).unwrap_or(1);
+            if shape[1] != tiles * dims[1] || shape[2] != tiles * dims[0] {
+                failures.push(format!("{name}: dims {dims:?} are no mosaic of pydicom's {shape:?}"));
+                continue;
+            }
+            let mut tiled = Vec::with_capacity(v.data.len());
+            for k in 0..dims[2] {
+                let (tr, tc) = (k / tiles, k % tiles);
+                for j in 0..dims[1] {
+                    for i in 0..dims[0] {
+                        tiled.push(want[(tr * dims[1] + j) * shape[2] + tc * dims[0] + i]);
+                    }
+                }
+            }
+            tiled
+        } else if [dims[2], dims[1], dims[0]] != [shape[0], shape[1], shape[2]] {
             failures.push(format!("{name}: dims {dims:?}, pydicom's (z, rows, cols) {shape:?}"));
             continue;
-        }
+        } else {
+            want
+        };
         let ts = transfer_syntax(dir);
         // Every file of the set has RescaleSlope 1 or none: a level is 1.
         let tolerance = tolerance_levels(&ts);

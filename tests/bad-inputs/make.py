@@ -262,8 +262,9 @@ def build(c: Corpus, tiny_files: int) -> None:
         ds.GantryDetectorTilt = 15
         p = np.array(t.position(k)) + k * t.spacing * np.tan(tilt) * t.col
         ds.ImagePositionPatient = [float(f"{v:.6f}") for v in p]
-    c.series("gantry-tilt", "quarantine", ["gantry tilt"], slices,
-             "6 slices sheared by 15 degrees along the column direction (GantryDetectorTilt 15)")
+    c.series("gantry-tilt", "processed", [], slices,
+             "6 slices sheared by 15 degrees along the column direction (GantryDetectorTilt 15): "
+             "corrected onto an orthogonal grid (in-plane shear, as dcm2niix); refused only with --strict-geometry")
 
     slices = stack(t, 8, "missing slice")
     del slices[4]
