@@ -218,7 +218,7 @@ impl CudaKernels {
         let arch = cc.0 * 10 + cc.1;
         let mut origins = Vec::new();
         let mut load = |file: &str| -> Result<Arc<CudaModule>, GpuError> {
-            let (module, origin) = ptx::load(&ctx, ptx::file(file)?, arch)?;
+            let (module, origin) = ptx::load(&ctx, ptx::file(file)?, arch, version)?;
             origins.push(format!("{file}: {origin}"));
             Ok(module)
         };
@@ -267,9 +267,10 @@ impl CudaKernels {
         &self.origins
     }
 
-    /// The nvcc that built the embedded PTX (None: a build without nvcc).
-    pub fn nvcc_version() -> Option<&'static str> {
-        ptx::nvcc_version()
+    /// The compiler that built the embedded PTX, e.g. "NVRTC 12.0 (path)"
+    /// (None: a build without PTX, NVRTC at run time only).
+    pub fn ptx_compiler() -> Option<&'static str> {
+        ptx::ptx_compiler()
     }
 
     /// Waits for all queued work; reports errors of asynchronous work.
