@@ -4,17 +4,31 @@
 //!
 //! CUDA (feature `cuda` only): each `kernels/*.cu`, with its local
 //! `#include "x.cuh"` lines inlined, is written to `$OUT_DIR/kernels/` and
-//! compiled by nvcc to PTX for every architecture of `EDGESEG_CUDA_ARCHS`
-//! (default 72,80,86,87,89,90) that the installed nvcc supports. The generated
+//! compiled to PTX for every architecture of `EDGESEG_CUDA_ARCHS` (default
+//! 72,80,86,87,89,90) that the compiler supports. The generated
 //! `$OUT_DIR/edgeseg_kernels.rs` embeds the flattened sources and the PTX;
-//! `daemon/gpu/ptx.rs` includes it. Without nvcc only the sources are
-//! embedded and the kernels are compiled by NVRTC on first use. nvcc is looked
-//! for at `$NVCC` (a path or a name on PATH; any other value, e.g. `none`,
-//! means no nvcc), `$CUDA_HOME/bin/nvcc`, `$CUDA_PATH/bin/nvcc`, on `PATH`,
-//! in the project venv (`.venv/lib/python3*/site-packages/nvidia/cu*/bin/nvcc`,
-//! the `nvidia-cuda-nvcc` wheel) and at `/usr/local/cuda/bin/nvcc`.
+//! `daemon/gpu/ptx.rs` includes it.
+//!
+//! The compiler: a driver loads PTX up to its own CUDA version's ISA, so the
+//! embedded PTX is written by an NVRTC as old as the oldest CUDA the README
+//! promises (CUDA 12.0, PTX ISA 8.0): `$EDGESEG_PTX_NVRTC` (a libnvrtc path;
+//! `none` skips this step), else the venv's `nvidia-cuda-nvrtc-cu12` wheel
+//! (`.venv/lib/python3*/site-packages/nvidia/cuda_nvrtc/lib/libnvrtc.so.12`,
+//! pinned to 12.0 in requirements/test.txt), dlopened through
+//! `daemon/gpu/ptx/nvrtc.rs`. Without one, nvcc, with a warning when its ISA
+//! is newer than 8.0: `$NVCC` (a path or a name on PATH; any other value,
+//! e.g. `none`, means no nvcc), `$CUDA_HOME/bin/nvcc`, `$CUDA_PATH/bin/nvcc`,
+//! on `PATH`, in the project venv (`nvidia/cu*/bin/nvcc`, the
+//! `nvidia-cuda-nvcc` wheel) and at `/usr/local/cuda/bin/nvcc`. Without
+//! either only the sources are embedded and the kernels are compiled by NVRTC
+//! on first use.
 
 use std::process::Command;
+
+#[cfg(feature = "cuda")]
+#[path = "daemon/gpu/ptx/nvrtc.rs"]
+#[allow(dead_code)]
+mod nvrtc;
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
@@ -36,9 +50,8 @@ fn main() {
         .unwrap_or_else(|| "unknown".to_string());
     println!("cargo:rustc-env=EDGESEG_GIT_REV={rev}");
 
-    if std::env::var_os("CARGO_FEATURE_CUDA").is_some() {
-        cuda::build();
-    }
+    #[cfg(feature = "cuda")]
+    cuda::build();
     if std::env::var_os("CARGO_FEATURE_EMULATION").is_some() {
         emulation::build();
     }
@@ -77,7 +90,9 @@ mod emulation {
     }
 }
 
+#[cfg(feature = "cuda")]
 mod cuda {
+    use super::nvrtc::{Nvrtc, ptx_isa};
     use std::env;
     use std::fmt::Write as _;
     use std::fs;
@@ -90,6 +105,14 @@ mod cuda {
 
     /// nvcc options; NVRTC gets the same ones at run time (daemon/gpu/ptx.rs).
     const NVCC_FLAGS: [&str; 3] = ["--ptx", "-fmad=false", "--allow-unsupported-compiler"];
+
+    /// NVRTC options besides the target (as nvcc's: no contraction); the
+    /// same as daemon/gpu/ptx.rs's run-time ones.
+    const NVRTC_FLAGS: [&str; 1] = ["--fmad=false"];
+
+    /// The PTX ISA of the oldest CUDA the README promises (12.0): an nvcc
+    /// newer than that writes PTX older drivers refuse (a warning).
+    const OLDEST_ISA: (u32, u32) = (8, 0);
 
     struct Kernel {
         name: String,
@@ -121,33 +144,113 @@ mod cuda {
             kernels.push(Kernel { name, flat, ptx: Vec::new() });
         }
 
-        let nvcc = find_nvcc(&manifest);
-        let mut nvcc_version = String::new();
-        match &nvcc {
-            Ok(nvcc) => {
-                println!("cargo:rerun-if-changed={}", nvcc.display());
-                nvcc_version = version_line(nvcc);
-                let archs = wanted_archs();
-                let supported = supported_archs(nvcc);
-                let (build, dropped): (Vec<u32>, Vec<u32>) =
-                    archs.iter().partition(|a| supported.as_ref().is_none_or(|s| s.contains(a)));
-                if !dropped.is_empty() {
+        let mut compiler = String::new();
+        let mut flags: Vec<&str> = Vec::new();
+        let archs = wanted_archs();
+        if let Some(nvrtc) = find_nvrtc(&manifest) {
+            compiler = format!("NVRTC {}.{} ({})", nvrtc.version().0, nvrtc.version().1, nvrtc.path());
+            flags = NVRTC_FLAGS.to_vec();
+            let supported = nvrtc.supported_archs().unwrap_or_else(|e| panic!("{compiler}: {e}"));
+            let (build, dropped): (Vec<u32>, Vec<u32>) = archs.iter().partition(|a| supported.contains(a));
+            warn_dropped(&compiler, &dropped);
+            compile_all_nvrtc(&nvrtc, &mut kernels, &build, &flat_dir);
+        } else {
+            match find_nvcc(&manifest) {
+                Ok(nvcc) => {
+                    println!("cargo:rerun-if-changed={}", nvcc.display());
+                    compiler = version_line(&nvcc);
+                    flags = NVCC_FLAGS.to_vec();
+                    let supported = supported_archs(&nvcc);
+                    let (build, dropped): (Vec<u32>, Vec<u32>) =
+                        archs.iter().partition(|a| supported.as_ref().is_none_or(|s| s.contains(a)));
+                    warn_dropped(&compiler, &dropped);
+                    compile_all(&nvcc, &mut kernels, &build, &flat_dir);
+                }
+                Err(why) => {
                     println!(
-                        "cargo:warning=nvcc ({nvcc_version}) cannot target compute_{}: devices of {} use NVRTC at run time",
-                        join(&dropped, ",compute_"),
-                        if dropped.len() == 1 { "that architecture" } else { "those architectures" },
+                        "cargo:warning=no NVRTC 12 for build-time PTX and no nvcc ({why}): embedding the CUDA kernel \
+                         sources only; they are compiled by NVRTC at first use (run scripts/venv.sh, or set \
+                         EDGESEG_PTX_NVRTC to a CUDA 12.0 libnvrtc.so.12)"
                     );
                 }
-                compile_all(nvcc, &mut kernels, &build, &flat_dir);
-            }
-            Err(why) => {
-                println!(
-                    "cargo:warning=no nvcc ({why}): embedding the CUDA kernel sources only; they are compiled by NVRTC \
-                     at first use (set NVCC or CUDA_HOME, or install nvidia-cuda-nvcc into .venv, for build-time PTX)"
-                );
             }
         }
-        write_module(&out, &kernels, &nvcc_version);
+        let isa = kernels
+            .iter()
+            .flat_map(|k| &k.ptx)
+            .map(|(arch, path)| {
+                let text = fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+                ptx_isa(&text).unwrap_or_else(|| panic!("{}: no .version line (compute_{arch})", path.display()))
+            })
+            .max();
+        if let Some(isa) = isa.filter(|&isa| isa > OLDEST_ISA) {
+            println!(
+                "cargo:warning=the embedded PTX ({compiler}) is ISA {}.{}: drivers older than that CUDA version \
+                 (the README promises CUDA 12.0, ISA {}.{}) fall back to NVRTC at run time; build with the venv's \
+                 nvidia-cuda-nvrtc-cu12 (scripts/venv.sh) or EDGESEG_PTX_NVRTC",
+                isa.0, isa.1, OLDEST_ISA.0, OLDEST_ISA.1
+            );
+        }
+        write_module(&out, &kernels, &compiler, &flags, isa);
+    }
+
+    /// The build-time NVRTC: `$EDGESEG_PTX_NVRTC` (a library path; `none`:
+    /// none), else the venv's CUDA 12 NVRTC wheel. A set path that does not
+    /// open fails the build; the venv's only warns.
+    fn find_nvrtc(manifest: &Path) -> Option<Nvrtc> {
+        println!("cargo:rerun-if-env-changed=EDGESEG_PTX_NVRTC");
+        if let Some(v) = env::var("EDGESEG_PTX_NVRTC").ok().filter(|v| !v.trim().is_empty()) {
+            if v.trim() == "none" {
+                return None;
+            }
+            println!("cargo:rerun-if-changed={v}");
+            return Some(Nvrtc::open(&v).unwrap_or_else(|e| panic!("EDGESEG_PTX_NVRTC: {e}")));
+        }
+        let libs = fs::read_dir(manifest.join(".venv/lib")).ok()?;
+        let mut found: Vec<PathBuf> = libs
+            .filter_map(Result::ok)
+            .map(|l| l.path().join("site-packages/nvidia/cuda_nvrtc/lib/libnvrtc.so.12"))
+            .filter(|p| p.is_file())
+            .collect();
+        found.sort();
+        let path = found.pop()?;
+        println!("cargo:rerun-if-changed={}", path.display());
+        match Nvrtc::open(&path.display().to_string()) {
+            Ok(n) => Some(n),
+            Err(e) => {
+                println!("cargo:warning={e}; trying nvcc");
+                None
+            }
+        }
+    }
+
+    fn warn_dropped(compiler: &str, dropped: &[u32]) {
+        if !dropped.is_empty() {
+            println!(
+                "cargo:warning={compiler} cannot target compute_{}: devices of {} use NVRTC at run time",
+                join(dropped, ",compute_"),
+                if dropped.len() == 1 { "that architecture" } else { "those architectures" },
+            );
+        }
+    }
+
+    fn compile_all_nvrtc(nvrtc: &Nvrtc, kernels: &mut [Kernel], archs: &[u32], dir: &Path) {
+        for k in kernels.iter_mut() {
+            let source = fs::read_to_string(&k.flat).unwrap_or_else(|e| panic!("reading {}: {e}", k.flat.display()));
+            for &arch in archs {
+                let mut options: Vec<String> = NVRTC_FLAGS.iter().map(|f| f.to_string()).collect();
+                options.push(format!("--gpu-architecture=compute_{arch}"));
+                let ptx = nvrtc.compile(&format!("{}.cu", k.name), &source, &options).unwrap_or_else(|e| {
+                    panic!(
+                        "{nvrtc:?} on kernels/{}.cu for compute_{arch}: {e}\n(set EDGESEG_PTX_NVRTC=none to use nvcc)",
+                        k.name
+                    )
+                });
+                let path = dir.join(format!("{}.compute_{arch}.ptx", k.name));
+                write_if_changed(&path, &ptx);
+                k.ptx.push((arch, path));
+            }
+        }
     }
 
     fn list_kernels(dir: &Path) -> Vec<PathBuf> {
@@ -351,13 +454,15 @@ mod cuda {
         v.iter().map(u32::to_string).collect::<Vec<_>>().join(sep)
     }
 
-    fn write_module(out: &Path, kernels: &[Kernel], nvcc_version: &str) {
+    fn write_module(out: &Path, kernels: &[Kernel], compiler: &str, flags: &[&str], isa: Option<(u32, u32)>) {
         let mut rs = String::new();
         let _ = writeln!(rs, "// Generated by build.rs: the CUDA kernels of kernels/, flattened, and their PTX.");
-        let _ = writeln!(rs, "/// The nvcc that built the embedded PTX (empty: none, NVRTC only).");
-        let _ = writeln!(rs, "pub(crate) const NVCC_VERSION: &str = {nvcc_version:?};");
-        let _ = writeln!(rs, "/// The nvcc options of the embedded PTX.");
-        let _ = writeln!(rs, "pub(crate) const NVCC_FLAGS: &[&str] = &{NVCC_FLAGS:?};");
+        let _ = writeln!(rs, "/// The compiler that built the embedded PTX (empty: none, NVRTC at run time only).");
+        let _ = writeln!(rs, "pub(crate) const PTX_COMPILER: &str = {compiler:?};");
+        let _ = writeln!(rs, "/// The compiler options of the embedded PTX.");
+        let _ = writeln!(rs, "pub(crate) const PTX_FLAGS: &[&str] = &{flags:?};");
+        let _ = writeln!(rs, "/// The highest PTX ISA (`.version`) of the embedded PTX.");
+        let _ = writeln!(rs, "pub(crate) const PTX_ISA: Option<(u32, u32)> = {isa:?};");
         let _ = writeln!(rs, "/// Every kernel file: name, flattened source, PTX per compute capability.");
         let _ = writeln!(rs, "pub(crate) const KERNEL_FILES: &[KernelFile] = &[");
         for k in kernels {

@@ -162,6 +162,20 @@ enum Command {
         /// Only write the benchmark volume (raw u8, x fastest) to PATH and print "nx ny nz".
         #[arg(long, value_name = "PATH")]
         write_volume: Option<PathBuf>,
+        /// With --write-volume: also write the CPU twin's 26-connectivity labels
+        /// (raw u32 little-endian, same order) to PATH.
+        #[arg(long, value_name = "PATH", requires = "write_volume")]
+        write_labels: Option<PathBuf>,
+        /// Skip the 512×512×400 benchmark (correctness cases only).
+        #[arg(long)]
+        no_bench: bool,
+        /// Add the large labelling cases: a grid-y stride volume (512×1024×1100)
+        /// and one above 2^31 voxels (2048×1024×1040); ~30 GB host memory.
+        #[arg(long)]
+        large: bool,
+        /// GPU labellings of the benchmark volume, each compared with the CPU twin.
+        #[arg(long, default_value_t = 1)]
+        repeat: usize,
     },
     /// Add a lesion grown from a seed point to a finished PET/CT study folder
     /// (rewrites its labels, lesions and report).
@@ -289,7 +303,9 @@ fn main() -> ExitCode {
         Command::Daemon { config } => daemon(&config),
         Command::CheckConfig { file } => check_config(&file),
         Command::AddLesion { study_out, at, threshold } => add_lesion(&study_out, &at, &threshold),
-        Command::GpuCheck { seed, json, write_volume } => gpu_check(seed, json, write_volume.as_deref()),
+        Command::GpuCheck { seed, json, write_volume, write_labels, no_bench, large, repeat } => {
+            gpu_check(seed, json, write_volume.as_deref(), write_labels.as_deref(), no_bench, large, repeat)
+        }
         Command::Components { mask, out, connectivity, min_ml, stats, json, gpu } => {
             components(&mask, &out, connectivity, min_ml, stats.as_deref(), json, gpu)
         }
@@ -649,15 +665,32 @@ fn add_lesion(study: &Path, at: &str, threshold: &str) -> Result<bool> {
     Ok(true)
 }
 
-fn gpu_check(seed: u64, json: bool, write_volume: Option<&Path>) -> Result<bool> {
+fn gpu_check(
+    seed: u64,
+    json: bool,
+    write_volume: Option<&Path>,
+    write_labels: Option<&Path>,
+    no_bench: bool,
+    large: bool,
+    repeat: usize,
+) -> Result<bool> {
     use edgeseg::gpu::check;
     if let Some(path) = write_volume {
         let [nx, ny, nz] =
             check::write_bench_volume(path, seed).with_context(|| format!("writing {}", path.display()))?;
+        if let Some(labels) = write_labels {
+            check::write_bench_labels(labels, seed).with_context(|| format!("writing {}", labels.display()))?;
+        }
         outln!("{nx} {ny} {nz}");
         return Ok(true);
     }
-    let report = check::run(seed)?;
+    let mut opts = check::CheckOptions::full(seed);
+    opts.large = large;
+    opts.repeat = repeat;
+    if no_bench {
+        opts.bench_dims = None;
+    }
+    let report = check::run_with(&opts)?;
     if json {
         outln!("{}", serde_json::to_string_pretty(&report)?);
     } else {

@@ -18,8 +18,9 @@ echo "== clippy (cuda, tensorrt)"; cargo clippy --all-targets --locked --feature
 echo "== cargo test"; cargo test --locked
 echo "== TensorRT build with ONNX Runtime's CPU library: the clear error and the fallback"
 cargo test --locked --features tensorrt --test main infer_predict
-echo "== CUDA kernels built with nvcc, compiled by NVRTC"
-nvlib=$(ls -d "$root"/.venv/lib/python3*/site-packages/nvidia/cu13/lib | head -1)
+echo "== CUDA kernels built with NVRTC 12.0 (PTX ISA 8.0), compiled by NVRTC 13.0 and 12.0"
+nvidia=$(ls -d "$root"/.venv/lib/python3*/site-packages/nvidia | head -1)
+nvlib="$nvidia/cu13/lib:$nvidia/cuda_nvrtc/lib"
 LD_LIBRARY_PATH="$nvlib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" cargo test --locked --features cuda --lib gpu::
 LD_LIBRARY_PATH="$nvlib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" EDGESEG_FORCE_NVRTC=1 \
     cargo test --locked --features cuda --lib gpu::cuda::ptx

@@ -29,6 +29,11 @@ use super::{Backend, ComponentStats, Connectivity, GpuError, Labels};
 pub const CHECK_SIZES: [[usize; 3]; 4] = [[1, 1, 1], [7, 13, 5], [33, 65, 17], [128, 128, 64]];
 /// Size of the benchmark volume.
 pub const BENCH_DIMS: [usize; 3] = [512, 512, 400];
+/// The large labelling cases of `--large`: 512×1024×1100 needs more than
+/// 65 535 block rows (the labelling kernels' grid-y stride loop runs), and
+/// 2048×1024×1040 has more than 2^31 voxels (2.18 G; u32 indices above i32).
+pub const LARGE_DIMS: [(&str, [usize; 3]); 2] =
+    [("grid-y stride", [512, 1024, 1100]), ("above 2^31 voxels", [2048, 1024, 1040])];
 
 /// What `run_with` does.
 #[derive(Debug, Clone)]
@@ -41,12 +46,18 @@ pub struct CheckOptions {
     pub bench_dims: Option<[usize; 3]>,
     /// Repetitions of each timed GPU run (the best counts).
     pub reps: usize,
+    /// Also the [`LARGE_DIMS`] labelling cases (26-connectivity; about
+    /// 30 GB of host and 12 GB of device memory).
+    pub large: bool,
+    /// GPU labellings of the benchmark volume, each compared with the CPU
+    /// twin's (races show as differences between runs).
+    pub repeat: usize,
 }
 
 impl CheckOptions {
     /// The full check: all sizes and the 512×512×400 benchmark.
     pub fn full(seed: u64) -> Self {
-        Self { seed, sizes: CHECK_SIZES.to_vec(), bench_dims: Some(BENCH_DIMS), reps: 5 }
+        Self { seed, sizes: CHECK_SIZES.to_vec(), bench_dims: Some(BENCH_DIMS), reps: 5, large: false, repeat: 1 }
     }
 }
 
@@ -192,6 +203,11 @@ pub fn run_with(opts: &CheckOptions) -> Result<CheckReport, GpuError> {
     let gpu = Backend::cuda()?;
     let cpu = Backend::Cpu;
     let mut cases = compare(opts.seed, &cpu, &gpu, &opts.sizes);
+    if opts.large {
+        for (name, dims) in LARGE_DIMS {
+            cases.push(compare_large(opts.seed, &cpu, &gpu, name, dims));
+        }
+    }
     let mut timings = Vec::new();
     let mut device = String::from("?");
     let mut kernels = Vec::new();
@@ -204,7 +220,7 @@ pub fn run_with(opts: &CheckOptions) -> Result<CheckReport, GpuError> {
         if let Some(dims) = opts.bench_dims {
             // A benchmark that fails (out of memory on a small Jetson) is one
             // failed case; the correctness results are kept and reported.
-            match bench::run(k, opts.seed, dims, opts.reps.max(1), &mut cases, &mut timings) {
+            match bench::run(k, opts.seed, dims, opts.reps.max(1), opts.repeat.max(1), &mut cases, &mut timings) {
                 Ok(()) => {}
                 Err(e) => cases.push(bench_failure(dims, &e)),
             }
@@ -212,6 +228,23 @@ pub fn run_with(opts: &CheckOptions) -> Result<CheckReport, GpuError> {
     }
     let passed = cases.iter().filter(|c| c.pass).count();
     Ok(CheckReport { seed: opts.seed, device, kernels, passed, failed: cases.len() - passed, cases, timings })
+}
+
+/// One large labelling case (26-connectivity) on the benchmark generator.
+pub fn compare_large(seed: u64, a: &Backend, b: &Backend, name: &str, dims: [usize; 3]) -> CaseResult {
+    let mask = bench_volume(seed, dims);
+    let conn = Connectivity::TwentySix;
+    let la = a.label(&mask, dims, conn);
+    let lb = b.label(&mask, dims, conn);
+    let (pass, detail) = match (&la, &lb) {
+        (Ok(x), Ok(y)) => match diff_labels(x, y) {
+            None => (true, format!("{} components", x.count)),
+            Some(d) => (false, d),
+        },
+        (Err(e), _) => (false, format!("{}: {e}", a.name())),
+        (_, Err(e)) => (false, format!("{}: {e}", b.name())),
+    };
+    CaseResult { kernel: "label", case: name.to_string(), dims, connectivity: Some(26), pass, detail }
 }
 
 /// The failed case that records a benchmark error.
@@ -530,6 +563,16 @@ pub fn write_bench_volume(path: &Path, seed: u64) -> std::io::Result<[usize; 3]>
     Ok(BENCH_DIMS)
 }
 
+/// Writes the CPU twin's 26-connectivity labels of the benchmark volume as
+/// raw little-endian u32 in the same order (for the CuPy comparison);
+/// returns the component count.
+pub fn write_bench_labels(path: &Path, seed: u64) -> std::io::Result<u32> {
+    let labels = super::cpu::label(&bench_volume(seed, BENCH_DIMS), BENCH_DIMS, Connectivity::TwentySix);
+    let bytes: Vec<u8> = labels.data.iter().flat_map(|v| v.to_le_bytes()).collect();
+    std::fs::write(path, bytes)?;
+    Ok(labels.count)
+}
+
 /// Milliseconds of the best of `reps` runs of `f`, and the last result.
 pub fn best_of<T>(reps: usize, mut f: impl FnMut() -> Result<T, GpuError>) -> Result<(f64, T), GpuError> {
     let mut best = f64::INFINITY;
@@ -573,6 +616,7 @@ mod bench {
         seed: u64,
         dims: [usize; 3],
         reps: usize,
+        repeat: usize,
         cases: &mut Vec<CaseResult>,
         timings: &mut Vec<Timing>,
     ) -> Result<(), GpuError> {
@@ -599,6 +643,20 @@ mod bench {
             diff_labels(&cpu_labels, &gpu_labels),
             format!("{} components", cpu_labels.count),
         ));
+        if repeat > 1 {
+            let mut differ = Vec::new();
+            for run in 2..=repeat {
+                if let Some(d) = diff_labels(&cpu_labels, &k.label(&mask, dims, conn)?) {
+                    differ.push(format!("run {run}: {d}"));
+                }
+            }
+            let ok = format!("{repeat} GPU labellings, every one equal to the CPU twin's");
+            let diff =
+                (!differ.is_empty()).then(|| format!("{} of {repeat} differ: {}", differ.len(), differ.join("; ")));
+            let mut c = case("label", dims, Some(26), diff, ok);
+            c.case = format!("benchmark volume, {repeat} repeated labellings");
+            cases.push(c);
+        }
         let total = gpu(&|| k.label(&mask, dims, conn).map(drop))?;
         let kernel = {
             let d_mask = k.upload(&mask)?;

@@ -46,13 +46,162 @@ impl Pod for u32 {}
 impl Pod for u64 {}
 impl Pod for f32 {}
 mod private {
-    pub trait Sealed {}
-    impl Sealed for u8 {}
-    impl Sealed for i16 {}
-    impl Sealed for u32 {}
-    impl Sealed for u64 {}
-    impl Sealed for f32 {}
+    /// `C`: the type's name in `kernels/common.cuh` (for the signature test).
+    pub trait Sealed {
+        const C: &'static str;
+    }
+    impl Sealed for u8 {
+        const C: &'static str = "u8";
+    }
+    impl Sealed for i16 {
+        const C: &'static str = "i16";
+    }
+    impl Sealed for u32 {
+        const C: &'static str = "u32";
+    }
+    impl Sealed for u64 {
+        const C: &'static str = "u64";
+    }
+    impl Sealed for f32 {
+        const C: &'static str = "float";
+    }
 }
+
+/// One kernel argument as the launch code passes it, with the parameter it
+/// must meet: `PTX` the `.param` type of the `.entry` (pointers are `.u64`),
+/// `C` the parameter type in the `.cu` source (`const T*` for a buffer
+/// passed by shared reference, `T*` for one passed mutably).
+trait KernelArg<'b> {
+    #[cfg_attr(not(test), allow(dead_code))]
+    const PTX: &'static str;
+    #[cfg_attr(not(test), allow(dead_code))]
+    fn c_type() -> String;
+    fn push<'a>(self, b: &mut cudarc::driver::LaunchArgs<'a>)
+    where
+        'b: 'a;
+}
+
+macro_rules! scalar_arg {
+    ($t:ty, $ptx:literal) => {
+        impl<'b> KernelArg<'b> for &'b $t {
+            const PTX: &'static str = $ptx;
+            fn c_type() -> String {
+                <$t as private::Sealed>::C.to_string()
+            }
+            fn push<'a>(self, b: &mut cudarc::driver::LaunchArgs<'a>)
+            where
+                'b: 'a,
+            {
+                b.arg(self);
+            }
+        }
+    };
+}
+scalar_arg!(u32, ".u32");
+scalar_arg!(u64, ".u64");
+scalar_arg!(f32, ".f32");
+
+impl<'b, T: Pod> KernelArg<'b> for &'b CudaSlice<T> {
+    const PTX: &'static str = ".u64";
+    fn c_type() -> String {
+        format!("const {}*", T::C)
+    }
+    fn push<'a>(self, b: &mut cudarc::driver::LaunchArgs<'a>)
+    where
+        'b: 'a,
+    {
+        b.arg(self);
+    }
+}
+
+impl<'b, T: Pod> KernelArg<'b> for &'b mut CudaSlice<T> {
+    const PTX: &'static str = ".u64";
+    fn c_type() -> String {
+        format!("{}*", T::C)
+    }
+    fn push<'a>(self, b: &mut cudarc::driver::LaunchArgs<'a>)
+    where
+        'b: 'a,
+    {
+        b.arg(self);
+    }
+}
+
+/// A kernel's whole argument list, a tuple of [`KernelArg`]s. Every launch
+/// passes its arguments through [`push_args`] as one of the `*Args` types
+/// below, so the compiler holds the launch code to them, and the test
+/// `launch_signatures_equal_the_ptx_entries` holds them to the PTX `.entry`
+/// parameter lists and the `.cu` declarations.
+trait KernelArgs<'b> {
+    #[cfg_attr(not(test), allow(dead_code))]
+    fn ptx_types() -> Vec<&'static str>;
+    #[cfg_attr(not(test), allow(dead_code))]
+    fn c_types() -> Vec<String>;
+    fn push<'a>(self, b: &mut cudarc::driver::LaunchArgs<'a>)
+    where
+        'b: 'a;
+}
+
+macro_rules! tuple_args {
+    ($($t:ident . $i:tt),+) => {
+        impl<'b, $($t: KernelArg<'b>),+> KernelArgs<'b> for ($($t,)+) {
+            fn ptx_types() -> Vec<&'static str> {
+                vec![$($t::PTX),+]
+            }
+            fn c_types() -> Vec<String> {
+                vec![$($t::c_type()),+]
+            }
+            fn push<'a>(self, b: &mut cudarc::driver::LaunchArgs<'a>)
+            where
+                'b: 'a,
+            {
+                $(self.$i.push(b);)+
+            }
+        }
+    };
+}
+tuple_args!(A.0, B.1, C.2);
+tuple_args!(A.0, B.1, C.2, D.3, E.4);
+tuple_args!(A.0, B.1, C.2, D.3, E.4, F.5);
+tuple_args!(A.0, B.1, C.2, D.3, E.4, F.5, G.6);
+tuple_args!(A.0, B.1, C.2, D.3, E.4, F.5, G.6, H.7);
+
+fn push_args<'a, 'b: 'a, A: KernelArgs<'b>>(b: &mut cudarc::driver::LaunchArgs<'a>, args: A) {
+    args.push(b);
+}
+
+// The parameter lists of the kernels, in order (kernels/*.cu).
+/// `label_{init,merge}_{6,18,26}(const u8* mask, u32* parent, u32 nx, u32 ny, u32 nz)`.
+type LabelPassArgs<'b> = (&'b CudaSlice<u8>, &'b mut CudaSlice<u32>, &'b u32, &'b u32, &'b u32);
+/// `label_compress(const u8* mask, u32* parent, u64 n, u32* bits, u32* wcount)`.
+type LabelCompressArgs<'b> =
+    (&'b CudaSlice<u8>, &'b mut CudaSlice<u32>, &'b u64, &'b mut CudaSlice<u32>, &'b mut CudaSlice<u32>);
+/// `label_finalize(const u8* mask, u32* labels, u64 n, const u32* bits, const u32* prefix)`.
+type LabelFinalizeArgs<'b> =
+    (&'b CudaSlice<u8>, &'b mut CudaSlice<u32>, &'b u64, &'b CudaSlice<u32>, &'b CudaSlice<u32>);
+/// `scan_tiles(u32* data, u64 m, u32* tile_sums)`.
+type ScanTilesArgs<'b> = (&'b mut CudaSlice<u32>, &'b u64, &'b mut CudaSlice<u32>);
+/// `scan_add(u32* data, u64 m, const u32* offsets)`.
+type ScanAddArgs<'b> = (&'b mut CudaSlice<u32>, &'b u64, &'b CudaSlice<u32>);
+/// `stats_init(u64* rec64, u32* rec32, u64 records)`.
+type StatsInitArgs<'b> = (&'b mut CudaSlice<u64>, &'b mut CudaSlice<u32>, &'b u64);
+/// `stats_accumulate(const u32* labels, const float* values, u64 n, u32 nx, u32 ny, u32 count, u64* rec64, u32* rec32)`.
+type StatsAccumulateArgs<'b> = (
+    &'b CudaSlice<u32>,
+    &'b CudaSlice<f32>,
+    &'b u64,
+    &'b u32,
+    &'b u32,
+    &'b u32,
+    &'b mut CudaSlice<u64>,
+    &'b mut CudaSlice<u32>,
+);
+/// `stats_max_index(const u32* labels, const float* values, u64 n, u32 count, u64* rec64, const u32* rec32)`.
+type StatsMaxIndexArgs<'b> =
+    (&'b CudaSlice<u32>, &'b CudaSlice<f32>, &'b u64, &'b u32, &'b mut CudaSlice<u64>, &'b CudaSlice<u32>);
+/// `suv_threshold(const i16* stored, const float* scale, float t, u64 n, u64 plane, float* suv, u8* mask)`.
+type SuvArgs<'b> =
+    (&'b CudaSlice<i16>, &'b CudaSlice<f32>, &'b f32, &'b u64, &'b u64, &'b mut CudaSlice<f32>, &'b mut CudaSlice<u8>);
 
 /// A buffer in device memory, for the `*_device` entry points.
 pub struct DeviceBuffer<T> {
@@ -218,7 +367,7 @@ impl CudaKernels {
         let arch = cc.0 * 10 + cc.1;
         let mut origins = Vec::new();
         let mut load = |file: &str| -> Result<Arc<CudaModule>, GpuError> {
-            let (module, origin) = ptx::load(&ctx, ptx::file(file)?, arch)?;
+            let (module, origin) = ptx::load(&ctx, ptx::file(file)?, arch, version)?;
             origins.push(format!("{file}: {origin}"));
             Ok(module)
         };
@@ -267,9 +416,10 @@ impl CudaKernels {
         &self.origins
     }
 
-    /// The nvcc that built the embedded PTX (None: a build without nvcc).
-    pub fn nvcc_version() -> Option<&'static str> {
-        ptx::nvcc_version()
+    /// The compiler that built the embedded PTX, e.g. "NVRTC 12.0 (path)"
+    /// (None: a build without PTX, NVRTC at run time only).
+    pub fn ptx_compiler() -> Option<&'static str> {
+        ptx::ptx_compiler()
     }
 
     /// Waits for all queued work; reports errors of asynchronous work.
@@ -379,9 +529,9 @@ impl CudaKernels {
         };
         for (name, func) in [("label_init", &self.f.init[which]), ("label_merge", &self.f.merge[which])] {
             let mut b = self.stream.launch_builder(func);
-            b.arg(&mask.slice).arg(&mut out.slice).arg(&nx).arg(&ny).arg(&nz);
+            push_args::<LabelPassArgs>(&mut b, (&mask.slice, &mut out.slice, &nx, &ny, &nz));
             // SAFETY: label_{init,merge}_C(const u8* mask, u32* parent, u32 nx,
-            // u32 ny, u32 nz): types and order match. mask and out hold
+            // u32 ny, u32 nz): types and order match (`push_args`, checked against the PTX by a test). mask and out hold
             // n = nx·ny·nz elements (checked above); the kernel only indexes
             // voxels inside the volume (bounds-checked neighbours) and only
             // reads parent slots of foreground voxels, which init writes.
@@ -394,9 +544,9 @@ impl CudaKernels {
         let cfg = self.cfg1d(n);
         {
             let mut b = self.stream.launch_builder(&self.f.compress);
-            b.arg(&mask.slice).arg(&mut out.slice).arg(&n64).arg(&mut bits).arg(&mut wcount);
+            push_args::<LabelCompressArgs>(&mut b, (&mask.slice, &mut out.slice, &n64, &mut bits, &mut wcount));
             // SAFETY: label_compress(const u8* mask, u32* parent, u64 n,
-            // u32* bits, u32* wcount): types and order match; bits has
+            // u32* bits, u32* wcount): types and order match (`push_args`, checked against the PTX by a test); bits has
             // ceil(n/32) and wcount ceil(n/32) + 1 elements, every one of
             // which the kernel writes (words by their warp, the last by
             // thread 0); blockDim is a multiple of 32 as it requires.
@@ -405,9 +555,9 @@ impl CudaKernels {
         self.scan_exclusive(&mut wcount, nwords + 1)?;
         {
             let mut b = self.stream.launch_builder(&self.f.finalize);
-            b.arg(&mask.slice).arg(&mut out.slice).arg(&n64).arg(&bits).arg(&wcount);
+            push_args::<LabelFinalizeArgs>(&mut b, (&mask.slice, &mut out.slice, &n64, &bits, &wcount));
             // SAFETY: label_finalize(const u8* mask, u32* labels, u64 n,
-            // const u32* bits, const u32* prefix): types and order match;
+            // const u32* bits, const u32* prefix): types and order match (`push_args`, checked against the PTX by a test);
             // root indices are < n, so words are < ceil(n/32).
             unsafe { b.launch(cfg) }.map_err(cuda_err("label_finalize"))?;
         }
@@ -425,7 +575,7 @@ impl CudaKernels {
         let mut sums = self.alloc_uninit::<u32>(tiles)?;
         {
             let mut b = self.stream.launch_builder(&self.f.scan_tiles);
-            b.arg(&mut *data).arg(&m64).arg(&mut sums);
+            push_args::<ScanTilesArgs>(&mut b, (&mut *data, &m64, &mut sums));
             // SAFETY: scan_tiles(u32* data, u64 m, u32* tile_sums): types and
             // order match; data holds ≥ m elements, sums one per block, and
             // blockDim is the 256 threads the block scan needs.
@@ -434,7 +584,7 @@ impl CudaKernels {
         if tiles > 1 {
             self.scan_exclusive(&mut sums, tiles)?;
             let mut b = self.stream.launch_builder(&self.f.scan_add);
-            b.arg(&mut *data).arg(&m64).arg(&sums);
+            push_args::<ScanAddArgs>(&mut b, (&mut *data, &m64, &sums));
             // SAFETY: scan_add(u32* data, u64 m, const u32* offsets): types
             // and order match; one offset per block, data ≥ m elements.
             unsafe { b.launch(cfg) }.map_err(cuda_err("scan_add"))?;
@@ -476,7 +626,7 @@ impl CudaKernels {
         let records64 = records as u64;
         {
             let mut b = self.stream.launch_builder(&self.f.stats_init);
-            b.arg(&mut rec64).arg(&mut rec32).arg(&records64);
+            push_args::<StatsInitArgs>(&mut b, (&mut rec64, &mut rec32, &records64));
             // SAFETY: stats_init(u64* rec64, u32* rec32, u64 records): types
             // and order match; both arrays hold 8 · records elements.
             unsafe { b.launch(self.cfg1d(records)) }.map_err(cuda_err("stats_init"))?;
@@ -487,16 +637,18 @@ impl CudaKernels {
             let cfg = self.cfg1d(n.div_ceil(STATS_SEG));
             {
                 let mut b = self.stream.launch_builder(&self.f.stats_accumulate);
-                b.arg(&labels.slice).arg(&values.slice).arg(&n64).arg(&nx).arg(&ny).arg(&count);
-                b.arg(&mut rec64).arg(&mut rec32);
+                push_args::<StatsAccumulateArgs>(
+                    &mut b,
+                    (&labels.slice, &values.slice, &n64, &nx, &ny, &count, &mut rec64, &mut rec32),
+                );
                 // SAFETY: stats_accumulate(const u32* labels, const float*
                 // values, u64 n, u32 nx, u32 ny, u32 count, u64* rec64, u32*
-                // rec32): types and order match; labels and values hold n
+                // rec32): types and order match (`push_args`, checked against the PTX by a test); labels and values hold n
                 // elements; records are indexed by labels ≤ count only.
                 unsafe { b.launch(cfg) }.map_err(cuda_err("stats_accumulate"))?;
             }
             let mut b = self.stream.launch_builder(&self.f.stats_max_index);
-            b.arg(&labels.slice).arg(&values.slice).arg(&n64).arg(&count).arg(&mut rec64).arg(&rec32);
+            push_args::<StatsMaxIndexArgs>(&mut b, (&labels.slice, &values.slice, &n64, &count, &mut rec64, &rec32));
             // SAFETY: stats_max_index(const u32* labels, const float* values,
             // u64 n, u32 count, u64* rec64, const u32* rec32): as above.
             unsafe { b.launch(cfg) }.map_err(cuda_err("stats_max_index"))?;
@@ -560,10 +712,12 @@ impl CudaKernels {
         let n64 = n as u64;
         let plane = (dims[0] * dims[1]) as u64;
         let mut b = self.stream.launch_builder(&self.f.suv);
-        b.arg(&stored.slice).arg(&scale.slice).arg(&threshold).arg(&n64).arg(&plane);
-        b.arg(&mut suv.slice).arg(&mut mask.slice);
+        push_args::<SuvArgs>(
+            &mut b,
+            (&stored.slice, &scale.slice, &threshold, &n64, &plane, &mut suv.slice, &mut mask.slice),
+        );
         // SAFETY: suv_threshold(const i16* stored, const float* scale, float
-        // t, u64 n, u64 plane, float* suv, u8* mask): types and order match;
+        // t, u64 n, u64 plane, float* suv, u8* mask): types and order match (`push_args`, checked against the PTX by a test);
         // stored, suv and mask hold n elements, scale 2·nz, plane ≥ 1 as
         // n > 0, and the slice index of every voxel < n is < nz. Vector
         // accesses are used only where the kernel finds them aligned.
@@ -576,6 +730,104 @@ impl CudaKernels {
 mod tests {
     use super::*;
     use crate::gpu::key_to_f32;
+
+    /// Every kernel: its file, name, and the argument list the launch code
+    /// passes (`push_args`), as PTX `.param` types and as `.cu` types.
+    fn launch_signatures() -> Vec<(&'static str, &'static str, Vec<&'static str>, Vec<String>)> {
+        fn sig<'b, A: KernelArgs<'b>>(
+            file: &'static str,
+            name: &'static str,
+        ) -> (&'static str, &'static str, Vec<&'static str>, Vec<String>) {
+            (file, name, A::ptx_types(), A::c_types())
+        }
+        let mut v = Vec::new();
+        for c in [6, 18, 26] {
+            for pass in ["label_init", "label_merge"] {
+                let name: &'static str = Box::leak(format!("{pass}_{c}").into_boxed_str());
+                v.push(sig::<LabelPassArgs>("label", name));
+            }
+        }
+        v.push(sig::<LabelCompressArgs>("label", "label_compress"));
+        v.push(sig::<LabelFinalizeArgs>("label", "label_finalize"));
+        v.push(sig::<ScanTilesArgs>("label", "scan_tiles"));
+        v.push(sig::<ScanAddArgs>("label", "scan_add"));
+        v.push(sig::<StatsInitArgs>("stats", "stats_init"));
+        v.push(sig::<StatsAccumulateArgs>("stats", "stats_accumulate"));
+        v.push(sig::<StatsMaxIndexArgs>("stats", "stats_max_index"));
+        v.push(sig::<SuvArgs>("suv", "suv_threshold"));
+        v
+    }
+
+    /// `.entry name(` … `)` of a PTX text: the `.param` types in order;
+    /// None where there is no such entry.
+    fn ptx_entry_params(ptx: &str, name: &str) -> Option<Vec<String>> {
+        let start = ptx.find(&format!(".entry {name}("))?;
+        let body = &ptx[start..];
+        let close = body.find(')')?;
+        let list = &body[body.find('(')? + 1..close];
+        Some(
+            list.split(',')
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .map(|p| p.split_whitespace().nth(1).unwrap_or("?").to_string())
+                .collect(),
+        )
+    }
+
+    /// The entries a PTX text declares.
+    fn ptx_entries(ptx: &str) -> Vec<String> {
+        ptx.match_indices(".entry ")
+            .filter_map(|(i, m)| ptx[i + m.len()..].split('(').next().map(|n| n.trim().to_string()))
+            .collect()
+    }
+
+    /// `__global__ void name(` … `)` of a `.cu` source: the parameter types
+    /// (`const u8*`, `u32`, `float`) without `__restrict__` and names.
+    fn cu_params(source: &str, name: &str) -> Option<Vec<String>> {
+        let start = source.find(&format!("__global__ void {name}("))?;
+        let body = &source[start..];
+        let list = &body[body.find('(')? + 1..body.find(')')?];
+        Some(
+            list.split(',')
+                .map(|p| {
+                    let words: Vec<&str> = p.split_whitespace().filter(|w| *w != "__restrict__").collect();
+                    words[..words.len().saturating_sub(1)].join(" ")
+                })
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn launch_signatures_equal_the_ptx_entries() {
+        let sigs = launch_signatures();
+        for file in ["label", "stats", "suv"] {
+            let f = ptx::file(file).expect("embedded");
+            assert!(!f.ptx.is_empty(), "{file}: no embedded PTX to check");
+            for (arch, text) in f.ptx {
+                // every entry of the PTX is launched, with its exact parameters
+                let mut entries = ptx_entries(text);
+                entries.sort();
+                let mut launched: Vec<String> = sigs.iter().filter(|s| s.0 == file).map(|s| s.1.to_string()).collect();
+                launched.sort();
+                assert_eq!(entries, launched, "{file} compute_{arch}: entries vs launch sites");
+                for (_, name, ptx_types, _) in sigs.iter().filter(|s| s.0 == file) {
+                    let params = ptx_entry_params(text, name).expect("entry");
+                    assert_eq!(&params, ptx_types, "{name} compute_{arch}: PTX .param list vs launch arguments");
+                }
+            }
+            for (_, name, _, c_types) in sigs.iter().filter(|s| s.0 == file) {
+                let params = cu_params(f.source, name).unwrap_or_else(|| panic!("{name} in kernels/{file}.cu"));
+                assert_eq!(&params, c_types, "{name}: kernels/{file}.cu declaration vs launch arguments");
+            }
+        }
+        // the parsers see a mismatch
+        let ptx = ".visible .entry k(\n\t.param .u64 k_param_0,\n\t.param .u32 k_param_1\n)\n{";
+        assert_eq!(ptx_entry_params(ptx, "k"), Some(vec![".u64".to_string(), ".u32".to_string()]));
+        assert_ne!(ptx_entry_params(ptx, "k"), Some(SuvArgs::ptx_types().iter().map(|s| s.to_string()).collect()));
+        assert_eq!(ptx_entries(ptx), ["k"]);
+        let cu = "extern \"C\" __global__ void k(const u8* __restrict__ m, u32* p, float t) {";
+        assert_eq!(cu_params(cu, "k").expect("k"), ["const u8*", "u32*", "float"]);
+    }
 
     #[test]
     fn key_decoding_matches_the_kernel_encoding() {

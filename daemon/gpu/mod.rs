@@ -26,9 +26,9 @@ pub mod check;
 pub mod cpu;
 #[cfg(feature = "cuda")]
 pub mod cuda;
-pub mod select;
 #[cfg(all(test, feature = "emulation"))]
 mod emulation;
+pub mod select;
 
 use serde::Serialize;
 
