@@ -1,7 +1,10 @@
 //! Issue 11 in the daemon: a whole-body PET/CT export whose PET slices sit in
 //! six overlapping bed positions (junction gaps off the nominal spacing by
-//! more than the 1 % the reader once allowed) is processed once, and its
-//! report records the PET's largest deviation from the uniform grid.
+//! more than the 1 % the reader once allowed), with the clutter a vendor
+//! export writes beside it (DIRFILE, DICOMDIR, a screen shot, a dose SR, a
+//! sagittal localizer, all of the same study), is processed once, with no
+//! quarantine record for the clutter, and its report records the PET's
+//! largest deviation from the uniform grid.
 
 use std::time::Duration;
 
@@ -13,7 +16,7 @@ use crate::util::{cached_fixture, fixture_script, s};
 #[test]
 fn issue_11_daemon_processes_a_whole_body_export_with_overlapping_beds_once() {
     let (src, uid) = study(31);
-    let beds = cached_fixture("geometry-beds-study-31", |d| {
+    let beds = cached_fixture("geometry-beds-study-31-clutter", |d| {
         fixture_script("geometry.py", &["--out", s(d), "--kind", "beds-study", "--study", s(&src)]);
     });
     let truth: serde_json::Value =
@@ -52,6 +55,18 @@ fn issue_11_daemon_processes_a_whole_body_export_with_overlapping_beds_once() {
     std::thread::sleep(Duration::from_secs(3));
     let e = d.entry(&uid).expect("entry");
     assert_eq!((e.state, e.attempts, e.completions), (StudyState::Done, 1, 1), "{}", d.log_text());
+    // The clutter: no quarantine record, no study of its own, each file named once as skipped.
+    let clutter: Vec<String> =
+        truth["clutter"].as_array().expect("clutter").iter().map(|c| c.as_str().expect("name").to_string()).collect();
+    assert_eq!(clutter.len(), 5, "{clutter:?}");
+    let records = crate::daemon_util::files_under(&d.state.join("quarantine"));
+    assert!(records.is_empty(), "quarantine records for the clutter: {records:?}\n{}", d.log_text());
+    assert_eq!(d.entries().len(), 1, "one study in the journal: {:?}", d.entries());
+    let log = d.log_text();
+    for name in &clutter {
+        let lines = log.lines().filter(|l| l.contains(&format!("clutter/{name}")) && l.contains("skipped")).count();
+        assert!(lines >= 1, "{name} is not logged as skipped:\n{log}");
+    }
     signal(&child, 15);
     assert!(wait_exit(&mut child, Duration::from_secs(30)).expect("stops on SIGTERM").success());
 }
