@@ -234,17 +234,27 @@ pub fn run_with(opts: &CheckOptions) -> Result<CheckReport, GpuError> {
 pub fn compare_large(seed: u64, a: &Backend, b: &Backend, name: &str, dims: [usize; 3]) -> CaseResult {
     let mask = bench_volume(seed, dims);
     let conn = Connectivity::TwentySix;
-    let la = a.label(&mask, dims, conn);
-    let lb = b.label(&mask, dims, conn);
-    let (pass, detail) = match (&la, &lb) {
-        (Ok(x), Ok(y)) => match diff_labels(x, y) {
-            None => (true, format!("{} components", x.count)),
-            Some(d) => (false, d),
-        },
-        (Err(e), _) => (false, format!("{}: {e}", a.name())),
-        (_, Err(e)) => (false, format!("{}: {e}", b.name())),
-    };
+    let (pass, detail, _) = label_both(a, b, &mask, dims, conn);
     CaseResult { kernel: "label", case: name.to_string(), dims, connectivity: Some(26), pass, detail }
+}
+
+/// Labels `mask` on both backends and compares: (equal, what was found, the
+/// first backend's labels when it gave any).
+fn label_both(
+    a: &Backend,
+    b: &Backend,
+    mask: &[u8],
+    dims: [usize; 3],
+    conn: Connectivity,
+) -> (bool, String, Option<Labels>) {
+    match (a.label(mask, dims, conn), b.label(mask, dims, conn)) {
+        (Ok(x), Ok(y)) => match diff_labels(&x, &y) {
+            None => (true, format!("{} components", x.count), Some(x)),
+            Some(d) => (false, d, Some(x)),
+        },
+        (Err(e), _) => (false, format!("{}: {e}", a.name()), None),
+        (Ok(x), Err(e)) => (false, format!("{}: {e}", b.name()), Some(x)),
+    }
 }
 
 /// The failed case that records a benchmark error.
@@ -267,16 +277,7 @@ pub fn compare(seed: u64, a: &Backend, b: &Backend, sizes: &[[usize; 3]]) -> Vec
         let values = stat_values(&mut rng, dims);
         for (case, mask) in label_cases(&mut rng, dims) {
             for conn in [Connectivity::Six, Connectivity::Eighteen, Connectivity::TwentySix] {
-                let la = a.label(&mask, dims, conn);
-                let lb = b.label(&mask, dims, conn);
-                let (pass, detail) = match (&la, &lb) {
-                    (Ok(x), Ok(y)) => match diff_labels(x, y) {
-                        None => (true, format!("{} components", x.count)),
-                        Some(d) => (false, d),
-                    },
-                    (Err(e), _) => (false, format!("{}: {e}", a.name())),
-                    (_, Err(e)) => (false, format!("{}: {e}", b.name())),
-                };
+                let (pass, detail, la) = label_both(a, b, &mask, dims, conn);
                 out.push(CaseResult {
                     kernel: "label",
                     case: case.clone(),
@@ -286,7 +287,7 @@ pub fn compare(seed: u64, a: &Backend, b: &Backend, sizes: &[[usize; 3]]) -> Vec
                     detail,
                 });
                 // Statistics over the first backend's labels (the same input for both).
-                let Ok(labels) = la else { continue };
+                let Some(labels) = la else { continue };
                 let sa = a.stats(&labels, &values, dims);
                 let sb = b.stats(&labels, &values, dims);
                 let (pass, detail) = match (&sa, &sb) {
