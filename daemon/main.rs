@@ -380,6 +380,7 @@ fn daemon(config: &Path) -> Result<bool> {
     // then reports what each fold got, never the configured request.
     let info = BuildAndModelInfo::this_build(&pkg.meta.name, &pkg.meta.version, &pkg.sha256, "");
     let obs = Observer::new(info);
+    obs.set_provider_requested(cfg.model.provider.as_str());
     let http = observe::serve_http(cfg.metrics.listen, obs.clone())?;
     tracing::info!("metrics on http://{}/metrics", http.local_addr());
     let (commands_tx, commands) = std::sync::mpsc::channel::<service::Command>();

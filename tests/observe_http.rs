@@ -110,6 +110,10 @@ fn live_scrape_passes_promtool_check_metrics() {
     obs.disk_free("output", Path::new("/var/lib/edgeseg/results"), 123_456_789_000);
     obs.disk_free("export", Path::new("/srv/scanner-export"), 42);
     obs.disk_free("bogus-role", Path::new("/tmp"), 1);
+    obs.set_provider_requested("tensorrt");
+    obs.set_starts(4);
+    obs.set_study_ages(Some(7200.0), None);
+    obs.study_latency(900.0);
     let server = serve_http("127.0.0.1:0".parse().unwrap(), obs.clone()).unwrap();
     let (status, head, body) = http(server.local_addr(), "GET", "/metrics");
     assert_eq!(status, 200, "{head}");
@@ -139,6 +143,12 @@ fn live_scrape_passes_promtool_check_metrics() {
         "edgeseg_disk_free_bytes{folder=\"export\",path=\"/srv/scanner-export\"} 42",
         "edgeseg_ready 0",
         "edgeseg_config_reload_success 1",
+        "edgeseg_provider_requested_info{provider=\"tensorrt\"} 1",
+        "edgeseg_starts_total 4",
+        "edgeseg_oldest_waiting_study_age_seconds 7200",
+        "edgeseg_running_study_age_seconds 0",
+        "edgeseg_study_latency_seconds_bucket{le=\"900\"} 1",
+        "edgeseg_study_latency_seconds_bucket{le=\"600\"} 0",
         "edgeseg_files_total{result=\"ingested\"} 0",
         "edgeseg_files_total{result=\"refused\"} 0",
     ] {

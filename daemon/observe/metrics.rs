@@ -62,6 +62,7 @@ pub(crate) struct Metrics {
     reload_time: Gauge,
     retries: IntCounter,
     files: IntCounterVec,
+    provider_requested: IntGaugeVec,
     latency: prometheus::Histogram,
     model: IntGaugeVec,
     fold_engine: IntGaugeVec,
@@ -206,6 +207,12 @@ impl Metrics {
         );
         let retries = counter("edgeseg_retries_total", "Failed attempts scheduled to run again (transient errors).");
 
+        let provider_requested = int_gauge_vec(
+            r,
+            "edgeseg_provider_requested_info",
+            "The execution provider the configuration asks for ([model] provider: auto, cpu, cuda or tensorrt; always 1).",
+            &["provider"],
+        );
         let fold_engine = int_gauge_vec(
             r,
             "edgeseg_fold_engine_info",
@@ -268,6 +275,7 @@ impl Metrics {
             ),
             starts,
             retries,
+            provider_requested,
             files,
             latency,
             oldest_waiting: gauge(
@@ -398,6 +406,11 @@ impl Metrics {
         if ok {
             self.reload_time.set(now);
         }
+    }
+
+    pub fn set_provider_requested(&self, provider: &str) {
+        self.provider_requested.reset();
+        self.provider_requested.with_label_values(&[provider]).set(1);
     }
 
     pub fn retried(&self) {

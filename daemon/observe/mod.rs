@@ -534,6 +534,13 @@ impl Observer {
         self.inner.metrics.config_reloaded(ok, now_seconds());
     }
 
+    /// The execution provider the configuration asks for (`auto`, `cpu`,
+    /// `cuda`, `tensorrt`): with `edgeseg_fold_engine_info` it tells a box
+    /// meant for the GPU that runs on the CPU.
+    pub fn set_provider_requested(&self, provider: &str) {
+        self.inner.metrics.set_provider_requested(provider);
+    }
+
     /// A failed attempt will run again.
     pub fn retried(&self) {
         self.inner.metrics.retried();
