@@ -262,13 +262,76 @@ impl StateConfig {
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct MetricsConfig {
-    /// Address of /metrics, /healthz, /readyz (port 0: any free port).
-    pub listen: SocketAddr,
+    /// Address of /metrics, /healthz, /readyz (port 0: any free port): an
+    /// IP address or a host name, with a port (`localhost:9464`, `[::1]:9464`).
+    pub listen: ListenAddr,
 }
 
 impl Default for MetricsConfig {
     fn default() -> Self {
-        Self { listen: SocketAddr::from(([127, 0, 0, 1], 9464)) }
+        Self { listen: ListenAddr { host: "127.0.0.1".into(), port: 9464 } }
+    }
+}
+
+/// `host:port` of a listening socket: an IP address (IPv6 in brackets) or a
+/// host name, resolved when the server starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenAddr {
+    /// The IP address or host name (IPv6 without its brackets).
+    pub host: String,
+    /// The port (0: any free port).
+    pub port: u16,
+}
+
+impl ListenAddr {
+    /// Parses `host:port`, `[v6]:port` or `v4:port`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        if let Ok(a) = text.parse::<SocketAddr>() {
+            return Ok(Self { host: a.ip().to_string(), port: a.port() });
+        }
+        let bad = || format!("{text:?}: expected host:port (an IP address or a host name, and a port)");
+        let (host, port) = text.rsplit_once(':').ok_or_else(bad)?;
+        let port: u16 = port.parse().map_err(|_| bad())?;
+        let label_ok = |l: &str| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        };
+        if host.is_empty() || host.len() > 253 || !host.trim_end_matches('.').split('.').all(label_ok) {
+            return Err(bad());
+        }
+        Ok(Self { host: host.to_string(), port })
+    }
+
+    /// The socket address to bind: the host resolved (its first IPv4
+    /// address when it has one, else its first address).
+    pub fn resolve(&self) -> std::io::Result<SocketAddr> {
+        use std::net::ToSocketAddrs;
+        let all: Vec<SocketAddr> = (self.host.as_str(), self.port).to_socket_addrs()?.collect();
+        all.iter().find(|a| a.is_ipv4()).or(all.first()).copied().ok_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::NotFound, format!("{}: the host name has no address", self.host))
+        })
+    }
+}
+
+impl std::fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.host.contains(':') { write!(f, "[{}]:{}", self.host, self.port) } else { write!(f, "{}:{}", self.host, self.port) }
+    }
+}
+
+impl Serialize for ListenAddr {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for ListenAddr {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        Self::parse(&text).map_err(serde::de::Error::custom)
     }
 }
 
@@ -644,6 +707,16 @@ mod tests {
         assert!(e[0].starts_with("c.toml:2:18:"), "sorted by place: {e:?}");
         let e = errs("[model]\npath = \"rel\"\n[metrics]\nlisten = \"localhost\"\n");
         assert!(e.iter().any(|m| m.starts_with("c.toml:4:10:")), "{e:?}");
+        for ok in ["localhost:9464", "edge-box.example.org:0", "[::1]:9464", "0.0.0.0:9464", "127.0.0.1:9464"] {
+            assert!(errs(&format!("[metrics]\nlisten = \"{ok}\"\n")).is_empty(), "{ok}");
+        }
+        for bad in ["localhost", "localhost:port", "a b:1", ":9464", "host:70000", "-x:1"] {
+            let e = errs(&format!("[metrics]\nlisten = \"{bad}\"\n"));
+            assert!(e.len() == 1 && e[0].starts_with("c.toml:2:10: [metrics] listen:"), "{bad}: {e:?}");
+        }
+        let l = ListenAddr::parse("localhost:0").expect("host name");
+        assert!(l.resolve().expect("localhost resolves").ip().is_loopback());
+        assert_eq!(ListenAddr::parse("[::1]:9").expect("v6").to_string(), "[::1]:9");
         let e = errs("[model]\npath = \"rel\"\n");
         assert_eq!(e, vec!["c.toml:2:1: [model] path: rel: must be an absolute path".to_string()]);
     }

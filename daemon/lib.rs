@@ -13,6 +13,7 @@ pub mod observe;
 pub mod pipeline;
 pub mod post;
 pub mod queue;
+pub mod redact;
 pub mod service;
 pub mod sys;
 pub mod volume;

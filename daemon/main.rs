@@ -381,7 +381,8 @@ fn daemon(config: &Path) -> Result<bool> {
     let info = BuildAndModelInfo::this_build(&pkg.meta.name, &pkg.meta.version, &pkg.sha256, "");
     let obs = Observer::new(info);
     obs.set_provider_requested(cfg.model.provider.as_str());
-    let http = observe::serve_http(cfg.metrics.listen, obs.clone())?;
+    let listen = cfg.metrics.listen.resolve().with_context(|| format!("[metrics] listen = {:?}", cfg.metrics.listen.to_string()))?;
+    let http = observe::serve_http(listen, obs.clone())?;
     tracing::info!("metrics on http://{}/metrics", http.local_addr());
     let (commands_tx, commands) = std::sync::mpsc::channel::<service::Command>();
     let bus = match cfg.dbus.bus {

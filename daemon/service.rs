@@ -37,6 +37,7 @@ use crate::ingest::scan::{HeaderRead, read_header};
 use crate::ingest::{ErrorClass, FileError, FolderIndex};
 use crate::pipeline::{self, LoadedStudy, PipelineError, StageTimings};
 use crate::queue::{self, Journal, QueueError, StudyState, uid_hash};
+use crate::redact::{Redactor, file_label};
 use crate::watch::{StudyEvent, WatchSettings, Watcher};
 
 /// The daemon's state (the observe module's type).
@@ -268,6 +269,8 @@ struct LoadJob {
     force_cpu: bool,
     /// `[ingest] strict_geometry`.
     strict_geometry: bool,
+    /// The watch folders (files are named relative to them in logs).
+    roots: Vec<PathBuf>,
 }
 
 /// What the model is, as the worker loaded it.
@@ -445,7 +448,7 @@ fn loader(
         // The watcher logged the files it passed over; these are the ones
         // passed over as a series (single-slice localizers).
         for (path, why) in &index.skipped {
-            tracing::info!("{}: skipped, {why}", path.display());
+            tracing::info!("{}: skipped, {why}", file_label(path, &job.roots));
         }
         let unreadable: Vec<String> = index.errors.iter().take(5).map(|e| e.to_string()).collect();
         let loaded = if screening {
@@ -503,8 +506,8 @@ pub fn clean_output_folder(out: &Path) {
             std::fs::remove_dir_all(&path)
         };
         match r {
-            Ok(()) => tracing::info!("{}: left by an interrupted run, cleaned up", path.display()),
-            Err(e) => tracing::warn!("{}: cannot clean up: {e}", path.display()),
+            Ok(()) => tracing::info!("{kind} folder of study {} left by an interrupted run, cleaned up", uid_hash(stem)),
+            Err(e) => tracing::warn!("{kind} folder of study {}: cannot clean up: {e}", uid_hash(stem)),
         }
     }
 }
@@ -521,7 +524,18 @@ fn write_quarantine(dir: &Path, uid: &str, reason: &str, files: &[PathBuf]) -> s
     );
     crate::export::write_atomic(&dir.join("reason.txt"), |f| std::io::Write::write_all(f, text.as_bytes()))?;
     let list: String = files.iter().map(|p| format!("{}\n", p.display())).collect();
-    crate::export::write_atomic(&dir.join("files.txt"), |f| std::io::Write::write_all(f, list.as_bytes()))
+    write_private(&dir.join("files.txt"), &list)
+}
+
+/// Writes a file only its owner can read (mode 0600): the full input paths,
+/// which may name the patient.
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    // Mode 0600 before the paths are written.
+    crate::export::write_atomic(path, |f| {
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+        std::io::Write::write_all(f, text.as_bytes())
+    })
 }
 
 /// The daemon's mutable state in the main loop.
@@ -788,6 +802,19 @@ pub fn run_with_package(
 }
 
 impl Daemon<'_> {
+    /// Replaces the paths of `files` (and of anything under the watch
+    /// folders) and the study's UID in a text bound for logs, the journal,
+    /// D-Bus or reason.txt.
+    fn redact(&self, uid: &str, files: &[PathBuf], text: &str) -> String {
+        let roots: Vec<PathBuf> = self.config.watch.folders.iter().cloned().collect();
+        let t = Redactor::new(&roots).with_files(files.iter().map(PathBuf::as_path)).redact(text);
+        if uid.is_empty() { t } else { t.replace(uid, &uid_hash(uid)) }
+    }
+
+    fn watch_roots(&self) -> Vec<PathBuf> {
+        self.config.watch.folders.iter().cloned().collect()
+    }
+
     fn set_state(&mut self, s: DaemonState) {
         if s != self.state {
             self.state = s;
@@ -836,6 +863,8 @@ impl Daemon<'_> {
 
     fn log_state(&self, uid: &str, state: StudyState, detail: &str) {
         let hash = uid_hash(uid);
+        // Never the full UID in a log line: the hash names the study.
+        let detail = if uid.is_empty() { detail.to_string() } else { detail.replace(uid, &hash) };
         match state {
             StudyState::Failed | StudyState::Quarantined => {
                 tracing::warn!(study = %hash, state = state.as_str(), "study {hash} {}: {detail}", state.as_str());
@@ -931,6 +960,9 @@ impl Daemon<'_> {
     /// `quarantine/file-<hash of path, size and time>/reason.txt`; the file
     /// is left where it is (nothing of the input is lost).
     fn quarantine_file(&mut self, path: &Path, reason: &str) {
+        let roots = self.watch_roots();
+        let label = file_label(path, &roots);
+        let reason = self.redact("", &[path.to_path_buf()], reason);
         let meta = std::fs::symlink_metadata(path).ok();
         let stamp = meta.as_ref().and_then(|m| m.modified().ok()).map(|t| format!("{t:?}")).unwrap_or_default();
         let key = format!("{}\0{}\0{stamp}", path.display(), meta.map(|m| m.len()).unwrap_or(0));
@@ -940,13 +972,14 @@ impl Daemon<'_> {
         }
         self.reporter.files("refused", 1);
         let text = format!(
-            "file: {:?}\nquarantined_at: {}\nreason: {reason}\n\
-             No study could be named from this file (its header cannot be read); it was left in place.\n",
-            path.display().to_string(),
+            "file: {label}\nquarantined_at: {}\nreason: {reason}\n\
+             No study could be named from this file (its header cannot be read); it was left in place.\n\
+             Its full path is in files.txt (readable by root only).\n",
             chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         );
         let written = std::fs::create_dir_all(&dir).and_then(|()| {
-            crate::export::write_atomic(&dir.join("reason.txt"), |f| std::io::Write::write_all(f, text.as_bytes()))
+            crate::export::write_atomic(&dir.join("reason.txt"), |f| std::io::Write::write_all(f, text.as_bytes()))?;
+            write_private(&dir.join("files.txt"), &format!("{}\n", path.display()))
         });
         match written {
             Ok(()) => tracing::warn!(record = %dir.display(), "unreadable file quarantined: {reason}"),
@@ -1031,6 +1064,7 @@ impl Daemon<'_> {
                 out: self.config.output.folder.clone(),
                 force_cpu,
                 strict_geometry: self.config.ingest.strict_geometry,
+                roots: self.watch_roots(),
             };
             let sent = self.loads.as_ref().is_some_and(|tx| tx.send(job).is_ok());
             if !sent {
@@ -1098,7 +1132,7 @@ impl Daemon<'_> {
                 }
                 let entry = self.journal.get(&uid)?;
                 let state = self.journal.done(&uid, &dir)?;
-                self.log_state(&uid, state, &format!("outputs in {}", dir.display()));
+                self.log_state(&uid, state, &format!("outputs in {}", self.config.output.folder.display()));
                 self.reporter.study_finished(&uid, "done", Some(&dir));
                 if let Some(e) = entry {
                     self.reporter.files("ingested", e.files.len() as u64);
@@ -1108,9 +1142,13 @@ impl Daemon<'_> {
             Err((ErrorClass::BadInput, reason)) => {
                 let files: Vec<PathBuf> =
                     self.journal.get(&uid)?.map(|e| e.files.into_iter().map(|f| f.path).collect()).unwrap_or_default();
+                let reason = self.redact(&uid, &files, &reason);
                 self.quarantine(&uid, &reason, &files)?;
             }
             Err((_, reason)) => {
+                let files: Vec<PathBuf> =
+                    self.journal.get(&uid)?.map(|e| e.files.into_iter().map(|f| f.path).collect()).unwrap_or_default();
+                let reason = self.redact(&uid, &files, &reason);
                 let attempts = self.journal.get(&uid)?.map(|e| e.attempts).unwrap_or(1);
                 let q = &self.config.queue;
                 let retry = (attempts < q.max_attempts)
@@ -1139,20 +1177,31 @@ impl Daemon<'_> {
     }
 
     fn command(&mut self, c: Command) {
-        tracing::info!(command = ?c, "command");
+        let what = match &c {
+            Command::Pause => "pause".to_string(),
+            Command::Resume => "resume".to_string(),
+            Command::Reprocess(uid) => format!("reprocess study {}", uid_hash(uid)),
+            Command::Enqueue(p) => format!("enqueue {}", file_label(p, &self.watch_roots()).replacen("file", "folder", 1)),
+            Command::ReloadConfig => "reload".to_string(),
+        };
+        tracing::info!("command: {what}");
         match c {
             Command::Pause => self.paused = true,
             Command::Resume => self.paused = false,
             Command::Reprocess(uid) => match self.journal.reprocess(&uid) {
                 Ok(true) => self.log_state(&uid, StudyState::Ready, "reprocess requested"),
-                Ok(false) => tracing::warn!(study = %uid_hash(&uid), "reprocess: unknown or running study"),
+                Ok(false) => {
+                    let hash = uid_hash(&uid);
+                    tracing::warn!(study = %hash, "reprocess of study {hash}: unknown or running study")
+                }
                 Err(e) => tracing::error!("{e}"),
             },
             Command::Enqueue(p) => {
                 if p.is_absolute() && p.is_dir() {
                     self.watcher.enqueue(&p);
                 } else {
-                    tracing::warn!("enqueue {}: not an absolute path to a folder", p.display());
+                    let label = file_label(&p, &self.watch_roots()).replacen("file", "folder", 1);
+                    tracing::warn!("enqueue {label}: not an absolute path to a folder");
                 }
             }
             Command::ReloadConfig => self.reload(),
@@ -1225,7 +1274,7 @@ pub fn retention_pass(journal: &Journal, r: &config::RetentionConfig, now: f64) 
                 Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
                 Err(err) => {
                     all_ok = false;
-                    tracing::warn!("{}: retention failed: {err}", f.path.display());
+                    tracing::warn!("study {}: retention of one input file failed: {err}", e.hash);
                 }
             }
         }

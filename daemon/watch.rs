@@ -236,7 +236,10 @@ impl Watcher {
                 Err(e) => {
                     let p = e.path().map(Path::to_path_buf).unwrap_or_else(|| root.to_path_buf());
                     if self.warned.insert(p.clone()) {
-                        tracing::warn!("{}: cannot read ({e})", p.display());
+                        let roots = self.roots();
+                        let label = crate::redact::file_label(&p, &roots);
+                        let why = crate::redact::Redactor::new(&roots).with_files([p.as_path()]).redact(&e.to_string());
+                        tracing::warn!("{label}: cannot read ({why})");
                     }
                     continue;
                 }
@@ -250,7 +253,8 @@ impl Watcher {
                     Ok(real) if real.starts_with(&canonical) && real.is_file() => out.push(p.to_path_buf()),
                     _ => {
                         if self.warned.insert(p.to_path_buf()) {
-                            tracing::warn!("{}: symlink leading outside the watched folder, ignored", p.display());
+                            let label = crate::redact::file_label(p, &self.roots());
+                            tracing::warn!("{label}: symlink leading outside the watched folder, ignored");
                         }
                     }
                 }
@@ -419,7 +423,7 @@ impl Watcher {
             Ok(HeaderRead::Skipped(why)) => {
                 // Not an error and no quarantine record: the file is no
                 // image volume (a directory file, a report, a screen shot ...).
-                tracing::info!("{}: skipped, {why}", p.display());
+                tracing::info!("{}: skipped, {why}", crate::redact::file_label(p, &self.roots()));
                 (None, None)
             }
             Err(e) => (None, Some(e.to_string())),
