@@ -618,7 +618,8 @@ fn source_refs(
         reason: format!("series {} has no instances", index.series_uid),
     })?;
     let Some(frame_of_reference_uid) = info.frame_of_reference_uid.clone() else {
-        tracing::warn!(series = %index.series_uid, "no FrameOfReferenceUID: no seg.dcm or rtstruct.dcm");
+        let series = crate::queue::uid_hash(&index.series_uid);
+        tracing::warn!(series = %series, "series {series}: no FrameOfReferenceUID: no seg.dcm or rtstruct.dcm");
         return Ok(None);
     };
     Ok(Some(dicom_refs::SourceRefs {
@@ -786,8 +787,10 @@ fn remove_stale(out: &Path, stem: &str) {
         let Some(pid) = pid else { continue };
         if pid == me || !Path::new("/proc").join(pid.to_string()).exists() {
             match std::fs::remove_dir_all(e.path()) {
-                Ok(()) => tracing::info!(folder = %name, "removed a crashed writer's leftover folder"),
-                Err(err) => tracing::warn!(folder = %name, "cannot remove a leftover folder: {err}"),
+                Ok(()) => tracing::info!("removed a crashed writer's leftover folder (study {})", crate::queue::uid_hash(stem)),
+                Err(err) => {
+                    tracing::warn!("cannot remove a crashed writer's leftover folder (study {}): {err}", crate::queue::uid_hash(stem))
+                }
             }
         }
     }

@@ -172,7 +172,7 @@ pub struct LogReporter;
 
 impl Reporter for LogReporter {
     fn set_state(&self, state: DaemonState) {
-        tracing::info!(state = state.as_str(), "daemon state");
+        tracing::info!(state = state.as_str(), "daemon state: {}", state.as_str());
     }
     fn set_status_line(&self, line: &str) {
         tracing::debug!("status: {line}");
@@ -558,6 +558,9 @@ struct Daemon<'a> {
     last_disk_check: Option<Instant>,
     last_retention: Option<Instant>,
     last_counts: Option<(u64, u64)>,
+    /// Studies whose arrival was logged since they were last complete: while
+    /// an export goes on, "files changed" is logged once, not at every scan.
+    arriving: std::collections::BTreeSet<String>,
 }
 
 fn required_series(channels: &[Channel]) -> BTreeMap<String, usize> {
@@ -665,9 +668,10 @@ pub fn run_with_package(
         model = %summary.name,
         sha256 = %summary.sha256,
         postprocess = summary.postprocess_backend,
-        "model loaded: {} {} ({}; post-processing on {})",
+        "model loaded: {} {} sha256 {} ({}; post-processing on {})",
         summary.name,
         summary.version,
+        summary.sha256,
         folds.join(", "),
         summary.postprocess_backend
     );
@@ -725,15 +729,18 @@ pub fn run_with_package(
         last_disk_check: None,
         last_retention: None,
         last_counts: None,
+        arriving: Default::default(),
     };
     d.check_disk();
     d.handle_events();
     reporter.set_ready(true, d.watcher.armed(), d.disk_ok);
     reporter.notify_ready();
+    let folders: Vec<String> = d.config.watch.folders.iter().map(|f| f.display().to_string()).collect();
     tracing::info!(
-        folders = ?d.config.watch.folders,
         inotify = d.watcher.uses_inotify(),
-        "watching"
+        "watching {} ({})",
+        folders.join(", "),
+        if d.watcher.uses_inotify() { "inotify" } else { "polling" }
     );
 
     let mut stop_since: Option<Instant> = None;
@@ -747,7 +754,7 @@ pub fn run_with_package(
             // The study on the GPU may finish; one loaded ahead is abandoned
             // (still `running` in the journal, it restarts next time).
             finish_first = d.current.clone();
-            tracing::info!(in_flight = d.in_flight.len(), "stopping: no new studies");
+            tracing::info!(in_flight = d.in_flight.len(), "stopping: no new studies ({} in flight)", d.in_flight.len());
         }
         if let Some(t) = stop_since {
             if finish_first.as_ref().is_none_or(|u| !d.in_flight.contains(u)) {
@@ -883,10 +890,14 @@ impl Daemon<'_> {
                     match self.journal.observe(&uid, &files, &fingerprint) {
                         Ok(queue::Observed::New) => {
                             self.log_state(&uid, StudyState::Seen, "new study");
+                            self.arriving.insert(uid);
                             Ok(())
                         }
                         Ok(queue::Observed::Changed) => {
-                            self.log_state(&uid, StudyState::Seen, "files changed");
+                            if !self.arriving.contains(&uid) {
+                                self.log_state(&uid, StudyState::Seen, "files changed (more may follow)");
+                                self.arriving.insert(uid);
+                            }
                             Ok(())
                         }
                         Ok(queue::Observed::Unchanged) => Ok(()),
@@ -915,6 +926,7 @@ impl Daemon<'_> {
         paired: bool,
     ) -> Result<(), QueueError> {
         let was = self.journal.get(uid)?.map(|e| e.state);
+        self.arriving.remove(uid);
         if was != Some(StudyState::Seen) && was != Some(StudyState::Running) {
             return Ok(());
         }

@@ -54,18 +54,23 @@ pub fn write_dicom(
     };
     let set = segments::SegmentSet::new(labels, lesions, inputs.lesion_label, &inputs.classes);
     if set.segments.is_empty() {
-        tracing::info!(study = %inputs.source.study_uid, "no segments: no seg.dcm or rtstruct.dcm written");
+        let study = crate::queue::uid_hash(&inputs.source.study_uid);
+        tracing::info!(study = %study, "study {study}: no segments: no seg.dcm or rtstruct.dcm written");
         return Ok(Vec::new());
     }
     let frames = seg::write(&dir.join("seg.dcm"), &inputs.source, &set, &inputs.algorithm)?;
     let rt = rtstruct::write(&dir.join("rtstruct.dcm"), &inputs.source, &set)?;
+    let study = crate::queue::uid_hash(&inputs.source.study_uid);
     tracing::info!(
-        study = %inputs.source.study_uid,
+        study = %study,
         segments = set.segments.len(),
         frames,
         contours = rt.contours,
         holes = rt.holes,
-        "DICOM SEG and RTSTRUCT written"
+        "study {study}: DICOM SEG and RTSTRUCT written ({} segments, {frames} frames, {} contours, {} holes)",
+        set.segments.len(),
+        rt.contours,
+        rt.holes
     );
     Ok(vec!["seg.dcm".into(), "rtstruct.dcm".into()])
 }

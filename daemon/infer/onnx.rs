@@ -192,7 +192,16 @@ pub fn environment(lib: &Path) -> Result<&'static Environment, InferError> {
             .with_name("edgeseg")
             .with_telemetry(false)
             .build()
-            .map(|env| (lib.to_path_buf(), env))
+            .map(|env| {
+                // ONNX Runtime's own INFO lines (graph optimisation, memory
+                // arenas: over a hundred per start) below the daemon's:
+                // warnings and errors, unless EDGESEG_LOG names `ort`.
+                let asked = std::env::var("EDGESEG_LOG").is_ok_and(|f| crate::observe::logging::mentions_ort(&f));
+                if !asked {
+                    env.set_log_level(ort::logging::LogLevel::Warning);
+                }
+                (lib.to_path_buf(), env)
+            })
             .map_err(|e| e.to_string())
     });
     match r {

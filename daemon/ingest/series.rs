@@ -244,9 +244,18 @@ impl SeriesIndex {
             if seen.insert(h.sop_instance_uid.clone()) {
                 instances.push(h.clone());
             } else {
-                tracing::warn!(series = %self.series_uid, file = %h.path.display(), "duplicate SOP instance ignored");
                 duplicates_dropped.push(h.path.clone());
             }
+        }
+        // One line per series, not one per duplicate (a re-sent study has
+        // dozens); no path, no UID: they may name the patient.
+        if !duplicates_dropped.is_empty() {
+            let series = crate::queue::uid_hash(&self.series_uid);
+            tracing::warn!(
+                series = %series,
+                "series {series}: {} duplicate SOP instance(s) ignored (the same image sent again)",
+                duplicates_dropped.len()
+            );
         }
         let first = instances.first().ok_or_else(|| SeriesError::Empty { series_uid: uid() })?;
         let format = SampleFormat {
@@ -387,11 +396,14 @@ impl SeriesIndex {
             });
         }
         if stack.is_some() {
+            let series = crate::queue::uid_hash(&self.series_uid);
             tracing::info!(
-                series = %self.series_uid,
+                series = %series,
                 method = slice_grid.method.name(),
                 max_displacement_mm = slice_grid.max_displacement_mm,
-                "slice stack resampled onto a regular grid"
+                "series {series}: slice stack resampled onto a regular grid ({}, at most {:.2} mm moved)",
+                slice_grid.method.name(),
+                slice_grid.max_displacement_mm
             );
         }
 
@@ -416,7 +428,8 @@ impl SeriesIndex {
                 "{no_group_length} of {} files lack (0002,0000) File Meta Information Group Length; read all the same",
                 instances.len()
             );
-            tracing::warn!(series = %self.series_uid, "{w}");
+            let series = crate::queue::uid_hash(&self.series_uid);
+            tracing::warn!(series = %series, "series {series}: {w}");
             warnings.push(w);
         }
         let info = SeriesInfo {

@@ -34,7 +34,7 @@ impl GpuProbe {
                     tracing::info!("NVML initialised: GPU metrics on");
                     self.nvml = Some(n);
                 }
-                Err(e) => tracing::info!(error = %e, "NVML unavailable: no GPU metrics"),
+                Err(e) => tracing::info!(error = %e, "NVML unavailable: no GPU metrics ({e})"),
             }
         }
         m.clear();
@@ -45,7 +45,7 @@ impl GpuProbe {
         let count = match nvml.device_count() {
             Ok(c) => c,
             Err(e) => {
-                tracing::warn!(error = %e, "NVML device count failed");
+                tracing::warn!(error = %e, "NVML device count failed: {e}");
                 m.up.set(0);
                 return;
             }
@@ -57,7 +57,7 @@ impl GpuProbe {
             let device = match nvml.device_by_index(i) {
                 Ok(d) => d,
                 Err(e) => {
-                    tracing::warn!(gpu = i, error = %e, "NVML lost a GPU");
+                    tracing::warn!(gpu = i, error = %e, "NVML lost GPU {i}: {e}");
                     all_ok = false;
                     continue;
                 }
@@ -70,7 +70,7 @@ impl GpuProbe {
                     m.memory_total.with_label_values(&label).set(i64::try_from(mem.total).unwrap_or(i64::MAX));
                 }
                 Err(e) => {
-                    tracing::warn!(gpu = i, error = %e, "NVML memory info failed");
+                    tracing::warn!(gpu = i, error = %e, "NVML memory info of GPU {i} failed: {e}");
                     all_ok = false;
                 }
             }

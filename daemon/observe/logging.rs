@@ -35,12 +35,31 @@ pub fn stderr_is_journal() -> bool {
     }
 }
 
+/// Whether a filter (`EDGESEG_LOG` syntax) says anything of ONNX Runtime's
+/// own log (the `ort` target).
+pub fn mentions_ort(filter: &str) -> bool {
+    filter.split(',').any(|d| {
+        let target = d.trim().split(['=', '[']).next().unwrap_or("");
+        target == "ort" || target.starts_with("ort::")
+    })
+}
+
+/// The filter the daemon logs with: `EDGESEG_LOG` (else `default_filter`),
+/// with ONNX Runtime's own lines at warnings and errors unless the filter
+/// names the `ort` target (its INFO lines were most of the journal).
+pub fn filter_directives(env: Option<&str>, default_filter: &str) -> String {
+    let base = env.map(str::trim).filter(|s| !s.is_empty()).unwrap_or(default_filter);
+    if mentions_ort(base) { base.to_string() } else { format!("{base},ort=warn") }
+}
+
 /// Installs the global tracing subscriber: filter from `EDGESEG_LOG` (else
-/// `default_filter`), to the journal under systemd (syslog identifier
+/// `default_filter`; ONNX Runtime's lines at `warn`, see [`filter_directives`]), to the journal under systemd (syslog identifier
 /// `edgeseg`), to stderr otherwise (or when the journal socket cannot be
 /// reached). Call once, first thing in `main`.
 pub fn init(default_filter: &str) {
-    let filter = || EnvFilter::try_from_env("EDGESEG_LOG").unwrap_or_else(|_| EnvFilter::new(default_filter));
+    let env = std::env::var("EDGESEG_LOG").ok();
+    let directives = filter_directives(env.as_deref(), default_filter);
+    let filter = || EnvFilter::try_new(&directives).unwrap_or_else(|_| EnvFilter::new(filter_directives(None, default_filter)));
     if stderr_is_journal() {
         match tracing_journald::layer() {
             Ok(layer) => {
@@ -57,4 +76,21 @@ pub fn init(default_filter: &str) {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn onnx_runtime_logs_warnings_only_unless_asked() {
+        assert_eq!(filter_directives(None, "info"), "info,ort=warn");
+        assert_eq!(filter_directives(Some("debug"), "info"), "debug,ort=warn");
+        assert_eq!(filter_directives(Some(" "), "warn"), "warn,ort=warn");
+        assert_eq!(filter_directives(Some("info,ort=info"), "info"), "info,ort=info");
+        assert_eq!(filter_directives(Some("ort::logging=trace"), "info"), "ort::logging=trace");
+        // "report" or "sort" is not ONNX Runtime.
+        assert_eq!(filter_directives(Some("edgeseg::report=debug"), "info"), "edgeseg::report=debug,ort=warn");
+        assert!(EnvFilter::try_new(filter_directives(None, "info")).is_ok());
+    }
 }

@@ -118,7 +118,7 @@ fn register(reg: &Reg, c: impl Collector + 'static) {
     let names: Vec<String> = c.desc().iter().map(|d| d.fq_name.clone()).collect();
     match reg.registry.register(Box::new(c)) {
         Ok(()) => reg.names.borrow_mut().extend(names),
-        Err(e) => tracing::error!(error = %e, "metric not registered"),
+        Err(e) => tracing::error!(error = %e, "metric not registered: {e}"),
     }
 }
 
@@ -459,7 +459,7 @@ impl Metrics {
         let families = self.registry.gather();
         let mut buf = Vec::new();
         if let Err(e) = TextEncoder::new().encode(&families, &mut buf) {
-            tracing::error!(error = %e, "metrics encoding failed");
+            tracing::error!(error = %e, "metrics encoding failed: {e}");
         }
         String::from_utf8_lossy(&buf).into_owned()
     }

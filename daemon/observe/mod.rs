@@ -386,7 +386,7 @@ impl Observer {
             changed
         };
         if changed {
-            tracing::info!(state = s.as_str(), "daemon state");
+            tracing::info!(state = s.as_str(), "daemon state: {}", s.as_str());
             self.dbus_event(DbusEvent::State);
         }
     }
@@ -615,9 +615,9 @@ impl Observer {
         if let Some(tx) = guard.as_ref() {
             match tx.try_send(ev) {
                 Ok(()) => {}
-                Err(TrySendError::Full(ev)) => {
+                Err(TrySendError::Full(_)) => {
                     self.inner.metrics.dropped_event();
-                    tracing::warn!(event = ?ev, "D-Bus event queue full: event dropped");
+                    tracing::warn!("D-Bus event queue full: event dropped");
                 }
                 Err(TrySendError::Disconnected(_)) => {}
             }

@@ -48,7 +48,7 @@ impl Notifier {
             Some(v) => match Self::for_address(&v.to_string_lossy()) {
                 Ok(n) => n,
                 Err(e) => {
-                    tracing::warn!(error = %e, "sd_notify disabled");
+                    tracing::warn!(error = %e, "sd_notify disabled: {e}");
                     Self::disabled()
                 }
             },
@@ -87,7 +87,7 @@ impl Notifier {
         match sock.send_to_addr(message.as_bytes(), addr) {
             Ok(_) => true,
             Err(e) => {
-                tracing::warn!(socket = %self.describe, error = %e, "sd_notify send failed");
+                tracing::warn!(socket = %self.describe, error = %e, "sd_notify send to {} failed: {e}", self.describe);
                 false
             }
         }
