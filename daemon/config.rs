@@ -614,6 +614,95 @@ fn locate(text: &str, section: &str, key: &str) -> Option<usize> {
     None
 }
 
+/// What [`check_files`] found: errors (the daemon would not start) and
+/// warnings (it starts and waits).
+#[derive(Debug, Default)]
+pub struct FileChecks {
+    /// The daemon would fail with these.
+    pub errors: Vec<Diagnostic>,
+    /// The daemon starts but waits (an export folder not mounted yet).
+    pub warnings: Vec<Diagnostic>,
+}
+
+/// The checks of a configuration against this machine (what `check-config`
+/// does unless `--offline`): the model package is there and its files match
+/// model.toml's sha256s, the ONNX Runtime library (`ORT_DYLIB_PATH` when set)
+/// is a readable file, each export folder exists and can be listed (a
+/// warning: the daemon waits for a share mounted after it starts), and the
+/// output, state and move_to folders exist or can be made (their nearest
+/// existing parent is a folder).
+pub fn check_files(file: &Path, text: &str, c: &Config) -> FileChecks {
+    let mut out = FileChecks::default();
+    let place = |section: &str, key: &str, message: String| {
+        let at = locate(text, section, key).map(|o| line_col(text, o));
+        Diagnostic {
+            file: file.to_path_buf(),
+            line: at.map(|p| p.0),
+            column: at.map(|p| p.1),
+            message: format!("[{section}] {key}: {message}"),
+        }
+    };
+    // The model package, checksums included.
+    if !c.model.path.is_dir() {
+        out.errors.push(place("model", "path", format!("{}: no such folder", c.model.path.display())));
+    } else if let Err(e) = crate::infer::model::ModelPackage::load(&c.model.path) {
+        out.errors.push(place("model", "path", e.to_string()));
+    }
+    // ONNX Runtime.
+    let from_env = std::env::var_os("ORT_DYLIB_PATH").filter(|v| !v.is_empty()).map(PathBuf::from);
+    let (lib, origin) = match &from_env {
+        Some(p) => (p.clone(), " (from ORT_DYLIB_PATH)"),
+        None => (c.model.onnxruntime.clone(), ""),
+    };
+    let lib_problem = match std::fs::metadata(&lib) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some("no such file".to_string()),
+        Err(e) => Some(e.to_string()),
+        Ok(m) if !m.is_file() => Some("not a file".to_string()),
+        Ok(_) => std::fs::File::open(&lib).err().map(|e| format!("cannot be read: {e}")),
+    };
+    if let Some(why) = lib_problem {
+        out.errors.push(place("model", "onnxruntime", format!("{}{origin}: ONNX Runtime library: {why}", lib.display())));
+    }
+    // Export folders: the daemon waits for them, so a warning.
+    for f in &c.watch.folders {
+        let problem = match std::fs::metadata(f) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some("no such folder".to_string()),
+            Err(e) => Some(e.to_string()),
+            Ok(m) if !m.is_dir() => Some("not a folder".to_string()),
+            Ok(_) => std::fs::read_dir(f).err().map(|e| format!("cannot be listed: {e}")),
+        };
+        if let Some(why) = problem {
+            out.warnings.push(place(
+                "watch",
+                "folders",
+                format!("{}: {why} (the daemon starts and waits until it can read it)", f.display()),
+            ));
+        }
+    }
+    // Folders the daemon writes: there, or their nearest existing parent is a folder.
+    let mut writable = vec![("output", "folder", c.output.folder.clone()), ("state", "folder", c.state.folder.clone())];
+    if let Some(m) = &c.retention.move_to {
+        writable.push(("retention", "move_to", m.clone()));
+    }
+    for (section, key, dir) in writable {
+        let existing = dir.ancestors().find(|a| a.exists());
+        match existing {
+            Some(a) if a == dir && !a.is_dir() => {
+                out.errors.push(place(section, key, format!("{}: not a folder", dir.display())));
+            }
+            Some(a) if !a.is_dir() => {
+                out.errors.push(place(
+                    section,
+                    key,
+                    format!("{}: cannot be made ({} is not a folder)", dir.display(), a.display()),
+                ));
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
 /// Semantic errors as (section, key, message).
 fn semantic_errors(c: &Config) -> Vec<(&'static str, &'static str, String)> {
     let mut out = Vec::new();

@@ -197,10 +197,16 @@ enum Command {
         config: PathBuf,
     },
     /// Check a daemon configuration file: every error with its line and
-    /// column; exit 0 when valid, 2 when not.
+    /// column, then (unless --offline) the model package (its files against
+    /// model.toml's sha256s), the ONNX Runtime library and the folders on
+    /// this machine; exit 0 when valid, 2 when not, 1 when unreadable.
     CheckConfig {
         /// Configuration file (TOML).
         file: PathBuf,
+        /// Syntax and values only, for a file meant for another machine: no
+        /// model, library or folder is looked at.
+        #[arg(long)]
+        offline: bool,
     },
     /// Label the connected components of a mask (any non-zero voxel), in the
     /// canonical order (first voxel in raster order), with optional size filter
@@ -301,7 +307,7 @@ fn main() -> ExitCode {
             predict::compile(&model, onnxruntime.as_deref(), provider, require_gpu, fp16, trt_cache)
         }
         Command::Daemon { config } => daemon(&config),
-        Command::CheckConfig { file } => check_config(&file),
+        Command::CheckConfig { file, offline } => check_config(&file, offline),
         Command::AddLesion { study_out, at, threshold } => add_lesion(&study_out, &at, &threshold),
         Command::GpuCheck { seed, json, write_volume, write_labels, no_bench, large, repeat } => {
             gpu_check(seed, json, write_volume.as_deref(), write_labels.as_deref(), no_bench, large, repeat)
@@ -318,7 +324,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("edgeseg: error: {e:#}");
+            eprintln!("edgeseg: error: {}", edgeseg::observe::logging::error_chain(e.chain()));
             ExitCode::from(1)
         }
     }
@@ -340,17 +346,29 @@ fn status(json: bool, session: bool, address: Option<String>) -> Result<bool> {
     Ok(true)
 }
 
-/// `edgeseg check-config FILE`.
-fn check_config(file: &Path) -> Result<bool> {
+/// `edgeseg check-config [--offline] FILE`.
+fn check_config(file: &Path, offline: bool) -> Result<bool> {
     let text = std::fs::read_to_string(file).with_context(|| format!("{}: cannot read", file.display()))?;
-    let (_, diags) = edgeseg::config::check(file, &text);
+    let (config, mut diags) = edgeseg::config::check(file, &text);
+    let mut warnings = Vec::new();
+    // The machine's files only for a file without errors of its own (a
+    // relative path would be looked up in the wrong place).
+    if let (Some(c), true, false) = (&config, diags.is_empty(), offline) {
+        let found = edgeseg::config::check_files(file, &text, c);
+        diags.extend(found.errors);
+        warnings = found.warnings;
+    }
     for d in &diags {
         eprintln!("{d}");
     }
-    if diags.is_empty() {
-        outln!("{}: valid", file.display());
-    } else {
-        eprintln!("edgeseg: {}: {} error(s)", file.display(), diags.len());
+    for w in &warnings {
+        eprintln!("warning: {w}");
+    }
+    let scope = if offline { " (offline: syntax and values only)" } else { "" };
+    match (diags.len(), warnings.len()) {
+        (0, 0) => outln!("{}: valid{scope}", file.display()),
+        (0, w) => outln!("{}: valid, {w} warning(s)", file.display()),
+        (n, _) => eprintln!("edgeseg: {}: {n} error(s)", file.display()),
     }
     Ok(diags.is_empty())
 }
@@ -375,7 +393,7 @@ fn daemon(config: &Path) -> Result<bool> {
     };
     // Read and checked once: the service builds the engines from this copy.
     let pkg = edgeseg::infer::model::ModelPackage::load(&cfg.model.path)
-        .with_context(|| format!("model {}", cfg.model.path.display()))?;
+        .context("cannot load the model package")?;
     // The provider is unknown ("") until the engines are built: the service
     // then reports what each fold got, never the configured request.
     let info = BuildAndModelInfo::this_build(&pkg.meta.name, &pkg.meta.version, &pkg.sha256, "");

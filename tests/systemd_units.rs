@@ -116,8 +116,9 @@ fn dbus_policy_is_well_formed() {
 
 #[test]
 fn packaged_config_is_valid_and_lists_every_key() {
+    // Offline: this machine has no /usr/lib/edgeseg model or library.
     let p = root().join("systemd/edgeseg.toml");
-    let o = edgeseg(&["check-config", s(&p)]);
+    let o = edgeseg(&["check-config", "--offline", s(&p)]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o).1);
     // Every key, uncommented, gives the defaults.
     let t = std::fs::read_to_string(&p).expect("toml");
@@ -196,6 +197,106 @@ fn reload_checks_the_configuration_before_signalling() {
     let o = edgeseg(&["check-config", s(&bad)]);
     assert!(!o.status.success(), "check-config accepted a broken file: {}", text(&o).0);
     let good = root().join("systemd/edgeseg.toml");
-    let o = edgeseg(&["check-config", s(&good)]);
+    let o = edgeseg(&["check-config", "--offline", s(&good)]);
     assert!(o.status.success(), "the packaged configuration fails check-config: {:?}", text(&o));
+}
+
+/// A configuration for this machine: the test model and ONNX Runtime, or
+/// the given replacements.
+fn machine_config(dir: &std::path::Path, model: &std::path::Path, ort: &std::path::Path, watch: &std::path::Path) -> PathBuf {
+    let p = dir.join("edgeseg.toml");
+    std::fs::write(
+        &p,
+        format!(
+            "[watch]\nfolders = [\"{}\"]\n[model]\npath = \"{}\"\nonnxruntime = \"{}\"\nprovider = \"cpu\"\n\
+             [output]\nfolder = \"{}\"\n[state]\nfolder = \"{}\"\n[metrics]\nlisten = \"localhost:0\"\n[dbus]\nbus = \"off\"\n",
+            watch.display(),
+            model.display(),
+            ort.display(),
+            dir.join("results").display(),
+            dir.join("state").display()
+        ),
+    )
+    .expect("config");
+    p
+}
+
+/// check-config looks at the machine: a missing model folder, a missing
+/// ONNX Runtime library and a missing export folder are reported with their
+/// places (the folder as a warning: the daemon waits for a share); a model
+/// file that differs from model.toml's sha256 is an error; --offline checks
+/// syntax and values only.
+#[test]
+fn check_config_checks_model_library_and_folders() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let export = d.path().join("export");
+    std::fs::create_dir_all(&export).expect("export");
+    let model = crate::daemon_util::petct_model();
+    let ort = crate::util::ort_lib();
+    // Everything there: valid.
+    let p = machine_config(d.path(), &model, &ort, &export);
+    let o = edgeseg(&["check-config", s(&p)]);
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    assert!(text(&o).0.contains("valid"), "{:?}", text(&o));
+
+    // Nothing there.
+    let gone = d.path().join("nowhere");
+    let p = machine_config(d.path(), &gone.join("model"), &gone.join("libonnxruntime.so"), &gone.join("export"));
+    let o = edgeseg(&["check-config", s(&p)]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{out}{err}");
+    assert!(!out.contains("valid"), "{out}");
+    let f = s(&p);
+    assert!(err.lines().any(|l| l.starts_with(&format!("{f}:4:1: [model] path:")) && l.contains("no such folder")), "{err}");
+    assert!(
+        err.lines().any(|l| l.starts_with(&format!("{f}:5:1: [model] onnxruntime:")) && l.contains("no such file")),
+        "{err}"
+    );
+    assert!(err.lines().any(|l| l.starts_with(&format!("warning: {f}:2:1: [watch] folders:"))), "{err}");
+    let o = edgeseg(&["check-config", "--offline", s(&p)]);
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    assert!(text(&o).0.contains("valid (offline"), "{:?}", text(&o));
+
+    // A model file changed after packaging: its sha256 differs.
+    let copy = d.path().join("model-copy");
+    std::fs::create_dir_all(&copy).expect("copy");
+    let mut changed = None;
+    for e in std::fs::read_dir(&model).expect("model").flatten() {
+        let to = copy.join(e.file_name());
+        std::fs::copy(e.path(), &to).expect("copy file");
+        if to.extension().is_some_and(|x| x == "json") && changed.is_none() {
+            changed = Some(to);
+        }
+    }
+    let changed = changed.expect("a json file in the package");
+    let mut bytes = std::fs::read(&changed).expect("read");
+    bytes.push(b'\n');
+    std::fs::write(&changed, bytes).expect("write");
+    let p = machine_config(d.path(), &copy, &ort, &export);
+    let o = edgeseg(&["check-config", s(&p)]);
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("[model] path:") && err.contains("sha256"), "{err}");
+}
+
+/// The daemon with a missing model folder: one line that names the file
+/// once and its cause once (anyhow's chain printed the cause twice).
+#[test]
+fn a_missing_model_is_reported_once() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let export = d.path().join("export");
+    std::fs::create_dir_all(&export).expect("export");
+    let model = d.path().join("no-model");
+    let p = machine_config(d.path(), &model, &crate::util::ort_lib(), &export);
+    let o = Command::new(env!("CARGO_BIN_EXE_edgeseg"))
+        .args(["daemon", "--config", s(&p)])
+        .env_remove("JOURNAL_STREAM")
+        .output()
+        .expect("daemon");
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    let line = err.lines().find(|l| l.starts_with("edgeseg: error:")).expect("an error line");
+    let toml = model.join("model.toml").display().to_string();
+    assert_eq!(line.matches(&toml).count(), 1, "{line}");
+    assert_eq!(line.matches("No such file or directory").count(), 1, "{line}");
 }

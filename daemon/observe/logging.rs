@@ -78,9 +78,45 @@ pub fn init(default_filter: &str) {
         .try_init();
 }
 
+/// An error and its causes as one line, `outer: cause: cause`, each cause
+/// once: a cause whose text the line already holds (an error whose message
+/// embeds its source, as `#[error("{path}: {source}")]` does) is left out.
+pub fn error_chain<'a>(chain: impl IntoIterator<Item = &'a (dyn std::error::Error + 'static)>) -> String {
+    let mut line = String::new();
+    for e in chain {
+        let text = e.to_string();
+        if text.is_empty() || line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("{path}: {source}")]
+    struct Embeds {
+        path: String,
+        source: std::io::Error,
+    }
+
+    #[test]
+    fn each_cause_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "No such file or directory (os error 2)");
+        let e = anyhow::Error::new(Embeds { path: "/m/model.toml".into(), source: io }).context("model");
+        let line = error_chain(e.chain());
+        assert_eq!(line, "model: /m/model.toml: No such file or directory (os error 2)");
+        assert_eq!(format!("{e:#}").matches("No such file").count(), 2, "anyhow's own chain repeats it");
+        let plain = anyhow::anyhow!("inner").context("outer");
+        assert_eq!(error_chain(plain.chain()), "outer: inner");
+    }
 
     #[test]
     fn onnx_runtime_logs_warnings_only_unless_asked() {
