@@ -85,6 +85,35 @@ impl Redactor {
     }
 }
 
+/// The text with every DICOM UID in it (digits and dots, at least four
+/// dots, 10 to 64 characters) replaced by its hash: series and SOP Instance
+/// UIDs in error messages are named as studies are.
+pub fn hash_uids(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut run = String::new();
+    let flush = |run: &mut String, out: &mut String| {
+        let dots = run.matches('.').count();
+        let core = run.trim_end_matches('.');
+        if dots >= 4 && (10..=64).contains(&core.len()) && !core.starts_with('.') {
+            out.push_str(&uid_hash(core));
+            out.push_str(&run[core.len()..]);
+        } else {
+            out.push_str(run);
+        }
+        run.clear();
+    };
+    for c in text.chars() {
+        if c.is_ascii_digit() || c == '.' {
+            run.push(c);
+        } else {
+            flush(&mut run, &mut out);
+            out.push(c);
+        }
+    }
+    flush(&mut run, &mut out);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -102,6 +131,10 @@ mod tests {
         // Unknown paths under a watch folder too.
         let t = Redactor::new(&roots).redact("cannot open /srv/export/Smith^Ann/x.dcm: gone");
         assert!(!t.contains("Smith") && t.ends_with(": gone"), "{t}");
+        // UIDs by their hash; numbers stay.
+        let uid = "1.2.826.0.1.3680043.8.498.67206410875951547090408750035464214859";
+        let t = hash_uids(&format!("series {uid}: gap of 10.0000 mm at 1.5.2 (v1.2.3.4)."));
+        assert_eq!(t, format!("series {}: gap of 10.0000 mm at 1.5.2 (v1.2.3.4).", uid_hash(uid)));
         // Other paths stay.
         assert_eq!(Redactor::new(&roots).redact("/var/lib/edgeseg: full"), "/var/lib/edgeseg: full");
     }

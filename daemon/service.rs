@@ -815,7 +815,8 @@ impl Daemon<'_> {
     fn redact(&self, uid: &str, files: &[PathBuf], text: &str) -> String {
         let roots: Vec<PathBuf> = self.config.watch.folders.iter().cloned().collect();
         let t = Redactor::new(&roots).with_files(files.iter().map(PathBuf::as_path)).redact(text);
-        if uid.is_empty() { t } else { t.replace(uid, &uid_hash(uid)) }
+        let t = if uid.is_empty() { t } else { t.replace(uid, &uid_hash(uid)) };
+        crate::redact::hash_uids(&t)
     }
 
     fn watch_roots(&self) -> Vec<PathBuf> {
@@ -872,6 +873,7 @@ impl Daemon<'_> {
         let hash = uid_hash(uid);
         // Never the full UID in a log line: the hash names the study.
         let detail = if uid.is_empty() { detail.to_string() } else { detail.replace(uid, &hash) };
+        let detail = crate::redact::hash_uids(&detail);
         match state {
             StudyState::Failed | StudyState::Quarantined => {
                 tracing::warn!(study = %hash, state = state.as_str(), "study {hash} {}: {detail}", state.as_str());

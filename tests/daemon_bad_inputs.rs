@@ -186,7 +186,8 @@ fn a_file_written_slower_than_the_settle_time_is_processed_once_complete() {
 /// no study can be named from (a 0-byte file, random bytes, a header the
 /// reader refuses): the watcher reports each once it has settled
 /// (`StudyEvent::Unreadable`) and the daemon writes
-/// `quarantine/file-<hash>/reason.txt` naming it.
+/// `quarantine/file-<hash>/reason.txt` naming it by a hash of its path
+/// (a path may name the patient) and `files.txt` (mode 0600) with its path.
 #[test]
 fn unreadable_files_get_a_quarantine_record_naming_them() {
     let corpus = crate::bad_inputs::corpus();
@@ -199,7 +200,7 @@ fn unreadable_files_get_a_quarantine_record_naming_them() {
     let found = wait_for(Duration::from_secs(60), || {
         let text: String = files_under(&d.state.join("quarantine"))
             .iter()
-            .filter(|p| p.file_name().is_some_and(|n| n == "reason.txt"))
+            .filter(|p| p.file_name().is_some_and(|n| n == "files.txt"))
             .filter_map(|p| std::fs::read_to_string(p).ok())
             .collect();
         kinds.iter().all(|k| text.contains(k)).then_some(())

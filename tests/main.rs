@@ -61,6 +61,7 @@ mod daemon_burst;
 mod daemon_crash;
 mod daemon_e2e;
 mod daemon_geometry;
+mod daemon_privacy;
 mod daemon_service;
 mod daemon_watch;
 mod export_dicom;
