@@ -318,7 +318,11 @@ impl ListenAddr {
 
 impl std::fmt::Display for ListenAddr {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.host.contains(':') { write!(f, "[{}]:{}", self.host, self.port) } else { write!(f, "{}:{}", self.host, self.port) }
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
     }
 }
 
@@ -661,7 +665,11 @@ pub fn check_files(file: &Path, text: &str, c: &Config) -> FileChecks {
         Ok(_) => std::fs::File::open(&lib).err().map(|e| format!("cannot be read: {e}")),
     };
     if let Some(why) = lib_problem {
-        out.errors.push(place("model", "onnxruntime", format!("{}{origin}: ONNX Runtime library: {why}", lib.display())));
+        out.errors.push(place(
+            "model",
+            "onnxruntime",
+            format!("{}{origin}: ONNX Runtime library: {why}", lib.display()),
+        ));
     }
     // Export folders: the daemon waits for them, so a warning.
     for f in &c.watch.folders {

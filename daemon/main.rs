@@ -392,14 +392,17 @@ fn daemon(config: &Path) -> Result<bool> {
         anyhow::bail!("{}: {} configuration error(s)", config.display(), diags.len());
     };
     // Read and checked once: the service builds the engines from this copy.
-    let pkg = edgeseg::infer::model::ModelPackage::load(&cfg.model.path)
-        .context("cannot load the model package")?;
+    let pkg = edgeseg::infer::model::ModelPackage::load(&cfg.model.path).context("cannot load the model package")?;
     // The provider is unknown ("") until the engines are built: the service
     // then reports what each fold got, never the configured request.
     let info = BuildAndModelInfo::this_build(&pkg.meta.name, &pkg.meta.version, &pkg.sha256, "");
     let obs = Observer::new(info);
     obs.set_provider_requested(cfg.model.provider.as_str());
-    let listen = cfg.metrics.listen.resolve().with_context(|| format!("[metrics] listen = {:?}", cfg.metrics.listen.to_string()))?;
+    let listen = cfg
+        .metrics
+        .listen
+        .resolve()
+        .with_context(|| format!("[metrics] listen = {:?}", cfg.metrics.listen.to_string()))?;
     let http = observe::serve_http(listen, obs.clone())?;
     tracing::info!("metrics on http://{}/metrics", http.local_addr());
     let (commands_tx, commands) = std::sync::mpsc::channel::<service::Command>();

@@ -787,9 +787,15 @@ fn remove_stale(out: &Path, stem: &str) {
         let Some(pid) = pid else { continue };
         if pid == me || !Path::new("/proc").join(pid.to_string()).exists() {
             match std::fs::remove_dir_all(e.path()) {
-                Ok(()) => tracing::info!("removed a crashed writer's leftover folder (study {})", crate::queue::uid_hash(stem)),
+                Ok(()) => tracing::info!(
+                    "removed a crashed writer's leftover folder (study {})",
+                    crate::queue::uid_hash(stem)
+                ),
                 Err(err) => {
-                    tracing::warn!("cannot remove a crashed writer's leftover folder (study {}): {err}", crate::queue::uid_hash(stem))
+                    tracing::warn!(
+                        "cannot remove a crashed writer's leftover folder (study {}): {err}",
+                        crate::queue::uid_hash(stem)
+                    )
                 }
             }
         }

@@ -506,7 +506,9 @@ pub fn clean_output_folder(out: &Path) {
             std::fs::remove_dir_all(&path)
         };
         match r {
-            Ok(()) => tracing::info!("{kind} folder of study {} left by an interrupted run, cleaned up", uid_hash(stem)),
+            Ok(()) => {
+                tracing::info!("{kind} folder of study {} left by an interrupted run, cleaned up", uid_hash(stem))
+            }
             Err(e) => tracing::warn!("{kind} folder of study {}: cannot clean up: {e}", uid_hash(stem)),
         }
     }
@@ -996,7 +998,9 @@ impl Daemon<'_> {
             write_private(&dir.join("files.txt"), &format!("{}\n", path.display()))
         });
         match written {
-            Ok(()) => tracing::warn!(record = %dir.display(), "unreadable file quarantined: {reason}"),
+            Ok(()) => {
+                tracing::warn!(record = %dir.display(), "unreadable file quarantined in {}: {reason}", dir.display())
+            }
             Err(e) => tracing::error!("{}: cannot write the quarantine record: {e}", dir.display()),
         }
     }
@@ -1195,7 +1199,9 @@ impl Daemon<'_> {
             Command::Pause => "pause".to_string(),
             Command::Resume => "resume".to_string(),
             Command::Reprocess(uid) => format!("reprocess study {}", uid_hash(uid)),
-            Command::Enqueue(p) => format!("enqueue {}", file_label(p, &self.watch_roots()).replacen("file", "folder", 1)),
+            Command::Enqueue(p) => {
+                format!("enqueue {}", file_label(p, &self.watch_roots()).replacen("file", "folder", 1))
+            }
             Command::ReloadConfig => "reload".to_string(),
         };
         tracing::info!("command: {what}");

@@ -203,7 +203,12 @@ fn reload_checks_the_configuration_before_signalling() {
 
 /// A configuration for this machine: the test model and ONNX Runtime, or
 /// the given replacements.
-fn machine_config(dir: &std::path::Path, model: &std::path::Path, ort: &std::path::Path, watch: &std::path::Path) -> PathBuf {
+fn machine_config(
+    dir: &std::path::Path,
+    model: &std::path::Path,
+    ort: &std::path::Path,
+    watch: &std::path::Path,
+) -> PathBuf {
     let p = dir.join("edgeseg.toml");
     std::fs::write(
         &p,
@@ -247,7 +252,10 @@ fn check_config_checks_model_library_and_folders() {
     assert_eq!(o.status.code(), Some(2), "{out}{err}");
     assert!(!out.contains("valid"), "{out}");
     let f = s(&p);
-    assert!(err.lines().any(|l| l.starts_with(&format!("{f}:4:1: [model] path:")) && l.contains("no such folder")), "{err}");
+    assert!(
+        err.lines().any(|l| l.starts_with(&format!("{f}:4:1: [model] path:")) && l.contains("no such folder")),
+        "{err}"
+    );
     assert!(
         err.lines().any(|l| l.starts_with(&format!("{f}:5:1: [model] onnxruntime:")) && l.contains("no such file")),
         "{err}"

@@ -76,11 +76,11 @@ impl GpuProbe {
             }
             match device.temperature(TemperatureSensor::Gpu) {
                 Ok(t) => m.temperature.with_label_values(&label).set(f64::from(t)),
-                Err(e) => tracing::debug!(gpu = i, error = %e, "NVML temperature unavailable"),
+                Err(e) => tracing::debug!(gpu = i, error = %e, "NVML temperature of GPU {i} unavailable: {e}"),
             }
             match device.utilization_rates() {
                 Ok(u) => m.utilization.with_label_values(&label).set(f64::from(u.gpu) / 100.0),
-                Err(e) => tracing::debug!(gpu = i, error = %e, "NVML utilisation unavailable"),
+                Err(e) => tracing::debug!(gpu = i, error = %e, "NVML utilisation of GPU {i} unavailable: {e}"),
             }
         }
         m.up.set(i64::from(all_ok));

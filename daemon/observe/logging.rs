@@ -59,7 +59,8 @@ pub fn filter_directives(env: Option<&str>, default_filter: &str) -> String {
 pub fn init(default_filter: &str) {
     let env = std::env::var("EDGESEG_LOG").ok();
     let directives = filter_directives(env.as_deref(), default_filter);
-    let filter = || EnvFilter::try_new(&directives).unwrap_or_else(|_| EnvFilter::new(filter_directives(None, default_filter)));
+    let filter =
+        || EnvFilter::try_new(&directives).unwrap_or_else(|_| EnvFilter::new(filter_directives(None, default_filter)));
     if stderr_is_journal() {
         match tracing_journald::layer() {
             Ok(layer) => {
