@@ -8,7 +8,8 @@
 //! names the patient or a full StudyInstanceUID; `files.txt` has the full
 //! paths, mode 0600. The log lines are self-contained (values in the text),
 //! "files changed" is logged once per arrival and duplicate SOP instances
-//! once per series, and ONNX Runtime's own INFO lines stay out.
+//! once per series, and ONNX Runtime's own INFO lines stay out. The metrics
+//! listen on `localhost:0` (a host name).
 
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
@@ -23,6 +24,10 @@ const PATIENT_PARTS: [&str; 5] = ["Doe", "19600101", "19700202", "John", "Jane"]
 #[test]
 fn paths_naming_the_patient_stay_out_of_logs_records_and_metrics() {
     let d = Deployment::new("");
+    // A host name as the metrics address (item 12: it was refused).
+    let config = std::fs::read_to_string(&d.config).expect("config");
+    assert!(config.contains("listen = \"127.0.0.1:0\""), "{config}");
+    std::fs::write(&d.config, config.replace("listen = \"127.0.0.1:0\"", "listen = \"localhost:0\"")).expect("config");
     let mut child = d.spawn();
     d.wait_watching();
     let log = d.log_text();

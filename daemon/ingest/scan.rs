@@ -210,13 +210,17 @@ pub(crate) fn map_read_error(e: ReadError, report: &Path) -> FileError {
     }
 }
 
-/// An error and its sources on one line.
+/// An error and its sources on one line, each cause once (one whose text
+/// the line already holds is left out).
 pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
+        let t = c.to_string();
+        if !t.is_empty() && !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
         cur = c.source();
     }
     s
