@@ -560,6 +560,14 @@ fn convert(dir: &Path, out: &Path, strict_geometry: bool) -> Result<bool> {
                 continue;
             }
         };
+        // The command line names each dropped copy (a folder the user chose;
+        // the daemon's log gives one line per series, without paths).
+        for p in &sv.info.duplicates_dropped {
+            eprintln!(
+                "edgeseg: warning: {}: duplicate SOP instance ignored (another file has its SOP Instance UID)",
+                p.display()
+            );
+        }
         let stem = uid_file_stem(&sv.info.series_uid);
         let path = out.join(format!("{stem}.nii.gz"));
         write_series(&sv, &path, &out.join(format!("{stem}.json")))?;
