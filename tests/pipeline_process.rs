@@ -134,6 +134,12 @@ fn add_lesion_from_a_seed_point_rewrites_the_study() {
     let o = edgeseg(&["add-lesion", s(&dir), "--at", "9999,0,0"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(text(&o).1.contains("outside the PET volume"), "{}", text(&o).1);
+    // A threshold above the seed's SUV: the reason once (it was printed twice,
+    // "the seed's SUV ...: invalid input: the seed's SUV ...").
+    let o = edgeseg(&["add-lesion", s(&dir), "--at", &at, "--threshold", "10000"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = text(&o).1;
+    assert_eq!(err.matches("the seed's SUV").count(), 1, "{err}");
     let again: Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).expect("report")).expect("json");
     assert_eq!(again["edits"].as_array().expect("edits").len(), 1);
