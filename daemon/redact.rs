@@ -47,7 +47,8 @@ impl Redactor {
             self.known.push((f.display().to_string(), file_label(f, &self.roots)));
             let mut dir = f.parent();
             while let Some(d) = dir {
-                if d.as_os_str().is_empty() || self.roots.iter().any(|r| r == d || !d.starts_with(r)) {
+                let below_a_root = self.roots.iter().any(|r| d != r && d.starts_with(r));
+                if d.as_os_str().is_empty() || !below_a_root {
                     break;
                 }
                 self.known.push((d.display().to_string(), format!("folder {}", path_hash(d, &self.roots))));
@@ -128,6 +129,11 @@ mod tests {
         assert!(t.starts_with(&file_label(&f, &roots)), "{t}");
         assert_eq!(file_label(&f, &roots), format!("file {}", uid_hash("Doe^John_19600101/PET/IM1.dcm")));
         assert!(t.contains("folder "), "{t}");
+        // With two watch folders, the folders below the second are known too.
+        let two = vec![PathBuf::from("/srv/a"), PathBuf::from("/srv/b")];
+        let g = PathBuf::from("/srv/b/Roe^Richard/CT/1.dcm");
+        let t = Redactor::new(&two).with_files([g.as_path()]).redact("/srv/b/Roe^Richard/CT has a gap");
+        assert_eq!(t, format!("folder {} has a gap", uid_hash("Roe^Richard/CT")));
         // Unknown paths under a watch folder too.
         let t = Redactor::new(&roots).redact("cannot open /srv/export/Smith^Ann/x.dcm: gone");
         assert!(!t.contains("Smith") && t.ends_with(": gone"), "{t}");
