@@ -83,6 +83,22 @@ pub enum ObserveError {
         /// What was wrong.
         reason: String,
     },
+    /// The bus policy refused the call (the caller is not root or in the group it needs).
+    #[error("{method}: access denied by the D-Bus policy: this needs root or membership in the {group} group")]
+    AccessDenied {
+        /// The method called.
+        method: String,
+        /// The group that may call it.
+        group: &'static str,
+    },
+    /// The daemon refused the call's arguments.
+    #[error("{method}: {reason}")]
+    Refused {
+        /// The method called.
+        method: String,
+        /// The daemon's answer.
+        reason: String,
+    },
     /// A thread of the observability services could not be started.
     #[error("cannot start the {what} thread: {source}")]
     Thread {

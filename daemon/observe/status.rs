@@ -200,8 +200,29 @@ where
         let proxy = zbus::Proxy::new(&conn, DBUS_NAME, DBUS_PATH, DBUS_INTERFACE)
             .await
             .map_err(|e| dbus_err("daemon proxy", e))?;
-        proxy.call(method, args).await.map_err(|e| dbus_err(method, e))
+        proxy.call(method, args).await.map_err(|e| call_err(method, e))
     })
+}
+
+/// A refused call as what it means: access denied, bad arguments (the
+/// daemon's sentence), else the D-Bus error.
+fn call_err(method: &str, e: zbus::Error) -> ObserveError {
+    const DENIED: &str = "org.freedesktop.DBus.Error.AccessDenied";
+    const INVALID: &str = "org.freedesktop.DBus.Error.InvalidArgs";
+    let (name, detail) = match &e {
+        zbus::Error::FDO(f) => match f.as_ref() {
+            zbus::fdo::Error::AccessDenied(d) => (DENIED.to_string(), d.clone()),
+            zbus::fdo::Error::InvalidArgs(d) => (INVALID.to_string(), d.clone()),
+            _ => (String::new(), String::new()),
+        },
+        zbus::Error::MethodError(n, d, _) => (n.as_str().to_string(), d.clone().unwrap_or_default()),
+        _ => (String::new(), String::new()),
+    };
+    match name.as_str() {
+        DENIED => ObserveError::AccessDenied { method: method.to_string(), group: "edgeseg-admin" },
+        INVALID => ObserveError::Refused { method: method.to_string(), reason: detail },
+        _ => dbus_err(method, e),
+    }
 }
 
 /// `ListQuarantine()`: every record, by name.
