@@ -35,8 +35,8 @@ use crate::infer::onnx::{Engine, EngineOptions, ProviderRequest, library_path};
 use crate::infer::{InferError, PredictOptions, Predictor};
 use crate::ingest::scan::{HeaderRead, read_header};
 use crate::ingest::{ErrorClass, FileError, FolderIndex};
-use crate::pipeline::{self, LoadedStudy, PipelineError, StageTimings};
 use crate::observe::{QueueItem, ResultItem};
+use crate::pipeline::{self, LoadedStudy, PipelineError, StageTimings};
 use crate::quarantine;
 use crate::queue::{self, Journal, QueueError, StudyState, uid_hash};
 use crate::watch::{StudyEvent, WatchSettings, Watcher};
@@ -501,7 +501,8 @@ fn loader(
 /// A study's failure reason with its unreadable files first: `3 files could
 /// not be read (first ones: ...); without them: <error>`.
 pub fn unreadable_first(count: usize, first: &[String], error: &str) -> String {
-    let files = if count == 1 { "1 file could not be read".to_string() } else { format!("{count} files could not be read") };
+    let files =
+        if count == 1 { "1 file could not be read".to_string() } else { format!("{count} files could not be read") };
     let shown = if first.len() < count { format!("first {}: ", first.len()) } else { String::new() };
     format!("{files} ({shown}{}); without them: {error}", first.join("; "))
 }
@@ -1311,7 +1312,9 @@ impl Daemon<'_> {
             quarantine::RecordKind::Study => match self.journal.by_hash(name) {
                 Ok(Some(e)) => match self.journal.reprocess(&e.uid) {
                     Ok(true) => self.log_state(&e.uid, StudyState::Ready, "retry from quarantine requested"),
-                    Ok(false) => tracing::warn!(record = %name, "quarantine retry: study {name} is running or has no files"),
+                    Ok(false) => {
+                        tracing::warn!(record = %name, "quarantine retry: study {name} is running or has no files")
+                    }
                     Err(e) => tracing::error!("{e}"),
                 },
                 Ok(None) => tracing::warn!(record = %name, "quarantine retry: study {name} is not in the journal"),
@@ -1469,8 +1472,12 @@ mod tests {
 
     #[test]
     fn unreadable_files_are_named_before_the_error_they_caused() {
-        let r = unreadable_first(3, &["a: truncated".into(), "b: truncated".into(), "c: truncated".into()], "spacing gap");
-        assert_eq!(r, "3 files could not be read (a: truncated; b: truncated; c: truncated); without them: spacing gap");
+        let r =
+            unreadable_first(3, &["a: truncated".into(), "b: truncated".into(), "c: truncated".into()], "spacing gap");
+        assert_eq!(
+            r,
+            "3 files could not be read (a: truncated; b: truncated; c: truncated); without them: spacing gap"
+        );
         let r = unreadable_first(7, &["a".into()], "no PET series");
         assert!(r.starts_with("7 files could not be read (first 1: a); without them: "), "{r}");
     }

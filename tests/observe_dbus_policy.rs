@@ -259,7 +259,14 @@ fn shipped_policy_separates_reading_from_control_for_real_users() {
     for prop in ["CurrentStudy", "State", "QueueDepth"] {
         denied(&get(&bus, "nobody", prop), &format!("nobody reading {prop}"));
     }
-    denied(&busctl(&bus, "nobody", &["call", OBJ[0], OBJ[1], "org.freedesktop.DBus.Properties", "GetAll", "s", "org.edgeseg.Daemon1"]), "nobody GetAll");
+    denied(
+        &busctl(
+            &bus,
+            "nobody",
+            &["call", OBJ[0], OBJ[1], "org.freedesktop.DBus.Properties", "GetAll", "s", "org.edgeseg.Daemon1"],
+        ),
+        "nobody GetAll",
+    );
     denied(&call(&bus, "nobody", "Pause", &[]), "nobody Pause");
 
     // Group edgeseg: reads, never controls.
@@ -303,7 +310,10 @@ fn shipped_policy_separates_reading_from_control_for_real_users() {
     };
     let o = edgeseg("root", &["list"]);
     let out = allowed(&o, "edgeseg quarantine list as root");
-    assert!(out.contains("0123456789ab") && out.contains("study") && out.contains("3 files could not be read"), "{out}");
+    assert!(
+        out.contains("0123456789ab") && out.contains("study") && out.contains("3 files could not be read"),
+        "{out}"
+    );
     let out = allowed(&edgeseg(ADMIN, &["show", "0123456789ab", "--json"]), "edgeseg quarantine show as admin");
     let j: serde_json::Value = serde_json::from_str(&out).expect("JSON");
     assert_eq!(j["study_uid"], "1.2.3.4.5");

@@ -364,7 +364,12 @@ fn dashboard_and_docs_match_the_exported_metrics() {
 /// Debian's chromium, or a failure that says how to get it (never a skip).
 fn chromium() -> &'static str {
     for c in ["chromium", "chromium-browser"] {
-        if Command::new(c).arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
+        if Command::new(c)
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
         {
             return c;
         }

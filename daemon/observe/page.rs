@@ -186,8 +186,11 @@ pub(crate) fn render(p: &PageInput<'_>) -> String {
 
     // Daemon
     let missing = p.ready.missing(p.state);
-    let ready =
-        if missing.is_empty() { badge("ok", "ready") } else { format!("{} {}", badge("bad", "not ready"), escape(&missing.join("; "))) };
+    let ready = if missing.is_empty() {
+        badge("ok", "ready")
+    } else {
+        format!("{} {}", badge("bad", "not ready"), escape(&missing.join("; ")))
+    };
     h.push_str("<h2>Daemon</h2><dl>");
     let _ = write!(h, "<dt>State</dt><dd id=\"state\">{}</dd>", escape(p.state.as_str()));
     let _ = write!(h, "<dt>Status</dt><dd id=\"status\">{}</dd>", escape(&mask(p.status)));
@@ -200,7 +203,8 @@ pub(crate) fn render(p: &PageInput<'_>) -> String {
     // Engines
     h.push_str("<h2>Engines</h2>");
     if p.engines.folds.is_empty() {
-        let _ = write!(h, "<p class=\"muted\">Model not loaded yet (asked for: {}).</p>\n", escape(&p.engines.provider));
+        let _ =
+            write!(h, "<p class=\"muted\">Model not loaded yet (asked for: {}).</p>\n", escape(&p.engines.provider));
     } else {
         h.push_str("<table id=\"folds\"><tr><th>Fold</th><th>Provider</th><th>Precision</th></tr>");
         for (fold, provider, precision) in &p.engines.folds {

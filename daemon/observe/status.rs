@@ -167,7 +167,10 @@ pub struct QuarantineEntry {
 impl QuarantineEntry {
     /// The human form of one record (`show`).
     pub fn to_text(&self) -> String {
-        let mut t = format!("Record:  {}\nKind:    {}\nSince:   {}\nReason:  {}\n", self.name, self.kind, self.since, self.reason);
+        let mut t = format!(
+            "Record:  {}\nKind:    {}\nSince:   {}\nReason:  {}\n",
+            self.name, self.kind, self.since, self.reason
+        );
         if let Some(u) = &self.study_uid {
             t.push_str(&format!("Study:   {u}\n"));
         }
@@ -230,7 +233,14 @@ pub fn quarantine_list(bus: &BusKind) -> Result<Vec<QuarantineEntry>, ObserveErr
     let rows: Vec<(String, String, String, String)> = call(bus, "ListQuarantine", &())?;
     Ok(rows
         .into_iter()
-        .map(|(name, kind, since, reason)| QuarantineEntry { name, kind, since, reason, study_uid: None, files: vec![] })
+        .map(|(name, kind, since, reason)| QuarantineEntry {
+            name,
+            kind,
+            since,
+            reason,
+            study_uid: None,
+            files: vec![],
+        })
         .collect())
 }
 
