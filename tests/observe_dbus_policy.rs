@@ -69,7 +69,8 @@ impl SystemStyleBus {
     fn start() -> SystemStyleBus {
         let dir = tempfile::tempdir().expect("temp dir");
         // Other users reach the socket through this folder.
-        std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .expect("the bus folder opened to the test users");
         let conf = dir.path().join("system.conf");
         let policy = root().join("systemd/org.edgeseg.Daemon1.conf");
         std::fs::write(

@@ -176,10 +176,10 @@ pub(crate) fn render(p: &PageInput<'_>) -> String {
     let mut h = String::with_capacity(16 * 1024);
     h.push_str("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">");
     h.push_str("<meta http-equiv=\"refresh\" content=\"10\"><meta name=\"viewport\" content=\"width=device-width\">");
-    let _ = write!(h, "<title>edgeseg: {}</title><style>{CSS}</style></head><body>\n", p.state.as_str());
-    let _ = write!(
+    let _ = writeln!(h, "<title>edgeseg: {}</title><style>{CSS}</style></head><body>", p.state.as_str());
+    let _ = writeln!(
         h,
-        "<h1>edgeseg {}</h1><p class=\"muted\">Read-only status, refreshed every 10 s; studies are named by the hash of their UID. Page made {}.</p>\n",
+        "<h1>edgeseg {}</h1><p class=\"muted\">Read-only status, refreshed every 10 s; studies are named by the hash of their UID. Page made {}.</p>",
         badge(state_class(p.state), p.state.as_str()),
         utc(p.now)
     );
@@ -198,13 +198,13 @@ pub(crate) fn render(p: &PageInput<'_>) -> String {
     let _ = write!(h, "<dt>Waiting</dt><dd>{}</dd><dt>Quarantined</dt><dd>{}</dd>", p.queue_depth, p.quarantined);
     let _ = write!(h, "<dt>Model</dt><dd>{}</dd><dt>Version</dt><dd>{}</dd>", escape(p.model), escape(p.version));
     let post = if p.engines.postprocess_backend.is_empty() { "-" } else { p.engines.postprocess_backend.as_str() };
-    let _ = write!(h, "<dt>Post-processing</dt><dd>{}</dd></dl>\n", escape(post));
+    let _ = writeln!(h, "<dt>Post-processing</dt><dd>{}</dd></dl>", escape(post));
 
     // Engines
     h.push_str("<h2>Engines</h2>");
     if p.engines.folds.is_empty() {
         let _ =
-            write!(h, "<p class=\"muted\">Model not loaded yet (asked for: {}).</p>\n", escape(&p.engines.provider));
+            writeln!(h, "<p class=\"muted\">Model not loaded yet (asked for: {}).</p>", escape(&p.engines.provider));
     } else {
         h.push_str("<table id=\"folds\"><tr><th>Fold</th><th>Provider</th><th>Precision</th></tr>");
         for (fold, provider, precision) in &p.engines.folds {
