@@ -269,6 +269,21 @@ fn shipped_policy_separates_reading_from_control_for_real_users() {
         "nobody GetAll",
     );
     denied(&call(&bus, "nobody", "Pause", &[]), "nobody Pause");
+    let o = run_timeout(
+        as_user("nobody", env!("CARGO_BIN_EXE_edgeseg")).args(["status", "--address", &bus.address]),
+        None,
+        Duration::from_secs(30),
+    );
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("GetAll: access denied") && err.contains("the edgeseg group"), "{err}");
+    let o = run_timeout(
+        as_user(VIEWER, env!("CARGO_BIN_EXE_edgeseg")).args(["status", "--json", "--address", &bus.address]),
+        None,
+        Duration::from_secs(30),
+    );
+    let j: serde_json::Value = serde_json::from_str(&allowed(&o, "viewer edgeseg status")).expect("JSON");
+    assert_eq!(j["current_study"], uid);
 
     // Group edgeseg: reads, never controls.
     let cur = allowed(&get(&bus, VIEWER, "CurrentStudy"), "viewer reading CurrentStudy");

@@ -464,6 +464,7 @@ fn status_page_reads_well_in_headless_chromium_and_names_no_study_uid() {
     let (st, head, body) = http(addr, "GET", "/");
     assert_eq!(st, 200);
     assert!(head.to_ascii_lowercase().contains("content-type: text/html; charset=utf-8"), "{head}");
+    assert!(head.contains("Content-Security-Policy: default-src 'none'"), "{head}");
     assert!(!body.contains("<script") && !body.contains("http://") && !body.contains("https://"), "{body}");
     assert!(body.contains("&lt;img src=x onerror=alert(1)&gt;"), "the reason is escaped: {body}");
 

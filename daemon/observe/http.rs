@@ -124,6 +124,22 @@ pub fn respond(method: &str, url: &str, obs: &Observer) -> (u16, &'static str, S
 fn handle(rq: Request, obs: &Observer) {
     let (status, ctype, body) = respond(rq.method().as_str(), rq.url(), obs);
     let mut resp = text(status, ctype, body);
+    if ctype == TEXT_HTML {
+        // The page loads nothing and runs nothing: say so to the browser.
+        for (name, value) in [
+            (
+                "Content-Security-Policy",
+                "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'",
+            ),
+            ("X-Content-Type-Options", "nosniff"),
+            ("Referrer-Policy", "no-referrer"),
+            ("Cache-Control", "no-store"),
+        ] {
+            if let Some(h) = header(name, value) {
+                resp.add_header(h);
+            }
+        }
+    }
     if status == 405
         && let Some(h) = header("Allow", "GET, HEAD")
     {

@@ -125,7 +125,10 @@ pub fn read_status(bus: &BusKind) -> Result<DaemonStatus, ObserveError> {
             .await
             .map_err(|e| dbus_err("properties proxy", e))?;
         let iface = InterfaceName::try_from(DBUS_INTERFACE).map_err(|e| dbus_err("interface name", e))?;
-        let mut all = props.get_all(iface).await.map_err(|e| dbus_err("GetAll", e.into()))?;
+        let mut all = props.get_all(iface).await.map_err(|e| match call_err("GetAll", e.into()) {
+            ObserveError::AccessDenied { method, .. } => ObserveError::AccessDenied { method, group: "edgeseg" },
+            other => other,
+        })?;
         let queue_depth = take_u64(&mut all, "QueueDepth")?;
         let quarantined = take_u64(&mut all, "Quarantined")?;
         Ok(DaemonStatus {
