@@ -931,6 +931,29 @@ impl Daemon<'_> {
         self.last_quarantine_scan = None;
     }
 
+    /// A bad-input reason with the files quarantined on their own from the
+    /// study's folders named first: unreadable files a study lacks are the
+    /// cause of the gap or missing series the pipeline reports.
+    fn with_unreadable_neighbours(&self, files: &[PathBuf], reason: String) -> String {
+        if reason.contains(" could not be read (") {
+            return reason;
+        }
+        let folders: std::collections::BTreeSet<&Path> = files.iter().filter_map(|f| f.parent()).collect();
+        let related: Vec<String> = quarantine::list(&self.config.state.quarantine())
+            .into_iter()
+            .filter(|r| {
+                r.kind == quarantine::RecordKind::File
+                    && r.files.iter().any(|f| f.parent().is_some_and(|p| folders.contains(p)))
+            })
+            .map(|r| format!("{}: {}", r.name, r.reason))
+            .collect();
+        if related.is_empty() {
+            return reason;
+        }
+        let shown: Vec<String> = related.iter().take(5).cloned().collect();
+        unreadable_first(related.len(), &shown, &reason)
+    }
+
     fn result(&self, uid: &str, outcome: &str, created: Option<f64>, t: Option<&StageTimings>) {
         let now = queue::now();
         let stages = t
@@ -1243,6 +1266,7 @@ impl Daemon<'_> {
             Err((ErrorClass::BadInput, reason)) => {
                 let files: Vec<PathBuf> =
                     self.journal.get(&uid)?.map(|e| e.files.into_iter().map(|f| f.path).collect()).unwrap_or_default();
+                let reason = self.with_unreadable_neighbours(&files, reason);
                 self.quarantine(&uid, &reason, &files)?;
             }
             Err((_, reason)) => {
