@@ -12,6 +12,7 @@ pub mod ingest;
 pub mod observe;
 pub mod pipeline;
 pub mod post;
+pub mod quarantine;
 pub mod queue;
 pub mod redact;
 pub mod service;

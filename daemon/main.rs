@@ -246,6 +246,43 @@ enum Command {
         #[arg(long)]
         address: Option<String>,
     },
+    /// List, show, retry or clear the daemon's quarantine records, over
+    /// D-Bus (root or a member of edgeseg-admin).
+    Quarantine {
+        #[command(subcommand)]
+        action: QuarantineAction,
+        /// Print JSON for scripts (list, show).
+        #[arg(long, global = true)]
+        json: bool,
+        /// Ask the session bus instead of the system bus.
+        #[arg(long, global = true, conflicts_with = "address")]
+        session: bool,
+        /// Ask the bus at this D-Bus address (unix:path=...).
+        #[arg(long, global = true)]
+        address: Option<String>,
+    },
+}
+
+/// What `edgeseg quarantine` does.
+#[derive(Subcommand)]
+enum QuarantineAction {
+    /// Every record: name, kind, time, reason.
+    List,
+    /// One record, with its study UID and input files.
+    Show {
+        /// The record's name (study hash, or file-<hash>), as `list` shows it.
+        name: String,
+    },
+    /// Run the study again (its record goes once it is done), or read the file again.
+    Retry {
+        /// The record's name.
+        name: String,
+    },
+    /// Remove the record; a study counts as failed from then on (the input stays).
+    Clear {
+        /// The record's name.
+        name: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -316,6 +353,7 @@ fn main() -> ExitCode {
             components(&mask, &out, connectivity, min_ml, stats.as_deref(), json, gpu)
         }
         Command::Status { json, session, address } => status(json, session, address),
+        Command::Quarantine { action, json, session, address } => quarantine(action, json, session, address),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
@@ -342,6 +380,46 @@ fn status(json: bool, session: bool, address: Option<String>) -> Result<bool> {
         outln!("{}", serde_json::to_string_pretty(&st)?);
     } else {
         std::io::Write::write_all(&mut std::io::stdout().lock(), st.to_text().as_bytes())?;
+    }
+    Ok(true)
+}
+
+fn quarantine(action: QuarantineAction, json: bool, session: bool, address: Option<String>) -> Result<bool> {
+    use edgeseg::observe::{BusKind, status};
+    let bus = match (session, address) {
+        (_, Some(a)) => BusKind::Address(a),
+        (true, None) => BusKind::Session,
+        (false, None) => BusKind::System,
+    };
+    match action {
+        QuarantineAction::List => {
+            let all = status::quarantine_list(&bus)?;
+            if json {
+                outln!("{}", serde_json::to_string_pretty(&all)?);
+            } else if all.is_empty() {
+                outln!("quarantine is empty");
+            } else {
+                for r in &all {
+                    outln!("{}  {:5}  {}  {}", r.name, r.kind, r.since, r.reason);
+                }
+            }
+        }
+        QuarantineAction::Show { name } => {
+            let r = status::quarantine_show(&bus, &name)?;
+            if json {
+                outln!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                std::io::Write::write_all(&mut std::io::stdout().lock(), r.to_text().as_bytes())?;
+            }
+        }
+        QuarantineAction::Retry { name } => {
+            status::quarantine_retry(&bus, &name)?;
+            outln!("{name}: retry requested");
+        }
+        QuarantineAction::Clear { name } => {
+            status::quarantine_clear(&bus, &name)?;
+            outln!("{name}: clear requested");
+        }
     }
     Ok(true)
 }

@@ -307,7 +307,9 @@ pub fn select_for_channels<'a>(
     if mods.contains(&"PT") && mods.contains(&"CT") {
         let pairing = ingest::pair(&series);
         let p = pairing.pairs.first().ok_or_else(|| {
-            no(format!("the model needs a PET/CT pair (one frame of reference); unpaired: {:?}", pairing.unpaired))
+            let found: Vec<String> = pairing.unpaired.iter().map(ToString::to_string).collect();
+            let found = if found.is_empty() { "no PET or CT series".to_string() } else { found.join("; ") };
+            no(format!("the model needs a PET/CT pair (PET and CT in one frame of reference); found {found}"))
         })?;
         return channels
             .iter()

@@ -315,6 +315,29 @@ impl Journal {
         Ok(self.query("WHERE uid = ?1", params![uid])?.into_iter().next())
     }
 
+    /// The studies waiting or running (seen, ready, running), oldest first.
+    pub fn active(&self) -> Result<Vec<StudyEntry>, QueueError> {
+        self.query("WHERE state IN ('seen', 'ready', 'running') ORDER BY created, uid", [])
+    }
+
+    /// The study of this [`uid_hash`], if the journal has one.
+    pub fn by_hash(&self, hash: &str) -> Result<Option<StudyEntry>, QueueError> {
+        Ok(self.query("WHERE hash = ?1", params![hash])?.into_iter().next())
+    }
+
+    /// A quarantined study an operator cleared: `failed`, with `note` as its
+    /// last error (it leaves the quarantine count; Reprocess still runs it).
+    /// Returns false when the study is not quarantined.
+    pub fn dismiss(&self, uid: &str, note: &str) -> Result<bool, QueueError> {
+        match self.get(uid)? {
+            Some(e) if e.state == StudyState::Quarantined => {
+                self.set(uid, StudyState::Failed, ", last_error = ?2", &[&note])?;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
     /// Every study, oldest first.
     pub fn all(&self) -> Result<Vec<StudyEntry>, QueueError> {
         self.query("ORDER BY created, uid", [])

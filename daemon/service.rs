@@ -35,7 +35,9 @@ use crate::infer::onnx::{Engine, EngineOptions, ProviderRequest, library_path};
 use crate::infer::{InferError, PredictOptions, Predictor};
 use crate::ingest::scan::{HeaderRead, read_header};
 use crate::ingest::{ErrorClass, FileError, FolderIndex};
+use crate::observe::{QueueItem, ResultItem};
 use crate::pipeline::{self, LoadedStudy, PipelineError, StageTimings};
+use crate::quarantine;
 use crate::queue::{self, Journal, QueueError, StudyState, uid_hash};
 use crate::redact::{Redactor, file_label};
 use crate::watch::{StudyEvent, WatchSettings, Watcher};
@@ -97,6 +99,13 @@ pub trait Reporter {
     fn files(&self, _result: &str, _count: u64) {}
     /// Seconds from a study's first file seen to its outputs written. Default: nothing.
     fn study_latency(&self, _seconds: f64) {}
+    /// The studies waiting or running, by hash, for the status page. Default: nothing.
+    fn queue_items(&self, _items: Vec<QueueItem>) {}
+    /// A study finished (by hash, with its stage timings), for the status
+    /// page. Default: nothing.
+    fn study_result(&self, _item: ResultItem) {}
+    /// The quarantine records now (status page, D-Bus ListQuarantine). Default: nothing.
+    fn quarantine_records(&self, _records: Vec<quarantine::Record>) {}
 }
 
 impl Reporter for crate::observe::Observer {
@@ -164,6 +173,15 @@ impl Reporter for crate::observe::Observer {
     }
     fn postprocess_fallback(&self) {
         crate::observe::Observer::postprocess_fallback(self);
+    }
+    fn queue_items(&self, items: Vec<QueueItem>) {
+        crate::observe::Observer::set_queue_items(self, items);
+    }
+    fn study_result(&self, item: ResultItem) {
+        crate::observe::Observer::add_result(self, item);
+    }
+    fn quarantine_records(&self, records: Vec<quarantine::Record>) {
+        crate::observe::Observer::set_quarantine_records(self, records);
     }
 }
 
@@ -450,6 +468,7 @@ fn loader(
         for (path, why) in &index.skipped {
             tracing::info!("{}: skipped, {why}", file_label(path, &job.roots));
         }
+        let unreadable_count = index.errors.len();
         let unreadable: Vec<String> = index.errors.iter().take(5).map(|e| e.to_string()).collect();
         let loaded = if screening {
             // The screening profile picks its contrast phases itself.
@@ -470,7 +489,9 @@ fn loader(
             Err(e) => {
                 let mut o = err_outcome(&job.uid, &e);
                 if let (Err((_, msg)), false) = (&mut o.result, unreadable.is_empty()) {
-                    msg.push_str(&format!(" (unreadable files: {})", unreadable.join("; ")));
+                    // The unreadable files come first: they are the cause, the
+                    // error (a gap in the spacing, a missing series) the effect.
+                    *msg = unreadable_first(unreadable_count, &unreadable, msg);
                 }
                 if msgs.send(Msg::Finished(o)).is_err() {
                     return;
@@ -478,6 +499,15 @@ fn loader(
             }
         }
     }
+}
+
+/// A study's failure reason with its unreadable files first: `3 files could
+/// not be read (first ones: ...); without them: <error>`.
+pub fn unreadable_first(count: usize, first: &[String], error: &str) -> String {
+    let files =
+        if count == 1 { "1 file could not be read".to_string() } else { format!("{count} files could not be read") };
+    let shown = if first.len() < count { format!("first {}: ", first.len()) } else { String::new() };
+    format!("{files} ({shown}{}); without them: {error}", first.join("; "))
 }
 
 /// Removes what a crashed run left in the output folder: staging folders of
@@ -563,6 +593,12 @@ struct Daemon<'a> {
     /// Studies whose arrival was logged since they were last complete: while
     /// an export goes on, "files changed" is logged once, not at every scan.
     arriving: std::collections::BTreeSet<String>,
+    /// What each study in flight is doing (status page).
+    stages: BTreeMap<String, String>,
+    /// When the status page's queue was last refreshed.
+    last_page: Option<Instant>,
+    /// When the quarantine folder was last read; None: read it at the next tick.
+    last_quarantine_scan: Option<Instant>,
 }
 
 fn required_series(channels: &[Channel]) -> BTreeMap<String, usize> {
@@ -732,6 +768,9 @@ pub fn run_with_package(
         last_retention: None,
         last_counts: None,
         arriving: Default::default(),
+        stages: BTreeMap::new(),
+        last_page: None,
+        last_quarantine_scan: None,
     };
     d.check_disk();
     d.handle_events();
@@ -869,6 +908,113 @@ impl Daemon<'_> {
         if self.in_flight.is_empty() {
             self.batch_started = 0;
         }
+        self.refresh_page();
+    }
+
+    /// The status page's queue (every second) and quarantine (every 30 s,
+    /// or at once after a change; stale file records are removed then).
+    fn refresh_page(&mut self) {
+        if self.last_page.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+            self.last_page = Some(Instant::now());
+            let now = queue::now();
+            if let Ok(active) = self.journal.active() {
+                let items = active
+                    .into_iter()
+                    .map(|e| {
+                        let stage = match e.state {
+                            StudyState::Running => {
+                                self.stages.get(&e.uid).cloned().unwrap_or_else(|| "starting".to_string())
+                            }
+                            StudyState::Ready if e.not_before > now => "waiting to retry".to_string(),
+                            StudyState::Ready => "waiting".to_string(),
+                            _ => "receiving files".to_string(),
+                        };
+                        QueueItem { hash: e.hash, state: e.state.as_str().to_string(), since: e.created, stage }
+                    })
+                    .collect();
+                self.reporter.queue_items(items);
+            }
+        }
+        if self.last_quarantine_scan.is_none_or(|t| t.elapsed() >= Duration::from_secs(30)) {
+            self.last_quarantine_scan = Some(Instant::now());
+            let folder = self.config.state.quarantine();
+            for name in quarantine::remove_stale_file_records(&folder, &std::collections::BTreeSet::new()) {
+                tracing::info!(record = %name, "quarantine record removed: its file is gone");
+            }
+            self.reporter.quarantine_records(quarantine::list(&folder));
+        }
+    }
+
+    /// The quarantine records of a study that was done: its own, and those of
+    /// files that went into it or are gone.
+    fn clear_quarantine_of_done(&mut self, uid: &str, files: &[PathBuf]) {
+        let folder = self.config.state.quarantine();
+        let hash = uid_hash(uid);
+        match quarantine::remove(&folder, &hash) {
+            Ok(true) => tracing::info!(study = %hash, "quarantine record of study {hash} removed: the study is done"),
+            Ok(false) => {}
+            Err(e) => tracing::warn!(study = %hash, "cannot remove the quarantine record of study {hash}: {e}"),
+        }
+        let done: std::collections::BTreeSet<PathBuf> = files.iter().cloned().collect();
+        let removed = quarantine::remove_stale_file_records(&folder, &done);
+        if !removed.is_empty() {
+            tracing::info!(
+                study = %hash,
+                "{} quarantine record(s) of files removed: the files went into study {hash} or are gone ({})",
+                removed.len(),
+                removed.join(", ")
+            );
+        }
+        self.last_quarantine_scan = None;
+    }
+
+    /// A bad-input reason with the files quarantined on their own from the
+    /// study's folders named first: unreadable files a study lacks are the
+    /// cause of the gap or missing series the pipeline reports.
+    fn with_unreadable_neighbours(&self, files: &[PathBuf], reason: String) -> String {
+        if reason.contains(" could not be read (") {
+            return reason;
+        }
+        let folders: std::collections::BTreeSet<&Path> = files.iter().filter_map(|f| f.parent()).collect();
+        let related: Vec<String> = quarantine::list(&self.config.state.quarantine())
+            .into_iter()
+            .filter(|r| {
+                r.kind == quarantine::RecordKind::File
+                    && r.files.iter().any(|f| f.parent().is_some_and(|p| folders.contains(p)))
+            })
+            .map(|r| format!("{}: {}", r.name, r.reason))
+            .collect();
+        if related.is_empty() {
+            return reason;
+        }
+        let shown: Vec<String> = related.iter().take(5).cloned().collect();
+        unreadable_first(related.len(), &shown, &reason)
+    }
+
+    fn result(&self, uid: &str, outcome: &str, created: Option<f64>, t: Option<&StageTimings>) {
+        let now = queue::now();
+        let stages = t
+            .map(|t| {
+                [
+                    ("load", t.load),
+                    ("preprocess", t.preprocess),
+                    ("inference", t.inference),
+                    ("export", t.export),
+                    ("postprocess", t.postprocess),
+                    ("write", t.write),
+                ]
+                .into_iter()
+                .map(|(s, v)| (s.to_string(), v))
+                .collect()
+            })
+            .unwrap_or_default();
+        self.reporter.study_result(ResultItem {
+            hash: uid_hash(uid),
+            outcome: outcome.to_string(),
+            finished_at: now,
+            latency: created.map(|c| now - c),
+            stages,
+        });
     }
 
     fn log_state(&self, uid: &str, state: StudyState, detail: &str) {
@@ -913,6 +1059,7 @@ impl Daemon<'_> {
                 }
                 StudyEvent::Unreadable { path, reason } => {
                     self.quarantine_file(&path, &reason);
+                    self.last_quarantine_scan = None;
                     Ok(())
                 }
             };
@@ -968,7 +1115,10 @@ impl Daemon<'_> {
         if state == StudyState::Quarantined {
             self.reporter.study_finished(uid, "quarantined", Some(&dir));
             self.reporter.files("refused", files.len() as u64);
+            let created = self.journal.get(uid).ok().flatten().map(|e| e.created);
+            self.result(uid, "quarantined", created, None);
         }
+        self.last_quarantine_scan = None;
         Ok(())
     }
 
@@ -1122,6 +1272,7 @@ impl Daemon<'_> {
             Msg::Model(_) => {}
             Msg::PostFallback => self.reporter.postprocess_fallback(),
             Msg::Stage { uid, stage } => {
+                self.stages.insert(uid.clone(), stage.clone());
                 // The loader reports the study it reads ahead; the status names the GPU's.
                 if self.current.as_deref() == Some(uid.as_str()) {
                     self.stage = stage;
@@ -1135,6 +1286,8 @@ impl Daemon<'_> {
 
     fn finished(&mut self, o: Outcome) -> Result<(), ServiceError> {
         self.in_flight.retain(|u| u != &o.uid);
+        self.stages.remove(&o.uid);
+        self.last_page = None;
         let uid = o.uid;
         match o.result {
             Ok((dir, t)) => {
@@ -1152,14 +1305,20 @@ impl Daemon<'_> {
                 let state = self.journal.done(&uid, &dir)?;
                 self.log_state(&uid, state, &format!("outputs in {}", self.config.output.folder.display()));
                 self.reporter.study_finished(&uid, "done", Some(&dir));
+                self.result(&uid, "done", entry.as_ref().map(|e| e.created), Some(&t));
                 if let Some(e) = entry {
                     self.reporter.files("ingested", e.files.len() as u64);
                     self.reporter.study_latency(queue::now() - e.created);
+                    let files: Vec<PathBuf> = e.files.into_iter().map(|f| f.path).collect();
+                    self.clear_quarantine_of_done(&uid, &files);
+                } else {
+                    self.clear_quarantine_of_done(&uid, &[]);
                 }
             }
             Err((ErrorClass::BadInput, reason)) => {
                 let files: Vec<PathBuf> =
                     self.journal.get(&uid)?.map(|e| e.files.into_iter().map(|f| f.path).collect()).unwrap_or_default();
+                let reason = self.with_unreadable_neighbours(&files, reason);
                 let reason = self.redact(&uid, &files, &reason);
                 self.quarantine(&uid, &reason, &files)?;
             }
@@ -1181,6 +1340,8 @@ impl Daemon<'_> {
                         self.log_state(&uid, state, &reason);
                         if state == StudyState::Failed {
                             self.reporter.study_finished(&uid, "failed", None);
+                            let created = self.journal.get(&uid).ok().flatten().map(|e| e.created);
+                            self.result(&uid, "failed", created, None);
                         }
                     }
                 }
@@ -1225,6 +1386,65 @@ impl Daemon<'_> {
                 }
             }
             Command::ReloadConfig => self.reload(),
+            Command::RetryQuarantine(name) => self.retry_quarantine(&name),
+            Command::ClearQuarantine(name) => self.clear_quarantine(&name),
+        }
+        self.last_quarantine_scan = None;
+        self.last_page = None;
+    }
+
+    /// D-Bus RetryQuarantine: a study runs again (its record goes once it is
+    /// done); a file's record goes and its folder is looked at again.
+    fn retry_quarantine(&mut self, name: &str) {
+        let folder = self.config.state.quarantine();
+        let Some(record) = quarantine::read_record(&folder.join(name)).filter(|_| folder.join(name).is_dir()) else {
+            tracing::warn!(record = %name, "quarantine retry: no record {name}");
+            return;
+        };
+        match record.kind {
+            quarantine::RecordKind::Study => match self.journal.by_hash(name) {
+                Ok(Some(e)) => match self.journal.reprocess(&e.uid) {
+                    Ok(true) => self.log_state(&e.uid, StudyState::Ready, "retry from quarantine requested"),
+                    Ok(false) => {
+                        tracing::warn!(record = %name, "quarantine retry: study {name} is running or has no files")
+                    }
+                    Err(e) => tracing::error!("{e}"),
+                },
+                Ok(None) => tracing::warn!(record = %name, "quarantine retry: study {name} is not in the journal"),
+                Err(e) => tracing::error!("{e}"),
+            },
+            quarantine::RecordKind::File => {
+                if let Err(e) = quarantine::remove(&folder, name) {
+                    tracing::error!(record = %name, "quarantine retry: cannot remove record {name}: {e}");
+                    return;
+                }
+                let parents: std::collections::BTreeSet<PathBuf> =
+                    record.files.iter().filter_map(|f| f.parent().map(Path::to_path_buf)).collect();
+                for p in parents.iter().filter(|p| p.is_dir()) {
+                    self.watcher.enqueue(p);
+                }
+                tracing::info!(record = %name, "quarantine record {name} removed: its file is read again");
+            }
+        }
+    }
+
+    /// D-Bus ClearQuarantine: the record goes; a study leaves the quarantine
+    /// count as failed (Reprocess still runs it).
+    fn clear_quarantine(&mut self, name: &str) {
+        let folder = self.config.state.quarantine();
+        if !name.starts_with("file-")
+            && let Ok(Some(e)) = self.journal.by_hash(name)
+        {
+            match self.journal.dismiss(&e.uid, "quarantine cleared by an operator") {
+                Ok(true) => self.log_state(&e.uid, StudyState::Failed, "quarantine cleared by an operator"),
+                Ok(false) => {}
+                Err(e) => tracing::error!("{e}"),
+            }
+        }
+        match quarantine::remove(&folder, name) {
+            Ok(true) => tracing::info!(record = %name, "quarantine record {name} cleared by an operator"),
+            Ok(false) => tracing::warn!(record = %name, "quarantine clear: no record {name}"),
+            Err(e) => tracing::error!(record = %name, "quarantine clear: cannot remove record {name}: {e}"),
         }
     }
 
@@ -1341,6 +1561,18 @@ mod tests {
         j.start(uid).unwrap();
         j.done(uid, Path::new("/out")).unwrap();
         paths
+    }
+
+    #[test]
+    fn unreadable_files_are_named_before_the_error_they_caused() {
+        let r =
+            unreadable_first(3, &["a: truncated".into(), "b: truncated".into(), "c: truncated".into()], "spacing gap");
+        assert_eq!(
+            r,
+            "3 files could not be read (a: truncated; b: truncated; c: truncated); without them: spacing gap"
+        );
+        let r = unreadable_first(7, &["a".into()], "no PET series");
+        assert!(r.starts_with("7 files could not be read (first 1: a); without them: "), "{r}");
     }
 
     #[test]

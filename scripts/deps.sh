@@ -10,6 +10,7 @@ command -v dcm2niix >/dev/null || need+=(dcm2niix)        # conformance peer (to
 [ -x /usr/bin/time ] || need+=(time)                     # peak-memory figures
 command -v promtool >/dev/null || need+=(prometheus)   # promtool check metrics
 command -v dbus-daemon >/dev/null || need+=(dbus)       # private bus for the D-Bus tests
+command -v chromium >/dev/null || need+=(chromium)       # headless browser of the status page test
 command -v gdbus >/dev/null || need+=(libglib2.0-bin)  # gdbus, the second D-Bus client of the tests
 command -v plastimatch >/dev/null || need+=(plastimatch) # RTSTRUCT peer
 command -v dcm2niix >/dev/null || need+=(dcm2niix)     # geometry peer (tilt, variable spacing)

@@ -246,3 +246,72 @@ fn an_export_folders_clutter_is_processed_once_without_quarantine() {
         assert!(log.contains(what), "the log names no skipped {what}:\n{log}");
     }
 }
+
+/// Issue 13: a study exported with three CT slices that cannot be read (0
+/// bytes) is quarantined, and its reason names the three unreadable files
+/// (their own `file-<hash>` records) before the gap they cause; once the three
+/// files arrive complete, the study is done and its record and the three file
+/// records are gone: the folder holds nothing stale.
+#[test]
+fn unreadable_slices_are_named_first_and_every_record_goes_once_the_study_is_done() {
+    use edgeseg::ingest::scan::{HeaderRead, read_header};
+    let d = deployment();
+    let src = phantom(&["--size", "tiny", "--seed", "49"]);
+    let uid = truth(&src)["study_instance_uid"].as_str().expect("uid").to_string();
+    let dicom = src.join("dicom");
+    let mut ct: Vec<(i64, PathBuf)> = files_under(&dicom.join("CT"))
+        .into_iter()
+        .filter_map(|p| match read_header(&p, &p) {
+            Ok(HeaderRead::Image(h)) => Some((h.instance_number.unwrap_or(0), p)),
+            _ => None,
+        })
+        .collect();
+    ct.sort();
+    assert!(ct.len() >= 8, "{} CT slices", ct.len());
+    let mid = ct.len() / 2;
+    let broken: Vec<PathBuf> = ct[mid - 1..=mid + 1].iter().map(|(_, p)| p.clone()).collect();
+    // The study with the three slices empty, as an interrupted transfer leaves them.
+    let staged = d.root.path().join("staged");
+    export_study(&dicom, &staged, "s", Duration::ZERO);
+    for b in &broken {
+        std::fs::write(staged.join("s").join(b.strip_prefix(&dicom).expect("under dicom")), b"").expect("emptied");
+    }
+    let mut child = d.spawn();
+    export_study(&staged.join("s"), &d.export, "s", Duration::ZERO);
+    let q = wait_for(Duration::from_secs(120), || d.entry(&uid).filter(|e| e.state.as_str() == "quarantined"));
+    let qroot = d.state.join("quarantine");
+    let records = || -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(&qroot)
+            .map(|r| r.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+            .unwrap_or_default();
+        v.sort();
+        v
+    };
+    let Some(q) = q else {
+        crate::daemon_util::signal(&child, 15);
+        panic!("not quarantined: {:?}\n{}", d.entry(&uid), d.log_text());
+    };
+    let reason = reason_text(&d.state, &q.hash).expect("reason.txt");
+    let line = reason.lines().find(|l| l.starts_with("reason: ")).unwrap_or_default().to_string();
+    assert!(line.starts_with("reason: 3 files could not be read (file-"), "{reason}");
+    assert!(!reason.contains("Unpaired {") && !reason.contains("Os {"), "{reason}");
+    let files: Vec<String> = records().into_iter().filter(|r| r.starts_with("file-")).collect();
+    assert_eq!(files.len(), 3, "{:?}", records());
+    for f in &files {
+        assert!(line.contains(f.as_str()), "{f} not named in {line}");
+    }
+
+    // The three slices arrive complete: the study runs again and is done.
+    for b in &broken {
+        let to = d.export.join("s").join(b.strip_prefix(&dicom).expect("under dicom"));
+        let part = to.with_extension("part");
+        std::fs::copy(b, &part).expect("copy");
+        std::fs::rename(&part, &to).expect("rename");
+    }
+    let done = wait_for(Duration::from_secs(120), || d.entry(&uid).filter(|e| e.state.as_str() == "done"));
+    let emptied = wait_for(Duration::from_secs(30), || records().is_empty().then_some(()));
+    crate::daemon_util::signal(&child, 15);
+    let _ = crate::daemon_util::wait_exit(&mut child, Duration::from_secs(60));
+    assert!(done.is_some(), "not done after the files arrived: {:?}\n{}", d.entry(&uid), d.log_text());
+    assert!(emptied.is_some(), "stale quarantine records: {:?}\n{}", records(), d.log_text());
+}

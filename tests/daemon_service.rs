@@ -96,6 +96,17 @@ impl Reporter for Recorder {
         assert!(seconds > 0.0);
         self.push("latency".into());
     }
+    fn queue_items(&self, items: Vec<edgeseg::observe::QueueItem>) {
+        let all: Vec<String> = items.iter().map(|q| format!("{} {} {}", q.hash, q.state, q.stage)).collect();
+        self.push(format!("queue [{}]", all.join("; ")));
+    }
+    fn study_result(&self, r: edgeseg::observe::ResultItem) {
+        self.push(format!("result {} {} {} {}", r.hash, r.outcome, r.stages.len(), r.latency.is_some()));
+    }
+    fn quarantine_records(&self, records: Vec<edgeseg::quarantine::Record>) {
+        let names: Vec<String> = records.iter().map(|r| format!("{}={}", r.name, r.reason)).collect();
+        self.push(format!("qrecords [{}]", names.join(" | ")));
+    }
 }
 
 fn entry_state(d: &Deployment, uid: &str) -> Option<StudyState> {
@@ -156,9 +167,62 @@ fn service_reports_commands_and_quarantine() {
     );
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(entry_state(&d, &b), Some(StudyState::Ready), "paused: not started");
+    // The status page's queue names it by hash, waiting.
+    let hb = edgeseg::queue::uid_hash(&b);
+    assert!(
+        wait_for(Duration::from_secs(10), || rec.has(&format!("queue [{hb} ready waiting]")).then_some(())).is_some(),
+        "{:?}",
+        rec.calls()
+    );
+    assert!(rec.calls().iter().all(|c| !c.starts_with("queue") || !c.contains(&b)), "a UID in the queue report");
+    assert!(rec.has(&format!("result {} done 6 true", edgeseg::queue::uid_hash(&a))), "{:?}", rec.calls());
+    // Stale quarantine records, as an earlier attempt of b would have left
+    // them: b's own, one of a file that is now part of b, one of a file that
+    // is gone; and one of an unrelated file that is still there (it stays).
+    let qroot = d.state.join("quarantine");
+    let record = |name: &str, text: String| {
+        std::fs::create_dir_all(qroot.join(name)).expect("record folder");
+        std::fs::write(qroot.join(name).join("reason.txt"), text).expect("reason.txt");
+    };
+    record(
+        &hb,
+        format!("study_instance_uid: {b}\nstudy_hash: {hb}\nquarantined_at: x\nreason: 3 files could not be read\n"),
+    );
+    let b_file = files_under(&d.export.join("b")).into_iter().next().expect("a file of b");
+    let unrelated = d.root.path().join("unrelated.bin");
+    std::fs::write(&unrelated, b"not DICOM").expect("unrelated file");
+    for (name, f) in [
+        ("file-aaaaaaaaaaaa", b_file.clone()),
+        ("file-bbbbbbbbbbbb", d.root.path().join("gone.dcm")),
+        ("file-cccccccccccc", unrelated.clone()),
+    ] {
+        record(name, format!("file: {:?}\nquarantined_at: x\nreason: truncated header\n", f.display().to_string()));
+    }
     tx.send(Command::Resume).expect("send");
     assert!(
         wait_for(Duration::from_secs(60), || (entry_state(&d, &b) == Some(StudyState::Done)).then_some(())).is_some()
+    );
+    // b done: its record and the stale file records are gone, the gauge's
+    // records and the folder agree.
+    let left = wait_for(Duration::from_secs(10), || {
+        let mut names: Vec<String> = std::fs::read_dir(&qroot)
+            .expect("quarantine folder")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        (names == ["file-cccccccccccc"]).then_some(names)
+    });
+    assert!(
+        left.is_some(),
+        "{:?}",
+        std::fs::read_dir(&qroot).map(|r| r.flatten().map(|e| e.file_name()).collect::<Vec<_>>())
+    );
+    assert!(
+        wait_for(Duration::from_secs(10), || rec.has("qrecords [file-cccccccccccc=truncated header]").then_some(()))
+            .is_some(),
+        "{:?}",
+        rec.calls()
     );
 
     // Reprocess: the study runs again, its folder replaced whole.
@@ -179,6 +243,22 @@ fn service_reports_commands_and_quarantine() {
     let qdir = d.state.join("quarantine").join(edgeseg::queue::uid_hash(&bad));
     let reason = std::fs::read_to_string(qdir.join("reason.txt")).expect("reason.txt");
     assert!(reason.contains(&bad) && reason.contains("PET/CT pair"), "{reason}");
+    // No Rust debug text: the pairing in words.
+    assert!(!reason.contains("Unpaired {") && !reason.contains("study_uid:"), "{reason}");
+    assert!(reason.contains("a PT series with no CT series in its frame of reference"), "{reason}");
+    // Quarantine command: Clear takes the record away and the study out of the count.
+    let hbad = edgeseg::queue::uid_hash(&bad);
+    assert!(rec.has(&format!("result {hbad} quarantined 0 true")), "{:?}", rec.calls());
+    assert!(
+        wait_for(Duration::from_secs(10), || rec
+            .calls()
+            .iter()
+            .any(|c| c.starts_with("qrecords") && c.contains(&hbad))
+            .then_some(()))
+        .is_some(),
+        "{:?}",
+        rec.calls()
+    );
     let listed = std::fs::read_to_string(qdir.join("files.txt")).expect("files.txt");
     assert_eq!(listed.lines().count(), before.len());
     assert_eq!(files_under(&elsewhere), before, "the input stays");
@@ -194,6 +274,20 @@ fn service_reports_commands_and_quarantine() {
         rec.calls().iter().filter_map(ingested).all(|n| n > 0) && rec.calls().iter().any(|c| ingested(c).is_some())
     );
     assert!(rec.has(&format!("files refused {}", before.len())), "{:?}", rec.calls());
+    tx.send(Command::ClearQuarantine(hbad.clone())).expect("send");
+    let cleared = wait_for(Duration::from_secs(10), || d.entry(&bad).filter(|e| e.state == StudyState::Failed));
+    assert!(cleared.is_some(), "{:?}", d.entry(&bad));
+    assert!(!qdir.exists(), "the record is removed");
+    assert!(
+        wait_for(Duration::from_secs(10), || {
+            let last = rec.calls().into_iter().rev().find(|c| c.starts_with("quarantined "));
+            (last.as_deref() == Some("quarantined 0")).then_some(())
+        })
+        .is_some(),
+        "{:?}",
+        rec.calls()
+    );
+    assert_eq!(files_under(&elsewhere), before, "the input stays");
 
     // A reload of a broken file is refused (and reported); the running configuration stays.
     d.write_config("pair_wait_seconds = -3\n");

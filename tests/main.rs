@@ -33,13 +33,16 @@
 //!   dual-phase studies: the verdict in report.json.
 //! - `post_profiles`: the PET/CT total-tumour profile on generated studies.
 //! - `post_screening`: the CT screening (S4C) rules.
-//! - `observe_http`: `/metrics` judged by `promtool check metrics`, `/readyz`,
+//! - `observe_http`: the status page `/` in headless Chromium; `/metrics` judged by `promtool check metrics`, `/readyz`,
 //!   the alert rules (`promtool check rules`, `promtool test rules`), the
 //!   Grafana dashboard and docs/metrics.md against the exported metrics.
 //! - `observe_notify`: sd_notify datagrams on a fake NOTIFY_SOCKET, compared
 //!   with `systemd-notify`'s; the watchdog interval.
 //! - `observe_dbus`: `org.edgeseg.Daemon1` on a private dbus-daemon, judged by
 //!   busctl and gdbus; `edgeseg status`.
+//! - `observe_dbus_policy`: the shipped bus policy on a system-style private
+//!   bus, as `nobody`, a member of `edgeseg`, of `edgeseg-admin` and root
+//!   (setpriv); `edgeseg quarantine`.
 //! - `daemon_burst`: 30 studies at once (peak RSS bound), a full disk (tmpfs) (slow).
 //! - `daemon_e2e`: the daemon with its real observers: a private D-Bus, a fake
 //!   NOTIFY_SOCKET, `/metrics` judged by promtool; a study exported file by file.
@@ -76,6 +79,7 @@ mod ingest_geometry;
 mod ingest_mosaic;
 mod ingest_suv;
 mod observe_dbus;
+mod observe_dbus_policy;
 mod observe_http;
 mod observe_notify;
 mod pipeline_process;

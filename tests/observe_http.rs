@@ -360,3 +360,153 @@ fn dashboard_and_docs_match_the_exported_metrics() {
     let stale: Vec<_> = documented.difference(&known).collect();
     assert!(stale.is_empty(), "docs/metrics.md names metrics that do not exist: {stale:?}");
 }
+
+/// Debian's chromium, or a failure that says how to get it (never a skip).
+fn chromium() -> &'static str {
+    for c in ["chromium", "chromium-browser"] {
+        if Command::new(c)
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+        {
+            return c;
+        }
+    }
+    panic!("the status page test needs headless Chromium: run scripts/deps.sh (apt-get install chromium)");
+}
+
+/// Chromium headless on `url` with `extra` (--dump-dom, --screenshot=...), a fresh profile.
+fn headless(url: &str, extra: &[String]) -> Output {
+    let profile = tempfile::tempdir().expect("chromium profile folder");
+    let mut cmd = Command::new(chromium());
+    cmd.args([
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--window-size=1200,900",
+    ])
+    .arg(format!("--user-data-dir={}", profile.path().display()))
+    .args(extra)
+    .arg(url);
+    let out = run_timeout(&mut cmd, None, Duration::from_secs(120));
+    assert!(out.status.success(), "chromium failed: {}", String::from_utf8_lossy(&out.stderr));
+    out
+}
+
+#[test]
+fn status_page_reads_well_in_headless_chromium_and_names_no_study_uid() {
+    use edgeseg::observe::{QueueItem, ResultItem};
+    use edgeseg::quarantine::{Record, RecordKind};
+    use edgeseg::queue::uid_hash;
+
+    let obs = observer();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    let uids: Vec<String> = (0..4).map(|i| format!("1.2.826.0.1.3680043.8.498.{}", 1000 + i)).collect();
+    let hashes: Vec<String> = uids.iter().map(|u| uid_hash(u)).collect();
+    obs.set_engines(&[(0, "tensorrt", "fp16"), (1, "cpu", "fp32")], "cuda");
+    obs.set_ready(true, true, true);
+    obs.set_state(DaemonState::Running);
+    obs.set_current_study(Some(&uids[0]));
+    obs.set_status_line(&format!("study 1 of 2 ({}): inference", hashes[0]));
+    obs.set_queue_depth(1);
+    obs.set_queue_items(vec![
+        QueueItem { hash: hashes[0].clone(), state: "running".into(), since: now - 7470.0, stage: "inference".into() },
+        QueueItem { hash: hashes[1].clone(), state: "ready".into(), since: now - 91800.0, stage: "waiting".into() },
+    ]);
+    obs.study_finished(&uids[2], "done", Some(Path::new("/srv/out/x")));
+    obs.add_result(ResultItem {
+        hash: hashes[2].clone(),
+        outcome: "done".into(),
+        finished_at: now - 600.0,
+        latency: Some(95.0),
+        stages: vec![("load".into(), 3.25), ("inference".into(), 61.5), ("write".into(), 1.0)],
+    });
+    obs.add_result(ResultItem {
+        hash: hashes[3].clone(),
+        outcome: "quarantined".into(),
+        finished_at: now - 60.0,
+        latency: Some(12.0),
+        stages: vec![],
+    });
+    obs.set_quarantined(1);
+    obs.set_quarantine_records(vec![
+        Record {
+            name: hashes[3].clone(),
+            kind: RecordKind::Study,
+            since: "2026-12-05T10:00:00Z".into(),
+            reason: format!(
+                "3 files could not be read (/srv/export/Doe_John/a.dcm: truncated); without them: <img src=x onerror=alert(1)> study {}",
+                uids[3]
+            ),
+            study_uid: Some(uids[3].clone()),
+            files: vec!["/srv/export/Doe_John/a.dcm".into()],
+        },
+        Record {
+            name: "file-0123456789ab".into(),
+            kind: RecordKind::File,
+            since: "2026-12-05T11:00:00Z".into(),
+            reason: "not a DICOM file".into(),
+            study_uid: None,
+            files: vec![],
+        },
+    ]);
+    obs.disk_free("output", Path::new("/var/lib/edgeseg/out"), 40 * 1024 * 1024 * 1024);
+    obs.disk_free("export", Path::new("/srv/export"), 812 * 1024 * 1024);
+
+    let server = serve_http("127.0.0.1:0".parse().unwrap(), obs.clone()).unwrap();
+    let addr = server.local_addr();
+    let (st, head, body) = http(addr, "GET", "/");
+    assert_eq!(st, 200);
+    assert!(head.to_ascii_lowercase().contains("content-type: text/html; charset=utf-8"), "{head}");
+    assert!(head.contains("Content-Security-Policy: default-src 'none'"), "{head}");
+    assert!(!body.contains("<script") && !body.contains("http://") && !body.contains("https://"), "{body}");
+    assert!(body.contains("&lt;img src=x onerror=alert(1)&gt;"), "the reason is escaped: {body}");
+
+    let url = format!("http://{addr}/");
+    let dom = String::from_utf8_lossy(&headless(&url, &["--dump-dom".to_string()]).stdout).into_owned();
+    // Parsed by a browser: the sections, the folds, the queue, the results, the quarantine, disk.
+    for want in [
+        "<h1>edgeseg",
+        "id=\"state\">running</dd>",
+        "<td>tensorrt</td><td>fp16</td>",
+        "<td>cpu</td><td>fp32</td>",
+        "Queue (2)",
+        // Ages chosen mid-unit, so a slow run still shows the same text.
+        "2 h 4 min",
+        "1 d 1 h",
+        "inference",
+        "Last results (2 of at most 50)",
+        "load 3.2 s, inference 61.5 s, write 1.0 s",
+        "1 min 35 s",
+        "Quarantine (2)",
+        "3 files could not be read",
+        "not a DICOM file",
+        "file-0123456789ab",
+        "/var/lib/edgeseg/out",
+        "40.0 GiB",
+        "812 MiB",
+    ] {
+        assert!(dom.contains(want), "the page lacks {want:?}:\n{dom}");
+    }
+    for h in &hashes {
+        assert!(dom.contains(h.as_str()), "study {h} missing:\n{dom}");
+    }
+    for u in &uids {
+        assert!(!dom.contains(u.as_str()), "a study UID on the page:\n{dom}");
+    }
+    assert!(!dom.contains("Doe_John"), "a path from a reason on the page:\n{dom}");
+    assert!(!dom.contains("<img"), "markup from a reason became markup:\n{dom}");
+
+    let shot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("status-page.png");
+    let _ = std::fs::remove_file(&shot);
+    headless(&url, &[format!("--screenshot={}", shot.display())]);
+    let png = std::fs::read(&shot).unwrap_or_else(|e| panic!("{}: no screenshot: {e}", shot.display()));
+    assert!(png.starts_with(b"\x89PNG") && png.len() > 10_000, "{}: {} bytes", shot.display(), png.len());
+    eprintln!("status page screenshot: {}", shot.display());
+}

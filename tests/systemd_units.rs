@@ -108,7 +108,10 @@ fn dbus_policy_is_well_formed() {
         "<allow own=\"org.edgeseg.Daemon1\"/>",
         "policy user=\"edgeseg\"",
         "policy group=\"edgeseg\"",
-        "<deny send_destination=\"org.edgeseg.Daemon1\" send_interface=\"org.edgeseg.Daemon1\"/>",
+        "policy group=\"edgeseg-admin\"",
+        "policy user=\"root\"",
+        "<deny send_destination=\"org.edgeseg.Daemon1\"/>",
+        "<deny receive_sender=\"org.edgeseg.Daemon1\" receive_type=\"signal\"/>",
     ] {
         assert!(xml.contains(needle), "{needle} missing");
     }
@@ -138,6 +141,7 @@ fn packaged_config_is_valid_and_lists_every_key() {
     }
     let sysusers = std::fs::read_to_string(root().join("systemd/edgeseg.sysusers")).expect("sysusers");
     assert!(sysusers.lines().any(|l| l.starts_with("u edgeseg ")));
+    assert!(sysusers.lines().any(|l| l.starts_with("g edgeseg-admin ")), "sysusers creates edgeseg-admin");
 }
 
 #[test]

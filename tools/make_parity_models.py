@@ -252,6 +252,21 @@ def write_case(name: str, seed: int, img_dir: Path, lbl_dir: Path | None, case: 
     return {"case": case, "seed": seed, "shape_zyx": list(label.shape), "spacing_xyz": [round(s, 4) for s in spacing]}
 
 
+MAX_ATTEMPTS = 4
+
+
+def classes_missing(pred_dir: Path, labels: dict) -> list[str]:
+    """The foreground classes some held-out prediction in pred_dir lacks."""
+    import nibabel as nib
+    import numpy as np
+
+    missing = set()
+    for f in sorted(pred_dir.glob("*.nii.gz")):
+        present = set(np.unique(np.asarray(nib.load(str(f)).dataobj)).astype(int).tolist())
+        missing |= {n for n, v in labels.items() if v != 0 and v not in present}
+    return sorted(missing)
+
+
 def run(cmd, log, env=None):
     t0 = time.time()
     log("$ " + " ".join(str(c) for c in cmd))
@@ -328,33 +343,48 @@ def main(argv=None) -> int:
             dt, _ = run([bindir / "nnUNetv2_preprocess", "-d", d["id"], "-c", CONFIG, "-np", "2"], log, env)
             timing["preprocess_again_s"] = round(dt, 1)
 
-        t0 = time.time()
-        fold_times = train_folds(d["dataset"], CONFIG, args.folds, epochs=args.epochs, iters=args.iters,
-                                 val_iters=args.val_iters, log=log)
-        timing["train_s"] = round(time.time() - t0, 1)
-        timing["train_per_fold_s"] = fold_times
-        results_folder = res / TRAINER_DIR
+        # A few CPU iterations leave the network close to its random start: on
+        # some starts it predicts no voxel of a class in the held-out cases,
+        # which would make that class's parity vacuous. Such a model is trained
+        # again (a new random start), up to MAX_ATTEMPTS times.
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            shutil.rmtree(res, ignore_errors=True)
+            shutil.rmtree(out / "packages" / name, ignore_errors=True)
+            shutil.rmtree(out / name / "nnunet_pred", ignore_errors=True)
+            t0 = time.time()
+            fold_times = train_folds(d["dataset"], CONFIG, args.folds, epochs=args.epochs, iters=args.iters,
+                                     val_iters=args.val_iters, log=log)
+            timing["train_s"] = round(time.time() - t0, 1)
+            timing["train_per_fold_s"] = fold_times
+            results_folder = res / TRAINER_DIR
 
-        pkg = out / "packages" / name
-        dt, export_log = run([sys.executable, REPO / "tools" / "nnunet_export.py", "--trained-model", results_folder,
-                              "--folds", *args.folds, "--out", pkg, "--name", name, "--version", "0.1.0",
-                              "--profile", d["profile"], "--channel-modality", *d["modality"],
-                              "--note", "Synthetic parity model (tools/make_parity_models.py); not for clinical use."],
-                             log, env)
-        timing["export_s"] = round(dt, 1)
-        log(export_log)
-        diffs = {}
-        for line in export_log.splitlines():
-            if line.startswith("fold ") and "max |ORT - PyTorch| = " in line:
-                diffs[int(line.split()[1].rstrip(":"))] = float(line.split("= ")[1].split()[0])
+            pkg = out / "packages" / name
+            dt, export_log = run([sys.executable, REPO / "tools" / "nnunet_export.py", "--trained-model", results_folder,
+                                  "--folds", *args.folds, "--out", pkg, "--name", name, "--version", "0.1.0",
+                                  "--profile", d["profile"], "--channel-modality", *d["modality"],
+                                  "--note", "Synthetic parity model (tools/make_parity_models.py); not for clinical use."],
+                                 log, env)
+            timing["export_s"] = round(dt, 1)
+            log(export_log)
+            diffs = {}
+            for line in export_log.splitlines():
+                if line.startswith("fold ") and "max |ORT - PyTorch| = " in line:
+                    diffs[int(line.split()[1].rstrip(":"))] = float(line.split("= ")[1].split()[0])
 
-        ref_dir = None
-        if not args.no_reference:
-            ref_dir = out / name / "nnunet_pred"
-            dt, _ = run([bindir / "nnUNetv2_predict", "-i", out / name / "imagesTs", "-o", ref_dir, "-d", d["id"],
-                         "-c", CONFIG, "-f", *args.folds, "-tr", "nnUNetTrainer", "-p", "nnUNetPlans",
-                         "-device", "cpu", "-npp", "1", "-nps", "1"], log, env)
-            timing["nnunet_predict_s"] = round(dt, 1)
+            ref_dir = None
+            if not args.no_reference:
+                ref_dir = out / name / "nnunet_pred"
+                dt, _ = run([bindir / "nnUNetv2_predict", "-i", out / name / "imagesTs", "-o", ref_dir, "-d", d["id"],
+                             "-c", CONFIG, "-f", *args.folds, "-tr", "nnUNetTrainer", "-p", "nnUNetPlans",
+                             "-device", "cpu", "-npp", "1", "-nps", "1"], log, env)
+                timing["nnunet_predict_s"] = round(dt, 1)
+            missing = [] if ref_dir is None else classes_missing(ref_dir, d["labels"])
+            timing["attempts"] = attempt
+            if not missing:
+                break
+            log(f"{name}: attempt {attempt}: nnU-Net's held-out predictions lack {missing}; training again")
+        else:
+            raise SystemExit(f"{name}: after {MAX_ATTEMPTS} trainings the held-out predictions still lack {missing}")
 
         fp = json.loads((pre / "dataset_fingerprint.json").read_text())
         summary["models"][name] = {

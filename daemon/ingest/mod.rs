@@ -159,6 +159,18 @@ pub struct Unpaired {
     pub reason: String,
 }
 
+impl std::fmt::Display for Unpaired {
+    /// `a PT series with no CT series in its frame of reference` (no UID).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let other = if self.modality == "PT" { "CT" } else { "PET" };
+        if self.reason == "no FrameOfReferenceUID" {
+            write!(f, "a {} series without a FrameOfReferenceUID", self.modality)
+        } else {
+            write!(f, "a {} series with no {other} series in its frame of reference", self.modality)
+        }
+    }
+}
+
 /// PET/CT pairing of a study's series.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Pairing {

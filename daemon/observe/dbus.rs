@@ -8,7 +8,9 @@
 //!   as built once the model is loaded. PropertiesChanged is emitted when
 //!   State, Status, QueueDepth, Quarantined, CurrentStudy or the engines change. docs/dbus.md is the operator's reference.
 //! - Methods: `Pause()`, `Resume()`, `Reprocess(s study_uid)`, `Enqueue(s
-//!   path)`, `ReloadConfig()`: each checks its argument and sends a
+//!   path)`, `ReloadConfig()`, `ListQuarantine()`, `ShowQuarantine(s name)`,
+//!   `RetryQuarantine(s name)`, `ClearQuarantine(s name)`: each checks its
+//!   argument and (those that change something) sends a
 //!   [`Command`] to the service loop; `org.freedesktop.DBus.Error.InvalidArgs`
 //!   for a malformed UID or a path that is not absolute or does not exist,
 //!   `org.freedesktop.DBus.Error.Failed` when the service loop is gone.
@@ -224,6 +226,19 @@ struct Daemon1 {
 }
 
 impl Daemon1 {
+    fn record(&self, name: &str) -> zbus::fdo::Result<crate::quarantine::Record> {
+        if !crate::quarantine::is_record_name(name) {
+            return Err(zbus::fdo::Error::InvalidArgs(format!(
+                "not a quarantine record name (12 hex digits, or file- and 12 hex digits): {name}"
+            )));
+        }
+        self.obs
+            .quarantine_records()
+            .into_iter()
+            .find(|r| r.name == name)
+            .ok_or_else(|| zbus::fdo::Error::InvalidArgs(format!("no quarantine record {name}")))
+    }
+
     fn send(&self, c: Command) -> zbus::fdo::Result<()> {
         match &c {
             // Not the path: scanners may name export folders after the patient.
@@ -272,6 +287,39 @@ impl Daemon1 {
     /// Read the configuration file again (as SIGHUP does).
     fn reload_config(&self) -> zbus::fdo::Result<()> {
         self.send(Command::ReloadConfig)
+    }
+
+    /// The quarantine records: (name, kind `study` or `file`, quarantined
+    /// at, reason), by name. Root and edgeseg-admin only (bus policy).
+    fn list_quarantine(&self) -> Vec<(String, String, String, String)> {
+        self.obs
+            .quarantine_records()
+            .into_iter()
+            .map(|r| (r.name, r.kind.as_str().to_string(), r.since, r.reason))
+            .collect()
+    }
+
+    /// One record: (kind, quarantined at, reason, StudyInstanceUID or empty,
+    /// input files). Root and edgeseg-admin only (bus policy): it names the
+    /// study and its files.
+    fn show_quarantine(&self, name: &str) -> zbus::fdo::Result<(String, String, String, String, Vec<String>)> {
+        let r = self.record(name)?;
+        let files = r.files.iter().map(|f| f.display().to_string()).collect();
+        Ok((r.kind.as_str().to_string(), r.since, r.reason, r.study_uid.unwrap_or_default(), files))
+    }
+
+    /// Run a quarantined study again (its record goes once it is done), or
+    /// read a quarantined file again (its record goes now).
+    fn retry_quarantine(&self, name: &str) -> zbus::fdo::Result<()> {
+        self.record(name)?;
+        self.send(Command::RetryQuarantine(name.to_string()))
+    }
+
+    /// Remove a quarantine record; a study's counts as failed from then on
+    /// (Reprocess still runs it). The input files stay where they are.
+    fn clear_quarantine(&self, name: &str) -> zbus::fdo::Result<()> {
+        self.record(name)?;
+        self.send(Command::ClearQuarantine(name.to_string()))
     }
 
     /// starting, idle, running, paused, disk_low or stopping.

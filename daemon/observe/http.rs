@@ -1,4 +1,5 @@
-//! The metrics HTTP server (tiny_http, one thread): `GET /metrics` (Prometheus
+//! The metrics HTTP server (tiny_http, one thread): `GET /` (the read-only
+//! status page, HTML, see [`super::page`]), `GET /metrics` (Prometheus
 //! text 0.0.4), `GET /healthz` (200 `ok` while the process lives), `GET
 //! /readyz` (200 `ready`, or 503 with one line per missing condition); 404 for
 //! any other path, 405 for a method other than GET or HEAD. Stopped and joined
@@ -15,6 +16,7 @@ use super::{ObserveError, Observer};
 
 const TEXT_METRICS: &str = "text/plain; version=0.0.4; charset=utf-8";
 const TEXT_PLAIN: &str = "text/plain; charset=utf-8";
+const TEXT_HTML: &str = "text/html; charset=utf-8";
 
 /// The running metrics server; dropping it stops it.
 pub struct HttpServer {
@@ -91,14 +93,15 @@ fn text(status: u16, content_type: &str, body: String) -> Response<std::io::Curs
 /// The response to one request: status, content type, body.
 pub fn respond(method: &str, url: &str, obs: &Observer) -> (u16, &'static str, String) {
     let path = url.split(['?', '#']).next().unwrap_or("");
-    let known = matches!(path, "/metrics" | "/healthz" | "/readyz");
+    let known = matches!(path, "/" | "/metrics" | "/healthz" | "/readyz");
     if !known {
-        return (404, TEXT_PLAIN, "not found: try /metrics, /healthz or /readyz\n".to_string());
+        return (404, TEXT_PLAIN, "not found: try /, /metrics, /healthz or /readyz\n".to_string());
     }
     if method != "GET" && method != "HEAD" {
         return (405, TEXT_PLAIN, "method not allowed: GET only\n".to_string());
     }
     match path {
+        "/" => (200, TEXT_HTML, obs.render_page()),
         "/metrics" => (200, TEXT_METRICS, obs.render()),
         "/healthz" => (200, TEXT_PLAIN, "ok\n".to_string()),
         _ => {
@@ -121,6 +124,22 @@ pub fn respond(method: &str, url: &str, obs: &Observer) -> (u16, &'static str, S
 fn handle(rq: Request, obs: &Observer) {
     let (status, ctype, body) = respond(rq.method().as_str(), rq.url(), obs);
     let mut resp = text(status, ctype, body);
+    if ctype == TEXT_HTML {
+        // The page loads nothing and runs nothing: say so to the browser.
+        for (name, value) in [
+            (
+                "Content-Security-Policy",
+                "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'",
+            ),
+            ("X-Content-Type-Options", "nosniff"),
+            ("Referrer-Policy", "no-referrer"),
+            ("Cache-Control", "no-store"),
+        ] {
+            if let Some(h) = header(name, value) {
+                resp.add_header(h);
+            }
+        }
+    }
     if status == 405
         && let Some(h) = header("Allow", "GET, HEAD")
     {

@@ -27,11 +27,13 @@ pub mod http;
 pub mod logging;
 mod metrics;
 pub mod notify;
+pub mod page;
 pub mod status;
 
 pub use dbus::{BusKind, DbusHandle, is_dicom_uid, start_dbus};
 pub use http::{HttpServer, serve_http};
 pub use notify::{Notifier, watchdog_interval};
+pub use page::{QueueItem, ResultItem};
 
 /// The D-Bus well-known name of the daemon.
 pub const DBUS_NAME: &str = "org.edgeseg.Daemon1";
@@ -79,6 +81,22 @@ pub enum ObserveError {
         /// The property name.
         name: String,
         /// What was wrong.
+        reason: String,
+    },
+    /// The bus policy refused the call (the caller is not root or in the group it needs).
+    #[error("{method}: access denied by the D-Bus policy: this needs root or membership in the {group} group")]
+    AccessDenied {
+        /// The method called.
+        method: String,
+        /// The group that may call it.
+        group: &'static str,
+    },
+    /// The daemon refused the call's arguments.
+    #[error("{method}: {reason}")]
+    Refused {
+        /// The method called.
+        method: String,
+        /// The daemon's answer.
         reason: String,
     },
     /// A thread of the observability services could not be started.
@@ -221,6 +239,12 @@ pub enum Command {
     Enqueue(PathBuf),
     /// Read the configuration file again.
     ReloadConfig,
+    /// Run a quarantined study again, or look at a quarantined file again
+    /// (by record name: study hash or `file-<hash>`).
+    RetryQuarantine(String),
+    /// Remove a quarantine record (a study's leaves the quarantine count as
+    /// failed; Reprocess still runs it).
+    ClearQuarantine(String),
 }
 
 /// What `/readyz` checks. The daemon is ready when all hold and it is not
@@ -287,6 +311,7 @@ struct Inner {
     notifier: Notifier,
     gpu: Mutex<gpu::GpuProbe>,
     dbus: Mutex<Option<SyncSender<DbusEvent>>>,
+    page: Mutex<page::PageState>,
 }
 
 /// The daemon's observability state: metrics, readiness, systemd and D-Bus
@@ -335,6 +360,7 @@ impl Observer {
                 notifier,
                 gpu: Mutex::new(gpu::GpuProbe::new()),
                 dbus: Mutex::new(None),
+                page: Mutex::new(page::PageState::default()),
             }),
         }
     }
@@ -517,6 +543,51 @@ impl Observer {
             return;
         }
         self.inner.metrics.disk_free(folder_role, &path.to_string_lossy(), bytes);
+        lock(&self.inner.page).disk.insert((folder_role.to_string(), path.display().to_string()), bytes);
+    }
+
+    /// The studies waiting or running, for the status page (by hash, never by UID).
+    pub fn set_queue_items(&self, items: Vec<QueueItem>) {
+        lock(&self.inner.page).queue = items;
+    }
+
+    /// A study finished, for the status page's last results (the newest
+    /// [`page::RESULTS_KEPT`] are kept).
+    pub fn add_result(&self, item: ResultItem) {
+        lock(&self.inner.page).push_result(item);
+    }
+
+    /// The quarantine records now: the status page shows their names,
+    /// kinds, times and reasons; D-Bus `ShowQuarantine` (admin only) the rest.
+    pub fn set_quarantine_records(&self, records: Vec<crate::quarantine::Record>) {
+        lock(&self.inner.page).quarantine = records;
+    }
+
+    /// The quarantine records as last set.
+    pub fn quarantine_records(&self) -> Vec<crate::quarantine::Record> {
+        lock(&self.inner.page).quarantine.clone()
+    }
+
+    /// The status page (`/`) as HTML: no patient data, studies by hash.
+    pub fn render_page(&self) -> String {
+        let snap = self.snapshot();
+        let engines = self.engines();
+        let page = lock(&self.inner.page).clone();
+        let info = &self.inner.info;
+        let model = format!("{} {} (sha256 {})", info.model_name, info.model_version, info.model_sha256);
+        let version = format!("{} ({})", info.edgeseg_version, info.git_rev);
+        page::render(&page::PageInput {
+            state: snap.state,
+            status: &snap.status,
+            ready: snap.ready,
+            queue_depth: snap.queue_depth,
+            quarantined: snap.quarantined,
+            model: &model,
+            version: &version,
+            engines: &engines,
+            page: &page,
+            now: now_seconds(),
+        })
     }
 
     /// Starts of the daemon recorded in its journal (`edgeseg_starts_total`).

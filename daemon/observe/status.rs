@@ -125,7 +125,10 @@ pub fn read_status(bus: &BusKind) -> Result<DaemonStatus, ObserveError> {
             .await
             .map_err(|e| dbus_err("properties proxy", e))?;
         let iface = InterfaceName::try_from(DBUS_INTERFACE).map_err(|e| dbus_err("interface name", e))?;
-        let mut all = props.get_all(iface).await.map_err(|e| dbus_err("GetAll", e.into()))?;
+        let mut all = props.get_all(iface).await.map_err(|e| match call_err("GetAll", e.into()) {
+            ObserveError::AccessDenied { method, .. } => ObserveError::AccessDenied { method, group: "edgeseg" },
+            other => other,
+        })?;
         let queue_depth = take_u64(&mut all, "QueueDepth")?;
         let quarantined = take_u64(&mut all, "Quarantined")?;
         Ok(DaemonStatus {
@@ -143,4 +146,127 @@ pub fn read_status(bus: &BusKind) -> Result<DaemonStatus, ObserveError> {
             version: take_string(&mut all, "Version")?,
         })
     })
+}
+
+/// One quarantine record as `edgeseg quarantine list|show --json` prints it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct QuarantineEntry {
+    /// The record's name: the study hash or `file-<hash>`.
+    pub name: String,
+    /// `study` or `file`.
+    pub kind: String,
+    /// When it was quarantined (RFC 3339).
+    pub since: String,
+    /// Why.
+    pub reason: String,
+    /// The StudyInstanceUID (`show` of a study record only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub study_uid: Option<String>,
+    /// The input files (`show` only).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<String>,
+}
+
+impl QuarantineEntry {
+    /// The human form of one record (`show`).
+    pub fn to_text(&self) -> String {
+        let mut t = format!(
+            "Record:  {}\nKind:    {}\nSince:   {}\nReason:  {}\n",
+            self.name, self.kind, self.since, self.reason
+        );
+        if let Some(u) = &self.study_uid {
+            t.push_str(&format!("Study:   {u}\n"));
+        }
+        for f in &self.files {
+            t.push_str(&format!("File:    {f}\n"));
+        }
+        t
+    }
+}
+
+/// Calls `method` of the daemon's interface on `bus` with `args` and reads
+/// the reply's body as `R`.
+fn call<A, R>(bus: &BusKind, method: &'static str, args: &A) -> Result<R, ObserveError>
+where
+    A: serde::Serialize + zbus::zvariant::DynamicType,
+    R: for<'d> serde::Deserialize<'d> + zbus::zvariant::Type,
+{
+    let Some(builder) = bus.builder() else {
+        return Err(ObserveError::NotRunning { bus: bus.to_string() });
+    };
+    let bus_text = bus.to_string();
+    zbus::block_on(async move {
+        let conn = builder.build().await.map_err(|e| dbus_err(&format!("connecting to the {bus_text}"), e))?;
+        let name = BusName::try_from(DBUS_NAME).map_err(|e| dbus_err("bus name", e))?;
+        let dbus = DBusProxy::new(&conn).await.map_err(|e| dbus_err("org.freedesktop.DBus proxy", e))?;
+        let owned = dbus.name_has_owner(name).await.map_err(|e| dbus_err("NameHasOwner", e.into()))?;
+        if !owned {
+            return Err(ObserveError::NotRunning { bus: bus_text });
+        }
+        let proxy = zbus::Proxy::new(&conn, DBUS_NAME, DBUS_PATH, DBUS_INTERFACE)
+            .await
+            .map_err(|e| dbus_err("daemon proxy", e))?;
+        proxy.call(method, args).await.map_err(|e| call_err(method, e))
+    })
+}
+
+/// A refused call as what it means: access denied, bad arguments (the
+/// daemon's sentence), else the D-Bus error.
+fn call_err(method: &str, e: zbus::Error) -> ObserveError {
+    const DENIED: &str = "org.freedesktop.DBus.Error.AccessDenied";
+    const INVALID: &str = "org.freedesktop.DBus.Error.InvalidArgs";
+    let (name, detail) = match &e {
+        zbus::Error::FDO(f) => match f.as_ref() {
+            zbus::fdo::Error::AccessDenied(d) => (DENIED.to_string(), d.clone()),
+            zbus::fdo::Error::InvalidArgs(d) => (INVALID.to_string(), d.clone()),
+            _ => (String::new(), String::new()),
+        },
+        zbus::Error::MethodError(n, d, _) => (n.as_str().to_string(), d.clone().unwrap_or_default()),
+        _ => (String::new(), String::new()),
+    };
+    match name.as_str() {
+        DENIED => ObserveError::AccessDenied { method: method.to_string(), group: "edgeseg-admin" },
+        INVALID => ObserveError::Refused { method: method.to_string(), reason: detail },
+        _ => dbus_err(method, e),
+    }
+}
+
+/// `ListQuarantine()`: every record, by name.
+pub fn quarantine_list(bus: &BusKind) -> Result<Vec<QuarantineEntry>, ObserveError> {
+    let rows: Vec<(String, String, String, String)> = call(bus, "ListQuarantine", &())?;
+    Ok(rows
+        .into_iter()
+        .map(|(name, kind, since, reason)| QuarantineEntry {
+            name,
+            kind,
+            since,
+            reason,
+            study_uid: None,
+            files: vec![],
+        })
+        .collect())
+}
+
+/// `ShowQuarantine(name)`: one record with its study UID and files.
+pub fn quarantine_show(bus: &BusKind, name: &str) -> Result<QuarantineEntry, ObserveError> {
+    let (kind, since, reason, uid, files): (String, String, String, String, Vec<String>) =
+        call(bus, "ShowQuarantine", &(name,))?;
+    Ok(QuarantineEntry {
+        name: name.to_string(),
+        kind,
+        since,
+        reason,
+        study_uid: (!uid.is_empty()).then_some(uid),
+        files,
+    })
+}
+
+/// `RetryQuarantine(name)`.
+pub fn quarantine_retry(bus: &BusKind, name: &str) -> Result<(), ObserveError> {
+    call(bus, "RetryQuarantine", &(name,))
+}
+
+/// `ClearQuarantine(name)`.
+pub fn quarantine_clear(bus: &BusKind, name: &str) -> Result<(), ObserveError> {
+    call(bus, "ClearQuarantine", &(name,))
 }

@@ -43,7 +43,8 @@ COMPATIBLE_MACHINE = "(cuda)"
 REQUIRED_DISTRO_FEATURES = "systemd"
 
 USERADD_PACKAGES = "${PN}"
-GROUPADD_PARAM:${PN} = "--system edgeseg"
+# edgeseg: results and D-Bus reading; edgeseg-admin: D-Bus control (sysusers does the same).
+GROUPADD_PARAM:${PN} = "--system edgeseg; --system edgeseg-admin"
 USERADD_PARAM:${PN} = "--system --gid edgeseg --groups video --home-dir /var/lib/edgeseg --no-create-home --shell /sbin/nologin edgeseg"
 
 SYSTEMD_PACKAGES = "${PN}"
