@@ -1364,6 +1364,12 @@ impl Daemon<'_> {
                 format!("enqueue {}", file_label(p, &self.watch_roots()).replacen("file", "folder", 1))
             }
             Command::ReloadConfig => "reload".to_string(),
+            // Record names are hashes, never paths (anything else is not shown).
+            Command::RetryQuarantine(name) | Command::ClearQuarantine(name) => {
+                let verb = if matches!(c, Command::RetryQuarantine(_)) { "retry" } else { "clear" };
+                let name = if quarantine::is_record_name(name) { name.as_str() } else { "(not a record name)" };
+                format!("{verb} quarantine record {name}")
+            }
         };
         tracing::info!("command: {what}");
         match c {
