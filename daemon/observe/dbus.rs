@@ -153,7 +153,7 @@ pub fn start_dbus(bus: BusKind, obs: Observer, commands: Sender<Command>) -> Res
             }
             event_loop(&conn, &rx);
             if let Err(e) = zbus::block_on(conn.release_name(DBUS_NAME)) {
-                tracing::debug!(error = %e, "D-Bus name release failed");
+                tracing::debug!(error = %e, "D-Bus name release failed: {e}");
             }
         })
         .map_err(|source| ObserveError::Thread { what: "D-Bus", source })?;
@@ -172,7 +172,7 @@ pub fn start_dbus(bus: BusKind, obs: Observer, commands: Sender<Command>) -> Res
         }
     };
     obs.attach_dbus(Some(tx.clone()));
-    tracing::info!(bus = %bus, name = DBUS_NAME, unique = %unique_name, "D-Bus service up");
+    tracing::info!(bus = %bus, name = DBUS_NAME, unique = %unique_name, "D-Bus service up: {DBUS_NAME} on the {bus} bus ({unique_name})");
     Ok(Some(DbusHandle { tx, thread: Some(thread), obs, unique_name }))
 }
 
@@ -180,7 +180,7 @@ fn event_loop(conn: &Connection, rx: &Receiver<DbusEvent>) {
     let iface = match zbus::block_on(conn.object_server().interface::<_, Daemon1>(DBUS_PATH)) {
         Ok(i) => i,
         Err(e) => {
-            tracing::error!(error = %e, "D-Bus interface missing: no signals");
+            tracing::error!(error = %e, "D-Bus interface missing: no signals ({e})");
             return;
         }
     };
@@ -209,7 +209,7 @@ fn event_loop(conn: &Connection, rx: &Receiver<DbusEvent>) {
             }
         });
         if let Err(e) = result {
-            tracing::warn!(error = %e, event = ?ev, "D-Bus emission failed");
+            tracing::warn!(error = %e, "D-Bus emission failed: {e}");
         }
     }
 }
@@ -242,9 +242,23 @@ impl Daemon1 {
     fn send(&self, c: Command) -> zbus::fdo::Result<()> {
         match &c {
             // Not the path: scanners may name export folders after the patient.
-            Command::Enqueue(_) => tracing::info!(command = "Enqueue", "D-Bus command"),
-            Command::Reprocess(uid) => tracing::info!(command = "Reprocess", study = %uid, "D-Bus command"),
-            other => tracing::info!(command = ?other, "D-Bus command"),
+            // Nor the full UID: studies are named by their hash in logs.
+            Command::Enqueue(_) => tracing::info!(command = "Enqueue", "D-Bus command: Enqueue"),
+            Command::Reprocess(uid) => {
+                let study = crate::queue::uid_hash(uid);
+                tracing::info!(command = "Reprocess", study = %study, "D-Bus command: Reprocess study {study}")
+            }
+            other => {
+                let name = match other {
+                    Command::Pause => "Pause",
+                    Command::Resume => "Resume",
+                    Command::ReloadConfig => "ReloadConfig",
+                    Command::RetryQuarantine(_) => "RetryQuarantine",
+                    Command::ClearQuarantine(_) => "ClearQuarantine",
+                    Command::Enqueue(_) | Command::Reprocess(_) => "",
+                };
+                tracing::info!(command = name, "D-Bus command: {name}")
+            }
         }
         lock(&self.commands)
             .send(c)

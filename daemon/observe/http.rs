@@ -71,7 +71,7 @@ fn serve(server: &Server, stop: &AtomicBool, obs: &Observer) {
                 if stop.load(Ordering::SeqCst) {
                     return;
                 }
-                tracing::warn!(error = %e, "metrics server accept failed");
+                tracing::warn!(error = %e, "metrics server accept failed: {e}");
                 std::thread::sleep(std::time::Duration::from_millis(50));
             }
         }
@@ -147,6 +147,6 @@ fn handle(rq: Request, obs: &Observer) {
     }
     // tiny_http leaves the body out of a HEAD response itself.
     if let Err(e) = rq.respond(resp) {
-        tracing::debug!(error = %e, "metrics response not sent");
+        tracing::debug!(error = %e, "metrics response not sent: {e}");
     }
 }
