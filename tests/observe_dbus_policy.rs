@@ -108,27 +108,7 @@ impl SystemStyleBus {
             ),
         )
         .expect("bus config written");
-        let mut child = Command::new("dbus-daemon")
-            .arg(format!("--config-file={}", conf.display()))
-            .args(["--nofork", "--print-address"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("dbus-daemon starts");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, rx) = channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let address = match rx.recv_timeout(Duration::from_secs(10)) {
-            Ok(l) if !l.trim().is_empty() => l.trim().to_string(),
-            other => {
-                let _ = child.kill();
-                panic!("dbus-daemon printed no address: {other:?}");
-            }
-        };
+        let (child, address) = crate::observe_dbus::spawn_dbus_daemon(&conf);
         SystemStyleBus { child, address, _dir: dir }
     }
 }
