@@ -225,6 +225,20 @@ pub struct StageTimings {
     pub write: f64,
 }
 
+impl StageTimings {
+    /// Each stage by its name (the metric's `stage` label), in pipeline order.
+    pub fn by_stage(&self) -> [(&'static str, f64); 6] {
+        [
+            ("load", self.load),
+            ("preprocess", self.preprocess),
+            ("inference", self.inference),
+            ("export", self.export),
+            ("postprocess", self.postprocess),
+            ("write", self.write),
+        ]
+    }
+}
+
 /// report.json (schema in docs/report.md).
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {

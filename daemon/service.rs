@@ -993,21 +993,7 @@ impl Daemon<'_> {
 
     fn result(&self, uid: &str, outcome: &str, created: Option<f64>, t: Option<&StageTimings>) {
         let now = queue::now();
-        let stages = t
-            .map(|t| {
-                [
-                    ("load", t.load),
-                    ("preprocess", t.preprocess),
-                    ("inference", t.inference),
-                    ("export", t.export),
-                    ("postprocess", t.postprocess),
-                    ("write", t.write),
-                ]
-                .into_iter()
-                .map(|(s, v)| (s.to_string(), v))
-                .collect()
-            })
-            .unwrap_or_default();
+        let stages = t.map(|t| t.by_stage().into_iter().map(|(s, v)| (s.to_string(), v)).collect()).unwrap_or_default();
         self.reporter.study_result(ResultItem {
             hash: uid_hash(uid),
             outcome: outcome.to_string(),
@@ -1291,14 +1277,7 @@ impl Daemon<'_> {
         let uid = o.uid;
         match o.result {
             Ok((dir, t)) => {
-                for (stage, s) in [
-                    ("load", t.load),
-                    ("preprocess", t.preprocess),
-                    ("inference", t.inference),
-                    ("export", t.export),
-                    ("postprocess", t.postprocess),
-                    ("write", t.write),
-                ] {
+                for (stage, s) in t.by_stage() {
                     self.reporter.observe_stage(stage, s);
                 }
                 let entry = self.journal.get(&uid)?;

@@ -102,6 +102,22 @@ fn take_folds(props: &mut HashMap<String, OwnedVariant>) -> Result<Vec<FoldStatu
     Ok(folds.into_iter().map(|(fold, provider, precision)| FoldStatus { fold, provider, precision }).collect())
 }
 
+/// Connects with `builder` to the bus named `bus_text` and checks that the
+/// daemon owns `org.edgeseg.Daemon1` there ([`ObserveError::NotRunning`] if not).
+async fn connect_to_daemon(
+    builder: zbus::connection::Builder<'static>,
+    bus_text: String,
+) -> Result<zbus::Connection, ObserveError> {
+    let conn = builder.build().await.map_err(|e| dbus_err(&format!("connecting to the {bus_text}"), e))?;
+    let name = BusName::try_from(DBUS_NAME).map_err(|e| dbus_err("bus name", e))?;
+    let dbus = DBusProxy::new(&conn).await.map_err(|e| dbus_err("org.freedesktop.DBus proxy", e))?;
+    let owned = dbus.name_has_owner(name).await.map_err(|e| dbus_err("NameHasOwner", e.into()))?;
+    if !owned {
+        return Err(ObserveError::NotRunning { bus: bus_text });
+    }
+    Ok(conn)
+}
+
 /// Reads the daemon's properties from `bus`. [`ObserveError::NotRunning`]
 /// when nobody owns `org.edgeseg.Daemon1` there.
 pub fn read_status(bus: &BusKind) -> Result<DaemonStatus, ObserveError> {
@@ -111,13 +127,7 @@ pub fn read_status(bus: &BusKind) -> Result<DaemonStatus, ObserveError> {
     let bus_text = bus.to_string();
     tracing::debug!(bus = %bus_text, "reading the daemon's properties");
     zbus::block_on(async move {
-        let conn = builder.build().await.map_err(|e| dbus_err(&format!("connecting to the {bus_text}"), e))?;
-        let name = BusName::try_from(DBUS_NAME).map_err(|e| dbus_err("bus name", e))?;
-        let dbus = DBusProxy::new(&conn).await.map_err(|e| dbus_err("org.freedesktop.DBus proxy", e))?;
-        let owned = dbus.name_has_owner(name).await.map_err(|e| dbus_err("NameHasOwner", e.into()))?;
-        if !owned {
-            return Err(ObserveError::NotRunning { bus: bus_text });
-        }
+        let conn = connect_to_daemon(builder, bus_text).await?;
         let props = PropertiesProxy::builder(&conn)
             .destination(DBUS_NAME)
             .path(DBUS_PATH)
@@ -196,13 +206,7 @@ where
     };
     let bus_text = bus.to_string();
     zbus::block_on(async move {
-        let conn = builder.build().await.map_err(|e| dbus_err(&format!("connecting to the {bus_text}"), e))?;
-        let name = BusName::try_from(DBUS_NAME).map_err(|e| dbus_err("bus name", e))?;
-        let dbus = DBusProxy::new(&conn).await.map_err(|e| dbus_err("org.freedesktop.DBus proxy", e))?;
-        let owned = dbus.name_has_owner(name).await.map_err(|e| dbus_err("NameHasOwner", e.into()))?;
-        if !owned {
-            return Err(ObserveError::NotRunning { bus: bus_text });
-        }
+        let conn = connect_to_daemon(builder, bus_text).await?;
         let proxy = zbus::Proxy::new(&conn, DBUS_NAME, DBUS_PATH, DBUS_INTERFACE)
             .await
             .map_err(|e| dbus_err("daemon proxy", e))?;
