@@ -5,6 +5,7 @@
 //! ARCHITECTURE.md for the stages and their invariants.
 
 pub mod config;
+pub mod edit;
 pub mod export;
 pub mod gpu;
 pub mod infer;

@@ -8,6 +8,7 @@ pub mod dicom_refs;
 pub mod mip;
 pub mod nifti;
 pub mod palette;
+pub mod report;
 pub mod rtstruct;
 pub mod seg;
 pub mod segments;
