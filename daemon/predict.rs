@@ -3,7 +3,7 @@
 //! same files. Part of the binary edge (anyhow).
 
 use std::collections::BTreeMap;
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
@@ -11,7 +11,9 @@ use edgeseg::export::nifti;
 use edgeseg::gpu::select::PostprocessChoice;
 use edgeseg::infer::onnx::{EngineOptions, ProviderRequest, library_path};
 use edgeseg::infer::{PredictOptions, Predictor};
-use edgeseg::volume::Volume;
+use edgeseg::volume::{Geometry, Volume};
+
+use crate::progress::Progress;
 
 /// ONNX Runtime options shared by `predict` and `process`.
 #[derive(clap::Args)]
@@ -55,23 +57,85 @@ pub struct Args {
     pub save_probabilities: bool,
     pub engine: EngineArgs,
     pub batch_size: usize,
+    /// Keep outputs that exist (nnU-Net's --continue_prediction).
+    pub continue_prediction: bool,
+    /// (part id, number of parts): every number-of-parts-th case from the id.
+    pub part: (usize, usize),
+    /// A progress bar when stderr is a terminal.
+    pub progress_bar: bool,
 }
 
-/// CASE → channel files, from names CASE_XXXX<ending>.
-fn cases(dir: &Path, ending: &str) -> Result<BTreeMap<String, BTreeMap<usize, PathBuf>>> {
+/// CASE → channel files, from names CASE_XXXX<ending>; a channel the model
+/// does not have (CASE_0002 for a two-channel model) is an error naming the
+/// files, before anything runs.
+fn cases(dir: &Path, ending: &str, n_channels: usize) -> Result<BTreeMap<String, BTreeMap<usize, PathBuf>>> {
     let mut out: BTreeMap<String, BTreeMap<usize, PathBuf>> = BTreeMap::new();
-    for e in std::fs::read_dir(dir).with_context(|| format!("{}: cannot list", dir.display()))? {
-        let e = e?;
+    let mut extra = Vec::new();
+    let list = std::fs::read_dir(dir).with_context(|| format!("{}: cannot list the input folder", dir.display()))?;
+    for e in list {
+        let e = e.with_context(|| format!("{}: cannot list the input folder", dir.display()))?;
         let name = e.file_name().to_string_lossy().into_owned();
         let Some(stem) = name.strip_suffix(ending) else { continue };
         let Some((case, ch)) = stem.rsplit_once('_') else { continue };
-        if ch.len() != 4 || !ch.chars().all(|c| c.is_ascii_digit()) {
+        let Some(ch) = ch.parse::<usize>().ok().filter(|_| ch.len() == 4 && ch.bytes().all(|c| c.is_ascii_digit()))
+        else {
+            continue;
+        };
+        if ch >= n_channels {
+            extra.push(name);
             continue;
         }
-        let ch: usize = ch.parse()?;
         out.entry(case.to_string()).or_default().insert(ch, e.path());
     }
+    if !extra.is_empty() {
+        extra.sort();
+        bail!(
+            "{}: {}: channel files the model does not take (it has {n_channels} channel(s), _0000 to _{:04})",
+            dir.display(),
+            extra.join(", "),
+            n_channels.saturating_sub(1)
+        );
+    }
     Ok(out)
+}
+
+/// One case's channels read and on one grid, or why not (the case is skipped).
+fn read_case(files: &BTreeMap<usize, PathBuf>, n_channels: usize) -> Result<Vec<Volume<f32>>, String> {
+    let missing: Vec<String> = (0..n_channels).filter(|c| !files.contains_key(c)).map(|c| format!("_{c:04}")).collect();
+    if !missing.is_empty() {
+        return Err(format!("missing channel file(s) {}", missing.join(", ")));
+    }
+    let mut vols = Vec::with_capacity(n_channels);
+    for c in 0..n_channels {
+        vols.push(nifti::read_f32(&files[&c]).map_err(|e| e.to_string())?);
+    }
+    let g0 = &vols[0].geometry;
+    for (c, v) in vols.iter().enumerate().skip(1) {
+        if let Some(why) = grid_difference(g0, &v.geometry) {
+            return Err(format!("channel _{c:04} is not on channel _0000's grid ({why})"));
+        }
+    }
+    Ok(vols)
+}
+
+/// How two grids differ, as nnU-Net's reader checks them (shape, spacing,
+/// origin, direction), with float tolerances; None when they agree.
+fn grid_difference(a: &Geometry, b: &Geometry) -> Option<String> {
+    let v = |x: &[f64; 3]| format!("{:.4} x {:.4} x {:.4}", x[0], x[1], x[2]);
+    if a.dims != b.dims {
+        let d = |x: &[usize; 3]| format!("{} x {} x {}", x[0], x[1], x[2]);
+        return Some(format!("voxels {} against {}", d(&b.dims), d(&a.dims)));
+    }
+    if a.spacing.iter().zip(&b.spacing).any(|(p, q)| (p - q).abs() > 1e-4 * p.abs().max(1.0)) {
+        return Some(format!("spacing {} mm against {} mm", v(&b.spacing), v(&a.spacing)));
+    }
+    if a.origin.iter().zip(&b.origin).any(|(p, q)| (p - q).abs() > 1e-3) {
+        return Some(format!("origin {} mm against {} mm", v(&b.origin), v(&a.origin)));
+    }
+    if a.direction.iter().flatten().zip(b.direction.iter().flatten()).any(|(p, q)| (p - q).abs() > 1e-4) {
+        return Some("another orientation".into());
+    }
+    None
 }
 
 /// Minimal .npz (an uncompressed zip of one .npy) for --save-probabilities.
@@ -146,34 +210,46 @@ pub fn run(a: &Args) -> Result<bool> {
         .with_context(|| format!("{}: cannot load the model", a.model.display()))?;
     let ending = predictor.package.dataset.file_ending.clone().unwrap_or_else(|| ".nii.gz".into());
     let n_channels = predictor.package.meta.channels.len();
-    let all = cases(&a.input, &ending)?;
+    let all = cases(&a.input, &ending, n_channels)?;
     if all.is_empty() {
         bail!("{}: no CASE_XXXX{ending} images", a.input.display());
     }
-    std::fs::create_dir_all(&a.output).with_context(|| format!("{}: cannot create", a.output.display()))?;
-    let tty = std::io::stderr().is_terminal();
+    // nnU-Net's -part_id/-num_parts: every num_parts-th case of the sorted list.
+    let (part, parts) = a.part;
+    let mine: Vec<(&String, &BTreeMap<usize, PathBuf>)> = all.iter().skip(part).step_by(parts.max(1)).collect();
+    std::fs::create_dir_all(&a.output)
+        .with_context(|| format!("{}: cannot create the output folder", a.output.display()))?;
+    let mut progress = Progress::new("case", mine.len(), a.progress_bar);
     let mut clean = true;
-    for (case, files) in &all {
-        let missing: Vec<usize> = (0..n_channels).filter(|c| !files.contains_key(c)).collect();
-        if !missing.is_empty() {
-            eprintln!("edgeseg: skipped case {case}: missing channel(s) {missing:?}");
-            clean = false;
+    for (case, files) in mine {
+        progress.begin(case);
+        let out = a.output.join(format!("{case}{ending}"));
+        let npz = a.output.join(format!("{case}.npz"));
+        if a.continue_prediction && out.exists() && (!a.save_probabilities || npz.exists()) {
+            progress.suspend(|| eprintln!("edgeseg: case {case}: {} exists, kept", out.display()));
             continue;
         }
-        let vols: Vec<Volume<f32>> =
-            (0..n_channels).map(|c| nifti::read_f32(&files[&c]).map_err(anyhow::Error::from)).collect::<Result<_>>()?;
+        let vols = match read_case(files, n_channels) {
+            Ok(v) => v,
+            Err(why) => {
+                progress.suspend(|| eprintln!("edgeseg: skipped case {case}: {why}"));
+                clean = false;
+                continue;
+            }
+        };
         let refs: Vec<&Volume<f32>> = vols.iter().collect();
         let p = predictor.predict(&refs, a.save_probabilities, |done, total| {
-            if tty {
-                let width = 30;
-                let filled = done * width / total.max(1);
-                eprint!("\r{case} [{}{}] {done}/{total} tiles", "#".repeat(filled), " ".repeat(width - filled));
-                if done == total {
-                    eprintln!();
-                }
+            progress.step(done as f64 / total.max(1) as f64, &format!("tile {done}/{total}"));
+        });
+        let p = match p {
+            Ok(p) => p,
+            Err(e) => {
+                progress.suspend(|| eprintln!("edgeseg: skipped case {case}: {e}"));
+                clean = false;
+                continue;
             }
-        })?;
-        let out = a.output.join(format!("{case}{ending}"));
+        };
+        progress.step(1.0, "writing");
         nifti::write(&out, &p.labels, "edgeseg predict").with_context(|| format!("{}: cannot write", out.display()))?;
         if let Some(probs) = &p.probabilities {
             // nnU-Net's .npz: 'probabilities' as K × (z, y, x).
@@ -182,21 +258,19 @@ pub fn run(a: &Args) -> Result<bool> {
             for pr in probs {
                 flat.extend_from_slice(&pr.data);
             }
-            write_npz(
-                &a.output.join(format!("{case}.npz")),
-                "probabilities",
-                &[probs.len(), g.dims[2], g.dims[1], g.dims[0]],
-                &flat,
-            )?;
+            write_npz(&npz, "probabilities", &[probs.len(), g.dims[2], g.dims[1], g.dims[0]], &flat)?;
         }
-        println!(
-            "{} (preprocess {:.2} s, inference {:.2} s, export {:.2} s)",
-            out.display(),
-            p.timings.preprocess_s,
-            p.timings.inference_s,
-            p.timings.export_s
-        );
+        progress.suspend(|| {
+            println!(
+                "{} (preprocess {:.2} s, inference {:.2} s, export {:.2} s)",
+                out.display(),
+                p.timings.preprocess_s,
+                p.timings.inference_s,
+                p.timings.export_s
+            )
+        });
     }
+    progress.finish();
     Ok(clean)
 }
 
@@ -234,15 +308,19 @@ pub fn process(a: &ProcessArgs) -> Result<bool> {
     if studies.is_empty() {
         bail!("{}: no DICOM study found", a.input.display());
     }
+    let mut progress = Progress::new("study", studies.len(), true);
     for (n, study) in studies.iter().enumerate() {
         let tag = format!("study {} of {}", n + 1, studies.len());
+        // The bar names the study by its number: the UID is quasi-identifying.
+        progress.begin(&format!("#{}", n + 1));
         let r = pipeline::process_study(&predictor, &backend, &index, study, &a.out, a.save_probabilities, |stage| {
             tracing::info!(study = %study, "{tag}: {stage}");
+            progress.step(0.0, &stage.to_string());
         });
         match r {
             Ok((dir, r)) => {
                 let t = &r.report.timings_s;
-                println!(
+                progress.suspend(|| println!(
                     "{} ({} lesions; load {:.1} s, preprocess {:.1} s, inference {:.1} s, export {:.1} s, post {:.1} s, write {:.1} s)",
                     dir.display(),
                     r.report.lesions.len(),
@@ -252,14 +330,19 @@ pub fn process(a: &ProcessArgs) -> Result<bool> {
                     t.export,
                     t.postprocess,
                     t.write
-                );
+                ));
             }
             Err(e) => {
-                eprintln!("edgeseg: {tag} failed ({:?}): {e}", e.class());
+                let class = match e.class() {
+                    edgeseg::ingest::ErrorClass::BadInput => "bad input",
+                    edgeseg::ingest::ErrorClass::Transient => "may pass on a retry",
+                };
+                progress.suspend(|| eprintln!("edgeseg: {tag} failed ({class}): {e}"));
                 clean = false;
             }
         }
     }
+    progress.finish();
     Ok(clean)
 }
 
