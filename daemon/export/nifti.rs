@@ -297,10 +297,19 @@ pub fn geometry_from_ras(ras: &[[f64; 4]; 4], dims: [usize; 3]) -> Result<Geomet
     Ok(Geometry { dims, spacing, origin: [-ras[0][3], -ras[1][3], ras[2][3]], direction })
 }
 
+/// The nifti crate's error in words: its I/O variant has no message of its
+/// own and would print as Rust debug text (`Io(Os { code: 2, .. })`).
+fn nifti_reason(e: nifti::NiftiError) -> String {
+    match e {
+        nifti::NiftiError::Io(io) => io.to_string(),
+        e => e.to_string(),
+    }
+}
+
 /// Reads a 3D NIfTI volume (any voxel type, scl_slope applied) as f32.
 pub fn read_f32(path: &Path) -> Result<Volume<f32>, ReadError> {
     let err = |reason: String| ReadError::Read { path: path.to_path_buf(), reason };
-    let obj = nifti::ReaderOptions::new().read_file(path).map_err(|e| err(e.to_string()))?;
+    let obj = nifti::ReaderOptions::new().read_file(path).map_err(|e| err(nifti_reason(e)))?;
     let h = nifti::NiftiObject::header(&obj).clone();
     let d = h.dim;
     let rank = usize::from(d[0]);
@@ -311,7 +320,7 @@ pub fn read_f32(path: &Path) -> Result<Volume<f32>, ReadError> {
     let geometry = geometry_from_ras(&header_affine_ras(&h), dims)
         .map_err(|reason| ReadError::Affine { path: path.to_path_buf(), reason })?;
     let arr = nifti::IntoNdArray::into_ndarray::<f32>(nifti::NiftiObject::into_volume(obj))
-        .map_err(|e| err(e.to_string()))?;
+        .map_err(|e| err(nifti_reason(e)))?;
     // The array is indexed [i, j, k(, …)]; reversing the axes and reading in
     // logical order gives i fastest.
     let data: Vec<f32> = arr.t().iter().copied().collect();
