@@ -312,7 +312,7 @@ pub fn process(a: &ProcessArgs) -> Result<bool> {
     for (n, study) in studies.iter().enumerate() {
         let tag = format!("study {} of {}", n + 1, studies.len());
         // The bar names the study by its number: the UID is quasi-identifying.
-        progress.begin(&format!("#{}", n + 1));
+        progress.begin("");
         let r = pipeline::process_study(&predictor, &backend, &index, study, &a.out, a.save_probabilities, |stage| {
             tracing::info!(study = %study, "{tag}: {stage}");
             progress.step(0.0, &stage.to_string());

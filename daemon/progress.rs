@@ -39,7 +39,7 @@ impl Progress {
         }
     }
 
-    /// The next item begins.
+    /// The next item begins (`name` may be empty: the number alone).
     pub fn begin(&mut self, name: &str) {
         self.current += 1;
         self.name = name.to_string();
@@ -48,7 +48,8 @@ impl Progress {
         if self.bar {
             self.draw();
         } else {
-            eprintln!("edgeseg: {} {} of {}: {name}", self.what, self.current, self.total);
+            let sep = if name.is_empty() { "" } else { ": " };
+            eprintln!("edgeseg: {} {} of {}{sep}{name}", self.what, self.current, self.total);
         }
     }
 
