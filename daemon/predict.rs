@@ -311,7 +311,7 @@ pub fn process(a: &ProcessArgs) -> Result<bool> {
     let mut progress = Progress::new("study", studies.len(), true);
     for (n, study) in studies.iter().enumerate() {
         let tag = format!("study {} of {}", n + 1, studies.len());
-        // The bar names the study by its number: the UID is quasi-identifying.
+        // Progress names the study by its number only (the UID is quasi-identifying).
         progress.begin("");
         let r = pipeline::process_study(&predictor, &backend, &index, study, &a.out, a.save_probabilities, |stage| {
             tracing::info!(study = %study, "{tag}: {stage}");

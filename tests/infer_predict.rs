@@ -251,7 +251,9 @@ fn nnunet_flags_are_accepted_as_written_for_nnunetv2_predict() {
         "-part_id",
         "0",
     ];
-    for folds in [&["-d", "900", "-f", "all"][..], &["-d", "900", "-f", "0", "1"], &["-d", "Dataset900_Pointwise", "-f", "0"]] {
+    for folds in
+        [&["-d", "900", "-f", "all"][..], &["-d", "900", "-f", "0", "1"], &["-d", "Dataset900_Pointwise", "-f", "0"]]
+    {
         let mut extra = every.to_vec();
         extra.extend_from_slice(folds);
         let (out, o) = predict(&extra);
@@ -356,7 +358,8 @@ fn an_extra_channel_file_is_an_error_naming_it() {
     std::fs::copy(cases.join("GOOD_0001.nii.gz"), input.path().join("GOOD_0002.nii.gz")).expect("copy");
     let out = tempfile::tempdir().expect("tempdir");
     let lib = ort_lib();
-    let o = edgeseg(&["predict", "-i", s(input.path()), "-o", s(out.path()), "-m", s(&model), "--onnxruntime", s(&lib)]);
+    let o =
+        edgeseg(&["predict", "-i", s(input.path()), "-o", s(out.path()), "-m", s(&model), "--onnxruntime", s(&lib)]);
     assert_eq!(o.status.code(), Some(1));
     let err = text(&o).1;
     assert!(err.contains("GOOD_0002.nii.gz: channel files the model does not take (it has 2 channel(s)"), "{err}");
@@ -459,7 +462,10 @@ fn progress_is_a_bar_on_a_terminal_and_plain_lines_otherwise() {
         .expect("python runs");
     let tty = String::from_utf8_lossy(&o.stdout).into_owned();
     assert_eq!(o.status.code(), Some(2), "{tty}");
-    assert!(tty.contains("\r\x1b[2K[") && tty.contains("] 1/4 case GOOD") && tty.contains("] 4/4 case ZBROKEN"), "{tty:?}");
+    assert!(
+        tty.contains("\r\x1b[2K[") && tty.contains("] 1/4 case GOOD") && tty.contains("] 4/4 case ZBROKEN"),
+        "{tty:?}"
+    );
     assert!(!tty.contains("case 1 of 4"), "{tty:?}");
     // Messages still reach the terminal whole, on lines of their own.
     assert!(tty.contains("\r\x1b[2Kedgeseg: skipped case HALF: missing channel file(s) _0001"), "{tty:?}");

@@ -85,8 +85,24 @@ fn study_without_ct_is_reported_and_writes_nothing() {
     let o = process(&p.join("dicom"), out.path());
     assert_eq!(o.status.code(), Some(2), "{}", text(&o).1);
     assert!(text(&o).1.contains("needs a PET/CT pair"), "{}", text(&o).1);
-    assert!(text(&o).1.contains("BadInput"), "{}", text(&o).1);
+    // The error's class in words (issue 13, item 19: no Rust debug text).
+    assert!(text(&o).1.contains("study 1 of 1 failed (bad input)"), "{}", text(&o).1);
     assert_eq!(std::fs::read_dir(out.path()).expect("out").count(), 0);
+    // Progress: a plain line per study off a terminal, a bar on one (a
+    // pseudo-terminal from Python's pty module), the failure on its own line.
+    assert!(text(&o).1.contains("edgeseg: study 1 of 1\n"), "{}", text(&o).1);
+    assert!(!text(&o).1.contains('\r'), "{}", text(&o).1);
+    let (model, lib) = (petct_package(), ort_lib());
+    let o = std::process::Command::new(crate::util::python())
+        .args(["-c", "import pty, sys; sys.exit(pty.spawn(sys.argv[1:]) >> 8)", env!("CARGO_BIN_EXE_edgeseg")])
+        .args(["process", s(&p.join("dicom")), "--model", s(&model), "--out", s(out.path()), "--onnxruntime", s(&lib)])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("python runs");
+    let tty = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert_eq!(o.status.code(), Some(2), "{tty}");
+    assert!(tty.contains("\r\x1b[2K[") && tty.contains("] 1/1 study"), "{tty:?}");
+    assert!(tty.contains("\r\x1b[2Kedgeseg: study 1 of 1 failed (bad input)"), "{tty:?}");
 }
 
 #[test]

@@ -211,7 +211,9 @@ fn results_folder_package(a: &Args) -> Result<PathBuf> {
         bail!("no model: give -m MODEL_DIR (an edgeseg model package), or -d and -c with nnUNet_results set");
     };
     let Some(results) = std::env::var_os("nnUNet_results").map(PathBuf::from) else {
-        bail!("no model: -m MODEL_DIR not given and nnUNet_results not set (where -d {dataset} -c {configuration} would be)");
+        bail!(
+            "no model: -m MODEL_DIR not given and nnUNet_results not set (where -d {dataset} -c {configuration} would be)"
+        );
     };
     let name = match dataset.parse::<u32>() {
         Ok(id) => {
@@ -244,7 +246,10 @@ fn check_package(dir: &Path, a: &Args, folds: &[u32]) -> Result<()> {
         bail!("{}", export_hint(dir, a, folds));
     }
     // Unreadable or malformed: the package loader says so with its reasons.
-    let Ok(meta) = std::fs::read_to_string(&toml_path).map_err(|_| ()).and_then(|t| toml::from_str::<ModelToml>(&t).map_err(|_| ())) else {
+    let Ok(meta) = std::fs::read_to_string(&toml_path)
+        .map_err(|_| ())
+        .and_then(|t| toml::from_str::<ModelToml>(&t).map_err(|_| ()))
+    else {
         return Ok(());
     };
     let contradicts = |flag: &str, given: &str, what: &str, has: &str| {
@@ -255,10 +260,9 @@ fn check_package(dir: &Path, a: &Args, folds: &[u32]) -> Result<()> {
     {
         return Err(contradicts("-c", c, "configuration", &meta.configuration));
     }
-    for (flag, given, what, has) in [
-        ("-tr", &a.trainer, "trainer", &meta.trainer),
-        ("-p", &a.plans, "plans", &meta.plans_identifier),
-    ] {
+    for (flag, given, what, has) in
+        [("-tr", &a.trainer, "trainer", &meta.trainer), ("-p", &a.plans, "plans", &meta.plans_identifier)]
+    {
         match (given, has) {
             (Some(g), Some(h)) if g != h => return Err(contradicts(flag, g, what, h)),
             (Some(g), None) => tracing::warn!("{flag} {g}: the package does not record its {what}; not checked"),
@@ -323,11 +327,8 @@ fn export_hint(dir: &Path, a: &Args, folds: &[u32]) -> String {
     let folds: Vec<String> = fold_list.iter().map(u32::to_string).collect();
     let chk = a.checkpoint.as_deref().unwrap_or("checkpoint_final.pth");
     let source = if nnunet { dir.display().to_string() } else { "NNUNET_RESULTS_FOLDER".into() };
-    let what = if nnunet {
-        "an nnU-Net results folder, not an edgeseg model package"
-    } else {
-        "not an edgeseg model package"
-    };
+    let what =
+        if nnunet { "an nnU-Net results folder, not an edgeseg model package" } else { "not an edgeseg model package" };
     format!(
         "{}: no model.toml: {what}; export the trained model first with\n  \
          python3 tools/nnunet_export.py --trained-model {source} --folds {} --checkpoint {chk} --out MODEL_DIR\n\
@@ -347,8 +348,21 @@ mod tests {
 
     #[test]
     fn single_dash_flags_are_respelled_after_predict_only() {
-        let got = nnunet_spellings(os(&["edgeseg", "predict", "-device", "cpu", "-chk=a.pth", "-step_size", "0.3", "-d", "5"]));
-        assert_eq!(got, os(&["edgeseg", "predict", "--device", "cpu", "--checkpoint=a.pth", "--step-size", "0.3", "-d", "5"]));
+        let got = nnunet_spellings(os(&[
+            "edgeseg",
+            "predict",
+            "-device",
+            "cpu",
+            "-chk=a.pth",
+            "-step_size",
+            "0.3",
+            "-d",
+            "5",
+        ]));
+        assert_eq!(
+            got,
+            os(&["edgeseg", "predict", "--device", "cpu", "--checkpoint=a.pth", "--step-size", "0.3", "-d", "5"])
+        );
         let other = os(&["edgeseg", "process", "-tr"]);
         assert_eq!(nnunet_spellings(other.clone()), other);
     }
