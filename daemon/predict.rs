@@ -315,7 +315,7 @@ pub fn process(a: &ProcessArgs) -> Result<bool> {
         progress.begin("");
         let r = pipeline::process_study(&predictor, &backend, &index, study, &a.out, a.save_probabilities, |stage| {
             tracing::info!(study = %study, "{tag}: {stage}");
-            progress.step(0.0, &stage.to_string());
+            progress.step(0.0, stage);
         });
         match r {
             Ok((dir, r)) => {

@@ -37,6 +37,8 @@ mod status;
 macro_rules! commands {
     ($($variant:ident => $module:ident,)*) => {
         /// The subcommands, in the order `edgeseg --help` lists them.
+        // Parsed once per process: boxing the larger arguments buys nothing.
+        #[allow(clippy::large_enum_variant)]
         #[derive(clap::Subcommand)]
         pub enum Command {
             $($variant($module::Args),)*
