@@ -399,6 +399,13 @@ fn a_folder_without_model_toml_gets_the_export_command() {
         .expect("edgeseg runs");
     assert_eq!(o.status.code(), Some(1));
     assert!(text(&o).1.contains(&want), "{}", text(&o).1);
+    // process and compile give the same advice for the same folder.
+    let o = edgeseg(&["process", s(&input), "--model", s(&trained), "--out", s(out.path()), "--onnxruntime", s(&lib)]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).1.contains(&want), "{}", text(&o).1);
+    let o = edgeseg(&["compile", "--model", s(&trained), "--onnxruntime", s(&lib)]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).1.contains(&want), "{}", text(&o).1);
 }
 
 /// Missing and unreadable files and a bad model folder: plain words, never

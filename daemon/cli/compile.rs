@@ -30,5 +30,6 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<bool> {
+    super::predict::require_package(&a.model, &[], None)?;
     crate::predict::compile(&a.model, a.onnxruntime.as_deref(), a.provider, a.require_gpu, a.fp16, a.trt_cache)
 }

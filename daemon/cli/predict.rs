@@ -238,13 +238,8 @@ fn results_folder_package(a: &Args) -> Result<PathBuf> {
 /// The package's model.toml and plans.json against -d, -c, -tr, -p and
 /// -chk; a folder without model.toml gets the export command line.
 fn check_package(dir: &Path, a: &Args, folds: &[u32]) -> Result<()> {
+    require_package(dir, folds, a.checkpoint.as_deref())?;
     let toml_path = dir.join("model.toml");
-    if !dir.is_dir() {
-        bail!("{}: no such model folder", dir.display());
-    }
-    if !toml_path.exists() {
-        bail!("{}", export_hint(dir, a, folds));
-    }
     // Unreadable or malformed: the package loader says so with its reasons.
     let Ok(meta) = std::fs::read_to_string(&toml_path)
         .map_err(|_| ())
@@ -307,9 +302,22 @@ fn exported_checkpoint(note: Option<&str>) -> Option<String> {
     Some(chk.to_string())
 }
 
+/// A model folder that exists and has a model.toml; a folder without one
+/// (an nnU-Net results folder, say) gets the tools/nnunet_export.py command
+/// line that makes a package of it (predict, process, compile).
+pub fn require_package(dir: &Path, folds: &[u32], checkpoint: Option<&str>) -> Result<()> {
+    if !dir.is_dir() {
+        bail!("{}: no such model folder", dir.display());
+    }
+    if !dir.join("model.toml").exists() {
+        bail!("{}", export_hint(dir, folds, checkpoint));
+    }
+    Ok(())
+}
+
 /// What to say for a folder without model.toml: export it first, with the
 /// command line for this folder.
-fn export_hint(dir: &Path, a: &Args, folds: &[u32]) -> String {
+fn export_hint(dir: &Path, folds: &[u32], checkpoint: Option<&str>) -> String {
     let nnunet = dir.join("plans.json").exists() && dir.join("dataset.json").exists();
     let fold_list = if folds.is_empty() {
         let mut found: Vec<u32> = std::fs::read_dir(dir)
@@ -325,14 +333,14 @@ fn export_hint(dir: &Path, a: &Args, folds: &[u32]) -> String {
         folds.to_vec()
     };
     let folds: Vec<String> = fold_list.iter().map(u32::to_string).collect();
-    let chk = a.checkpoint.as_deref().unwrap_or("checkpoint_final.pth");
+    let chk = checkpoint.unwrap_or("checkpoint_final.pth");
     let source = if nnunet { dir.display().to_string() } else { "NNUNET_RESULTS_FOLDER".into() };
     let what =
         if nnunet { "an nnU-Net results folder, not an edgeseg model package" } else { "not an edgeseg model package" };
     format!(
         "{}: no model.toml: {what}; export the trained model first with\n  \
          python3 tools/nnunet_export.py --trained-model {source} --folds {} --checkpoint {chk} --out MODEL_DIR\n\
-         then give -m MODEL_DIR (docs/model-package.md)",
+         then give MODEL_DIR as the model package (-m, --model; docs/model-package.md)",
         dir.display(),
         folds.join(" ")
     )

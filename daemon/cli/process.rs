@@ -45,6 +45,7 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<bool> {
+    super::predict::require_package(&a.model, &a.folds, None)?;
     predict::process(&predict::ProcessArgs {
         input: a.input,
         model: a.model,
