@@ -4,6 +4,10 @@
 //! and fold agrees, so the prediction must equal the expected labels exactly,
 //! with and without TTA, one fold or two. Plus the errors an operator meets:
 //! no library, a tampered package, a GPU provider this build does not have.
+//! And `predict` as a drop-in for nnUNetv2_predict (issue 13, item 19): its
+//! flags as written for it, checks against the package, a bad case skipped by
+//! name, an extra channel file refused, the export command for a folder
+//! without model.toml, no Rust debug text, progress on and off a terminal.
 
 use std::path::{Path, PathBuf};
 
