@@ -219,6 +219,16 @@ pub fn run(a: &Args) -> Result<bool> {
     let mine: Vec<(&String, &BTreeMap<usize, PathBuf>)> = all.iter().skip(part).step_by(parts.max(1)).collect();
     std::fs::create_dir_all(&a.output)
         .with_context(|| format!("{}: cannot create the output folder", a.output.display()))?;
+    // As nnUNetv2_predict: the model's dataset.json and plans.json beside the
+    // predictions, where nnUNetv2_apply_postprocessing and nnUNetv2_ensemble
+    // look for them.
+    for name in ["dataset.json", "plans.json"] {
+        let from = predictor.package.dir.join(name);
+        let bytes = std::fs::read(&from).with_context(|| format!("{}: cannot read", from.display()))?;
+        let to = a.output.join(name);
+        edgeseg::export::write_atomic(&to, |f| f.write_all(&bytes))
+            .with_context(|| format!("{}: cannot write", to.display()))?;
+    }
     let mut progress = Progress::new("case", mine.len(), a.progress_bar);
     let mut clean = true;
     for (case, files) in mine {

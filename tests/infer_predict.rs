@@ -265,6 +265,11 @@ fn nnunet_flags_are_accepted_as_written_for_nnunetv2_predict() {
         let got = labels(&out.path().join("CASE1.nii.gz"));
         assert_eq!(got, expected, "{folds:?}");
         assert!(out.path().join("CASE1.npz").exists(), "{folds:?}");
+        // As nnUNetv2_predict: the model's dataset.json and plans.json beside them.
+        for n in ["dataset.json", "plans.json"] {
+            let (a, b) = (std::fs::read(out.path().join(n)), std::fs::read(package().join("model").join(n)));
+            assert_eq!(a.expect("written"), b.expect("package"), "{n}");
+        }
     }
     let (_, o) = predict(&["-f", "all", "1"]);
     assert_eq!(o.status.code(), Some(1));

@@ -69,7 +69,11 @@ def test_every_nnunetv2_predict_flag_is_accepted(tmp_path):
     p = subprocess.run(argv, capture_output=True, text=True)
     assert p.returncode == 0, (argv, p.stderr)
     # -num_parts 3 -part_id 2: the third case of the sorted list, only.
-    assert sorted(x.name for x in out.iterdir()) == ["parity_ct_test02.nii.gz", "parity_ct_test02.npz"], p.stdout
+    # dataset.json and plans.json beside them, as nnUNetv2_predict writes them.
+    assert sorted(x.name for x in out.iterdir()) == ["dataset.json", "parity_ct_test02.nii.gz",
+                                                     "parity_ct_test02.npz", "plans.json"], p.stdout
+    plans = json.loads((out / "plans.json").read_text())
+    assert plans["dataset_name"] == MODEL["dataset"]
     p = subprocess.run([EDGESEG, "predict", "-i", MODEL["test_inputs"], "-o", str(tmp_path / "x"), "-m",
                         MODEL["package"], "-prev_stage_predictions", str(tmp_path)], capture_output=True, text=True)
     assert p.returncode == 1 and "cascaded models are not supported" in p.stderr, p.stderr
