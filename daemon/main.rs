@@ -188,6 +188,27 @@ enum Command {
         /// liver (the patient's reference threshold), a fraction of the local SUVmax (40%), or a fixed SUV (e.g. 3.5).
         #[arg(long, default_value = "liver")]
         threshold: String,
+        /// Refuse a growth larger than this many mL (a leak into an organ, not a lesion).
+        #[arg(long, default_value_t = edgeseg::edit::DEFAULT_MAX_ML)]
+        max_ml: f64,
+    },
+    /// Remove lesion N from a finished PET/CT study folder (the other lesions keep their numbers).
+    RemoveLesion {
+        /// The study's output folder (OUT/<StudyInstanceUID>).
+        study_out: PathBuf,
+        /// The lesion's number, as in report.json and lesions.nii.gz.
+        number: u32,
+    },
+    /// List a study folder's edits, or undo the last one.
+    Edits {
+        /// The study's output folder (OUT/<StudyInstanceUID>).
+        study_out: PathBuf,
+        /// list, or undo (restores the folder as it was before the last edit).
+        #[arg(value_enum, default_value = "list")]
+        action: EditsAction,
+        /// JSON output (list).
+        #[arg(long)]
+        json: bool,
     },
     /// Run as the scanner-side daemon: watch the export folders, queue and
     /// process complete studies (see systemd/edgeseg.service).
@@ -345,7 +366,9 @@ fn main() -> ExitCode {
         }
         Command::Daemon { config } => daemon(&config),
         Command::CheckConfig { file, offline } => check_config(&file, offline),
-        Command::AddLesion { study_out, at, threshold } => add_lesion(&study_out, &at, &threshold),
+        Command::AddLesion { study_out, at, threshold, max_ml } => add_lesion(&study_out, &at, &threshold, max_ml),
+        Command::RemoveLesion { study_out, number } => edits::remove_lesion(&study_out, number),
+        Command::Edits { study_out, action, json } => edits::edits(&study_out, action, json),
         Command::GpuCheck { seed, json, write_volume, write_labels, no_bench, large, repeat } => {
             gpu_check(seed, json, write_volume.as_deref(), write_labels.as_deref(), no_bench, large, repeat)
         }
@@ -745,7 +768,85 @@ fn components(
     Ok(true)
 }
 
-fn add_lesion(study: &Path, at: &str, threshold: &str) -> Result<bool> {
+/// `edgeseg edits` actions.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum EditsAction {
+    /// The edits, oldest first.
+    List,
+    /// Take the last edit back.
+    Undo,
+}
+
+/// `edgeseg remove-lesion` and `edgeseg edits`: the edit loop's other
+/// commands (edgeseg::edit does the work).
+mod edits {
+    use std::path::Path;
+
+    use anyhow::Result;
+
+    use super::EditsAction;
+
+    pub fn remove_lesion(study: &Path, number: u32) -> Result<bool> {
+        let e = edgeseg::edit::remove_lesion(&edgeseg::gpu::Backend::Cpu, study, number)?;
+        outln!(
+            "{}: lesion {} removed ({} voxels, {:.2} mL); lesions {} -> {}",
+            study.display(),
+            e.lesion,
+            e.voxels,
+            e.volume_ml,
+            e.lesions_before,
+            e.lesions_after
+        );
+        Ok(true)
+    }
+
+    pub fn edits(study: &Path, action: EditsAction, json: bool) -> Result<bool> {
+        match action {
+            EditsAction::List => {
+                let list = edgeseg::edit::list_edits(study)?;
+                if json {
+                    outln!("{}", serde_json::to_string_pretty(&list)?);
+                } else if list.is_empty() {
+                    outln!("{}: no edits", study.display());
+                }
+                for e in list.iter().filter(|_| !json) {
+                    let r = &e.record;
+                    let what = match r["action"].as_str() {
+                        Some("add-lesion") => format!(
+                            "add-lesion: lesion {} ({:.2} mL, SUV >= {:.2}) at {}",
+                            r["lesion"],
+                            r["volume_ml"].as_f64().unwrap_or(f64::NAN),
+                            r["threshold_suv"].as_f64().unwrap_or(f64::NAN),
+                            r["seed_lps_mm"]
+                        ),
+                        Some("remove-lesion") => format!(
+                            "remove-lesion: lesion {} ({:.2} mL)",
+                            r["lesion"],
+                            r["volume_ml"].as_f64().unwrap_or(f64::NAN)
+                        ),
+                        other => other.unwrap_or("?").to_string(),
+                    };
+                    let when = r["when"].as_str().unwrap_or("-");
+                    let undo = if e.undoable { "" } else { " (no history: cannot be undone)" };
+                    outln!("{:>3}  {when}  {what}{undo}", e.index);
+                }
+            }
+            EditsAction::Undo => {
+                let u = edgeseg::edit::undo(study)?;
+                outln!(
+                    "{}: undone: {} of lesion {} (history entry {:04})",
+                    study.display(),
+                    u.action.as_str().unwrap_or("?"),
+                    u.lesion,
+                    u.entry
+                );
+            }
+        }
+        Ok(true)
+    }
+}
+
+fn add_lesion(study: &Path, at: &str, threshold: &str, max_ml: f64) -> Result<bool> {
     use edgeseg::post::pet::SeedThreshold;
     let parts: Vec<f64> = at
         .split(',')
@@ -761,12 +862,14 @@ fn add_lesion(study: &Path, at: &str, threshold: &str) -> Result<bool> {
         }
         t => SeedThreshold::Suv(t.parse().with_context(|| format!("--threshold {t}: liver, N% or an SUV"))?),
     };
-    let e = edgeseg::pipeline::add_lesion(&edgeseg::gpu::Backend::Cpu, study, [x, y, z], method)?;
+    let e = edgeseg::edit::add_lesion(&edgeseg::gpu::Backend::Cpu, study, [x, y, z], method, max_ml)?;
     outln!(
-        "{}: lesion grown from voxel {:?} ({} voxels above SUV {:.2}); lesions {} -> {}",
+        "{}: lesion {} grown from voxel {:?} ({} voxels, {:.2} mL at SUV >= {:.2}); lesions {} -> {}",
         study.display(),
+        e.lesion,
         e.seed_ijk,
         e.voxels,
+        e.volume_ml,
         e.threshold_suv,
         e.lesions_before,
         e.lesions_after

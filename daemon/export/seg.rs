@@ -36,7 +36,8 @@ impl Algorithm {
     }
 }
 
-/// Series number given to edgeseg's SEG series.
+/// Series number given to edgeseg's SEG series by `process` (an edit
+/// writes the previous one + 1).
 pub const SEG_SERIES_NUMBER: &str = "901";
 
 /// DCM 113076 "Segmentation" (derivation).
@@ -48,8 +49,14 @@ const SOURCE_FOR_PROCESSING: Code =
 const AI: Code = Code { value: "123110", scheme: "DCM", meaning: "Artificial Intelligence" };
 
 /// Writes `seg.dcm` for `set` (at least one segment) on the reference series
-/// `src`. Returns the number of frames written.
-pub fn write(path: &Path, src: &SourceRefs, set: &SegmentSet, algo: &Algorithm) -> Result<usize, DicomExportError> {
+/// `src`, as series `series`. Returns the number of frames written.
+pub fn write(
+    path: &Path,
+    src: &SourceRefs,
+    set: &SegmentSet,
+    algo: &Algorithm,
+    series: &super::OutputSeries,
+) -> Result<usize, DicomExportError> {
     let g = set.geometry();
     let [nx, ny, nz] = g.dims;
     check_slices(src, nz)?;
@@ -58,13 +65,14 @@ pub fn write(path: &Path, src: &SourceRefs, set: &SegmentSet, algo: &Algorithm) 
     }
     let (date, time) = now_utc();
     let mut obj = InMemDicomObject::new_empty();
-    let series = NewSeries {
+    let number = series.number.to_string();
+    let new_series = NewSeries {
         sop_class_uid: SEG_SOP_CLASS_UID,
         modality: "SEG",
-        description: "edgeseg segmentation",
-        series_number: SEG_SERIES_NUMBER,
+        description: &series.description,
+        series_number: &number,
     };
-    put_new_series(&mut obj, src, &series, &date, &time);
+    put_new_series(&mut obj, src, &new_series, &date, &time);
     let iop: Vec<String> = src.orientation.iter().map(|&v| ds(v)).collect();
     for e in [
         texts(tags::IMAGE_TYPE, VR::CS, vec!["DERIVED".into(), "PRIMARY".into()]),
