@@ -814,11 +814,12 @@ mod tests {
     /// Stored the other way round: i → patient right (−x), k → feet (−z).
     const FLIPPED: [[f64; 3]; 3] = [[-1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, -1.0]];
 
-    /// Centre of the black pixels.
-    fn black_centre(p: &Picture) -> (f64, f64) {
+    /// Centre of the black pixels of the image (`width` pixels wide) below
+    /// the R/L markers (row 12 on).
+    fn black_centre(p: &Picture, width: usize) -> (f64, f64) {
         let (mut sx, mut sy, mut n) = (0.0, 0.0, 0.0);
-        for y in 0..p.height {
-            for x in 0..p.width {
+        for y in 12..p.height {
+            for x in 0..width {
                 if p.get(x, y) == [0, 0, 0] {
                     sx += x as f64;
                     sy += y as f64;
@@ -842,9 +843,10 @@ mod tests {
             let ijk = g.lps_to_voxel(hot).map(|c| c.round() as usize);
             v.data[g.index(ijk[0], ijk[1], ijk[2])] = 20.0;
             let pic = coronal(&v, None);
-            // 80 mm × 60 mm; pixel min(4, 2) mm, 30 px tall, upscaled ×8 (the cap): 0.25 mm.
-            assert_eq!((pic.width, pic.height), (320, 240));
-            let (x, y) = black_centre(&pic);
+            // 80 mm × 60 mm; pixel min(4, 2) mm, 30 px tall, upscaled ×8 (the cap): 0.25 mm;
+            // the panel (96 px at font scale 1) to the right.
+            assert_eq!((pic.width, pic.height), (320 + PANEL_WIDTH, 240));
+            let (x, y) = black_centre(&pic, 320);
             // Pixel centres: x = −42 + (col + 0.5)·0.25, z = −41 − (row + 0.5)·0.25.
             let want_x = (hot[0] + 42.0) / 0.25 - 0.5;
             let want_y = (-41.0 - hot[2]) / 0.25 - 0.5;
@@ -852,7 +854,7 @@ mod tests {
                 (x - want_x).abs() < 1e-9 && (y - want_y).abs() < 1e-9,
                 "{direction:?}: {x},{y} vs {want_x},{want_y}"
             );
-            assert!(x > pic.width as f64 / 2.0, "the patient's left is on the image's right");
+            assert!(x > 320.0 / 2.0, "the patient's left is on the image's right");
             assert_eq!(pic.get(0, 0), [255, 255, 255], "SUV 0 is white");
         }
     }
@@ -861,8 +863,9 @@ mod tests {
     fn pixels_are_square_in_mm() {
         let g = Geometry { dims: [50, 7, 100], spacing: [3.0, 5.0, 2.0], origin: [0.0; 3], direction: AXIAL };
         let pic = coronal(&Volume::filled(g, 2.0f32), None);
-        // 150 mm × 200 mm at 2 mm → 75 × 100, upscaled ×6 to reach 512.
-        assert_eq!((pic.width, pic.height), (75 * 6, 100 * 6));
+        // 150 mm × 200 mm at 2 mm → 75 × 100, upscaled ×6 to reach 512; the
+        // panel right of it, 96 px per font scale (600 / 256 → 2).
+        assert_eq!((pic.width, pic.height), (75 * 6 + 2 * PANEL_WIDTH, 100 * 6));
         assert_eq!(pic.get(3, 3), [204, 204, 204], "SUV 2 of 10 is light grey");
     }
 
@@ -943,11 +946,93 @@ mod tests {
         assert_eq!(finding_depths(&view, &cl, Some(1)), vec![18], "the focus class, however small");
         assert_eq!(finding_depths(&view, &cl, Some(3)), vec![6, 8, 10], "absent focus: any class");
         let pic = axial(&ct, &cl, None);
-        // 16 × 4 mm by 12 × 4 mm at 4 mm → 16 × 12, ×8 (capped) → 128 × 96; three panels.
-        assert_eq!((pic.width, pic.height), (3 * 128 + 2 * PANEL_GAP, 96));
+        // 16 × 4 mm by 12 × 4 mm at 4 mm → 16 × 12, ×8 (capped) → 128 × 96; three
+        // slices, then the "not for clinical use" panel; none for a cleared model.
+        assert_eq!((pic.width, pic.height), (3 * 128 + 2 * PANEL_GAP + PANEL_WIDTH, 96));
+        assert!(pic.rgb.chunks(3).any(|p| p == NOTICE_COLOUR));
+        let cleared = axial_marked(&ct, &cl, None, true);
+        assert_eq!((cleared.width, cleared.height), (3 * 128 + 2 * PANEL_GAP, 96));
+        assert!(!cleared.rgb.chunks(3).any(|p| p == NOTICE_COLOUR));
         assert_eq!(pic.get(5, 80), [128, 128, 128], "HU 40 is mid-grey at L40");
         assert_eq!(pic.get(10 * 8, 2 * 8), lesion_colour(2), "class 2 outlined, anterior at the top");
         assert_eq!(pic.get(128 + 1, 50), [255, 255, 255], "white gap between panels");
+    }
+
+    /// Issue 13 item 17: numbers 4 and 6 overlapped. Lesions crowded one
+    /// pixel apart: every number placed, inside the picture, none touching
+    /// another (the old rule, right of the box and top-aligned, stacked
+    /// them onto each other).
+    #[test]
+    fn numbers_never_overlap_when_lesions_crowd() {
+        let mut boxes = Vec::new();
+        for row in 0..6 {
+            for col in 0..5 {
+                let (x, y) = (60 + col * 5, 60 + row * 3);
+                boxes.push((x, y, x + 2, y + 1));
+            }
+        }
+        let sizes: Vec<(usize, usize)> = (1..=boxes.len() as u32).map(|n| (number_width(n, 2), 14)).collect();
+        let placed = place_labels(200, 200, &boxes, &sizes, 2);
+        let rects: Vec<Rect> = placed.iter().map(|p| p.expect("every number placed").rect).collect();
+        for (i, a) in rects.iter().enumerate() {
+            assert!(a.2 < 200 && a.3 < 200, "inside the picture: {a:?}");
+            for b in &rects[..i] {
+                assert!(!overlaps(*a, *b, 0), "numbers overlap: {a:?} and {b:?}");
+            }
+        }
+        // The first keeps a usual place: left of its box (its right is another lesion), top-aligned.
+        assert_eq!(placed[0], Some(Placed { rect: (46, 60, 55, 73), leader: false }));
+        assert!(placed.iter().flatten().any(|p| p.leader), "far ones get a leader line");
+        // Two lesions one row apart, as 4 and 6 were: one number moves.
+        let two = place_labels(100, 100, &[(10, 10, 12, 12), (10, 13, 12, 15)], &[(10, 14), (10, 14)], 2);
+        let (a, b) = (two[0].expect("4").rect, two[1].expect("6").rect);
+        assert!(!overlaps(a, b, 0), "{a:?} {b:?}");
+    }
+
+    /// Issue 13 item 17: the legend (colour, number, SUVmax), the SUV scale,
+    /// R and L, and the "NOT FOR CLINICAL USE" mark unless the model is cleared.
+    #[test]
+    fn panel_has_notice_scale_legend_and_markers() {
+        let g = grid([20, 10, 30], AXIAL, [0.0; 3]);
+        let mut suv = Volume::filled(g.clone(), 0.0f32);
+        let mut l = Volume::filled(g.clone(), 0u32);
+        for (n, i, k, s) in [(1u32, 3, 20, 7.5f32), (2, 15, 5, 12.3)] {
+            l.data[g.index(i, 5, k)] = n;
+            suv.data[g.index(i, 5, k)] = s;
+        }
+        let pic = coronal_marked(&suv, Some(&l), false);
+        let image_w = 320;
+        let in_panel = |c: [u8; 3]| {
+            (0..pic.height).any(|y| (image_w..pic.width).any(|x| pic.get(x, y) == c))
+        };
+        assert!(in_panel(NOTICE_COLOUR), "the mark");
+        assert!(in_panel(lesion_colour(1)) && in_panel(lesion_colour(2)), "legend swatches");
+        assert!(!coronal_marked(&suv, Some(&l), true).rgb.chunks(3).any(|p| p == NOTICE_COLOUR), "cleared: no mark");
+        // The legend's text: the swatch then "2 12.3" (SUVmax, one decimal) in black.
+        let mut want = Picture::filled(text_width("2 12.3", 1), 7, [255, 255, 255]);
+        draw_text(&mut want, "2 12.3", 0, 0, 1, [0, 0, 0]);
+        let found = (0..pic.height - 7).any(|y0| {
+            (image_w..pic.width - want.width).any(|x0| {
+                (0..7).all(|y| (0..want.width).all(|x| (pic.get(x0 + x, y0 + y) == [0, 0, 0]) == (want.get(x, y) == [0, 0, 0])))
+            })
+        });
+        assert!(found, "lesion 2's legend line");
+        // The scale: a column of the bar runs from black (SUV 10) to white (SUV 0).
+        let bar: Vec<[u8; 3]> = (0..pic.height)
+            .map(|y| pic.get(image_w + 4 + 2, y))
+            .filter(|c| c[0] == c[1] && c[1] == c[2])
+            .collect();
+        assert!(bar.contains(&[0, 0, 0]) && bar.contains(&[254, 254, 254]) || bar.contains(&[255, 255, 255]));
+        let greys: std::collections::BTreeSet<u8> = bar.iter().map(|c| c[0]).collect();
+        assert!(greys.len() > 50, "a ramp of greys: {}", greys.len());
+        // R at the image's top-left, L at its top-right (radiological).
+        let mut r = Picture::filled(5, 7, [255, 255, 255]);
+        draw_text(&mut r, "R", 0, 0, 1, [0, 0, 0]);
+        let mut left = Picture::filled(5, 7, [255, 255, 255]);
+        draw_text(&mut left, "L", 0, 0, 1, [0, 0, 0]);
+        let same = |p: &Picture, x0: usize| (0..7).all(|y| (0..5).all(|x| pic.get(x0 + x, 3 + y) == p.get(x, y)));
+        assert!(same(&r, 3), "R top-left");
+        assert!(same(&left, image_w - 8), "L top-right of the image");
     }
 
     #[test]
