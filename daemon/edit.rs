@@ -656,6 +656,8 @@ pub fn undo(study_dir: &Path) -> Result<Undone, EditError> {
     let (out, stem, staging) = staging_for(study_dir)?;
     let result = (|| {
         link_tree(study_dir, &staging, &[rel])?;
+        // The last entry gone: no empty history folder left behind (fails, as meant, when others remain).
+        let _ = std::fs::remove_dir(staging.join(STATE_DIR).join(HISTORY));
         // The folder's files as they were: kept ones unchanged, replaced ones back, new ones gone.
         for e in std::fs::read_dir(&staging).map_err(io(&staging))? {
             let e = e.map_err(io(&staging))?;

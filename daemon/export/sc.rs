@@ -98,6 +98,8 @@ pub fn write(
         text(tags::SERIES_DATE, VR::DA, &date),
         text(tags::SERIES_TIME, VR::TM, &time),
         text(tags::SERIES_DESCRIPTION, VR::LO, &series.description),
+        // Type 2C: dciodvfy asks for it where it cannot tell the body part is unpaired.
+        text(tags::LATERALITY, VR::CS, ""),
         // General Equipment, SC Equipment.
         text(tags::MANUFACTURER, VR::LO, "edgeseg"),
         text(tags::MANUFACTURER_MODEL_NAME, VR::LO, "edgeseg"),

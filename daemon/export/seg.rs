@@ -110,7 +110,12 @@ pub fn write(
         .segments
         .iter()
         .map(|s| {
-            item(vec![
+            let mut tracking = Vec::new();
+            if let super::segments::SegmentKind::Lesion(n) = s.kind {
+                tracking.push(text(tags::TRACKING_ID, VR::UT, &s.label));
+                tracking.push(text(tags::TRACKING_UID, VR::UI, &super::segments::tracking_uid(&src.study_uid, n)));
+            }
+            let mut e = vec![
                 us(tags::SEGMENT_NUMBER, &[s.number]),
                 text(tags::SEGMENT_LABEL, VR::LO, &s.label),
                 text(tags::SEGMENT_DESCRIPTION, VR::ST, &format!("{} ({})", s.label, algo.model_name)),
@@ -120,7 +125,9 @@ pub fn write(
                 seq(tags::SEGMENTED_PROPERTY_CATEGORY_CODE_SEQUENCE, vec![s.category.item()]),
                 seq(tags::SEGMENTED_PROPERTY_TYPE_CODE_SEQUENCE, vec![s.property.item()]),
                 us(tags::RECOMMENDED_DISPLAY_CIE_LAB_VALUE, &cielab(s.rgb)),
-            ])
+            ];
+            e.extend(tracking);
+            item(e)
         })
         .collect();
     obj.put(seq(tags::SEGMENT_SEQUENCE, segments));
