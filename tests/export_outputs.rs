@@ -125,8 +125,11 @@ fn csv_mip_probabilities_and_provenance() {
     let base = sp[0].min(sp[2]);
     let h0 = (slices * sp[2] / base).round();
     let scale = (512.0 / h0).ceil().clamp(1.0, 8.0);
-    assert_eq!(info.width as f64, (cols * sp[0] / (base / scale)).round());
-    assert_eq!(info.height as f64, (slices * sp[2] / (base / scale)).round());
+    // The MIP, then the panel (96 px per font scale, floor(height / 256) in 1..=4) to its right.
+    let height = (slices * sp[2] / (base / scale)).round();
+    let font = (height / 256.0).floor().clamp(1.0, 4.0);
+    assert_eq!(info.width as f64, (cols * sp[0] / (base / scale)).round() + 96.0 * font);
+    assert!(info.height as f64 >= height);
     assert_eq!(&buf[..3], &[255, 255, 255], "corner outside the body is white");
 
     // probabilities.nii.gz: one 4D float file, classes along the 4th axis, summing to 1.
