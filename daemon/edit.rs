@@ -218,8 +218,18 @@ pub fn add_lesion(
         )));
     }
     let reference = reference(&study);
-    let (grown, thr) =
-        pet::grow_from_seed(backend, &study.suv, seed, method, reference.as_ref(), MAX_RADIUS_MM).map_err(PipelineError::from)?;
+    let (grown, thr) = match pet::grow_from_seed(backend, &study.suv, seed, method, reference.as_ref(), MAX_RADIUS_MM) {
+        Ok(g) => g,
+        Err(crate::gpu::GpuError::Invalid(why)) => {
+            let hint = if reference.is_none() && method == pet::SeedThreshold::Reference {
+                "give --threshold as a fraction of the local SUVmax (40%) or an SUV"
+            } else {
+                "try a lower threshold or a seed nearer the lesion's peak"
+            };
+            return Err(EditError::Refused(format!("{why}: nothing changed; {hint}")));
+        }
+        Err(e) => return Err(PipelineError::from(e).into()),
+    };
     let voxels = grown.iter().filter(|&&m| m != 0).count() as u64;
     let volume_ml = voxels as f64 * g.voxel_volume_ml();
     let touched = touched_lesions(&grown, &study.lesions, study.rules.connectivity);
@@ -423,18 +433,21 @@ fn commit(backend: &Backend, study: Study, mut record: Value) -> Result<(), Edit
         csv::write(&p, &table).map_err(io(&p))?;
         let p = write_("mip.png");
         mip::write(&p, &mip::coronal_marked(&suv, Some(&lesions), clinical_use)).map_err(io(&p))?;
-        let mut notes = Vec::new();
+        let mut notes: Vec<String> = Vec::new();
         for name in DICOM_FILES {
             write_(name);
         }
-        let dicom = match DicomSource::read(&dir)? {
-            Some(source) => {
-                let patient = previous_patient(&dir)?;
+        let dicom = match DicomSource::read(&dir)?.map(|source| (source, previous_patient(&dir))) {
+            Some((source, Ok(patient))) => {
                 let options = DicomOptions { clinical_use, series_numbers: next_series_numbers(&dir) };
                 crate::export::write_dicom_with(&staging, &source.into_inputs(patient), &classes, Some(&lesions), &options)?
             }
+            Some((_, Err(e))) => {
+                notes.push(format!("seg.dcm, rtstruct.dcm and mip.dcm not written: {e}"));
+                Vec::new()
+            }
             None => {
-                notes.push("seg.dcm, rtstruct.dcm and mip.dcm not written: the folder keeps no DICOM references (it predates them, or its reference series had no FrameOfReferenceUID); process the study again for them");
+                notes.push("seg.dcm, rtstruct.dcm and mip.dcm not written: the folder keeps no DICOM references (it predates them, or its reference series had no FrameOfReferenceUID); process the study again for them".into());
                 Vec::new()
             }
         };

@@ -92,8 +92,16 @@ fn csv_mip_probabilities_and_provenance() {
     assert_eq!(header[..4], ["number", "volume_ml", "suv_max", "suv_mean"]);
     let lesions = report["lesions"].as_array().expect("lesions");
     assert!(!lesions.is_empty());
-    assert_eq!(lines.len(), lesions.len() + 1);
-    for (line, l) in lines[1..].iter().zip(lesions) {
+    assert_eq!(lines.len(), lesions.len() + 2, "header, lesions, the patient-level total");
+    let total: std::collections::HashMap<&str, &str> =
+        header.iter().copied().zip(fields(lines[lines.len() - 1])).collect();
+    assert_eq!(total["number"], "total");
+    let tv: f64 = total["volume_ml"].parse().expect("number");
+    assert!((tv - report["patient"]["total_tumour_volume_ml"].as_f64().expect("f64")).abs() <= 5e-4);
+    let tt: f64 = total["tlg"].parse().expect("number");
+    assert!((tt - report["patient"]["total_tlg_g"].as_f64().expect("f64")).abs() <= 5e-4);
+    assert_eq!(report["units"]["tlg"], "g");
+    for (line, l) in lines[1..lines.len() - 1].iter().zip(lesions) {
         let row: std::collections::HashMap<&str, &str> = header.iter().copied().zip(fields(line)).collect();
         assert_eq!(row["number"], l["number"].to_string());
         assert_eq!(row["voxels"], l["voxels"].to_string());
@@ -178,7 +186,8 @@ fn killed_writer_leaves_no_study_folder_and_the_next_run_completes_it() {
     // file write_study writes counts for the hook): the previous folder stays
     // as it was, complete.
     std::fs::write(dir.join("planted.txt"), b"from an earlier run").expect("plant");
-    let last = complete.len().to_string();
+    // (The hook counts the study's files, not edgeseg's own `.edgeseg/` folder.)
+    let last = complete.iter().filter(|n| !n.starts_with('.')).count().to_string();
     let o = process(out.path(), &[], &[("EDGESEG_TEST_ABORT_AFTER_FILE", &last)]);
     assert_eq!(o.status.signal(), Some(libc::SIGABRT), "{:?} {}", o.status, text(&o).1);
     assert_eq!(std::fs::read(dir.join("report.json")).expect("report"), first, "the old folder is untouched");

@@ -245,3 +245,21 @@ mod mode_tests {
         assert_eq!(mode(&p), 0o750, "an existing folder is brought back to 0750");
     }
 }
+
+#[cfg(test)]
+mod dicom_options_tests {
+    use super::*;
+
+    /// Issue 13 item 17: the mark in every SeriesDescription unless the model is cleared.
+    #[test]
+    fn descriptions_carry_the_mark_unless_cleared() {
+        let marked = DicomOptions::default();
+        assert_eq!(marked.series(0, "segmentation").description, "edgeseg segmentation - NOT FOR CLINICAL USE");
+        assert_eq!(marked.series(2, "MIP").number, 903);
+        let cleared = DicomOptions { clinical_use: true, series_numbers: [905, 906, 907] };
+        assert_eq!(cleared.series(1, "structures"), OutputSeries { number: 906, description: "edgeseg structures".into() });
+        for what in ["segmentation", "structures", "MIP"] {
+            assert!(marked.series(0, what).description.len() <= 64, "a LO value");
+        }
+    }
+}
