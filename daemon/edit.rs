@@ -129,8 +129,7 @@ impl Study {
         let not = |reason: String| EditError::NotEditable { path: dir.to_path_buf(), reason };
         let report_path = dir.join("report.json");
         let text = std::fs::read_to_string(&report_path).map_err(io(&report_path))?;
-        let report: Value =
-            serde_json::from_str(&text).map_err(|e| not(format!("report.json cannot be read: {e}")))?;
+        let report: Value = serde_json::from_str(&text).map_err(|e| not(format!("report.json cannot be read: {e}")))?;
         let rules: PetRules = serde_json::from_value(report["rules"].clone())
             .map_err(|_| not("the study was not processed with the PET/CT profile (no rules in report.json)".into()))?;
         let read = |name: &str| {
@@ -298,7 +297,8 @@ pub fn remove_lesion(backend: &Backend, study_dir: &Path, number: u32) -> Result
     let present = study.numbers();
     if !present.contains(&number) {
         let list: Vec<String> = present.iter().map(u32::to_string).collect();
-        let have = if list.is_empty() { "it has none".to_string() } else { format!("its lesions are {}", list.join(", ")) };
+        let have =
+            if list.is_empty() { "it has none".to_string() } else { format!("its lesions are {}", list.join(", ")) };
         return Err(EditError::Refused(format!("the study has no lesion {number}: {have}")));
     }
     let mut voxels = 0u64;
@@ -423,7 +423,8 @@ fn commit(backend: &Backend, study: Study, mut record: Value) -> Result<(), Edit
         nifti::write(&p, &classes, desc).map_err(io(&p))?;
         let p = write_("lesions.nii.gz");
         if count <= u32::from(u16::MAX) {
-            let small = Volume { geometry: g.clone(), data: lesions.data.iter().map(|&x| x as u16).collect::<Vec<u16>>() };
+            let small =
+                Volume { geometry: g.clone(), data: lesions.data.iter().map(|&x| x as u16).collect::<Vec<u16>>() };
             nifti::write(&p, &small, desc)
         } else {
             nifti::write(&p, &lesions, desc)
@@ -440,7 +441,13 @@ fn commit(backend: &Backend, study: Study, mut record: Value) -> Result<(), Edit
         let dicom = match DicomSource::read(&dir)?.map(|source| (source, previous_patient(&dir))) {
             Some((source, Ok(patient))) => {
                 let options = DicomOptions { clinical_use, series_numbers: next_series_numbers(&dir) };
-                crate::export::write_dicom_with(&staging, &source.into_inputs(patient), &classes, Some(&lesions), &options)?
+                crate::export::write_dicom_with(
+                    &staging,
+                    &source.into_inputs(patient),
+                    &classes,
+                    Some(&lesions),
+                    &options,
+                )?
             }
             Some((_, Err(e))) => {
                 notes.push(format!("seg.dcm, rtstruct.dcm and mip.dcm not written: {e}"));
@@ -567,7 +574,8 @@ fn snapshot(dir: &Path, staging: &Path, record: &Value) -> Result<u32, EditError
     }
     files.sort();
     let p = entry.join(MANIFEST);
-    let manifest = json!({"files": files, "action": record["action"], "lesion": record["lesion"], "when": record["when"]});
+    let manifest =
+        json!({"files": files, "action": record["action"], "lesion": record["lesion"], "when": record["when"]});
     let text = serde_json::to_vec_pretty(&manifest).map_err(|e| io(&p)(e.into()))?;
     crate::export::write_atomic(&p, |f| std::io::Write::write_all(f, &text)).map_err(io(&p))?;
     Ok(n)

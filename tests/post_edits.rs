@@ -53,7 +53,9 @@ fn dicom(p: &Path) -> (i32, String, String, Vec<String>) {
     let t = |tag| o.element(tag).expect("element").to_str().expect("str").trim().to_string();
     let number: i32 = o.element(tags::SERIES_NUMBER).expect("number").to_int().expect("int");
     let mut labels = Vec::new();
-    for (sq, name) in [(tags::SEGMENT_SEQUENCE, tags::SEGMENT_LABEL), (tags::STRUCTURE_SET_ROI_SEQUENCE, tags::ROI_NAME)] {
+    for (sq, name) in
+        [(tags::SEGMENT_SEQUENCE, tags::SEGMENT_LABEL), (tags::STRUCTURE_SET_ROI_SEQUENCE, tags::ROI_NAME)]
+    {
         if let Ok(e) = o.element(sq) {
             for item in e.items().expect("items") {
                 let l = item.element(name).expect("label").to_str().expect("str").trim().to_string();
@@ -107,9 +109,7 @@ fn edits_keep_numbers_refuse_bad_growths_rewrite_dicom_and_undo() {
         placed["centre_lps_mm"].as_array().expect("c").iter().map(|v| format!("{}", v.as_f64().expect("f"))).collect();
     let at = at.join(",");
     let lesions = edgeseg::export::nifti::read_f32(&dir.join("lesions.nii.gz")).expect("lesions");
-    let c = lesions.geometry.lps_to_voxel(
-        [0, 1, 2].map(|a| placed["centre_lps_mm"][a].as_f64().expect("f")),
-    );
+    let c = lesions.geometry.lps_to_voxel([0, 1, 2].map(|a| placed["centre_lps_mm"][a].as_f64().expect("f")));
     let hit = lesions.data[lesions.geometry.index(c[0].round() as usize, c[1].round() as usize, c[2].round() as usize)]
         as u64;
     assert!(hit > 0, "the placed lesion was found");
@@ -203,7 +203,9 @@ fn edits_keep_numbers_refuse_bad_growths_rewrite_dicom_and_undo() {
     let o = edgeseg(&["edits", s(&dir), "list"]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o).1);
     let list = text(&o).0;
-    assert!(list.contains(&format!("remove-lesion: lesion {hit}")) && list.contains(&format!("add-lesion: lesion {next}")));
+    assert!(
+        list.contains(&format!("remove-lesion: lesion {hit}")) && list.contains(&format!("add-lesion: lesion {next}"))
+    );
 
     // Undo twice: the folder as `process` wrote it, byte for byte; a third has nothing to undo.
     for _ in 0..2 {

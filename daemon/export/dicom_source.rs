@@ -174,7 +174,11 @@ mod tests {
                     position: [-197.916668, 0.1 + 0.2, -1e-300],
                 }],
                 resampled: Some(SourceGrid { columns: 7, rows: 9 }),
-                patient: PatientStudy { patient_name: "Doe^Jane".into(), patient_id: "ID-42".into(), ..Default::default() },
+                patient: PatientStudy {
+                    patient_name: "Doe^Jane".into(),
+                    patient_id: "ID-42".into(),
+                    ..Default::default()
+                },
             },
             classes: vec![(0, "background".into()), (1, "lesion".into())],
             lesion_label: Some(1),

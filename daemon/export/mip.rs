@@ -491,8 +491,7 @@ pub fn coronal_marked(suv: &Volume<f32>, lesions: Option<&Volume<u32>>, clinical
         let boxes: Vec<(u32, Rect)> = (1..=count)
             .filter_map(|n| outline(&mut pic, &r, &prints[n as usize], lesion_colour(n)).map(|b| (n, b)))
             .collect();
-        let sizes: Vec<(usize, usize)> =
-            boxes.iter().map(|&(n, _)| (number_width(n, scale), 7 * scale)).collect();
+        let sizes: Vec<(usize, usize)> = boxes.iter().map(|&(n, _)| (number_width(n, scale), 7 * scale)).collect();
         let placed = place_labels(r.width, r.height, &boxes.iter().map(|b| b.1).collect::<Vec<_>>(), &sizes, scale);
         for ((n, b), p) in boxes.iter().zip(placed) {
             if let Some(p) = p {
@@ -548,9 +547,8 @@ pub fn place_labels(
     let gap = 2 * scale as i64;
     let mut placed: Vec<Rect> = Vec::new();
     let mut out = Vec::new();
-    let fits = |x: i64, y: i64, w: usize, h: usize| {
-        x >= 0 && y >= 0 && x as usize + w <= width && y as usize + h <= height
-    };
+    let fits =
+        |x: i64, y: i64, w: usize, h: usize| x >= 0 && y >= 0 && x as usize + w <= width && y as usize + h <= height;
     for (i, (&b, &(w, h))) in boxes.iter().zip(sizes).enumerate() {
         let (x0, y0, x1, y1) = (b.0 as i64, b.1 as i64, b.2 as i64, b.3 as i64);
         let (wi, hi) = (w as i64, h as i64);
@@ -682,13 +680,25 @@ fn panel(image: &Picture, scale: usize, clinical_use: bool, suv_scale: bool, leg
             let v = SUV_BLACK - (SUV_BLACK - SUV_WHITE) * t as f32 / (bar_h - 1).max(1) as f32;
             pic.fill(x, y + t, bar_w, 1, suv_grey(v));
         }
-        for (fx, fy, fw, fh) in [(x - 1, y - 1, bar_w + 2, 1), (x - 1, y + bar_h, bar_w + 2, 1), (x - 1, y - 1, 1, bar_h + 2), (x + bar_w, y - 1, 1, bar_h + 2)] {
+        for (fx, fy, fw, fh) in [
+            (x - 1, y - 1, bar_w + 2, 1),
+            (x - 1, y + bar_h, bar_w + 2, 1),
+            (x - 1, y - 1, 1, bar_h + 2),
+            (x + bar_w, y - 1, 1, bar_h + 2),
+        ] {
             pic.fill(fx, fy, fw, fh, [0, 0, 0]);
         }
         let tx = x + bar_w + 3 * s;
         let top = format!("{SUV_BLACK:.0}+");
         draw_text(&mut pic, &top, tx, y, scale, [0, 0, 0]);
-        draw_text(&mut pic, &format!("{:.0}", (SUV_BLACK + SUV_WHITE) / 2.0), tx, y + bar_h / 2 - 3 * s, scale, [0, 0, 0]);
+        draw_text(
+            &mut pic,
+            &format!("{:.0}", (SUV_BLACK + SUV_WHITE) / 2.0),
+            tx,
+            y + bar_h / 2 - 3 * s,
+            scale,
+            [0, 0, 0],
+        );
         draw_text(&mut pic, &format!("{SUV_WHITE:.0}"), tx, y + bar_h - 7 * s, scale, [0, 0, 0]);
         y += bar_h + 2 * s + line - 8 * s;
         if !legend.is_empty() {
@@ -1002,9 +1012,7 @@ mod tests {
         }
         let pic = coronal_marked(&suv, Some(&l), false);
         let image_w = 320;
-        let in_panel = |c: [u8; 3]| {
-            (0..pic.height).any(|y| (image_w..pic.width).any(|x| pic.get(x, y) == c))
-        };
+        let in_panel = |c: [u8; 3]| (0..pic.height).any(|y| (image_w..pic.width).any(|x| pic.get(x, y) == c));
         assert!(in_panel(NOTICE_COLOUR), "the mark");
         assert!(in_panel(lesion_colour(1)) && in_panel(lesion_colour(2)), "legend swatches");
         assert!(!coronal_marked(&suv, Some(&l), true).rgb.chunks(3).any(|p| p == NOTICE_COLOUR), "cleared: no mark");
@@ -1013,15 +1021,15 @@ mod tests {
         draw_text(&mut want, "2 12.3", 0, 0, 1, [0, 0, 0]);
         let found = (0..pic.height - 7).any(|y0| {
             (image_w..pic.width - want.width).any(|x0| {
-                (0..7).all(|y| (0..want.width).all(|x| (pic.get(x0 + x, y0 + y) == [0, 0, 0]) == (want.get(x, y) == [0, 0, 0])))
+                (0..7).all(|y| {
+                    (0..want.width).all(|x| (pic.get(x0 + x, y0 + y) == [0, 0, 0]) == (want.get(x, y) == [0, 0, 0]))
+                })
             })
         });
         assert!(found, "lesion 2's legend line");
         // The scale: a column of the bar runs from black (SUV 10) to white (SUV 0).
-        let bar: Vec<[u8; 3]> = (0..pic.height)
-            .map(|y| pic.get(image_w + 4 + 2, y))
-            .filter(|c| c[0] == c[1] && c[1] == c[2])
-            .collect();
+        let bar: Vec<[u8; 3]> =
+            (0..pic.height).map(|y| pic.get(image_w + 4 + 2, y)).filter(|c| c[0] == c[1] && c[1] == c[2]).collect();
         assert!(bar.contains(&[0, 0, 0]) && bar.contains(&[254, 254, 254]) || bar.contains(&[255, 255, 255]));
         let greys: std::collections::BTreeSet<u8> = bar.iter().map(|c| c[0]).collect();
         assert!(greys.len() > 50, "a ramp of greys: {}", greys.len());

@@ -77,8 +77,11 @@ impl Default for DicomOptions {
 impl DicomOptions {
     /// The series of output `i` (0 SEG, 1 RTSTRUCT, 2 SC) named `what`.
     fn series(&self, i: usize, what: &str) -> OutputSeries {
-        let description =
-            if self.clinical_use { format!("edgeseg {what}") } else { format!("edgeseg {what} - {NOT_FOR_CLINICAL_USE}") };
+        let description = if self.clinical_use {
+            format!("edgeseg {what}")
+        } else {
+            format!("edgeseg {what} - {NOT_FOR_CLINICAL_USE}")
+        };
         OutputSeries { number: self.series_numbers[i], description }
     }
 }
@@ -257,7 +260,10 @@ mod dicom_options_tests {
         assert_eq!(marked.series(0, "segmentation").description, "edgeseg segmentation - NOT FOR CLINICAL USE");
         assert_eq!(marked.series(2, "MIP").number, 903);
         let cleared = DicomOptions { clinical_use: true, series_numbers: [905, 906, 907] };
-        assert_eq!(cleared.series(1, "structures"), OutputSeries { number: 906, description: "edgeseg structures".into() });
+        assert_eq!(
+            cleared.series(1, "structures"),
+            OutputSeries { number: 906, description: "edgeseg structures".into() }
+        );
         for what in ["segmentation", "structures", "MIP"] {
             assert!(marked.series(0, what).description.len() <= 64, "a LO value");
         }

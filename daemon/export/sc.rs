@@ -12,7 +12,9 @@ use dicom_dictionary_std::tags;
 use dicom_object::InMemDicomObject;
 
 use super::OutputSeries;
-use super::dicom_refs::{DicomExportError, SourceRefs, item, new_uid, now_utc, put_patient_study, seq, text, texts, us};
+use super::dicom_refs::{
+    DicomExportError, SourceRefs, item, new_uid, now_utc, put_patient_study, seq, text, texts, us,
+};
 use super::mip::Picture;
 
 /// Secondary Capture Image Storage.
