@@ -185,6 +185,7 @@ pub fn add_lesion(
     method: pet::SeedThreshold,
     max_ml: f64,
 ) -> Result<LesionEdit, EditError> {
+    let _lock = lock(study_dir)?;
     let mut study = Study::load(study_dir)?;
     let g = study.suv.geometry.clone();
     let c = g.lps_to_voxel(seed_lps_mm);
@@ -293,6 +294,7 @@ pub fn add_lesion(
 /// remove-lesion`): its voxels become background; the other lesions keep
 /// their numbers.
 pub fn remove_lesion(backend: &Backend, study_dir: &Path, number: u32) -> Result<RemoveEdit, EditError> {
+    let _lock = lock(study_dir)?;
     let mut study = Study::load(study_dir)?;
     let present = study.numbers();
     if !present.contains(&number) {
@@ -474,6 +476,22 @@ fn commit(backend: &Backend, study: Study, mut record: Value) -> Result<(), Edit
         write_report(&staging, &report)
     })();
     finish(&out, &stem, &staging, result)
+}
+
+/// Holds the study folder's lock for one edit: a second edit of the same
+/// folder meanwhile is refused rather than losing one of the two (an
+/// advisory lock on the folder itself, released when the edit ends, crash
+/// included).
+fn lock(dir: &Path) -> Result<std::fs::File, EditError> {
+    let f = std::fs::File::open(dir).map_err(io(dir))?;
+    match f.try_lock() {
+        Ok(()) => Ok(f),
+        Err(std::fs::TryLockError::WouldBlock) => Err(EditError::Refused(format!(
+            "{}: another edit of this study is running; try again when it has finished",
+            dir.display()
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => Err(io(dir)(e)),
+    }
 }
 
 /// The output folder, the study folder's name and a fresh staging folder.
@@ -664,6 +682,7 @@ pub struct Undone {
 /// go, and the entry is dropped. report.json is the previous one, byte for
 /// byte, so the undone edit leaves no trace in it.
 pub fn undo(study_dir: &Path) -> Result<Undone, EditError> {
+    let _lock = lock(study_dir)?;
     let entries = history_entries(study_dir)?;
     let Some((n, entry)) = entries.last().cloned() else {
         return Err(EditError::Refused(format!("{}: no edit to undo", study_dir.display())));
@@ -725,6 +744,16 @@ mod tests {
             origin: [0.0; 3],
             direction: [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]],
         }
+    }
+
+    #[test]
+    fn a_second_edit_of_one_study_is_refused_meanwhile() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let held = lock(d.path()).expect("first");
+        let Err(EditError::Refused(why)) = lock(d.path()) else { panic!("the second edit must be refused") };
+        assert!(why.contains("another edit of this study is running"), "{why}");
+        drop(held);
+        assert!(lock(d.path()).is_ok(), "released when the edit ends");
     }
 
     #[test]
