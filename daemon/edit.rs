@@ -95,6 +95,9 @@ pub struct LesionEdit {
     pub lesions_before: usize,
     /// See `lesions_before`.
     pub lesions_after: usize,
+    /// What the edit could not do (no DICOM outputs rewritten, and why).
+    #[serde(skip)]
+    pub notes: Vec<String>,
 }
 
 /// What `remove_lesion` did.
@@ -112,6 +115,9 @@ pub struct RemoveEdit {
     pub lesions_before: usize,
     /// See `lesions_before`.
     pub lesions_after: usize,
+    /// What the edit could not do (no DICOM outputs rewritten, and why).
+    #[serde(skip)]
+    pub notes: Vec<String>,
 }
 
 /// A study folder as an edit reads it.
@@ -285,9 +291,10 @@ pub fn add_lesion(
         volume_ml,
         lesions_before: before,
         lesions_after: before + 1,
+        notes: Vec::new(),
     };
-    commit(backend, study, to_value(&edit))?;
-    Ok(edit)
+    let notes = commit(backend, study, to_value(&edit))?;
+    Ok(LesionEdit { notes, ..edit })
 }
 
 /// Removes lesion `number` from a finished PET/CT study folder (`edgeseg
@@ -318,9 +325,10 @@ pub fn remove_lesion(backend: &Backend, study_dir: &Path, number: u32) -> Result
         volume_ml: voxels as f64 * study.suv.geometry.voxel_volume_ml(),
         lesions_before: present.len(),
         lesions_after: present.len() - 1,
+        notes: Vec::new(),
     };
-    commit(backend, study, to_value(&edit))?;
-    Ok(edit)
+    let notes = commit(backend, study, to_value(&edit))?;
+    Ok(RemoveEdit { notes, ..edit })
 }
 
 /// The reference region (liver, else spleen) of the study as it stands.
@@ -373,8 +381,8 @@ fn touched_lesions(grown: &[u8], lesions: &Volume<u32>, connectivity: u32) -> BT
 
 /// Recomputes the lesion table (numbers as they are) and the patient
 /// figures, and rewrites the folder with the edit recorded and the replaced
-/// files kept in the history.
-fn commit(backend: &Backend, study: Study, mut record: Value) -> Result<(), EditError> {
+/// files kept in the history. Returns what it could not do.
+fn commit(backend: &Backend, study: Study, mut record: Value) -> Result<Vec<String>, EditError> {
     let Study { dir, mut report, rules, suv, classes, lesions } = study;
     let g = suv.geometry.clone();
     let count = lesions.data.iter().copied().max().unwrap_or(0);
@@ -411,6 +419,7 @@ fn commit(backend: &Backend, study: Study, mut record: Value) -> Result<(), Edit
     let clinical_use = report["model"]["clinical_use"].as_bool().unwrap_or(false);
 
     let (out, stem, staging) = staging_for(&dir)?;
+    let mut kept_notes = Vec::new();
     let result = (|| {
         link_tree(&dir, &staging, &[])?;
         let entry = snapshot(&dir, &staging, &record)?;
@@ -473,9 +482,11 @@ fn commit(backend: &Backend, study: Study, mut record: Value) -> Result<(), Edit
         if let Some(Value::Array(list)) = edits {
             list.push(record.clone());
         }
+        kept_notes = notes;
         write_report(&staging, &report)
     })();
-    finish(&out, &stem, &staging, result)
+    finish(&out, &stem, &staging, result)?;
+    Ok(kept_notes)
 }
 
 /// Holds the study folder's lock for one edit: a second edit of the same
@@ -698,6 +709,7 @@ pub fn undo(study_dir: &Path) -> Result<Undone, EditError> {
         link_tree(study_dir, &staging, &[rel])?;
         // The last entry gone: no empty history folder left behind (fails, as meant, when others remain).
         let _ = std::fs::remove_dir(staging.join(STATE_DIR).join(HISTORY));
+        let _ = std::fs::remove_dir(staging.join(STATE_DIR));
         // The folder's files as they were: kept ones unchanged, replaced ones back, new ones gone.
         for e in std::fs::read_dir(&staging).map_err(io(&staging))? {
             let e = e.map_err(io(&staging))?;

@@ -797,6 +797,9 @@ mod edits {
             e.lesions_before,
             e.lesions_after
         );
+        for n in &e.notes {
+            outln!("note: {n}");
+        }
         Ok(true)
     }
 
@@ -874,6 +877,9 @@ fn add_lesion(study: &Path, at: &str, threshold: &str, max_ml: f64) -> Result<bo
         e.lesions_before,
         e.lesions_after
     );
+    for n in &e.notes {
+        outln!("note: {n}");
+    }
     Ok(true)
 }
 
