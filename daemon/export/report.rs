@@ -198,7 +198,7 @@ pub fn units() -> serde_json::Value {
         "fields": {
             "g/mL": ["suv_max", "suv_mean", "suv_sd", "suv_peak", "lowest_lesion_suv_mean", "highest_suv_max",
                      "reference.suv_mean", "reference.suv_sd", "reference.threshold", "threshold_suv"],
-            "mL": ["volume_ml", "total_tumour_volume_ml", "min_lesion_ml", "suv_peak_ml", "max_ml"],
+            "mL": ["volume_ml", "total_tumour_volume_ml", "min_lesion_ml", "suv_peak_ml"],
             "g": ["tlg", "total_tlg_g", "total_lesion_uptake"],
             "mm": ["centroid_lps_mm", "max_lps_mm", "seed_lps_mm"],
             "s": ["timings_s"]
