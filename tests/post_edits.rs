@@ -192,6 +192,13 @@ fn edits_keep_numbers_refuse_bad_growths_rewrite_dicom_and_undo() {
     assert_eq!(r2["edits"][0]["action"], "remove-lesion");
     let (num, _, _, labels) = dicom(&dir.join("seg.dcm"));
     assert_eq!((num, labels), (903, lesion_labels(&n2)));
+    // Written from .edgeseg/dicom-source.json alone, they still pass dciodvfy.
+    for file in ["seg.dcm", "rtstruct.dcm", "mip.dcm"] {
+        let o = std::process::Command::new("dciodvfy").arg(dir.join(file)).output().expect("dciodvfy (dicom3tools)");
+        let all = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+        let errors: Vec<&str> = all.lines().filter(|l| l.starts_with("Error")).collect();
+        assert!(errors.is_empty(), "{file} after edits: {}", errors.join("\n"));
+    }
     assert_eq!(r2["patient"]["lesion_count"].as_u64(), Some(n2.len() as u64));
     assert_eq!(r2["patient"]["total_tlg_g"], r2["patient"]["total_lesion_uptake"]);
     // The history is in report.json without patient data.
