@@ -1,7 +1,8 @@
-//! `seg.dcm` and `rtstruct.dcm` from `edgeseg process` judged by dicom3tools'
-//! `dciodvfy` (no line starting with "Error"; warnings printed) and parsed by
-//! dcmtk's `dcmdump`, for axial, oblique, feet-first and hollow-lesion
-//! phantom studies; a study without findings gets neither file.
+//! `seg.dcm`, `rtstruct.dcm` and `mip.dcm` (the Secondary Capture of the
+//! MIP) from `edgeseg process` judged by dicom3tools' `dciodvfy` (no line
+//! starting with "Error"; warnings printed) and parsed by dcmtk's `dcmdump`,
+//! for axial, oblique, feet-first and hollow-lesion phantom studies; a study
+//! without findings gets neither SEG nor RTSTRUCT.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -58,8 +59,8 @@ fn check_study(name: &str, dicom: &Path, study_uid: &str) -> (tempfile::TempDir,
     let (out, dir, report) = process(dicom, study_uid);
     let written: Vec<&str> =
         report["dicom_outputs"].as_array().expect("dicom_outputs").iter().filter_map(|v| v.as_str()).collect();
-    assert_eq!(written, ["seg.dcm", "rtstruct.dcm"], "{name}");
-    for (file, modality) in [("seg.dcm", "SEG"), ("rtstruct.dcm", "RTSTRUCT")] {
+    assert_eq!(written, ["seg.dcm", "rtstruct.dcm", "mip.dcm"], "{name}");
+    for (file, modality) in [("seg.dcm", "SEG"), ("rtstruct.dcm", "RTSTRUCT"), ("mip.dcm", "OT")] {
         let p = dir.join(file);
         let (errors, warnings) = dciodvfy(&p);
         for w in &warnings {
@@ -105,7 +106,7 @@ fn study_without_findings_gets_no_dicom_outputs() {
         cached_fixture("cold-pet", |d| fixture_script("hollow.py", &["--phantom", s(&p), "--out", s(d), "--cold"]));
     let (_out, dir, report) = process(&cold.join("dicom"), truth(&p)["study_instance_uid"].as_str().expect("uid"));
     assert_eq!(report["lesions"].as_array().map(Vec::len), Some(0));
-    assert_eq!(report["dicom_outputs"], serde_json::json!([]));
+    assert_eq!(report["dicom_outputs"], serde_json::json!(["mip.dcm"]), "the picture still goes");
     assert!(!dir.join("seg.dcm").exists() && !dir.join("rtstruct.dcm").exists());
     assert!(dir.join("labels.nii.gz").exists(), "the NIfTI outputs are still written");
 }
@@ -329,7 +330,7 @@ fn lesion_colours_agree_in_seg_rtstruct_mip_and_the_docs() {
     let drawn: std::collections::BTreeSet<[u8; 3]> = buf[..info.buffer_size()]
         .chunks(3)
         .map(|c| [c[0], c[1], c[2]])
-        .filter(|c| !(c[0] == c[1] && c[1] == c[2]))
+        .filter(|c| !(c[0] == c[1] && c[1] == c[2]) && *c != edgeseg::export::mip::NOTICE_COLOUR)
         .collect();
     let expected: std::collections::BTreeSet<[u8; 3]> = (1..=lesions).map(want).collect();
     assert_eq!(drawn, expected, "mip.png's outline colours are the lesions' palette colours");

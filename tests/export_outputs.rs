@@ -92,8 +92,16 @@ fn csv_mip_probabilities_and_provenance() {
     assert_eq!(header[..4], ["number", "volume_ml", "suv_max", "suv_mean"]);
     let lesions = report["lesions"].as_array().expect("lesions");
     assert!(!lesions.is_empty());
-    assert_eq!(lines.len(), lesions.len() + 1);
-    for (line, l) in lines[1..].iter().zip(lesions) {
+    assert_eq!(lines.len(), lesions.len() + 2, "header, lesions, the patient-level total");
+    let total: std::collections::HashMap<&str, &str> =
+        header.iter().copied().zip(fields(lines[lines.len() - 1])).collect();
+    assert_eq!(total["number"], "total");
+    let tv: f64 = total["volume_ml"].parse().expect("number");
+    assert!((tv - report["patient"]["total_tumour_volume_ml"].as_f64().expect("f64")).abs() <= 5e-4);
+    let tt: f64 = total["tlg"].parse().expect("number");
+    assert!((tt - report["patient"]["total_tlg_g"].as_f64().expect("f64")).abs() <= 5e-4);
+    assert_eq!(report["units"]["tlg"], "g");
+    for (line, l) in lines[1..lines.len() - 1].iter().zip(lesions) {
         let row: std::collections::HashMap<&str, &str> = header.iter().copied().zip(fields(line)).collect();
         assert_eq!(row["number"], l["number"].to_string());
         assert_eq!(row["voxels"], l["voxels"].to_string());
@@ -125,8 +133,11 @@ fn csv_mip_probabilities_and_provenance() {
     let base = sp[0].min(sp[2]);
     let h0 = (slices * sp[2] / base).round();
     let scale = (512.0 / h0).ceil().clamp(1.0, 8.0);
-    assert_eq!(info.width as f64, (cols * sp[0] / (base / scale)).round());
-    assert_eq!(info.height as f64, (slices * sp[2] / (base / scale)).round());
+    // The MIP, then the panel (96 px per font scale, floor(height / 256) in 1..=4) to its right.
+    let height = (slices * sp[2] / (base / scale)).round();
+    let font = (height / 256.0).floor().clamp(1.0, 4.0);
+    assert_eq!(info.width as f64, (cols * sp[0] / (base / scale)).round() + 96.0 * font);
+    assert!(info.height as f64 >= height);
     assert_eq!(&buf[..3], &[255, 255, 255], "corner outside the body is white");
 
     // probabilities.nii.gz: one 4D float file, classes along the 4th axis, summing to 1.
@@ -175,7 +186,8 @@ fn killed_writer_leaves_no_study_folder_and_the_next_run_completes_it() {
     // file write_study writes counts for the hook): the previous folder stays
     // as it was, complete.
     std::fs::write(dir.join("planted.txt"), b"from an earlier run").expect("plant");
-    let last = complete.len().to_string();
+    // (The hook counts the study's files, not edgeseg's own `.edgeseg/` folder.)
+    let last = complete.iter().filter(|n| !n.starts_with('.')).count().to_string();
     let o = process(out.path(), &[], &[("EDGESEG_TEST_ABORT_AFTER_FILE", &last)]);
     assert_eq!(o.status.signal(), Some(libc::SIGABRT), "{:?} {}", o.status, text(&o).1);
     assert_eq!(std::fs::read(dir.join("report.json")).expect("report"), first, "the old folder is untouched");

@@ -31,6 +31,8 @@
 //! - `pipeline_process`: `edgeseg process`, DICOM to outputs, with a PET/CT model.
 //! - `pipeline_screening`: `edgeseg process` with a CT screening model on
 //!   dual-phase studies: the verdict in report.json.
+//! - `post_edits`: `add-lesion`, `remove-lesion`, `edits list|undo` on a
+//!   processed study: refusals, stable lesion numbers, DICOM rewritten, undo.
 //! - `post_profiles`: the PET/CT total-tumour profile on generated studies.
 //! - `post_screening`: the CT screening (S4C) rules.
 //! - `observe_http`: the status page `/` in headless Chromium; `/metrics` judged by `promtool check metrics`, `/readyz`,
@@ -84,6 +86,7 @@ mod observe_http;
 mod observe_notify;
 mod pipeline_process;
 mod pipeline_screening;
+mod post_edits;
 mod post_profiles;
 mod post_screening;
 mod systemd_units;

@@ -124,11 +124,23 @@ fn add_lesion_from_a_seed_point_rewrites_the_study() {
     let c: Vec<String> =
         lesion["centre_lps_mm"].as_array().expect("c").iter().map(|v| format!("{}", v.as_f64().expect("f"))).collect();
     let at = c.join(",");
+    // The model found that lesion: a seed inside it is refused (issue 13), so it goes first.
+    let found = nifti::read_f32(&dir.join("lesions.nii.gz")).expect("lesions");
+    let v = found.geometry.lps_to_voxel([0, 1, 2].map(|a| lesion["centre_lps_mm"][a].as_f64().expect("f")));
+    let n = found.data[found.geometry.index(v[0].round() as usize, v[1].round() as usize, v[2].round() as usize)];
+    let o = edgeseg(&["remove-lesion", s(&dir), &format!("{n}")]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o).1);
+    // A threshold above the seed's SUV: the reason once (it was printed twice,
+    // "the seed's SUV ...: invalid input: the seed's SUV ...").
+    let o = edgeseg(&["add-lesion", s(&dir), "--at", &at, "--threshold", "10000"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = text(&o).1;
+    assert_eq!(err.matches("the seed's SUV").count(), 1, "{err}");
     let o = edgeseg(&["add-lesion", s(&dir), "--at", &at, "--threshold", "40%"]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o).1);
     let report: Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).expect("report")).expect("json");
-    let edit = &report["edits"][0];
+    let edit = &report["edits"][1];
     assert_eq!(edit["action"], "add-lesion");
     assert!(edit["voxels"].as_u64().expect("voxels") > 0);
     let lesions = nifti::read_f32(&dir.join("lesions.nii.gz")).expect("lesions");
@@ -139,24 +151,17 @@ fn add_lesion_from_a_seed_point_rewrites_the_study() {
     let csv = std::fs::read_to_string(dir.join("lesions.csv")).expect("lesions.csv");
     assert_eq!(
         csv.matches("\r\n").count() as u64,
-        1 + edit["lesions_after"].as_u64().expect("n"),
-        "lesions.csv rewritten"
+        1 + edit["lesions_after"].as_u64().expect("n") + 1,
+        "lesions.csv rewritten (header, lesions, total)"
     );
     assert!(dir.join("mip.png").exists());
-    // The SEG/RTSTRUCT of the old lesions are dropped, not kept stale.
-    assert_eq!(report["dicom_outputs"], serde_json::json!([]));
-    assert!(!dir.join("seg.dcm").exists() && !dir.join("rtstruct.dcm").exists());
+    // The DICOM outputs are written again for the new lesions (tests/post_edits.rs).
+    assert_eq!(report["dicom_outputs"], serde_json::json!(["seg.dcm", "rtstruct.dcm", "mip.dcm"]));
     // A seed outside the PET volume is a clear error and changes nothing.
     let o = edgeseg(&["add-lesion", s(&dir), "--at", "9999,0,0"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(text(&o).1.contains("outside the PET volume"), "{}", text(&o).1);
-    // A threshold above the seed's SUV: the reason once (it was printed twice,
-    // "the seed's SUV ...: invalid input: the seed's SUV ...").
-    let o = edgeseg(&["add-lesion", s(&dir), "--at", &at, "--threshold", "10000"]);
-    assert_eq!(o.status.code(), Some(1));
-    let err = text(&o).1;
-    assert_eq!(err.matches("the seed's SUV").count(), 1, "{err}");
     let again: Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).expect("report")).expect("json");
-    assert_eq!(again["edits"].as_array().expect("edits").len(), 1);
+    assert_eq!(again["edits"].as_array().expect("edits").len(), 2);
 }

@@ -17,6 +17,9 @@ pub struct Args {
     /// liver (the patient's reference threshold), a fraction of the local SUVmax (40%), or a fixed SUV (e.g. 3.5).
     #[arg(long, default_value = "liver")]
     threshold: String,
+    /// Refuse a growth larger than this many mL (a leak into an organ, not a lesion).
+    #[arg(long, default_value_t = edgeseg::edit::DEFAULT_MAX_ML)]
+    max_ml: f64,
 }
 
 pub fn run(a: Args) -> Result<bool> {
@@ -36,15 +39,20 @@ pub fn run(a: Args) -> Result<bool> {
         }
         t => SeedThreshold::Suv(t.parse().with_context(|| format!("--threshold {t}: liver, N% or an SUV"))?),
     };
-    let e = edgeseg::pipeline::add_lesion(&edgeseg::gpu::Backend::Cpu, study, [x, y, z], method)?;
+    let e = edgeseg::edit::add_lesion(&edgeseg::gpu::Backend::Cpu, study, [x, y, z], method, a.max_ml)?;
     outln!(
-        "{}: lesion grown from voxel {:?} ({} voxels above SUV {:.2}); lesions {} -> {}",
+        "{}: lesion {} grown from voxel {:?} ({} voxels, {:.2} mL at SUV >= {:.2}); lesions {} -> {}",
         study.display(),
+        e.lesion,
         e.seed_ijk,
         e.voxels,
+        e.volume_ml,
         e.threshold_suv,
         e.lesions_before,
         e.lesions_after
     );
+    for n in &e.notes {
+        outln!("note: {n}");
+    }
     Ok(true)
 }

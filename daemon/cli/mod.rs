@@ -24,12 +24,14 @@ mod compile;
 mod components;
 mod convert;
 mod daemon;
+mod edits;
 mod gpu_check;
 mod inspect;
 mod load;
 pub mod predict;
 mod process;
 mod quarantine;
+mod remove_lesion;
 mod status;
 
 /// The `Command` enum (one variant per subcommand, holding its `Args`) and
@@ -64,6 +66,8 @@ commands! {
     Compile => compile,
     GpuCheck => gpu_check,
     AddLesion => add_lesion,
+    RemoveLesion => remove_lesion,
+    Edits => edits,
     Daemon => daemon,
     CheckConfig => check_config,
     Components => components,

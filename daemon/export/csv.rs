@@ -1,6 +1,8 @@
 //! `lesions.csv`: the lesion table of report.json as a spreadsheet opens it.
 //!
 //! RFC 4180: a header row, then one row per lesion in the report's order,
+//! then (when there is at least one lesion) the patient-level summary row,
+//! `number` = [`TOTAL`],
 //! fields separated by commas, records ended by CRLF, a field quoted (with
 //! inner quotes doubled) when it holds a comma, a quote, CR or LF. UTF-8
 //! without a byte-order mark; '.' as the decimal separator whatever the
@@ -41,6 +43,12 @@ pub const COLUMNS: [(&str, Format); 17] = [
     ("bbox_max_j", Format::Integer),
     ("bbox_max_k", Format::Integer),
 ];
+
+/// The `number` field of the patient-level summary row: Σ volume, Σ TLG
+/// (`total_tlg_g` of report.json), Σ voxels, the highest SUVmax and
+/// SUVpeak, the SUVmean of all lesion voxels; SUV SD, centroid and box are
+/// empty (docs/report.md).
+pub const TOTAL: &str = "total";
 
 /// A field quoted as RFC 4180 requires (only when needed).
 pub fn quote(field: &str) -> String {
@@ -104,7 +112,27 @@ pub fn lesion_table(lesions: &[Lesion]) -> Vec<u8> {
         let fields: Vec<String> = values(l).iter().zip(COLUMNS).map(|(&v, (_, f))| number(v, f)).collect();
         out.push_str(&record(&fields));
     }
+    if !lesions.is_empty() {
+        out.push_str(&record(&total_row(lesions)));
+    }
     out.into_bytes()
+}
+
+/// The patient-level summary row ([`TOTAL`]).
+fn total_row(lesions: &[Lesion]) -> Vec<String> {
+    let voxels: u64 = lesions.iter().map(|l| l.voxels).sum();
+    let max = |f: fn(&Lesion) -> f64| lesions.iter().map(f).fold(f64::NAN, f64::max);
+    let mean = lesions.iter().map(|l| l.suv_mean * l.voxels as f64).sum::<f64>() / voxels as f64;
+    let mut v = [f64::NAN; 17];
+    v[1] = lesions.iter().map(|l| l.volume_ml).sum();
+    v[2] = max(|l| l.suv_max);
+    v[3] = mean;
+    v[4] = max(|l| l.suv_peak);
+    v[6] = lesions.iter().map(|l| l.tlg).sum();
+    v[10] = voxels as f64;
+    let mut fields: Vec<String> = v.iter().zip(COLUMNS).map(|(&x, (_, f))| number(x, f)).collect();
+    fields[0] = TOTAL.to_string();
+    fields
 }
 
 /// Writes `lesions.csv` to `path` (temporary file, fsync, rename).
@@ -150,8 +178,8 @@ mod tests {
         let text = String::from_utf8(lesion_table(&[lesion(1), lesion(2)])).expect("utf-8");
         assert!(!text.starts_with('\u{feff}'), "no byte-order mark");
         let lines: Vec<&str> = text.split("\r\n").collect();
-        assert_eq!(lines.len(), 4, "header, two rows, empty after the last CRLF");
-        assert_eq!(lines[3], "");
+        assert_eq!(lines.len(), 5, "header, two rows, the total, empty after the last CRLF");
+        assert_eq!(lines[4], "");
         assert!(lines[0].starts_with("number,volume_ml,suv_max,suv_mean,suv_peak,suv_sd,tlg,centroid_lps_x_mm"));
         assert_eq!(lines[0].split(',').count(), COLUMNS.len());
         assert_eq!(
@@ -160,6 +188,23 @@ mod tests {
         );
         assert!(lines[2].starts_with("2,"));
         assert!(!text.contains('\n') || text.matches('\n').count() == text.matches("\r\n").count());
+    }
+
+    /// Issue 13 item 18: a patient-level row after the lesions.
+    #[test]
+    fn total_row_sums_volume_tlg_and_voxels() {
+        let mut b = lesion(2);
+        b.volume_ml = 1.0;
+        b.suv_max = 20.0;
+        b.suv_mean = 1.0;
+        b.voxels = 126;
+        b.tlg = 1.0;
+        let text = String::from_utf8(lesion_table(&[lesion(1), b])).expect("utf-8");
+        let lines: Vec<&str> = text.split("\r\n").collect();
+        assert_eq!(lines.len(), 5, "header, two lesions, the total, empty after the last CRLF");
+        // Volume 2/3 + 1, SUVmax 20, SUVmean (4.0005·42 + 1·126)/168, peak 7, TLG summed, 168 voxels.
+        assert_eq!(lines[3], "total,1.667,20.000,1.750,7.000,,1234568.891,,,,168,,,,,,");
+        assert_eq!(lines[3].split(',').count(), COLUMNS.len());
     }
 
     #[test]

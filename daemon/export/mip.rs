@@ -77,6 +77,15 @@ impl Picture {
         }
     }
 
+    /// Fills the `w × h` rectangle with its top-left corner at (x, y).
+    pub fn fill(&mut self, x: i64, y: i64, w: i64, h: i64, colour: [u8; 3]) {
+        for yy in y..y + h {
+            for xx in x..x + w {
+                self.set(xx, yy, colour);
+            }
+        }
+    }
+
     /// Copies `other` in with its top-left corner at (x, y).
     fn blit(&mut self, other: &Picture, x: usize, y: usize) {
         for row in 0..other.height {
@@ -116,6 +125,68 @@ const DIGITS: [[u8; 7]; 10] = [
     [0b01110, 0b10001, 0b10001, 0b01110, 0b10001, 0b10001, 0b01110],
     [0b01110, 0b10001, 0b10001, 0b01111, 0b00001, 0b00010, 0b01100],
 ];
+
+/// The 5×7 glyphs of the other characters the pictures write (capitals;
+/// lower case is written as capitals), same layout as [`DIGITS`].
+fn glyph(ch: char) -> [u8; 7] {
+    match ch.to_ascii_uppercase() {
+        d @ '0'..='9' => DIGITS[usize::from(d as u8 - b'0')],
+        'A' => [0b01110, 0b10001, 0b10001, 0b11111, 0b10001, 0b10001, 0b10001],
+        'B' => [0b11110, 0b10001, 0b10001, 0b11110, 0b10001, 0b10001, 0b11110],
+        'C' => [0b01110, 0b10001, 0b10000, 0b10000, 0b10000, 0b10001, 0b01110],
+        'D' => [0b11100, 0b10010, 0b10001, 0b10001, 0b10001, 0b10010, 0b11100],
+        'E' => [0b11111, 0b10000, 0b10000, 0b11110, 0b10000, 0b10000, 0b11111],
+        'F' => [0b11111, 0b10000, 0b10000, 0b11110, 0b10000, 0b10000, 0b10000],
+        'G' => [0b01110, 0b10001, 0b10000, 0b10111, 0b10001, 0b10001, 0b01111],
+        'H' => [0b10001, 0b10001, 0b10001, 0b11111, 0b10001, 0b10001, 0b10001],
+        'I' => [0b01110, 0b00100, 0b00100, 0b00100, 0b00100, 0b00100, 0b01110],
+        'J' => [0b00111, 0b00010, 0b00010, 0b00010, 0b00010, 0b10010, 0b01100],
+        'K' => [0b10001, 0b10010, 0b10100, 0b11000, 0b10100, 0b10010, 0b10001],
+        'L' => [0b10000, 0b10000, 0b10000, 0b10000, 0b10000, 0b10000, 0b11111],
+        'M' => [0b10001, 0b11011, 0b10101, 0b10101, 0b10001, 0b10001, 0b10001],
+        'N' => [0b10001, 0b10001, 0b11001, 0b10101, 0b10011, 0b10001, 0b10001],
+        'O' => [0b01110, 0b10001, 0b10001, 0b10001, 0b10001, 0b10001, 0b01110],
+        'P' => [0b11110, 0b10001, 0b10001, 0b11110, 0b10000, 0b10000, 0b10000],
+        'Q' => [0b01110, 0b10001, 0b10001, 0b10001, 0b10101, 0b10010, 0b01101],
+        'R' => [0b11110, 0b10001, 0b10001, 0b11110, 0b10100, 0b10010, 0b10001],
+        'S' => [0b01111, 0b10000, 0b10000, 0b01110, 0b00001, 0b00001, 0b11110],
+        'T' => [0b11111, 0b00100, 0b00100, 0b00100, 0b00100, 0b00100, 0b00100],
+        'U' => [0b10001, 0b10001, 0b10001, 0b10001, 0b10001, 0b10001, 0b01110],
+        'V' => [0b10001, 0b10001, 0b10001, 0b10001, 0b10001, 0b01010, 0b00100],
+        'W' => [0b10001, 0b10001, 0b10001, 0b10101, 0b10101, 0b10101, 0b01010],
+        'X' => [0b10001, 0b10001, 0b01010, 0b00100, 0b01010, 0b10001, 0b10001],
+        'Y' => [0b10001, 0b10001, 0b10001, 0b01010, 0b00100, 0b00100, 0b00100],
+        'Z' => [0b11111, 0b00001, 0b00010, 0b00100, 0b01000, 0b10000, 0b11111],
+        '.' => [0, 0, 0, 0, 0, 0b01100, 0b01100],
+        '-' => [0, 0, 0, 0b11111, 0, 0, 0],
+        '/' => [0, 0b00001, 0b00010, 0b00100, 0b01000, 0b10000, 0],
+        ':' => [0, 0b01100, 0b01100, 0, 0b01100, 0b01100, 0],
+        '>' => [0b01000, 0b00100, 0b00010, 0b00001, 0b00010, 0b00100, 0b01000],
+        '+' => [0, 0b00100, 0b00100, 0b11111, 0b00100, 0b00100, 0],
+        _ => [0; 7],
+    }
+}
+
+/// Width in pixels of `text` written at `scale` (5 per character, 1 between).
+pub fn text_width(text: &str, scale: usize) -> usize {
+    (6 * text.chars().count()).saturating_sub(1) * scale
+}
+
+/// Writes `text` (digits, capitals, `. - / : > +` and space) with its
+/// top-left corner at (x, y), each font pixel a `scale × scale` square.
+pub fn draw_text(pic: &mut Picture, text: &str, x: i64, y: i64, scale: usize, colour: [u8; 3]) {
+    let s = scale.max(1) as i64;
+    for (d, ch) in text.chars().enumerate() {
+        let left = x + d as i64 * 6 * s;
+        for (row, bits) in glyph(ch).iter().enumerate() {
+            for col in 0..5 {
+                if bits & (0b10000 >> col) != 0 {
+                    pic.fill(left + col * s, y + row as i64 * s, s, s, colour);
+                }
+            }
+        }
+    }
+}
 
 /// Width in pixels of `n` written at `scale` (5 per digit, 1 between digits).
 pub fn number_width(n: u32, scale: usize) -> usize {
@@ -366,9 +437,19 @@ fn font_scale(height: usize) -> usize {
     (height / 256).clamp(1, 4)
 }
 
-/// The coronal MIP of `suv` with the lesions of `lesions` (instance map on
-/// the same grid, values 1..=N as in the report) outlined and numbered.
+/// The coronal MIP of `suv` with the lesions of `lesions` outlined and
+/// numbered, marked as not for clinical use ([`coronal_marked`]).
 pub fn coronal(suv: &Volume<f32>, lesions: Option<&Volume<u32>>) -> Picture {
+    coronal_marked(suv, lesions, false)
+}
+
+/// The coronal MIP of `suv` with the lesions of `lesions` (instance map on
+/// the same grid, values as in the report) outlined and numbered (numbers
+/// placed so that none overlaps another, [`place_labels`]), R and L at the
+/// image's top corners, and the panel to its right ([`panel`]): the
+/// "NOT FOR CLINICAL USE" mark unless `clinical_use`, the SUV scale and the
+/// legend (lesion number, colour, SUVmax).
+pub fn coronal_marked(suv: &Volume<f32>, lesions: Option<&Volume<u32>>, clinical_use: bool) -> Picture {
     let g = &suv.geometry;
     let view = View::new(g, (0, 1.0), (2, -1.0));
     let [nc, nr, _] = view.n;
@@ -393,41 +474,263 @@ pub fn coronal(suv: &Volume<f32>, lesions: Option<&Volume<u32>>) -> Picture {
         for x in 0..r.width {
             let (u, v) = r.source(x, y);
             let s = mip[u + nc * v];
-            let t = if s.is_finite() { ((s - SUV_WHITE) / (SUV_BLACK - SUV_WHITE)).clamp(0.0, 1.0) } else { 0.0 };
-            let grey = (255.0 - 255.0 * t).round() as u8;
-            pic.set(x as i64, y as i64, [grey, grey, grey]);
+            pic.set(x as i64, y as i64, suv_grey(s));
         }
     }
+    let scale = font_scale(r.height);
+    let mut legend = Vec::new();
     if let Some(l) = lesions.filter(|l| l.geometry.dims == g.dims) {
         let count = l.data.iter().copied().max().unwrap_or(0);
         let prints = footprints(&view, g.dims, count, None, |i| l.data[i]);
-        let boxes: Vec<_> = (1..=count).map(|n| outline(&mut pic, &r, &prints[n as usize], lesion_colour(n))).collect();
-        let scale = font_scale(r.height);
-        for (n, b) in (1..=count).zip(boxes) {
-            if let Some(b) = b {
-                label(&mut pic, n, b, scale);
+        let mut suv_max = vec![f32::NEG_INFINITY; count as usize + 1];
+        for (&n, &s) in l.data.iter().zip(&suv.data) {
+            if n != 0 && s > suv_max[n as usize] {
+                suv_max[n as usize] = s;
+            }
+        }
+        let boxes: Vec<(u32, Rect)> = (1..=count)
+            .filter_map(|n| outline(&mut pic, &r, &prints[n as usize], lesion_colour(n)).map(|b| (n, b)))
+            .collect();
+        let sizes: Vec<(usize, usize)> = boxes.iter().map(|&(n, _)| (number_width(n, scale), 7 * scale)).collect();
+        let placed = place_labels(r.width, r.height, &boxes.iter().map(|b| b.1).collect::<Vec<_>>(), &sizes, scale);
+        for ((n, b), p) in boxes.iter().zip(placed) {
+            if let Some(p) = p {
+                if p.leader {
+                    leader(&mut pic, *b, p.rect, lesion_colour(*n));
+                }
+                draw_number(&mut pic, *n, p.rect.0 as i64, p.rect.1 as i64, scale, lesion_colour(*n));
+            }
+            legend.push((*n, f64::from(suv_max[*n as usize])));
+        }
+    }
+    side_markers(&mut pic, scale);
+    panel(&pic, scale, clinical_use, true, &legend)
+}
+
+/// The grey of an SUV in the inverted-grey window ([`SUV_WHITE`]..[`SUV_BLACK`]).
+fn suv_grey(s: f32) -> [u8; 3] {
+    let t = if s.is_finite() { ((s - SUV_WHITE) / (SUV_BLACK - SUV_WHITE)).clamp(0.0, 1.0) } else { 0.0 };
+    let grey = (255.0 - 255.0 * t).round() as u8;
+    [grey, grey, grey]
+}
+
+/// A pixel box (x0, y0, x1, y1), inclusive.
+pub type Rect = (usize, usize, usize, usize);
+
+/// Where a lesion's number goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Placed {
+    /// The number's box.
+    pub rect: Rect,
+    /// Placed away from its lesion: a leader line joins them.
+    pub leader: bool,
+}
+
+fn overlaps(a: Rect, b: Rect, margin: usize) -> bool {
+    a.0 <= b.2 + margin && b.0 <= a.2 + margin && a.1 <= b.3 + margin && b.1 <= a.3 + margin
+}
+
+/// Places each lesion's number (box `sizes[i]`, w × h) next to its footprint
+/// box `boxes[i]` inside a `width × height` picture so that no two numbers
+/// overlap (1 pixel apart at least): the first free place of right, left,
+/// above, below the box (top- then bottom-aligned), then, with a leader
+/// line, the free place nearest the box on a grid of the number's size,
+/// avoiding other footprints where it can. `None` only where the picture has
+/// no free place left (the legend still lists the lesion).
+pub fn place_labels(
+    width: usize,
+    height: usize,
+    boxes: &[Rect],
+    sizes: &[(usize, usize)],
+    scale: usize,
+) -> Vec<Option<Placed>> {
+    let gap = 2 * scale as i64;
+    let mut placed: Vec<Rect> = Vec::new();
+    let mut out = Vec::new();
+    let fits =
+        |x: i64, y: i64, w: usize, h: usize| x >= 0 && y >= 0 && x as usize + w <= width && y as usize + h <= height;
+    for (i, (&b, &(w, h))) in boxes.iter().zip(sizes).enumerate() {
+        let (x0, y0, x1, y1) = (b.0 as i64, b.1 as i64, b.2 as i64, b.3 as i64);
+        let (wi, hi) = (w as i64, h as i64);
+        let rect = |x: i64, y: i64| (x as usize, y as usize, x as usize + w - 1, y as usize + h - 1);
+        let free = |x: i64, y: i64, placed: &[Rect], strict: bool| {
+            fits(x, y, w, h)
+                && !placed.iter().any(|p| overlaps(*p, rect(x, y), 1))
+                && (!strict || !boxes.iter().enumerate().any(|(j, o)| j != i && overlaps(*o, rect(x, y), 0)))
+        };
+        let near = [
+            (x1 + 1 + gap, y0),
+            (x0 - gap - wi, y0),
+            (x1 + 1 + gap, y1 - hi + 1),
+            (x0 - gap - wi, y1 - hi + 1),
+            (x0, y0 - gap - hi),
+            (x0, y1 + 1 + gap),
+            (x1 - wi + 1, y0 - gap - hi),
+            (x1 - wi + 1, y1 + 1 + gap),
+        ];
+        let mut found = None;
+        for strict in [true, false] {
+            if let Some(&(x, y)) = near.iter().find(|&&(x, y)| free(x, y, &placed, strict)) {
+                found = Some(Placed { rect: rect(x, y), leader: false });
+                break;
+            }
+        }
+        if found.is_none() {
+            // Rings of places on the number's own grid around the box, nearest first.
+            let (cx, cy) = ((x0 + x1) / 2, (y0 + y1) / 2);
+            let (sx, sy) = (wi + gap, hi + gap);
+            let reach = (width.max(height) as i64 / sx.min(sy).max(1)) + 1;
+            'rings: for strict in [true, false] {
+                for ring in 1..=reach {
+                    let mut cands = Vec::new();
+                    for dy in -ring..=ring {
+                        for dx in -ring..=ring {
+                            if dx.abs() == ring || dy.abs() == ring {
+                                cands.push((cx + dx * sx - wi / 2, cy + dy * sy - hi / 2));
+                            }
+                        }
+                    }
+                    cands.sort_by_key(|&(x, y)| (x + wi / 2 - cx).pow(2) + (y + hi / 2 - cy).pow(2));
+                    if let Some(&(x, y)) = cands.iter().find(|&&(x, y)| free(x, y, &placed, strict)) {
+                        found = Some(Placed { rect: rect(x, y), leader: true });
+                        break 'rings;
+                    }
+                }
+            }
+        }
+        if let Some(p) = found {
+            placed.push(p.rect);
+        }
+        out.push(found);
+    }
+    out
+}
+
+/// A 1-pixel line from the number's box to the nearest point of its lesion's box.
+fn leader(pic: &mut Picture, b: Rect, label: Rect, colour: [u8; 3]) {
+    let (lx, ly) = ((label.0 + label.2) as f64 / 2.0, (label.1 + label.3) as f64 / 2.0);
+    let tx = lx.clamp(b.0 as f64, b.2 as f64);
+    let ty = ly.clamp(b.1 as f64, b.3 as f64);
+    let steps = (tx - lx).abs().max((ty - ly).abs()).ceil() as usize;
+    for t in 0..=steps {
+        let f = if steps == 0 { 0.0 } else { t as f64 / steps as f64 };
+        let (x, y) = (lx + (tx - lx) * f, ly + (ty - ly) * f);
+        let (xi, yi) = (x.round() as usize, y.round() as usize);
+        let in_label = xi >= label.0 && xi <= label.2 && yi >= label.1 && yi <= label.3;
+        if !in_label {
+            pic.set(xi as i64, yi as i64, colour);
+        }
+    }
+}
+
+/// R at the image's top-left corner and L at its top-right (the patient's
+/// right is on the image's left), black on a white box.
+fn side_markers(pic: &mut Picture, scale: usize) {
+    let s = scale as i64;
+    let w = pic.width as i64;
+    for (text, x) in [("R", 3 * s), ("L", w - 3 * s - 5 * s)] {
+        pic.fill(x - s, 2 * s, 7 * s, 9 * s, [255, 255, 255]);
+        draw_text(pic, text, x, 3 * s, scale, [0, 0, 0]);
+    }
+}
+
+/// The colour of the "NOT FOR CLINICAL USE" mark (in no palette).
+pub const NOTICE_COLOUR: [u8; 3] = [255, 0, 0];
+/// Width of the panel right of the image, in font scales: `96 × scale` pixels.
+pub const PANEL_WIDTH: usize = 96;
+/// Lesions listed in the legend; more are summed up in one line.
+pub const LEGEND_ROWS: usize = 40;
+
+/// The image with the panel to its right (`PANEL_WIDTH × scale` pixels,
+/// white): the "NOT FOR CLINICAL USE" mark in red unless `clinical_use`,
+/// then for PET (`suv_scale`) the SUV scale (the window, g/mL, black at the
+/// top) and the legend: each lesion's colour, number and SUVmax. The
+/// picture is as tall as the image or the panel, whichever is taller.
+fn panel(image: &Picture, scale: usize, clinical_use: bool, suv_scale: bool, legend: &[(u32, f64)]) -> Picture {
+    let s = scale as i64;
+    let line = 10 * s;
+    let mut items: Vec<(String, [u8; 3], Option<[u8; 3]>)> = Vec::new();
+    if !clinical_use {
+        items.push(("NOT FOR".into(), NOTICE_COLOUR, None));
+        items.push(("CLINICAL USE".into(), NOTICE_COLOUR, None));
+        items.push((String::new(), [0, 0, 0], None));
+    }
+    let bar_at = items.len();
+    let bar_rows = if suv_scale { 12 } else { 0 };
+    let mut height = 2 * s + line * (items.len() as i64 + bar_rows);
+    if suv_scale && !legend.is_empty() {
+        height += line * (2 + legend.len().min(LEGEND_ROWS + 1) as i64);
+    }
+    let width = image.width + PANEL_WIDTH * scale;
+    let mut pic = Picture::filled(width, image.height.max(height as usize + 1), [255, 255, 255]);
+    pic.blit(image, 0, 0);
+    let x = image.width as i64 + 4 * s;
+    let mut y = 2 * s;
+    for (text, colour, _) in &items {
+        draw_text(&mut pic, text, x, y, scale, *colour);
+        y += line;
+    }
+    debug_assert_eq!(bar_at as i64 * line + 2 * s, y);
+    if suv_scale {
+        draw_text(&mut pic, "SUV G/ML", x, y, scale, [0, 0, 0]);
+        y += line;
+        // The window as a bar, SUV_BLACK at the top, SUV_WHITE at the bottom, framed.
+        let (bar_h, bar_w) = (10 * line - 2 * s, 8 * s);
+        for t in 0..bar_h {
+            let v = SUV_BLACK - (SUV_BLACK - SUV_WHITE) * t as f32 / (bar_h - 1).max(1) as f32;
+            pic.fill(x, y + t, bar_w, 1, suv_grey(v));
+        }
+        for (fx, fy, fw, fh) in [
+            (x - 1, y - 1, bar_w + 2, 1),
+            (x - 1, y + bar_h, bar_w + 2, 1),
+            (x - 1, y - 1, 1, bar_h + 2),
+            (x + bar_w, y - 1, 1, bar_h + 2),
+        ] {
+            pic.fill(fx, fy, fw, fh, [0, 0, 0]);
+        }
+        let tx = x + bar_w + 3 * s;
+        let top = format!("{SUV_BLACK:.0}+");
+        draw_text(&mut pic, &top, tx, y, scale, [0, 0, 0]);
+        draw_text(
+            &mut pic,
+            &format!("{:.0}", (SUV_BLACK + SUV_WHITE) / 2.0),
+            tx,
+            y + bar_h / 2 - 3 * s,
+            scale,
+            [0, 0, 0],
+        );
+        draw_text(&mut pic, &format!("{SUV_WHITE:.0}"), tx, y + bar_h - 7 * s, scale, [0, 0, 0]);
+        y += bar_h + 2 * s + line - 8 * s;
+        if !legend.is_empty() {
+            y += line;
+            draw_text(&mut pic, "N  SUVMAX", x, y, scale, [0, 0, 0]);
+            y += line;
+            for &(n, suv_max) in legend.iter().take(LEGEND_ROWS) {
+                pic.fill(x, y, 5 * s, 7 * s, lesion_colour(n));
+                let text = if suv_max.is_finite() { format!("{n} {suv_max:.1}") } else { format!("{n}") };
+                draw_text(&mut pic, &text, x + 7 * s, y, scale, [0, 0, 0]);
+                y += line;
+            }
+            if legend.len() > LEGEND_ROWS {
+                draw_text(&mut pic, &format!("+{} MORE", legend.len() - LEGEND_ROWS), x, y, scale, [0, 0, 0]);
             }
         }
     }
     pic
 }
 
-/// Writes lesion `n`'s number to the right of its box (left when there is no
-/// room), top-aligned.
-fn label(pic: &mut Picture, n: u32, (x0, y0, x1, _): (usize, usize, usize, usize), scale: usize) {
-    let w = number_width(n, scale) as i64;
-    let gap = 2 * scale as i64;
-    let right = x1 as i64 + 1 + gap;
-    let x = if right + w <= pic.width as i64 { right } else { (x0 as i64 - gap - w).max(0) };
-    let y = (y0 as i64).min(pic.height as i64 - 7 * scale as i64).max(0);
-    draw_number(pic, n, x, y, scale, lesion_colour(n));
-}
-
 /// Axial slices of the CT (window [`CT_LEVEL`]/[`CT_WIDTH`]) through the
 /// largest finding (26-connected component of class `focus` where there is
 /// one, e.g. the screening profile's tumour, else of any non-zero class),
-/// each class outlined in the palette colour of its value.
+/// each class outlined in the palette colour of its value; R and L on each
+/// slice, and the panel right of them with the "NOT FOR CLINICAL USE" mark
+/// ([`axial_marked`] with `clinical_use` false).
 pub fn axial(ct: &Volume<f32>, classes: &Volume<u8>, focus: Option<u8>) -> Picture {
+    axial_marked(ct, classes, focus, false)
+}
+
+/// [`axial`], with the "NOT FOR CLINICAL USE" panel only unless `clinical_use`.
+pub fn axial_marked(ct: &Volume<f32>, classes: &Volume<u8>, focus: Option<u8>, clinical_use: bool) -> Picture {
     let g = &ct.geometry;
     let view = View::new(g, (0, 1.0), (1, 1.0));
     let same = classes.geometry.dims == g.dims;
@@ -461,10 +764,13 @@ pub fn axial(ct: &Volume<f32>, classes: &Volume<u8>, focus: Option<u8>) -> Pictu
         .collect();
     let width = panels.len() * r.width + (panels.len() - 1) * PANEL_GAP;
     let mut pic = Picture::filled(width, r.height, [255, 255, 255]);
+    let scale = font_scale(r.height);
     for (n, p) in panels.iter().enumerate() {
-        pic.blit(p, n * (r.width + PANEL_GAP), 0);
+        let mut p = p.clone();
+        side_markers(&mut p, scale);
+        pic.blit(&p, n * (r.width + PANEL_GAP), 0);
     }
-    pic
+    if clinical_use { pic } else { panel(&pic, scale, clinical_use, false, &[]) }
 }
 
 /// Depths (view order) at 25, 50 and 75% of the largest finding's extent.
@@ -518,11 +824,12 @@ mod tests {
     /// Stored the other way round: i → patient right (−x), k → feet (−z).
     const FLIPPED: [[f64; 3]; 3] = [[-1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, -1.0]];
 
-    /// Centre of the black pixels.
-    fn black_centre(p: &Picture) -> (f64, f64) {
+    /// Centre of the black pixels of the image (`width` pixels wide) below
+    /// the R/L markers (row 12 on).
+    fn black_centre(p: &Picture, width: usize) -> (f64, f64) {
         let (mut sx, mut sy, mut n) = (0.0, 0.0, 0.0);
-        for y in 0..p.height {
-            for x in 0..p.width {
+        for y in 12..p.height {
+            for x in 0..width {
                 if p.get(x, y) == [0, 0, 0] {
                     sx += x as f64;
                     sy += y as f64;
@@ -546,9 +853,10 @@ mod tests {
             let ijk = g.lps_to_voxel(hot).map(|c| c.round() as usize);
             v.data[g.index(ijk[0], ijk[1], ijk[2])] = 20.0;
             let pic = coronal(&v, None);
-            // 80 mm × 60 mm; pixel min(4, 2) mm, 30 px tall, upscaled ×8 (the cap): 0.25 mm.
-            assert_eq!((pic.width, pic.height), (320, 240));
-            let (x, y) = black_centre(&pic);
+            // 80 mm × 60 mm; pixel min(4, 2) mm, 30 px tall, upscaled ×8 (the cap): 0.25 mm;
+            // the panel (96 px at font scale 1) to the right.
+            assert_eq!((pic.width, pic.height), (320 + PANEL_WIDTH, 240));
+            let (x, y) = black_centre(&pic, 320);
             // Pixel centres: x = −42 + (col + 0.5)·0.25, z = −41 − (row + 0.5)·0.25.
             let want_x = (hot[0] + 42.0) / 0.25 - 0.5;
             let want_y = (-41.0 - hot[2]) / 0.25 - 0.5;
@@ -556,7 +864,7 @@ mod tests {
                 (x - want_x).abs() < 1e-9 && (y - want_y).abs() < 1e-9,
                 "{direction:?}: {x},{y} vs {want_x},{want_y}"
             );
-            assert!(x > pic.width as f64 / 2.0, "the patient's left is on the image's right");
+            assert!(x > 320.0 / 2.0, "the patient's left is on the image's right");
             assert_eq!(pic.get(0, 0), [255, 255, 255], "SUV 0 is white");
         }
     }
@@ -565,8 +873,9 @@ mod tests {
     fn pixels_are_square_in_mm() {
         let g = Geometry { dims: [50, 7, 100], spacing: [3.0, 5.0, 2.0], origin: [0.0; 3], direction: AXIAL };
         let pic = coronal(&Volume::filled(g, 2.0f32), None);
-        // 150 mm × 200 mm at 2 mm → 75 × 100, upscaled ×6 to reach 512.
-        assert_eq!((pic.width, pic.height), (75 * 6, 100 * 6));
+        // 150 mm × 200 mm at 2 mm → 75 × 100, upscaled ×6 to reach 512; the
+        // panel right of it, 96 px per font scale (600 / 256 → 2).
+        assert_eq!((pic.width, pic.height), (75 * 6 + 2 * PANEL_WIDTH, 100 * 6));
         assert_eq!(pic.get(3, 3), [204, 204, 204], "SUV 2 of 10 is light grey");
     }
 
@@ -647,11 +956,91 @@ mod tests {
         assert_eq!(finding_depths(&view, &cl, Some(1)), vec![18], "the focus class, however small");
         assert_eq!(finding_depths(&view, &cl, Some(3)), vec![6, 8, 10], "absent focus: any class");
         let pic = axial(&ct, &cl, None);
-        // 16 × 4 mm by 12 × 4 mm at 4 mm → 16 × 12, ×8 (capped) → 128 × 96; three panels.
-        assert_eq!((pic.width, pic.height), (3 * 128 + 2 * PANEL_GAP, 96));
+        // 16 × 4 mm by 12 × 4 mm at 4 mm → 16 × 12, ×8 (capped) → 128 × 96; three
+        // slices, then the "not for clinical use" panel; none for a cleared model.
+        assert_eq!((pic.width, pic.height), (3 * 128 + 2 * PANEL_GAP + PANEL_WIDTH, 96));
+        assert!(pic.rgb.chunks(3).any(|p| p == NOTICE_COLOUR));
+        let cleared = axial_marked(&ct, &cl, None, true);
+        assert_eq!((cleared.width, cleared.height), (3 * 128 + 2 * PANEL_GAP, 96));
+        assert!(!cleared.rgb.chunks(3).any(|p| p == NOTICE_COLOUR));
         assert_eq!(pic.get(5, 80), [128, 128, 128], "HU 40 is mid-grey at L40");
         assert_eq!(pic.get(10 * 8, 2 * 8), lesion_colour(2), "class 2 outlined, anterior at the top");
         assert_eq!(pic.get(128 + 1, 50), [255, 255, 255], "white gap between panels");
+    }
+
+    /// Issue 13 item 17: numbers 4 and 6 overlapped. Lesions crowded one
+    /// pixel apart: every number placed, inside the picture, none touching
+    /// another (the old rule, right of the box and top-aligned, stacked
+    /// them onto each other).
+    #[test]
+    fn numbers_never_overlap_when_lesions_crowd() {
+        let mut boxes = Vec::new();
+        for row in 0..6 {
+            for col in 0..5 {
+                let (x, y) = (60 + col * 5, 60 + row * 3);
+                boxes.push((x, y, x + 2, y + 1));
+            }
+        }
+        let sizes: Vec<(usize, usize)> = (1..=boxes.len() as u32).map(|n| (number_width(n, 2), 14)).collect();
+        let placed = place_labels(200, 200, &boxes, &sizes, 2);
+        let rects: Vec<Rect> = placed.iter().map(|p| p.expect("every number placed").rect).collect();
+        for (i, a) in rects.iter().enumerate() {
+            assert!(a.2 < 200 && a.3 < 200, "inside the picture: {a:?}");
+            for b in &rects[..i] {
+                assert!(!overlaps(*a, *b, 0), "numbers overlap: {a:?} and {b:?}");
+            }
+        }
+        // The first keeps a usual place: left of its box (its right is another lesion), top-aligned.
+        assert_eq!(placed[0], Some(Placed { rect: (46, 60, 55, 73), leader: false }));
+        assert!(placed.iter().flatten().any(|p| p.leader), "far ones get a leader line");
+        // Two lesions one row apart, as 4 and 6 were: one number moves.
+        let two = place_labels(100, 100, &[(10, 10, 12, 12), (10, 13, 12, 15)], &[(10, 14), (10, 14)], 2);
+        let (a, b) = (two[0].expect("4").rect, two[1].expect("6").rect);
+        assert!(!overlaps(a, b, 0), "{a:?} {b:?}");
+    }
+
+    /// Issue 13 item 17: the legend (colour, number, SUVmax), the SUV scale,
+    /// R and L, and the "NOT FOR CLINICAL USE" mark unless the model is cleared.
+    #[test]
+    fn panel_has_notice_scale_legend_and_markers() {
+        let g = grid([20, 10, 30], AXIAL, [0.0; 3]);
+        let mut suv = Volume::filled(g.clone(), 0.0f32);
+        let mut l = Volume::filled(g.clone(), 0u32);
+        for (n, i, k, s) in [(1u32, 3, 20, 7.5f32), (2, 15, 5, 12.3)] {
+            l.data[g.index(i, 5, k)] = n;
+            suv.data[g.index(i, 5, k)] = s;
+        }
+        let pic = coronal_marked(&suv, Some(&l), false);
+        let image_w = 320;
+        let in_panel = |c: [u8; 3]| (0..pic.height).any(|y| (image_w..pic.width).any(|x| pic.get(x, y) == c));
+        assert!(in_panel(NOTICE_COLOUR), "the mark");
+        assert!(in_panel(lesion_colour(1)) && in_panel(lesion_colour(2)), "legend swatches");
+        assert!(!coronal_marked(&suv, Some(&l), true).rgb.chunks(3).any(|p| p == NOTICE_COLOUR), "cleared: no mark");
+        // The legend's text: the swatch then "2 12.3" (SUVmax, one decimal) in black.
+        let mut want = Picture::filled(text_width("2 12.3", 1), 7, [255, 255, 255]);
+        draw_text(&mut want, "2 12.3", 0, 0, 1, [0, 0, 0]);
+        let found = (0..pic.height - 7).any(|y0| {
+            (image_w..pic.width - want.width).any(|x0| {
+                (0..7).all(|y| {
+                    (0..want.width).all(|x| (pic.get(x0 + x, y0 + y) == [0, 0, 0]) == (want.get(x, y) == [0, 0, 0]))
+                })
+            })
+        });
+        assert!(found, "lesion 2's legend line");
+        // The scale: a column of the bar runs from black (SUV 10) to white (SUV 0).
+        let bar: Vec<[u8; 3]> =
+            (0..pic.height).map(|y| pic.get(image_w + 4 + 2, y)).filter(|c| c[0] == c[1] && c[1] == c[2]).collect();
+        assert!(bar.contains(&[0, 0, 0]) && bar.contains(&[254, 254, 254]) || bar.contains(&[255, 255, 255]));
+        let greys: std::collections::BTreeSet<u8> = bar.iter().map(|c| c[0]).collect();
+        assert!(greys.len() > 50, "a ramp of greys: {}", greys.len());
+        // R at the image's top-left, L at its top-right (radiological).
+        let mut r = Picture::filled(5, 7, [255, 255, 255]);
+        draw_text(&mut r, "R", 0, 0, 1, [0, 0, 0]);
+        let mut left = Picture::filled(5, 7, [255, 255, 255]);
+        draw_text(&mut left, "L", 0, 0, 1, [0, 0, 0]);
+        let same = |p: &Picture, x0: usize| (0..7).all(|y| (0..5).all(|x| pic.get(x0 + x, 3 + y) == p.get(x, y)));
+        assert!(same(&r, 3), "R top-left");
+        assert!(same(&left, image_w - 8), "L top-right of the image");
     }
 
     #[test]

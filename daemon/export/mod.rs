@@ -1,15 +1,18 @@
 //! Export stage: writes results to files: NIfTI volumes, the lesion table as
 //! CSV, the MIP picture and the lesion palette they share, and the DICOM
-//! Segmentation and RT Structure Set that reference the source series.
+//! Segmentation, RT Structure Set and Secondary Capture (the MIP) that
+//! reference the source study.
 
 pub mod contour;
 pub mod csv;
 pub mod dicom_refs;
+pub mod dicom_source;
 pub mod mip;
 pub mod nifti;
 pub mod palette;
 pub mod report;
 pub mod rtstruct;
+pub mod sc;
 pub mod seg;
 pub mod segments;
 
@@ -31,15 +34,86 @@ pub struct DicomInputs {
     pub algorithm: seg::Algorithm,
 }
 
-/// Writes `seg.dcm` and `rtstruct.dcm` into `dir` and returns the names
-/// written. A study without any segment (no lesion, no class voxel) gets
-/// neither file: a Segmentation needs at least one segment.
+/// The mark every human-readable output of a model not cleared for clinical
+/// use carries (`clinical_use = false` in model.toml): mip.png, and the
+/// SeriesDescription of seg.dcm, rtstruct.dcm and mip.dcm.
+pub const NOT_FOR_CLINICAL_USE: &str = "NOT FOR CLINICAL USE";
+
+/// The folder inside a study folder that edgeseg keeps for itself: the DICOM
+/// references (`dicom-source.json`) and the edit history (`history/`).
+pub const STATE_DIR: &str = ".edgeseg";
+
+/// PET Image Storage and Enhanced PET Image Storage.
+const PET_SOP_CLASSES: [&str; 2] = ["1.2.840.10008.5.1.4.1.1.128", "1.2.840.10008.5.1.4.1.1.130"];
+
+/// Series number and description of one DICOM output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputSeries {
+    /// SeriesNumber.
+    pub number: u32,
+    /// SeriesDescription (at most 64 characters).
+    pub description: String,
+}
+
+/// What differs between the DICOM outputs of `process` and those of an edit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DicomOptions {
+    /// The model is cleared for clinical use (model.toml `clinical_use`);
+    /// when false every SeriesDescription ends with [`NOT_FOR_CLINICAL_USE`].
+    pub clinical_use: bool,
+    /// SeriesNumber of seg.dcm, rtstruct.dcm and mip.dcm: 901, 902, 903 from
+    /// `process`; the previous file's number + 1 after an edit.
+    pub series_numbers: [u32; 3],
+}
+
+impl Default for DicomOptions {
+    /// `process`'s numbers, and not cleared: where the caller does not say
+    /// the model is cleared, the outputs say it is not.
+    fn default() -> Self {
+        DicomOptions { clinical_use: false, series_numbers: [901, 902, 903] }
+    }
+}
+
+impl DicomOptions {
+    /// The series of output `i` (0 SEG, 1 RTSTRUCT, 2 SC) named `what`.
+    fn series(&self, i: usize, what: &str) -> OutputSeries {
+        let description = if self.clinical_use {
+            format!("edgeseg {what}")
+        } else {
+            format!("edgeseg {what} - {NOT_FOR_CLINICAL_USE}")
+        };
+        OutputSeries { number: self.series_numbers[i], description }
+    }
+}
+
+/// Writes `seg.dcm`, `rtstruct.dcm` and `mip.dcm` into `dir` with
+/// [`DicomOptions::default`] and returns the names written (see
+/// [`write_dicom_with`]).
 pub fn write_dicom(
     dir: &Path,
     inputs: &DicomInputs,
     labels: &Volume<u8>,
     lesions: Option<&Volume<u32>>,
 ) -> Result<Vec<String>, dicom_refs::DicomExportError> {
+    write_dicom_with(dir, inputs, labels, lesions, &DicomOptions::default())
+}
+
+/// Writes the DICOM outputs into `dir` and returns the names written:
+/// `seg.dcm` and `rtstruct.dcm` (a study without any segment, no lesion and
+/// no class voxel, gets neither: a Segmentation needs at least one segment),
+/// and `mip.dcm`, the Secondary Capture of `dir/mip.png` where that picture
+/// has been written. It also keeps what they reference in
+/// `.edgeseg/dicom-source.json` (no patient data), so an edit can write them
+/// again without the source DICOM.
+pub fn write_dicom_with(
+    dir: &Path,
+    inputs: &DicomInputs,
+    labels: &Volume<u8>,
+    lesions: Option<&Volume<u32>>,
+    options: &DicomOptions,
+) -> Result<Vec<String>, dicom_refs::DicomExportError> {
+    dicom_source::DicomSource::of(inputs).write(dir)?;
+    let mut written = Vec::new();
     // On a resampled grid (irregular spacing, gantry tilt): the maps mapped
     // back onto the source slices, so SEG frames and RTSTRUCT contours lie on
     // the source slices' own planes and pixels.
@@ -54,26 +128,35 @@ pub fn write_dicom(
         None => (labels, lesions),
     };
     let set = segments::SegmentSet::new(labels, lesions, inputs.lesion_label, &inputs.classes);
-    if set.segments.is_empty() {
-        let study = crate::queue::uid_hash(&inputs.source.study_uid);
-        tracing::info!(study = %study, "study {study}: no segments: no seg.dcm or rtstruct.dcm written");
-        return Ok(Vec::new());
-    }
-    let frames = seg::write(&dir.join("seg.dcm"), &inputs.source, &set, &inputs.algorithm)?;
-    let rt = rtstruct::write(&dir.join("rtstruct.dcm"), &inputs.source, &set)?;
     let study = crate::queue::uid_hash(&inputs.source.study_uid);
-    tracing::info!(
-        study = %study,
-        segments = set.segments.len(),
-        frames,
-        contours = rt.contours,
-        holes = rt.holes,
-        "study {study}: DICOM SEG and RTSTRUCT written ({} segments, {frames} frames, {} contours, {} holes)",
-        set.segments.len(),
-        rt.contours,
-        rt.holes
-    );
-    Ok(vec!["seg.dcm".into(), "rtstruct.dcm".into()])
+    if set.segments.is_empty() {
+        tracing::info!(study = %study, "study {study}: no segments: no seg.dcm or rtstruct.dcm written");
+    } else {
+        let seg_series = options.series(0, "segmentation");
+        let frames = seg::write(&dir.join("seg.dcm"), &inputs.source, &set, &inputs.algorithm, &seg_series)?;
+        let rt = rtstruct::write(&dir.join("rtstruct.dcm"), &inputs.source, &set, &options.series(1, "structures"))?;
+        tracing::info!(
+            study = %study,
+            segments = set.segments.len(),
+            frames,
+            contours = rt.contours,
+            holes = rt.holes,
+            "study {study}: DICOM SEG and RTSTRUCT written ({} segments, {frames} frames, {} contours, {} holes)",
+            set.segments.len(),
+            rt.contours,
+            rt.holes
+        );
+        written.extend(["seg.dcm".to_string(), "rtstruct.dcm".to_string()]);
+    }
+    let png = dir.join("mip.png");
+    if png.exists() {
+        // mip.png is the coronal MIP for a PET reference series, else axial CT slices.
+        let pet = inputs.source.slices.iter().any(|s| PET_SOP_CLASSES.contains(&s.sop_class_uid.as_str()));
+        let orientation = if pet { ["L", "F"] } else { ["L", "P"] };
+        sc::write_png(&dir.join("mip.dcm"), &png, &inputs.source, &options.series(2, "MIP"), orientation)?;
+        written.push("mip.dcm".into());
+    }
+    Ok(written)
 }
 
 /// A name safe for a file system from a DICOM UID: the UID itself when it is
@@ -163,5 +246,26 @@ mod mode_tests {
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o777)).expect("chmod");
         create_output_dir(&p).expect("again");
         assert_eq!(mode(&p), 0o750, "an existing folder is brought back to 0750");
+    }
+}
+
+#[cfg(test)]
+mod dicom_options_tests {
+    use super::*;
+
+    /// Issue 13 item 17: the mark in every SeriesDescription unless the model is cleared.
+    #[test]
+    fn descriptions_carry_the_mark_unless_cleared() {
+        let marked = DicomOptions::default();
+        assert_eq!(marked.series(0, "segmentation").description, "edgeseg segmentation - NOT FOR CLINICAL USE");
+        assert_eq!(marked.series(2, "MIP").number, 903);
+        let cleared = DicomOptions { clinical_use: true, series_numbers: [905, 906, 907] };
+        assert_eq!(
+            cleared.series(1, "structures"),
+            OutputSeries { number: 906, description: "edgeseg structures".into() }
+        );
+        for what in ["segmentation", "structures", "MIP"] {
+            assert!(marked.series(0, what).description.len() <= 64, "a LO value");
+        }
     }
 }

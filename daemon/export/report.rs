@@ -185,6 +185,47 @@ impl StageTimings {
     }
 }
 
+/// report.json's `units` block: the unit of each kind of figure
+/// (docs/report.md). SUV is body-weight SUV, g/mL; TLG = SUVmean × volume
+/// (mL) is in g.
+pub fn units() -> serde_json::Value {
+    serde_json::json!({
+        "suv": "g/mL",
+        "volume": "mL",
+        "tlg": "g",
+        "position": "mm",
+        "timings": "s",
+        "fields": {
+            "g/mL": ["suv_max", "suv_mean", "suv_sd", "suv_peak", "lowest_lesion_suv_mean", "highest_suv_max",
+                     "reference.suv_mean", "reference.suv_sd", "reference.threshold", "threshold_suv"],
+            "mL": ["volume_ml", "total_tumour_volume_ml", "min_lesion_ml", "suv_peak_ml"],
+            "g": ["tlg", "total_tlg_g", "total_lesion_uptake"],
+            "mm": ["centroid_lps_mm", "max_lps_mm", "seed_lps_mm"],
+            "s": ["timings_s"]
+        }
+    })
+}
+
+/// report.json's `patient` object: the figures with `total_tlg_g` (Σ TLG,
+/// g) added; `total_lesion_uptake` stays as a deprecated alias of it.
+pub fn patient_json(p: &PatientFigures) -> serde_json::Value {
+    let mut v = serde_json::to_value(p).unwrap_or(serde_json::Value::Null);
+    if let Some(o) = v.as_object_mut() {
+        o.insert("total_tlg_g".into(), serde_json::json!(p.total_lesion_uptake));
+    }
+    v
+}
+
+/// Serialises `patient` ([`patient_json`], or null) and the `units` block
+/// into the report's map (the field is flattened).
+fn patient_and_units<S: serde::Serializer>(p: &Option<PatientFigures>, s: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let mut m = s.serialize_map(Some(2))?;
+    m.serialize_entry("patient", &p.as_ref().map(patient_json))?;
+    m.serialize_entry("units", &units())?;
+    m.end()
+}
+
 /// report.json (schema in docs/report.md).
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
@@ -211,7 +252,11 @@ pub struct Report {
     pub rules: Option<ProfileRules>,
     /// Lesion table (PET/CT profile).
     pub lesions: Vec<Lesion>,
-    /// Patient figures (PET/CT profile).
+    /// Patient figures (PET/CT profile). Serialised as `patient` (with
+    /// `total_tlg_g` beside the deprecated `total_lesion_uptake`) followed by
+    /// the `units` block ([`patient_and_units`]), so every report carries
+    /// its units whoever builds it.
+    #[serde(flatten, serialize_with = "patient_and_units")]
     pub patient: Option<PatientFigures>,
     /// The profile's verdict (CT screening); null for profiles without one.
     pub verdict: Option<StudyVerdict>,
@@ -222,4 +267,67 @@ pub struct Report {
     /// DICOM files written into the study folder (`seg.dcm`, `rtstruct.dcm`;
     /// empty when the study has no segment).
     pub dicom_outputs: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn patient() -> PatientFigures {
+        PatientFigures {
+            lesion_count: 2,
+            total_tumour_volume_ml: 3.5,
+            total_lesion_uptake: 12.25,
+            lowest_lesion_suv_mean: Some(2.0),
+            lowest_suv_mean_lesion: Some(1),
+            highest_suv_max: Some(9.0),
+            reference: None,
+            body_voxels: 10,
+            removed_outside_body_voxels: 0,
+            removed_small_components: 0,
+        }
+    }
+
+    /// Issue 13 item 18: a units block, and total TLG named as what it is
+    /// (the old key kept as an alias).
+    #[test]
+    fn report_has_units_and_total_tlg_g() {
+        let report = Report {
+            schema: "edgeseg-report/1",
+            edgeseg_version: "test",
+            study_instance_uid: "1.2.3".into(),
+            reference_series_uid: "1.2.3.4".into(),
+            inputs: Vec::new(),
+            model: ModelInfo {
+                name: "m".into(),
+                version: "1".into(),
+                sha256: "0".into(),
+                configuration: "3d_fullres".into(),
+                profile: "petct-total-tumour".into(),
+                clinical_use: false,
+                providers: Vec::new(),
+            },
+            postprocessing_backend: "cpu".into(),
+            postprocessing_fallback: None,
+            rules: None,
+            lesions: Vec::new(),
+            patient: Some(patient()),
+            verdict: None,
+            suv: SuvSummary::of(&[]),
+            timings_s: StageTimings::default(),
+            dicom_outputs: Vec::new(),
+        };
+        let v = serde_json::to_value(&report).expect("json");
+        assert_eq!(v["units"]["suv"], "g/mL");
+        assert_eq!(v["units"]["volume"], "mL");
+        assert_eq!(v["units"]["tlg"], "g");
+        assert_eq!(v["patient"]["total_tlg_g"], 12.25);
+        assert_eq!(v["patient"]["total_lesion_uptake"], 12.25, "the deprecated alias stays");
+        assert_eq!(v["patient"]["lesion_count"], 2);
+        assert_eq!(v["study_instance_uid"], "1.2.3");
+        let none = Report { patient: None, ..report };
+        let v = serde_json::to_value(&none).expect("json");
+        assert!(v["patient"].is_null() && v.as_object().expect("map").contains_key("patient"));
+        assert_eq!(v["units"]["tlg"], "g");
+    }
 }

@@ -24,7 +24,8 @@ use super::segments::{SegmentKind, SegmentSet};
 pub const RTSTRUCT_SOP_CLASS_UID: &str = "1.2.840.10008.5.1.4.1.1.481.3";
 /// The SOP class RT Referenced Study items name (Study Component Management).
 const STUDY_SOP_CLASS_UID: &str = "1.2.840.10008.3.1.2.3.1";
-/// Series number given to edgeseg's RTSTRUCT series.
+/// Series number given to edgeseg's RTSTRUCT series by `process` (an edit
+/// writes the previous one + 1).
 pub const RTSTRUCT_SERIES_NUMBER: &str = "902";
 
 /// What `write` wrote.
@@ -55,20 +56,27 @@ fn to_patient(src: &SourceRefs, spacing: [f64; 3], sl: &SourceSlice, p: [f64; 2]
     [0, 1, 2].map(|a| sl.position[a] + p[0] * spacing[0] * o[a] + p[1] * spacing[1] * o[3 + a])
 }
 
-/// Writes `rtstruct.dcm` for `set` on the reference series `src`.
-pub fn write(path: &Path, src: &SourceRefs, set: &SegmentSet) -> Result<RtStructSummary, DicomExportError> {
+/// Writes `rtstruct.dcm` for `set` on the reference series `src`, as series
+/// `series`.
+pub fn write(
+    path: &Path,
+    src: &SourceRefs,
+    set: &SegmentSet,
+    series: &super::OutputSeries,
+) -> Result<RtStructSummary, DicomExportError> {
     let g = set.geometry();
     let [nx, ny, nz] = g.dims;
     check_slices(src, nz)?;
     let (date, time) = now_utc();
     let mut obj = InMemDicomObject::new_empty();
-    let series = NewSeries {
+    let number = series.number.to_string();
+    let new_series = NewSeries {
         sop_class_uid: RTSTRUCT_SOP_CLASS_UID,
         modality: "RTSTRUCT",
-        description: "edgeseg structures",
-        series_number: RTSTRUCT_SERIES_NUMBER,
+        description: &series.description,
+        series_number: &number,
     };
-    put_new_series(&mut obj, src, &series, &date, &time);
+    put_new_series(&mut obj, src, &new_series, &date, &time);
     for e in [
         text(tags::OPERATORS_NAME, VR::PN, ""),
         text(tags::STRUCTURE_SET_LABEL, VR::SH, "EDGESEG"),

@@ -36,7 +36,8 @@ impl Algorithm {
     }
 }
 
-/// Series number given to edgeseg's SEG series.
+/// Series number given to edgeseg's SEG series by `process` (an edit
+/// writes the previous one + 1).
 pub const SEG_SERIES_NUMBER: &str = "901";
 
 /// DCM 113076 "Segmentation" (derivation).
@@ -48,8 +49,14 @@ const SOURCE_FOR_PROCESSING: Code =
 const AI: Code = Code { value: "123110", scheme: "DCM", meaning: "Artificial Intelligence" };
 
 /// Writes `seg.dcm` for `set` (at least one segment) on the reference series
-/// `src`. Returns the number of frames written.
-pub fn write(path: &Path, src: &SourceRefs, set: &SegmentSet, algo: &Algorithm) -> Result<usize, DicomExportError> {
+/// `src`, as series `series`. Returns the number of frames written.
+pub fn write(
+    path: &Path,
+    src: &SourceRefs,
+    set: &SegmentSet,
+    algo: &Algorithm,
+    series: &super::OutputSeries,
+) -> Result<usize, DicomExportError> {
     let g = set.geometry();
     let [nx, ny, nz] = g.dims;
     check_slices(src, nz)?;
@@ -58,13 +65,14 @@ pub fn write(path: &Path, src: &SourceRefs, set: &SegmentSet, algo: &Algorithm) 
     }
     let (date, time) = now_utc();
     let mut obj = InMemDicomObject::new_empty();
-    let series = NewSeries {
+    let number = series.number.to_string();
+    let new_series = NewSeries {
         sop_class_uid: SEG_SOP_CLASS_UID,
         modality: "SEG",
-        description: "edgeseg segmentation",
-        series_number: SEG_SERIES_NUMBER,
+        description: &series.description,
+        series_number: &number,
     };
-    put_new_series(&mut obj, src, &series, &date, &time);
+    put_new_series(&mut obj, src, &new_series, &date, &time);
     let iop: Vec<String> = src.orientation.iter().map(|&v| ds(v)).collect();
     for e in [
         texts(tags::IMAGE_TYPE, VR::CS, vec!["DERIVED".into(), "PRIMARY".into()]),
@@ -102,7 +110,12 @@ pub fn write(path: &Path, src: &SourceRefs, set: &SegmentSet, algo: &Algorithm) 
         .segments
         .iter()
         .map(|s| {
-            item(vec![
+            let mut tracking = Vec::new();
+            if let super::segments::SegmentKind::Lesion(n) = s.kind {
+                tracking.push(text(tags::TRACKING_ID, VR::UT, &s.label));
+                tracking.push(text(tags::TRACKING_UID, VR::UI, &super::segments::tracking_uid(&src.study_uid, n)));
+            }
+            let mut e = vec![
                 us(tags::SEGMENT_NUMBER, &[s.number]),
                 text(tags::SEGMENT_LABEL, VR::LO, &s.label),
                 text(tags::SEGMENT_DESCRIPTION, VR::ST, &format!("{} ({})", s.label, algo.model_name)),
@@ -112,7 +125,9 @@ pub fn write(path: &Path, src: &SourceRefs, set: &SegmentSet, algo: &Algorithm) 
                 seq(tags::SEGMENTED_PROPERTY_CATEGORY_CODE_SEQUENCE, vec![s.category.item()]),
                 seq(tags::SEGMENTED_PROPERTY_TYPE_CODE_SEQUENCE, vec![s.property.item()]),
                 us(tags::RECOMMENDED_DISPLAY_CIE_LAB_VALUE, &cielab(s.rgb)),
-            ])
+            ];
+            e.extend(tracking);
+            item(e)
         })
         .collect();
     obj.put(seq(tags::SEGMENT_SEQUENCE, segments));

@@ -72,6 +72,21 @@ fn class_entry(name: &str) -> Option<&'static (&'static str, Code, [u8; 3])> {
     CLASSES.iter().find(|c| c.0 == n)
 }
 
+/// The TrackingUID of lesion `n` of a study: `2.25.` and 128 bits of
+/// SHA-256(study UID, `n`) (UUID version-8 bits set), the same in every
+/// version of the study's seg.dcm, so a viewer follows the lesion across
+/// edits even where its SegmentNumber moves (SEG numbers segments 1, 2, 3…
+/// without gaps; the lesion's own number is in SegmentLabel and TrackingID).
+pub fn tracking_uid(study_uid: &str, n: u32) -> String {
+    use sha2::{Digest, Sha256};
+    let h = Sha256::digest(format!("edgeseg lesion {study_uid} {n}").as_bytes());
+    let mut b = [0u8; 16];
+    b.copy_from_slice(&h[..16]);
+    b[6] = (b[6] & 0x0F) | 0x80;
+    b[8] = (b[8] & 0x3F) | 0x80;
+    format!("2.25.{}", u128::from_be_bytes(b))
+}
+
 /// sRGB to DICOM's scaled CIELab (D65): L 0..100 → 0..65535, a and b
 /// −128..127 → 0..65535 (PS3.3 C.10.7.1.1).
 pub fn cielab(rgb: [u8; 3]) -> [u16; 3] {
@@ -252,6 +267,15 @@ mod tests {
         assert_eq!((set.segments[0].category, set.segments[0].property), (ABNORMAL, NEOPLASM));
         assert_eq!(set.segments[1].property.value, "64033007");
         assert_eq!(set.segments[1].category, ANATOMICAL);
+    }
+
+    #[test]
+    fn tracking_uids_are_stable_per_study_and_lesion() {
+        let a = tracking_uid("1.2.3", 4);
+        assert_eq!(a, tracking_uid("1.2.3", 4));
+        assert_ne!(a, tracking_uid("1.2.3", 5));
+        assert_ne!(a, tracking_uid("1.2.4", 4));
+        assert!(a.len() <= 64 && a.starts_with("2.25.") && !a[5..].starts_with('0'), "{a}");
     }
 
     #[test]

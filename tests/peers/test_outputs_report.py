@@ -4,7 +4,7 @@ Done-when of the outputs issue (the NIfTI, picture and table parts):
 - nibabel reads labels.nii.gz, lesions.nii.gz (and the 4D probabilities.nii.gz)
   with the affine dicom2nifti gives for the reference (PET) series, <= 1e-3 mm;
 - mip.png, read with Pillow, has the size the documented rule gives from the
-  voxel spacing, a white background, and each lesion's palette colour near the
+  voxel spacing (the MIP, and the legend panel right of it), a white background, and each lesion's palette colour near the
   lesion's centroid, projected here from report.json's centroid_lps_mm and the
   dicom2nifti geometry (not from edgeseg's code);
 - lesions.csv, parsed with Python's csv module, equals report.json's lesion table
@@ -115,7 +115,18 @@ def test_outputs_against_peers(phantoms, petct_model, tmp_path, flags):
     assert raw.endswith(b"\r\n") and raw.count(b"\n") == raw.count(b"\r\n"), "CRLF records"
     rows = list(csv.DictReader(raw.decode("utf-8").splitlines()))
     assert list(rows[0].keys()) == list(CSV_COLUMNS), "columns and their order"
+    # The last row is the patient-level summary (docs/report.md): the sums and maxima of the table.
+    total = rows.pop()
+    assert total["number"] == "total", total
     assert len(rows) == len(lesions)
+    assert abs(float(total["volume_ml"]) - report["patient"]["total_tumour_volume_ml"]) <= 5e-4
+    assert abs(float(total["tlg"]) - report["patient"]["total_tlg_g"]) <= 5e-4
+    assert abs(float(total["suv_max"]) - report["patient"]["highest_suv_max"]) <= 5e-4
+    assert int(total["voxels"]) == sum(les["voxels"] for les in lesions)
+    assert total["suv_sd"] == "" and total["centroid_lps_x_mm"] == ""
+    # report.json's units block and total TLG under its own name (the old key an alias).
+    assert report["units"]["suv"] == "g/mL" and report["units"]["volume"] == "mL" and report["units"]["tlg"] == "g"
+    assert report["patient"]["total_tlg_g"] == report["patient"]["total_lesion_uptake"]
     for row, les in zip(rows, lesions):
         for col, (key, digits) in CSV_COLUMNS.items():
             want = lesion_value(les, key)
@@ -142,7 +153,10 @@ def check_mip(img: Image.Image, ref, lesions):
     base = min(sx, sz)
     scale = min(max(math.ceil(MIN_HEIGHT / max(round(dims[ax_z] * sz / base), 1)), 1), MAX_UPSCALE)
     pixel = base / scale
-    assert img.size == (round(dims[ax_x] * sx / pixel), round(dims[ax_z] * sz / pixel)), img.size
+    # The MIP at the top left, the panel (96 px per font scale) to its right.
+    mip_w, mip_h = round(dims[ax_x] * sx / pixel), round(dims[ax_z] * sz / pixel)
+    font = min(max(mip_h // 256, 1), 4)
+    assert img.size[0] == mip_w + 96 * font and img.size[1] >= mip_h, img.size
     # Physical extent of the picture: voxel-centre range plus half a voxel.
     corners = np.array([[i, j, k, 1.0] for i in (0, dims[0] - 1) for j in (0, dims[1] - 1) for k in (0, dims[2] - 1)])
     world = corners @ lps.T
