@@ -12,6 +12,7 @@ pub mod report;
 pub mod rtstruct;
 pub mod seg;
 pub mod segments;
+pub mod study_dir;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
