@@ -67,6 +67,12 @@ pub enum EditError {
     Dicom(#[from] dicom_refs::DicomExportError),
 }
 
+impl From<crate::export::study_dir::FolderError> for EditError {
+    fn from(e: crate::export::study_dir::FolderError) -> Self {
+        EditError::Pipeline(PipelineError::Io { path: e.path, source: e.source })
+    }
+}
+
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> EditError {
     let path = path.to_path_buf();
     move |source| EditError::Pipeline(PipelineError::Io { path, source })

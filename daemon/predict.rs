@@ -325,7 +325,8 @@ pub fn process(a: &ProcessArgs) -> Result<bool> {
         progress.begin("");
         let r = pipeline::process_study(&predictor, &backend, &index, study, &a.out, a.save_probabilities, |stage| {
             tracing::info!(study = %study, "{tag}: {stage}");
-            progress.step(0.0, stage);
+            let within = stage.percent.map_or(0.0, |p| f64::from(p) / 100.0);
+            progress.step(within, &stage.to_string());
         });
         match r {
             Ok((dir, r)) => {

@@ -6,10 +6,9 @@
 //!   retention, every report (watchdog pings too, so a long inference never
 //!   starves the watchdog);
 //! - loader (CPU): reads the next ready study's headers and series into
-//!   volumes on the reference grid ([`pipeline::load_study`]) and runs
-//!   nnU-Net's preprocessing on them ([`pipeline::prepare_study`]) while the
-//!   current study is on the GPU, at most one study ahead (screening studies,
-//!   which pick their phases themselves, go to the GPU worker whole);
+//!   volumes on the reference grid and runs nnU-Net's preprocessing on them
+//!   ([`pipeline::load_study`], every profile's load half) while the
+//!   current study is on the GPU, at most one study ahead;
 //! - GPU worker: loads the model once and runs [`pipeline::infer_study`] and
 //!   [`pipeline::write_study`], one study at a time (the same functions as
 //!   `edgeseg process`).
@@ -303,7 +302,7 @@ pub struct ModelSummary {
     /// Channels.
     pub channels: Vec<Channel>,
     /// Task profile (model.toml).
-    pub profile: String,
+    pub profile: pipeline::Profile,
     /// Provider per fold, as report.json names it (`tensorrt-fp16` for an FP16 engine).
     pub providers: Vec<(u32, String)>,
     /// The engine (provider and precision) each fold got.
@@ -402,7 +401,7 @@ fn gpu_worker(
         version: predictor.package.meta.version.clone(),
         sha256: predictor.package.sha256.clone(),
         channels: predictor.package.meta.channels.clone(),
-        profile: predictor.package.meta.profile.clone(),
+        profile: predictor.package.meta.profile,
         providers: engines.iter().map(|(f, e)| (*f, e.label().to_string())).collect(),
         engines,
         postprocess_backend: backend.name(),
@@ -450,16 +449,9 @@ fn gpu_worker(
 /// The loader: headers and series of the next study and nnU-Net's
 /// preprocessing of them, on the CPU while the GPU worker runs the current
 /// study; then hands it over (a rendezvous channel: at most one study waits).
-fn loader(
-    package: ModelPackage,
-    summary: ModelSummary,
-    jobs: Receiver<LoadJob>,
-    gpu: SyncSender<GpuJob>,
-    msgs: Sender<Msg>,
-) {
+fn loader(package: ModelPackage, jobs: Receiver<LoadJob>, gpu: SyncSender<GpuJob>, msgs: Sender<Msg>) {
     // The plans (the package the service read once, no networks): for
     // preprocessing, as the GPU worker's predictor would do it.
-    let screening = summary.profile == pipeline::SCREENING_PROFILE;
     while let Ok(job) = jobs.recv() {
         let _ = msgs.send(Msg::Stage { uid: job.uid.clone(), stage: "loading series".into() });
         let index = index_files(&job.files).with_strict_geometry(job.strict_geometry);
@@ -470,16 +462,9 @@ fn loader(
         }
         let unreadable_count = index.errors.len();
         let unreadable: Vec<String> = index.errors.iter().take(5).map(|e| e.to_string()).collect();
-        let loaded = if screening {
-            // The screening profile picks its contrast phases itself.
-            Ok(LoadedStudy::deferred(&job.uid, index))
-        } else {
-            pipeline::load_study(&index, &job.uid, &summary.channels).and_then(|mut l| {
-                let _ = msgs.send(Msg::Stage { uid: job.uid.clone(), stage: "preprocessing".into() });
-                pipeline::prepare_study(&package, &mut l)?;
-                Ok(l)
-            })
-        };
+        let loaded = pipeline::load_study(&package, &index, &job.uid, |stage| {
+            let _ = msgs.send(Msg::Stage { uid: job.uid.clone(), stage: stage.to_string() });
+        });
         match loaded {
             Ok(loaded) => {
                 if gpu.send(GpuJob { loaded, out: job.out, force_cpu: job.force_cpu }).is_err() {
@@ -510,39 +495,7 @@ pub fn unreadable_first(count: usize, first: &[String], error: &str) -> String {
     format!("{files} ({shown}{}); without them: {error}", first.join("; "))
 }
 
-/// Removes what a crashed run left in the output folder: staging folders of
-/// processes that are gone, and a replaced folder whose swap was cut short
-/// (put back when the new one never arrived).
-pub fn clean_output_folder(out: &Path) {
-    let Ok(entries) = std::fs::read_dir(out) else { return };
-    for e in entries.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        let (kind, rest) = if let Some(r) = name.strip_prefix(".staging-") {
-            ("staging", r)
-        } else if let Some(r) = name.strip_prefix(".replaced-") {
-            ("replaced", r)
-        } else {
-            continue;
-        };
-        let Some((stem, pid)) = rest.rsplit_once('-') else { continue };
-        if pid.parse::<u32>().is_ok_and(|p| Path::new(&format!("/proc/{p}")).exists() && p != std::process::id()) {
-            continue;
-        }
-        let path = e.path();
-        let final_dir = out.join(stem);
-        let r = if kind == "replaced" && !final_dir.exists() {
-            std::fs::rename(&path, &final_dir)
-        } else {
-            std::fs::remove_dir_all(&path)
-        };
-        match r {
-            Ok(()) => {
-                tracing::info!("{kind} folder of study {} left by an interrupted run, cleaned up", uid_hash(stem))
-            }
-            Err(e) => tracing::warn!("{kind} folder of study {}: cannot clean up: {e}", uid_hash(stem)),
-        }
-    }
-}
+pub use crate::export::study_dir::clean_output_folder;
 
 /// Writes `<quarantine>/<hash>/reason.txt` and `files.txt` (the input stays where it is).
 fn write_quarantine(dir: &Path, uid: &str, reason: &str, files: &[PathBuf]) -> std::io::Result<()> {
@@ -714,11 +667,10 @@ pub fn run_with_package(
         summary.postprocess_backend
     );
     let (load_tx, load_rx) = std::sync::mpsc::channel::<LoadJob>();
-    let loader_summary = summary.clone();
     let loader_msgs = msg_tx.clone();
     let loader_thread = std::thread::Builder::new()
         .name("edgeseg-loader".into())
-        .spawn(move || loader(loader_package, loader_summary, load_rx, gpu_tx, loader_msgs))
+        .spawn(move || loader(loader_package, load_rx, gpu_tx, loader_msgs))
         .map_err(|e| ServiceError::Internal(format!("cannot start the loader: {e}")))?;
     drop(msg_tx);
 
@@ -1584,24 +1536,5 @@ mod tests {
         }
         r.days = 0;
         assert_eq!(retention_pass(&j, &r, f64::INFINITY).unwrap(), 0, "off");
-    }
-
-    #[test]
-    fn cleanup_restores_an_interrupted_swap_and_removes_dead_staging() {
-        let d = tempfile::tempdir().unwrap();
-        let out = d.path();
-        // A process id that is not running (pid_max is below 2^22).
-        let dead = 4_194_999u32;
-        std::fs::create_dir_all(out.join(format!(".staging-1.2-{dead}"))).unwrap();
-        std::fs::create_dir_all(out.join(format!(".replaced-3.4-{dead}"))).unwrap();
-        std::fs::write(out.join(format!(".replaced-3.4-{dead}")).join("report.json"), b"{}").unwrap();
-        std::fs::create_dir_all(out.join("5.6")).unwrap();
-        std::fs::create_dir_all(out.join(format!(".replaced-5.6-{dead}"))).unwrap();
-        clean_output_folder(out);
-        let mut names: Vec<String> =
-            std::fs::read_dir(out).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
-        names.sort();
-        assert_eq!(names, vec!["3.4".to_string(), "5.6".to_string()]);
-        assert!(out.join("3.4/report.json").exists(), "the previous output is put back");
     }
 }

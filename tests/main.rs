@@ -30,7 +30,8 @@
 //! - `export_dicom`: `seg.dcm` and `rtstruct.dcm` pass dciodvfy and dcmdump.
 //! - `pipeline_process`: `edgeseg process`, DICOM to outputs, with a PET/CT model.
 //! - `pipeline_screening`: `edgeseg process` with a CT screening model on
-//!   dual-phase studies: the verdict in report.json.
+//!   dual-phase studies: the verdict in report.json; the daemon loads and
+//!   preprocesses both phases on its loader thread, ahead of inference.
 //! - `post_edits`: `add-lesion`, `remove-lesion`, `edits list|undo` on a
 //!   processed study: refusals, stable lesion numbers, DICOM rewritten, undo.
 //! - `post_profiles`: the PET/CT total-tumour profile on generated studies.

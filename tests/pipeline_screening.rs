@@ -1,7 +1,8 @@
 //! `edgeseg process` with a CT screening model (profile `ct-screening`) on
 //! dual-phase pancreas CT studies written by tests/fixtures/dualphase.py
 //! (pydicom): the model runs on each phase, the S4C rules give the verdict in
-//! report.json, and the picture shows the finding.
+//! report.json, and the picture shows the finding; the daemon loads the
+//! phases ahead of inference, on its loader thread.
 
 use edgeseg::export::{nifti, palette::lesion_colour};
 use serde_json::Value;
@@ -77,4 +78,83 @@ fn dual_phase_study_gets_the_verdict_in_report_json() {
         let csv = std::fs::read_to_string(dir.join("lesions.csv")).expect("csv");
         assert_eq!(csv.matches("\r\n").count(), 1);
     }
+}
+
+/// Issue 12, item 5: the daemon loads a screening study's contrast phases
+/// and runs nnU-Net's preprocessing on them on its loader thread, ahead of
+/// the GPU worker, as for every profile. The STATUS= lines (the stages the
+/// loader and then the GPU worker report, in order) show both phases loaded
+/// and preprocessed before the first phase's inference.
+#[test]
+fn daemon_loads_and_preprocesses_both_phases_ahead_of_inference() {
+    use std::os::unix::net::UnixDatagram;
+    use std::process::{Command, Stdio};
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use edgeseg::queue::StudyState;
+
+    use crate::daemon_util::{Deployment, export_study, petct_model, signal, wait_exit, wait_for};
+
+    let data = cached_fixture("dualphase", |d| fixture_script("dualphase.py", &["--out", s(d)]));
+    let model = cached_fixture("nearest-screening", |d| {
+        fixture_script("onnx_package.py", &["--out", s(d), "--screening", "--patch", "16"])
+    })
+    .join("model");
+    let truth: Value =
+        serde_json::from_str(&std::fs::read_to_string(data.join("truth.json")).expect("truth")).expect("json");
+    let d = Deployment::new("");
+    let cfg = std::fs::read_to_string(&d.config)
+        .expect("config")
+        .replace(&petct_model().display().to_string(), &model.display().to_string());
+    std::fs::write(&d.config, cfg).expect("config");
+    // systemd's side of sd_notify: every datagram, in order.
+    let sock_path = d.root.path().join("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).expect("notify socket");
+    let notes = Arc::new(Mutex::new(Vec::<String>::new()));
+    {
+        let notes = notes.clone();
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 4096];
+            while let Ok(n) = sock.recv(&mut buf) {
+                notes.lock().expect("lock").push(String::from_utf8_lossy(&buf[..n]).into_owned());
+            }
+        });
+    }
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(d.log()).expect("log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_edgeseg"))
+        .args(["daemon", "--config", s(&d.config)])
+        .env("EDGESEG_LOG", "info")
+        .env("NOTIFY_SOCKET", &sock_path)
+        .env_remove("JOURNAL_STREAM")
+        .env_remove("ORT_DYLIB_PATH")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("edgeseg daemon starts");
+    export_study(&data.join("dicom/net"), &d.export, "NET", Duration::ZERO);
+    let uid = truth["net"]["study_instance_uid"].as_str().expect("uid").to_string();
+    let done = wait_for(Duration::from_secs(180), || d.entry(&uid).filter(|e| e.state == StudyState::Done));
+    assert!(done.is_some(), "screening study done; log:\n{}", d.log_text());
+    signal(&child, libc::SIGTERM);
+    assert!(wait_exit(&mut child, Duration::from_secs(60)).is_some_and(|s| s.success()));
+
+    let notes = notes.lock().expect("lock").clone();
+    let first = |stage: &str| {
+        notes
+            .iter()
+            .position(|m| m.lines().any(|l| l.starts_with("STATUS=") && l.ends_with(stage)))
+            .unwrap_or_else(|| panic!("no status line ending in {stage:?}: {notes:#?}"))
+    };
+    let order = [
+        "arterial phase: loading",
+        "venous phase: loading",
+        "arterial phase: preprocessing",
+        "venous phase: preprocessing",
+        "arterial phase: inference",
+        "venous phase: inference",
+        "post-processing",
+    ]
+    .map(first);
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "stages out of order {order:?}: {notes:#?}");
 }

@@ -15,6 +15,7 @@ pub mod rtstruct;
 pub mod sc;
 pub mod seg;
 pub mod segments;
+pub mod study_dir;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -166,6 +166,18 @@ pub fn write<T: NiftiScalar>(path: &Path, volume: &Volume<T>, description: &str)
     })
 }
 
+/// Writes an instance map (a number per lesion or component, 0 elsewhere)
+/// as 16-bit integers when every number fits, else as 32-bit ones. Same
+/// atomicity as [`write`].
+pub fn write_instances(path: &Path, instances: &Volume<u32>, description: &str) -> std::io::Result<()> {
+    if instances.data.iter().all(|&n| n <= u32::from(u16::MAX)) {
+        let narrow: Vec<u16> = instances.data.iter().map(|&n| n as u16).collect();
+        write(path, &Volume { geometry: instances.geometry.clone(), data: narrow }, description)
+    } else {
+        write(path, instances, description)
+    }
+}
+
 /// Writes `volumes` (all on one grid) as one 4D file (x, y, z, volume index),
 /// e.g. the class probabilities as `probabilities.nii.gz` with the class as
 /// the fourth index. Same atomicity as [`write`].

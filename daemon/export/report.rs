@@ -73,7 +73,7 @@ impl ModelInfo {
             version: pkg.meta.version.clone(),
             sha256: pkg.sha256.clone(),
             configuration: pkg.meta.configuration.clone(),
-            profile: pkg.meta.profile.clone(),
+            profile: pkg.meta.profile.to_string(),
             clinical_use: pkg.meta.clinical_use,
             providers: predictor.providers().into_iter().map(|(fold, e)| FoldProvider::new(fold, e)).collect(),
         }

@@ -87,8 +87,9 @@ pub struct ModelToml {
     /// Plans identifier.
     #[serde(default)]
     pub plans_identifier: Option<String>,
-    /// Task profile (petct-total-tumour, ct-screening, ct-radiomics).
-    pub profile: String,
+    /// Task profile, parsed here once: `petct-total-tumour`, `ct-screening`,
+    /// `ct-radiomics` ([`crate::pipeline::Profile`]); another is a package error.
+    pub profile: crate::pipeline::Profile,
     /// Folds in the package.
     pub folds: Vec<u32>,
     /// ONNX opset.

@@ -1,0 +1,76 @@
+//! A study's results to the files of its folder (labels.nii.gz,
+//! lesions.nii.gz, suv.nii.gz, probabilities.nii.gz, lesions.csv, mip.png,
+//! seg.dcm, rtstruct.dcm, report.json last), through the atomic study
+//! folder of `export::study_dir`.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use super::{PipelineError, StudyResult};
+use crate::export::study_dir::Staging;
+use crate::export::{csv, mip, nifti, uid_file_stem};
+
+/// Writes a study's files into `out/<StudyInstanceUID>/`, atomically: a
+/// staging folder beside it, every file fsynced, then one rename. A study's
+/// folder is complete or absent; reprocessing replaces it whole.
+pub fn write_study(out: &Path, result: &mut StudyResult) -> Result<PathBuf, PipelineError> {
+    let t = Instant::now();
+    let stem = uid_file_stem(&result.report.study_instance_uid);
+    let mut staging = Staging::begin(out, &stem)?;
+    write_files(&mut staging, result, t)?;
+    Ok(staging.commit()?)
+}
+
+/// Writes every file of a study into its staging folder; report.json last,
+/// with the seconds since `started`.
+fn write_files(staging: &mut Staging, result: &mut StudyResult, started: Instant) -> Result<(), PipelineError> {
+    let dir = staging.dir().to_path_buf();
+    let desc = format!("edgeseg {}", result.report.model.name);
+    let p = dir.join("labels.nii.gz");
+    nifti::write(&p, &result.labels, &desc).map_err(PipelineError::io(&p))?;
+    staging.file_done();
+    if let Some(l) = &result.lesions {
+        let p = dir.join("lesions.nii.gz");
+        nifti::write_instances(&p, l, &desc).map_err(PipelineError::io(&p))?;
+        staging.file_done();
+    }
+    if let Some(v) = &result.suv {
+        let p = dir.join("suv.nii.gz");
+        nifti::write(&p, v, "edgeseg PET SUVbw").map_err(PipelineError::io(&p))?;
+        staging.file_done();
+    }
+    if let Some(probs) = &result.probabilities {
+        let p = dir.join("probabilities.nii.gz");
+        nifti::write_4d(&p, probs, &format!("{desc} class probabilities")).map_err(PipelineError::io(&p))?;
+        staging.file_done();
+    }
+    let p = dir.join("lesions.csv");
+    csv::write(&p, &result.report.lesions).map_err(PipelineError::io(&p))?;
+    staging.file_done();
+    // A model not cleared for clinical use marks every human-readable output.
+    let cu = result.report.model.clinical_use;
+    let picture = match (&result.suv, &result.ct) {
+        (Some(suv), _) => Some(mip::coronal_marked(suv, result.lesions.as_ref(), cu)),
+        (None, Some(ct)) => Some(mip::axial_marked(ct, &result.labels, result.focus_class, cu)),
+        (None, None) => None,
+    };
+    if let Some(pic) = picture {
+        let p = dir.join("mip.png");
+        mip::write(&p, &pic).map_err(PipelineError::io(&p))?;
+        staging.file_done();
+    }
+    if let Some(d) = &result.dicom {
+        let opts = crate::export::DicomOptions { clinical_use: cu, ..Default::default() };
+        result.report.dicom_outputs =
+            crate::export::write_dicom_with(&dir, d, &result.labels, result.lesions.as_ref(), &opts)?;
+        for _ in &result.report.dicom_outputs {
+            staging.file_done();
+        }
+    }
+    result.report.timings_s.write = started.elapsed().as_secs_f64();
+    let p = dir.join("report.json");
+    let text = serde_json::to_vec_pretty(&result.report).map_err(|e| PipelineError::io(&p)(e.into()))?;
+    crate::export::write_atomic(&p, |f| std::io::Write::write_all(f, &text)).map_err(PipelineError::io(&p))?;
+    staging.file_done();
+    Ok(())
+}
