@@ -37,9 +37,23 @@ pub enum InferError {
     /// A network call failed.
     #[error("engine: {0}")]
     Engine(String),
+    /// A network call ran out of device (or host) memory: the same study may
+    /// pass on the CPU (`[model] cpu_fallback_on_oom`). Decided where the
+    /// engine's error is first seen ([`onnx::is_out_of_memory`]), never from
+    /// this message later.
+    #[error("engine: {0}")]
+    OutOfMemory(String),
     /// The inputs do not fit the model.
     #[error("input: {0}")]
     Input(String),
+}
+
+impl InferError {
+    /// Whether the device (or host) ran out of memory, so that a retry on the
+    /// CPU may succeed.
+    pub fn is_out_of_memory(&self) -> bool {
+        matches!(self, InferError::OutOfMemory(_))
+    }
 }
 
 /// Options of one prediction.
