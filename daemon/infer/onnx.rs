@@ -72,15 +72,19 @@ pub enum Provider {
     Cuda,
     /// TensorRT.
     Tensorrt,
+    /// No ONNX Runtime: a simulated network's rule (a test device, see
+    /// [`super::simulated`]).
+    Simulated,
 }
 
 impl Provider {
-    /// `cpu`, `cuda` or `tensorrt`.
+    /// `cpu`, `cuda`, `tensorrt` or `simulated`.
     pub fn as_str(self) -> &'static str {
         match self {
             Provider::Cpu => "cpu",
             Provider::Cuda => "cuda",
             Provider::Tensorrt => "tensorrt",
+            Provider::Simulated => "simulated",
         }
     }
 }
