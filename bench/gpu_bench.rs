@@ -16,7 +16,9 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use edgeseg::gpu::check::{BENCH_DIMS, CaseResult, Rng, bench_volume, describe, diff_labels, diff_stats, diff_suv, fmt_dims};
+use edgeseg::gpu::check::{
+    BENCH_DIMS, CaseResult, Rng, bench_volume, describe, diff_labels, diff_stats, diff_suv, fmt_dims,
+};
 use edgeseg::gpu::cpu;
 use edgeseg::gpu::cuda::CudaKernels;
 use edgeseg::gpu::{Backend, Connectivity, GpuError};
@@ -80,7 +82,8 @@ impl BenchReport {
         }
         s.push_str("| benchmark | dims | CPU ms | GPU kernel ms | GPU + copies ms | kernel vs CPU | GB/s (memcpy GB/s) | note |\n");
         s.push_str("|---|---|---:|---:|---:|---:|---:|---|\n");
-        let ms = |v: Option<f64>| v.map_or("-".into(), |v| if v < 10.0 { format!("{v:.2}") } else { format!("{v:.1}") });
+        let ms =
+            |v: Option<f64>| v.map_or("-".into(), |v| if v < 10.0 { format!("{v:.2}") } else { format!("{v:.1}") });
         for t in &self.timings {
             let speedup = match (t.cpu_ms, t.gpu_kernel_ms) {
                 (Some(c), Some(g)) if g > 0.0 => format!("{:.1}×", c / g),
@@ -286,14 +289,7 @@ fn run(
         let suv = std::cell::RefCell::new(k.alloc::<f32>(n)?);
         let out = std::cell::RefCell::new(k.alloc::<u8>(n)?);
         let kernel = gpu(&|| {
-            k.suv_threshold_device(
-                &d_stored,
-                dims,
-                &d_scale,
-                threshold,
-                &mut suv.borrow_mut(),
-                &mut out.borrow_mut(),
-            )
+            k.suv_threshold_device(&d_stored, dims, &d_scale, threshold, &mut suv.borrow_mut(), &mut out.borrow_mut())
         })?;
         drop((d_stored, suv, out));
         let half = bytes.div_ceil(2); // a copy of `half` bytes reads and writes `bytes`
@@ -310,10 +306,7 @@ fn run(
         gpu_total_ms: Some(total),
         kernel_gb_s: Some(bytes as f64 / (kernel * 1e6)),
         memcpy_gb_s: Some(bytes as f64 / (memcpy * 1e6)),
-        note: format!(
-            "{:.0} MB moved (i16 in, f32 + u8 out); memcpy D2D of half as many bytes",
-            bytes as f64 / 1e6
-        ),
+        note: format!("{:.0} MB moved (i16 in, f32 + u8 out); memcpy D2D of half as many bytes", bytes as f64 / 1e6),
     });
     Ok(())
 }

@@ -28,7 +28,8 @@ const HWM_LIMIT_KB: u64 = 128 * 1024;
 
 /// Runs tests/bad-inputs/make.py, the one writer of bad inputs.
 fn make(args: &[&str]) {
-    let out = Command::new(python()).arg(root().join("tests/bad-inputs/make.py")).args(args).output().expect("python runs");
+    let out =
+        Command::new(python()).arg(root().join("tests/bad-inputs/make.py")).args(args).output().expect("python runs");
     assert!(out.status.success(), "make.py failed:\n{}", String::from_utf8_lossy(&out.stderr));
 }
 

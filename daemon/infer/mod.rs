@@ -19,9 +19,9 @@ use serde::Serialize;
 use crate::volume::{Geometry, Volume};
 use model::{ModelPackage, NetworkFormat};
 use onnx::{Engine, EngineOptions, OrtNetwork};
-use simulated::SimulatedNetwork;
 use preprocess::transpose;
 use resample::resample_channel;
+use simulated::SimulatedNetwork;
 use sliding::{Network, WindowSettings};
 
 /// Errors of the inference stages.

@@ -305,10 +305,8 @@ impl Network for OrtNetwork {
 /// [`InferError::OutOfMemory`].
 pub fn is_out_of_memory(code: ort::error::ErrorCode, message: &str) -> bool {
     use ort::error::ErrorCode;
-    let may_be = matches!(
-        code,
-        ErrorCode::GenericFailure | ErrorCode::RuntimeException | ErrorCode::ExecutionProviderFailure
-    );
+    let may_be =
+        matches!(code, ErrorCode::GenericFailure | ErrorCode::RuntimeException | ErrorCode::ExecutionProviderFailure);
     let m = message.to_ascii_lowercase();
     may_be
         && (m.contains("out of memory")
