@@ -15,9 +15,11 @@ use serde::Serialize;
 use super::InferError;
 use super::sliding::Network;
 
-/// Which execution provider to ask for.
+/// Which execution provider to ask for: parsed once, where the
+/// configuration is read (`[model] provider`) or the command line
+/// (`--provider`), both through [`FromStr`](std::str::FromStr).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "lowercase", try_from = "String")]
 pub enum ProviderRequest {
     /// TensorRT, then CUDA, then CPU (whatever this build and library offer).
     Auto,
@@ -41,8 +43,8 @@ impl ProviderRequest {
     }
 }
 
-/// The one parser of a provider name (the `--provider` flags; the
-/// configuration's `[model] provider` goes through serde's names, the same).
+/// The one parser of a provider name: the `--provider` flags (clap) and
+/// the configuration's `[model] provider` (serde, through `TryFrom<String>`).
 impl std::str::FromStr for ProviderRequest {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
@@ -53,6 +55,13 @@ impl std::str::FromStr for ProviderRequest {
             "tensorrt" => Ok(ProviderRequest::Tensorrt),
             other => Err(format!("{other:?}: expected auto, cpu, cuda or tensorrt")),
         }
+    }
+}
+
+impl TryFrom<String> for ProviderRequest {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
     }
 }
 
