@@ -13,7 +13,9 @@
 //!   files is named on an `info: skipped` line.
 //!
 //! Kinds marked `daemon_only` (a file still being written) need the running
-//! daemon and are left to the daemon test.
+//! daemon and are left to the daemon test. The manifest's format (both forms
+//! of make.py, also read by `daemon_bad_inputs` and `ingest_bad_input`) is
+//! [`Manifest`].
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -24,15 +26,110 @@ use crate::util::{cached_fixture, python, root};
 /// The corpus' good images are 64 × 64; the binary itself peaks near 20 MiB.
 const HWM_LIMIT_KB: u64 = 128 * 1024;
 
+/// Runs tests/bad-inputs/make.py, the one writer of bad inputs.
+fn make(args: &[&str]) {
+    let out =
+        Command::new(python()).arg(root().join("tests/bad-inputs/make.py")).args(args).output().expect("python runs");
+    assert!(out.status.success(), "make.py failed:\n{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// The corpus of kinds each alone in its folder (make.py's first form).
 pub(crate) fn corpus() -> PathBuf {
-    cached_fixture("bad-input-corpus", |d| {
-        let out = Command::new(python())
-            .arg(root().join("tests/bad-inputs/make.py"))
-            .args(["--out", d.to_str().expect("utf-8 path")])
-            .output()
-            .expect("python runs");
-        assert!(out.status.success(), "make.py failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    cached_fixture("bad-input-corpus", |d| make(&["--out", d.to_str().expect("utf-8 path")]))
+}
+
+/// The corpus of kinds each beside a whole good series (make.py `beside`):
+/// the PET series of a phantom without CT.
+pub(crate) fn beside_corpus() -> PathBuf {
+    let template = crate::util::phantom(&["--no-ct", "--vendor", "siemens"]).join("dicom/PT");
+    cached_fixture("bad-inputs-beside", |d| {
+        let out = d.join("corpus");
+        make(&["beside", "--template", crate::util::s(&template), "--out", crate::util::s(&out)]);
     })
+    .join("corpus")
+}
+
+/// `manifest.json` of a corpus (both forms of make.py write this format).
+#[derive(Debug, serde::Deserialize)]
+pub(crate) struct Manifest {
+    /// The good series the kinds are derived from.
+    pub template_series_uid: String,
+    /// Its files.
+    pub template_files: usize,
+    /// Whether each folder also holds the whole template series.
+    pub beside_template: bool,
+    /// The kinds.
+    pub kinds: Vec<Kind>,
+}
+
+/// One kind of bad input.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub(crate) struct Kind {
+    /// Its name.
+    pub kind: String,
+    /// Its folder, relative to the corpus.
+    pub folder: String,
+    /// What must become of it.
+    pub outcome: Outcome,
+    /// Each must occur (lowercase) in the message naming it.
+    pub reason_all: Vec<String>,
+    /// If any, one must occur (lowercase) in the message naming it.
+    pub reason_any: Vec<String>,
+    /// What the message must name: file names, or `series-uid:UID`.
+    pub names: Vec<String>,
+    /// Needs a running daemon.
+    pub daemon_only: bool,
+    /// The studies of its readable files.
+    pub study_uids: Vec<String>,
+}
+
+/// What becomes of a kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Outcome {
+    /// Refused with a message naming it and the reasons.
+    Quarantine,
+    /// Loads (a warning or a dropped copy at most).
+    Processed,
+    /// Passed over on purpose.
+    Ignored,
+}
+
+impl Manifest {
+    /// Reads `dir/manifest.json`.
+    pub fn read(dir: &Path) -> Self {
+        serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).expect("manifest")).expect("manifest")
+    }
+
+    /// The kind named `kind`.
+    pub fn kind(&self, kind: &str) -> &Kind {
+        self.kinds.iter().find(|k| k.kind == kind).unwrap_or_else(|| panic!("kind {kind} not in the manifest"))
+    }
+}
+
+impl Kind {
+    /// What a message naming `name` contains: the file name, or the UID of a `series-uid:` name.
+    pub fn needle(name: &str) -> &str {
+        name.strip_prefix("series-uid:").unwrap_or(name)
+    }
+
+    /// Whether the fault is named by its series (not a file).
+    pub fn series_level(&self) -> bool {
+        self.names.iter().any(|n| n.starts_with("series-uid:"))
+    }
+
+    /// Whether `message` gives the kind's reasons: every one of
+    /// `reason_all`, and one of `reason_any` where there are any.
+    pub fn reasons_in(&self, message: &str) -> bool {
+        let m = message.to_lowercase();
+        self.reason_all.iter().all(|r| m.contains(r.as_str()))
+            && (self.reason_any.is_empty() || self.reason_any.iter().any(|r| m.contains(r.as_str())))
+    }
+
+    /// The reasons, for a failure message.
+    pub fn reasons(&self) -> String {
+        format!("all of {:?}, any of {:?}", self.reason_all, self.reason_any)
+    }
 }
 
 struct Run {
@@ -81,27 +178,27 @@ fn files_under(dir: &Path) -> Vec<PathBuf> {
 #[test]
 fn every_bad_input_is_refused_with_its_reason_in_bounded_memory() {
     let corpus = corpus();
-    let manifest: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(corpus.join("manifest.json")).expect("manifest")).expect("json");
-    let kinds = manifest["kinds"].as_array().expect("kinds");
+    let manifest = Manifest::read(&corpus);
+    assert!(!manifest.beside_template);
+    let kinds = &manifest.kinds;
     assert!(kinds.len() >= 30, "the corpus has {} kinds, at least 30 wanted", kinds.len());
     let outs = tempfile::tempdir().expect("tempdir");
     let mut failures = Vec::new();
     println!("| kind | expected | exit | VmHWM (MiB) | first message |");
     println!("|---|---|---|---|---|");
     for k in kinds {
-        let kind = k["kind"].as_str().expect("kind");
-        if k["daemon_only"].as_bool() == Some(true) {
+        let kind = k.kind.as_str();
+        if k.daemon_only {
             println!("| {kind} | daemon only | - | - | - |");
             continue;
         }
-        let outcome = k["outcome"].as_str().expect("outcome");
-        let dir = corpus.join(k["folder"].as_str().expect("folder"));
+        let outcome = k.outcome;
+        let dir = corpus.join(&k.folder);
         let out = outs.path().join(kind);
         let r = convert(&dir, &out);
         let first = r.stderr.lines().next().unwrap_or("").replace('|', "\\|");
         println!(
-            "| {kind} | {outcome} | {} | {:.1} | {} |",
+            "| {kind} | {outcome:?} | {} | {:.1} | {} |",
             r.exit.map(|c| c.to_string()).or(r.signal.clone()).unwrap_or_default(),
             r.hwm_kb as f64 / 1024.0,
             first.chars().take(160).collect::<String>()
@@ -123,16 +220,8 @@ fn every_bad_input_is_refused_with_its_reason_in_bounded_memory() {
         }
         let written: Vec<PathBuf> = if out.exists() { files_under(&out) } else { Vec::new() };
         let volumes = written.iter().filter(|p| p.to_string_lossy().ends_with(".nii.gz")).count();
-        let names: Vec<&str> = k["names"].as_array().expect("names").iter().filter_map(|v| v.as_str()).collect();
-        let reasons: Vec<String> = k["reason_any"]
-            .as_array()
-            .expect("reason_any")
-            .iter()
-            .filter_map(|v| v.as_str())
-            .map(str::to_lowercase)
-            .collect();
         match outcome {
-            "quarantine" => {
+            Outcome::Quarantine => {
                 if r.exit != Some(2) {
                     fail(format!("exit {:?}, 2 (refused files) expected", r.exit));
                 }
@@ -141,17 +230,17 @@ fn every_bad_input_is_refused_with_its_reason_in_bounded_memory() {
                 }
                 let lines: Vec<String> =
                     r.stderr.lines().filter(|l| l.contains("skipped")).map(str::to_lowercase).collect();
-                for n in &names {
-                    let needle = n.strip_prefix("series-uid:").unwrap_or(n).to_lowercase();
+                for n in &k.names {
+                    let needle = Kind::needle(n).to_lowercase();
                     let named: Vec<&String> = lines.iter().filter(|l| l.contains(&needle)).collect();
                     if named.is_empty() {
                         fail(format!("no error line names {n}"));
-                    } else if !named.iter().any(|l| reasons.iter().any(|r| l.contains(r.as_str()))) {
-                        fail(format!("the error naming {n} gives none of the reasons {reasons:?}"));
+                    } else if !named.iter().any(|l| k.reasons_in(l)) {
+                        fail(format!("the error naming {n} gives not the reasons ({})", k.reasons()));
                     }
                 }
             }
-            "processed" => {
+            Outcome::Processed => {
                 if r.exit != Some(0) {
                     fail(format!("exit {:?}, 0 expected", r.exit));
                 }
@@ -171,19 +260,19 @@ fn every_bad_input_is_refused_with_its_reason_in_bounded_memory() {
                     fail(format!("files written outside the output folder: {outside:?}"));
                 }
             }
-            "ignored" => {
+            Outcome::Ignored => {
                 if r.exit != Some(0) {
                     fail(format!("exit {:?}, 0 expected", r.exit));
                 }
                 // Each passed-over file named on an info line with its reason.
-                for n in &names {
-                    let named = r.stderr.lines().any(|l| l.starts_with("edgeseg: info: skipped ") && l.contains(n));
+                for n in &k.names {
+                    let named =
+                        r.stderr.lines().any(|l| l.starts_with("edgeseg: info: skipped ") && l.contains(n.as_str()));
                     if !named {
                         fail(format!("no info line names the skipped {n}"));
                     }
                 }
             }
-            other => fail(format!("unknown outcome {other}")),
         }
         let _ = &r.stdout;
     }

@@ -23,6 +23,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use crate::bad_inputs::{Manifest, Outcome};
 use crate::daemon_util::{Deployment, export_study, files_under, petct_model, wait_for};
 use crate::util::{cached_fixture, fixture_script, phantom, python, root, s, truth};
 
@@ -42,12 +43,6 @@ fn deployment() -> Deployment {
     d
 }
 
-fn manifest(corpus: &Path) -> Vec<serde_json::Value> {
-    let m: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(corpus.join("manifest.json")).expect("manifest")).expect("json");
-    m["kinds"].as_array().expect("kinds").clone()
-}
-
 /// Copies a corpus folder into the export folder as it is (symlinks kept),
 /// under a temporary name first so the watcher sees it whole.
 fn drop_into(src: &Path, export: &Path, name: &str) {
@@ -64,17 +59,16 @@ fn reason_text(state: &Path, hash: &str) -> Option<String> {
 #[test]
 fn the_daemon_quarantines_bad_studies_and_processes_a_good_one_after_them() {
     let corpus = crate::bad_inputs::corpus();
-    let kinds = manifest(&corpus);
+    let kinds = Manifest::read(&corpus).kinds;
     let d = deployment();
     let mut child = d.spawn();
 
     // Every kind but the slow writer (its own test below), then a good study.
     for k in &kinds {
-        let kind = k["kind"].as_str().expect("kind");
-        if k["daemon_only"].as_bool() == Some(true) {
+        if k.daemon_only {
             continue;
         }
-        drop_into(&corpus.join(kind), &d.export, kind);
+        drop_into(&corpus.join(&k.folder), &d.export, &k.kind);
     }
     let good = phantom(&["--size", "tiny", "--seed", "47"]);
     let good_uid = truth(&good)["study_instance_uid"].as_str().expect("uid").to_string();
@@ -91,23 +85,9 @@ fn the_daemon_quarantines_bad_studies_and_processes_a_good_one_after_them() {
 
     let mut failures = Vec::new();
     for k in &kinds {
-        let kind = k["kind"].as_str().expect("kind");
-        let studies: Vec<&str> =
-            k["study_uids"].as_array().expect("study_uids").iter().filter_map(|v| v.as_str()).collect();
-        let series_level = k["names"]
-            .as_array()
-            .expect("names")
-            .iter()
-            .any(|n| n.as_str().is_some_and(|n| n.starts_with("series-uid:")));
-        let reasons: Vec<String> = k["reason_any"]
-            .as_array()
-            .expect("reasons")
-            .iter()
-            .filter_map(|v| v.as_str())
-            .map(str::to_lowercase)
-            .collect();
-        if k["outcome"].as_str() == Some("quarantine") && series_level {
-            for uid in &studies {
+        let kind = k.kind.as_str();
+        if k.outcome == Outcome::Quarantine && k.series_level() {
+            for uid in &k.study_uids {
                 let entry =
                     wait_for(Duration::from_secs(60), || d.entry(uid).filter(|e| e.state.as_str() == "quarantined"));
                 let Some(entry) = entry else {
@@ -115,8 +95,8 @@ fn the_daemon_quarantines_bad_studies_and_processes_a_good_one_after_them() {
                     continue;
                 };
                 match reason_text(&d.state, &entry.hash) {
-                    Some(r) if reasons.iter().any(|x| r.to_lowercase().contains(x.as_str())) => {}
-                    other => failures.push(format!("{kind}: reason.txt {other:?} has none of {reasons:?}")),
+                    Some(r) if k.reasons_in(&r) => {}
+                    other => failures.push(format!("{kind}: reason.txt {other:?} lacks the reasons ({})", k.reasons())),
                 }
                 if d.out.join(uid).exists() {
                     failures.push(format!("{kind}: an output folder was written"));
@@ -145,9 +125,8 @@ fn the_daemon_quarantines_bad_studies_and_processes_a_good_one_after_them() {
 #[test]
 fn a_file_written_slower_than_the_settle_time_is_processed_once_complete() {
     let corpus = crate::bad_inputs::corpus();
-    let kinds = manifest(&corpus);
-    let k = kinds.iter().find(|k| k["kind"] == "slow-writer").expect("slow-writer kind");
-    let uid = k["study_uids"][0].as_str().expect("study uid").to_string();
+    let manifest = Manifest::read(&corpus);
+    let uid = manifest.kind("slow-writer").study_uids.first().expect("study uid").clone();
     let d = deployment();
     let mut child = d.spawn();
     let src = corpus.join("slow-writer");

@@ -3,6 +3,7 @@
 //! work, states and STATUS lines, StudyFinished for done and quarantined
 //! studies, Pause/Resume, Reprocess, Enqueue, bad input to quarantine (input
 //! kept, reason written), the disk guard through a reload, and a clean stop.
+//! With the simulated PET/CT package: no ONNX Runtime is loaded.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -119,7 +120,7 @@ fn service_reports_commands_and_quarantine() {
     let (b_src, b) = study(32);
     let (bad_src, bad) = pet_only_study(33);
     // Pair wait 0: the PET-only study runs at once with what it has.
-    let d = Deployment::new("pair_wait_seconds = 0\n");
+    let d = Deployment::simulated("pair_wait_seconds = 0\n");
     let rec = Recorder::default();
     let control = Control::default();
     let (tx, rx) = std::sync::mpsc::channel();
@@ -128,7 +129,7 @@ fn service_reports_commands_and_quarantine() {
 
     assert!(wait_for(Duration::from_secs(60), || rec.has("notify ready").then_some(())).is_some(), "{:?}", rec.calls());
     assert!(rec.has("ready true true true"));
-    assert!(rec.has("model pointwise-petct-test 64 [(0, \"cpu\")"), "{:?}", rec.calls());
+    assert!(rec.has("model pointwise-petct-test 64 [(0, \"simulated\")"), "{:?}", rec.calls());
     assert!(rec.position("model ").expect("model") < rec.position("notify ready").expect("ready"));
     export_study(&a_src, &d.export, "a", Duration::ZERO);
     let done = wait_for(Duration::from_secs(60), || (entry_state(&d, &a) == Some(StudyState::Done)).then_some(()));
@@ -334,7 +335,7 @@ fn gpu_postprocess_cuda_without_cuda_refuses_to_start() {
     if edgeseg::gpu::Backend::cuda().is_ok() {
         return;
     }
-    let d = Deployment::new("[gpu]\npostprocess = \"cuda\"\n");
+    let d = Deployment::simulated("[gpu]\npostprocess = \"cuda\"\n");
     let rec = Recorder::default();
     let (_tx, rx) = std::sync::mpsc::channel();
     let e = service::run(&d.config, &rec, &Control::default(), &rx).expect_err("refused");

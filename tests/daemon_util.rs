@@ -18,6 +18,24 @@ pub fn petct_model() -> PathBuf {
     .join("model")
 }
 
+/// The same package with a simulated network (`network = "simulated"`, the
+/// same rule without ONNX Runtime); `fail`: onnx_package.py's `--fail`.
+pub fn simulated_petct_model(fail: Option<&str>) -> PathBuf {
+    let name = format!("simulated-petct-{}", fail.unwrap_or("never"));
+    cached_fixture(&name, |d| {
+        let mut args = vec!["--out", s(d), "--petct", "--patch", "32", "--simulated"];
+        if let Some(f) = fail {
+            args.extend(["--fail", f]);
+        }
+        fixture_script("onnx_package.py", &args)
+    })
+    .join("model")
+}
+
+/// A library path that does not exist: a deployment of a simulated package
+/// names it to show that ONNX Runtime is never loaded.
+pub const NO_ONNX_RUNTIME: &str = "/nonexistent/libonnxruntime.so";
+
 /// A tiny PET/CT phantom study: its DICOM folder and StudyInstanceUID.
 pub fn study(seed: u32) -> (PathBuf, String) {
     let seed = seed.to_string();
@@ -75,11 +93,27 @@ pub struct Deployment {
     pub state: PathBuf,
     /// The configuration file.
     pub config: PathBuf,
+    /// `[model] path`.
+    pub model: PathBuf,
+    /// `[model] onnxruntime`.
+    pub onnxruntime: PathBuf,
 }
 
 impl Deployment {
-    /// Folders under a new temporary folder (under target/, not /tmp: a real disk).
+    /// Folders under a new temporary folder (under target/, not /tmp: a real
+    /// disk), with the point-wise PET/CT ONNX model.
     pub fn new(extra: &str) -> Self {
+        Self::with_model(extra, petct_model(), ort_lib())
+    }
+
+    /// The same with the simulated PET/CT package ([`simulated_petct_model`])
+    /// and no ONNX Runtime library: for tests where the network is incidental.
+    pub fn simulated(extra: &str) -> Self {
+        Self::with_model(extra, simulated_petct_model(None), PathBuf::from(NO_ONNX_RUNTIME))
+    }
+
+    /// Folders under a new temporary folder, with this model package and library.
+    pub fn with_model(extra: &str, model: PathBuf, onnxruntime: PathBuf) -> Self {
         let base = crate::util::root().join("target/test-daemon");
         std::fs::create_dir_all(&base).expect("base");
         let root = tempfile::tempdir_in(&base).expect("tempdir");
@@ -88,7 +122,7 @@ impl Deployment {
         let state = root.path().join("state");
         std::fs::create_dir_all(&export).expect("export");
         let config = root.path().join("edgeseg.toml");
-        let d = Self { root, export, out, state, config };
+        let d = Self { root, export, out, state, config, model, onnxruntime };
         d.write_config(extra);
         d
     }
@@ -102,8 +136,8 @@ impl Deployment {
              [model]\npath = \"{}\"\nonnxruntime = \"{}\"\nprovider = \"cpu\"\ntta = false\n\
              [output]\nfolder = \"{}\"\n[state]\nfolder = \"{}\"\n[metrics]\nlisten = \"127.0.0.1:0\"\n[dbus]\nbus = \"off\"\n",
             self.export.display(),
-            petct_model().display(),
-            ort_lib().display(),
+            self.model.display(),
+            self.onnxruntime.display(),
             self.out.display(),
             self.state.display()
         );

@@ -1,4 +1,5 @@
-//! `edgeseg daemon` as a subprocess on temporary folders with a PET/CT model:
+//! `edgeseg daemon` as a subprocess on temporary folders with the simulated
+//! PET/CT package (no ONNX Runtime: the network is incidental here):
 //! a generated study exported file by file with pauses (PET first, the CT
 //! after a pause longer than the settle time) is processed once, its outputs
 //! written once; temporary names and stray files are ignored; SIGTERM stops
@@ -13,7 +14,7 @@ use crate::daemon_util::{Deployment, assert_output_complete, export_study, names
 #[test]
 fn daemon_processes_an_exported_study_once() {
     let (src, uid) = study(21);
-    let d = Deployment::new("");
+    let d = Deployment::simulated("");
     let mut child = d.spawn();
     d.wait_watching();
     // Stray files: a temporary name never renamed, and a non-DICOM file.
@@ -61,7 +62,7 @@ fn daemon_processes_an_exported_study_once() {
 fn daemon_poll_mode_symlinks_and_late_files() {
     let (src, uid) = study(22);
     let (outside_src, outside_uid) = study(23);
-    let d = Deployment::new("mode = \"poll\"\n");
+    let d = Deployment::simulated("mode = \"poll\"\n");
     // A symlink leading out of the export folder is never followed.
     let outside = d.root.path().join("outside");
     export_study(&outside_src, &outside, "x", Duration::ZERO);
@@ -104,7 +105,7 @@ fn daemon_poll_mode_symlinks_and_late_files() {
 
 #[test]
 fn daemon_refuses_an_invalid_config_with_its_places() {
-    let d = Deployment::new("settle = 3\n");
+    let d = Deployment::simulated("settle = 3\n");
     let mut child = d.spawn();
     let status = wait_exit(&mut child, Duration::from_secs(30)).expect("exits");
     assert_eq!(status.code(), Some(1));
@@ -117,7 +118,7 @@ fn daemon_refuses_an_invalid_config_with_its_places() {
 #[test]
 fn daemon_waits_for_the_expected_image_count_but_not_forever() {
     let (src, uid) = study(24);
-    let d = Deployment::new("pair_wait_seconds = 6\n");
+    let d = Deployment::simulated("pair_wait_seconds = 6\n");
     let mut child = d.spawn();
     d.wait_watching();
     // Every file but one PET slice (NumberOfSlices says 24).
@@ -140,7 +141,7 @@ fn daemon_waits_for_the_expected_image_count_but_not_forever() {
 
 #[test]
 fn daemon_refuses_a_second_instance_on_the_same_state_folder() {
-    let d = Deployment::new("");
+    let d = Deployment::simulated("");
     let mut first = d.spawn();
     d.wait_watching();
     let mut second = d.spawn();

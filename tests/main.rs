@@ -25,6 +25,8 @@
 //! - `ingest_conformance`: every file of the public set in `../shared/conformance/`
 //!   converts to pydicom's voxel values (skipped, saying so, where the set is absent).
 //! - `infer_predict`: `edgeseg predict` with ONNX Runtime on a network of known result.
+//! - `infer_simulated`: the simulated network as a test device: the daemon's
+//!   out-of-memory retry on the CPU, a simulated package claiming clinical use refused.
 //! - `export_outputs`: lesions.csv, mip.png, the 4D probabilities and report
 //!   provenance; a writer killed between files leaves no study folder.
 //! - `export_dicom`: `seg.dcm` and `rtstruct.dcm` pass dciodvfy and dcmdump.
@@ -74,6 +76,7 @@ mod export_dicom;
 mod export_outputs;
 mod fuzz_regressions;
 mod infer_predict;
+mod infer_simulated;
 mod ingest_bad_input;
 mod ingest_cli;
 mod ingest_conformance;

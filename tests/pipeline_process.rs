@@ -2,11 +2,14 @@
 //! whole pipeline with ONNX Runtime and a PET/CT point-wise model package:
 //! outputs on the PET grid, lesion map consistent with the class map, the
 //! report's provenance, atomic and repeatable output, and a study the model
-//! cannot take reported without any output.
+//! cannot take reported without any output. The tests where the network is
+//! incidental run the simulated twin of the package (no ONNX Runtime), and one
+//! test requires the twin to give the ONNX network's outputs.
 
 use edgeseg::export::nifti;
 use serde_json::Value;
 
+use crate::daemon_util::{NO_ONNX_RUNTIME, simulated_petct_model};
 use crate::util::{cached_fixture, edgeseg, fixture_script, ort_lib, phantom, s, text, truth};
 
 fn petct_package() -> std::path::PathBuf {
@@ -20,6 +23,36 @@ fn process(input: &std::path::Path, out: &std::path::Path) -> std::process::Outp
     let model = petct_package();
     let lib = ort_lib();
     edgeseg(&["process", s(input), "--model", s(&model), "--out", s(out), "--onnxruntime", s(&lib)])
+}
+
+/// `edgeseg process` with the simulated package, pointed at no ONNX Runtime.
+fn process_simulated(input: &std::path::Path, out: &std::path::Path) -> std::process::Output {
+    let model = simulated_petct_model(None);
+    edgeseg(&["process", s(input), "--model", s(&model), "--out", s(out), "--onnxruntime", NO_ONNX_RUNTIME])
+}
+
+/// The simulated package is the ONNX one's twin: the same study gives the
+/// same class and lesion maps, and report.json names the provider `simulated`.
+#[test]
+fn simulated_network_gives_the_onnx_outputs_without_onnx_runtime() {
+    let p = phantom(&["--size", "small", "--vendor", "siemens", "--nuclide", "cu64", "--seed", "11"]);
+    let study = truth(&p)["study_instance_uid"].as_str().expect("uid").to_string();
+    let (onnx, sim) = (tempfile::tempdir().expect("tempdir"), tempfile::tempdir().expect("tempdir"));
+    let o = process(&p.join("dicom"), onnx.path());
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o).1);
+    let o = process_simulated(&p.join("dicom"), sim.path());
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o).1);
+    let (a, b) = (onnx.path().join(&study), sim.path().join(&study));
+    for name in ["labels.nii.gz", "lesions.nii.gz"] {
+        let (x, y) = (nifti::read_f32(&a.join(name)).expect(name), nifti::read_f32(&b.join(name)).expect(name));
+        assert_eq!(x.geometry.dims, y.geometry.dims, "{name}");
+        assert!(x.data.iter().any(|&v| v > 0.0), "{name}: something found");
+        assert!(x.data == y.data, "{name}: the simulated network gives the ONNX network's map");
+    }
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(b.join("report.json")).expect("report")).expect("json");
+    assert_eq!(report["model"]["providers"][0]["provider"], "simulated");
+    assert_eq!(report["model"]["providers"][0]["precision"], "fp32");
 }
 
 #[test]
@@ -82,7 +115,7 @@ fn petct_study_gives_labels_lesions_and_report() {
 fn study_without_ct_is_reported_and_writes_nothing() {
     let p = phantom(&["--no-ct", "--vendor", "siemens"]);
     let out = tempfile::tempdir().expect("tempdir");
-    let o = process(&p.join("dicom"), out.path());
+    let o = process_simulated(&p.join("dicom"), out.path());
     assert_eq!(o.status.code(), Some(2), "{}", text(&o).1);
     assert!(text(&o).1.contains("needs a PET/CT pair"), "{}", text(&o).1);
     // The error's class in words (issue 13, item 19: no Rust debug text).
@@ -110,7 +143,7 @@ fn add_lesion_from_a_seed_point_rewrites_the_study() {
     let p = phantom(&["--size", "small", "--vendor", "siemens", "--nuclide", "cu64", "--seed", "11"]);
     let t = truth(&p);
     let out = tempfile::tempdir().expect("tempdir");
-    let o = process(&p.join("dicom"), out.path());
+    let o = process_simulated(&p.join("dicom"), out.path());
     assert_eq!(o.status.code(), Some(0), "{}", text(&o).1);
     let dir = out.path().join(t["study_instance_uid"].as_str().expect("uid"));
     assert!(dir.join("suv.nii.gz").exists(), "the PET SUV is kept for add-lesion");

@@ -1,11 +1,11 @@
 //! `edgeseg gpu-check`: the CUDA kernels against their CPU twins, bit for
-//! bit, and their benchmark.
+//! bit (the timed benchmark is bench/gpu-check.sh).
 
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 
-/// Check the CUDA kernels against their CPU twins (bit for bit) and benchmark them.
+/// Check the CUDA kernels against their CPU twins, bit for bit (the benchmark: bench/gpu-check.sh).
 #[derive(clap::Args)]
 pub struct Args {
     /// Seed of the generated volumes.
@@ -21,7 +21,8 @@ pub struct Args {
     /// (raw u32 little-endian, same order) to PATH.
     #[arg(long, value_name = "PATH", requires = "write_volume")]
     write_labels: Option<PathBuf>,
-    /// Skip the 512×512×400 benchmark (correctness cases only).
+    /// Skip the 512×512×400 benchmark volume's labellings (the small cases
+    /// only). The timed benchmark is bench/gpu-check.sh's.
     #[arg(long)]
     no_bench: bool,
     /// Add the large labelling cases: a grid-y stride volume (512×1024×1100)
@@ -47,10 +48,7 @@ pub fn run(a: Args) -> Result<bool> {
     }
     let mut opts = check::CheckOptions::full(seed);
     opts.large = a.large;
-    opts.repeat = a.repeat;
-    if a.no_bench {
-        opts.bench_dims = None;
-    }
+    opts.repeat = if a.no_bench { 0 } else { a.repeat };
     let report = check::run_with(&opts)?;
     if a.json {
         outln!("{}", serde_json::to_string_pretty(&report)?);

@@ -14,9 +14,11 @@ use super::{Backend, GpuError};
 /// CPU twins then do the work.
 pub const TEST_FAIL_ENV: &str = "EDGESEG_TEST_CUDA_POST_FAILS";
 
-/// Where post-processing should run.
+/// Where post-processing should run: parsed once, by [`FromStr`](std::str::FromStr),
+/// for `[gpu] postprocess` (serde, through `TryFrom<String>`) and
+/// `--postprocess` (clap) alike.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "lowercase", try_from = "String")]
 pub enum PostprocessChoice {
     /// CUDA when a device is there and the kernels load, else the CPU (one log line).
     #[default]
@@ -47,6 +49,13 @@ impl std::str::FromStr for PostprocessChoice {
             "cpu" => Ok(PostprocessChoice::Cpu),
             other => Err(format!("{other:?}: expected auto, cuda or cpu")),
         }
+    }
+}
+
+impl TryFrom<String> for PostprocessChoice {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
     }
 }
 

@@ -1,12 +1,14 @@
 //! Preprocess and infer stages: nnU-Net v2 model packages run through ONNX
-//! Runtime with nnU-Net's own preprocessing, sliding window, mirroring and
-//! fold ensembling, and the way back to the input grid. Knows nothing of DICOM,
-//! queues or services: volumes in, a label map out.
+//! Runtime (or a simulated network, a test device) with nnU-Net's own
+//! preprocessing, sliding window, mirroring and fold ensembling, and the way
+//! back to the input grid. Knows nothing of DICOM, queues or services:
+//! volumes in, a label map out.
 
 pub mod model;
 pub mod onnx;
 pub mod preprocess;
 pub mod resample;
+pub mod simulated;
 pub mod sliding;
 
 use std::path::Path;
@@ -15,10 +17,11 @@ use std::time::Instant;
 use serde::Serialize;
 
 use crate::volume::{Geometry, Volume};
-use model::ModelPackage;
+use model::{ModelPackage, NetworkFormat};
 use onnx::{Engine, EngineOptions, OrtNetwork};
 use preprocess::transpose;
 use resample::resample_channel;
+use simulated::SimulatedNetwork;
 use sliding::{Network, WindowSettings};
 
 /// Errors of the inference stages.
@@ -37,9 +40,23 @@ pub enum InferError {
     /// A network call failed.
     #[error("engine: {0}")]
     Engine(String),
+    /// A network call ran out of device (or host) memory: the same study may
+    /// pass on the CPU (`[model] cpu_fallback_on_oom`). Decided where the
+    /// engine's error is first seen ([`onnx::is_out_of_memory`]), never from
+    /// this message later.
+    #[error("engine: {0}")]
+    OutOfMemory(String),
     /// The inputs do not fit the model.
     #[error("input: {0}")]
     Input(String),
+}
+
+impl InferError {
+    /// Whether the device (or host) ran out of memory, so that a retry on the
+    /// CPU may succeed.
+    pub fn is_out_of_memory(&self) -> bool {
+        matches!(self, InferError::OutOfMemory(_))
+    }
 }
 
 /// Options of one prediction.
@@ -78,8 +95,15 @@ pub struct Timings {
 pub struct Predictor {
     /// The package.
     pub package: ModelPackage,
-    nets: Vec<(u32, OrtNetwork)>,
+    nets: Vec<Fold>,
     opts: PredictOptions,
+}
+
+/// One fold's network and the engine it runs on.
+struct Fold {
+    fold: u32,
+    net: Box<dyn Network>,
+    engine: Engine,
 }
 
 /// What one prediction gives.
@@ -99,7 +123,8 @@ impl Predictor {
     }
 
     /// Builds one engine per fold of a package already read (and checked
-    /// against its sha256s), so a caller that needs the package too reads it once.
+    /// against its sha256s), so a caller that needs the package too reads it
+    /// once. ONNX Runtime (`ort_lib`) is loaded for an ONNX package only.
     pub fn from_package(package: ModelPackage, ort_lib: &Path, opts: PredictOptions) -> Result<Self, InferError> {
         let folds = if opts.folds.is_empty() { package.meta.folds.clone() } else { opts.folds.clone() };
         let channels = package.meta.channels.len();
@@ -113,10 +138,18 @@ impl Predictor {
                     package.meta.folds
                 )));
             }
-            nets.push((
-                f,
-                OrtNetwork::load(ort_lib, &package.fold_path(f), channels, patch, package.num_classes(), &opts.engine)?,
-            ));
+            let (path, classes) = (package.fold_path(f), package.num_classes());
+            let fold = match package.meta.network {
+                NetworkFormat::Onnx => {
+                    let net = OrtNetwork::load(ort_lib, &path, channels, patch, classes, &opts.engine)?;
+                    Fold { fold: f, engine: net.engine, net: Box::new(net) }
+                }
+                NetworkFormat::Simulated => {
+                    let net = SimulatedNetwork::load(&path, f, channels, patch, classes, &opts.engine)?;
+                    Fold { fold: f, engine: net.engine(), net: Box::new(net) }
+                }
+            };
+            nets.push(fold);
         }
         Ok(Self { package, nets, opts })
     }
@@ -126,15 +159,15 @@ impl Predictor {
     pub fn warm_up(&self) -> Result<(), InferError> {
         let p = &self.package.config.patch_size;
         let n = self.package.meta.channels.len() * p.iter().product::<usize>();
-        for (_, net) in &self.nets {
-            net.run(&vec![0f32; n], 1)?;
+        for f in &self.nets {
+            f.net.run(&vec![0f32; n], 1)?;
         }
         Ok(())
     }
 
     /// The engine (provider and precision) each fold got.
     pub fn providers(&self) -> Vec<(u32, Engine)> {
-        self.nets.iter().map(|(f, n)| (*f, n.engine)).collect()
+        self.nets.iter().map(|f| (f.fold, f.engine)).collect()
     }
 
     /// Predicts one case; `channels[c]` are the input volumes in channel order,
@@ -174,7 +207,7 @@ impl Predictor {
             batch_size: self.opts.batch_size,
             classes: pkg.num_classes(),
         };
-        let nets: Vec<&dyn Network> = self.nets.iter().map(|(_, n)| n as &dyn Network).collect();
+        let nets: Vec<&dyn Network> = self.nets.iter().map(|f| f.net.as_ref()).collect();
         let logits = sliding::predict(&nets, &pre.data, pre.channels, pre.shape, &settings, progress)?;
         // The normalised input is not needed on the way back.
         pre.data = Vec::new();

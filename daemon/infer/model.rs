@@ -2,6 +2,8 @@
 //! `dataset.json` (unchanged), `model.toml` (name, version, configuration,
 //! profile, which DICOM modality feeds which channel, sha256 of each file) and
 //! `fold_K.onnx` per fold. Loading checks every checksum before anything runs.
+//! A package with `network = "simulated"` has `fold_K.sim.toml` files instead:
+//! a test device ([`super::simulated`]), refused with `clinical_use = true`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -71,6 +73,29 @@ pub struct InferenceSettings {
     pub allowed_mirroring_axes: Vec<usize>,
 }
 
+/// What the folds' files hold: the format of the networks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NetworkFormat {
+    /// `fold_K.onnx`, run by ONNX Runtime.
+    #[default]
+    Onnx,
+    /// `fold_K.sim.toml`: a fixed, deterministic rule instead of a trained
+    /// network, so that tests about queueing, crashes and outputs run without
+    /// ONNX Runtime. A test device, never a model.
+    Simulated,
+}
+
+impl NetworkFormat {
+    /// The file name of fold `fold`'s network.
+    pub fn fold_file(self, fold: u32) -> String {
+        match self {
+            NetworkFormat::Onnx => format!("fold_{fold}.onnx"),
+            NetworkFormat::Simulated => format!("fold_{fold}.sim.toml"),
+        }
+    }
+}
+
 /// model.toml.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -105,6 +130,9 @@ pub struct ModelToml {
     pub channels: Vec<Channel>,
     /// Inference settings.
     pub inference: InferenceSettings,
+    /// The folds' network format (`onnx` when absent).
+    #[serde(default)]
+    pub network: NetworkFormat,
     /// sha256 per file name.
     pub files: BTreeMap<String, String>,
 }
@@ -225,9 +253,15 @@ impl ModelPackage {
                 return Err(invalid(format!("model.toml [files] lacks {name}")));
             }
         }
+        if meta.network == NetworkFormat::Simulated && meta.clinical_use {
+            return Err(invalid(
+                "network = \"simulated\" is a test device, not a model: refused with clinical_use = true".into(),
+            ));
+        }
         for f in &meta.folds {
-            if !meta.files.contains_key(&format!("fold_{f}.onnx")) {
-                return Err(invalid(format!("model.toml [files] lacks fold_{f}.onnx")));
+            let name = meta.network.fold_file(*f);
+            if !meta.files.contains_key(&name) {
+                return Err(invalid(format!("model.toml [files] lacks {name}")));
             }
         }
         let mut whole = Sha256::new();
@@ -276,9 +310,10 @@ impl ModelPackage {
         self.dataset.labels.len()
     }
 
-    /// Path of a fold's network.
+    /// Path of a fold's network (`fold_K.onnx`, or `fold_K.sim.toml` for a
+    /// simulated package).
     pub fn fold_path(&self, fold: u32) -> PathBuf {
-        self.dir.join(format!("fold_{fold}.onnx"))
+        self.dir.join(self.meta.network.fold_file(fold))
     }
 }
 

@@ -15,9 +15,11 @@ use serde::Serialize;
 use super::InferError;
 use super::sliding::Network;
 
-/// Which execution provider to ask for.
+/// Which execution provider to ask for: parsed once, where the
+/// configuration is read (`[model] provider`) or the command line
+/// (`--provider`), both through [`FromStr`](std::str::FromStr).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "lowercase", try_from = "String")]
 pub enum ProviderRequest {
     /// TensorRT, then CUDA, then CPU (whatever this build and library offer).
     Auto,
@@ -41,8 +43,8 @@ impl ProviderRequest {
     }
 }
 
-/// The one parser of a provider name (the `--provider` flags; the
-/// configuration's `[model] provider` goes through serde's names, the same).
+/// The one parser of a provider name: the `--provider` flags (clap) and
+/// the configuration's `[model] provider` (serde, through `TryFrom<String>`).
 impl std::str::FromStr for ProviderRequest {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
@@ -53,6 +55,13 @@ impl std::str::FromStr for ProviderRequest {
             "tensorrt" => Ok(ProviderRequest::Tensorrt),
             other => Err(format!("{other:?}: expected auto, cpu, cuda or tensorrt")),
         }
+    }
+}
+
+impl TryFrom<String> for ProviderRequest {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
     }
 }
 
@@ -72,15 +81,19 @@ pub enum Provider {
     Cuda,
     /// TensorRT.
     Tensorrt,
+    /// No ONNX Runtime: a simulated network's rule (a test device, see
+    /// [`super::simulated`]).
+    Simulated,
 }
 
 impl Provider {
-    /// `cpu`, `cuda` or `tensorrt`.
+    /// `cpu`, `cuda`, `tensorrt` or `simulated`.
     pub fn as_str(self) -> &'static str {
         match self {
             Provider::Cpu => "cpu",
             Provider::Cuda => "cuda",
             Provider::Tensorrt => "tensorrt",
+            Provider::Simulated => "simulated",
         }
     }
 }
@@ -274,14 +287,41 @@ impl Network for OrtNetwork {
         shape.extend_from_slice(&self.shape_tail);
         let tensor = Tensor::from_array((shape, input.to_vec())).map_err(|e| InferError::Engine(e.to_string()))?;
         let mut session = self.session.lock().map_err(|_| InferError::Engine("session lock poisoned".into()))?;
-        let outputs = session
-            .run(ort::inputs![self.input.as_str() => tensor])
-            .map_err(|e| InferError::Engine(format!("inference failed: {e}")))?;
+        let outputs = session.run(ort::inputs![self.input.as_str() => tensor]).map_err(|e| {
+            let message = format!("inference failed: {e}");
+            if is_out_of_memory(e.code(), e.message()) {
+                InferError::OutOfMemory(message)
+            } else {
+                InferError::Engine(message)
+            }
+        })?;
         let (_, data) = outputs[self.output.as_str()]
             .try_extract_tensor::<f32>()
             .map_err(|e| InferError::Engine(format!("output: {e}")))?;
         Ok(data.to_vec())
     }
+}
+
+/// Whether a failed run's status is an out-of-memory. ONNX Runtime has no
+/// status code of its own for it (`OrtErrorCode` in ort-sys 2.0.0-rc.15:
+/// OK, FAIL, INVALID_ARGUMENT, …, EP_FAIL, DEVICE_RESET): the CUDA
+/// provider's `cudaErrorMemoryAllocation` ("CUDA failure 2: out of memory")
+/// and the BFC arena's "Failed to allocate memory" both come back as FAIL or
+/// RUNTIME_EXCEPTION (EP_FAIL from a provider). So the code decides which
+/// statuses can be one (never an invalid argument, a missing file or a bad
+/// graph), and the runtime's own message, read here once where the status
+/// arrives, decides among those; everything downstream uses
+/// [`InferError::OutOfMemory`].
+pub fn is_out_of_memory(code: ort::error::ErrorCode, message: &str) -> bool {
+    use ort::error::ErrorCode;
+    let may_be =
+        matches!(code, ErrorCode::GenericFailure | ErrorCode::RuntimeException | ErrorCode::ExecutionProviderFailure);
+    let m = message.to_ascii_lowercase();
+    may_be
+        && (m.contains("out of memory")
+            || m.contains("failed to allocate memory")
+            || m.contains("cudaerrormemoryallocation")
+            || m.contains("bad_alloc"))
 }
 
 type Builder = ort::session::builder::SessionBuilder;
@@ -416,7 +456,25 @@ mod gpu {
 
 #[cfg(test)]
 mod tests {
+    use ort::error::ErrorCode;
+
     use super::*;
+
+    #[test]
+    fn out_of_memory_is_a_failure_status_whose_runtime_message_says_so() {
+        let cuda = "Non-zero status code returned while running Conv node. Name:'c1' Status Message: \
+                    CUDA failure 2: out of memory ; GPU=0 ; hostname=h ; expr=cudaMalloc";
+        let arena = "/onnxruntime_src/onnxruntime/core/framework/bfc_arena.cc:376 \
+                     Failed to allocate memory for requested buffer of size 1073741824";
+        assert!(is_out_of_memory(ErrorCode::GenericFailure, cuda));
+        assert!(is_out_of_memory(ErrorCode::RuntimeException, arena));
+        assert!(is_out_of_memory(ErrorCode::ExecutionProviderFailure, cuda));
+        // The same words under a status that cannot be an allocation failure.
+        assert!(!is_out_of_memory(ErrorCode::InvalidArgument, "input 'out of memory' has the wrong shape"));
+        assert!(!is_out_of_memory(ErrorCode::NoSuchFile, arena));
+        // A failure status about something else.
+        assert!(!is_out_of_memory(ErrorCode::GenericFailure, "Got invalid dimensions for input: input"));
+    }
 
     #[test]
     fn engine_cache_is_keyed_by_model_and_precision() {

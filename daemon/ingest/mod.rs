@@ -106,13 +106,9 @@ fn normal_of(s: &SeriesIndex) -> Option<[f64; 3]> {
     (len > 0.0).then(|| [n[0] / len, n[1] / len, n[2] / len])
 }
 
-fn slice_count(s: &SeriesIndex) -> usize {
-    s.instances.iter().map(|h| h.frames.len()).sum()
-}
-
 /// Why `s` is a single-slice localizer (see [`FolderIndex::assemble`]), if it is.
 fn localizer(s: &SeriesIndex, all: &[SeriesIndex]) -> Option<String> {
-    if slice_count(s) != 1 {
+    if s.frame_count() != 1 {
         return None;
     }
     let n = normal_of(s)?;
@@ -120,14 +116,14 @@ fn localizer(s: &SeriesIndex, all: &[SeriesIndex]) -> Option<String> {
     // The stack of the study nearest in orientation.
     let (stack, cos) = all
         .iter()
-        .filter(|o| o.study_uid == s.study_uid && slice_count(o) >= 2)
+        .filter(|o| o.study_uid == s.study_uid && o.frame_count() >= 2)
         .filter_map(|o| Some((o, crate::volume::dot(n, normal_of(o)?).abs().min(1.0))))
         .max_by(|a, b| a.1.total_cmp(&b.1))?;
     (cos < cos_limit).then(|| {
         format!(
             "not an image volume: a single-slice localizer (its plane is {:.0}° from the {}-slice series {})",
             cos.acos().to_degrees(),
-            slice_count(stack),
+            stack.frame_count(),
             stack.series_uid
         )
     })
@@ -205,7 +201,7 @@ pub fn pair(series: &[&SeriesIndex]) -> Pairing {
                     && for_of(s).as_deref() == Some(fr.as_str())
                     && !used_ct.contains(&s.series_uid)
             })
-            .max_by_key(|s| s.instances.iter().map(|h| h.frames.len()).sum::<usize>());
+            .max_by_key(|s| s.frame_count());
         match ct {
             Some(ct) => {
                 used_ct.insert(ct.series_uid.clone());

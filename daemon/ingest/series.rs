@@ -200,6 +200,14 @@ pub struct SeriesIndex {
     pub strict_geometry: bool,
 }
 
+impl SeriesIndex {
+    /// The series' frames (slices) over all its instances: a multi-frame
+    /// object or a mosaic counts each of its frames.
+    pub fn frame_count(&self) -> usize {
+        self.instances.iter().map(|h| h.frames.len()).sum()
+    }
+}
+
 /// Groups instances by (study, series), in UID order.
 pub fn group(instances: Vec<InstanceHeader>) -> Vec<SeriesIndex> {
     let mut map: BTreeMap<(String, String), Vec<InstanceHeader>> = BTreeMap::new();

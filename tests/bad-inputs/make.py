@@ -1,32 +1,44 @@
 #!/usr/bin/env python3
-"""Bad-input corpus for edgeseg: what a scanner or a person may drop into the
-export folder (test fixtures; generated, never committed).
+"""Bad-input corpora for edgeseg: what a scanner or a person may drop into the
+export folder (test fixtures; generated, never committed). The one writer of
+bad inputs, in one manifest format.
 
 Usage:
     python tests/bad-inputs/make.py --out DIR [--template SERIES_DIR] [--tiny-files N]
+    python tests/bad-inputs/make.py beside --template SERIES_DIR --out DIR [--outside-target PATH]
     python tests/bad-inputs/make.py slow-write SRC DEST [--seconds S] [--chunks N]
 
 The first form writes one folder per kind, DIR/<kind>/, holding only that
-kind's files (one "drop" into the export folder), plus DIR/manifest.json:
+kind's files (one "drop" into the export folder). The second ("beside") writes
+13 kinds each next to a full copy of the good series SERIES_DIR, which must
+still load whole. Both write DIR/manifest.json:
 
     {"template_series_uid": "...",
+     "template_files": n,                    # files of the template series
+     "beside_template": false,               # true: each folder also holds the whole template series
      "kinds": [{"kind": "...", "folder": "...", "outcome": "quarantine" | "processed" | "ignored",
-                "reason_any": ["lowercase substring", ...],   # quarantine: one must occur in the error
+                "reason_all": ["lowercase substring", ...],  # each must occur in the error naming it
+                "reason_any": ["lowercase substring", ...],  # if non-empty, one must occur
                 "names": ["file name" | "series-uid:UID"],    # what the error must name
                 "daemon_only": false,                          # true: needs a running daemon
-                "study_uids": ["..."],                         # of its readable files: a study per kind
+                "study_uids": ["..."],                         # of its readable files
                 "note": "..."}]}
 
     quarantine  the reader refuses the file or series with an error naming it
-                and one of `reason_any`; nothing else in the folder is affected.
-    processed   the series loads (possibly with a warning, e.g. no SUV).
+                and the reasons; nothing else in the folder is affected.
+    processed   the series loads (possibly with a warning, e.g. no SUV, or a
+                dropped duplicate copy named with the reasons).
     ignored     passed over on purpose (not an image, a loop), no error needed.
 
-SERIES_DIR is one good single-frame series; without it a tiny phantom is
-written by tests/fixtures/phantom.py (seed 7) and its CT is used. Every file is
-written with pydicom / numpy / zlib / os only, never by edgeseg.
+SERIES_DIR is one good single-frame series; without it (first form) a tiny
+phantom is written by tests/fixtures/phantom.py (seed 7) and its CT is used.
+In the first form each kind's series is in a study of its own; in the second,
+bad files that would otherwise look like more slices of the good series get
+their own SeriesInstanceUID (and fresh SOP Instance UIDs), so the good series
+stays intact. Every file is written with pydicom / numpy / zlib / os only,
+never by edgeseg.
 
-The second form copies SRC to DEST slowly (N chunks over S seconds, fsync after
+The third form copies SRC to DEST slowly (N chunks over S seconds, fsync after
 each), for the daemon test of a file still being written when the settle time
 passes.
 """
@@ -50,20 +62,275 @@ from pathlib import Path
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.encaps import encapsulate
+from pydicom.errors import InvalidDicomError
 from pydicom.filebase import DicomBytesIO
-from pydicom.uid import (DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ExplicitVRLittleEndian, JPEGLSLossless,
-                         generate_uid)
+from pydicom.uid import (UID, DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ExplicitVRLittleEndian,
+                         JPEGLSLossless, generate_uid)
 
 warnings.filterwarnings("ignore", module="pydicom")  # the corpus is invalid on purpose
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "fixtures"))
-from badinputs import Template, new_series, save  # noqa: E402  (the 13 kinds' template helpers)
 
 
 
 def log(*a):
     print(*a, file=sys.stderr, flush=True)
+
+
+MPEG2_MPML = "1.2.840.10008.1.2.4.100"
+
+
+# --------------------------------------------------------------------------
+# template
+
+def load_template(series_dir: Path) -> list[tuple[Path, Dataset]]:
+    out = []
+    for root, _dirs, files in os.walk(series_dir):
+        for f in sorted(files):
+            p = Path(root) / f
+            if p.is_symlink() or not p.is_file():
+                continue
+            try:
+                ds = pydicom.dcmread(p)
+            except (InvalidDicomError, EOFError, OSError):
+                continue
+            if "PixelData" in ds and "ImagePositionPatient" in ds:
+                out.append((p, ds))
+    if not out:
+        raise SystemExit(f"no DICOM images under {series_dir}")
+    uids = {ds.SeriesInstanceUID for _, ds in out}
+    if len(uids) != 1:
+        raise SystemExit(f"{series_dir} holds {len(uids)} series, expected one")
+    iop = out[0][1].ImageOrientationPatient
+    n = np.cross([float(v) for v in iop[:3]], [float(v) for v in iop[3:]])
+    out.sort(key=lambda t: float(np.dot([float(v) for v in t[1].ImagePositionPatient], n)))
+    return out
+
+
+class Template:
+    def __init__(self, series_dir: Path):
+        self.files = load_template(series_dir)
+        self.first = self.files[0][1]
+        self.series_uid = str(self.first.SeriesInstanceUID)
+        iop = [float(v) for v in self.first.ImageOrientationPatient]
+        self.row = np.array(iop[:3])
+        self.col = np.array(iop[3:])
+        self.normal = np.cross(self.row, self.col)
+        self.normal /= np.linalg.norm(self.normal)
+        self.origin = np.array([float(v) for v in self.first.ImagePositionPatient])
+        if len(self.files) > 1:
+            last = np.array([float(v) for v in self.files[-1][1].ImagePositionPatient])
+            self.spacing = float(np.dot(last - self.origin, self.normal)) / (len(self.files) - 1)
+        else:
+            self.spacing = float(self.first.get("SliceThickness", 1.0) or 1.0)
+        if self.spacing <= 0:
+            self.spacing = 1.0
+        self.names = []
+        seen = set()
+        for i, (p, _) in enumerate(self.files):
+            name = p.name
+            if name in seen:
+                name = f"{p.stem}_{i:04d}{p.suffix}"
+            seen.add(name)
+            self.names.append(name)
+
+    def copy_into(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        for (p, _), name in zip(self.files, self.names):
+            shutil.copyfile(p, folder / name)
+
+    def derived(self, index: int = 0, series_uid: str | None = None) -> Dataset:
+        """A copy of template slice `index` with a fresh SOP Instance UID, native pixels."""
+        ds = copy.deepcopy(self.files[index][1])
+        if not hasattr(ds, "file_meta") or ds.file_meta is None:
+            ds.file_meta = FileMetaDataset()
+        if "TransferSyntaxUID" not in ds.file_meta:
+            ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        if UID(ds.file_meta.TransferSyntaxUID).is_compressed:
+            ds.decompress(generate_instance_uid=False)
+        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds.SOPInstanceUID = generate_uid()
+        if series_uid is not None:
+            ds.SeriesInstanceUID = series_uid
+        return ds
+
+    def position(self, k: float) -> list[float]:
+        return [float(f"{v:.6f}") for v in self.origin + k * self.spacing * self.normal]
+
+
+def save(ds: Dataset, path: Path) -> None:
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(path, enforce_file_format=True)
+
+
+def new_series(ds: Dataset, uid: str, number: int, description: str) -> None:
+    ds.SeriesInstanceUID = uid
+    ds.SeriesNumber = number
+    ds.SeriesDescription = description
+
+
+# --------------------------------------------------------------------------
+# the beside kinds: each writes its bad thing into a folder that already holds
+# the whole template series and returns its fields (bad_path: a file name, a
+# list of names, or "." with scope "series"; expect: every keyword must occur
+# in the error; expect_any: one of them must), turned into the manifest's by
+# `beside`.
+
+
+def k_zero_byte(t: Template, d: Path) -> dict:
+    (d / "empty.dcm").write_bytes(b"")
+    return {"bad_path": "empty.dcm", "scope": "file", "expect": ["empty"]}
+
+
+def k_truncated(t: Template, d: Path) -> dict:
+    uid = generate_uid()
+    ds = t.derived(len(t.files) // 2, uid)
+    new_series(ds, uid, 901, "truncated file (own series)")
+    full = d / ".truncated.full"
+    save(ds, full)
+    data = full.read_bytes()
+    full.unlink()
+    (d / "truncated.dcm").write_bytes(data[: int(len(data) * 0.6)])
+    return {"bad_path": "truncated.dcm", "scope": "file", "expect": [],
+            "expect_any": ["truncated", "unexpected end"], "bad_series_uid": uid,
+            "note": f"first 60% ({int(len(data) * 0.6)} of {len(data)} bytes) of a valid file"}
+
+
+def k_non_dicom(t: Template, d: Path) -> dict:
+    (d / "notes.dcm").write_text(
+        "Scanner notes\nThis is a plain text file with a .dcm extension.\n" * 20)
+    rng = np.random.default_rng(12345)
+    blob = bytearray(rng.integers(0, 256, size=4096, dtype=np.uint8).tobytes())
+    blob[128:132] = b"DICX"  # make sure it is not accidentally a Part 10 file
+    (d / "random.bin").write_bytes(bytes(blob))
+    return {"bad_path": ["notes.dcm", "random.bin"], "scope": "file", "expect": ["not a dicom"]}
+
+
+def k_no_pixel_data(t: Template, d: Path) -> dict:
+    uid = generate_uid()
+    ds = t.derived(0, uid)
+    new_series(ds, uid, 902, "no pixel data (own series)")
+    del ds.PixelData
+    save(ds, d / "nopixel.dcm")
+    return {"bad_path": "nopixel.dcm", "scope": "file", "expect": ["no pixel data"],
+            "bad_series_uid": uid}
+
+
+def k_missing_attr(keyword: str, number: int):
+    def make(t: Template, d: Path) -> dict:
+        uid = generate_uid()
+        ds = t.derived(0, uid)
+        new_series(ds, uid, number, f"missing {keyword} (own series)")
+        delattr(ds, keyword)
+        name = f"no-{keyword}.dcm"
+        save(ds, d / name)
+        return {"bad_path": name, "scope": "file", "expect": [keyword.lower()],
+                "bad_series_uid": uid}
+    return make
+
+
+def k_mixed_orientation(t: Template, d: Path) -> dict:
+    uid = generate_uid()
+    # the odd slice is tilted by 20 degrees about the row direction
+    ang = np.deg2rad(20.0)
+    tilted_col = np.cos(ang) * t.col + np.sin(ang) * t.normal
+    for k in range(5):
+        ds = t.derived(min(k, len(t.files) - 1), uid)
+        new_series(ds, uid, 905, "mixed orientation (own series)")
+        ds.InstanceNumber = k + 1
+        ds.ImagePositionPatient = t.position(k)
+        if k == 2:
+            ds.ImageOrientationPatient = [float(f"{v:.6f}") for v in list(t.row) + list(tilted_col)]
+        save(ds, d / f"mixed-orientation-{k}.dcm")
+    return {"bad_path": ".", "scope": "series", "expect": ["orientation"], "bad_series_uid": uid,
+            "note": "5 slices; mixed-orientation-2.dcm is tilted 20 degrees"}
+
+
+def k_nonuniform_spacing(t: Template, d: Path) -> dict:
+    uid = generate_uid()
+    steps = [0, 1, 2, 3, 5, 6, 7, 8]  # one gap of twice the spacing (3 -> 5)
+    for i, k in enumerate(steps):
+        ds = t.derived(min(i, len(t.files) - 1), uid)
+        new_series(ds, uid, 906, "non-uniform spacing (own series)")
+        ds.InstanceNumber = i + 1
+        ds.ImagePositionPatient = t.position(k)
+        if "SliceLocation" in ds:
+            ds.SliceLocation = float(f"{float(np.dot(t.position(k), t.normal)):.6f}")
+        save(ds, d / f"spacing-{i}.dcm")
+    return {"bad_path": ".", "scope": "series", "expect": ["spacing"], "bad_series_uid": uid,
+            "note": f"8 slices, spacing {t.spacing:g} mm with one gap of {2 * t.spacing:g} mm"}
+
+
+def k_frame_count_mismatch(t: Template, d: Path) -> dict:
+    uid = generate_uid()
+    ds = t.derived(0, uid)
+    new_series(ds, uid, 907, "NumberOfFrames disagrees with Pixel Data (own series)")
+    ds.NumberOfFrames = 3  # Pixel Data holds exactly one frame
+    save(ds, d / "frames.dcm")
+    return {"bad_path": "frames.dcm", "scope": "file", "expect": ["frame"], "bad_series_uid": uid,
+            "note": "NumberOfFrames 3, Pixel Data holds 1 frame"}
+
+
+def k_unsupported_ts(t: Template, d: Path) -> dict:
+    uid = generate_uid()
+    ds = t.derived(0, uid)
+    new_series(ds, uid, 908, "MPEG2 transfer syntax (own series)")
+    rng = np.random.default_rng(7)
+    # an MPEG-2 sequence header start code followed by junk, as one fragment
+    frame = b"\x00\x00\x01\xb3" + rng.integers(0, 256, size=1020, dtype=np.uint8).tobytes()
+    ds.PixelData = encapsulate([frame])
+    ds["PixelData"].VR = "OB"
+    ds["PixelData"].is_undefined_length = True
+    ds.file_meta.TransferSyntaxUID = MPEG2_MPML
+    save(ds, d / "mpeg2.dcm")
+    return {"bad_path": "mpeg2.dcm", "scope": "file", "expect": ["transfer syntax"],
+            "bad_series_uid": uid, "transfer_syntax_uid": MPEG2_MPML}
+
+
+def k_symlink_outside(outside: Path, relative: bool):
+    def make(t: Template, d: Path) -> dict:
+        link = d / "escape.dcm"
+        # the default target sits beside OUT_DIR: a relative "../../" link (survives
+        # moving the tree as a whole); a target given by the user: absolute link
+        target = os.path.relpath(outside.resolve(), d.resolve()) if relative else str(outside.resolve())
+        os.symlink(target, link)
+        return {"bad_path": "escape.dcm", "scope": "file", "expect": ["symlink"],
+                "link_target": target, "outside_target": str(outside.resolve())}
+    return make
+
+
+def k_duplicate_position(t: Template, d: Path) -> dict:
+    uid = generate_uid()
+    # 4 files, positions 0, 1, 2, 2: the last two collide, pixel data differs
+    for i, k in enumerate([0, 1, 2, 2]):
+        ds = t.derived(min(i, len(t.files) - 1), uid)
+        new_series(ds, uid, 909, "duplicate position (own series)")
+        ds.InstanceNumber = i + 1
+        ds.ImagePositionPatient = t.position(k)
+        if "SliceLocation" in ds:
+            ds.SliceLocation = float(f"{float(np.dot(t.position(k), t.normal)):.6f}")
+        if i == 3:
+            a = ds.pixel_array.copy()
+            a[: a.shape[0] // 2] = a[: a.shape[0] // 2][::-1]
+            ds.PixelData = np.ascontiguousarray(a).tobytes()
+        save(ds, d / f"dup-position-{i}.dcm")
+    return {"bad_path": ".", "scope": "series", "expect": ["duplicate", "position"],
+            "bad_series_uid": uid,
+            "note": "4 slices; dup-position-2.dcm and dup-position-3.dcm share a position "
+                    "with different SOP Instance UIDs and pixels"}
+
+
+def k_duplicate_sop(t: Template, d: Path) -> dict:
+    src = d / t.names[len(t.names) // 2]
+    dup = "duplicate-copy.dcm"
+    shutil.copyfile(src, d / dup)
+    return {"bad_path": dup, "scope": "file", "expect": ["duplicate"], "outcome": "processed",
+            "duplicate_of": src.name,
+            "note": "byte-identical copy (same SOP Instance UID); the series loads with one copy kept"}
 
 
 # --------------------------------------------------------------------------
@@ -142,8 +409,8 @@ class Corpus:
         elif d.exists():
             shutil.rmtree(d)
         d.mkdir(parents=True)
-        self.kinds.append({"kind": kind, "folder": kind, "outcome": outcome, "reason_any": reason_any,
-                           "names": names, "daemon_only": daemon_only, "note": note})
+        self.kinds.append({"kind": kind, "folder": kind, "outcome": outcome, "reason_all": [],
+                           "reason_any": reason_any, "names": names, "daemon_only": daemon_only, "note": note})
         return d
 
     def series(self, kind: str, outcome: str, reason_any: list[str], slices: list[Dataset], note: str,
@@ -483,8 +750,69 @@ def slow_write(src: Path, dest: Path, seconds: float, chunks: int) -> None:
             time.sleep(seconds / chunks)
 
 
+def beside(template: Path, out: Path, outside_target: Path | None) -> dict:
+    """The 13 kinds each next to a full copy of the template series; the manifest."""
+    t = Template(template)
+    out.mkdir(parents=True, exist_ok=True)
+    outside = outside_target
+    if outside is None:
+        outside = out.resolve().parent / "outside-target.dcm"
+        uid = generate_uid()
+        ds = t.derived(0, uid)
+        new_series(ds, uid, 999, "outside target of a symlink (must not be read)")
+        save(ds, outside)
+    elif not outside.exists():
+        raise SystemExit(f"--outside-target {outside} does not exist")
+    makers = [
+        ("zero-byte", k_zero_byte),
+        ("truncated", k_truncated),
+        ("non-dicom", k_non_dicom),
+        ("no-pixel-data", k_no_pixel_data),
+        ("missing-ipp", k_missing_attr("ImagePositionPatient", 903)),
+        ("missing-iop", k_missing_attr("ImageOrientationPatient", 904)),
+        ("mixed-orientation", k_mixed_orientation),
+        ("nonuniform-spacing", k_nonuniform_spacing),
+        ("frame-count-mismatch", k_frame_count_mismatch),
+        ("unsupported-ts", k_unsupported_ts),
+        ("symlink-outside", k_symlink_outside(outside, relative=outside_target is None)),
+        ("duplicate-position", k_duplicate_position),
+        ("duplicate-sop", k_duplicate_sop),
+    ]
+    kinds = []
+    for kind, make in makers:
+        d = out / kind
+        if d.exists() or d.is_symlink():
+            shutil.rmtree(d)
+        t.copy_into(d)
+        f = make(t, d)
+        if f["scope"] == "series":
+            names = [f"series-uid:{f['bad_series_uid']}"]
+        else:
+            names = f["bad_path"] if isinstance(f["bad_path"], list) else [f["bad_path"]]
+        entry = {"kind": kind, "folder": kind, "outcome": f.pop("outcome", "quarantine"),
+                 "reason_all": f.pop("expect"), "reason_any": f.pop("expect_any", []), "names": names,
+                 "daemon_only": False, "note": f.pop("note", ""), "study_uids": study_uids(d)}
+        entry.update({k: v for k, v in f.items() if k not in ("bad_path", "scope")})
+        kinds.append(entry)
+        log(f"{kind:22} {names}")
+    return {"template_series_uid": t.series_uid, "template_files": len(t.files), "beside_template": True,
+            "kinds": kinds}
+
+
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "beside":
+        ap = argparse.ArgumentParser(prog="make.py beside")
+        ap.add_argument("--template", required=True, type=Path, help="folder of one good single-frame series")
+        ap.add_argument("--out", required=True, type=Path)
+        ap.add_argument("--outside-target", type=Path, default=None,
+                        help="file the symlink-outside link points to "
+                             "(default: a valid DICOM file written at DIR/../outside-target.dcm)")
+        a = ap.parse_args(argv[1:])
+        manifest = beside(a.template, a.out, a.outside_target)
+        (a.out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        print(f"wrote {len(manifest['kinds'])} kinds to {a.out} (manifest.json)")
+        return 0
     if argv and argv[0] == "slow-write":
         ap = argparse.ArgumentParser(prog="make.py slow-write")
         ap.add_argument("src", type=Path)
@@ -514,7 +842,8 @@ def main(argv=None) -> int:
         build(c, a.tiny_files)
         for k in c.kinds:
             k["study_uids"] = study_uids(a.out / k["folder"])
-    manifest = {"template_series_uid": t.series_uid, "kinds": c.kinds}
+    manifest = {"template_series_uid": t.series_uid, "template_files": len(t.files), "beside_template": False,
+                "kinds": c.kinds}
     (a.out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     print(f"wrote {len(c.kinds)} kinds to {a.out} (manifest.json)")
     return 0
