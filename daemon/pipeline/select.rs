@@ -52,7 +52,7 @@ pub fn select_for_channels<'a>(
                 .iter()
                 .copied()
                 .filter(|s| s.modality == c.modality)
-                .max_by_key(|s| s.instances.iter().map(|h| h.frames.len()).sum::<usize>())
+                .max_by_key(|s| s.frame_count())
                 .ok_or_else(|| no(format!("no {} series for channel {} ({})", c.modality, c.index, c.name)))
         })
         .collect()

@@ -41,9 +41,8 @@ pub fn ct_phases<'a>(
     index: &'a FolderIndex,
     study_uid: &str,
 ) -> Result<(Option<&'a SeriesIndex>, Option<&'a SeriesIndex>), PipelineError> {
-    let frames = |s: &SeriesIndex| s.instances.iter().map(|h| h.frames.len()).sum::<usize>();
     let cts: Vec<&SeriesIndex> =
-        index.series.iter().filter(|s| s.study_uid == study_uid && s.modality == "CT" && frames(s) > 0).collect();
+        index.series.iter().filter(|s| s.study_uid == study_uid && s.modality == "CT" && s.frame_count() > 0).collect();
     if cts.is_empty() {
         return Err(PipelineError::NoInput {
             study_uid: study_uid.to_string(),
@@ -55,7 +54,7 @@ pub fn ct_phases<'a>(
         cts.iter()
             .copied()
             .filter(|s| description(s).as_deref().and_then(named_phase) == Some(phase))
-            .max_by_key(|s| frames(s))
+            .max_by_key(|s| s.frame_count())
     };
     let (mut arterial, mut venous) = (named(Phase::Arterial), named(Phase::Venous));
     let mut unnamed: Vec<&SeriesIndex> =
