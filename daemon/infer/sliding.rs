@@ -773,7 +773,9 @@ mod tests {
     /// uneven steps.
     #[test]
     fn streaming_equals_the_whole_volume_computation() {
-        let cases: [([usize; 3], [usize; 3], f64, &[usize], usize, usize, usize); 6] = [
+        // (shape, patch, step, mirror axes, batch, classes, channels)
+        type Case = ([usize; 3], [usize; 3], f64, &'static [usize], usize, usize, usize);
+        let cases: [Case; 6] = [
             ([23, 13, 10], [6, 8, 8], 0.5, &[0, 1, 2], 3, 3, 1),
             ([23, 13, 10], [6, 8, 8], 0.5, &[], 5, 2, 2),
             ([4, 19, 17], [6, 8, 8], 0.5, &[1, 2], 2, 2, 1),
