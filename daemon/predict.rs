@@ -163,7 +163,11 @@ pub fn run(a: &Args) -> Result<bool> {
         let vols: Vec<Volume<f32>> =
             (0..n_channels).map(|c| nifti::read_f32(&files[&c]).map_err(anyhow::Error::from)).collect::<Result<_>>()?;
         let refs: Vec<&Volume<f32>> = vols.iter().collect();
-        let p = predictor.predict(&refs, a.save_probabilities, |done, total| {
+        let prepared = edgeseg::infer::prepare(&predictor.package, &refs)?;
+        // The network input is made: the images read are not needed again.
+        drop(refs);
+        drop(vols);
+        let p = predictor.predict_prepared(prepared, a.save_probabilities, |done, total| {
             if tty {
                 let width = 30;
                 let filled = done * width / total.max(1);
