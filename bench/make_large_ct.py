@@ -21,7 +21,7 @@ import nibabel as nib
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "fixtures"))
-from onnx_package import MEAN, P005, P995, STD, configuration, network  # noqa: E402
+from onnx_package import MEAN, P005, P995, STD, configuration, nearest_centre_network, network  # noqa: E402
 
 
 def main() -> None:
@@ -32,11 +32,14 @@ def main() -> None:
     ap.add_argument("--model-spacing", type=float, nargs=3, default=[0.8, 0.8, 1.0], help="x y z, mm")
     ap.add_argument("--patch", type=int, default=128)
     ap.add_argument("--folds", type=int, default=2)
+    ap.add_argument("--classes", type=int, default=2, choices=[2, 3],
+                    help="2: point-wise lesion model; 3: nearest-centre air / soft tissue / bone model")
     a = ap.parse_args()
     model = a.out / "model"
     model.mkdir(parents=True, exist_ok=True)
     zyx = [a.model_spacing[2], a.model_spacing[1], a.model_spacing[0]]
-    conf = configuration(a.patch, a.shape[::-1], zyx, ["CTNormalization"])
+    conf = configuration(a.patch, a.shape[::-1], zyx, ["CTNormalization"],
+                         arch="pointwise" if a.classes == 2 else "nearest")
     plans = {
         "dataset_name": "Dataset903_LargeCT", "plans_name": "nnUNetPlans", "image_reader_writer": "SimpleITKIO",
         "transpose_forward": [0, 1, 2], "transpose_backward": [0, 1, 2], "configurations": {"3d_fullres": conf},
@@ -44,13 +47,18 @@ def main() -> None:
             "0": {"max": 3000.0, "mean": MEAN, "median": MEAN, "min": -1000.0, "percentile_00_5": P005,
                   "percentile_99_5": P995, "std": STD}},
     }
-    dataset = {"channel_names": {"0": "CT"}, "labels": {"background": 0, "lesion": 1},
-               "numTraining": 0, "file_ending": ".nii.gz"}
+    labels = {"background": 0, "lesion": 1} if a.classes == 2 else {"background": 0, "tissue": 1, "bone": 2}
+    dataset = {"channel_names": {"0": "CT"}, "labels": labels, "numTraining": 0, "file_ending": ".nii.gz"}
     (model / "plans.json").write_text(json.dumps(plans, indent=2))
     (model / "dataset.json").write_text(json.dumps(dataset, indent=2))
     folds = list(range(a.folds))
     for f in folds:
-        network(model / f"fold_{f}.onnx", 1.0 + f, a.patch)
+        if a.classes == 2:
+            network(model / f"fold_{f}.onnx", 1.0 + f, a.patch)
+        else:
+            # Air, soft tissue, bone in normalised units, each fold a little apart.
+            hu = [-1000.0 + 10 * f, 40.0 + 5 * f, 700.0 - 10 * f]
+            nearest_centre_network(model / f"fold_{f}.onnx", [(h - MEAN) / STD for h in hu], a.patch)
     sha = lambda p: hashlib.sha256(p.read_bytes()).hexdigest()  # noqa: E731
     files = {n: sha(model / n) for n in ["plans.json", "dataset.json", *[f"fold_{f}.onnx" for f in folds]]}
     toml = [

@@ -1,29 +1,46 @@
 #!/usr/bin/env bash
-# Peak memory of `edgeseg predict` on a clinical-size CT (512×512×1000, int16
-# NIfTI, 0.8×0.8×1.0 mm): a point-wise CT model at the input's own spacing (the
-# heaviest case: the working resolution is the input's) and at 1.5 mm (the
-# resampling path). Peak RSS from /usr/bin/time -v; one fold, no mirroring
-# (memory does not depend on either: folds are summed one after another).
-#   bench/memory.sh [WORKDIR]
+# Peak memory of `edgeseg predict` on a clinical-size CT (512×512×1000 by
+# default, int16 NIfTI, 0.8×0.8×1.0 mm) with CT models made by
+# bench/make_large_ct.py (numpy/onnx, not edgeseg): point-wise or
+# nearest-centre networks, so the network itself costs nothing and the figure
+# is edgeseg's own buffers. Peak RSS from GNU time.
+#   bench/memory.sh [WORKDIR]            the cases below
+#   CASES="own-3c-5f-tta" bench/memory.sh  some of them
+# Cases: own-2c-f0      model at the input's spacing, 2 classes, fold 0, no mirroring
+#        res15-2c-f0    model at 1.5 mm (resampling both ways), 2 classes, fold 0
+#        own-3c-5f-tta  model at the input's spacing, 3 classes, 5 folds, mirroring
+#        res15-3c-5f-tta  1.5 mm, 3 classes, 5 folds, mirroring
+# SHAPE="512 512 300" changes the CT's size (x y z).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 work=${1:-$root/target/bench-memory}
+shape=${SHAPE:-512 512 1000}
+cases=${CASES:-own-2c-f0 res15-2c-f0 own-3c-5f-tta}
 "$root/scripts/deps.sh"
 "$root/scripts/venv.sh"
 export ORT_DYLIB_PATH=${ORT_DYLIB_PATH:-$(ls "$root"/.venv/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so.* | head -1)}
 cargo build --release --quiet --manifest-path "$root/Cargo.toml"
-bin=$root/target/release/edgeseg
-for sp in 0.8 1.5; do
-    d=$work/model-$sp
+bin=${CARGO_TARGET_DIR:-$root/target}/release/edgeseg
+for c in $cases; do
+    case $c in
+        own-*) sp=0.8 zsp=1.0 ;;
+        res15-*) sp=1.5 zsp=1.5 ;;
+        *) echo "unknown case $c" >&2; exit 2 ;;
+    esac
+    case $c in *-2c-*) classes=2 ;; *) classes=3 ;; esac
+    case $c in *-5f-*) folds=5 flags=(-f 0 1 2 3 4) ;; *) folds=2 flags=(-f 0 --disable-tta) ;; esac
+    d=$work/${c}-${shape// /x}
     if [ ! -f "$d/input/CASE_0000.nii.gz" ]; then
-        zsp=$([ "$sp" = 0.8 ] && echo 1.0 || echo "$sp")
-        "$root/.venv/bin/python" "$root/bench/make_large_ct.py" --out "$d" --model-spacing "$sp" "$sp" "$zsp" >/dev/null
+        # shellcheck disable=SC2086
+        "$root/.venv/bin/python" "$root/bench/make_large_ct.py" --out "$d" --shape $shape \
+            --model-spacing "$sp" "$sp" "$zsp" --classes "$classes" --folds "$folds" >/dev/null
     fi
     rm -rf "$d/out"
-    /usr/bin/time -v "$bin" predict -i "$d/input" -o "$d/out" -m "$d/model" -f 0 --disable-tta --threads "$(nproc)" \
+    /usr/bin/time -v "$bin" predict -i "$d/input" -o "$d/out" -m "$d/model" "${flags[@]}" --threads "$(nproc)" \
         2>"$d/time.log" >"$d/stdout.log"
     rss=$(awk '/Maximum resident/ {print $6}' "$d/time.log")
     wall=$(awk '/Elapsed \(wall/ {print $8}' "$d/time.log")
-    printf 'model spacing %s mm: peak RSS %.2f GiB (input f32 volume 1.00 GiB), wall %s; %s\n' \
-        "$sp" "$(echo "$rss / 1048576" | bc -l)" "$wall" "$(tail -1 "$d/stdout.log")"
+    vox=$(echo "$shape" | awk '{print $1*$2*$3}')
+    printf '%s (%s): peak RSS %.2f GiB = %.1f bytes a voxel, wall %s; %s\n' "$c" "$shape" \
+        "$(echo "$rss / 1048576" | bc -l)" "$(echo "$rss * 1024 / $vox" | bc -l)" "$wall" "$(tail -1 "$d/stdout.log")"
 done

@@ -247,9 +247,16 @@ pub fn run(a: &Args) -> Result<bool> {
                 continue;
             }
         };
-        let refs: Vec<&Volume<f32>> = vols.iter().collect();
-        let p = predictor.predict(&refs, a.save_probabilities, |done, total| {
-            progress.step(done as f64 / total.max(1) as f64, &format!("tile {done}/{total}"));
+        let prepared = {
+            let refs: Vec<&Volume<f32>> = vols.iter().collect();
+            edgeseg::infer::prepare(&predictor.package, &refs)
+        };
+        // The network input is made: the images read are not needed again.
+        drop(vols);
+        let p = prepared.and_then(|prepared| {
+            predictor.predict_prepared(prepared, a.save_probabilities, |done, total| {
+                progress.step(done as f64 / total.max(1) as f64, &format!("tile {done}/{total}"));
+            })
         });
         let p = match p {
             Ok(p) => p,

@@ -60,3 +60,48 @@ pub fn disable_onnxruntime_telemetry() {
     // thread can read or write the environment concurrently.
     unsafe { std::env::set_var("ORT_DISABLE_TELEMETRY", "1") };
 }
+
+/// The memory this process may use: the smaller of the machine's memory
+/// (MemTotal) and its cgroup v2 limit (`memory.max` of its own cgroup, as
+/// systemd's MemoryMax sets it; "max" is no limit). 8 GiB when neither can be read.
+pub fn memory_limit_bytes() -> u64 {
+    let total = std::fs::read_to_string("/proc/meminfo").ok().and_then(|t| meminfo_total(&t));
+    let cgroup = std::fs::read_to_string("/proc/self/cgroup").ok().and_then(|t| {
+        let rel = t.lines().find_map(|l| l.strip_prefix("0::"))?.trim().to_string();
+        std::fs::read_to_string(format!("/sys/fs/cgroup{rel}/memory.max")).ok()
+    });
+    let cgroup = cgroup.and_then(|t| t.trim().parse::<u64>().ok());
+    match (total, cgroup) {
+        (Some(t), Some(c)) => t.min(c),
+        (Some(t), None) => t,
+        (None, Some(c)) => c,
+        (None, None) => 8 << 30,
+    }
+}
+
+/// MemTotal of /proc/meminfo, in bytes.
+fn meminfo_total(text: &str) -> Option<u64> {
+    let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+#[cfg(test)]
+mod memory_tests {
+    #[test]
+    fn meminfo_total_is_read_in_bytes() {
+        let t = "MemTotal:       24576000 kB\nMemFree:         1000 kB\n";
+        assert_eq!(super::meminfo_total(t), Some(24_576_000 * 1024));
+        assert_eq!(super::meminfo_total("MemFree: 1 kB\n"), None);
+    }
+
+    #[test]
+    fn the_limit_is_positive_and_at_most_the_machine() {
+        let l = super::memory_limit_bytes();
+        let t = std::fs::read_to_string("/proc/meminfo").ok().and_then(|t| super::meminfo_total(&t));
+        assert!(l > 0);
+        if let Some(t) = t {
+            assert!(l <= t);
+        }
+    }
+}

@@ -4,6 +4,7 @@
 //! back to the input grid. Knows nothing of DICOM, queues or services:
 //! volumes in, a label map out.
 
+pub mod memory;
 pub mod model;
 pub mod onnx;
 pub mod preprocess;
@@ -208,13 +209,43 @@ impl Predictor {
             classes: pkg.num_classes(),
         };
         let nets: Vec<&dyn Network> = self.nets.iter().map(|f| f.net.as_ref()).collect();
-        let logits = sliding::predict(&nets, &pre.data, pre.channels, pre.shape, &settings, progress)?;
-        // The normalised input is not needed on the way back.
-        pre.data = Vec::new();
-        let inference_s = t.elapsed().as_secs_f64();
-        let t = Instant::now();
-        let (labels, probs) = export(pkg, logits, &pre, probabilities)?;
-        let export_s = t.elapsed().as_secs_f64();
+        let cshape = pre.props.shape_after_cropping;
+        let (labels, probs, inference_s, export_s) = if !probabilities && pre.shape == cshape {
+            // At the input's own spacing without probabilities: each finished
+            // slab of logits goes straight to the label map (argmax, first
+            // class wins ties as numpy), so no volume-sized logits exist.
+            let k = settings.classes;
+            let row = cshape[1] * cshape[2];
+            let mut arg = vec![0u8; cshape.iter().product()];
+            sliding::predict_streaming(&nets, &pre.data, pre.channels, pre.shape, &settings, progress, |slab| {
+                let n = slab.rows.len() * row;
+                let out = &mut arg[slab.rows.start * row..slab.rows.start * row + n];
+                for (i, o) in out.iter_mut().enumerate() {
+                    let mut best = f32::NEG_INFINITY;
+                    for c in 0..k {
+                        let v = sliding::from_half(slab.half[c * n + i]);
+                        if v > best {
+                            best = v;
+                            *o = c as u8;
+                        }
+                    }
+                }
+                Ok(())
+            })?;
+            pre.data = Vec::new();
+            let inference_s = t.elapsed().as_secs_f64();
+            let t = Instant::now();
+            let labels = uncrop_labels(pkg, &pre, &arg);
+            (labels, None, inference_s, t.elapsed().as_secs_f64())
+        } else {
+            let logits = sliding::predict(&nets, &pre.data, pre.channels, pre.shape, &settings, progress)?;
+            // The normalised input is not needed on the way back.
+            pre.data = Vec::new();
+            let inference_s = t.elapsed().as_secs_f64();
+            let t = Instant::now();
+            let (labels, probs) = export(pkg, logits, &pre, probabilities)?;
+            (labels, probs, inference_s, t.elapsed().as_secs_f64())
+        };
         let to_volume = |data| Volume { geometry: g.clone(), data };
         Ok(Prediction {
             labels: to_volume(labels),
@@ -321,6 +352,28 @@ pub fn probe_disagreement(
 /// Largest probe disagreement at which an FP16 engine is still trusted.
 pub const FP16_MAX_DISAGREEMENT: f64 = 0.005;
 
+/// A cropped label map at the cropped shape back to the input grid: pasted
+/// into the uncropped shape (background outside the crop), transpose_backward.
+fn uncrop_labels(pkg: &ModelPackage, pre: &preprocess::Preprocessed, arg: &[u8]) -> Vec<u8> {
+    let cshape = pre.props.shape_after_cropping;
+    let bshape = pre.props.shape_before_cropping;
+    let bbox = pre.props.bbox;
+    let mut full = vec![0u8; bshape.iter().product()];
+    let mut i = 0;
+    for a in bbox[0][0]..bbox[0][1] {
+        for b in bbox[1][0]..bbox[1][1] {
+            let row = (a * bshape[1] + b) * bshape[2];
+            full[row + bbox[2][0]..row + bbox[2][1]].copy_from_slice(&arg[i..i + cshape[2]]);
+            i += cshape[2];
+        }
+    }
+    let tb = &pkg.plans.transpose_backward;
+    if *tb == [0, 1, 2] {
+        return full;
+    }
+    transpose(&full, bshape, [tb[0], tb[1], tb[2]]).0
+}
+
 /// A label map and, when asked for, per-class probabilities (C order).
 type Exported = (Vec<u8>, Option<Vec<Vec<f32>>>);
 
@@ -364,21 +417,10 @@ fn export(
     drop(logits);
     let bshape = pre.props.shape_before_cropping;
     let bbox = pre.props.bbox;
-    let paste = |src: &[u8]| -> Vec<u8> {
-        let mut full = vec![0u8; bshape.iter().product()];
-        let mut i = 0;
-        for a in bbox[0][0]..bbox[0][1] {
-            for b in bbox[1][0]..bbox[1][1] {
-                let row = (a * bshape[1] + b) * bshape[2];
-                full[row + bbox[2][0]..row + bbox[2][1]].copy_from_slice(&src[i..i + cshape[2]]);
-                i += cshape[2];
-            }
-        }
-        full
-    };
     let tb = &pkg.plans.transpose_backward;
     let perm = [tb[0], tb[1], tb[2]];
-    let (labels, _) = transpose(&paste(&arg), bshape, perm);
+    let labels = uncrop_labels(pkg, pre, &arg);
+    drop(arg);
     let probs = if probabilities {
         // Softmax per voxel, then each class uncropped (background 1 outside).
         let mut out = Vec::with_capacity(k);

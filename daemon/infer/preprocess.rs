@@ -161,19 +161,18 @@ pub fn preprocess(
         }
     }
     // Crop to the non-zero bounding box of the hole-filled any-channel mask.
-    let n = tshape[0] * tshape[1] * tshape[2];
-    let nonzero: Vec<bool> = (0..n).map(|i| transposed.iter().any(|c| c[i] != 0.0)).collect();
-    let filled = fill_holes(&nonzero, tshape);
+    // Filling holes adds only voxels enclosed by non-zero ones, so the box is
+    // the non-zero voxels' box, found by one scan without a mask volume.
     let mut bbox = [[usize::MAX, 0usize]; 3];
     for a in 0..tshape[0] {
         for b in 0..tshape[1] {
-            for c in 0..tshape[2] {
-                if filled[(a * tshape[1] + b) * tshape[2] + c] {
-                    for (ax, v) in [a, b, c].into_iter().enumerate() {
-                        bbox[ax][0] = bbox[ax][0].min(v);
-                        bbox[ax][1] = bbox[ax][1].max(v + 1);
-                    }
-                }
+            let row = (a * tshape[1] + b) * tshape[2];
+            let nz = |c: usize| transposed.iter().any(|t| t[row + c] != 0.0);
+            let Some(first) = (0..tshape[2]).find(|&c| nz(c)) else { continue };
+            let last = (first..tshape[2]).rev().find(|&c| nz(c)).unwrap_or(first);
+            for (ax, (lo, hi)) in [(a, a), (b, b), (first, last)].into_iter().enumerate() {
+                bbox[ax][0] = bbox[ax][0].min(lo);
+                bbox[ax][1] = bbox[ax][1].max(hi + 1);
             }
         }
     }
@@ -190,18 +189,23 @@ pub fn preprocess(
             }
         }
     };
-    drop(nonzero);
-    let mask: Vec<bool> = {
-        let mut out = Vec::with_capacity(cshape[0] * cshape[1] * cshape[2]);
+    // The hole-filled mask, only where a normalisation uses it, made on the
+    // crop: outside the box all is background connected to the border, so a
+    // background region touches the box's faces exactly when it reaches the
+    // volume's border, and filling the crop equals cropping the filled volume.
+    let needs_mask = pkg.config.use_mask_for_norm.iter().take(channels.len()).any(|&m| m);
+    let mask: Vec<bool> = if needs_mask {
+        let mut nonzero = Vec::with_capacity(cshape[0] * cshape[1] * cshape[2]);
         for a in bbox[0][0]..bbox[0][1] {
             for b in bbox[1][0]..bbox[1][1] {
                 let row = (a * tshape[1] + b) * tshape[2];
-                out.extend_from_slice(&filled[row + bbox[2][0]..row + bbox[2][1]]);
+                nonzero.extend((bbox[2][0]..bbox[2][1]).map(|c| transposed.iter().any(|t| t[row + c] != 0.0)));
             }
         }
-        out
+        fill_holes(&nonzero, cshape)
+    } else {
+        Vec::new()
     };
-    drop(filled);
     let target = [pkg.config.spacing[0], pkg.config.spacing[1], pkg.config.spacing[2]];
     let new_shape = compute_new_shape(cshape, original_spacing, target);
     // A volume thinner than half a voxel of the model's grid (one slice, say)
@@ -275,5 +279,71 @@ mod tests {
         let f = fill_holes(&m, shape);
         assert!(f[(1 * 5 + 2) * 5 + 2]);
         assert!(!f[0]);
+    }
+
+    /// Filling the holes of the crop to the non-zero box equals cropping the
+    /// filled volume (what nnU-Net does), on random shells with and without
+    /// holes, open and closed, touching the volume's faces or not.
+    #[test]
+    fn filling_the_crop_equals_cropping_the_filled_volume() {
+        let mut state = 0x1234_5678_9abc_def0u64;
+        let mut rnd = |n: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % n as u64) as usize
+        };
+        for _ in 0..200 {
+            let shape = [3 + rnd(6), 3 + rnd(7), 3 + rnd(8)];
+            let n = shape[0] * shape[1] * shape[2];
+            let mut m = vec![false; n];
+            for _ in 0..1 + rnd(3) {
+                let lo = [rnd(shape[0]), rnd(shape[1]), rnd(shape[2])];
+                let hi = [0, 1, 2].map(|a| (lo[a] + 1 + rnd(shape[a])).min(shape[a]));
+                for a in lo[0]..hi[0] {
+                    for b in lo[1]..hi[1] {
+                        for c in lo[2]..hi[2] {
+                            let shell = [
+                                a == lo[0] || a + 1 == hi[0],
+                                b == lo[1] || b + 1 == hi[1],
+                                c == lo[2] || c + 1 == hi[2],
+                            ];
+                            if shell.iter().any(|&x| x) && rnd(9) > 0 {
+                                m[(a * shape[1] + b) * shape[2] + c] = true;
+                            }
+                        }
+                    }
+                }
+            }
+            let full = fill_holes(&m, shape);
+            let mut bbox = [[usize::MAX, 0usize]; 3];
+            for a in 0..shape[0] {
+                for b in 0..shape[1] {
+                    for c in 0..shape[2] {
+                        if m[(a * shape[1] + b) * shape[2] + c] {
+                            for (ax, v) in [a, b, c].into_iter().enumerate() {
+                                bbox[ax][0] = bbox[ax][0].min(v);
+                                bbox[ax][1] = bbox[ax][1].max(v + 1);
+                            }
+                        }
+                    }
+                }
+            }
+            if bbox[0][0] == usize::MAX {
+                continue;
+            }
+            let cshape = [0, 1, 2].map(|a| bbox[a][1] - bbox[a][0]);
+            let crop = |v: &[bool]| {
+                let mut out = Vec::new();
+                for a in bbox[0][0]..bbox[0][1] {
+                    for b in bbox[1][0]..bbox[1][1] {
+                        let row = (a * shape[1] + b) * shape[2];
+                        out.extend_from_slice(&v[row + bbox[2][0]..row + bbox[2][1]]);
+                    }
+                }
+                out
+            };
+            assert_eq!(fill_holes(&crop(&m), cshape), crop(&full), "shape {shape:?} box {bbox:?}");
+        }
     }
 }

@@ -199,15 +199,107 @@ pub struct WindowSettings {
 }
 
 /// Sliding-window logits of a preprocessed case (C × shape) averaged over the
-/// networks (folds): K × shape.
+/// networks (folds): K × shape. The whole volume's logits at once, from
+/// [`predict_streaming`] (the same arithmetic).
 pub fn predict(
     nets: &[&dyn Network],
     data: &[f32],
     channels: usize,
     shape: [usize; 3],
     s: &WindowSettings,
-    mut progress: impl FnMut(usize, usize),
+    progress: impl FnMut(usize, usize),
 ) -> Result<Logits, InferError> {
+    let k = s.classes;
+    let plane = shape[0] * shape[1] * shape[2];
+    let row = shape[1] * shape[2];
+    let mut logits = vec![0u16; k * plane];
+    predict_streaming(nets, data, channels, shape, s, progress, |slab| {
+        let n = slab.rows.len() * row;
+        for ch in 0..k {
+            let dst = ch * plane + slab.rows.start * row;
+            logits[dst..dst + n].copy_from_slice(&slab.half[ch * n..(ch + 1) * n]);
+        }
+        Ok(())
+    })?;
+    Ok(Logits { half: logits, classes: k, plane })
+}
+
+/// Finished rows of the ensemble's logits: `rows` of axis 0 (of the
+/// unpadded shape), K × rows × shape[1] × shape[2] half bits, class-major.
+pub struct Slab {
+    /// Rows of axis 0.
+    pub rows: std::ops::Range<usize>,
+    /// Half bits, class-major, C order within a class.
+    pub half: Vec<u16>,
+}
+
+/// Planes of axis 0 from `start` on, each `width` half values, added at the
+/// back as tiles reach them and taken from the front once final.
+struct Planes {
+    start: usize,
+    width: usize,
+    planes: std::collections::VecDeque<Vec<u16>>,
+}
+
+impl Planes {
+    fn new(width: usize) -> Self {
+        Planes { start: 0, width, planes: std::collections::VecDeque::new() }
+    }
+
+    /// Holds planes up to `end` (exclusive), new ones zero.
+    fn ensure(&mut self, end: usize) {
+        while self.start + self.planes.len() < end {
+            self.planes.push_back(vec![0u16; self.width]);
+        }
+    }
+
+    /// Plane `p` (which `ensure` made and `pop` has not taken).
+    fn get_mut(&mut self, p: usize) -> &mut [u16] {
+        &mut self.planes[p - self.start]
+    }
+
+    fn get(&self, p: usize) -> &[u16] {
+        &self.planes[p - self.start]
+    }
+
+    /// Takes the first plane.
+    fn pop(&mut self) -> Vec<u16> {
+        self.start += 1;
+        self.planes.pop_front().unwrap_or_else(|| vec![0u16; self.width])
+    }
+}
+
+/// One network's (fold's) progress through the tiles.
+struct FoldState {
+    /// Its tile accumulator, K planes of the padded plane size per row.
+    acc: Planes,
+    /// Mirror variants summed so far per tile (f32, as nnU-Net).
+    sums: Vec<Option<(Vec<f32>, usize)>>,
+    /// Next work item.
+    next: usize,
+}
+
+/// Sliding-window inference streamed along axis 0 (nnU-Net's slowest tile
+/// axis): tile rows are visited in nnU-Net's order, every fold runs each row
+/// in turn, and the rows no later tile touches go to `sink` as soon as every
+/// fold has finished them. Per voxel the additions are nnU-Net's, in its
+/// order (tiles in order within a fold, then folds in order, half precision
+/// after each), so the logits equal [`predict`]'s bit for bit; the batches of
+/// tiles are the same too. Memory: per fold the planes its open tiles cover
+/// (about one patch depth of K planes), the weight map for those planes and
+/// one slab of the folds' sum, instead of volume-sized buffers.
+pub fn predict_streaming(
+    nets: &[&dyn Network],
+    data: &[f32],
+    channels: usize,
+    shape: [usize; 3],
+    s: &WindowSettings,
+    mut progress: impl FnMut(usize, usize),
+    mut sink: impl FnMut(Slab) -> Result<(), InferError>,
+) -> Result<(), InferError> {
+    if nets.is_empty() {
+        return Err(InferError::Model("no network (fold) to run".into()));
+    }
     let patch = s.patch;
     // Pad to at least the patch size (below = diff/2, above = the rest).
     let padded: [usize; 3] = [0, 1, 2].map(|a| shape[a].max(patch[a]));
@@ -230,130 +322,174 @@ pub fn predict(
         Cow::Owned(input)
     };
     let g = gaussian(patch);
-    let tiles: Vec<[usize; 3]> = {
-        let st: Vec<Vec<usize>> = (0..3).map(|a| steps(padded[a], patch[a], s.step_size)).collect();
-        let mut t = Vec::new();
-        for &a in &st[0] {
-            for &b in &st[1] {
-                for &c in &st[2] {
-                    t.push([a, b, c]);
-                }
+    let st: Vec<Vec<usize>> = (0..3).map(|a| steps(padded[a], patch[a], s.step_size)).collect();
+    let mut tiles: Vec<[usize; 3]> = Vec::new();
+    for &a in &st[0] {
+        for &b in &st[1] {
+            for &c in &st[2] {
+                tiles.push([a, b, c]);
             }
         }
-        t
-    };
+    }
     let k = s.classes;
     let tile_n = patch[0] * patch[1] * patch[2];
     let combos = mirror_combinations(&s.mirror_axes);
     let variants = 1 + combos.len();
     let per_call = s.batch_size.max(1);
-    // The Gaussian weight sum is the same for every fold.
-    let mut weight = vec![0u16; pplane];
-    for &[a0, b0, c0] in &tiles {
-        for a in 0..patch[0] {
-            for b in 0..patch[1] {
-                let dst = ((a0 + a) * padded[1] + b0 + b) * padded[2] + c0;
-                let src = (a * patch[1] + b) * patch[2];
-                for c in 0..patch[2] {
-                    weight[dst + c] = to_half(f16_round(from_half(weight[dst + c]) + g[src + c]));
-                }
-            }
-        }
-    }
     // Work items: (tile, mirror variant), batched across both.
     let items: Vec<(usize, usize)> = (0..tiles.len()).flat_map(|t| (0..variants).map(move |v| (t, v))).collect();
+    let per_row = st[1].len() * st[2].len() * variants;
     let total_tiles = tiles.len() * nets.len();
     let mut done_tiles = 0;
-    let mut logits = vec![0u16; k * plane];
-    let mut acc = vec![0u16; k * pplane];
-    for (fold, net) in nets.iter().enumerate() {
-        acc.iter_mut().for_each(|v| *v = 0);
-        let mut sums: Vec<Option<(Vec<f32>, usize)>> = vec![None; tiles.len()];
-        for chunk in items.chunks(per_call) {
-            let mut batch = Vec::with_capacity(chunk.len() * channels * tile_n);
-            for &(t, v) in chunk {
-                let [a0, b0, c0] = tiles[t];
-                let mut tile = Vec::with_capacity(channels * tile_n);
-                for ch in 0..channels {
-                    for a in 0..patch[0] {
-                        for b in 0..patch[1] {
-                            let src = ch * pplane + ((a0 + a) * padded[1] + b0 + b) * padded[2] + c0;
-                            tile.extend_from_slice(&input[src..src + patch[2]]);
-                        }
-                    }
-                }
-                if v > 0 {
-                    tile = flip(&tile, channels, patch, &combos[v - 1]);
-                }
-                batch.extend_from_slice(&tile);
-            }
-            let out = net.run(&batch, chunk.len())?;
-            if out.len() != chunk.len() * k * tile_n {
-                return Err(InferError::Engine(format!(
-                    "network returned {} values, {} expected ({} tiles × {k} classes × {tile_n})",
-                    out.len(),
-                    chunk.len() * k * tile_n,
-                    chunk.len()
-                )));
-            }
-            for (i, &(t, v)) in chunk.iter().enumerate() {
-                let mut pred = out[i * k * tile_n..(i + 1) * k * tile_n].to_vec();
-                if v > 0 {
-                    pred = flip(&pred, k, patch, &combos[v - 1]);
-                }
-                let slot = &mut sums[t];
-                match slot {
-                    Some((sum, n)) => {
-                        for (x, y) in sum.iter_mut().zip(&pred) {
-                            *x += *y;
-                        }
-                        *n += 1;
-                    }
-                    None => *slot = Some((pred, 1)),
-                }
-                if let Some((sum, n)) = slot.as_ref().filter(|(_, n)| *n == variants) {
-                    // Tile complete: mirror average (f32), Gaussian weight,
-                    // accumulated in half precision as nnU-Net does.
+    // A padded plane (axis 0) holds p1 × p2 values; the output keeps s1 × s2.
+    let pp = padded[1] * padded[2];
+    let sp = shape[1] * shape[2];
+    let mut folds: Vec<FoldState> =
+        nets.iter().map(|_| FoldState { acc: Planes::new(k * pp), sums: vec![None; tiles.len()], next: 0 }).collect();
+    // The Gaussian weight sum (the same for every fold) and the folds' sum.
+    let mut weight = Planes::new(pp);
+    let mut sum = Planes::new(k * sp);
+    for (row, _) in st[0].iter().enumerate() {
+        let row_end = ((row + 1) * per_row).min(items.len());
+        // Planes below `bound` are touched by no later tile row.
+        let bound = st[0].get(row + 1).copied().unwrap_or(padded[0]);
+        for (fold, net) in nets.iter().enumerate() {
+            let fs = &mut folds[fold];
+            while fs.next < row_end {
+                let chunk = &items[fs.next..(fs.next + per_call).min(items.len())];
+                fs.next += chunk.len();
+                let mut batch = Vec::with_capacity(chunk.len() * channels * tile_n);
+                for &(t, v) in chunk {
                     let [a0, b0, c0] = tiles[t];
-                    let inv = *n as f32;
-                    for ch in 0..k {
+                    let mut tile = Vec::with_capacity(channels * tile_n);
+                    for ch in 0..channels {
                         for a in 0..patch[0] {
                             for b in 0..patch[1] {
-                                let dst = ch * pplane + ((a0 + a) * padded[1] + b0 + b) * padded[2] + c0;
-                                let src = ch * tile_n + (a * patch[1] + b) * patch[2];
-                                let gsrc = (a * patch[1] + b) * patch[2];
-                                for c in 0..patch[2] {
-                                    let v = from_half(acc[dst + c]) + sum[src + c] / inv * g[gsrc + c];
-                                    acc[dst + c] = to_half(f16_round(v));
-                                }
+                                let src = ch * pplane + ((a0 + a) * padded[1] + b0 + b) * padded[2] + c0;
+                                tile.extend_from_slice(&input[src..src + patch[2]]);
                             }
                         }
                     }
-                    sums[t] = None;
-                    done_tiles += 1;
-                    progress(done_tiles, total_tiles);
+                    if v > 0 {
+                        tile = flip(&tile, channels, patch, &combos[v - 1]);
+                    }
+                    batch.extend_from_slice(&tile);
+                }
+                let out = net.run(&batch, chunk.len())?;
+                if out.len() != chunk.len() * k * tile_n {
+                    return Err(InferError::Engine(format!(
+                        "network returned {} values, {} expected ({} tiles × {k} classes × {tile_n})",
+                        out.len(),
+                        chunk.len() * k * tile_n,
+                        chunk.len()
+                    )));
+                }
+                for (i, &(t, v)) in chunk.iter().enumerate() {
+                    let mut pred = out[i * k * tile_n..(i + 1) * k * tile_n].to_vec();
+                    if v > 0 {
+                        pred = flip(&pred, k, patch, &combos[v - 1]);
+                    }
+                    let slot = &mut fs.sums[t];
+                    match slot {
+                        Some((sum, n)) => {
+                            for (x, y) in sum.iter_mut().zip(&pred) {
+                                *x += *y;
+                            }
+                            *n += 1;
+                        }
+                        None => *slot = Some((pred, 1)),
+                    }
+                    if slot.as_ref().is_some_and(|(_, n)| *n == variants) {
+                        let Some((tsum, n)) = slot.take() else { continue };
+                        // Tile complete: mirror average (f32), Gaussian weight,
+                        // accumulated in half precision as nnU-Net does.
+                        let [a0, b0, c0] = tiles[t];
+                        fs.acc.ensure(a0 + patch[0]);
+                        if fold == 0 {
+                            weight.ensure(a0 + patch[0]);
+                        }
+                        let inv = n as f32;
+                        for a in 0..patch[0] {
+                            if fold == 0 {
+                                let w = weight.get_mut(a0 + a);
+                                for b in 0..patch[1] {
+                                    let dst = (b0 + b) * padded[2] + c0;
+                                    let src = (a * patch[1] + b) * patch[2];
+                                    for c in 0..patch[2] {
+                                        w[dst + c] = to_half(f16_round(from_half(w[dst + c]) + g[src + c]));
+                                    }
+                                }
+                            }
+                            let accp = fs.acc.get_mut(a0 + a);
+                            for ch in 0..k {
+                                for b in 0..patch[1] {
+                                    let dst = ch * pp + (b0 + b) * padded[2] + c0;
+                                    let src = ch * tile_n + (a * patch[1] + b) * patch[2];
+                                    let gsrc = (a * patch[1] + b) * patch[2];
+                                    for c in 0..patch[2] {
+                                        let v = from_half(accp[dst + c]) + tsum[src + c] / inv * g[gsrc + c];
+                                        accp[dst + c] = to_half(f16_round(v));
+                                    }
+                                }
+                            }
+                        }
+                        done_tiles += 1;
+                        progress(done_tiles, total_tiles);
+                    }
                 }
             }
-        }
-        // This fold's logits (half), added to the folds' sum (half).
-        for ch in 0..k {
-            for a in 0..shape[0] {
-                for b in 0..shape[1] {
-                    for c in 0..shape[2] {
-                        let p = ((a + below[0]) * padded[1] + b + below[1]) * padded[2] + c + below[2];
-                        let v = f16_round(from_half(acc[ch * pplane + p]) / from_half(weight[p]));
-                        let o = &mut logits[ch * plane + (a * shape[1] + b) * shape[2] + c];
-                        *o = to_half(if fold == 0 { v } else { f16_round(from_half(*o) + v) });
+            // This fold's final planes: its logits (half), added to the
+            // folds' sum (half), fold after fold.
+            fs.acc.ensure(bound);
+            sum.ensure(bound);
+            while fs.acc.start < bound {
+                let p = fs.acc.start;
+                let accp = fs.acc.pop();
+                if p < below[0] || p >= below[0] + shape[0] {
+                    continue;
+                }
+                let w = weight.get(p);
+                let o = sum.get_mut(p);
+                for ch in 0..k {
+                    for b in 0..shape[1] {
+                        for c in 0..shape[2] {
+                            let q = (b + below[1]) * padded[2] + c + below[2];
+                            let v = f16_round(from_half(accp[ch * pp + q]) / from_half(w[q]));
+                            let o = &mut o[ch * sp + b * shape[2] + c];
+                            *o = to_half(if fold == 0 { v } else { f16_round(from_half(*o) + v) });
+                        }
                     }
                 }
             }
         }
+        // Every fold has finished the planes below `bound`: out they go.
+        let first = sum.start.max(below[0]);
+        let last = bound.min(below[0] + shape[0]);
+        let rows = if last > first { first - below[0]..last - below[0] } else { 0..0 };
+        let mut half = vec![0u16; k * rows.len() * sp];
+        let nr = rows.len() * sp;
+        while sum.start < bound {
+            let p = sum.start;
+            let mut o = sum.pop();
+            weight.ensure(p + 1);
+            weight.pop();
+            if p < first || p >= last {
+                continue;
+            }
+            if nets.len() > 1 {
+                let n = nets.len() as f32;
+                o.iter_mut().for_each(|v| *v = to_half(f16_round(from_half(*v) / n)));
+            }
+            let r = p - first;
+            for ch in 0..k {
+                half[ch * nr + r * sp..ch * nr + (r + 1) * sp].copy_from_slice(&o[ch * sp..(ch + 1) * sp]);
+            }
+        }
+        if !rows.is_empty() {
+            sink(Slab { rows, half })?;
+        }
     }
-    if nets.len() > 1 {
-        let n = nets.len() as f32;
-        logits.iter_mut().for_each(|v| *v = to_half(f16_round(from_half(*v) / n)));
-    }
-    Ok(Logits { half: logits, classes: k, plane })
+    Ok(())
 }
 
 #[cfg(test)]
@@ -441,6 +577,231 @@ mod tests {
                 out.extend_from_slice(x);
             }
             Ok(out)
+        }
+    }
+
+    /// The whole-volume implementation the streaming one replaced (nnU-Net
+    /// parity-tested): folds outermost, volume-sized accumulators.
+    #[allow(clippy::too_many_lines)]
+    fn predict_whole(
+        nets: &[&dyn Network],
+        data: &[f32],
+        channels: usize,
+        shape: [usize; 3],
+        s: &WindowSettings,
+        mut progress: impl FnMut(usize, usize),
+    ) -> Result<Logits, InferError> {
+        let patch = s.patch;
+        // Pad to at least the patch size (below = diff/2, above = the rest).
+        let padded: [usize; 3] = [0, 1, 2].map(|a| shape[a].max(patch[a]));
+        let below: [usize; 3] = [0, 1, 2].map(|a| (padded[a] - shape[a]) / 2);
+        let pplane = padded[0] * padded[1] * padded[2];
+        let plane = shape[0] * shape[1] * shape[2];
+        let input: Cow<'_, [f32]> = if padded == shape {
+            Cow::Borrowed(data)
+        } else {
+            let mut input = vec![0f32; channels * pplane];
+            for ch in 0..channels {
+                for a in 0..shape[0] {
+                    for b in 0..shape[1] {
+                        let src = ch * plane + (a * shape[1] + b) * shape[2];
+                        let dst = ch * pplane + ((a + below[0]) * padded[1] + b + below[1]) * padded[2] + below[2];
+                        input[dst..dst + shape[2]].copy_from_slice(&data[src..src + shape[2]]);
+                    }
+                }
+            }
+            Cow::Owned(input)
+        };
+        let g = gaussian(patch);
+        let tiles: Vec<[usize; 3]> = {
+            let st: Vec<Vec<usize>> = (0..3).map(|a| steps(padded[a], patch[a], s.step_size)).collect();
+            let mut t = Vec::new();
+            for &a in &st[0] {
+                for &b in &st[1] {
+                    for &c in &st[2] {
+                        t.push([a, b, c]);
+                    }
+                }
+            }
+            t
+        };
+        let k = s.classes;
+        let tile_n = patch[0] * patch[1] * patch[2];
+        let combos = mirror_combinations(&s.mirror_axes);
+        let variants = 1 + combos.len();
+        let per_call = s.batch_size.max(1);
+        // The Gaussian weight sum is the same for every fold.
+        let mut weight = vec![0u16; pplane];
+        for &[a0, b0, c0] in &tiles {
+            for a in 0..patch[0] {
+                for b in 0..patch[1] {
+                    let dst = ((a0 + a) * padded[1] + b0 + b) * padded[2] + c0;
+                    let src = (a * patch[1] + b) * patch[2];
+                    for c in 0..patch[2] {
+                        weight[dst + c] = to_half(f16_round(from_half(weight[dst + c]) + g[src + c]));
+                    }
+                }
+            }
+        }
+        // Work items: (tile, mirror variant), batched across both.
+        let items: Vec<(usize, usize)> = (0..tiles.len()).flat_map(|t| (0..variants).map(move |v| (t, v))).collect();
+        let total_tiles = tiles.len() * nets.len();
+        let mut done_tiles = 0;
+        let mut logits = vec![0u16; k * plane];
+        let mut acc = vec![0u16; k * pplane];
+        for (fold, net) in nets.iter().enumerate() {
+            acc.iter_mut().for_each(|v| *v = 0);
+            let mut sums: Vec<Option<(Vec<f32>, usize)>> = vec![None; tiles.len()];
+            for chunk in items.chunks(per_call) {
+                let mut batch = Vec::with_capacity(chunk.len() * channels * tile_n);
+                for &(t, v) in chunk {
+                    let [a0, b0, c0] = tiles[t];
+                    let mut tile = Vec::with_capacity(channels * tile_n);
+                    for ch in 0..channels {
+                        for a in 0..patch[0] {
+                            for b in 0..patch[1] {
+                                let src = ch * pplane + ((a0 + a) * padded[1] + b0 + b) * padded[2] + c0;
+                                tile.extend_from_slice(&input[src..src + patch[2]]);
+                            }
+                        }
+                    }
+                    if v > 0 {
+                        tile = flip(&tile, channels, patch, &combos[v - 1]);
+                    }
+                    batch.extend_from_slice(&tile);
+                }
+                let out = net.run(&batch, chunk.len())?;
+                if out.len() != chunk.len() * k * tile_n {
+                    return Err(InferError::Engine(format!(
+                        "network returned {} values, {} expected ({} tiles × {k} classes × {tile_n})",
+                        out.len(),
+                        chunk.len() * k * tile_n,
+                        chunk.len()
+                    )));
+                }
+                for (i, &(t, v)) in chunk.iter().enumerate() {
+                    let mut pred = out[i * k * tile_n..(i + 1) * k * tile_n].to_vec();
+                    if v > 0 {
+                        pred = flip(&pred, k, patch, &combos[v - 1]);
+                    }
+                    let slot = &mut sums[t];
+                    match slot {
+                        Some((sum, n)) => {
+                            for (x, y) in sum.iter_mut().zip(&pred) {
+                                *x += *y;
+                            }
+                            *n += 1;
+                        }
+                        None => *slot = Some((pred, 1)),
+                    }
+                    if let Some((sum, n)) = slot.as_ref().filter(|(_, n)| *n == variants) {
+                        // Tile complete: mirror average (f32), Gaussian weight,
+                        // accumulated in half precision as nnU-Net does.
+                        let [a0, b0, c0] = tiles[t];
+                        let inv = *n as f32;
+                        for ch in 0..k {
+                            for a in 0..patch[0] {
+                                for b in 0..patch[1] {
+                                    let dst = ch * pplane + ((a0 + a) * padded[1] + b0 + b) * padded[2] + c0;
+                                    let src = ch * tile_n + (a * patch[1] + b) * patch[2];
+                                    let gsrc = (a * patch[1] + b) * patch[2];
+                                    for c in 0..patch[2] {
+                                        let v = from_half(acc[dst + c]) + sum[src + c] / inv * g[gsrc + c];
+                                        acc[dst + c] = to_half(f16_round(v));
+                                    }
+                                }
+                            }
+                        }
+                        sums[t] = None;
+                        done_tiles += 1;
+                        progress(done_tiles, total_tiles);
+                    }
+                }
+            }
+            // This fold's logits (half), added to the folds' sum (half).
+            for ch in 0..k {
+                for a in 0..shape[0] {
+                    for b in 0..shape[1] {
+                        for c in 0..shape[2] {
+                            let p = ((a + below[0]) * padded[1] + b + below[1]) * padded[2] + c + below[2];
+                            let v = f16_round(from_half(acc[ch * pplane + p]) / from_half(weight[p]));
+                            let o = &mut logits[ch * plane + (a * shape[1] + b) * shape[2] + c];
+                            *o = to_half(if fold == 0 { v } else { f16_round(from_half(*o) + v) });
+                        }
+                    }
+                }
+            }
+        }
+        if nets.len() > 1 {
+            let n = nets.len() as f32;
+            logits.iter_mut().for_each(|v| *v = to_half(f16_round(from_half(*v) / n)));
+        }
+        Ok(Logits { half: logits, classes: k, plane })
+    }
+
+    /// A network whose output depends on the position in the tile, the
+    /// value, the class and the fold, and is not mirror-symmetric: any change
+    /// in the order or set of additions shows in the half-precision result.
+    struct Wobbly {
+        patch: [usize; 3],
+        channels: usize,
+        classes: usize,
+        fold: f32,
+    }
+
+    impl Network for Wobbly {
+        fn run(&self, input: &[f32], n: usize) -> Result<Vec<f32>, InferError> {
+            let t = self.patch.iter().product::<usize>();
+            let mut out = Vec::with_capacity(n * self.classes * t);
+            for i in 0..n {
+                let x = &input[i * self.channels * t..(i + 1) * self.channels * t];
+                for c in 0..self.classes {
+                    for j in 0..t {
+                        let v: f32 = (0..self.channels).map(|ch| x[ch * t + j] * (ch + 1) as f32).sum();
+                        out.push(
+                            (v * (c as f32 + 0.7) + self.fold).sin() * 3.0 + (j % 7) as f32 * 0.013 * (c as f32 - 1.0),
+                        );
+                    }
+                }
+            }
+            Ok(out)
+        }
+    }
+
+    /// Streaming gives the whole-volume logits bit for bit: several folds,
+    /// batches that straddle tile rows, mirroring, padding along each axis,
+    /// uneven steps.
+    #[test]
+    fn streaming_equals_the_whole_volume_computation() {
+        // (shape, patch, step, mirror axes, batch, classes, channels)
+        type Case = ([usize; 3], [usize; 3], f64, &'static [usize], usize, usize, usize);
+        let cases: [Case; 6] = [
+            ([23, 13, 10], [6, 8, 8], 0.5, &[0, 1, 2], 3, 3, 1),
+            ([23, 13, 10], [6, 8, 8], 0.5, &[], 5, 2, 2),
+            ([4, 19, 17], [6, 8, 8], 0.5, &[1, 2], 2, 2, 1),
+            ([31, 9, 12], [8, 12, 8], 0.7, &[0], 7, 3, 2),
+            ([17, 16, 16], [5, 16, 16], 0.5, &[0, 2], 1, 2, 1),
+            ([12, 10, 9], [12, 10, 9], 0.5, &[0, 1, 2], 4, 4, 1),
+        ];
+        for (shape, patch, step, axes, batch, classes, channels) in cases {
+            let n = shape.iter().product::<usize>();
+            let data: Vec<f32> = (0..channels * n).map(|i| (((i * 7919) % 211) as f32 / 50.0) - 2.0).collect();
+            let nets: Vec<Wobbly> =
+                (0..3).map(|f| Wobbly { patch, channels, classes, fold: f as f32 * 0.37 }).collect();
+            let refs: Vec<&dyn Network> = nets.iter().map(|n| n as &dyn Network).collect();
+            let s = WindowSettings { patch, step_size: step, mirror_axes: axes.to_vec(), batch_size: batch, classes };
+            for folds in [1, 3] {
+                let whole = predict_whole(&refs[..folds], &data, channels, shape, &s, |_, _| {}).expect("runs");
+                let mut calls = 0;
+                let streamed = predict(&refs[..folds], &data, channels, shape, &s, |d, t| {
+                    calls += 1;
+                    assert!(d <= t);
+                })
+                .expect("runs");
+                assert_eq!(whole.half, streamed.half, "shape {shape:?} patch {patch:?} folds {folds}");
+                let tiles = (0..3).map(|a| steps(shape[a].max(patch[a]), patch[a], step).len()).product::<usize>();
+                assert_eq!(calls, tiles * folds);
+            }
         }
     }
 
