@@ -12,6 +12,13 @@ use super::intake::folders;
 use super::workers::Msg;
 use super::{Command, Control, Daemon, DaemonState, Readiness, STOP_GRACE_SECONDS, ServiceError, TICK};
 
+/// A stop in progress.
+struct Stopping {
+    since: Instant,
+    /// The study on the GPU worker when the stop began: it may finish.
+    finish_first: Option<String>,
+}
+
 impl Daemon<'_> {
     /// Reports ready, then runs ticks until stopped (Ok) or a worker is gone.
     pub(super) fn serve(
@@ -26,37 +33,14 @@ impl Daemon<'_> {
         self.reporter.notify_ready();
         folders::log_watching(&self.config.watch, &self.intake.watcher);
 
-        let mut stop_since: Option<Instant> = None;
-        let mut finish_first: Option<String> = None;
+        let mut stopping: Option<Stopping> = None;
         loop {
             self.reporter.notify_watchdog();
-            if control.stop.load(Ordering::SeqCst) && stop_since.is_none() {
-                stop_since = Some(Instant::now());
-                self.reporter.notify_stopping();
-                self.set_state(DaemonState::Stopping);
-                // The study on the GPU may finish; one loaded ahead is abandoned
-                // (still `running` in the journal, it restarts next time).
-                finish_first = self.work.current.clone();
-                let n = self.work.in_flight.len();
-                tracing::info!(in_flight = n, "stopping: no new studies ({n} in flight)");
+            if control.stop.load(Ordering::SeqCst) && stopping.is_none() {
+                stopping = Some(self.begin_stop());
             }
-            if let Some(t) = stop_since {
-                if finish_first.as_ref().is_none_or(|u| !self.work.in_flight.contains(u)) {
-                    if !self.work.in_flight.is_empty() {
-                        tracing::info!(
-                            "{} study loaded ahead abandoned; it restarts next time",
-                            self.work.in_flight.len()
-                        );
-                    }
-                    return Ok(());
-                }
-                if t.elapsed().as_secs_f64() > STOP_GRACE_SECONDS {
-                    tracing::warn!(
-                        "stopping with {} studies unfinished; they restart from the beginning next time",
-                        self.work.in_flight.len()
-                    );
-                    return Ok(());
-                }
+            if stopping.as_ref().is_some_and(|s| self.stop_complete(s)) {
+                return Ok(());
             }
             if control.reload.swap(false, Ordering::SeqCst) {
                 self.reload();
@@ -64,13 +48,13 @@ impl Daemon<'_> {
             while let Ok(c) = commands.try_recv() {
                 self.command(c);
             }
-            if stop_since.is_none() {
+            if stopping.is_none() {
                 self.handle_events();
                 self.check_disk();
                 self.retention();
                 self.schedule()?;
             }
-            self.update_state(stop_since.is_some());
+            self.update_state(stopping.is_some());
             match msgs.recv_timeout(TICK) {
                 Ok(m) => {
                     self.message(m)?;
@@ -84,6 +68,33 @@ impl Daemon<'_> {
                 }
             }
         }
+    }
+
+    /// No new studies from now on.
+    fn begin_stop(&mut self) -> Stopping {
+        self.reporter.notify_stopping();
+        self.set_state(DaemonState::Stopping);
+        // The study on the GPU may finish; one loaded ahead is abandoned
+        // (still `running` in the journal, it restarts next time).
+        let n = self.work.in_flight.len();
+        tracing::info!(in_flight = n, "stopping: no new studies ({n} in flight)");
+        Stopping { since: Instant::now(), finish_first: self.work.current.clone() }
+    }
+
+    /// Whether the stop may end: the study on the GPU finished, or the grace ran out.
+    fn stop_complete(&self, s: &Stopping) -> bool {
+        let in_flight = self.work.in_flight.len();
+        if s.finish_first.as_ref().is_none_or(|u| !self.work.in_flight.contains(u)) {
+            if in_flight > 0 {
+                tracing::info!("{in_flight} study loaded ahead abandoned; it restarts next time");
+            }
+            return true;
+        }
+        if s.since.elapsed().as_secs_f64() > STOP_GRACE_SECONDS {
+            tracing::warn!("stopping with {in_flight} studies unfinished; they restart from the beginning next time");
+            return true;
+        }
+        false
     }
 
     fn message(&mut self, m: Msg) -> Result<(), ServiceError> {
