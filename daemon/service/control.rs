@@ -37,22 +37,7 @@ impl Control {
 
 impl Daemon<'_> {
     pub(super) fn command(&mut self, c: Command) {
-        let what = match &c {
-            Command::Pause => "pause".to_string(),
-            Command::Resume => "resume".to_string(),
-            Command::Reprocess(uid) => format!("reprocess study {}", uid_hash(uid)),
-            Command::Enqueue(p) => {
-                format!("enqueue {}", file_label(p, &self.watch_roots()).replacen("file", "folder", 1))
-            }
-            Command::ReloadConfig => "reload".to_string(),
-            // Record names are hashes, never paths (anything else is not shown).
-            Command::RetryQuarantine(name) | Command::ClearQuarantine(name) => {
-                let verb = if matches!(c, Command::RetryQuarantine(_)) { "retry" } else { "clear" };
-                let name = if quarantine::is_record_name(name) { name.as_str() } else { "(not a record name)" };
-                format!("{verb} quarantine record {name}")
-            }
-        };
-        tracing::info!("command: {what}");
+        tracing::info!("command: {}", self.describe(&c));
         match c {
             Command::Pause => self.paused = true,
             Command::Resume => self.paused = false,
@@ -78,6 +63,26 @@ impl Daemon<'_> {
         }
         self.status.quarantine_changed();
         self.status.page_changed();
+    }
+
+    /// A command as its log line names it: studies by hash, folders by
+    /// label, record names only when they are record names.
+    fn describe(&self, c: &Command) -> String {
+        match c {
+            Command::Pause => "pause".to_string(),
+            Command::Resume => "resume".to_string(),
+            Command::Reprocess(uid) => format!("reprocess study {}", uid_hash(uid)),
+            Command::Enqueue(p) => {
+                format!("enqueue {}", file_label(p, &self.watch_roots()).replacen("file", "folder", 1))
+            }
+            Command::ReloadConfig => "reload".to_string(),
+            // Record names are hashes, never paths (anything else is not shown).
+            Command::RetryQuarantine(name) | Command::ClearQuarantine(name) => {
+                let verb = if matches!(c, Command::RetryQuarantine(_)) { "retry" } else { "clear" };
+                let name = if quarantine::is_record_name(name) { name.as_str() } else { "(not a record name)" };
+                format!("{verb} quarantine record {name}")
+            }
+        }
     }
 
     /// D-Bus RetryQuarantine: a study runs again (its record goes once it is

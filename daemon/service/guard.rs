@@ -30,6 +30,7 @@ impl Guard {
 }
 
 impl Daemon<'_> {
+    /// Free space (every 2 s at most) and the export folders' readability.
     pub(super) fn check_disk(&mut self) {
         if self.guard.last_check.is_some_and(|t| t.elapsed() < Duration::from_secs(2)) {
             return;
@@ -57,6 +58,12 @@ impl Daemon<'_> {
                 self.reporter.disk_free(FolderRole::Export, path, b);
             }
         }
+        self.set_disk_ok(ok);
+        self.check_armed();
+    }
+
+    /// The disk guard's verdict, logged and reported when it changes.
+    fn set_disk_ok(&mut self, ok: bool) {
         if ok != self.guard.ready.disk_ok {
             if ok {
                 tracing::info!("free space is above {} MiB again: intake resumes", self.config.disk.min_free_mb);
@@ -69,6 +76,10 @@ impl Daemon<'_> {
             self.guard.ready.disk_ok = ok;
             self.reporter.set_ready(self.guard.ready);
         }
+    }
+
+    /// Whether the export folders are readable, logged and reported when it changes.
+    fn check_armed(&mut self) {
         let armed = self.intake.watcher.armed();
         if armed != self.guard.ready.watch_armed {
             if armed {
