@@ -1,13 +1,15 @@
 //! The quarantine folder (`<state>/quarantine/`), read and tidied: one
 //! record per study (`<study hash>/`) or per file no study could be named
 //! from (`file-<hash>/`), each with a `reason.txt` and, for studies, a
-//! `files.txt`. The service writes the records; this module lists them for
-//! the status page and `edgeseg quarantine`, and removes the ones that no
-//! longer hold (the study was later done, the file is gone or went into a
+//! `files.txt`. This module writes the records (for the service), lists them
+//! for the status page and `edgeseg quarantine`, and removes the ones that
+//! no longer hold (the study was later done, the file is gone or went into a
 //! study that was done).
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+
+use crate::queue::uid_hash;
 
 /// What a record is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -127,6 +129,56 @@ pub fn remove_stale_file_records(folder: &Path, done_files: &BTreeSet<PathBuf>) 
         }
     }
     removed
+}
+
+/// Writes a study's record `<dir>/reason.txt` and `files.txt` (`dir` is
+/// `<quarantine>/<study hash>`; the input stays where it is).
+pub fn write_study_record(dir: &Path, uid: &str, reason: &str, files: &[PathBuf]) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let text = format!(
+        "study_instance_uid: {uid}\nstudy_hash: {}\nquarantined_at: {}\nreason: {reason}\n\
+         The input files were left in place; they are listed in files.txt.\n\
+         Run the study again with D-Bus Reprocess(study_uid) once the cause is fixed.\n",
+        uid_hash(uid),
+        chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    );
+    crate::export::write_atomic(&dir.join("reason.txt"), |f| std::io::Write::write_all(f, text.as_bytes()))?;
+    let list: String = files.iter().map(|p| format!("{}\n", p.display())).collect();
+    write_private(&dir.join("files.txt"), &list)
+}
+
+/// The record folder of a file no study can be named from:
+/// `<folder>/file-<hash of path, size and time>` (a changed file gets a new one).
+pub fn file_record_dir(folder: &Path, path: &Path) -> PathBuf {
+    let meta = std::fs::symlink_metadata(path).ok();
+    let stamp = meta.as_ref().and_then(|m| m.modified().ok()).map(|t| format!("{t:?}")).unwrap_or_default();
+    let key = format!("{}\0{}\0{stamp}", path.display(), meta.map(|m| m.len()).unwrap_or(0));
+    folder.join(format!("file-{}", uid_hash(&key)))
+}
+
+/// Writes a file's record: `reason.txt` names it by `label` (never its
+/// path), `files.txt` (mode 0600) holds its full path.
+pub fn write_file_record(dir: &Path, label: &str, reason: &str, path: &Path) -> std::io::Result<()> {
+    let text = format!(
+        "file: {label}\nquarantined_at: {}\nreason: {reason}\n\
+         No study could be named from this file (its header cannot be read); it was left in place.\n\
+         Its full path is in files.txt (readable by root only).\n",
+        chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    );
+    std::fs::create_dir_all(dir)?;
+    crate::export::write_atomic(&dir.join("reason.txt"), |f| std::io::Write::write_all(f, text.as_bytes()))?;
+    write_private(&dir.join("files.txt"), &format!("{}\n", path.display()))
+}
+
+/// Writes a file only its owner can read (mode 0600): the full input paths,
+/// which may name the patient.
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    // Mode 0600 before the paths are written.
+    crate::export::write_atomic(path, |f| {
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+        std::io::Write::write_all(f, text.as_bytes())
+    })
 }
 
 #[cfg(test)]

@@ -11,7 +11,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use edgeseg::queue::StudyState;
-use edgeseg::service::{self, Command, Control, DaemonState, Reporter};
+use edgeseg::service::{
+    self, Command, Control, DaemonState, FileResult, FolderRole, Readiness, Reporter, StudyOutcome,
+};
 
 use crate::daemon_util::{
     Deployment, assert_output_complete, export_study, files_under, pet_only_study, study, wait_for,
@@ -42,8 +44,12 @@ impl Reporter for Recorder {
     fn set_status_line(&self, line: &str) {
         self.push(format!("status {line}"));
     }
-    fn study_finished(&self, uid: &str, outcome: &str, dir: Option<&Path>) {
-        self.push(format!("finished {uid} {outcome} {}", dir.map(|d| d.display().to_string()).unwrap_or_default()));
+    fn study_finished(&self, uid: &str, outcome: StudyOutcome, dir: Option<&Path>) {
+        self.push(format!(
+            "finished {uid} {} {}",
+            outcome.as_str(),
+            dir.map(|d| d.display().to_string()).unwrap_or_default()
+        ));
     }
     fn observe_stage(&self, stage: &str, seconds: f64) {
         assert!(seconds >= 0.0);
@@ -58,11 +64,11 @@ impl Reporter for Recorder {
     fn set_current_study(&self, uid: Option<&str>) {
         self.push(format!("current {}", uid.unwrap_or("-")));
     }
-    fn set_ready(&self, model: bool, watch: bool, disk: bool) {
-        self.push(format!("ready {model} {watch} {disk}"));
+    fn set_ready(&self, r: Readiness) {
+        self.push(format!("ready {} {} {}", r.model_loaded, r.watch_armed, r.disk_ok));
     }
-    fn disk_free(&self, role: &str, _: &Path, _: u64) {
-        self.push(format!("disk {role}"));
+    fn disk_free(&self, role: FolderRole, _: &Path, _: u64) {
+        self.push(format!("disk {}", role.as_str()));
     }
     fn notify_ready(&self) {
         self.push("notify ready".into());
@@ -90,8 +96,8 @@ impl Reporter for Recorder {
     fn config_reloaded(&self, ok: bool) {
         self.push(format!("reloaded {ok}"));
     }
-    fn files(&self, result: &str, count: u64) {
-        self.push(format!("files {result} {count}"));
+    fn files(&self, result: FileResult, count: u64) {
+        self.push(format!("files {} {count}", result.as_str()));
     }
     fn study_latency(&self, seconds: f64) {
         assert!(seconds > 0.0);

@@ -76,7 +76,7 @@ pub(crate) const LATENCY_BUCKETS: [f64; 14] =
     [60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0, 28800.0, 43200.0, 86400.0, 129600.0, 172800.0];
 
 /// The results a file can have (`edgeseg_files_total{result}`).
-pub const FILE_RESULTS: [&str; 2] = ["ingested", "refused"];
+pub const FILE_RESULTS: [&str; 2] = [super::FileResult::Ingested.as_str(), super::FileResult::Refused.as_str()];
 
 // The metric names, help texts and label names below are constants, checked
 // by the observe tests: building them cannot fail at run time.

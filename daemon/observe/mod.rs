@@ -45,9 +45,78 @@ pub const DBUS_INTERFACE: &str = "org.edgeseg.Daemon1";
 /// The pipeline stages a duration is observed for (the `stage` label).
 pub const STAGES: [&str; 6] = ["load", "preprocess", "inference", "export", "postprocess", "write"];
 /// The outcomes of a study (the `outcome` label of `edgeseg_studies_total`).
-pub const OUTCOMES: [&str; 3] = ["done", "failed", "quarantined"];
+pub const OUTCOMES: [&str; 3] =
+    [StudyOutcome::Done.as_str(), StudyOutcome::Failed.as_str(), StudyOutcome::Quarantined.as_str()];
 /// The folder roles disk space is reported for (the `folder` label).
-pub const FOLDER_ROLES: [&str; 4] = ["export", "output", "state", "work"];
+pub const FOLDER_ROLES: [&str; 4] =
+    [FolderRole::Export.as_str(), FolderRole::Output.as_str(), FolderRole::State.as_str(), FolderRole::Work.as_str()];
+
+/// How a study ended (one of [`OUTCOMES`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StudyOutcome {
+    /// Its outputs were written.
+    Done,
+    /// It failed for good (its retries spent).
+    Failed,
+    /// Its input was refused (a quarantine record says why).
+    Quarantined,
+}
+
+impl StudyOutcome {
+    /// `done`, `failed` or `quarantined`: the metric label, the D-Bus
+    /// `StudyFinished` outcome and the status page's word.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            StudyOutcome::Done => "done",
+            StudyOutcome::Failed => "failed",
+            StudyOutcome::Quarantined => "quarantined",
+        }
+    }
+}
+
+/// What became of input files (one of [`metrics::FILE_RESULTS`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileResult {
+    /// They went into a study's result.
+    Ingested,
+    /// They were refused (quarantined).
+    Refused,
+}
+
+impl FileResult {
+    /// `ingested` or `refused`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            FileResult::Ingested => "ingested",
+            FileResult::Refused => "refused",
+        }
+    }
+}
+
+/// A folder whose free space is reported (one of [`FOLDER_ROLES`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FolderRole {
+    /// A watched export folder.
+    Export,
+    /// The output folder.
+    Output,
+    /// The state folder (journal, quarantine).
+    State,
+    /// A work folder.
+    Work,
+}
+
+impl FolderRole {
+    /// `export`, `output`, `state` or `work`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            FolderRole::Export => "export",
+            FolderRole::Output => "output",
+            FolderRole::State => "state",
+            FolderRole::Work => "work",
+        }
+    }
+}
 
 /// Errors of the observability services.
 #[derive(Debug, thiserror::Error)]
