@@ -18,6 +18,9 @@ use crate::queue::{self, QueueError, StudyState, uid_hash};
 impl Daemon<'_> {
     pub(super) fn finished(&mut self, o: Outcome) -> Result<(), ServiceError> {
         self.work.in_flight.retain(|u| u != &o.uid);
+        if o.out_of_memory {
+            self.work.out_of_memory.insert(o.uid.clone());
+        }
         self.work.stages.remove(&o.uid);
         self.status.page_changed();
         let uid = o.uid;

@@ -49,7 +49,6 @@ pub use reporter::Reporter;
 pub use retention::retention_pass;
 pub use startup::clean_output_folder;
 pub use workers::ModelSummary;
-pub use workers::gpu::is_out_of_memory;
 pub use workers::loader::unreadable_first;
 
 /// A command from D-Bus or a signal (the observe module's type).

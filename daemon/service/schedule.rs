@@ -5,7 +5,6 @@
 use std::collections::BTreeMap;
 use std::sync::mpsc::Sender;
 
-use super::workers::gpu::is_out_of_memory;
 use super::workers::loader::LoadJob;
 use super::{Daemon, ServiceError};
 use crate::queue::{self, StudyState};
@@ -24,6 +23,10 @@ pub(crate) struct Work {
     pub(crate) batch_started: usize,
     /// What each study in flight is doing (status page).
     pub(crate) stages: BTreeMap<String, String>,
+    /// Studies whose last attempt ran out of memory: their retry runs on
+    /// the CPU when `[model] cpu_fallback_on_oom` (held in memory: after a
+    /// restart the first retry tries the GPU again).
+    pub(crate) out_of_memory: std::collections::BTreeSet<String>,
 }
 
 impl Work {
@@ -35,6 +38,7 @@ impl Work {
             stage: String::new(),
             batch_started: 0,
             stages: BTreeMap::new(),
+            out_of_memory: std::collections::BTreeSet::new(),
         }
     }
 }
@@ -47,8 +51,7 @@ impl Daemon<'_> {
         }
         while self.work.in_flight.len() < 1 + self.config.queue.gpu_jobs as usize {
             let Some(e) = self.journal.next_ready(queue::now(), &self.work.in_flight)? else { break };
-            let force_cpu =
-                self.config.model.cpu_fallback_on_oom && e.last_error.as_deref().is_some_and(is_out_of_memory);
+            let force_cpu = self.work.out_of_memory.remove(&e.uid) && self.config.model.cpu_fallback_on_oom;
             let entry = self.journal.start(&e.uid)?;
             self.log_state(&e.uid, StudyState::Running, &format!("attempt {}", entry.attempts));
             let job = LoadJob {

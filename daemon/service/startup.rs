@@ -85,5 +85,4 @@ pub use crate::export::study_dir::clean_output_folder;
 #[cfg(test)]
 mod tests {
     use super::*;
-
 }

@@ -129,18 +129,11 @@ fn gpu_worker(
             pipeline::write_study(&job.out, &mut r).map(|d| (d, r))
         });
         let outcome = match r {
-            Ok((dir, r)) => Outcome { uid, result: Ok((dir, r.report.timings_s)) },
+            Ok((dir, r)) => Outcome { uid, result: Ok((dir, r.report.timings_s)), out_of_memory: false },
             Err(e) => err_outcome(&uid, &e),
         };
         if msgs.send(Msg::Finished(outcome)).is_err() {
             return;
         }
     }
-}
-
-/// Whether an error message is a GPU (or host) out-of-memory: CUDA's
-/// "out of memory", ONNX Runtime's arena "Failed to allocate memory".
-pub fn is_out_of_memory(message: &str) -> bool {
-    let m = message.to_lowercase();
-    m.contains("out of memory") || m.contains("failed to allocate memory") || m.contains("cudaerrormemoryallocation")
 }

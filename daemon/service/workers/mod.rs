@@ -43,6 +43,9 @@ pub struct ModelSummary {
 pub(crate) struct Outcome {
     pub(crate) uid: String,
     pub(crate) result: Result<(PathBuf, StageTimings), (ErrorClass, String)>,
+    /// The failure was the engine running out of memory (typed by
+    /// `InferError::is_out_of_memory`, where ONNX Runtime's error arrives).
+    pub(crate) out_of_memory: bool,
 }
 
 /// What the workers tell the main loop.
@@ -58,7 +61,8 @@ pub(crate) enum Msg {
 }
 
 pub(crate) fn err_outcome(uid: &str, e: &PipelineError) -> Outcome {
-    Outcome { uid: uid.to_string(), result: Err((e.class(), e.to_string())) }
+    let out_of_memory = matches!(e, PipelineError::Infer(ie) if ie.is_out_of_memory());
+    Outcome { uid: uid.to_string(), result: Err((e.class(), e.to_string())), out_of_memory }
 }
 
 /// Waits for the GPU worker's model (watchdog pings meanwhile: engine builds
