@@ -106,6 +106,10 @@ pub trait Reporter {
     fn study_result(&self, _item: ResultItem) {}
     /// The quarantine records now (status page, D-Bus ListQuarantine). Default: nothing.
     fn quarantine_records(&self, _records: Vec<quarantine::Record>) {}
+    /// Where the DICOM node reports delivery figures (None: nowhere).
+    fn delivery_sink(&self) -> Option<Arc<dyn crate::dicom_node::DeliverySink>> {
+        None
+    }
 }
 
 impl Reporter for crate::observe::Observer {
@@ -183,6 +187,9 @@ impl Reporter for crate::observe::Observer {
     fn quarantine_records(&self, records: Vec<quarantine::Record>) {
         crate::observe::Observer::set_quarantine_records(self, records);
     }
+    fn delivery_sink(&self) -> Option<Arc<dyn crate::dicom_node::DeliverySink>> {
+        Some(Arc::new(self.clone()))
+    }
 }
 
 /// A [`Reporter`] that only logs (until the observability module reports).
@@ -239,6 +246,9 @@ pub enum ServiceError {
         /// Why.
         source: std::io::Error,
     },
+    /// The DICOM node (SCP, outbox).
+    #[error(transparent)]
+    Node(#[from] crate::dicom_node::NodeError),
     /// A thread of the daemon ended unexpectedly.
     #[error("internal: {0}")]
     Internal(String),
@@ -633,7 +643,7 @@ pub fn run_with_package(
 ) -> Result<(), ServiceError> {
     reporter.set_state(DaemonState::Starting);
     reporter.set_status_line("starting: loading the model");
-    let config = config::load(config_path)?;
+    let config = crate::dicom_node::with_spool(config::load(config_path)?);
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |source| ServiceError::Io { path, source }
@@ -663,6 +673,7 @@ pub fn run_with_package(
         Ok(n) => reporter.starts(n),
         Err(e) => tracing::error!("cannot record this start in the journal: {e}"),
     }
+    let _node = crate::dicom_node::start(&config, reporter.delivery_sink())?;
     if let Ok(all) = journal.all() {
         let last = all.iter().filter(|e| e.state == StudyState::Done).map(|e| e.updated).fold(0.0, f64::max);
         if last > 0.0 {
@@ -1339,6 +1350,7 @@ impl Daemon<'_> {
             Command::Pause => "pause".to_string(),
             Command::Resume => "resume".to_string(),
             Command::Reprocess(uid) => format!("reprocess study {}", uid_hash(uid)),
+            Command::Resend(uid) => format!("resend the results of study {}", uid_hash(uid)),
             Command::Enqueue(p) => {
                 format!("enqueue {}", file_label(p, &self.watch_roots()).replacen("file", "folder", 1))
             }
@@ -1373,6 +1385,7 @@ impl Daemon<'_> {
             Command::ReloadConfig => self.reload(),
             Command::RetryQuarantine(name) => self.retry_quarantine(&name),
             Command::ClearQuarantine(name) => self.clear_quarantine(&name),
+            Command::Resend(uid) => crate::dicom_node::resend_logged(&self.config, &uid),
         }
         self.last_quarantine_scan = None;
         self.last_page = None;
@@ -1434,7 +1447,7 @@ impl Daemon<'_> {
     }
 
     fn reload(&mut self) {
-        let new = match config::load(&self.config_path) {
+        let new = match config::load(&self.config_path).map(crate::dicom_node::with_spool) {
             Ok(c) => c,
             Err(e) => {
                 tracing::error!("reload: the configuration has errors, keeping the running one:\n{e}");

@@ -1,0 +1,360 @@
+//! The DICOM node against real peers, all on loopback: dcmtk's storescu and
+//! echoscu as scanners, Debian's Orthanc (with its DICOMweb plugin) as the
+//! PACS, started by the tests on free ports with their own configuration and
+//! storage folders; bad callers written with dicom-ul and raw sockets.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use edgeseg::dicom_node::dimse::{self, CommandSet};
+use edgeseg::queue::StudyState;
+
+use crate::daemon_util::{Deployment, files_under, signal, study, wait_exit, wait_for};
+
+const CT: &str = "1.2.840.10008.5.1.4.1.1.2";
+const SEG: &str = "1.2.840.10008.5.1.4.1.1.66.4";
+const RTSTRUCT: &str = "1.2.840.10008.5.1.4.1.1.481.3";
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+/// A private Orthanc: DICOM and HTTP on free loopback ports, its own storage.
+pub struct Orthanc {
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+    /// DICOM port.
+    pub dicom: u16,
+    /// HTTP port (REST and DICOMweb).
+    pub http: u16,
+}
+
+impl Orthanc {
+    pub fn start() -> Self {
+        let base = crate::util::root().join("target/test-daemon");
+        std::fs::create_dir_all(&base).expect("base");
+        let dir = tempfile::tempdir_in(&base).expect("tempdir");
+        let mut o = Self { dir, child: None, dicom: free_port(), http: free_port() };
+        o.run();
+        o
+    }
+
+    fn run(&mut self) {
+        let d = self.dir.path();
+        let config = serde_json::json!({
+            "Name": "edgeseg-test",
+            "StorageDirectory": d.join("storage"),
+            "IndexDirectory": d.join("storage"),
+            "HttpPort": self.http,
+            "DicomPort": self.dicom,
+            "DicomAet": "ORTHANC",
+            "HttpBindAddress": "127.0.0.1",
+            "DicomBindAddress": "127.0.0.1",
+            "RemoteAccessAllowed": false,
+            "AuthenticationEnabled": false,
+            "DicomCheckCalledAet": true,
+            "DicomAlwaysAllowStore": true,
+            "Plugins": ["/usr/share/orthanc/plugins/libOrthancDicomWeb.so"],
+            "DicomWeb": { "Enable": true, "Root": "/dicom-web/" },
+            "DicomModalities": {},
+            "OverwriteInstances": true
+        });
+        let cfg = d.join("orthanc.json");
+        std::fs::write(&cfg, config.to_string()).expect("orthanc config");
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(d.join("orthanc.log")).expect("log");
+        let child = Command::new("Orthanc")
+            .arg(&cfg)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("Orthanc starts (apt-get install orthanc orthanc-dicomweb)");
+        self.child = Some(child);
+        let up = wait_for(Duration::from_secs(60), || self.get("/system").map(|_| ()));
+        assert!(
+            up.is_some(),
+            "Orthanc did not start: {}",
+            std::fs::read_to_string(d.join("orthanc.log")).unwrap_or_default()
+        );
+    }
+
+    /// Stops Orthanc (its storage stays).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts it again on the same ports and storage.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.run();
+    }
+
+    pub fn get(&self, path: &str) -> Option<serde_json::Value> {
+        let r = minreq::get(format!("http://127.0.0.1:{}{path}", self.http)).with_timeout(10).send().ok()?;
+        if r.status_code != 200 {
+            return None;
+        }
+        serde_json::from_slice(r.as_bytes()).ok()
+    }
+
+    /// Every instance: (SOPClassUID, SOPInstanceUID, the instance's tags).
+    pub fn instances(&self) -> Vec<(String, String, serde_json::Value)> {
+        let ids = self.get("/instances").and_then(|v| v.as_array().cloned()).unwrap_or_default();
+        ids.iter()
+            .filter_map(|id| {
+                let tags = self.get(&format!("/instances/{}/simplified-tags", id.as_str()?))?;
+                Some((tags["SOPClassUID"].as_str()?.to_string(), tags["SOPInstanceUID"].as_str()?.to_string(), tags))
+            })
+            .collect()
+    }
+}
+
+impl Drop for Orthanc {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The SCP's address from the daemon's log.
+fn scp_addr(d: &Deployment) -> SocketAddr {
+    wait_for(Duration::from_secs(120), || {
+        let text = d.log_text();
+        let at = text.find("listening on ")? + "listening on ".len();
+        text[at..].split_whitespace().next()?.parse().ok()
+    })
+    .unwrap_or_else(|| panic!("no SCP address in the log:\n{}", d.log_text()))
+}
+
+fn dicom_section(extra: &str) -> String {
+    format!(
+        "\n[dicom]\nlisten = \"127.0.0.1:0\"\nae_title = \"EDGESEG\"\ntimeout_seconds = 3\nmax_associations = 8\n\
+         allowed_callers = [{{ ae_title = \"CT01\" }}, {{ ae_title = \"CT02\", host = \"127.0.0.1\" }}, {{ ae_title = \"FAR\", host = \"10.9.9.9\" }}]\n{extra}"
+    )
+}
+
+fn storescu(addr: SocketAddr, aet: &str, files: &[PathBuf]) -> std::process::Output {
+    let mut c = Command::new("storescu");
+    c.args(["-v", "-aet", aet, "-aec", "EDGESEG", "-nh", &addr.ip().to_string(), &addr.port().to_string()]);
+    c.args(files);
+    c.output().expect("storescu runs")
+}
+
+fn echoscu(addr: SocketAddr, aet: &str) -> bool {
+    Command::new("echoscu")
+        .args(["-aet", aet, "-aec", "EDGESEG", &addr.ip().to_string(), &addr.port().to_string()])
+        .output()
+        .expect("echoscu runs")
+        .status
+        .success()
+}
+
+/// One C-ECHO over dicom-ul: Ok(status) or Err(how the association failed).
+fn echo_once(addr: SocketAddr) -> Result<u16, String> {
+    let mut a = dicom_ul::ClientAssociationOptions::new()
+        .calling_ae_title("CT01")
+        .called_ae_title("EDGESEG")
+        .with_abstract_syntax("1.2.840.10008.1.1")
+        .read_timeout(Duration::from_secs(30))
+        .establish(addr)
+        .map_err(|e| match e {
+            dicom_ul::association::Error::Rejected { association_rj, .. } => {
+                format!("rejected {:?}", association_rj.source)
+            }
+            other => format!("failed {other}"),
+        })?;
+    let pc = a.presentation_contexts()[0].id;
+    let cmd = CommandSet::default()
+        .set_uid(dimse::AFFECTED_SOP_CLASS, "1.2.840.10008.1.1")
+        .set_u16(dimse::COMMAND_FIELD, dimse::C_ECHO_RQ)
+        .set_u16(dimse::MESSAGE_ID, 1)
+        .set_u16(dimse::DATA_SET_TYPE, dimse::NO_DATA_SET);
+    a.send(&dicom_ul::Pdu::PData {
+        data: vec![dicom_ul::pdu::PDataValue {
+            presentation_context_id: pc,
+            value_type: dicom_ul::pdu::PDataValueType::Command,
+            is_last: true,
+            data: cmd.encode(),
+        }],
+    })
+    .map_err(|e| e.to_string())?;
+    let rsp = edgeseg::dicom_node::scu::receive_command(&mut a)?;
+    let _ = a.release();
+    rsp.u16(dimse::STATUS).ok_or_else(|| "no status".into())
+}
+
+/// Proposes one presentation context; Ok(accepted) or Err(association failure).
+fn propose(addr: SocketAddr, sop_class: &str, ts: &str) -> bool {
+    dicom_ul::ClientAssociationOptions::new()
+        .calling_ae_title("CT01")
+        .called_ae_title("EDGESEG")
+        .with_presentation_context(sop_class, vec![ts])
+        .establish(addr)
+        .map(|a| {
+            let ok = a
+                .presentation_contexts()
+                .iter()
+                .any(|p| p.reason == dicom_ul::pdu::PresentationContextResultReason::Acceptance);
+            let _ = a.release();
+            ok
+        })
+        .unwrap_or(false)
+}
+
+#[test]
+fn dicom_node_refuses_bad_callers_with_the_right_status_and_keeps_serving() {
+    let d = Deployment::new(&dicom_section(""));
+    let mut child = d.spawn();
+    let addr = scp_addr(&d);
+    assert!(echoscu(addr, "CT01"), "an allowed AE title is served");
+    assert!(echoscu(addr, "CT02"), "an allowed AE title from its address is served");
+    assert!(!echoscu(addr, "NOPE"), "an unknown AE title is rejected");
+    assert!(!echoscu(addr, "FAR"), "an allowed AE title from another address is rejected");
+    let called_wrong = Command::new("echoscu")
+        .args(["-aet", "CT01", "-aec", "OTHER", "127.0.0.1", &addr.port().to_string()])
+        .output()
+        .expect("echoscu");
+    assert!(!called_wrong.status.success(), "another called AE title is rejected");
+    assert!(d.log_text().contains("not in [dicom] allowed_callers"), "{}", d.log_text());
+
+    // Presentation contexts: CT in Explicit VR LE yes; MR, or CT only in HTJ2K, no.
+    assert!(propose(addr, CT, "1.2.840.10008.1.2.1"));
+    assert!(!propose(addr, "1.2.840.10008.5.1.4.1.1.4", "1.2.840.10008.1.2.1"), "MR Image Storage is not accepted");
+    assert!(!propose(addr, CT, "1.2.840.10008.1.2.4.201"), "HTJ2K is not accepted");
+
+    // A malformed PDU: an A-ASSOCIATE-RQ whose length runs past what is sent, then garbage.
+    let mut raw = TcpStream::connect(addr).expect("connect");
+    raw.write_all(&[0x01, 0x00, 0x00, 0x00, 0x00, 0x10, 0xde, 0xad, 0xbe, 0xef, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0])
+        .expect("write");
+    raw.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
+    let mut buf = Vec::new();
+    let _ = raw.read_to_end(&mut buf);
+    // An unknown PDU type.
+    let mut raw = TcpStream::connect(addr).expect("connect");
+    raw.write_all(&[0x09, 0x00, 0x00, 0x00, 0x00, 0x02, 0xff, 0xff]).expect("write");
+    let _ = raw.set_read_timeout(Some(Duration::from_secs(20)));
+    let _ = raw.read_to_end(&mut buf);
+    // A half-sent association (the first 10 bytes of a request, then silence).
+    let mut half = TcpStream::connect(addr).expect("connect");
+    half.write_all(&[0x01, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x01, 0x00, 0x00]).expect("write");
+    assert!(echoscu(addr, "CT01"), "served while a caller hangs");
+    half.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+    let mut rest = Vec::new();
+    let _ = half.read_to_end(&mut rest);
+    assert!(
+        wait_for(Duration::from_secs(30), || d.log_text().contains("timed out").then_some(())).is_some()
+            || d.log_text().contains("refused"),
+        "the half-sent association ends: {}",
+        d.log_text()
+    );
+
+    // 100 associations at once: each answered, success or a transient local-limit rejection.
+    let results: Vec<Result<u16, String>> = std::thread::scope(|sc| {
+        let hs: Vec<_> = (0..100).map(|_| sc.spawn(move || echo_once(addr))).collect();
+        hs.into_iter().map(|h| h.join().expect("thread")).collect()
+    });
+    let ok = results.iter().filter(|r| **r == Ok(0)).count();
+    let busy = results.iter().filter(|r| matches!(r, Err(e) if e.contains("LocalLimitExceeded"))).count();
+    assert_eq!(ok + busy, 100, "every association answered: {results:?}");
+    assert!(ok >= 8, "at least max_associations served: {ok}");
+    assert!(echoscu(addr, "CT01"), "still serving after the burst");
+
+    signal(&child, 15);
+    assert!(wait_exit(&mut child, Duration::from_secs(60)).is_some(), "stops");
+    assert!(!d.log_text().contains("panicked"), "{}", d.log_text());
+}
+
+#[test]
+fn dicom_node_answers_a700_below_min_free_and_stores_nothing() {
+    let d = Deployment::new(&format!("{}\n[disk]\nmin_free_mb = 100000000\n", dicom_section("")));
+    let mut child = d.spawn();
+    let addr = scp_addr(&d);
+    let (src, _) = study(61);
+    let files = files_under(&src);
+    let out = storescu(addr, "CT01", &files[..2]);
+    let text = String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text.matches("Refused: OutOfResources").count(), 2, "storescu said: {text}");
+    assert!(files_under(&d.state.join("spool")).is_empty(), "nothing stored");
+    assert!(echoscu(addr, "CT01"), "still serving");
+    signal(&child, 15);
+    assert!(wait_exit(&mut child, Duration::from_secs(60)).is_some());
+}
+
+fn dest_dicom(o: &Orthanc, name: &str) -> String {
+    format!(
+        "\n[[destination]]\nname = \"{name}\"\nkind = \"dicom\"\nhost = \"127.0.0.1\"\nport = {}\ncalled_ae = \"ORTHANC\"\n\
+         calling_ae = \"EDGESEG\"\nsend = [\"seg\", \"rtstruct\"]\nmax_attempts = 100\nretry_seconds = 1\n",
+        o.dicom
+    )
+}
+
+fn dest_web(o: &Orthanc, name: &str) -> String {
+    format!(
+        "\n[[destination]]\nname = \"{name}\"\nkind = \"dicomweb\"\nurl = \"http://127.0.0.1:{}/dicom-web\"\nsend = [\"seg\", \"rtstruct\"]\nretry_seconds = 1\n",
+        o.http
+    )
+}
+
+/// Checks Orthanc holds one SEG and one RTSTRUCT of the study, each referencing the source series.
+fn assert_results_in(o: &Orthanc, study_uid: &str, source: &Path, d: &Deployment) {
+    let series: std::collections::BTreeSet<String> = files_under(source)
+        .iter()
+        .filter_map(|f| dicom_object::open_file(f).ok())
+        .filter_map(|obj| {
+            obj.element(dicom_dictionary_std::tags::SERIES_INSTANCE_UID)
+                .ok()?
+                .to_str()
+                .ok()
+                .map(|s| s.trim_end_matches('\0').to_string())
+        })
+        .collect();
+    let got = wait_for(Duration::from_secs(120), || {
+        let all = o.instances();
+        let of = |class: &str| all.iter().filter(|(c, _, t)| c == class && t["StudyInstanceUID"] == study_uid).count();
+        (of(SEG) == 1 && of(RTSTRUCT) == 1).then_some(all)
+    })
+    .unwrap_or_else(|| {
+        let log: Vec<String> = d
+            .log_text()
+            .lines()
+            .filter(|l| l.contains("deliver") || l.contains("attempt") || l.contains("result"))
+            .map(String::from)
+            .collect();
+        panic!(
+            "SEG and RTSTRUCT did not arrive once: {:?}\n{}",
+            o.instances().iter().map(|i| &i.0).collect::<Vec<_>>(),
+            log.join("\n")
+        )
+    });
+    for (class, _, tags) in got.iter().filter(|(c, _, _)| c == SEG || c == RTSTRUCT) {
+        let text = tags.to_string();
+        assert!(series.iter().any(|s| text.contains(s.as_str())), "{class} references a source series: {text}");
+    }
+}
+
+#[test]
+fn dicom_node_a_study_from_storescu_is_processed_and_its_results_reach_orthanc_by_c_store_and_stow() {
+    let pacs = Orthanc::start();
+    let web = Orthanc::start();
+    let d = Deployment::new(&format!("{}{}{}", dicom_section(""), dest_dicom(&pacs, "pacs"), dest_web(&web, "web")));
+    let mut child = d.spawn();
+    let addr = scp_addr(&d);
+    let (src, uid) = study(62);
+    let out = storescu(addr, "CT01", &files_under(&src));
+    assert!(out.status.success(), "storescu: {}", String::from_utf8_lossy(&out.stderr));
+    let done = wait_for(Duration::from_secs(300), || d.entry(&uid).filter(|e| e.state == StudyState::Done));
+    assert!(done.is_some(), "the received study is processed: {}", d.log_text());
+    assert!(d.out.join(&uid).join("seg.dcm").is_file(), "seg.dcm written");
+    assert_results_in(&pacs, &uid, &src, &d);
+    assert_results_in(&web, &uid, &src, &d);
+    assert!(
+        wait_for(Duration::from_secs(30), || files_under(&d.state.join("spool")).is_empty().then_some(())).is_some(),
+        "the spool is emptied once the study is done"
+    );
+    signal(&child, 15);
+    assert!(wait_exit(&mut child, Duration::from_secs(60)).is_some());
+}
