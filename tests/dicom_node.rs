@@ -120,14 +120,19 @@ impl Drop for Orthanc {
     }
 }
 
-/// The SCP's address from the daemon's log.
-fn scp_addr(d: &Deployment) -> SocketAddr {
+/// The SCP's address from the daemon's log (after byte `from` of the log).
+fn scp_addr_after(d: &Deployment, from: usize) -> SocketAddr {
     wait_for(Duration::from_secs(120), || {
         let text = d.log_text();
-        let at = text.find("listening on ")? + "listening on ".len();
+        let text = text.get(from..)?;
+        let at = text.rfind("listening on ")? + "listening on ".len();
         text[at..].split_whitespace().next()?.parse().ok()
     })
     .unwrap_or_else(|| panic!("no SCP address in the log:\n{}", d.log_text()))
+}
+
+fn scp_addr(d: &Deployment) -> SocketAddr {
+    scp_addr_after(d, 0)
 }
 
 fn dicom_section(extra: &str) -> String {
@@ -330,9 +335,14 @@ fn assert_results_in(o: &Orthanc, study_uid: &str, source: &Path, d: &Deployment
             log.join("\n")
         )
     });
-    for (class, _, tags) in got.iter().filter(|(c, _, _)| c == SEG || c == RTSTRUCT) {
+    for (class, _, tags) in
+        got.iter().filter(|(c, _, t)| (c == SEG || c == RTSTRUCT) && t["StudyInstanceUID"] == study_uid)
+    {
         let text = tags.to_string();
-        assert!(series.iter().any(|s| text.contains(s.as_str())), "{class} references a source series: {text}");
+        assert!(
+            series.iter().any(|s| text.contains(s.as_str())),
+            "{class} of study {study_uid} references none of {series:?}"
+        );
     }
 }
 
@@ -355,6 +365,147 @@ fn dicom_node_a_study_from_storescu_is_processed_and_its_results_reach_orthanc_b
         wait_for(Duration::from_secs(30), || files_under(&d.state.join("spool")).is_empty().then_some(())).is_some(),
         "the spool is emptied once the study is done"
     );
+    signal(&child, 15);
+    assert!(wait_exit(&mut child, Duration::from_secs(60)).is_some());
+}
+
+/// Rows of a study's outbox: (destination, object, state, attempts).
+fn outbox_rows(d: &Deployment, uid: &str) -> Vec<(String, String, String, u32)> {
+    edgeseg::dicom_node::outbox::Outbox::open(&d.state.join("journal.sqlite"), &d.state, &[])
+        .and_then(|o| o.rows(uid))
+        .unwrap_or_default()
+}
+
+#[test]
+fn dicom_node_results_queue_while_orthanc_is_down_and_arrive_once_it_is_back() {
+    let mut pacs = Orthanc::start();
+    let d = Deployment::new(&format!("{}{}", dicom_section(""), dest_dicom(&pacs, "pacs")));
+    pacs.stop();
+    let mut child = d.spawn();
+    let addr = scp_addr(&d);
+    let (src, uid) = study(63);
+    let out = storescu(addr, "CT01", &files_under(&src));
+    assert!(out.status.success(), "storescu: {}", String::from_utf8_lossy(&out.stderr));
+    let failed_twice = wait_for(Duration::from_secs(300), || {
+        let rows = outbox_rows(&d, &uid);
+        (rows.len() == 2 && rows.iter().all(|r| r.2 == "queued" && r.3 >= 2)).then_some(rows)
+    });
+    assert!(
+        failed_twice.is_some(),
+        "queued and retried while the PACS is down: {:?}\n{}",
+        outbox_rows(&d, &uid),
+        d.log_text()
+    );
+    pacs.restart();
+    assert_results_in(&pacs, &uid, &src, &d);
+    let sent = wait_for(Duration::from_secs(60), || {
+        let rows = outbox_rows(&d, &uid);
+        rows.iter().all(|r| r.2 == "sent").then_some(rows)
+    });
+    assert!(sent.is_some(), "rows sent: {:?}", outbox_rows(&d, &uid));
+    assert!(files_under(&d.state.join("outbox")).is_empty(), "the outbox copies are removed once sent");
+    signal(&child, 15);
+    assert!(wait_exit(&mut child, Duration::from_secs(60)).is_some());
+}
+
+/// The files of `src` the spool lacks (by the spool's name for each SOP Instance UID).
+fn missing_from_spool(d: &Deployment, src: &Path) -> Vec<PathBuf> {
+    files_under(src)
+        .into_iter()
+        .filter(|f| {
+            let uid = dicom_object::open_file(f)
+                .ok()
+                .and_then(|o| {
+                    o.element(dicom_dictionary_std::tags::SOP_INSTANCE_UID)
+                        .ok()?
+                        .to_str()
+                        .ok()
+                        .map(|s| s.trim_end_matches('\0').to_string())
+                })
+                .unwrap_or_default();
+            !d.state.join("spool").join(format!("{}.dcm", edgeseg::dicom_node::spool::hex_hash(&uid))).exists()
+        })
+        .collect()
+}
+
+#[test]
+fn dicom_node_sigkilled_22_times_during_receive_and_delivery_loses_nothing_and_sends_each_result_once() {
+    let mut pacs = Orthanc::start();
+    let d = Deployment::new(&format!("{}{}", dicom_section(""), dest_dicom(&pacs, "pacs")));
+    let studies: Vec<(PathBuf, String)> = (81..85).map(study).collect();
+    // A scanner that resends what did not arrive (never a study already done).
+    let cut_sends = std::sync::atomic::AtomicUsize::new(0);
+    let send_pending = |addr: SocketAddr| {
+        for (src, uid) in &studies {
+            if d.entry(uid).is_some_and(|e| e.state == StudyState::Done) {
+                continue;
+            }
+            let missing = missing_from_spool(&d, src);
+            if !missing.is_empty() && !storescu(addr, "CT01", &missing).status.success() {
+                cut_sends.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+    };
+    let mut cut_deliveries = 0;
+    let mut rng: u64 = 0x2545_F491_4F6C_DD1D;
+    let mut kills = 0;
+    while kills < 22 {
+        let from = d.log_text().len();
+        let mut child = d.spawn();
+        let addr = scp_addr_after(&d, from);
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        // Kills 1-11 early (receive), 12-22 later (processing and delivery),
+        // with the PACS down for kills 12-16 so results wait in the outbox.
+        if kills == 11 {
+            pacs.stop();
+        }
+        if kills == 16 {
+            pacs.restart();
+        }
+        let after =
+            if kills < 11 { Duration::from_millis(300 + rng % 2500) } else { Duration::from_millis(2000 + rng % 6000) };
+        std::thread::scope(|sc| {
+            sc.spawn(|| send_pending(addr));
+            std::thread::sleep(after);
+            signal(&child, 9);
+        });
+        let _ = wait_exit(&mut child, Duration::from_secs(30));
+        kills += 1;
+        if studies.iter().any(|(_, uid)| outbox_rows(&d, uid).iter().any(|r| r.2 == "queued" || r.2 == "sending")) {
+            cut_deliveries += 1;
+        }
+    }
+    // A last start, left running: everything completes.
+    let from = d.log_text().len();
+    let mut child = d.spawn();
+    let addr = scp_addr_after(&d, from);
+    let all_done = wait_for(Duration::from_secs(600), || {
+        send_pending(addr);
+        studies.iter().all(|(_, uid)| d.entry(uid).is_some_and(|e| e.state == StudyState::Done)).then_some(())
+    });
+    assert!(
+        all_done.is_some(),
+        "every study done after {kills} kills: {:?}",
+        d.entries().iter().map(|e| e.state).collect::<Vec<_>>()
+    );
+    for (src, uid) in &studies {
+        assert_results_in(&pacs, uid, src, &d);
+    }
+    assert!(
+        wait_for(Duration::from_secs(60), || (files_under(&d.state.join("spool")).is_empty()
+            && files_under(&d.state.join("spool.tmp")).is_empty())
+        .then_some(()))
+        .is_some(),
+        "the spool is empty at the end: {:?}",
+        files_under(&d.state.join("spool"))
+    );
+    let cut_sends = cut_sends.into_inner();
+    assert!(cut_sends > 0 && cut_deliveries > 0, "kills cut {cut_sends} sends and {cut_deliveries} deliveries");
+    eprintln!("{kills} kills: {cut_sends} storescu runs and {cut_deliveries} deliveries cut");
+    let seg_count = pacs.instances().iter().filter(|i| i.0 == SEG).count();
+    assert_eq!(seg_count, studies.len(), "one SEG per study in the PACS");
     signal(&child, 15);
     assert!(wait_exit(&mut child, Duration::from_secs(60)).is_some());
 }
