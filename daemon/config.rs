@@ -1048,6 +1048,42 @@ mod tests {
     }
 
     #[test]
+    fn dicom_node_sections_parse_and_each_mistake_is_placed() {
+        let good = "[watch]\nfolders = []\n[dicom]\nlisten = \"0.0.0.0:11112\"\nallowed_callers = [{ ae_title = \"CT01\", host = \"10.0.0.5\" }]\n\
+                    [[destination]]\nname = \"pacs\"\nhost = \"10.0.0.20\"\nport = 104\ncalled_ae = \"PACS\"\n\
+                    [[destination]]\nname = \"web\"\nkind = \"dicomweb\"\nurl = \"http://pacs:8042/dicom-web\"\nsend = [\"seg\", \"sc\"]\n";
+        let (c, d) = check(Path::new("c.toml"), good);
+        assert!(d.is_empty(), "{d:?}");
+        let c = c.expect("parses");
+        assert_eq!(c.destination.len(), 2);
+        assert_eq!(c.destination[0].kind, DestinationKind::Dicom);
+        assert_eq!(c.destination[0].send, vec![SendObject::Seg, SendObject::Rtstruct]);
+        assert_eq!(c.destination[1].send, vec![SendObject::Seg, SendObject::Sc]);
+        assert_eq!(c.dicom.allowed_callers[0].host, Some("10.0.0.5".parse().expect("ip")));
+        assert_eq!(c.dicom.max_associations, 8);
+
+        let e =
+            errs("[dicom]\nlisten = \"0.0.0.0:11112\"\nae_title = \"A_VERY_LONG_AE_TITLE\"\nmax_associations = 0\n");
+        assert!(e.iter().any(|m| m.contains("[dicom] allowed_callers: at least one caller")), "{e:?}");
+        assert!(e.iter().any(|m| m.starts_with("c.toml:3:1:") && m.contains("ae_title")), "{e:?}");
+        assert!(e.iter().any(|m| m.starts_with("c.toml:4:1:") && m.contains("max_associations")), "{e:?}");
+        let e = errs("[[destination]]\nname = \"pacs\"\n[[destination]]\nname = \"pacs\"\nkind = \"dicomweb\"\n");
+        assert!(e.iter().any(|m| m.contains("needs host")), "{e:?}");
+        assert!(e.iter().any(|m| m.contains("needs called_ae")), "{e:?}");
+        assert!(e.iter().any(|m| m.contains("needs url")), "{e:?}");
+        assert!(e.iter().any(|m| m.contains("used twice")), "{e:?}");
+        let e =
+            errs("[[destination]]\nname = \"p\"\nhost = \"h\"\nport = 104\ncalled_ae = \"P\"\nsend = [\"nifti\"]\n");
+        assert!(e.iter().any(|m| m.contains("nifti")), "{e:?}");
+        let many: String = (0..9)
+            .map(|i| format!("[[destination]]\nname = \"d{i}\"\nkind = \"dicomweb\"\nurl = \"http://h\"\n"))
+            .collect();
+        assert!(errs(&many).iter().any(|m| m.contains("at most 8")), "{:?}", errs(&many));
+        // No export folder is fine with the SCP, not without it.
+        assert!(errs("[watch]\nfolders = []\n").iter().any(|m| m.contains("at least one export folder")));
+    }
+
+    #[test]
     fn defaults_parse_from_empty() {
         let (c, d) = check(Path::new("c.toml"), "");
         assert!(d.is_empty(), "{d:?}");

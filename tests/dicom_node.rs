@@ -380,8 +380,22 @@ fn outbox_rows(d: &Deployment, uid: &str) -> Vec<(String, String, String, u32)> 
 fn dicom_node_results_queue_while_orthanc_is_down_and_arrive_once_it_is_back() {
     let mut pacs = Orthanc::start();
     let d = Deployment::new(&format!("{}{}", dicom_section(""), dest_dicom(&pacs, "pacs")));
+    let bus = crate::observe_dbus::PrivateBus::start();
+    let cfg = std::fs::read_to_string(&d.config).expect("config").replace("bus = \"off\"", "bus = \"session\"");
+    std::fs::write(&d.config, cfg).expect("config");
+    let status = || crate::util::text(&crate::util::edgeseg(&["status", "--address", &bus.address])).0;
     pacs.stop();
-    let mut child = d.spawn();
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(d.log()).expect("log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_edgeseg"))
+        .args(["daemon", "--config", d.config.to_str().expect("utf-8 path")])
+        .env("EDGESEG_LOG", "info")
+        .env("DBUS_SESSION_BUS_ADDRESS", &bus.address)
+        .env_remove("JOURNAL_STREAM")
+        .env_remove("ORT_DYLIB_PATH")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("edgeseg daemon starts");
     let addr = scp_addr(&d);
     let (src, uid) = study(63);
     let out = storescu(addr, "CT01", &files_under(&src));
@@ -396,6 +410,10 @@ fn dicom_node_results_queue_while_orthanc_is_down_and_arrive_once_it_is_back() {
         outbox_rows(&d, &uid),
         d.log_text()
     );
+    let st = wait_for(Duration::from_secs(30), || {
+        Some(status()).filter(|t| t.contains("Delivery:      pacs: 2 queued, 0 sent, 0 failed (oldest waiting"))
+    });
+    assert!(st.is_some(), "edgeseg status shows the waiting results: {}", status());
     pacs.restart();
     assert_results_in(&pacs, &uid, &src, &d);
     let sent = wait_for(Duration::from_secs(60), || {
@@ -404,6 +422,25 @@ fn dicom_node_results_queue_while_orthanc_is_down_and_arrive_once_it_is_back() {
     });
     assert!(sent.is_some(), "rows sent: {:?}", outbox_rows(&d, &uid));
     assert!(files_under(&d.state.join("outbox")).is_empty(), "the outbox copies are removed once sent");
+    let st = wait_for(Duration::from_secs(30), || {
+        Some(status()).filter(|t| t.contains("Delivery:      pacs: 0 queued, 2 sent, 0 failed\n"))
+    });
+    assert!(st.is_some(), "edgeseg status shows them sent: {}", status());
+    // Resend over D-Bus: the same objects again (same SOP Instance UIDs: still one copy each).
+    let o = crate::observe_dbus::busctl(
+        &bus,
+        &["call", "org.edgeseg.Daemon1", "/org/edgeseg/Daemon1", "org.edgeseg.Daemon1", "Resend", "s", &uid],
+    );
+    assert!(o.status.success(), "Resend: {:?}", crate::util::text(&o));
+    let again = wait_for(Duration::from_secs(60), || {
+        // Attempts start again from 0: 1 once sent again (it was 2 or more).
+        d.log_text()
+            .contains("resend of study")
+            .then_some(())
+            .filter(|_| outbox_rows(&d, &uid).iter().all(|r| r.2 == "sent" && r.3 == 1))
+    });
+    assert!(again.is_some(), "resent: {:?}\n{}", outbox_rows(&d, &uid), d.log_text());
+    assert_results_in(&pacs, &uid, &src, &d);
     signal(&child, 15);
     assert!(wait_exit(&mut child, Duration::from_secs(60)).is_some());
 }

@@ -5,7 +5,8 @@
 //!   `Quarantined` (t), `CurrentStudy` (s, empty when idle), `ModelName`,
 //!   `ModelVersion`, `ModelSha256`, `Version` (s, constant), `Provider` (s),
 //!   `Folds` (a(uss): fold, provider, precision) and `PostprocessBackend` (s),
-//!   as built once the model is loaded. PropertiesChanged is emitted when
+//!   as built once the model is loaded; `Delivery` (a(stttd): per destination
+//!   name, queued, sent, failed, oldest unsent age in seconds; no change signal). PropertiesChanged is emitted when
 //!   State, Status, QueueDepth, Quarantined, CurrentStudy or the engines change. docs/dbus.md is the operator's reference.
 //! - Methods: `Pause()`, `Resume()`, `Reprocess(s study_uid)`, `Resend(s
 //!   study_uid)` (the results again to every `[[destination]]`), `Enqueue(s
@@ -414,6 +415,18 @@ impl Daemon1 {
     #[zbus(property)]
     fn postprocess_backend(&self) -> String {
         self.obs.engines().postprocess_backend
+    }
+
+    /// Per `[[destination]]`: (name, queued, sent, failed, oldest unsent age in
+    /// seconds), as the DICOM node's outbox last reported (read on demand; no
+    /// change signal).
+    #[zbus(property(emits_changed_signal = "false"))]
+    fn delivery(&self) -> Vec<(String, u64, u64, u64, f64)> {
+        self.obs
+            .delivery_counts()
+            .into_iter()
+            .map(|c| (c.name, c.queued, c.sent, c.failed, c.oldest_unsent_seconds))
+            .collect()
     }
 
     /// The edgeseg version and git revision.
