@@ -541,12 +541,10 @@ pub struct Destination {
     /// Which results are sent.
     #[serde(default = "default_send")]
     pub send: Vec<SendObject>,
-    /// Ask for Storage Commitment (kind = "dicom").
+    /// Ask for Storage Commitment (kind = "dicom"): refused by the checks
+    /// until the push model is implemented (docs/dicom-network.md).
     #[serde(default)]
     pub storage_commitment: bool,
-    /// Uncommitted results are sent again after this many seconds.
-    #[serde(default = "default_commitment_timeout")]
-    pub commitment_timeout_seconds: f64,
     /// Attempts before a result is marked failed.
     #[serde(default = "default_delivery_attempts")]
     pub max_attempts: u32,
@@ -557,9 +555,6 @@ pub struct Destination {
 
 fn default_send() -> Vec<SendObject> {
     vec![SendObject::Seg, SendObject::Rtstruct]
-}
-fn default_commitment_timeout() -> f64 {
-    3600.0
 }
 fn default_delivery_attempts() -> u32 {
     10
@@ -656,23 +651,18 @@ fn dicom_errors(c: &Config, out: &mut Vec<(&'static str, &'static str, String)>)
             DestinationKind::Dicomweb => {
                 need(
                     "url",
-                    t.url.as_deref().is_some_and(|u| u.starts_with("http://") || u.starts_with("https://")),
-                    "kind = \"dicomweb\" needs url (http:// or https://)",
+                    t.url.as_deref().is_some_and(|u| u.starts_with("http://")),
+                    "kind = \"dicomweb\" needs url (http://; this build has no TLS client)",
                 );
-                need("storage_commitment", !t.storage_commitment, "storage_commitment is for kind = \"dicom\"");
             }
         }
+        need("storage_commitment", !t.storage_commitment, "Storage Commitment is not implemented yet: leave it false");
         if let Some(f) = &t.token_file {
             need("token_file", f.is_absolute(), "token_file must be an absolute path");
         }
         need("send", !t.send.is_empty(), "send lists at least one of \"seg\", \"rtstruct\", \"sc\"");
         need("max_attempts", (1..=1000).contains(&t.max_attempts), "max_attempts must be 1 to 1000");
         need("retry_seconds", t.retry_seconds.is_finite() && t.retry_seconds >= 0.0, "retry_seconds must be 0 or more");
-        need(
-            "commitment_timeout_seconds",
-            t.commitment_timeout_seconds.is_finite() && t.commitment_timeout_seconds > 0.0,
-            "commitment_timeout_seconds must be greater than 0",
-        );
     }
 }
 // ---- end of the DICOM node's configuration ----

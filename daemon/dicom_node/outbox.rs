@@ -1,8 +1,7 @@
 //! The outbox: one row per (study, destination, result object) in the
 //! journal's SQLite file (`outbox` table), `queued → sending → sent`, or
 //! back to `queued` with a backoff after a failed attempt, `failed` after
-//! the destination's `max_attempts`; with Storage Commitment `sent` waits
-//! for the PACS's confirmation (`committed`).
+//! the destination's `max_attempts`.
 //!
 //! Each state change is committed (synchronous=FULL) before its effect, as
 //! for studies. What is sent is a copy of the result taken when the study
@@ -57,7 +56,7 @@ pub struct DestinationCounts {
     pub name: String,
     /// Results waiting or being sent.
     pub queued: u64,
-    /// Results sent (and committed, with Storage Commitment) since the outbox began.
+    /// Results the destination stored, since the outbox began.
     pub sent: u64,
     /// Results given up after max_attempts.
     pub failed: u64,
@@ -317,7 +316,7 @@ impl Outbox {
             out.push(DestinationCounts {
                 name: d.name.clone(),
                 queued: count("'queued', 'sending'")?,
-                sent: count("'sent', 'committed'")?,
+                sent: count("'sent'")?,
                 failed: count("'failed'")?,
                 oldest_unsent_seconds: oldest.map(|o| (now() - o).max(0.0)).unwrap_or(0.0),
             });

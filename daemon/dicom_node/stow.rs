@@ -2,8 +2,8 @@
 //! `multipart/related; type="application/dicom"`, with `Authorization:
 //! Bearer <token_file's first line>` when a token file is set. 200 is
 //! success; anything else (and 202, partly stored) is a failed attempt.
-//! minreq is built without TLS: `https://` URLs are refused with that
-//! reason (put a TLS-terminating proxy on the box, see docs/dicom-network.md).
+//! minreq is built without TLS: the configuration check refuses `https://`
+//! URLs (see docs/dicom-network.md).
 
 use super::outbox::Item;
 use crate::config::Destination;

@@ -240,10 +240,7 @@ impl Metrics {
         // The DICOM node's outbox, per [[destination]] (values read from the journal).
         let delivery = [
             ("edgeseg_delivery_queued", "Results waiting for or in delivery to a destination."),
-            (
-                "edgeseg_delivery_sent",
-                "Results a destination stored (and committed, with Storage Commitment), from the journal.",
-            ),
+            ("edgeseg_delivery_sent", "Results a destination stored, from the journal."),
             ("edgeseg_delivery_failed", "Results given up after the destination's max_attempts, from the journal."),
         ]
         .map(|(name, help)| int_gauge_vec(r, name, help, &["destination"]));
