@@ -546,3 +546,120 @@ fn dicom_node_sigkilled_22_times_during_receive_and_delivery_loses_nothing_and_s
     signal(&child, 15);
     assert!(wait_exit(&mut child, Duration::from_secs(60)).is_some());
 }
+
+fn vm_hwm_mib(pid: u32) -> Option<f64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb: f64 = s.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+/// Peak resident memory of the daemon on the network burst (as the folder
+/// burst's bound: ONNX Runtime, the model, two studies; plus the SCP's
+/// associations, one PDU each).
+const BURST_PEAK_RSS_BOUND_MIB: f64 = 256.0;
+
+#[test]
+fn dicom_node_burst_of_20_studies_from_4_concurrent_storescu_with_bounded_memory() {
+    let studies: Vec<(PathBuf, String)> = (101..121).map(study).collect();
+    let d = Deployment::new(&dicom_section(""));
+    let mut child = d.spawn();
+    let addr = scp_addr(&d);
+    let t0 = std::time::Instant::now();
+    std::thread::scope(|sc| {
+        for chunk in studies.chunks(5) {
+            sc.spawn(move || {
+                let files: Vec<PathBuf> = chunk.iter().flat_map(|(src, _)| files_under(src)).collect();
+                let out = storescu(addr, "CT01", &files);
+                assert!(out.status.success(), "storescu: {}", String::from_utf8_lossy(&out.stderr));
+            });
+        }
+    });
+    let all = wait_for(Duration::from_secs(900), || {
+        studies.iter().all(|(_, uid)| d.entry(uid).is_some_and(|e| e.state == StudyState::Done)).then_some(())
+    });
+    let seconds = t0.elapsed().as_secs_f64();
+    let peak = vm_hwm_mib(child.id()).expect("VmHWM");
+    assert!(all.is_some(), "not all done: {:?}", d.entries().iter().map(|e| e.state).collect::<Vec<_>>());
+    for (_, uid) in &studies {
+        assert_eq!(d.entry(uid).map(|e| e.completions), Some(1), "each study once");
+    }
+    assert!(
+        wait_for(Duration::from_secs(60), || files_under(&d.state.join("spool")).is_empty().then_some(())).is_some(),
+        "the spool is emptied"
+    );
+    signal(&child, 15);
+    assert!(wait_exit(&mut child, Duration::from_secs(60)).is_some());
+    eprintln!(
+        "{}",
+        serde_json::json!({"studies": studies.len(), "seconds": seconds, "peak_rss_mib": peak, "bound_mib": BURST_PEAK_RSS_BOUND_MIB})
+    );
+    assert!(peak < BURST_PEAK_RSS_BOUND_MIB, "peak RSS {peak:.0} MiB over {BURST_PEAK_RSS_BOUND_MIB} MiB");
+}
+
+/// (Device UID, purpose code, segment tracking (ID, UID) pairs, SOP Instance UID) of a written file.
+type AirView = (String, String, Vec<(String, String)>, String);
+
+fn air_of(path: &Path) -> AirView {
+    use dicom_dictionary_std::tags;
+    let obj = dicom_object::open_file(path).expect("opens");
+    let s = |o: &dicom_object::InMemDicomObject, t| {
+        o.element(t)
+            .ok()
+            .and_then(|e| e.to_str().ok())
+            .map(|v| v.trim_end_matches(['\0', ' ']).to_string())
+            .unwrap_or_default()
+    };
+    let eq = obj.element(tags::CONTRIBUTING_EQUIPMENT_SEQUENCE).expect("Contributing Equipment Sequence");
+    let eq = &eq.items().expect("items")[0];
+    assert_eq!(s(eq, tags::MANUFACTURER), "edgeseg");
+    assert!(!s(eq, tags::MANUFACTURER_MODEL_NAME).is_empty() && !s(eq, tags::SOFTWARE_VERSIONS).is_empty());
+    let purpose = &eq.element(tags::PURPOSE_OF_REFERENCE_CODE_SEQUENCE).expect("purpose").items().expect("items")[0];
+    let code = format!(
+        "{}|{}|{}",
+        s(purpose, tags::CODE_VALUE),
+        s(purpose, tags::CODING_SCHEME_DESIGNATOR),
+        s(purpose, tags::CODE_MEANING)
+    );
+    let tracking = obj
+        .element(tags::SEGMENT_SEQUENCE)
+        .ok()
+        .and_then(|e| {
+            e.items().map(|i| i.iter().map(|seg| (s(seg, tags::TRACKING_ID), s(seg, tags::TRACKING_UID))).collect())
+        })
+        .unwrap_or_default();
+    (s(eq, tags::DEVICE_UID), code, tracking, s(&obj, tags::SOP_INSTANCE_UID))
+}
+
+#[test]
+fn dicom_node_air_attributes_are_on_seg_and_rtstruct_and_tracking_uids_stable_across_reruns() {
+    let (src, uid) = study(64);
+    let model = crate::daemon_util::petct_model();
+    let run = || {
+        let out = tempfile::tempdir().expect("tempdir");
+        let o = crate::util::edgeseg(&[
+            "process",
+            src.to_str().expect("path"),
+            "--model",
+            model.to_str().expect("path"),
+            "--out",
+            out.path().to_str().expect("path"),
+            "--onnxruntime",
+            crate::util::ort_lib().to_str().expect("path"),
+        ]);
+        assert_eq!(o.status.code(), Some(0), "{}", crate::util::text(&o).1);
+        let dir = out.path().join(&uid);
+        (air_of(&dir.join("seg.dcm")), air_of(&dir.join("rtstruct.dcm")), out)
+    };
+    let (seg1, rt1, _a) = run();
+    let (seg2, rt2, _b) = run();
+    assert_eq!(seg1.1, "Newcode1|99IHE|Processing Algorithm");
+    assert_eq!(rt1.1, seg1.1);
+    assert!(seg1.0.starts_with("2.25.") && seg1.0 == rt1.0 && seg1.0 == seg2.0, "one device UID per model package");
+    assert_ne!(seg1.3, seg2.3, "each run writes new instances");
+    assert_ne!(rt1.3, rt2.3);
+    assert!(!seg1.2.is_empty(), "segments tracked");
+    assert!(seg1.2.iter().all(|(id, u)| !id.is_empty() && u.starts_with("2.25.")), "{:?}", seg1.2);
+    let distinct: std::collections::BTreeSet<_> = seg1.2.iter().map(|t| &t.1).collect();
+    assert_eq!(distinct.len(), seg1.2.len(), "one tracking UID per segment");
+    assert_eq!(seg1.2, seg2.2, "the same lesions keep their tracking IDs and UIDs across runs");
+}

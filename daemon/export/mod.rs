@@ -2,6 +2,7 @@
 //! CSV, the MIP picture and the lesion palette they share, and the DICOM
 //! Segmentation and RT Structure Set that reference the source series.
 
+pub mod air;
 pub mod contour;
 pub mod csv;
 pub mod dicom_refs;
@@ -61,6 +62,10 @@ pub fn write_dicom(
     }
     let frames = seg::write(&dir.join("seg.dcm"), &inputs.source, &set, &inputs.algorithm)?;
     let rt = rtstruct::write(&dir.join("rtstruct.dcm"), &inputs.source, &set)?;
+    // IHE AIR: contributing equipment (both) and tracking IDs/UIDs (SEG).
+    for f in ["seg.dcm", "rtstruct.dcm"] {
+        air::add(&dir.join(f), &inputs.source.study_uid, &inputs.algorithm)?;
+    }
     let study = crate::queue::uid_hash(&inputs.source.study_uid);
     tracing::info!(
         study = %study,
