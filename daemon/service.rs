@@ -1462,12 +1462,17 @@ impl Daemon<'_> {
         if new.metrics != old.metrics || new.dbus != old.dbus {
             tracing::warn!("reload: [metrics] and [dbus] changes take effect at the next restart");
         }
+        if new.dicom != old.dicom || new.destination != old.destination {
+            tracing::warn!("reload: [dicom] and [[destination]] changes take effect at the next restart");
+        }
         let mut applied = new.clone();
         applied.model = old.model.clone();
         applied.state = old.state.clone();
         applied.gpu = old.gpu.clone();
         applied.metrics = old.metrics.clone();
         applied.dbus = old.dbus.clone();
+        applied.dicom = old.dicom.clone();
+        applied.destination = old.destination.clone();
         if applied.watch != old.watch {
             self.watcher =
                 Watcher::new(WatchSettings { config: applied.watch.clone(), required: self.required.clone() });

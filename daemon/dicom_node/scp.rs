@@ -201,6 +201,9 @@ fn association(stream: TcpStream, peer: SocketAddr, s: &ScpSettings, counters: &
         .ae_title(s.ae_title.clone())
         .with_abstract_syntax(VERIFICATION)
         .max_pdu_length(s.max_pdu_length)
+        // A PDU declaring more than max_pdu_length is refused, not buffered
+        // (the A-ASSOCIATE-RQ is read before any access check).
+        .strict(true)
         .read_timeout(s.timeout)
         .write_timeout(s.timeout);
     for c in STORAGE_SOP_CLASSES {
