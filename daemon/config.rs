@@ -97,6 +97,11 @@ pub struct Config {
     pub ingest: IngestConfig,
     /// `[limits]`: the memory studies are planned within.
     pub limits: LimitsConfig,
+    /// `[dicom]`: the DICOM node's Storage SCP (off without `listen`).
+    pub dicom: DicomConfig,
+    /// `[[destination]]`: where results are delivered.
+    #[serde(deserialize_with = "bounded_destinations")]
+    pub destination: Vec<Destination>,
 }
 
 /// `[gpu]`.
@@ -438,6 +443,253 @@ pub struct RetentionConfig {
     pub move_to: Option<PathBuf>,
 }
 
+// ---- The DICOM node: `[dicom]` and `[[destination]]` (daemon/dicom_node/) ----
+
+/// Most `[dicom] allowed_callers`.
+pub const MAX_ALLOWED_CALLERS: usize = 64;
+/// Most `[[destination]]` entries.
+pub const MAX_DESTINATIONS: usize = 8;
+
+/// `[dicom]`: the Storage SCP. Off unless `listen` is set.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DicomConfig {
+    /// Address the Storage SCP listens on (`0.0.0.0:11112`); none: no SCP.
+    pub listen: Option<ListenAddr>,
+    /// This node's AE title (the called AE title callers must use).
+    pub ae_title: String,
+    /// Who may associate: calling AE title and, optionally, source address.
+    pub allowed_callers: Vec<AllowedCaller>,
+    /// Associations served at once; more are rejected (transient, local limit).
+    pub max_associations: u32,
+    /// Largest PDU this node receives, in bytes.
+    pub max_pdu_length: u32,
+    /// An association silent this long (seconds) is aborted.
+    pub timeout_seconds: f64,
+}
+
+impl Default for DicomConfig {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            ae_title: "EDGESEG".into(),
+            allowed_callers: Vec::new(),
+            max_associations: 8,
+            max_pdu_length: 65536,
+            timeout_seconds: 60.0,
+        }
+    }
+}
+
+/// One `allowed_callers` entry.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AllowedCaller {
+    /// The calling AE title.
+    pub ae_title: String,
+    /// The caller's IP address (any address when absent).
+    #[serde(default)]
+    pub host: Option<std::net::IpAddr>,
+}
+
+/// How results reach a destination.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum DestinationKind {
+    /// C-STORE to a DICOM node.
+    #[default]
+    Dicom,
+    /// STOW-RS to a DICOMweb service.
+    Dicomweb,
+}
+
+/// A result object a destination is sent.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum SendObject {
+    /// seg.dcm.
+    Seg,
+    /// rtstruct.dcm.
+    Rtstruct,
+    /// mip.dcm (the MIP as a Secondary Capture).
+    Sc,
+}
+
+impl SendObject {
+    /// The file of the study folder.
+    pub fn file_name(self) -> &'static str {
+        match self {
+            Self::Seg => "seg.dcm",
+            Self::Rtstruct => "rtstruct.dcm",
+            Self::Sc => "mip.dcm",
+        }
+    }
+    /// The name in the configuration and the outbox.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Seg => "seg",
+            Self::Rtstruct => "rtstruct",
+            Self::Sc => "sc",
+        }
+    }
+}
+
+/// One `[[destination]]`.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Destination {
+    /// Name in logs, metrics and the outbox.
+    pub name: String,
+    /// `dicom` (C-STORE) or `dicomweb` (STOW-RS).
+    #[serde(default)]
+    pub kind: DestinationKind,
+    /// The PACS's host (kind = "dicom").
+    #[serde(default)]
+    pub host: Option<String>,
+    /// The PACS's port (kind = "dicom").
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// The PACS's AE title (kind = "dicom").
+    #[serde(default)]
+    pub called_ae: Option<String>,
+    /// This node's AE title towards the PACS (default: `[dicom] ae_title`).
+    #[serde(default)]
+    pub calling_ae: Option<String>,
+    /// The DICOMweb service root, `http://host:port/dicom-web` (kind = "dicomweb").
+    #[serde(default)]
+    pub url: Option<String>,
+    /// A file holding a bearer token (kind = "dicomweb").
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// Which results are sent.
+    #[serde(default = "default_send")]
+    pub send: Vec<SendObject>,
+    /// Ask for Storage Commitment (kind = "dicom"): refused by the checks
+    /// until the push model is implemented (docs/dicom-network.md).
+    #[serde(default)]
+    pub storage_commitment: bool,
+    /// Attempts before a result is marked failed.
+    #[serde(default = "default_delivery_attempts")]
+    pub max_attempts: u32,
+    /// Wait after the first failed attempt, doubled for each further one (at most an hour).
+    #[serde(default = "default_retry_seconds")]
+    pub retry_seconds: f64,
+}
+
+fn default_send() -> Vec<SendObject> {
+    vec![SendObject::Seg, SendObject::Rtstruct]
+}
+fn default_delivery_attempts() -> u32 {
+    10
+}
+fn default_retry_seconds() -> f64 {
+    30.0
+}
+
+fn bounded_destinations<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Destination>, D::Error> {
+    let v: Vec<Destination> = Vec::deserialize(d)?;
+    if v.len() > MAX_DESTINATIONS {
+        return Err(serde::de::Error::custom(format!(
+            "{} destinations: at most {MAX_DESTINATIONS} are allowed",
+            v.len()
+        )));
+    }
+    Ok(v)
+}
+
+fn dicom_errors(c: &Config, out: &mut Vec<(&'static str, &'static str, String)>) {
+    let d = &c.dicom;
+    let ae_ok = |t: &str| {
+        !t.trim().is_empty()
+            && t.len() <= 16
+            && t.chars().all(|c| c.is_ascii_graphic() || c == ' ')
+            && !t.contains('\\')
+    };
+    if !ae_ok(&d.ae_title) {
+        out.push(("dicom", "ae_title", format!("{:?}: 1 to 16 printable ASCII characters", d.ae_title)));
+    }
+    if d.listen.is_some() {
+        if d.allowed_callers.is_empty() {
+            out.push((
+                "dicom",
+                "allowed_callers",
+                "at least one caller is needed: no one else may send studies".into(),
+            ));
+        }
+        if c.watch.folders.len() >= MAX_WATCH_FOLDERS {
+            out.push((
+                "watch",
+                "folders",
+                format!(
+                    "at most {} export folders with [dicom] listen (the spool is watched too)",
+                    MAX_WATCH_FOLDERS - 1
+                ),
+            ));
+        }
+    }
+    if d.allowed_callers.len() > MAX_ALLOWED_CALLERS {
+        out.push((
+            "dicom",
+            "allowed_callers",
+            format!("{} callers: at most {MAX_ALLOWED_CALLERS}", d.allowed_callers.len()),
+        ));
+    }
+    for a in &d.allowed_callers {
+        if !ae_ok(&a.ae_title) {
+            out.push(("dicom", "allowed_callers", format!("{:?}: 1 to 16 printable ASCII characters", a.ae_title)));
+        }
+    }
+    if d.max_associations == 0 || d.max_associations > 256 {
+        out.push(("dicom", "max_associations", format!("{}: must be 1 to 256", d.max_associations)));
+    }
+    if !(4096..=16_777_216).contains(&d.max_pdu_length) {
+        out.push(("dicom", "max_pdu_length", format!("{}: must be 4096 to 16777216", d.max_pdu_length)));
+    }
+    if !(d.timeout_seconds.is_finite() && d.timeout_seconds >= 1.0) {
+        out.push(("dicom", "timeout_seconds", format!("{}: must be 1 or more", d.timeout_seconds)));
+    }
+    for (i, t) in c.destination.iter().enumerate() {
+        let mut need = |key: &'static str, ok: bool, what: &str| {
+            if !ok {
+                out.push(("destination", key, format!("{:?}: {what}", t.name)));
+            }
+        };
+        need(
+            "name",
+            !t.name.is_empty() && t.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)),
+            "a name of letters, digits, '-', '_' or '.'",
+        );
+        need("name", !c.destination.iter().skip(i + 1).any(|o| o.name == t.name), "the name is used twice");
+        match t.kind {
+            DestinationKind::Dicom => {
+                need("host", t.host.as_deref().is_some_and(|h| !h.is_empty()), "kind = \"dicom\" needs host");
+                need("port", t.port.is_some_and(|p| p > 0), "kind = \"dicom\" needs port");
+                need(
+                    "called_ae",
+                    t.called_ae.as_deref().is_some_and(ae_ok),
+                    "kind = \"dicom\" needs called_ae (1 to 16 characters)",
+                );
+                need("calling_ae", t.calling_ae.as_deref().is_none_or(ae_ok), "1 to 16 printable ASCII characters");
+            }
+            DestinationKind::Dicomweb => {
+                need(
+                    "url",
+                    t.url.as_deref().is_some_and(|u| u.starts_with("http://")),
+                    "kind = \"dicomweb\" needs url (http://; this build has no TLS client)",
+                );
+            }
+        }
+        need("storage_commitment", !t.storage_commitment, "Storage Commitment is not implemented yet: leave it false");
+        if let Some(f) = &t.token_file {
+            need("token_file", f.is_absolute(), "token_file must be an absolute path");
+        }
+        need("send", !t.send.is_empty(), "send lists at least one of \"seg\", \"rtstruct\", \"sc\"");
+        need("max_attempts", (1..=1000).contains(&t.max_attempts), "max_attempts must be 1 to 1000");
+        need("retry_seconds", t.retry_seconds.is_finite() && t.retry_seconds >= 0.0, "retry_seconds must be 0 or more");
+    }
+}
+// ---- end of the DICOM node's configuration ----
+
 fn bounded_folders<'de, D: Deserializer<'de>>(d: D) -> Result<heapless::Vec<PathBuf, MAX_WATCH_FOLDERS>, D::Error> {
     let v: Vec<PathBuf> = Vec::deserialize(d)?;
     let n = v.len();
@@ -757,14 +1009,15 @@ fn semantic_errors(c: &Config) -> Vec<(&'static str, &'static str, String)> {
         abs("retention", "move_to", m);
     }
     let w = &c.watch;
-    if w.folders.is_empty() {
-        out.push(("watch", "folders", "at least one export folder is needed".into()));
+    if w.folders.is_empty() && c.dicom.listen.is_none() {
+        out.push(("watch", "folders", "at least one export folder is needed (or [dicom] listen)".into()));
     }
     for (i, a) in w.folders.iter().enumerate() {
         if w.folders.iter().skip(i + 1).any(|b| a.starts_with(b) || b.starts_with(a)) {
             out.push(("watch", "folders", format!("{}: listed twice or nested in another folder", a.display())));
         }
     }
+    dicom_errors(c, &mut out);
     let positive = |v: f64| v.is_finite() && v > 0.0;
     if !positive(w.settle_seconds) {
         out.push(("watch", "settle_seconds", format!("{}: must be greater than 0", w.settle_seconds)));
@@ -809,6 +1062,42 @@ mod tests {
 
     fn errs(text: &str) -> Vec<String> {
         check(Path::new("c.toml"), text).1.iter().map(|d| d.to_string()).collect()
+    }
+
+    #[test]
+    fn dicom_node_sections_parse_and_each_mistake_is_placed() {
+        let good = "[watch]\nfolders = []\n[dicom]\nlisten = \"0.0.0.0:11112\"\nallowed_callers = [{ ae_title = \"CT01\", host = \"10.0.0.5\" }]\n\
+                    [[destination]]\nname = \"pacs\"\nhost = \"10.0.0.20\"\nport = 104\ncalled_ae = \"PACS\"\n\
+                    [[destination]]\nname = \"web\"\nkind = \"dicomweb\"\nurl = \"http://pacs:8042/dicom-web\"\nsend = [\"seg\", \"sc\"]\n";
+        let (c, d) = check(Path::new("c.toml"), good);
+        assert!(d.is_empty(), "{d:?}");
+        let c = c.expect("parses");
+        assert_eq!(c.destination.len(), 2);
+        assert_eq!(c.destination[0].kind, DestinationKind::Dicom);
+        assert_eq!(c.destination[0].send, vec![SendObject::Seg, SendObject::Rtstruct]);
+        assert_eq!(c.destination[1].send, vec![SendObject::Seg, SendObject::Sc]);
+        assert_eq!(c.dicom.allowed_callers[0].host, Some("10.0.0.5".parse().expect("ip")));
+        assert_eq!(c.dicom.max_associations, 8);
+
+        let e =
+            errs("[dicom]\nlisten = \"0.0.0.0:11112\"\nae_title = \"A_VERY_LONG_AE_TITLE\"\nmax_associations = 0\n");
+        assert!(e.iter().any(|m| m.contains("[dicom] allowed_callers: at least one caller")), "{e:?}");
+        assert!(e.iter().any(|m| m.starts_with("c.toml:3:1:") && m.contains("ae_title")), "{e:?}");
+        assert!(e.iter().any(|m| m.starts_with("c.toml:4:1:") && m.contains("max_associations")), "{e:?}");
+        let e = errs("[[destination]]\nname = \"pacs\"\n[[destination]]\nname = \"pacs\"\nkind = \"dicomweb\"\n");
+        assert!(e.iter().any(|m| m.contains("needs host")), "{e:?}");
+        assert!(e.iter().any(|m| m.contains("needs called_ae")), "{e:?}");
+        assert!(e.iter().any(|m| m.contains("needs url")), "{e:?}");
+        assert!(e.iter().any(|m| m.contains("used twice")), "{e:?}");
+        let e =
+            errs("[[destination]]\nname = \"p\"\nhost = \"h\"\nport = 104\ncalled_ae = \"P\"\nsend = [\"nifti\"]\n");
+        assert!(e.iter().any(|m| m.contains("nifti")), "{e:?}");
+        let many: String = (0..9)
+            .map(|i| format!("[[destination]]\nname = \"d{i}\"\nkind = \"dicomweb\"\nurl = \"http://h\"\n"))
+            .collect();
+        assert!(errs(&many).iter().any(|m| m.contains("at most 8")), "{:?}", errs(&many));
+        // No export folder is fine with the SCP, not without it.
+        assert!(errs("[watch]\nfolders = []\n").iter().any(|m| m.contains("at least one export folder")));
     }
 
     #[test]

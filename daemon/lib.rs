@@ -5,6 +5,7 @@
 //! ARCHITECTURE.md for the stages and their invariants.
 
 pub mod config;
+pub mod dicom_node;
 pub mod edit;
 pub mod export;
 pub mod gpu;

@@ -72,6 +72,7 @@ mod daemon_geometry;
 mod daemon_privacy;
 mod daemon_service;
 mod daemon_watch;
+mod dicom_node;
 mod export_dicom;
 mod export_outputs;
 mod fuzz_regressions;

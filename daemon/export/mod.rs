@@ -3,6 +3,7 @@
 //! Segmentation, RT Structure Set and Secondary Capture (the MIP) that
 //! reference the source study.
 
+pub mod air;
 pub mod contour;
 pub mod csv;
 pub mod dicom_refs;
@@ -136,6 +137,10 @@ pub fn write_dicom_with(
         let seg_series = options.series(0, "segmentation");
         let frames = seg::write(&dir.join("seg.dcm"), &inputs.source, &set, &inputs.algorithm, &seg_series)?;
         let rt = rtstruct::write(&dir.join("rtstruct.dcm"), &inputs.source, &set, &options.series(1, "structures"))?;
+        // IHE AIR: contributing equipment (both) and tracking IDs/UIDs (SEG).
+        for f in ["seg.dcm", "rtstruct.dcm"] {
+            air::add(&dir.join(f), &inputs.source.study_uid, &inputs.algorithm)?;
+        }
         tracing::info!(
             study = %study,
             segments = set.segments.len(),

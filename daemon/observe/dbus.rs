@@ -5,9 +5,11 @@
 //!   `Quarantined` (t), `CurrentStudy` (s, empty when idle), `ModelName`,
 //!   `ModelVersion`, `ModelSha256`, `Version` (s, constant), `Provider` (s),
 //!   `Folds` (a(uss): fold, provider, precision) and `PostprocessBackend` (s),
-//!   as built once the model is loaded. PropertiesChanged is emitted when
+//!   as built once the model is loaded; `Delivery` (a(stttd): per destination
+//!   name, queued, sent, failed, oldest unsent age in seconds; no change signal). PropertiesChanged is emitted when
 //!   State, Status, QueueDepth, Quarantined, CurrentStudy or the engines change. docs/dbus.md is the operator's reference.
-//! - Methods: `Pause()`, `Resume()`, `Reprocess(s study_uid)`, `Enqueue(s
+//! - Methods: `Pause()`, `Resume()`, `Reprocess(s study_uid)`, `Resend(s
+//!   study_uid)` (the results again to every `[[destination]]`), `Enqueue(s
 //!   path)`, `ReloadConfig()`, `ListQuarantine()`, `ShowQuarantine(s name)`,
 //!   `RetryQuarantine(s name)`, `ClearQuarantine(s name)`: each checks its
 //!   argument and (those that change something) sends a
@@ -248,6 +250,10 @@ impl Daemon1 {
                 let study = crate::queue::uid_hash(uid);
                 tracing::info!(command = "Reprocess", study = %study, "D-Bus command: Reprocess study {study}")
             }
+            Command::Resend(uid) => {
+                let study = crate::queue::uid_hash(uid);
+                tracing::info!(command = "Resend", study = %study, "D-Bus command: Resend study {study}")
+            }
             other => {
                 let name = match other {
                     Command::Pause => "Pause",
@@ -255,7 +261,7 @@ impl Daemon1 {
                     Command::ReloadConfig => "ReloadConfig",
                     Command::RetryQuarantine(_) => "RetryQuarantine",
                     Command::ClearQuarantine(_) => "ClearQuarantine",
-                    Command::Enqueue(_) | Command::Reprocess(_) => "",
+                    Command::Enqueue(_) | Command::Reprocess(_) | Command::Resend(_) => "",
                 };
                 tracing::info!(command = name, "D-Bus command: {name}")
             }
@@ -284,6 +290,14 @@ impl Daemon1 {
             return Err(zbus::fdo::Error::InvalidArgs(format!("not a DICOM UID: {study_uid:?}")));
         }
         self.send(Command::Reprocess(study_uid.to_string()))
+    }
+
+    /// Deliver a done study's results again to every destination, by StudyInstanceUID.
+    fn resend(&self, study_uid: &str) -> zbus::fdo::Result<()> {
+        if !is_dicom_uid(study_uid) {
+            return Err(zbus::fdo::Error::InvalidArgs(format!("not a DICOM UID: {study_uid:?}")));
+        }
+        self.send(Command::Resend(study_uid.to_string()))
     }
 
     /// Queue a folder (or file) of DICOM files, by absolute path.
@@ -401,6 +415,18 @@ impl Daemon1 {
     #[zbus(property)]
     fn postprocess_backend(&self) -> String {
         self.obs.engines().postprocess_backend
+    }
+
+    /// Per `[[destination]]`: (name, queued, sent, failed, oldest unsent age in
+    /// seconds), as the DICOM node's outbox last reported (read on demand; no
+    /// change signal).
+    #[zbus(property(emits_changed_signal = "false"))]
+    fn delivery(&self) -> Vec<(String, u64, u64, u64, f64)> {
+        self.obs
+            .delivery_counts()
+            .into_iter()
+            .map(|c| (c.name, c.queued, c.sent, c.failed, c.oldest_unsent_seconds))
+            .collect()
     }
 
     /// The edgeseg version and git revision.

@@ -68,6 +68,8 @@ pub(crate) struct Metrics {
     fold_engine: IntGaugeVec,
     postprocess_backend: IntGaugeVec,
     postprocess_fallbacks: IntCounter,
+    delivery: [IntGaugeVec; 3],
+    delivery_oldest: GaugeVec,
     pub gpu: GpuMetrics,
 }
 
@@ -235,7 +237,23 @@ impl Metrics {
             c
         };
 
+        // The DICOM node's outbox, per [[destination]] (values read from the journal).
+        let delivery = [
+            ("edgeseg_delivery_queued", "Results waiting for or in delivery to a destination."),
+            ("edgeseg_delivery_sent", "Results a destination stored, from the journal."),
+            ("edgeseg_delivery_failed", "Results given up after the destination's max_attempts, from the journal."),
+        ]
+        .map(|(name, help)| int_gauge_vec(r, name, help, &["destination"]));
+        let delivery_oldest = gauge_vec(
+            r,
+            "edgeseg_delivery_oldest_unsent_seconds",
+            "Age of the oldest result not yet delivered to a destination (0: none).",
+            &["destination"],
+        );
+
         Metrics {
+            delivery,
+            delivery_oldest,
             model,
             fold_engine,
             postprocess_backend,
@@ -453,6 +471,16 @@ impl Metrics {
 
     pub fn postprocess_fallback(&self) {
         self.postprocess_fallbacks.inc();
+    }
+
+    pub fn delivery(&self, d: &[crate::dicom_node::outbox::DestinationCounts]) {
+        for c in d {
+            let l = [c.name.as_str()];
+            for (g, v) in self.delivery.iter().zip([c.queued, c.sent, c.failed]) {
+                g.with_label_values(&l).set(i64::try_from(v).unwrap_or(i64::MAX));
+            }
+            self.delivery_oldest.with_label_values(&l).set(c.oldest_unsent_seconds);
+        }
     }
 
     pub fn render(&self) -> String {

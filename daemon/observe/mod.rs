@@ -314,6 +314,8 @@ pub enum Command {
     /// Remove a quarantine record (a study's leaves the quarantine count as
     /// failed; Reprocess still runs it).
     ClearQuarantine(String),
+    /// Queue a done study's results again for every destination (by StudyInstanceUID).
+    Resend(String),
 }
 
 /// What `/readyz` checks. The daemon is ready when all hold and it is not
@@ -381,6 +383,7 @@ struct Inner {
     gpu: Mutex<gpu::GpuProbe>,
     dbus: Mutex<Option<SyncSender<DbusEvent>>>,
     page: Mutex<page::PageState>,
+    delivery: Mutex<Vec<crate::dicom_node::outbox::DestinationCounts>>,
 }
 
 /// The daemon's observability state: metrics, readiness, systemd and D-Bus
@@ -430,6 +433,7 @@ impl Observer {
                 gpu: Mutex::new(gpu::GpuProbe::new()),
                 dbus: Mutex::new(None),
                 page: Mutex::new(page::PageState::default()),
+                delivery: Mutex::new(Vec::new()),
             }),
         }
     }
@@ -468,6 +472,17 @@ impl Observer {
     /// study (`edgeseg_postprocess_cpu_fallbacks_total`).
     pub fn postprocess_fallback(&self) {
         self.inner.metrics.postprocess_fallback();
+    }
+
+    /// The DICOM node's outbox per destination (`edgeseg_delivery_*`, D-Bus `Delivery`).
+    pub fn delivery(&self, d: &[crate::dicom_node::outbox::DestinationCounts]) {
+        self.inner.metrics.delivery(d);
+        *lock(&self.inner.delivery) = d.to_vec();
+    }
+
+    /// The outbox figures last reported.
+    pub fn delivery_counts(&self) -> Vec<crate::dicom_node::outbox::DestinationCounts> {
+        lock(&self.inner.delivery).clone()
     }
 
     /// The daemon's state (gauge, D-Bus `State`, readiness when stopping).

@@ -37,6 +37,24 @@ pub struct DaemonStatus {
     pub postprocess_backend: String,
     /// The daemon's edgeseg version and revision.
     pub version: String,
+    /// The DICOM node's outbox per destination (none without `[[destination]]`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub delivery: Vec<DeliveryStatus>,
+}
+
+/// One destination's outbox, as `edgeseg status` prints it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeliveryStatus {
+    /// The destination's name.
+    pub destination: String,
+    /// Results waiting or being sent.
+    pub queued: u64,
+    /// Results stored by the destination.
+    pub sent: u64,
+    /// Results given up.
+    pub failed: u64,
+    /// Age of the oldest unsent result, whole seconds (0: none).
+    pub oldest_unsent_seconds: u64,
 }
 
 /// One fold's engine, as `edgeseg status --json` prints it.
@@ -58,8 +76,19 @@ impl DaemonStatus {
             self.folds.iter().map(|f| format!("{} {} {}", f.fold, f.provider, f.precision)).collect();
         let folds = if folds.is_empty() { "-".to_string() } else { folds.join(", ") };
         let post = if self.postprocess_backend.is_empty() { "-" } else { self.postprocess_backend.as_str() };
+        let mut delivery = String::new();
+        for d in &self.delivery {
+            delivery.push_str(&format!(
+                "Delivery:      {}: {} queued, {} sent, {} failed{}\n",
+                d.destination,
+                d.queued,
+                d.sent,
+                d.failed,
+                if d.queued > 0 { format!(" (oldest waiting {} s)", d.oldest_unsent_seconds) } else { String::new() }
+            ));
+        }
         format!(
-            "State:         {}\nStatus:        {}\nQueue depth:   {}\nQuarantined:   {}\nCurrent study: {}\nModel:         {} {} (sha256 {})\nProvider:      {}\nFolds:         {folds}\nPost-process:  {post}\nVersion:       {}\n",
+            "State:         {}\nStatus:        {}\nQueue depth:   {}\nQuarantined:   {}\nCurrent study: {}\nModel:         {} {} (sha256 {})\nProvider:      {}\nFolds:         {folds}\nPost-process:  {post}\nVersion:       {}\n{delivery}",
             self.state,
             self.status,
             self.queue_depth,
@@ -154,6 +183,19 @@ pub fn read_status(bus: &BusKind) -> Result<DaemonStatus, ObserveError> {
             folds: take_folds(&mut all)?,
             postprocess_backend: take_string(&mut all, "PostprocessBackend")?,
             version: take_string(&mut all, "Version")?,
+            delivery: all
+                .remove("Delivery")
+                .and_then(|v| <Vec<(String, u64, u64, u64, f64)>>::try_from(v).ok())
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(destination, queued, sent, failed, oldest_unsent_seconds)| DeliveryStatus {
+                    destination,
+                    queued,
+                    sent,
+                    failed,
+                    oldest_unsent_seconds: oldest_unsent_seconds.max(0.0).round() as u64,
+                })
+                .collect(),
         })
     })
 }

@@ -60,6 +60,7 @@ impl Daemon<'_> {
             Command::ReloadConfig => self.reload(),
             Command::RetryQuarantine(name) => self.retry_quarantine(&name),
             Command::ClearQuarantine(name) => self.clear_quarantine(&name),
+            Command::Resend(uid) => crate::dicom_node::resend_logged(&self.config, &uid),
         }
         self.status.quarantine_changed();
         self.status.page_changed();
@@ -72,6 +73,7 @@ impl Daemon<'_> {
             Command::Pause => "pause".to_string(),
             Command::Resume => "resume".to_string(),
             Command::Reprocess(uid) => format!("reprocess study {}", uid_hash(uid)),
+            Command::Resend(uid) => format!("resend the results of study {}", uid_hash(uid)),
             Command::Enqueue(p) => {
                 format!("enqueue {}", file_label(p, &self.watch_roots()).replacen("file", "folder", 1))
             }
@@ -141,7 +143,7 @@ impl Daemon<'_> {
     }
 
     pub(super) fn reload(&mut self) {
-        let new = match config::load(&self.config_path) {
+        let new = match config::load(&self.config_path).map(crate::dicom_node::with_spool) {
             Ok(c) => c,
             Err(e) => {
                 tracing::error!("reload: the configuration has errors, keeping the running one:\n{e}");
@@ -156,12 +158,17 @@ impl Daemon<'_> {
         if new.metrics != old.metrics || new.dbus != old.dbus {
             tracing::warn!("reload: [metrics] and [dbus] changes take effect at the next restart");
         }
+        if new.dicom != old.dicom || new.destination != old.destination {
+            tracing::warn!("reload: [dicom] and [[destination]] changes take effect at the next restart");
+        }
         let mut applied = new.clone();
         applied.model = old.model.clone();
         applied.state = old.state.clone();
         applied.gpu = old.gpu.clone();
         applied.metrics = old.metrics.clone();
         applied.dbus = old.dbus.clone();
+        applied.dicom = old.dicom.clone();
+        applied.destination = old.destination.clone();
         if applied.watch != old.watch {
             self.intake.watcher = folders::watcher(&applied.watch, &self.intake.required);
         }

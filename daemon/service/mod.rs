@@ -86,6 +86,9 @@ pub enum ServiceError {
         /// Why.
         source: std::io::Error,
     },
+    /// The DICOM node (SCP, outbox).
+    #[error(transparent)]
+    Node(#[from] crate::dicom_node::NodeError),
     /// A thread of the daemon ended unexpectedly.
     #[error("internal: {0}")]
     Internal(String),
@@ -143,6 +146,8 @@ pub fn run_with_package(
     commands: &Receiver<Command>,
 ) -> Result<(), ServiceError> {
     let started = startup::start(config_path, package, reporter)?;
+    // The DICOM node (receiver and delivery), when configured; it stops when dropped.
+    let _node = crate::dicom_node::start(&started.config, reporter.delivery_sink())?;
     let (msg_tx, msgs) = std::sync::mpsc::channel::<workers::Msg>();
     let (gpu_thread, gpu_jobs) = workers::gpu::spawn(&started.config, started.package.clone(), msg_tx.clone())?;
     let Some(model) = workers::wait_for_model(&msgs, reporter, control)? else { return Ok(()) };

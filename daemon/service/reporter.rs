@@ -65,6 +65,10 @@ pub trait Reporter {
     fn study_result(&self, _item: ResultItem) {}
     /// The quarantine records now (status page, D-Bus ListQuarantine). Default: nothing.
     fn quarantine_records(&self, _records: Vec<quarantine::Record>) {}
+    /// Where the DICOM node reports delivery figures (None: nowhere).
+    fn delivery_sink(&self) -> Option<std::sync::Arc<dyn crate::dicom_node::DeliverySink>> {
+        None
+    }
 }
 
 impl Reporter for Observer {
@@ -141,5 +145,8 @@ impl Reporter for Observer {
     }
     fn quarantine_records(&self, records: Vec<quarantine::Record>) {
         Observer::set_quarantine_records(self, records);
+    }
+    fn delivery_sink(&self) -> Option<std::sync::Arc<dyn crate::dicom_node::DeliverySink>> {
+        Some(std::sync::Arc::new(self.clone()))
     }
 }

@@ -29,7 +29,8 @@ pub(crate) fn start(
 ) -> Result<Started, ServiceError> {
     reporter.set_state(DaemonState::Starting);
     reporter.set_status_line("starting: loading the model");
-    let config = config::load(config_path)?;
+    // A DICOM node's spool is one more watched folder (`[dicom] listen`).
+    let config = crate::dicom_node::with_spool(config::load(config_path)?);
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |source| ServiceError::Io { path, source }
