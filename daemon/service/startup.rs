@@ -82,8 +82,3 @@ fn open_journal(config: &Config, reporter: &dyn Reporter) -> Result<Journal, Ser
 }
 
 pub use crate::export::study_dir::clean_output_folder;
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-}
