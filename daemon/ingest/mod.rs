@@ -124,7 +124,8 @@ fn localizer(s: &SeriesIndex, all: &[SeriesIndex]) -> Option<String> {
             "not an image volume: a single-slice localizer (its plane is {:.0}° from the {}-slice series {})",
             cos.acos().to_degrees(),
             stack.frame_count(),
-            stack.series_uid
+            // By hash, as logs name studies and series (a UID is quasi-identifying).
+            crate::queue::uid_hash(&stack.series_uid)
         )
     })
 }
