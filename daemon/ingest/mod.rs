@@ -121,11 +121,12 @@ fn localizer(s: &SeriesIndex, all: &[SeriesIndex]) -> Option<String> {
         .max_by(|a, b| a.1.total_cmp(&b.1))?;
     (cos < cos_limit).then(|| {
         format!(
-            "not an image volume: a single-slice localizer (its plane is {:.0}° from the {}-slice series {})",
+            "not an image volume: a single-slice localizer (its plane is {:.0}° from the {}-slice series {}); SOP Instance UID {}",
             cos.acos().to_degrees(),
             stack.frame_count(),
             // By hash, as logs name studies and series (a UID is quasi-identifying).
-            crate::queue::uid_hash(&stack.series_uid)
+            crate::queue::uid_hash(&stack.series_uid),
+            s.instances.first().map(|h| h.sop_instance_uid.as_str()).unwrap_or("unknown")
         )
     })
 }

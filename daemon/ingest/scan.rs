@@ -257,17 +257,26 @@ pub fn read_header(open: &Path, report: &Path) -> Result<HeaderRead, FileError> 
     let ts = obj.meta().transfer_syntax().trim_end_matches('\0').to_string();
     let text = |t| obj.get(t).and_then(|e| e.to_str().ok()).map(|s| s.trim_end_matches('\0').trim().to_string());
     let sop_class = text(tag::SOP_CLASS_UID).unwrap_or_else(|| obj.meta().media_storage_sop_class_uid().to_string());
+    // A skipped object is named by its SOP Instance UID too, so an engineer
+    // finds it in the scanner's or the PACS's list (logs name the file itself
+    // by a hash of its path: folder names carry patient names).
+    let sop_instance = text(tag::SOP_INSTANCE_UID)
+        .unwrap_or_else(|| obj.meta().media_storage_sop_instance_uid().trim_end_matches('\0').to_string());
+    let skipped = |why: String| {
+        if sop_instance.is_empty() {
+            HeaderRead::Skipped(why)
+        } else {
+            HeaderRead::Skipped(format!("{why}; SOP Instance UID {sop_instance}"))
+        }
+    };
     if let Some(what) =
         non_volume_sop_class(&sop_class).or_else(|| non_volume_sop_class(obj.meta().media_storage_sop_class_uid()))
     {
-        return Ok(HeaderRead::Skipped(format!(
-            "not an image volume: {what} (SOP class {})",
-            sop_class.trim_end_matches('\0')
-        )));
+        return Ok(skipped(format!("not an image volume: {what} (SOP class {})", sop_class.trim_end_matches('\0'))));
     }
     let modality = text(tag::MODALITY);
     if obj.get(tag::ROWS).is_none() && modality.as_deref().is_some_and(|m| NON_IMAGE_MODALITIES.contains(&m)) {
-        return Ok(HeaderRead::Skipped(format!(
+        return Ok(skipped(format!(
             "not an image volume: a non-image object (Modality {})",
             modality.as_deref().unwrap_or_default()
         )));
@@ -275,14 +284,14 @@ pub fn read_header(open: &Path, report: &Path) -> Result<HeaderRead, FileError> 
     let samples = obj.get(tag::SAMPLES_PER_PIXEL).and_then(|e| e.to_int::<i64>().ok()).unwrap_or(1);
     let photometric = text(tag::PHOTOMETRIC_INTERPRETATION).unwrap_or_default();
     if samples > 1 || photometric.starts_with("RGB") || photometric.starts_with("YBR") {
-        return Ok(HeaderRead::Skipped(format!(
+        return Ok(skipped(format!(
             "not an image volume: a colour image (PhotometricInterpretation {photometric}, {samples} samples per pixel)"
         )));
     }
     if let Some(image_type) = text(tag::IMAGE_TYPE)
         && image_type.split('\\').any(|v| v.trim().eq_ignore_ascii_case("LOCALIZER"))
     {
-        return Ok(HeaderRead::Skipped(format!("not an image volume: a localizer (ImageType {image_type})")));
+        return Ok(skipped(format!("not an image volume: a localizer (ImageType {image_type})")));
     }
     check_transfer_syntax(&ts, report)?;
     let mut h = header::parse(&obj, report, &ts)?;
