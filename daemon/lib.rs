@@ -6,6 +6,7 @@
 
 pub mod config;
 pub mod edit;
+pub mod evaluate;
 pub mod export;
 pub mod gpu;
 pub mod infer;

@@ -129,6 +129,9 @@ enum Command {
         #[arg(long)]
         strict_geometry: bool,
     },
+    /// Predictions against known answers: Dice, surface distances, lesion-wise
+    /// detection, autoPET volumes, screening verdicts (docs/evaluate.md).
+    Evaluate(edgeseg::evaluate::cli::Args),
     /// Build every fold's engine ahead of the first study (TensorRT engines are
     /// cached) and report which provider each fold got.
     Compile {
@@ -343,6 +346,7 @@ fn main() -> ExitCode {
         Command::Compile { model, onnxruntime, provider, require_gpu, fp16, trt_cache } => {
             predict::compile(&model, onnxruntime.as_deref(), provider, require_gpu, fp16, trt_cache)
         }
+        Command::Evaluate(args) => edgeseg::evaluate::cli::run(&args).map_err(anyhow::Error::from),
         Command::Daemon { config } => daemon(&config),
         Command::CheckConfig { file, offline } => check_config(&file, offline),
         Command::AddLesion { study_out, at, threshold } => add_lesion(&study_out, &at, &threshold),
