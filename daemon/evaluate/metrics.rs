@@ -84,13 +84,13 @@ pub struct LabelMetrics {
     pub voxels_overlap: u64,
 }
 
-/// Column order of the CSV (after `case` and `label`): the contract's names first.
+/// Column order of the CSV (after `case` and `label`): the contract's sixteen
+/// names in its order, then the volume difference and the voxel counts.
 pub const COLUMNS: [&str; 20] = [
     "dice",
     "jaccard",
     "volume_pred_ml",
     "volume_truth_ml",
-    "volume_diff_ml",
     "hd95_mm",
     "assd_mm",
     "surface_dice",
@@ -103,6 +103,7 @@ pub const COLUMNS: [&str; 20] = [
     "lesion_dice",
     "fp_volume_ml",
     "fn_volume_ml",
+    "volume_diff_ml",
     "voxels_pred",
     "voxels_truth",
     "voxels_overlap",
