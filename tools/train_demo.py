@@ -189,6 +189,75 @@ def evaluate(pred_dir: Path, lbl_dir: Path, cases: list[str]) -> dict:
     return out
 
 
+EDGESEG_BEGIN = "<!-- edgeseg evaluate: written by tools/train_demo.py -->"
+EDGESEG_END = "<!-- end of edgeseg evaluate -->"
+
+
+def measure_with_edgeseg(edgeseg: Path, ort_lib: Path, model: Path, test_dir: Path, folds: list[int],
+                         work: Path) -> dict:
+    """Each fold alone and the ensemble through ``edgeseg predict`` (mirroring on, as shipped), then
+    ``edgeseg evaluate --json`` against the generator's truth: {config: evaluation document}."""
+    configs = {f"fold {f}": [f] for f in folds}
+    configs["ensemble"] = list(folds)
+    out = {}
+    for name, fs in configs.items():
+        pred = work / "edgeseg_pred" / name.replace(" ", "_")
+        shutil.rmtree(pred, ignore_errors=True)
+        run([edgeseg, "predict", "-i", test_dir / "imagesTs", "-o", pred, "-m", model, "-f", *fs,
+             "--onnxruntime", ort_lib])
+        p = subprocess.run([str(edgeseg), "evaluate", "--pred", str(pred), "--truth", str(test_dir / "labelsTs"),
+                            "--label", "1", "2", "--json"], stdout=subprocess.PIPE, text=True)
+        if p.returncode != 0:
+            raise SystemExit(f"edgeseg evaluate failed ({p.returncode})")
+        out[name] = json.loads(p.stdout)
+    return out
+
+
+def edgeseg_section(figures: dict, cmdline: str) -> str:
+    """The README's per-fold and ensemble figures per phantom, from ``measure_with_edgeseg``."""
+    names = list(figures)
+    fmt = lambda v: "—" if v is None else f"{v:.3f}"  # noqa: E731
+    cases = [c["case"] for c in figures[names[0]]["cases"]]
+    lines = [EDGESEG_BEGIN, "", "Measured with `edgeseg evaluate` (lesion = label 1, liver = label 2; lesions are "
+             "26-connected components matched one to one at IoU ≥ 0.1; docs/evaluate.md), each fold alone and "
+             "the ensemble through `edgeseg predict` with mirroring on:", "", f"    {cmdline}", "",
+             "Lesion Dice (voxels of label 1) per held-out phantom:", "",
+             "| phantom | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    for n, case in enumerate(cases):
+        lines.append(f"| {case} | " + " | ".join(fmt(figures[k]["cases"][n]["labels"].get("1", {}).get("dice"))
+                                                for k in names) + " |")
+    for what, key in (("mean", "mean"), ("SD", "sd")):
+        lines.append(f"| {what} | " + " | ".join(
+            fmt(figures[k]["summary"]["labels"]["1"]["per_case"]["dice"][key]) for k in names) + " |")
+    lines.append("| pooled | " + " | ".join(fmt(figures[k]["summary"]["labels"]["1"]["pooled"]["dice"])
+                                             for k in names) + " |")
+    lines += ["", "Lesion-wise (seed 003: lesion Dice = 2·TP / (2·TP + FP + FN)) and liver Dice, pooled over the "
+              "phantoms:", "", "| | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    pooled = {k: figures[k]["summary"]["labels"]["1"]["pooled"] for k in names}
+    lines.append("| lesions TP / FP / FN | " + " | ".join(f"{p['tp']} / {p['fp']} / {p['fn']}"
+                                                         for p in pooled.values()) + " |")
+    for label, key in (("lesion-wise sensitivity", "sensitivity"), ("lesion-wise precision", "precision"),
+                       ("lesion Dice (seed 003)", "lesion_dice")):
+        lines.append(f"| {label} | " + " | ".join(fmt(p[key]) for p in pooled.values()) + " |")
+    lines.append("| liver Dice (mean) | " + " | ".join(
+        fmt(figures[k]["summary"]["labels"].get("2", {}).get("per_case", {}).get("dice", {}).get("mean"))
+        for k in names) + " |")
+    lines += ["", EDGESEG_END]
+    return "\n".join(lines) + "\n"
+
+
+def write_edgeseg_section(readme: Path, section: str) -> None:
+    """Puts the section into README.md (replacing an earlier one, else after the held-out result)."""
+    text = readme.read_text()
+    if EDGESEG_BEGIN in text and EDGESEG_END in text:
+        head, rest = text.split(EDGESEG_BEGIN, 1)
+        tail = rest.split(EDGESEG_END, 1)[1].lstrip("\n")
+        text = head + section + "\n" + tail
+    else:
+        text = text.replace("\n## Training recipe", "\n" + section + "\n## Training recipe", 1)
+    readme.write_text(text)
+
+
 README = """# demo-petct: a small nnU-Net v2 PET/CT model trained on synthetic phantoms
 
 **Not for clinical use.** This model was trained on synthetic phantoms only. It exists so that edgeseg's inference path
@@ -268,6 +337,11 @@ def main(argv=None) -> int:
     ap.add_argument("--patch", type=int, nargs=3, default=[48, 64, 64])
     ap.add_argument("--version", default="0.1.0")
     ap.add_argument("--fresh", action="store_true", help="start over (delete --work)")
+    ap.add_argument("--edgeseg", type=Path, default=REPO / "target" / "release" / "edgeseg",
+                    help="the edgeseg binary that measures the package (edgeseg predict + evaluate)")
+    ap.add_argument("--measure-only", action="store_true",
+                    help="only measure the package in --out on the held-out phantoms of --work with --edgeseg "
+                         "and rewrite that section of its README")
     args = ap.parse_args(argv)
     ensure_nnunet_venv()
     import numpy as np  # noqa: F401
@@ -295,6 +369,15 @@ def main(argv=None) -> int:
     pre = Path(env["nnUNet_preprocessed"]) / DATASET
     res = Path(env["nnUNet_results"]) / DATASET / TRAINER_DIR
     test_dir = work / "test"
+    ort_lib = Path(onnxruntime.__file__).parent / "capi"
+    ort_lib = next(ort_lib.glob("libonnxruntime.so*"))
+    cmdline = ("edgeseg predict -i imagesTs -o PRED -m models/demo-petct -f FOLDS; "
+               "edgeseg evaluate --pred PRED --truth labelsTs --label 1 2 --json")
+    if args.measure_only:
+        figures = measure_with_edgeseg(args.edgeseg.resolve(), ort_lib, args.out.resolve(), test_dir, args.folds, work)
+        write_edgeseg_section(args.out.resolve() / "README.md", edgeseg_section(figures, cmdline))
+        print(json.dumps({k: v["summary"] for k, v in figures.items()}, indent=2))
+        return 0
 
     # 1-2. Phantoms and nnU-Net raw data.
     if not (raw / "dataset.json").exists():
@@ -436,6 +519,12 @@ def main(argv=None) -> int:
         folds_args=" ".join(map(str, args.folds)), patch_str=", ".join(map(str, cfg["patch_size"])),
         torch_version=torch.__version__, ort_version=onnxruntime.__version__)
     (out / "README.md").write_text(readme)
+    if args.edgeseg.exists():
+        figures = measure_with_edgeseg(args.edgeseg.resolve(), ort_lib, out, test_dir, args.folds, work)
+        write_edgeseg_section(out / "README.md", edgeseg_section(figures, cmdline))
+        state["edgeseg_evaluate"] = {k: v["summary"] for k, v in figures.items()}
+    else:
+        log(f"{args.edgeseg}: not built; the README has no edgeseg evaluate figures (cargo build --release)")
     size = sum(f.stat().st_size for f in out.iterdir() if f.is_file())
     state["package_bytes"] = size
     state["timing_s"]["total_this_run"] = round(time.time() - t_start, 1)
