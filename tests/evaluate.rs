@@ -39,7 +39,8 @@ fn nibabel(dir: &Path, script: &str) {
         \x20   p.parent.mkdir(parents=True, exist_ok=True)\n\
         \x20   aff = np.diag([*spacing, 1.0]); aff[:3, 3] = origin\n\
         \x20   nib.Nifti1Image(a.astype(np.uint8), aff).to_filename(str(p))\n";
-    let out = Command::new(python()).arg("-c").arg(format!("{prelude}{script}")).arg(dir).output().expect("python runs");
+    let out =
+        Command::new(python()).arg("-c").arg(format!("{prelude}{script}")).arg(dir).output().expect("python runs");
     assert!(out.status.success(), "nibabel script failed:\n{}", String::from_utf8_lossy(&out.stderr));
 }
 
@@ -170,7 +171,10 @@ fn evaluate_study_folders_and_screening_verdicts() {
     assert_eq!(v["cases"].as_array().map(Vec::len), Some(5));
     assert_eq!(v["cases"][1]["verdict"]["predicted_abnormal"].as_bool(), Some(true));
     let sc = &v["summary"]["screening"];
-    assert_eq!((sc["tp"].as_u64(), sc["fn"].as_u64(), sc["tn"].as_u64(), sc["fp"].as_u64()), (Some(2), Some(1), Some(1), Some(1)));
+    assert_eq!(
+        (sc["tp"].as_u64(), sc["fn"].as_u64(), sc["tn"].as_u64(), sc["fp"].as_u64()),
+        (Some(2), Some(1), Some(1), Some(1))
+    );
     assert_eq!(sc["sensitivity"].as_f64(), Some(2.0 / 3.0));
     let ci: Vec<f64> = sc["sensitivity_ci95"].as_array().expect("interval").iter().filter_map(|x| x.as_f64()).collect();
     // Wilson 95 % interval of 2/3: 0.2077 to 0.9385.

@@ -74,9 +74,8 @@ pub struct Args {
 impl Args {
     /// The metric options these arguments ask for.
     pub fn options(&self) -> Result<Options, EvaluateError> {
-        let connectivity = Connectivity::from_number(self.connectivity).ok_or_else(|| {
-            EvaluateError::Usage(format!("--connectivity {}: use 6, 18 or 26", self.connectivity))
-        })?;
+        let connectivity = Connectivity::from_number(self.connectivity)
+            .ok_or_else(|| EvaluateError::Usage(format!("--connectivity {}: use 6, 18 or 26", self.connectivity)))?;
         if !(0.0..=1.0).contains(&self.overlap) {
             return Err(EvaluateError::Usage(format!("--overlap {}: a fraction from 0 to 1", self.overlap)));
         }

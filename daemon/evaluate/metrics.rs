@@ -332,10 +332,8 @@ mod tests {
     fn centroid_rule_matches_a_ring_around_nothing_only_when_inside() {
         let d = [5, 5, 1];
         let t = mask(d, &[[2, 2, 0]]);
-        let ring: Vec<[usize; 3]> = (1..4)
-            .flat_map(|i| (1..4).map(move |j| [i, j, 0]))
-            .filter(|v| *v != [2, 2, 0])
-            .collect();
+        let ring: Vec<[usize; 3]> =
+            (1..4).flat_map(|i| (1..4).map(move |j| [i, j, 0])).filter(|v| *v != [2, 2, 0]).collect();
         let p = mask(d, &ring);
         // The ring's centre of mass is the true voxel it does not overlap.
         assert_eq!(detect(&t, &p, d, Connectivity::TwentySix, Matching::Centroid), Detection { tp: 1, fp: 0, fn_: 0 });

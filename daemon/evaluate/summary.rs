@@ -88,7 +88,8 @@ pub fn summarise(cases: &[&LabelMetrics]) -> LabelSummary {
     }
     let sum = |f: fn(&LabelMetrics) -> u64| cases.iter().map(|m| f(m)).sum::<u64>();
     let sumf = |f: fn(&LabelMetrics) -> f64| cases.iter().map(|m| f(m)).sum::<f64>();
-    let (np, nt, both) = (sum(|m| m.voxels_pred) as f64, sum(|m| m.voxels_truth) as f64, sum(|m| m.voxels_overlap) as f64);
+    let (np, nt, both) =
+        (sum(|m| m.voxels_pred) as f64, sum(|m| m.voxels_truth) as f64, sum(|m| m.voxels_overlap) as f64);
     let det = Detection { tp: sum(|m| m.tp), fp: sum(|m| m.fp), fn_: sum(|m| m.fn_) };
     let (sensitivity, precision, f1, lesion_dice) = det.rates();
     LabelSummary {

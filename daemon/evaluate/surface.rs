@@ -37,7 +37,8 @@ fn area_table(spacing: [f64; 3]) -> [f64; 256] {
         t[code] = normals
             .iter()
             .map(|n| {
-                let v = [n[0] * spacing[1] * spacing[2], n[1] * spacing[0] * spacing[2], n[2] * spacing[0] * spacing[1]];
+                let v =
+                    [n[0] * spacing[1] * spacing[2], n[1] * spacing[0] * spacing[2], n[2] * spacing[0] * spacing[1]];
                 (v[0] * v[0] + v[1] * v[1] + v[2] * v[2]).sqrt()
             })
             .sum();
