@@ -256,7 +256,9 @@ pub fn same_grid(a: &Geometry, b: &Geometry) -> bool {
         && (0..3).all(|n| close(&a.direction[n], &b.direction[n], 1e-4))
 }
 
-/// `src` on the grid `target`, nearest neighbour in patient space (0 outside).
+/// `src` on the grid `target`, nearest neighbour in patient space (0 outside;
+/// a coordinate half-way between voxels takes the higher one, as ITK's
+/// `NearestNeighborInterpolateImageFunction` does).
 pub fn resample_nearest(src: &Volume<u32>, target: &Geometry) -> Volume<u32> {
     let g = &src.geometry;
     let mut data = vec![0u32; target.voxel_count()];
@@ -264,7 +266,8 @@ pub fn resample_nearest(src: &Volume<u32>, target: &Geometry) -> Volume<u32> {
         for j in 0..target.dims[1] {
             for i in 0..target.dims[0] {
                 let c = g.lps_to_voxel(target.voxel_to_lps([i as f64, j as f64, k as f64]));
-                let r = c.map(|x| x.round());
+                // Half-way rounds up, as ITK's nearest-neighbour interpolator does.
+                let r = c.map(|x| (x + 0.5).floor());
                 if r.iter().zip(g.dims).all(|(&x, d)| x >= 0.0 && x < d as f64) {
                     let [a, b, cc] = r.map(|x| x as usize);
                     data[target.index(i, j, k)] = src.data[g.index(a, b, cc)];
