@@ -2,7 +2,8 @@
 """Train the demo nnU-Net v2 PET/CT model (models/demo-petct/) on the phantom generator's studies.
 
     python3 tools/train_demo.py [--work DIR] [--out models/demo-petct] [--train-cases 20]
-        [--test-cases 4] [--epochs 12] [--iters 40] [--val-iters 5] [--folds 0 1] [--fresh]
+        [--test-cases 4] [--epochs 12] [--iters 40] [--val-iters 5] [--folds 0 1] [--seed 17]
+        [--no-lesion-patches] [--edgeseg target/release/edgeseg] [--measure-only] [--fresh]
 
 Steps (each skipped when its output already exists in --work, unless --fresh, so a run that
 was stopped goes on where it stopped):
@@ -19,11 +20,17 @@ was stopped goes on where it stopped):
    CPU (features per stage capped at 32, 16 in the first stage, patch size 48x64x64; spacing,
    normalisation and resampling stay nnU-Net's own) and the data preprocessed again.
 4. nnunetv2's own ``nnUNetTrainer`` on the CPU, folds 0 and 1 of its 5-fold split, with
-   ``--epochs`` x ``--iters`` iterations (default 12 x 40) instead of 1000 x 250.
+   ``--epochs`` x ``--iters`` iterations (default 12 x 40) instead of 1000 x 250; fold F seeded
+   with ``--seed`` + F, and the foreground-oversampled patch of each batch centred on a lesion
+   voxel (``lesion_patch_sampling``; nnU-Net picks lesion or liver at random, so a fold could
+   see too few lesion patches in so short a schedule and learn none).
 5. ``nnUNetv2_predict -device cpu`` (2-fold ensemble, mirroring on) on the held-out studies;
    Dice of lesion and liver against the generator's truth.
 6. tools/nnunet_export.py into --out (profile petct-total-tumour, 0=PT 1=CT, clinical_use
    false) and README.md with the recipe and the held-out Dice.
+7. With ``--edgeseg`` built: each fold alone and the ensemble through ``edgeseg predict`` and
+   ``edgeseg evaluate`` on the held-out phantoms, per phantom, into the README
+   (``--measure-only`` does only this, on the package already in --out).
 
 The result is synthetic and not for clinical use. Runs in the venv of scripts/nnunet-venv.sh.
 """
