@@ -7,6 +7,7 @@
 pub mod config;
 pub mod dicom_node;
 pub mod edit;
+pub mod evaluate;
 pub mod export;
 pub mod gpu;
 pub mod infer;

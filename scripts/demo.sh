@@ -6,7 +6,8 @@
 # and, with the bundled demo model, segments it with `edgeseg process`; then runs
 # it the way a scanner-side box does: `edgeseg daemon` watching a temporary
 # export folder, the study exported into it file by file, its outputs listed
-# and the metrics URL printed.
+# and the metrics URL printed; last, `edgeseg evaluate` prints the study's
+# figures against the generator's truth (docs/evaluate.md).
 # The data are synthetic and the outputs are not for clinical use.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -99,4 +100,12 @@ TOML
     wait "$daemon_pid" || true
     trap - EXIT
     echo "== daemon stopped (SIGTERM); its log: $box/daemon.log; its journal: $box/state/"
+
+    # Site acceptance in small: the study's outputs against the generator's truth.
+    echo
+    echo "== edgeseg evaluate --pred $out/results/$uid --truth $study/truth/labels_pet.nii.gz --label 1 2"
+    echo "   (label 1 lesion, 2 liver; figures defined in docs/evaluate.md)"
+    "$bin" evaluate --pred "$out/results/$uid" --truth "$study/truth/labels_pet.nii.gz" --label 1 2 \
+        --out "$out/evaluation"
+    echo "== every figure as JSON and CSV: $out/evaluation/evaluation.json, $out/evaluation/cases.csv"
 fi

@@ -57,6 +57,8 @@
 //! - `daemon_watch`: `edgeseg daemon` as a subprocess: an exported study
 //!   processed once, poll mode, symlinks, late files, SIGHUP, expected image
 //!   counts, an invalid configuration, a second instance refused.
+//! - `evaluate`: `edgeseg evaluate`'s output contract, case pairing, grid check,
+//!   screening verdicts, and DICOM studies through the demo model to figures.
 //! - `systemd_units`: the unit, tmpfiles, sysusers and D-Bus policy under
 //!   systemd/ (systemd-analyze verify and security), `edgeseg check-config`.
 
@@ -73,6 +75,7 @@ mod daemon_privacy;
 mod daemon_service;
 mod daemon_watch;
 mod dicom_node;
+mod evaluate;
 mod export_dicom;
 mod export_outputs;
 mod fuzz_regressions;

@@ -2,7 +2,8 @@
 """Train the demo nnU-Net v2 PET/CT model (models/demo-petct/) on the phantom generator's studies.
 
     python3 tools/train_demo.py [--work DIR] [--out models/demo-petct] [--train-cases 20]
-        [--test-cases 4] [--epochs 12] [--iters 40] [--val-iters 5] [--folds 0 1] [--fresh]
+        [--test-cases 4] [--epochs 12] [--iters 40] [--val-iters 5] [--folds 0 1] [--seed 17]
+        [--no-lesion-patches] [--edgeseg target/release/edgeseg] [--measure-only] [--fresh]
 
 Steps (each skipped when its output already exists in --work, unless --fresh, so a run that
 was stopped goes on where it stopped):
@@ -19,17 +20,24 @@ was stopped goes on where it stopped):
    CPU (features per stage capped at 32, 16 in the first stage, patch size 48x64x64; spacing,
    normalisation and resampling stay nnU-Net's own) and the data preprocessed again.
 4. nnunetv2's own ``nnUNetTrainer`` on the CPU, folds 0 and 1 of its 5-fold split, with
-   ``--epochs`` x ``--iters`` iterations (default 12 x 40) instead of 1000 x 250.
+   ``--epochs`` x ``--iters`` iterations (default 12 x 40) instead of 1000 x 250; fold F seeded
+   with ``--seed`` + F, and the foreground-oversampled patch of each batch centred on a lesion
+   voxel (``lesion_patch_sampling``; nnU-Net picks lesion or liver at random, so a fold could
+   see too few lesion patches in so short a schedule and learn none).
 5. ``nnUNetv2_predict -device cpu`` (2-fold ensemble, mirroring on) on the held-out studies;
    Dice of lesion and liver against the generator's truth.
 6. tools/nnunet_export.py into --out (profile petct-total-tumour, 0=PT 1=CT, clinical_use
    false) and README.md with the recipe and the held-out Dice.
+7. With ``--edgeseg`` built: each fold alone and the ensemble through ``edgeseg predict`` and
+   ``edgeseg evaluate`` on the held-out phantoms, per phantom, into the README
+   (``--measure-only`` does only this, on the package already in --out).
 
 The result is synthetic and not for clinical use. Runs in the venv of scripts/nnunet-venv.sh.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -48,6 +56,7 @@ TRAINER_DIR = "nnUNetTrainer__nnUNetPlans__3d_fullres"
 VENDORS = ("siemens", "philips", "ge")
 NUCLIDES = ("cu64", "ga68")
 LABELS = {"background": 0, "lesion": 1, "liver": 2}
+LESION = LABELS["lesion"]
 NOTE = "Trained on synthetic phantoms; not for clinical use."
 
 
@@ -114,6 +123,49 @@ def to_nnunet(study: Path, img_dir: Path, lbl_dir: Path, case: str) -> dict:
             "lesion_suv_mean": round(float(suv[a == 1].mean()), 2) if (a == 1).any() else None}
 
 
+def seed_everything(seed: int) -> None:
+    """Python's, numpy's and torch's generators seeded before a fold is built (the weights' initialisation
+    and the sampling of patches follow from it; augmentation workers are forked from this process)."""
+    import random
+
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+@contextlib.contextmanager
+def lesion_patch_sampling(enabled: bool):
+    """nnU-Net's foreground oversampling centred on a lesion voxel instead of a random foreground class.
+
+    nnU-Net forces one patch of each batch of 2 (``oversample_foreground_percent`` 0.33) to be centred on a
+    voxel of a foreground class chosen at random among those present (here lesion or liver), so a few
+    hundred lesion voxels get a quarter of the batches and a fold can stay at a lesion Dice of 0. With this
+    on, the forced patch is centred on a lesion voxel (``get_bbox``'s own ``overwrite_class`` argument; a
+    case without lesions falls back to nnU-Net's choice), the other patch stays random. The data loader
+    runs in processes forked from this one, which inherit the setting.
+    """
+    if not enabled:
+        yield
+        return
+    from nnunetv2.training.dataloading.data_loader import nnUNetDataLoader
+
+    original = nnUNetDataLoader.get_bbox
+
+    def get_bbox(self, data_shape, force_fg, class_locations, overwrite_class=None, verbose=False):
+        if force_fg and overwrite_class is None and class_locations and len(class_locations.get(LESION, ())) > 0:
+            overwrite_class = LESION
+        return original(self, data_shape, force_fg, class_locations, overwrite_class, verbose)
+
+    nnUNetDataLoader.get_bbox = get_bbox
+    try:
+        yield
+    finally:
+        nnUNetDataLoader.get_bbox = original
+
+
 def dice(pred, truth, k: int):
     p, t = pred == k, truth == k
     den = int(p.sum()) + int(t.sum())
@@ -142,6 +194,75 @@ def evaluate(pred_dir: Path, lbl_dir: Path, cases: list[str]) -> dict:
         i, p, t = tot[k]
         out[f"{name}_dice_pooled"] = round(2 * i / (p + t), 4) if p + t else None
     return out
+
+
+EDGESEG_BEGIN = "<!-- edgeseg evaluate: written by tools/train_demo.py -->"
+EDGESEG_END = "<!-- end of edgeseg evaluate -->"
+
+
+def measure_with_edgeseg(edgeseg: Path, ort_lib: Path, model: Path, test_dir: Path, folds: list[int],
+                         work: Path) -> dict:
+    """Each fold alone and the ensemble through ``edgeseg predict`` (mirroring on, as shipped), then
+    ``edgeseg evaluate --json`` against the generator's truth: {config: evaluation document}."""
+    configs = {f"fold {f}": [f] for f in folds}
+    configs["ensemble"] = list(folds)
+    out = {}
+    for name, fs in configs.items():
+        pred = work / "edgeseg_pred" / name.replace(" ", "_")
+        shutil.rmtree(pred, ignore_errors=True)
+        run([edgeseg, "predict", "-i", test_dir / "imagesTs", "-o", pred, "-m", model, "-f", *fs,
+             "--onnxruntime", ort_lib])
+        p = subprocess.run([str(edgeseg), "evaluate", "--pred", str(pred), "--truth", str(test_dir / "labelsTs"),
+                            "--label", "1", "2", "--json"], stdout=subprocess.PIPE, text=True)
+        if p.returncode != 0:
+            raise SystemExit(f"edgeseg evaluate failed ({p.returncode})")
+        out[name] = json.loads(p.stdout)
+    return out
+
+
+def edgeseg_section(figures: dict, cmdline: str) -> str:
+    """The README's per-fold and ensemble figures per phantom, from ``measure_with_edgeseg``."""
+    names = list(figures)
+    fmt = lambda v: "—" if v is None else f"{v:.3f}"  # noqa: E731
+    cases = [c["case"] for c in figures[names[0]]["cases"]]
+    lines = [EDGESEG_BEGIN, "", "Measured with `edgeseg evaluate` (lesion = label 1, liver = label 2; lesions are "
+             "26-connected components matched one to one at IoU ≥ 0.1; docs/evaluate.md), each fold alone and "
+             "the ensemble through `edgeseg predict` with mirroring on:", "", f"    {cmdline}", "",
+             "Lesion Dice (voxels of label 1) per held-out phantom:", "",
+             "| phantom | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    for n, case in enumerate(cases):
+        lines.append(f"| {case} | " + " | ".join(fmt(figures[k]["cases"][n]["labels"].get("1", {}).get("dice"))
+                                                for k in names) + " |")
+    for what, key in (("mean", "mean"), ("SD", "sd")):
+        lines.append(f"| {what} | " + " | ".join(
+            fmt(figures[k]["summary"]["labels"]["1"]["per_case"]["dice"][key]) for k in names) + " |")
+    lines.append("| pooled | " + " | ".join(fmt(figures[k]["summary"]["labels"]["1"]["pooled"]["dice"])
+                                             for k in names) + " |")
+    lines += ["", "Lesion-wise (seed 003: lesion Dice = 2·TP / (2·TP + FP + FN)) and liver Dice, pooled over the "
+              "phantoms:", "", "| | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    pooled = {k: figures[k]["summary"]["labels"]["1"]["pooled"] for k in names}
+    lines.append("| lesions TP / FP / FN | " + " | ".join(f"{p['tp']} / {p['fp']} / {p['fn']}"
+                                                         for p in pooled.values()) + " |")
+    for label, key in (("lesion-wise sensitivity", "sensitivity"), ("lesion-wise precision", "precision"),
+                       ("lesion Dice (seed 003)", "lesion_dice")):
+        lines.append(f"| {label} | " + " | ".join(fmt(p[key]) for p in pooled.values()) + " |")
+    lines.append("| liver Dice (mean) | " + " | ".join(
+        fmt(figures[k]["summary"]["labels"].get("2", {}).get("per_case", {}).get("dice", {}).get("mean"))
+        for k in names) + " |")
+    lines += ["", EDGESEG_END]
+    return "\n".join(lines) + "\n"
+
+
+def write_edgeseg_section(readme: Path, section: str) -> None:
+    """Puts the section into README.md (replacing an earlier one, else after the held-out result)."""
+    text = readme.read_text()
+    if EDGESEG_BEGIN in text and EDGESEG_END in text:
+        head, rest = text.split(EDGESEG_BEGIN, 1)
+        tail = rest.split(EDGESEG_END, 1)[1].lstrip("\n")
+        text = head + section + "\n" + tail
+    else:
+        text = text.replace("\n## Training recipe", "\n" + section + "\n## Training recipe", 1)
+    readme.write_text(text)
 
 
 README = """# demo-petct: a small nnU-Net v2 PET/CT model trained on synthetic phantoms
@@ -217,9 +338,17 @@ def main(argv=None) -> int:
     ap.add_argument("--iters", type=int, default=40)
     ap.add_argument("--val-iters", type=int, default=5)
     ap.add_argument("--folds", type=int, nargs="+", default=[0, 1])
+    ap.add_argument("--seed", type=int, default=17, help="fold F is trained with seed SEED+F (default 17)")
+    ap.add_argument("--lesion-patches", action=argparse.BooleanOptionalAction, default=True,
+                    help="centre nnU-Net's foreground-oversampled patch on a lesion voxel (default on)")
     ap.add_argument("--patch", type=int, nargs=3, default=[48, 64, 64])
     ap.add_argument("--version", default="0.1.0")
     ap.add_argument("--fresh", action="store_true", help="start over (delete --work)")
+    ap.add_argument("--edgeseg", type=Path, default=REPO / "target" / "release" / "edgeseg",
+                    help="the edgeseg binary that measures the package (edgeseg predict + evaluate)")
+    ap.add_argument("--measure-only", action="store_true",
+                    help="only measure the package in --out on the held-out phantoms of --work with --edgeseg "
+                         "and rewrite that section of its README")
     args = ap.parse_args(argv)
     ensure_nnunet_venv()
     import numpy as np  # noqa: F401
@@ -247,6 +376,15 @@ def main(argv=None) -> int:
     pre = Path(env["nnUNet_preprocessed"]) / DATASET
     res = Path(env["nnUNet_results"]) / DATASET / TRAINER_DIR
     test_dir = work / "test"
+    ort_lib = Path(onnxruntime.__file__).parent / "capi"
+    ort_lib = next(ort_lib.glob("libonnxruntime.so*"))
+    cmdline = ("edgeseg predict -i imagesTs -o PRED -m models/demo-petct -f FOLDS; "
+               "edgeseg evaluate --pred PRED --truth labelsTs --label 1 2 --json")
+    if args.measure_only:
+        figures = measure_with_edgeseg(args.edgeseg.resolve(), ort_lib, args.out.resolve(), test_dir, args.folds, work)
+        write_edgeseg_section(args.out.resolve() / "README.md", edgeseg_section(figures, cmdline))
+        print(json.dumps({k: v["summary"] for k, v in figures.items()}, indent=2))
+        return 0
 
     # 1-2. Phantoms and nnU-Net raw data.
     if not (raw / "dataset.json").exists():
@@ -304,10 +442,13 @@ def main(argv=None) -> int:
         if (res / f"fold_{f}" / "checkpoint_final.pth").exists():
             continue
         shutil.rmtree(res / f"fold_{f}", ignore_errors=True)
-        t = train_folds(DATASET, CONFIG, [f], epochs=args.epochs, iters=args.iters, val_iters=args.val_iters,
-                        log=log)
+        with lesion_patch_sampling(args.lesion_patches):
+            seed_everything(args.seed + f)
+            t = train_folds(DATASET, CONFIG, [f], epochs=args.epochs, iters=args.iters, val_iters=args.val_iters,
+                            log=log)
         state["timing_s"]["train_per_fold"][str(f)] = t[f]
-        state["training"] = {"epochs": args.epochs, "iters": args.iters, "val_iters": args.val_iters}
+        state["training"] = {"epochs": args.epochs, "iters": args.iters, "val_iters": args.val_iters,
+                             "seed": args.seed + f, "lesion_patches": args.lesion_patches}
         state.setdefault("training_per_fold", {})[str(f)] = dict(state["training"])
         save()
 
@@ -385,6 +526,12 @@ def main(argv=None) -> int:
         folds_args=" ".join(map(str, args.folds)), patch_str=", ".join(map(str, cfg["patch_size"])),
         torch_version=torch.__version__, ort_version=onnxruntime.__version__)
     (out / "README.md").write_text(readme)
+    if args.edgeseg.exists():
+        figures = measure_with_edgeseg(args.edgeseg.resolve(), ort_lib, out, test_dir, args.folds, work)
+        write_edgeseg_section(out / "README.md", edgeseg_section(figures, cmdline))
+        state["edgeseg_evaluate"] = {k: v["summary"] for k, v in figures.items()}
+    else:
+        log(f"{args.edgeseg}: not built; the README has no edgeseg evaluate figures (cargo build --release)")
     size = sum(f.stat().st_size for f in out.iterdir() if f.is_file())
     state["package_bytes"] = size
     state["timing_s"]["total_this_run"] = round(time.time() - t_start, 1)

@@ -25,6 +25,7 @@ mod components;
 mod convert;
 mod daemon;
 mod edits;
+mod evaluate;
 mod gpu_check;
 mod inspect;
 mod load;
@@ -64,6 +65,7 @@ commands! {
     Predict => predict,
     Process => process,
     Compile => compile,
+    Evaluate => evaluate,
     GpuCheck => gpu_check,
     AddLesion => add_lesion,
     RemoveLesion => remove_lesion,
