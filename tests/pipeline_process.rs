@@ -97,8 +97,9 @@ fn petct_study_gives_labels_lesions_and_report() {
     assert!(n > 0, "the point-wise model marks hot spots");
     assert_eq!(lesions.data.iter().cloned().fold(0f32, f32::max) as usize, n);
     assert_eq!(report["patient"]["lesion_count"].as_u64(), Some(n as u64));
-    assert_eq!(report["dicom_outputs"], serde_json::json!(["seg.dcm", "rtstruct.dcm"]));
-    assert!(dir.join("seg.dcm").exists() && dir.join("rtstruct.dcm").exists());
+    // mip.png goes to the PACS too, as a Secondary Capture.
+    assert_eq!(report["dicom_outputs"], serde_json::json!(["seg.dcm", "rtstruct.dcm", "mip.dcm"]));
+    assert!(["seg.dcm", "rtstruct.dcm", "mip.dcm"].iter().all(|f| dir.join(f).exists()));
     // No staging left; a second run replaces the folder whole.
     let names: Vec<String> = std::fs::read_dir(out.path())
         .expect("out")
