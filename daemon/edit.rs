@@ -390,7 +390,6 @@ fn touched_lesions(grown: &[u8], lesions: &Volume<u32>, connectivity: u32) -> BT
 /// files kept in the history. Returns what it could not do.
 fn commit(backend: &Backend, study: Study, mut record: Value) -> Result<Vec<String>, EditError> {
     let Study { dir, mut report, rules, suv, classes, lesions } = study;
-    let g = suv.geometry.clone();
     let count = lesions.data.iter().copied().max().unwrap_or(0);
     let labels = Labels { data: lesions.data.clone(), count };
     let table: Vec<pet::Lesion> = pet::lesion_table(backend, &labels, &suv, &rules)
@@ -439,14 +438,7 @@ fn commit(backend: &Backend, study: Study, mut record: Value) -> Result<Vec<Stri
         let p = write_("labels.nii.gz");
         nifti::write(&p, &classes, desc).map_err(io(&p))?;
         let p = write_("lesions.nii.gz");
-        if count <= u32::from(u16::MAX) {
-            let small =
-                Volume { geometry: g.clone(), data: lesions.data.iter().map(|&x| x as u16).collect::<Vec<u16>>() };
-            nifti::write(&p, &small, desc)
-        } else {
-            nifti::write(&p, &lesions, desc)
-        }
-        .map_err(io(&p))?;
+        nifti::write_instances(&p, &lesions, desc).map_err(io(&p))?;
         let p = write_("lesions.csv");
         csv::write(&p, &table).map_err(io(&p))?;
         let p = write_("mip.png");

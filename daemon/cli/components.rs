@@ -72,17 +72,8 @@ pub fn run(a: Args) -> Result<bool> {
     let (labels, figures) = (a.labels, a.figures);
     let t = Instant::now();
     let desc = format!("edgeseg components {connectivity}-connected");
-    if labels.count <= u32::from(u16::MAX) {
-        let v = edgeseg::volume::Volume {
-            geometry: mask.geometry.clone(),
-            data: labels.data.iter().map(|&l| l as u16).collect::<Vec<u16>>(),
-        };
-        nifti::write(out, &v, &desc)
-    } else {
-        let v = edgeseg::volume::Volume { geometry: mask.geometry.clone(), data: labels.data };
-        nifti::write(out, &v, &desc)
-    }
-    .with_context(|| format!("{}: cannot write", out.display()))?;
+    let v = edgeseg::volume::Volume { geometry: mask.geometry.clone(), data: labels.data };
+    nifti::write_instances(out, &v, &desc).with_context(|| format!("{}: cannot write", out.display()))?;
     let write_s = t.elapsed().as_secs_f64();
     if json {
         outln!(
