@@ -279,6 +279,208 @@ struct FoldState {
     next: usize,
 }
 
+/// The geometry of one sliding-window run: padding, tiles, mirrors, the
+/// Gaussian map.
+struct Window {
+    shape: [usize; 3],
+    padded: [usize; 3],
+    below: [usize; 3],
+    patch: [usize; 3],
+    channels: usize,
+    classes: usize,
+    /// Tile starts, axis 0 outermost (nnU-Net's order).
+    tiles: Vec<[usize; 3]>,
+    /// Tile starts along axis 0 (the rows).
+    rows: Vec<usize>,
+    combos: Vec<Vec<usize>>,
+    gaussian: Vec<f32>,
+}
+
+impl Window {
+    fn new(shape: [usize; 3], channels: usize, s: &WindowSettings) -> Self {
+        let patch = s.patch;
+        // Pad to at least the patch size (below = diff/2, above = the rest).
+        let padded: [usize; 3] = [0, 1, 2].map(|a| shape[a].max(patch[a]));
+        let below: [usize; 3] = [0, 1, 2].map(|a| (padded[a] - shape[a]) / 2);
+        let st: Vec<Vec<usize>> = (0..3).map(|a| steps(padded[a], patch[a], s.step_size)).collect();
+        let mut tiles = Vec::new();
+        for &a in &st[0] {
+            for &b in &st[1] {
+                for &c in &st[2] {
+                    tiles.push([a, b, c]);
+                }
+            }
+        }
+        Window {
+            shape,
+            padded,
+            below,
+            patch,
+            channels,
+            classes: s.classes,
+            tiles,
+            rows: st[0].clone(),
+            combos: mirror_combinations(&s.mirror_axes),
+            gaussian: gaussian(patch),
+        }
+    }
+
+    fn tile_n(&self) -> usize {
+        self.patch.iter().product()
+    }
+
+    /// Values in a padded plane of axis 0, and in an output one.
+    fn planes(&self) -> (usize, usize) {
+        (self.padded[1] * self.padded[2], self.shape[1] * self.shape[2])
+    }
+
+    /// The input padded with zeros to at least the patch (borrowed as is
+    /// when it needs none).
+    fn pad<'a>(&self, data: &'a [f32]) -> Cow<'a, [f32]> {
+        let (shape, padded, below) = (self.shape, self.padded, self.below);
+        if padded == shape {
+            return Cow::Borrowed(data);
+        }
+        let plane = shape.iter().product::<usize>();
+        let pplane = padded.iter().product::<usize>();
+        let mut input = vec![0f32; self.channels * pplane];
+        for ch in 0..self.channels {
+            for a in 0..shape[0] {
+                for b in 0..shape[1] {
+                    let src = ch * plane + (a * shape[1] + b) * shape[2];
+                    let dst = ch * pplane + ((a + below[0]) * padded[1] + b + below[1]) * padded[2] + below[2];
+                    input[dst..dst + shape[2]].copy_from_slice(&data[src..src + shape[2]]);
+                }
+            }
+        }
+        Cow::Owned(input)
+    }
+
+    /// The network input of a chunk of (tile, mirror variant) items.
+    fn batch(&self, input: &[f32], chunk: &[(usize, usize)]) -> Vec<f32> {
+        let (patch, padded) = (self.patch, self.padded);
+        let pplane = padded.iter().product::<usize>();
+        let tile_n = self.tile_n();
+        let mut batch = Vec::with_capacity(chunk.len() * self.channels * tile_n);
+        for &(t, v) in chunk {
+            let [a0, b0, c0] = self.tiles[t];
+            let mut tile = Vec::with_capacity(self.channels * tile_n);
+            for ch in 0..self.channels {
+                for a in 0..patch[0] {
+                    for b in 0..patch[1] {
+                        let src = ch * pplane + ((a0 + a) * padded[1] + b0 + b) * padded[2] + c0;
+                        tile.extend_from_slice(&input[src..src + patch[2]]);
+                    }
+                }
+            }
+            if v > 0 {
+                tile = flip(&tile, self.channels, patch, &self.combos[v - 1]);
+            }
+            batch.extend_from_slice(&tile);
+        }
+        batch
+    }
+
+    /// A complete tile (its mirror variants summed, `n` of them) weighted by
+    /// the Gaussian into a fold's accumulator, in half precision as nnU-Net
+    /// does; the first fold also adds the Gaussian to the weight map.
+    fn add_tile(&self, acc: &mut Planes, weight: Option<&mut Planes>, t: usize, sum: &[f32], n: usize) {
+        let (patch, padded, k) = (self.patch, self.padded, self.classes);
+        let (pp, _) = self.planes();
+        let tile_n = self.tile_n();
+        let g = &self.gaussian;
+        let [a0, b0, c0] = self.tiles[t];
+        acc.ensure(a0 + patch[0]);
+        let mut weight = weight;
+        if let Some(w) = weight.as_deref_mut() {
+            w.ensure(a0 + patch[0]);
+        }
+        let inv = n as f32;
+        for a in 0..patch[0] {
+            if let Some(w) = weight.as_deref_mut() {
+                let w = w.get_mut(a0 + a);
+                for b in 0..patch[1] {
+                    let dst = (b0 + b) * padded[2] + c0;
+                    let src = (a * patch[1] + b) * patch[2];
+                    for c in 0..patch[2] {
+                        w[dst + c] = to_half(f16_round(from_half(w[dst + c]) + g[src + c]));
+                    }
+                }
+            }
+            let accp = acc.get_mut(a0 + a);
+            for ch in 0..k {
+                for b in 0..patch[1] {
+                    let dst = ch * pp + (b0 + b) * padded[2] + c0;
+                    let src = ch * tile_n + (a * patch[1] + b) * patch[2];
+                    let gsrc = (a * patch[1] + b) * patch[2];
+                    for c in 0..patch[2] {
+                        let v = from_half(accp[dst + c]) + sum[src + c] / inv * g[gsrc + c];
+                        accp[dst + c] = to_half(f16_round(v));
+                    }
+                }
+            }
+        }
+    }
+
+    /// A fold's planes below `bound` are final: its logits (accumulator over
+    /// weight, half) added to the folds' sum (half), fold after fold.
+    fn finish_fold(&self, acc: &mut Planes, weight: &Planes, sum: &mut Planes, bound: usize, fold: usize) {
+        let (shape, padded, below, k) = (self.shape, self.padded, self.below, self.classes);
+        let (pp, sp) = self.planes();
+        acc.ensure(bound);
+        sum.ensure(bound);
+        while acc.start < bound {
+            let p = acc.start;
+            let accp = acc.pop();
+            if p < below[0] || p >= below[0] + shape[0] {
+                continue;
+            }
+            let w = weight.get(p);
+            let o = sum.get_mut(p);
+            for ch in 0..k {
+                for b in 0..shape[1] {
+                    for c in 0..shape[2] {
+                        let q = (b + below[1]) * padded[2] + c + below[2];
+                        let v = f16_round(from_half(accp[ch * pp + q]) / from_half(w[q]));
+                        let o = &mut o[ch * sp + b * shape[2] + c];
+                        *o = to_half(if fold == 0 { v } else { f16_round(from_half(*o) + v) });
+                    }
+                }
+            }
+        }
+    }
+
+    /// The rows below `bound` that every fold has finished, divided by the
+    /// number of folds, as one slab (None when they are all padding).
+    fn emit(&self, sum: &mut Planes, weight: &mut Planes, bound: usize, folds: usize) -> Option<Slab> {
+        let (shape, below, k) = (self.shape, self.below, self.classes);
+        let (_, sp) = self.planes();
+        let first = sum.start.max(below[0]);
+        let last = bound.min(below[0] + shape[0]);
+        let rows = if last > first { first - below[0]..last - below[0] } else { 0..0 };
+        let nr = rows.len() * sp;
+        let mut half = vec![0u16; k * nr];
+        while sum.start < bound {
+            let p = sum.start;
+            let mut o = sum.pop();
+            weight.ensure(p + 1);
+            weight.pop();
+            if p < first || p >= last {
+                continue;
+            }
+            if folds > 1 {
+                let n = folds as f32;
+                o.iter_mut().for_each(|v| *v = to_half(f16_round(from_half(*v) / n)));
+            }
+            let r = p - first;
+            for ch in 0..k {
+                half[ch * nr + r * sp..ch * nr + (r + 1) * sp].copy_from_slice(&o[ch * sp..(ch + 1) * sp]);
+            }
+        }
+        (!rows.is_empty()).then_some(Slab { rows, half })
+    }
+}
+
 /// Sliding-window inference streamed along axis 0 (nnU-Net's slowest tile
 /// axis): tile rows are visited in nnU-Net's order, every fold runs each row
 /// in turn, and the rows no later tile touches go to `sink` as soon as every
@@ -300,82 +502,33 @@ pub fn predict_streaming(
     if nets.is_empty() {
         return Err(InferError::Model("no network (fold) to run".into()));
     }
-    let patch = s.patch;
-    // Pad to at least the patch size (below = diff/2, above = the rest).
-    let padded: [usize; 3] = [0, 1, 2].map(|a| shape[a].max(patch[a]));
-    let below: [usize; 3] = [0, 1, 2].map(|a| (padded[a] - shape[a]) / 2);
-    let pplane = padded[0] * padded[1] * padded[2];
-    let plane = shape[0] * shape[1] * shape[2];
-    let input: Cow<'_, [f32]> = if padded == shape {
-        Cow::Borrowed(data)
-    } else {
-        let mut input = vec![0f32; channels * pplane];
-        for ch in 0..channels {
-            for a in 0..shape[0] {
-                for b in 0..shape[1] {
-                    let src = ch * plane + (a * shape[1] + b) * shape[2];
-                    let dst = ch * pplane + ((a + below[0]) * padded[1] + b + below[1]) * padded[2] + below[2];
-                    input[dst..dst + shape[2]].copy_from_slice(&data[src..src + shape[2]]);
-                }
-            }
-        }
-        Cow::Owned(input)
-    };
-    let g = gaussian(patch);
-    let st: Vec<Vec<usize>> = (0..3).map(|a| steps(padded[a], patch[a], s.step_size)).collect();
-    let mut tiles: Vec<[usize; 3]> = Vec::new();
-    for &a in &st[0] {
-        for &b in &st[1] {
-            for &c in &st[2] {
-                tiles.push([a, b, c]);
-            }
-        }
-    }
-    let k = s.classes;
-    let tile_n = patch[0] * patch[1] * patch[2];
-    let combos = mirror_combinations(&s.mirror_axes);
-    let variants = 1 + combos.len();
+    let w = Window::new(shape, channels, s);
+    let input = w.pad(data);
+    let k = w.classes;
+    let tile_n = w.tile_n();
+    let variants = 1 + w.combos.len();
     let per_call = s.batch_size.max(1);
     // Work items: (tile, mirror variant), batched across both.
-    let items: Vec<(usize, usize)> = (0..tiles.len()).flat_map(|t| (0..variants).map(move |v| (t, v))).collect();
-    let per_row = st[1].len() * st[2].len() * variants;
-    let total_tiles = tiles.len() * nets.len();
+    let items: Vec<(usize, usize)> = (0..w.tiles.len()).flat_map(|t| (0..variants).map(move |v| (t, v))).collect();
+    let per_row = w.tiles.len() / w.rows.len() * variants;
+    let total_tiles = w.tiles.len() * nets.len();
     let mut done_tiles = 0;
-    // A padded plane (axis 0) holds p1 × p2 values; the output keeps s1 × s2.
-    let pp = padded[1] * padded[2];
-    let sp = shape[1] * shape[2];
+    let (pp, sp) = w.planes();
     let mut folds: Vec<FoldState> =
-        nets.iter().map(|_| FoldState { acc: Planes::new(k * pp), sums: vec![None; tiles.len()], next: 0 }).collect();
+        nets.iter().map(|_| FoldState { acc: Planes::new(k * pp), sums: vec![None; w.tiles.len()], next: 0 }).collect();
     // The Gaussian weight sum (the same for every fold) and the folds' sum.
     let mut weight = Planes::new(pp);
     let mut sum = Planes::new(k * sp);
-    for (row, _) in st[0].iter().enumerate() {
+    for row in 0..w.rows.len() {
         let row_end = ((row + 1) * per_row).min(items.len());
         // Planes below `bound` are touched by no later tile row.
-        let bound = st[0].get(row + 1).copied().unwrap_or(padded[0]);
+        let bound = w.rows.get(row + 1).copied().unwrap_or(w.padded[0]);
         for (fold, net) in nets.iter().enumerate() {
             let fs = &mut folds[fold];
             while fs.next < row_end {
                 let chunk = &items[fs.next..(fs.next + per_call).min(items.len())];
                 fs.next += chunk.len();
-                let mut batch = Vec::with_capacity(chunk.len() * channels * tile_n);
-                for &(t, v) in chunk {
-                    let [a0, b0, c0] = tiles[t];
-                    let mut tile = Vec::with_capacity(channels * tile_n);
-                    for ch in 0..channels {
-                        for a in 0..patch[0] {
-                            for b in 0..patch[1] {
-                                let src = ch * pplane + ((a0 + a) * padded[1] + b0 + b) * padded[2] + c0;
-                                tile.extend_from_slice(&input[src..src + patch[2]]);
-                            }
-                        }
-                    }
-                    if v > 0 {
-                        tile = flip(&tile, channels, patch, &combos[v - 1]);
-                    }
-                    batch.extend_from_slice(&tile);
-                }
-                let out = net.run(&batch, chunk.len())?;
+                let out = net.run(&w.batch(&input, chunk), chunk.len())?;
                 if out.len() != chunk.len() * k * tile_n {
                     return Err(InferError::Engine(format!(
                         "network returned {} values, {} expected ({} tiles × {k} classes × {tile_n})",
@@ -387,7 +540,7 @@ pub fn predict_streaming(
                 for (i, &(t, v)) in chunk.iter().enumerate() {
                     let mut pred = out[i * k * tile_n..(i + 1) * k * tile_n].to_vec();
                     if v > 0 {
-                        pred = flip(&pred, k, patch, &combos[v - 1]);
+                        pred = flip(&pred, k, w.patch, &w.combos[v - 1]);
                     }
                     let slot = &mut fs.sums[t];
                     match slot {
@@ -401,92 +554,17 @@ pub fn predict_streaming(
                     }
                     if slot.as_ref().is_some_and(|(_, n)| *n == variants) {
                         let Some((tsum, n)) = slot.take() else { continue };
-                        // Tile complete: mirror average (f32), Gaussian weight,
-                        // accumulated in half precision as nnU-Net does.
-                        let [a0, b0, c0] = tiles[t];
-                        fs.acc.ensure(a0 + patch[0]);
-                        if fold == 0 {
-                            weight.ensure(a0 + patch[0]);
-                        }
-                        let inv = n as f32;
-                        for a in 0..patch[0] {
-                            if fold == 0 {
-                                let w = weight.get_mut(a0 + a);
-                                for b in 0..patch[1] {
-                                    let dst = (b0 + b) * padded[2] + c0;
-                                    let src = (a * patch[1] + b) * patch[2];
-                                    for c in 0..patch[2] {
-                                        w[dst + c] = to_half(f16_round(from_half(w[dst + c]) + g[src + c]));
-                                    }
-                                }
-                            }
-                            let accp = fs.acc.get_mut(a0 + a);
-                            for ch in 0..k {
-                                for b in 0..patch[1] {
-                                    let dst = ch * pp + (b0 + b) * padded[2] + c0;
-                                    let src = ch * tile_n + (a * patch[1] + b) * patch[2];
-                                    let gsrc = (a * patch[1] + b) * patch[2];
-                                    for c in 0..patch[2] {
-                                        let v = from_half(accp[dst + c]) + tsum[src + c] / inv * g[gsrc + c];
-                                        accp[dst + c] = to_half(f16_round(v));
-                                    }
-                                }
-                            }
-                        }
+                        w.add_tile(&mut fs.acc, (fold == 0).then_some(&mut weight), t, &tsum, n);
                         done_tiles += 1;
                         progress(done_tiles, total_tiles);
                     }
                 }
             }
-            // This fold's final planes: its logits (half), added to the
-            // folds' sum (half), fold after fold.
-            fs.acc.ensure(bound);
-            sum.ensure(bound);
-            while fs.acc.start < bound {
-                let p = fs.acc.start;
-                let accp = fs.acc.pop();
-                if p < below[0] || p >= below[0] + shape[0] {
-                    continue;
-                }
-                let w = weight.get(p);
-                let o = sum.get_mut(p);
-                for ch in 0..k {
-                    for b in 0..shape[1] {
-                        for c in 0..shape[2] {
-                            let q = (b + below[1]) * padded[2] + c + below[2];
-                            let v = f16_round(from_half(accp[ch * pp + q]) / from_half(w[q]));
-                            let o = &mut o[ch * sp + b * shape[2] + c];
-                            *o = to_half(if fold == 0 { v } else { f16_round(from_half(*o) + v) });
-                        }
-                    }
-                }
-            }
+            w.finish_fold(&mut fs.acc, &weight, &mut sum, bound, fold);
         }
         // Every fold has finished the planes below `bound`: out they go.
-        let first = sum.start.max(below[0]);
-        let last = bound.min(below[0] + shape[0]);
-        let rows = if last > first { first - below[0]..last - below[0] } else { 0..0 };
-        let mut half = vec![0u16; k * rows.len() * sp];
-        let nr = rows.len() * sp;
-        while sum.start < bound {
-            let p = sum.start;
-            let mut o = sum.pop();
-            weight.ensure(p + 1);
-            weight.pop();
-            if p < first || p >= last {
-                continue;
-            }
-            if nets.len() > 1 {
-                let n = nets.len() as f32;
-                o.iter_mut().for_each(|v| *v = to_half(f16_round(from_half(*v) / n)));
-            }
-            let r = p - first;
-            for ch in 0..k {
-                half[ch * nr + r * sp..ch * nr + (r + 1) * sp].copy_from_slice(&o[ch * sp..(ch + 1) * sp]);
-            }
-        }
-        if !rows.is_empty() {
-            sink(Slab { rows, half })?;
+        if let Some(slab) = w.emit(&mut sum, &mut weight, bound, nets.len()) {
+            sink(slab)?;
         }
     }
     Ok(())
