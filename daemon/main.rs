@@ -189,6 +189,27 @@ enum Command {
         #[arg(long, default_value = "liver")]
         threshold: String,
     },
+    /// Radiomics features exact to PyRadiomics (its parameter files and
+    /// output names) of one image and mask, or of every Image,Mask pair of a
+    /// batch CSV (pyradiomics' batch layout; output CSV).
+    Radiomics {
+        /// Image (NIfTI), or a batch CSV with Image and Mask columns.
+        image: PathBuf,
+        /// Mask (NIfTI label map); omitted for a batch CSV.
+        mask: Option<PathBuf>,
+        /// Label of the ROI in the mask (default: the parameter file's, else 1).
+        #[arg(long)]
+        label: Option<i64>,
+        /// PyRadiomics parameter file (YAML or JSON).
+        #[arg(long)]
+        params: Option<PathBuf>,
+        /// Print one JSON object mapping each feature name to its value.
+        #[arg(long, conflicts_with = "csv")]
+        json: bool,
+        /// Print PyRadiomics' CSV layout (header and one row per case).
+        #[arg(long)]
+        csv: bool,
+    },
     /// Run as the scanner-side daemon: watch the export folders, queue and
     /// process complete studies (see systemd/edgeseg.service).
     Daemon {
@@ -285,6 +306,74 @@ enum QuarantineAction {
     },
 }
 
+/// `edgeseg radiomics`: one case (text, --json or --csv) or a batch CSV (CSV
+/// on stdout, a progress bar on a terminal's stderr; failed cases named on
+/// stderr and left out, exit 2).
+fn radiomics(image: &Path, mask: Option<&Path>, label: Option<i64>, params: Option<&Path>, json: bool, csv: bool) -> Result<bool> {
+    use edgeseg::radiomics::{self as rad, output};
+    use std::io::IsTerminal;
+    let params = match params {
+        Some(p) => rad::params::Params::from_file(p).with_context(|| format!("{}", p.display()))?,
+        None => rad::params::Params::default(),
+    };
+    let read = |p: &Path| nifti::read_f32(p).with_context(|| format!("{}", p.display()));
+    let Some(mask) = mask else {
+        let cases = output::read_batch(image)?;
+        let bar = std::io::stderr().is_terminal();
+        let mut rows = Vec::new();
+        let mut all_ok = true;
+        for (i, case) in cases.iter().enumerate() {
+            if bar {
+                let done = (i * 30) / cases.len().max(1);
+                eprint!("\r[{}{}] {}/{} cases", "#".repeat(done), ".".repeat(30 - done), i, cases.len());
+            }
+            let result = read(&case.image).and_then(|im| {
+                let ma = read(&case.mask)?;
+                Ok(rad::extract(&im, &ma, &params, label.or(case.label))?)
+            });
+            match result {
+                Ok(out) => rows.push((case.columns.clone(), out)),
+                Err(e) => {
+                    all_ok = false;
+                    if bar {
+                        eprintln!();
+                    }
+                    eprintln!("error: case {} ({}): {e:#}", i + 1, case.image.display());
+                }
+            }
+        }
+        if bar {
+            eprintln!("\r[{}] {}/{} cases", "#".repeat(30), cases.len(), cases.len());
+        }
+        if json {
+            let all: Vec<serde_json::Value> = rows
+                .iter()
+                .map(|(cols, out)| {
+                    let mut m: serde_json::Map<String, serde_json::Value> =
+                        cols.iter().map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone()))).collect();
+                    m.extend(out.iter().cloned());
+                    serde_json::Value::Object(m)
+                })
+                .collect();
+            outln!("{}", serde_json::to_string_pretty(&all)?);
+        } else {
+            std::io::Write::write_all(&mut std::io::stdout().lock(), output::to_csv(&rows).as_bytes())?;
+        }
+        return Ok(all_ok);
+    };
+    let out = rad::extract(&read(image)?, &read(mask)?, &params, label)?;
+    let text = if json {
+        output::to_json(&out) + "\n"
+    } else if csv {
+        let cols = vec![("Image".to_string(), image.display().to_string()), ("Mask".to_string(), mask.display().to_string())];
+        output::to_csv(&[(cols, out)])
+    } else {
+        output::to_text(&out)
+    };
+    std::io::Write::write_all(&mut std::io::stdout().lock(), text.as_bytes())?;
+    Ok(true)
+}
+
 fn main() -> ExitCode {
     // Before any thread exists: ONNX Runtime must not record telemetry (nor
     // create its device id and event database under ~/.cache) in any command.
@@ -342,6 +431,9 @@ fn main() -> ExitCode {
         }),
         Command::Compile { model, onnxruntime, provider, require_gpu, fp16, trt_cache } => {
             predict::compile(&model, onnxruntime.as_deref(), provider, require_gpu, fp16, trt_cache)
+        }
+        Command::Radiomics { image, mask, label, params, json, csv } => {
+            radiomics(&image, mask.as_deref(), label, params.as_deref(), json, csv)
         }
         Command::Daemon { config } => daemon(&config),
         Command::CheckConfig { file, offline } => check_config(&file, offline),
