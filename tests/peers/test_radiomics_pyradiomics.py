@@ -124,8 +124,8 @@ PARAMS = {
         "setting": {"binCount": 16, "weightingNorm": "euclidean", "symmetricalGLCM": False, "gldm_a": 1,
                     "voxelArrayShift": 1000},
     },
-    "binwidth10_dist12": {
-        "setting": {"binWidth": 10, "distances": [1, 2]},
+    "binwidth20_dist12": {
+        "setting": {"binWidth": 20, "distances": [1, 2]},
         "featureClass": {"shape": None, "firstorder": [], "glcm": ["Contrast", "Correlation", "MCC", "Imc2"],
                          "glrlm": None, "glszm": None, "gldm": None, "ngtdm": None},
     },
