@@ -309,7 +309,14 @@ enum QuarantineAction {
 /// `edgeseg radiomics`: one case (text, --json or --csv) or a batch CSV (CSV
 /// on stdout, a progress bar on a terminal's stderr; failed cases named on
 /// stderr and left out, exit 2).
-fn radiomics(image: &Path, mask: Option<&Path>, label: Option<i64>, params: Option<&Path>, json: bool, csv: bool) -> Result<bool> {
+fn radiomics(
+    image: &Path,
+    mask: Option<&Path>,
+    label: Option<i64>,
+    params: Option<&Path>,
+    json: bool,
+    csv: bool,
+) -> Result<bool> {
     use edgeseg::radiomics::{self as rad, output};
     use std::io::IsTerminal;
     let params = match params {
@@ -365,7 +372,8 @@ fn radiomics(image: &Path, mask: Option<&Path>, label: Option<i64>, params: Opti
     let text = if json {
         output::to_json(&out) + "\n"
     } else if csv {
-        let cols = vec![("Image".to_string(), image.display().to_string()), ("Mask".to_string(), mask.display().to_string())];
+        let cols =
+            vec![("Image".to_string(), image.display().to_string()), ("Mask".to_string(), mask.display().to_string())];
         output::to_csv(&[(cols, out)])
     } else {
         output::to_text(&out)

@@ -44,12 +44,28 @@ pub fn apply(t: ImageType, img: &Image, s: &Settings) -> Result<Vec<(String, Ima
             let c = max_abs(img);
             vec![(
                 "squareroot".into(),
-                map(img, |v| if v > 0.0 { (v * c).sqrt() } else if v < 0.0 { -(-v * c).sqrt() } else { v }),
+                map(img, |v| {
+                    if v > 0.0 {
+                        (v * c).sqrt()
+                    } else if v < 0.0 {
+                        -(-v * c).sqrt()
+                    } else {
+                        v
+                    }
+                }),
             )]
         }
         ImageType::Logarithm => {
             let m = max_abs(img);
-            let l = map(img, |v| if v > 0.0 { (v + 1.0).ln() } else if v < 0.0 { -(-(v - 1.0)).ln() } else { v });
+            let l = map(img, |v| {
+                if v > 0.0 {
+                    (v + 1.0).ln()
+                } else if v < 0.0 {
+                    -(-(v - 1.0)).ln()
+                } else {
+                    v
+                }
+            });
             let lm = max_abs(&l);
             vec![("logarithm".into(), map(&l, |v| v * (m / lm)))]
         }

@@ -309,13 +309,15 @@ pub fn compute(roi: &Roi, s: &Settings, enabled: &[&str], out: &mut Features) {
                 "ClusterTendency" => ct,
                 "Contrast" => con,
                 "Correlation" => {
-                    if sigx * sigy == 0.0 { 1.0 } else { corm / (sigx * sigy + EPS) }
+                    if sigx * sigy == 0.0 {
+                        1.0
+                    } else {
+                        corm / (sigx * sigy + EPS)
+                    }
                 }
                 "DifferenceAverage" => diffavg,
                 "DifferenceEntropy" => -psub.iter().map(|v| v * (v + EPS).log2()).sum::<f64>(),
-                "DifferenceVariance" => {
-                    psub.iter().enumerate().map(|(k, v)| v * (k as f64 - diffavg).powi(2)).sum()
-                }
+                "DifferenceVariance" => psub.iter().enumerate().map(|(k, v)| v * (k as f64 - diffavg).powi(2)).sum(),
                 "JointEnergy" => ene,
                 "JointEntropy" => hxy,
                 "Imc1" => {
@@ -323,7 +325,11 @@ pub fn compute(roi: &Roi, s: &Settings, enabled: &[&str], out: &mut Features) {
                     if div != 0.0 { (hxy - hxy1) / div } else { 0.0 }
                 }
                 "Imc2" => {
-                    if hxy2 == hxy { 0.0 } else { (1.0 - (-2.0 * (hxy2 - hxy)).exp()).sqrt() }
+                    if hxy2 == hxy {
+                        0.0
+                    } else {
+                        (1.0 - (-2.0 * (hxy2 - hxy)).exp()).sqrt()
+                    }
                 }
                 "Idm" => psub.iter().enumerate().map(|(k, v)| v / (1.0 + (k * k) as f64)).sum(),
                 "Idmn" => psub.iter().enumerate().map(|(k, v)| v / (1.0 + (k * k) as f64 / (ng * ng))).sum(),
@@ -335,7 +341,11 @@ pub fn compute(roi: &Roi, s: &Settings, enabled: &[&str], out: &mut Features) {
                 "SumEntropy" => -padd.iter().map(|v| v * (v + EPS).log2()).sum::<f64>(),
                 "SumSquares" => (0..g).map(|i| px[i] * (lv[i] - ux).powi(2)).sum(),
                 "MCC" => {
-                    if g < 2 { 1.0 } else { mcc(p, &px, &py, g) }
+                    if g < 2 {
+                        1.0
+                    } else {
+                        mcc(p, &px, &py, g)
+                    }
                 }
                 _ => continue,
             };

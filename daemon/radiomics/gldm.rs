@@ -51,7 +51,10 @@ pub fn compute(roi: &Roi, s: &Settings, enabled: &[&str], out: &mut Features) {
     let pd: Vec<f64> = (0..nd).map(|r| (0..g).map(|i| m[i * nd + r]).sum()).collect();
     let pg: Vec<f64> = (0..g).map(|i| m[i * nd..(i + 1) * nd].iter().sum()).collect();
     let j = |r: usize| (r + 1) as f64;
-    let nz = { let t: f64 = pd.iter().sum(); if t == 0.0 { 1.0 } else { t } };
+    let nz = {
+        let t: f64 = pd.iter().sum();
+        if t == 0.0 { 1.0 } else { t }
+    };
     let sum_ij = |f: &dyn Fn(f64, f64) -> f64| -> f64 {
         let mut t = 0.0;
         for i in 0..g {

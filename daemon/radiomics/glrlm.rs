@@ -34,7 +34,8 @@ fn runs(roi: &Roi, off: [i64; 3], nr: usize) -> (Vec<f64>, bool) {
     let mut multi = false;
     let [nx, ny, nz] = roi.dims;
     let step = [off[2], off[1], off[0]];
-    let inside = |p: [i64; 3]| p[0] >= 0 && p[1] >= 0 && p[2] >= 0 && p[0] < nx as i64 && p[1] < ny as i64 && p[2] < nz as i64;
+    let inside =
+        |p: [i64; 3]| p[0] >= 0 && p[1] >= 0 && p[2] >= 0 && p[0] < nx as i64 && p[1] < ny as i64 && p[2] < nz as i64;
     for z in 0..nz as i64 {
         for y in 0..ny as i64 {
             for x in 0..nx as i64 {

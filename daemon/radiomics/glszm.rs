@@ -75,8 +75,14 @@ pub fn compute(roi: &Roi, s: &Settings, enabled: &[&str], out: &mut Features) {
     let ps: Vec<f64> = (0..ns).map(|r| (0..g).map(|i| m[i * ns + r]).sum()).collect();
     let pg: Vec<f64> = (0..g).map(|i| m[i * ns..(i + 1) * ns].iter().sum()).collect();
     let j = |r: usize| (r + 1) as f64;
-    let nz = { let t: f64 = m.iter().sum(); if t == 0.0 { 1.0 } else { t } };
-    let np = { let t: f64 = ps.iter().enumerate().map(|(r, v)| v * j(r)).sum(); if t == 0.0 { 1.0 } else { t } };
+    let nz = {
+        let t: f64 = m.iter().sum();
+        if t == 0.0 { 1.0 } else { t }
+    };
+    let np = {
+        let t: f64 = ps.iter().enumerate().map(|(r, v)| v * j(r)).sum();
+        if t == 0.0 { 1.0 } else { t }
+    };
     let sum_ij = |f: &dyn Fn(f64, f64) -> f64| -> f64 {
         let mut t = 0.0;
         for i in 0..g {

@@ -111,11 +111,19 @@ pub struct Image {
 
 impl Image {
     fn from_volume(v: &Volume<f32>) -> Image {
-        Image { dims: v.geometry.dims, spacing: v.geometry.spacing, data: v.data.iter().map(|&x| f64::from(x)).collect() }
+        Image {
+            dims: v.geometry.dims,
+            spacing: v.geometry.spacing,
+            data: v.data.iter().map(|&x| f64::from(x)).collect(),
+        }
     }
 
     fn crop(&self, lo: [usize; 3], hi: [usize; 3]) -> Image {
-        Image { dims: [hi[0] - lo[0] + 1, hi[1] - lo[1] + 1, hi[2] - lo[2] + 1], spacing: self.spacing, data: crop(&self.data, self.dims, lo, hi) }
+        Image {
+            dims: [hi[0] - lo[0] + 1, hi[1] - lo[1] + 1, hi[2] - lo[2] + 1],
+            spacing: self.spacing,
+            data: crop(&self.data, self.dims, lo, hi),
+        }
     }
 }
 
@@ -209,7 +217,12 @@ impl Roi {
 /// PyRadiomics' `generate_angles`: offsets (z, y, x) whose Chebyshev length is
 /// one of `distances`, each shorter than the ROI along its axis, none along
 /// the force2D axis; one of each ± pair unless `bidirectional`.
-pub fn generate_angles(size: [usize; 3], distances: &[i64], bidirectional: bool, force2d: Option<usize>) -> Vec<[i64; 3]> {
+pub fn generate_angles(
+    size: [usize; 3],
+    distances: &[i64],
+    bidirectional: bool,
+    force2d: Option<usize>,
+) -> Vec<[i64; 3]> {
     let maxd = distances.iter().copied().max().unwrap_or(1).max(1);
     let n = 2 * maxd + 1;
     let total = n * n * n;
@@ -390,7 +403,13 @@ fn component_count(mask: &[bool], dims: [usize; 3]) -> usize {
                 for dy in -1..=1 {
                     for dx in -1..=1 {
                         let (xx, yy, zz) = (x + dx, y + dy, z + dz);
-                        if xx < 0 || yy < 0 || zz < 0 || xx >= dims[0] as i64 || yy >= dims[1] as i64 || zz >= dims[2] as i64 {
+                        if xx < 0
+                            || yy < 0
+                            || zz < 0
+                            || xx >= dims[0] as i64
+                            || yy >= dims[1] as i64
+                            || zz >= dims[2] as i64
+                        {
                             continue;
                         }
                         let u = (xx + dims[0] as i64 * (yy + dims[1] as i64 * zz)) as usize;
@@ -413,7 +432,12 @@ fn tuple3<T: serde::Serialize>(v: [T; 3]) -> Json {
 /// Extracts every enabled feature of `image` inside the voxels of `mask`
 /// labelled `label` (the parameter file's label unless given), as
 /// PyRadiomics' `RadiomicsFeatureExtractor.execute`.
-pub fn extract(image: &Volume<f32>, mask: &Volume<f32>, params: &Params, label: Option<i64>) -> Result<Output, RadiomicsError> {
+pub fn extract(
+    image: &Volume<f32>,
+    mask: &Volume<f32>,
+    params: &Params,
+    label: Option<i64>,
+) -> Result<Output, RadiomicsError> {
     let mut s = params.settings.clone();
     if let Some(l) = label {
         s.label = l;
@@ -453,8 +477,14 @@ pub fn extract(image: &Volume<f32>, mask: &Volume<f32>, params: &Params, label: 
         out.push(("diagnostics_Image-original_Size".into(), tuple3(img.dims)));
         let n = img.data.len() as f64;
         out.push(("diagnostics_Image-original_Mean".into(), json!(img.data.iter().sum::<f64>() / n)));
-        out.push(("diagnostics_Image-original_Minimum".into(), json!(img.data.iter().copied().fold(f64::INFINITY, f64::min))));
-        out.push(("diagnostics_Image-original_Maximum".into(), json!(img.data.iter().copied().fold(f64::NEG_INFINITY, f64::max))));
+        out.push((
+            "diagnostics_Image-original_Minimum".into(),
+            json!(img.data.iter().copied().fold(f64::INFINITY, f64::min)),
+        ));
+        out.push((
+            "diagnostics_Image-original_Maximum".into(),
+            json!(img.data.iter().copied().fold(f64::NEG_INFINITY, f64::max)),
+        ));
         let m: Vec<bool> = mask_vals.iter().map(|&v| v as u32 == label_u).collect();
         mask_diagnostics(&mut out, "original", &m, &mask_geometry);
     }
@@ -480,7 +510,11 @@ pub fn extract(image: &Volume<f32>, mask: &Volume<f32>, params: &Params, label: 
         let (lo, hi) = check_mask(&roi_mask, img.dims, &s)?;
         let pad = s.pad_distance.max(0) as usize;
         let plo = [lo[0].saturating_sub(pad), lo[1].saturating_sub(pad), lo[2].saturating_sub(pad)];
-        let phi = [(hi[0] + pad).min(img.dims[0] - 1), (hi[1] + pad).min(img.dims[1] - 1), (hi[2] + pad).min(img.dims[2] - 1)];
+        let phi = [
+            (hi[0] + pad).min(img.dims[0] - 1),
+            (hi[1] + pad).min(img.dims[1] - 1),
+            (hi[2] + pad).min(img.dims[2] - 1),
+        ];
         roi_mask = crop(&roi_mask, img.dims, plo, phi);
         img = img.crop(plo, phi);
     }
@@ -503,12 +537,8 @@ pub fn extract(image: &Volume<f32>, mask: &Volume<f32>, params: &Params, label: 
                 th = th.iter().map(|t| mean + sd * t).collect();
             }
         }
-        let reseg: Vec<bool> = img
-            .data
-            .iter()
-            .zip(&roi_mask)
-            .map(|(v, m)| *m && *v >= th[0] && (th.len() < 2 || *v <= th[1]))
-            .collect();
+        let reseg: Vec<bool> =
+            img.data.iter().zip(&roi_mask).map(|(v, m)| *m && *v >= th[0] && (th.len() < 2 || *v <= th[1])).collect();
         let kept = reseg.iter().filter(|m| **m).count();
         if kept <= 1 {
             return Err(RadiomicsError::ResegmentedAway { label: s.label, kept });
@@ -527,7 +557,13 @@ pub fn extract(image: &Volume<f32>, mask: &Volume<f32>, params: &Params, label: 
         let cm = crop(&shape_mask, img.dims, slo, shi);
         let mut f = Features::default();
         let enabled = enabled_features(FeatureClass::Shape, named);
-        shape::compute(&cm, [shi[0] - slo[0] + 1, shi[1] - slo[1] + 1, shi[2] - slo[2] + 1], img.spacing, &enabled, &mut f);
+        shape::compute(
+            &cm,
+            [shi[0] - slo[0] + 1, shi[1] - slo[1] + 1, shi[2] - slo[2] + 1],
+            img.spacing,
+            &enabled,
+            &mut f,
+        );
         out.extend(f.items.into_iter().map(|(n, v)| (format!("original_shape_{n}"), json_num(v))));
     }
     for (itype, custom) in &params.image_types {
@@ -566,7 +602,10 @@ fn mask_diagnostics(out: &mut Output, prefix: &str, m: &[bool], g: &crate::volum
     out.push((format!("{p}Spacing"), tuple3(g.spacing)));
     out.push((format!("{p}Size"), tuple3(g.dims)));
     if let Some((lo, hi, n)) = bounding_box(m, g.dims) {
-        out.push((format!("{p}BoundingBox"), json!([lo[0], lo[1], lo[2], hi[0] - lo[0] + 1, hi[1] - lo[1] + 1, hi[2] - lo[2] + 1])));
+        out.push((
+            format!("{p}BoundingBox"),
+            json!([lo[0], lo[1], lo[2], hi[0] - lo[0] + 1, hi[1] - lo[1] + 1, hi[2] - lo[2] + 1]),
+        ));
         out.push((format!("{p}VoxelNum"), json!(n)));
         out.push((format!("{p}VolumeNum"), json!(component_count(m, g.dims))));
         let mut c = [0.0; 3];

@@ -43,7 +43,11 @@ pub fn compute(roi: &Roi, s: &Settings, enabled: &[&str], out: &mut Features) {
     for &name in enabled {
         let v = match name {
             "Coarseness" => {
-                if sum_ps != 0.0 { 1.0 / sum_ps } else { 1_000_000.0 }
+                if sum_ps != 0.0 {
+                    1.0 / sum_ps
+                } else {
+                    1_000_000.0
+                }
             }
             "Contrast" => {
                 let div = ngp * (ngp - 1.0);

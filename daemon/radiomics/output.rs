@@ -86,7 +86,10 @@ pub fn read_batch(path: &Path) -> Result<Vec<Case>, BatchError> {
     };
     let header: Vec<String> = split_csv_line(header.trim_end_matches('\r'));
     let col = |name: &'static str| {
-        header.iter().position(|h| h == name).ok_or(BatchError::MissingColumn { path: path.to_path_buf(), column: name })
+        header
+            .iter()
+            .position(|h| h == name)
+            .ok_or(BatchError::MissingColumn { path: path.to_path_buf(), column: name })
     };
     let (ci, cm) = (col("Image")?, col("Mask")?);
     let cl = header.iter().position(|h| h == "Label");
@@ -101,13 +104,16 @@ pub fn read_batch(path: &Path) -> Result<Vec<Case>, BatchError> {
         let image = resolve(get(ci));
         let mask = resolve(get(cm));
         let label = match cl.map(get) {
-            Some(v) if !v.is_empty() => Some(v.trim().parse::<i64>().ok().filter(|l| *l > 0).ok_or(
-                BatchError::BadLabel { path: path.to_path_buf(), line: n + 1, value: v.clone() },
-            )?),
+            Some(v) if !v.is_empty() => {
+                Some(v.trim().parse::<i64>().ok().filter(|l| *l > 0).ok_or(BatchError::BadLabel {
+                    path: path.to_path_buf(),
+                    line: n + 1,
+                    value: v.clone(),
+                })?)
+            }
             _ => None,
         };
-        let mut columns: Vec<(String, String)> =
-            header.iter().enumerate().map(|(i, h)| (h.clone(), get(i))).collect();
+        let mut columns: Vec<(String, String)> = header.iter().enumerate().map(|(i, h)| (h.clone(), get(i))).collect();
         columns[ci].1 = image.display().to_string();
         columns[cm].1 = mask.display().to_string();
         cases.push(Case { columns, image, mask, label });
@@ -120,7 +126,13 @@ pub fn read_batch(path: &Path) -> Result<Vec<Case>, BatchError> {
 pub fn python_str(v: &Json) -> String {
     match v {
         Json::Null => "None".into(),
-        Json::Bool(b) => if *b { "True".into() } else { "False".into() },
+        Json::Bool(b) => {
+            if *b {
+                "True".into()
+            } else {
+                "False".into()
+            }
+        }
         Json::Number(n) => {
             if let Some(f) = n.as_f64().filter(|_| n.is_f64()) {
                 if f.fract() == 0.0 && f.abs() < 1e16 { format!("{f:.1}") } else { format!("{f}") }

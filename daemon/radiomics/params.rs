@@ -497,7 +497,14 @@ fn seq<'a>(n: &'a Node, key: &str) -> Result<&'a [Node], ParamsError> {
     }
 }
 
-fn range_check(n: &Node, key: &str, v: f64, min: Option<f64>, min_ex: Option<f64>, max: Option<f64>) -> Result<(), ParamsError> {
+fn range_check(
+    n: &Node,
+    key: &str,
+    v: f64,
+    min: Option<f64>,
+    min_ex: Option<f64>,
+    max: Option<f64>,
+) -> Result<(), ParamsError> {
     if min.is_some_and(|m| v < m) || min_ex.is_some_and(|m| v <= m) || max.is_some_and(|m| v > m) {
         let mut bounds = Vec::new();
         if let Some(m) = min {
@@ -575,9 +582,18 @@ pub fn apply_setting(s: &mut Settings, key: &str, kpos: Pos, n: &Node) -> Result
                     Some(name.clone())
                 }
                 Value::Int(i) if (1..=10).contains(i) => Some(
-                    ["sitkNearestNeighbor", "sitkLinear", "sitkBSpline", "sitkGaussian", "sitkLabelGaussian",
-                     "sitkHammingWindowedSinc", "sitkCosineWindowedSinc", "sitkWelchWindowedSinc",
-                     "sitkLanczosWindowedSinc", "sitkBlackmanWindowedSinc"][(*i - 1) as usize]
+                    [
+                        "sitkNearestNeighbor",
+                        "sitkLinear",
+                        "sitkBSpline",
+                        "sitkGaussian",
+                        "sitkLabelGaussian",
+                        "sitkHammingWindowedSinc",
+                        "sitkCosineWindowedSinc",
+                        "sitkWelchWindowedSinc",
+                        "sitkLanczosWindowedSinc",
+                        "sitkBlackmanWindowedSinc",
+                    ][(*i - 1) as usize]
                         .to_string(),
                 ),
                 _ => return Err(invalid(n.pos, "interpolator must be an interpolator name or 1 to 10")),
@@ -611,7 +627,9 @@ pub fn apply_setting(s: &mut Settings, key: &str, kpos: Pos, n: &Node) -> Result
                 "absolute" => ResegmentMode::Absolute,
                 "relative" => ResegmentMode::Relative,
                 "sigma" => ResegmentMode::Sigma,
-                other => return Err(invalid(n.pos, format!("resegmentMode {other} is not absolute, relative or sigma"))),
+                other => {
+                    return Err(invalid(n.pos, format!("resegmentMode {other} is not absolute, relative or sigma")));
+                }
             }
         }
         "resegmentShape" => s.resegment_shape = as_bool(n, key)?,
@@ -704,7 +722,10 @@ impl Params {
                     }
                 }
                 "voxelSetting" => {
-                    return Err(invalid(*kpos, "voxelSetting is not supported: edgeseg extracts segment-based features"));
+                    return Err(invalid(
+                        *kpos,
+                        "voxelSetting is not supported: edgeseg extracts segment-based features",
+                    ));
                 }
                 "imageType" => {
                     for (k, kp, v) in map(node, "imageType")? {
@@ -747,7 +768,12 @@ impl Params {
                         classes.push((*c, names));
                     }
                 }
-                other => return Err(invalid(*kpos, format!("unknown key {other} (expected imageType, featureClass, setting)"))),
+                other => {
+                    return Err(invalid(
+                        *kpos,
+                        format!("unknown key {other} (expected imageType, featureClass, setting)"),
+                    ));
+                }
             }
         }
         if !image_types.is_empty() {
@@ -798,7 +824,8 @@ mod tests {
 
     #[test]
     fn json_file_is_read() {
-        let p = Params::from_text(r#"{"setting": {"binCount": 32}, "featureClass": {"firstorder": []}}"#).expect("json");
+        let p =
+            Params::from_text(r#"{"setting": {"binCount": 32}, "featureClass": {"firstorder": []}}"#).expect("json");
         assert_eq!(p.settings.bin_count, Some(32));
         assert_eq!(p.feature_classes, vec![(FeatureClass::FirstOrder, Vec::new())]);
     }

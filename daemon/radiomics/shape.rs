@@ -140,7 +140,8 @@ fn max_dist2(points: &[[f64; 3]]) -> f64 {
     for p in points {
         cells.entry(cell(p)).or_default().push(*p);
     }
-    let boxes: Vec<(Vec<[f64; 3]>, [f64; 3], [f64; 3])> = cells
+    type Cell = (Vec<[f64; 3]>, [f64; 3], [f64; 3]);
+    let boxes: Vec<Cell> = cells
         .into_values()
         .map(|pts| {
             let mut l = [f64::INFINITY; 3];
@@ -282,10 +283,18 @@ pub fn compute(mask: &[bool], dims: [usize; 3], spacing: [f64; 3], enabled: &[&s
             "MinorAxisLength" => axis(eig[1]),
             "LeastAxisLength" => axis(eig[0]),
             "Elongation" => {
-                if eig[1] < 0.0 || eig[2] < 0.0 { f64::NAN } else { (eig[1] / eig[2]).sqrt() }
+                if eig[1] < 0.0 || eig[2] < 0.0 {
+                    f64::NAN
+                } else {
+                    (eig[1] / eig[2]).sqrt()
+                }
             }
             "Flatness" => {
-                if eig[0] < 0.0 || eig[2] < 0.0 { f64::NAN } else { (eig[0] / eig[2]).sqrt() }
+                if eig[0] < 0.0 || eig[2] < 0.0 {
+                    f64::NAN
+                } else {
+                    (eig[0] / eig[2]).sqrt()
+                }
             }
             _ => continue,
         };
