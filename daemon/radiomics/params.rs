@@ -835,7 +835,7 @@ mod tests {
         let e = Params::from_text("setting:\n  binWidht: 25\n").expect_err("typo");
         assert_eq!(e.to_string(), "line 2 column 3: unknown setting binWidht");
         let e = Params::from_text("featureClass:\n  glcm: [Contrast, Nope]\n").expect_err("feature");
-        assert_eq!(e.to_string(), "line 2 column 21: glcm has no feature Nope");
+        assert_eq!(e.to_string(), "line 2 column 20: glcm has no feature Nope");
         let e = Params::from_text("setting:\n  binWidth: -1\n").expect_err("range");
         assert_eq!(e.to_string(), "line 2 column 13: binWidth must be above 0");
     }
