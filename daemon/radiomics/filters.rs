@@ -14,9 +14,10 @@ pub fn normalize(data: &mut [f64], scale: f64, outliers: Option<f64>) {
     let n = data.len() as f64;
     let mean = data.iter().sum::<f64>() / n;
     let var = data.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / (n - 1.0);
-    let sd = var.sqrt();
+    // SimpleITK shifts, then multiplies by the reciprocal.
+    let inv = 1.0 / var.sqrt();
     for v in data.iter_mut() {
-        let mut z = (*v - mean) / sd;
+        let mut z = (*v - mean) * inv;
         if let Some(o) = outliers {
             z = z.clamp(-o, o);
         }

@@ -35,9 +35,8 @@ pub fn percentile(sorted: &[f64], q: f64) -> f64 {
         return f64::NAN;
     }
     let q = q / 100.0;
-    // numpy's virtual index for the linear method (alpha = beta = 1).
-    let (alpha, beta) = (1.0, 1.0);
-    let vi = n as f64 * q + (alpha + q * (1.0 - alpha - beta)) - 1.0;
+    // numpy's virtual index for the linear method: (n - 1) · q.
+    let vi = (n - 1) as f64 * q;
     let prev = vi.floor();
     let gamma = vi - prev;
     let clamp = |i: f64| (i.max(0.0) as usize).min(n - 1);
