@@ -2,8 +2,8 @@
 # Radiomics benchmark: edgeseg radiomics against PyRadiomics 3.0.1 on the same
 # machine in one run. A synthetic 512×512×300 chest CT (int16, 0.78×0.78×1.5 mm:
 # body, two lungs at -850 HU with texture, a 40 mL soft-tissue tumour in the
-# right lung) and three ROIs in one label map: 1 the tumour, 2 a 5 mm
-# peri-tumoural ring clipped to the body, 3 the whole right lung minus the
+# right lung) and three ROI masks (label 1): the tumour, a 5 mm
+# peri-tumoural ring clipped to the body, the whole right lung minus the
 # tumour. Default parameters (Original image, all classes, binWidth 25). Each
 # tool extracts the three ROIs; wall time and peak memory (GNU time) per ROI.
 #   bench/radiomics.sh
@@ -21,7 +21,7 @@ mkdir -p "$work"
 import os, sys
 import numpy as np, SimpleITK as sitk
 work = sys.argv[1]
-img_p, lab_p = os.path.join(work, "ct.nii.gz"), os.path.join(work, "rois.nii.gz")
+img_p, lab_p = os.path.join(work, "ct.nii.gz"), os.path.join(work, "roi3.nii.gz")
 if not os.path.exists(lab_p):
     nx, ny, nz = 512, 512, 300
     sp = np.array([0.78, 0.78, 1.5])
@@ -40,29 +40,30 @@ if not os.path.exists(lab_p):
     ct[tumour] = 35.0
     ct += rng.normal(0, 25, ct.shape)
     ct = np.clip(ct, -1024, 3000).astype(np.int16)
-    lab = np.zeros(ct.shape, np.uint8)
-    lab[(d <= r + 5) & np.broadcast_to(body, ct.shape)] = 2
-    lab[lung_r & ~tumour] = 3
-    lab[tumour] = 1
-    for arr, p in ((ct, img_p), (lab, lab_p)):
-        im = sitk.GetImageFromArray(arr)
-        im.SetSpacing(tuple(float(s) for s in sp))
-        sitk.WriteImage(im, p)
-    print(f"tumour {tumour.sum() * sp.prod() / 1000:.1f} mL, ring {(lab == 2).sum()} voxels, lung {(lab == 3).sum()} voxels")
+    ring = (d <= r + 5) & ~tumour & np.broadcast_to(body, ct.shape)
+    lung = lung_r & ~tumour
+    im = sitk.GetImageFromArray(ct)
+    im.SetSpacing(tuple(float(s) for s in sp))
+    sitk.WriteImage(im, img_p)
+    for i, roi in enumerate((tumour, ring, lung), start=1):
+        m = sitk.GetImageFromArray(roi.astype(np.uint8))
+        m.SetSpacing(tuple(float(s) for s in sp))
+        sitk.WriteImage(m, os.path.join(work, f"roi{i}.nii.gz"))
+    print(f"tumour {tumour.sum() * sp.prod() / 1000:.1f} mL, ring {ring.sum() * sp.prod() / 1000:.1f} mL, lung {lung.sum() * sp.prod() / 1000:.1f} mL")
 PY
 cat > "$work/pyrad.py" <<'PY'
 import sys
 from radiomics import featureextractor
 import logging
 logging.getLogger("radiomics").setLevel(logging.ERROR)
-r = featureextractor.RadiomicsFeatureExtractor().execute(sys.argv[1], sys.argv[2], label=int(sys.argv[3]))
+r = featureextractor.RadiomicsFeatureExtractor().execute(sys.argv[1], sys.argv[2])
 print(len([k for k in r if not k.startswith("diagnostics_")]))
 PY
 echo "roi tool wall_s peak_MiB features"
 for label in 1 2 3; do
-    /usr/bin/time -f "%e %M" -o "$work/t_es" "$bin" radiomics "$work/ct.nii.gz" "$work/rois.nii.gz" --label "$label" --json > "$work/es_$label.json"
+    /usr/bin/time -f "%e %M" -o "$work/t_es" "$bin" radiomics "$work/ct.nii.gz" "$work/roi$label.nii.gz" --json > "$work/es_$label.json"
     n_es=$("$py" -c "import json,sys; print(len([k for k in json.load(open(sys.argv[1])) if not k.startswith('diagnostics_')]))" "$work/es_$label.json")
-    /usr/bin/time -f "%e %M" -o "$work/t_py" "$py" "$work/pyrad.py" "$work/ct.nii.gz" "$work/rois.nii.gz" "$label" > "$work/py_$label.txt"
+    /usr/bin/time -f "%e %M" -o "$work/t_py" "$py" "$work/pyrad.py" "$work/ct.nii.gz" "$work/roi$label.nii.gz" > "$work/py_$label.txt"
     read -r es_s es_kb < "$work/t_es"
     read -r py_s py_kb < "$work/t_py"
     echo "$label edgeseg $es_s $((es_kb / 1024)) $n_es"
