@@ -323,7 +323,11 @@ fn radiomics(
         Some(p) => rad::params::Params::from_file(p).with_context(|| format!("{}", p.display()))?,
         None => rad::params::Params::default(),
     };
-    let read = |p: &Path| nifti::read_f32(p).with_context(|| format!("{}", p.display()));
+    let read = |p: &Path| -> Result<edgeseg::volume::Volume<f32>> {
+        // The NIfTI reader's own message for a missing file is Rust debug text.
+        std::fs::File::open(p).with_context(|| format!("{}: cannot read", p.display()))?;
+        Ok(nifti::read_f32(p)?)
+    };
     let Some(mask) = mask else {
         let cases = output::read_batch(image)?;
         let bar = std::io::stderr().is_terminal();
