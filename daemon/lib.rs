@@ -17,6 +17,7 @@ pub mod pipeline;
 pub mod post;
 pub mod quarantine;
 pub mod queue;
+pub mod radiomics;
 pub mod redact;
 pub mod service;
 pub mod sys;

@@ -32,6 +32,7 @@ mod load;
 pub mod predict;
 mod process;
 mod quarantine;
+mod radiomics;
 mod remove_lesion;
 mod status;
 
@@ -68,6 +69,7 @@ commands! {
     Evaluate => evaluate,
     GpuCheck => gpu_check,
     AddLesion => add_lesion,
+    Radiomics => radiomics,
     RemoveLesion => remove_lesion,
     Edits => edits,
     Daemon => daemon,

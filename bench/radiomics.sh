@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Radiomics benchmark: edgeseg radiomics against PyRadiomics 3.0.1 on the same
+# machine in one run. A synthetic 512×512×300 chest CT (int16, 0.78×0.78×1.5 mm:
+# body, two lungs at -850 HU with texture, a 40 mL soft-tissue tumour in the
+# right lung) and three ROI masks (label 1): the tumour, a 5 mm
+# peri-tumoural ring clipped to the body, the whole right lung minus the
+# tumour. Default parameters (Original image, all classes, binWidth 25). Each
+# tool extracts the three ROIs; wall time and peak memory (GNU time) per ROI.
+#   bench/radiomics.sh
+# Target (issue 15): at least 20× faster than PyRadiomics, peak memory no higher.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+scripts/venv.sh
+py="$root/.venv/bin/python"
+cargo build --release --locked -q
+bin="${CARGO_TARGET_DIR:-$root/target}/release/edgeseg"
+work="$root/.cache/bench/radiomics"
+mkdir -p "$work"
+"$py" - "$work" <<'PY'
+import os, sys
+import numpy as np, SimpleITK as sitk
+work = sys.argv[1]
+img_p, lab_p = os.path.join(work, "ct.nii.gz"), os.path.join(work, "roi3.nii.gz")
+if not os.path.exists(lab_p):
+    nx, ny, nz = 512, 512, 300
+    sp = np.array([0.78, 0.78, 1.5])
+    rng = np.random.default_rng(15)
+    z, y, x = np.ogrid[:nz, :ny, :nx]
+    X, Y, Z = (x - nx / 2) * sp[0], (y - ny / 2) * sp[1], (z - nz / 2) * sp[2]
+    body = (X / 170) ** 2 + (Y / 120) ** 2 <= 1
+    lung_r = ((X - 75) / 60) ** 2 + (Y / 80) ** 2 + (Z / 200) ** 2 <= 1
+    lung_l = ((X + 75) / 55) ** 2 + (Y / 78) ** 2 + (Z / 195) ** 2 <= 1
+    ct = np.full((nz, ny, nx), -1000.0)
+    ct[np.broadcast_to(body, ct.shape)] = 40.0
+    ct[lung_r | lung_l] = -850.0
+    r = (40000 * 3 / (4 * np.pi)) ** (1 / 3)  # 40 mL
+    d = np.sqrt((X - 80) ** 2 + (Y - 10) ** 2 + (Z - 20) ** 2)
+    tumour = d <= r
+    ct[tumour] = 35.0
+    ct += rng.normal(0, 25, ct.shape)
+    ct = np.clip(ct, -1024, 3000).astype(np.int16)
+    ring = (d <= r + 5) & ~tumour & np.broadcast_to(body, ct.shape)
+    lung = lung_r & ~tumour
+    im = sitk.GetImageFromArray(ct)
+    im.SetSpacing(tuple(float(s) for s in sp))
+    sitk.WriteImage(im, img_p)
+    for i, roi in enumerate((tumour, ring, lung), start=1):
+        m = sitk.GetImageFromArray(roi.astype(np.uint8))
+        m.SetSpacing(tuple(float(s) for s in sp))
+        sitk.WriteImage(m, os.path.join(work, f"roi{i}.nii.gz"))
+    print(f"tumour {tumour.sum() * sp.prod() / 1000:.1f} mL, ring {ring.sum() * sp.prod() / 1000:.1f} mL, lung {lung.sum() * sp.prod() / 1000:.1f} mL")
+PY
+cat > "$work/pyrad.py" <<'PY'
+import sys
+from radiomics import featureextractor
+import logging
+logging.getLogger("radiomics").setLevel(logging.ERROR)
+r = featureextractor.RadiomicsFeatureExtractor().execute(sys.argv[1], sys.argv[2])
+print(len([k for k in r if not k.startswith("diagnostics_")]))
+PY
+echo "roi tool wall_s peak_MiB features"
+for label in 1 2 3; do
+    /usr/bin/time -f "%e %M" -o "$work/t_es" "$bin" radiomics "$work/ct.nii.gz" "$work/roi$label.nii.gz" --json > "$work/es_$label.json"
+    n_es=$("$py" -c "import json,sys; print(len([k for k in json.load(open(sys.argv[1])) if not k.startswith('diagnostics_')]))" "$work/es_$label.json")
+    /usr/bin/time -f "%e %M" -o "$work/t_py" "$py" "$work/pyrad.py" "$work/ct.nii.gz" "$work/roi$label.nii.gz" > "$work/py_$label.txt"
+    read -r es_s es_kb < "$work/t_es"
+    read -r py_s py_kb < "$work/t_py"
+    echo "$label edgeseg $es_s $((es_kb / 1024)) $n_es"
+    echo "$label pyradiomics $py_s $((py_kb / 1024)) $(cat "$work/py_$label.txt")"
+done

@@ -1,0 +1,668 @@
+//! Radiomics features exact to PyRadiomics 3.0.1: its parameter files, its
+//! pre-processing (mask checks, normalisation, resegmentation, pre-crop), its
+//! image types and feature classes, and its output names
+//! (`original_firstorder_Mean`, `wavelet-LLH_glcm_Idmn`, ...). Each module
+//! mirrors one PyRadiomics module; `extract` is `RadiomicsFeatureExtractor.execute`.
+
+pub mod discretise;
+pub mod filters;
+pub mod firstorder;
+pub mod glcm;
+pub mod gldm;
+pub mod glrlm;
+pub mod glszm;
+pub mod ngtdm;
+pub mod output;
+pub mod params;
+pub mod shape;
+
+use serde_json::{Value as Json, json};
+
+use crate::volume::Volume;
+use params::{FeatureClass, ImageType, Params, ResegmentMode, Settings};
+
+/// Extraction that cannot go ahead, as PyRadiomics would refuse it.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RadiomicsError {
+    /// The mask holds only background.
+    #[error("no labels found in the mask (nothing is segmented)")]
+    EmptyMask,
+    /// The requested label is not in the mask.
+    #[error("label {label} is not present in the mask (labels present: {present})")]
+    LabelAbsent {
+        /// The label asked for.
+        label: i64,
+        /// The labels found.
+        present: String,
+    },
+    /// Image and mask grids differ and correctMask is off.
+    #[error("image and mask geometry differ ({what}); set correctMask: true to resample the mask onto the image")]
+    GeometryMismatch {
+        /// What differs.
+        what: String,
+    },
+    /// The ROI bounding box extends past the image.
+    #[error("the ROI's bounding box lies outside the image")]
+    RoiOutsideImage,
+    /// The ROI is a single voxel.
+    #[error("the ROI holds a single voxel; features cannot be extracted from one voxel")]
+    SingleVoxel,
+    /// Fewer dimensions than minimumROIDimensions.
+    #[error("the ROI spans {found} dimension(s), minimumROIDimensions asks for {required}")]
+    TooFewDimensions {
+        /// Dimensions with more than one voxel.
+        found: usize,
+        /// The setting.
+        required: i64,
+    },
+    /// Fewer voxels than minimumROISize.
+    #[error("the ROI holds {found} voxels, minimumROISize asks for more than {required}")]
+    TooSmall {
+        /// Voxels in the ROI.
+        found: usize,
+        /// The setting.
+        required: i64,
+    },
+    /// resegmentRange left at most one voxel.
+    #[error("resegmentation left {kept} voxel(s) with label {label}")]
+    ResegmentedAway {
+        /// The label.
+        label: i64,
+        /// Voxels left.
+        kept: usize,
+    },
+    /// A setting or image type edgeseg does not implement.
+    #[error("{0} is not supported by edgeseg's radiomics")]
+    Unsupported(String),
+    /// A parameter override for an image type is invalid.
+    #[error(transparent)]
+    Params(#[from] params::ParamsError),
+}
+
+/// Feature values of one class, in PyRadiomics' order, without prefix.
+#[derive(Debug, Default, Clone)]
+pub struct Features {
+    /// (name, value) pairs.
+    pub items: Vec<(String, f64)>,
+}
+
+impl Features {
+    /// Adds one value.
+    pub fn push(&mut self, name: String, value: f64) {
+        self.items.push((name, value));
+    }
+}
+
+/// One extraction result: every output name and its value (numbers for
+/// features, strings / lists / objects for diagnostics), in PyRadiomics' order.
+pub type Output = Vec<(String, Json)>;
+
+/// A grey-value image on a grid (x fastest), with its geometry.
+#[derive(Debug, Clone)]
+pub struct Image {
+    /// Voxel counts x, y, z.
+    pub dims: [usize; 3],
+    /// Spacing x, y, z (mm).
+    pub spacing: [f64; 3],
+    /// Grey values.
+    pub data: Vec<f64>,
+}
+
+impl Image {
+    fn from_volume(v: &Volume<f32>) -> Image {
+        Image {
+            dims: v.geometry.dims,
+            spacing: v.geometry.spacing,
+            data: v.data.iter().map(|&x| f64::from(x)).collect(),
+        }
+    }
+
+    fn crop(&self, lo: [usize; 3], hi: [usize; 3]) -> Image {
+        Image {
+            dims: [hi[0] - lo[0] + 1, hi[1] - lo[1] + 1, hi[2] - lo[2] + 1],
+            spacing: self.spacing,
+            data: crop(&self.data, self.dims, lo, hi),
+        }
+    }
+}
+
+fn crop<T: Copy>(data: &[T], dims: [usize; 3], lo: [usize; 3], hi: [usize; 3]) -> Vec<T> {
+    let mut out = Vec::with_capacity((hi[0] - lo[0] + 1) * (hi[1] - lo[1] + 1) * (hi[2] - lo[2] + 1));
+    for z in lo[2]..=hi[2] {
+        for y in lo[1]..=hi[1] {
+            let row = (z * dims[1] + y) * dims[0];
+            out.extend_from_slice(&data[row + lo[0]..=row + hi[0]]);
+        }
+    }
+    out
+}
+
+/// A discretised ROI, cropped to its bounding box: what the texture classes read.
+pub struct Roi {
+    /// Voxel counts x, y, z.
+    pub dims: [usize; 3],
+    /// Spacing x, y, z (mm).
+    pub spacing: [f64; 3],
+    /// Discretised level per voxel, 0 outside the ROI.
+    pub levels: Vec<u32>,
+    /// Levels present, ascending.
+    pub grey_levels: Vec<u32>,
+    /// Highest level (PyRadiomics' Ng).
+    pub ng: u32,
+    /// Level → index into `grey_levels`.
+    pub level_index: Vec<usize>,
+}
+
+impl Roi {
+    fn new(image: &[f64], mask: &[bool], dims: [usize; 3], spacing: [f64; 3], s: &Settings) -> Roi {
+        let b = discretise::bin_image(image, mask, s);
+        let mut level_index = vec![0; b.ng as usize + 1];
+        for (k, &l) in b.grey_levels.iter().enumerate() {
+            level_index[l as usize] = k;
+        }
+        Roi { dims, spacing, levels: b.levels, grey_levels: b.grey_levels, ng: b.ng, level_index }
+    }
+
+    /// Linear index of (x, y, z).
+    pub fn index(&self, x: usize, y: usize, z: usize) -> usize {
+        x + self.dims[0] * (y + self.dims[1] * z)
+    }
+
+    /// Size in z, y, x order (PyRadiomics' array shape).
+    pub fn size_zyx(&self) -> [usize; 3] {
+        [self.dims[2], self.dims[1], self.dims[0]]
+    }
+
+    /// Spacing in z, y, x order.
+    pub fn spacing_zyx(&self) -> [f64; 3] {
+        [self.spacing[2], self.spacing[1], self.spacing[0]]
+    }
+
+    /// The axis (z, y, x order) left out by force2D.
+    pub fn force2d(&self, s: &Settings) -> Option<usize> {
+        s.force_2d.then_some(s.force_2d_dimension as usize)
+    }
+
+    /// Calls `f(v, u)` for every pair of ROI voxels with u = v + off (z, y, x).
+    pub fn for_each_pair_index(&self, off: [i64; 3], mut f: impl FnMut(usize, usize)) {
+        let [nx, ny, nz] = self.dims.map(|d| d as i64);
+        let (dz, dy, dx) = (off[0], off[1], off[2]);
+        for z in 0.max(-dz)..nz.min(nz - dz) {
+            for y in 0.max(-dy)..ny.min(ny - dy) {
+                let row = ((z * ny + y) * nx) as usize;
+                let nrow = (((z + dz) * ny + y + dy) * nx) as usize;
+                for x in 0.max(-dx)..nx.min(nx - dx) {
+                    let v = row + x as usize;
+                    if self.levels[v] == 0 {
+                        continue;
+                    }
+                    let u = (nrow as i64 + x + dx) as usize;
+                    if self.levels[u] != 0 {
+                        f(v, u);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Calls `f(i, j)` with the level indices of every pair u = v + off.
+    pub fn for_each_pair(&self, off: [i64; 3], mut f: impl FnMut(usize, usize)) {
+        self.for_each_pair_index(off, |v, u| {
+            f(self.level_index[self.levels[v] as usize], self.level_index[self.levels[u] as usize])
+        });
+    }
+}
+
+/// PyRadiomics' `generate_angles`: offsets (z, y, x) whose Chebyshev length is
+/// one of `distances`, each shorter than the ROI along its axis, none along
+/// the force2D axis; one of each ± pair unless `bidirectional`.
+pub fn generate_angles(
+    size: [usize; 3],
+    distances: &[i64],
+    bidirectional: bool,
+    force2d: Option<usize>,
+) -> Vec<[i64; 3]> {
+    let maxd = distances.iter().copied().max().unwrap_or(1).max(1);
+    let n = 2 * maxd + 1;
+    let total = n * n * n;
+    let mut out = Vec::new();
+    for a in 0..total {
+        if !bidirectional && a >= total / 2 {
+            break;
+        }
+        if a == total / 2 {
+            continue;
+        }
+        let off = [maxd - a / (n * n), maxd - (a / n) % n, maxd - a % n];
+        if (0..3).any(|d| off[d].unsigned_abs() as usize >= size[d]) {
+            continue;
+        }
+        if force2d.is_some_and(|d| d < 3 && off[d] != 0) {
+            continue;
+        }
+        let cheb = off.iter().map(|v| v.abs()).max().unwrap_or(0);
+        if distances.contains(&cheb) {
+            out.push(off);
+        }
+    }
+    out
+}
+
+/// numpy.nanmean.
+pub fn nanmean(v: &[f64]) -> f64 {
+    let kept: Vec<f64> = v.iter().copied().filter(|x| !x.is_nan()).collect();
+    if kept.is_empty() { f64::NAN } else { kept.iter().sum::<f64>() / kept.len() as f64 }
+}
+
+/// Names of the features to compute for one class: the named ones, or all
+/// non-deprecated ones, in PyRadiomics' order (sorted as its method names).
+fn enabled_features(class: FeatureClass, named: &[String]) -> Vec<&'static str> {
+    let mut all: Vec<&'static str> = class
+        .features()
+        .iter()
+        .filter(|(name, dep)| if named.is_empty() { !dep } else { named.iter().any(|n| n == name) })
+        .map(|(n, _)| *n)
+        .collect();
+    all.sort_by_key(|n| format!("get{n}FeatureValue"));
+    all
+}
+
+/// Bounding box (inclusive, x y z) and voxel count of a mask.
+fn bounding_box(mask: &[bool], dims: [usize; 3]) -> Option<([usize; 3], [usize; 3], usize)> {
+    let mut lo = [usize::MAX; 3];
+    let mut hi = [0usize; 3];
+    let mut n = 0;
+    for z in 0..dims[2] {
+        for y in 0..dims[1] {
+            for x in 0..dims[0] {
+                if mask[x + dims[0] * (y + dims[1] * z)] {
+                    n += 1;
+                    for (d, v) in [x, y, z].into_iter().enumerate() {
+                        lo[d] = lo[d].min(v);
+                        hi[d] = hi[d].max(v);
+                    }
+                }
+            }
+        }
+    }
+    (n > 0).then_some((lo, hi, n))
+}
+
+fn check_mask(mask: &[bool], dims: [usize; 3], s: &Settings) -> Result<([usize; 3], [usize; 3]), RadiomicsError> {
+    let Some((lo, hi, n)) = bounding_box(mask, dims) else {
+        return Err(RadiomicsError::LabelAbsent { label: s.label, present: "none".into() });
+    };
+    let nd = (0..3).filter(|&d| hi[d] > lo[d]).count();
+    if nd == 0 {
+        return Err(RadiomicsError::SingleVoxel);
+    }
+    if (nd as i64) < s.minimum_roi_dimensions {
+        return Err(RadiomicsError::TooFewDimensions { found: nd, required: s.minimum_roi_dimensions });
+    }
+    if let Some(min) = s.minimum_roi_size
+        && n as i64 <= min
+    {
+        return Err(RadiomicsError::TooSmall { found: n, required: min });
+    }
+    Ok((lo, hi))
+}
+
+/// Nearest-neighbour resampling of a label volume onto another grid (correctMask).
+fn resample_nearest(src: &Volume<f32>, target: &crate::volume::Geometry) -> Vec<f32> {
+    let mut out = vec![0.0f32; target.voxel_count()];
+    let g = &src.geometry;
+    for k in 0..target.dims[2] {
+        for j in 0..target.dims[1] {
+            for i in 0..target.dims[0] {
+                let p = target.voxel_to_lps([i as f64, j as f64, k as f64]);
+                let c = g.lps_to_voxel(p);
+                let r: Vec<i64> = c.iter().map(|v| (v + 0.5).floor() as i64).collect();
+                if (0..3).all(|d| r[d] >= 0 && (r[d] as usize) < g.dims[d]) {
+                    out[target.index(i, j, k)] = src.data[g.index(r[0] as usize, r[1] as usize, r[2] as usize)];
+                }
+            }
+        }
+    }
+    out
+}
+
+fn geometry_difference(a: &crate::volume::Geometry, b: &crate::volume::Geometry, tol: Option<f64>) -> Option<String> {
+    if a.dims != b.dims {
+        return Some(format!("size {:?} against {:?}", a.dims, b.dims));
+    }
+    let coord = tol.unwrap_or(1e-6) * a.spacing[0];
+    let dir = tol.unwrap_or(1e-6);
+    if (0..3).any(|d| (a.spacing[d] - b.spacing[d]).abs() > coord) {
+        return Some("spacing".into());
+    }
+    if (0..3).any(|d| (a.origin[d] - b.origin[d]).abs() > coord) {
+        return Some("origin".into());
+    }
+    if (0..3).any(|r| (0..3).any(|c| (a.direction[r][c] - b.direction[r][c]).abs() > dir)) {
+        return Some("direction".into());
+    }
+    None
+}
+
+fn settings_json(s: &Settings) -> Json {
+    let mut m = serde_json::Map::new();
+    m.insert("minimumROIDimensions".into(), json!(s.minimum_roi_dimensions));
+    m.insert("minimumROISize".into(), json!(s.minimum_roi_size));
+    m.insert("normalize".into(), json!(s.normalize));
+    m.insert("normalizeScale".into(), json!(s.normalize_scale));
+    m.insert("removeOutliers".into(), json!(s.remove_outliers));
+    m.insert("resampledPixelSpacing".into(), json!(s.resampled_pixel_spacing));
+    m.insert("interpolator".into(), json!(s.interpolator));
+    m.insert("preCrop".into(), json!(s.pre_crop));
+    m.insert("padDistance".into(), json!(s.pad_distance));
+    m.insert("distances".into(), json!(s.distances));
+    m.insert("force2D".into(), json!(s.force_2d));
+    m.insert("force2Ddimension".into(), json!(s.force_2d_dimension));
+    m.insert("resegmentRange".into(), json!(s.resegment_range));
+    m.insert("label".into(), json!(s.label));
+    m.insert("additionalInfo".into(), json!(s.additional_info));
+    for k in &s.explicit {
+        let v = match k.as_str() {
+            "binWidth" => json!(s.bin_width),
+            "binCount" => json!(s.bin_count),
+            "correctMask" => json!(s.correct_mask),
+            "geometryTolerance" => json!(s.geometry_tolerance),
+            "sigma" => json!(s.sigma),
+            "symmetricalGLCM" => json!(s.symmetrical_glcm),
+            "weightingNorm" => json!(s.weighting_norm.map(|w| w.name())),
+            "gldm_a" => json!(s.gldm_a),
+            "voxelArrayShift" => json!(s.voxel_array_shift),
+            "resegmentShape" => json!(s.resegment_shape),
+            "start_level" => json!(s.start_level),
+            "level" => json!(s.level),
+            "wavelet" => json!(s.wavelet),
+            "gradientUseSpacing" => json!(s.gradient_use_spacing),
+            _ => continue,
+        };
+        m.insert(k.clone(), v);
+    }
+    Json::Object(m)
+}
+
+/// Connected components (26-connectivity) of a mask.
+fn component_count(mask: &[bool], dims: [usize; 3]) -> usize {
+    let mut seen = vec![false; mask.len()];
+    let mut count = 0;
+    let mut stack = Vec::new();
+    for s in 0..mask.len() {
+        if !mask[s] || seen[s] {
+            continue;
+        }
+        count += 1;
+        seen[s] = true;
+        stack.push(s);
+        while let Some(v) = stack.pop() {
+            let (x, y, z) = ((v % dims[0]) as i64, ((v / dims[0]) % dims[1]) as i64, (v / (dims[0] * dims[1])) as i64);
+            for dz in -1..=1 {
+                for dy in -1..=1 {
+                    for dx in -1..=1 {
+                        let (xx, yy, zz) = (x + dx, y + dy, z + dz);
+                        if xx < 0
+                            || yy < 0
+                            || zz < 0
+                            || xx >= dims[0] as i64
+                            || yy >= dims[1] as i64
+                            || zz >= dims[2] as i64
+                        {
+                            continue;
+                        }
+                        let u = (xx + dims[0] as i64 * (yy + dims[1] as i64 * zz)) as usize;
+                        if mask[u] && !seen[u] {
+                            seen[u] = true;
+                            stack.push(u);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    count
+}
+
+fn tuple3<T: serde::Serialize>(v: [T; 3]) -> Json {
+    json!(v)
+}
+
+/// Extracts every enabled feature of `image` inside the voxels of `mask`
+/// labelled `label` (the parameter file's label unless given), as
+/// PyRadiomics' `RadiomicsFeatureExtractor.execute`.
+pub fn extract(
+    image: &Volume<f32>,
+    mask: &Volume<f32>,
+    params: &Params,
+    label: Option<i64>,
+) -> Result<Output, RadiomicsError> {
+    let mut s = params.settings.clone();
+    if let Some(l) = label {
+        s.label = l;
+    }
+    if s.resampled_pixel_spacing.is_some() && s.interpolator.is_some() {
+        return Err(RadiomicsError::Unsupported("resampledPixelSpacing".into()));
+    }
+    let mut out: Output = Vec::new();
+    // getMask: labels present.
+    let labels: std::collections::BTreeSet<u32> = mask.data.iter().map(|&v| v as u32).collect();
+    if labels.len() <= 1 {
+        return Err(RadiomicsError::EmptyMask);
+    }
+    if !labels.contains(&(s.label as u32)) {
+        let present: Vec<String> = labels.iter().filter(|&&l| l != 0).map(|l| l.to_string()).collect();
+        return Err(RadiomicsError::LabelAbsent { label: s.label, present: present.join(", ") });
+    }
+    let mut img = Image::from_volume(image);
+    let label_u = s.label as u32;
+    let mut mask_vals: Vec<f32> = mask.data.clone();
+    let mask_geometry = mask.geometry.clone();
+    if s.additional_info {
+        out.push(("diagnostics_Versions_edgeseg".into(), json!(crate::version())));
+        out.push(("diagnostics_Versions_PyRadiomicsReference".into(), json!("3.0.1")));
+        out.push(("diagnostics_Configuration_Settings".into(), settings_json(&s)));
+        let types: serde_json::Map<String, Json> = params
+            .image_types
+            .iter()
+            .map(|(t, custom)| {
+                let m: serde_json::Map<String, Json> = custom.iter().map(|(k, n)| (k.clone(), node_json(n))).collect();
+                (t.name().to_string(), Json::Object(m))
+            })
+            .collect();
+        out.push(("diagnostics_Configuration_EnabledImageTypes".into(), Json::Object(types)));
+        out.push(("diagnostics_Image-original_Dimensionality".into(), json!("3D")));
+        out.push(("diagnostics_Image-original_Spacing".into(), tuple3(img.spacing)));
+        out.push(("diagnostics_Image-original_Size".into(), tuple3(img.dims)));
+        let n = img.data.len() as f64;
+        out.push(("diagnostics_Image-original_Mean".into(), json!(img.data.iter().sum::<f64>() / n)));
+        out.push((
+            "diagnostics_Image-original_Minimum".into(),
+            json!(img.data.iter().copied().fold(f64::INFINITY, f64::min)),
+        ));
+        out.push((
+            "diagnostics_Image-original_Maximum".into(),
+            json!(img.data.iter().copied().fold(f64::NEG_INFINITY, f64::max)),
+        ));
+        let m: Vec<bool> = mask_vals.iter().map(|&v| v as u32 == label_u).collect();
+        mask_diagnostics(&mut out, "original", &m, &mask_geometry);
+    }
+    if s.normalize {
+        filters::normalize(&mut img.data, s.normalize_scale, s.remove_outliers);
+    }
+    // checkMask: the mask must lie on the image grid, or be resampled onto it.
+    if let Some(what) = geometry_difference(&image.geometry, &mask_geometry, s.geometry_tolerance) {
+        if !s.correct_mask {
+            return Err(RadiomicsError::GeometryMismatch { what });
+        }
+        mask_vals = resample_nearest(mask, &image.geometry);
+        if !mask_vals.iter().any(|&v| v as u32 == label_u) {
+            return Err(RadiomicsError::RoiOutsideImage);
+        }
+        if s.additional_info {
+            let m: Vec<bool> = mask_vals.iter().map(|&v| v as u32 == label_u).collect();
+            mask_diagnostics(&mut out, "corrected", &m, &image.geometry);
+        }
+    }
+    let mut roi_mask: Vec<bool> = mask_vals.iter().map(|&v| v as u32 == label_u).collect();
+    if s.pre_crop {
+        let (lo, hi) = check_mask(&roi_mask, img.dims, &s)?;
+        let pad = s.pad_distance.max(0) as usize;
+        let plo = [lo[0].saturating_sub(pad), lo[1].saturating_sub(pad), lo[2].saturating_sub(pad)];
+        let phi = [
+            (hi[0] + pad).min(img.dims[0] - 1),
+            (hi[1] + pad).min(img.dims[1] - 1),
+            (hi[2] + pad).min(img.dims[2] - 1),
+        ];
+        roi_mask = crop(&roi_mask, img.dims, plo, phi);
+        img = img.crop(plo, phi);
+    }
+    let (mut lo, mut hi) = check_mask(&roi_mask, img.dims, &s)?;
+    let mut shape_mask = roi_mask.clone();
+    if let Some(range) = &s.resegment_range {
+        let vals: Vec<f64> = img.data.iter().zip(&roi_mask).filter(|(_, m)| **m).map(|(v, _)| *v).collect();
+        let mut th = range.clone();
+        th.sort_by(f64::total_cmp);
+        match s.resegment_mode {
+            ResegmentMode::Absolute => {}
+            ResegmentMode::Relative => {
+                let max = vals.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                th = th.iter().map(|t| max * t).collect();
+            }
+            ResegmentMode::Sigma => {
+                let n = vals.len() as f64;
+                let mean = vals.iter().sum::<f64>() / n;
+                let sd = (vals.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n).sqrt();
+                th = th.iter().map(|t| mean + sd * t).collect();
+            }
+        }
+        let reseg: Vec<bool> =
+            img.data.iter().zip(&roi_mask).map(|(v, m)| *m && *v >= th[0] && (th.len() < 2 || *v <= th[1])).collect();
+        let kept = reseg.iter().filter(|m| **m).count();
+        if kept <= 1 {
+            return Err(RadiomicsError::ResegmentedAway { label: s.label, kept });
+        }
+        (lo, hi) = check_mask(&reseg, img.dims, &s)?;
+        if s.resegment_shape {
+            shape_mask = reseg.clone();
+        }
+        roi_mask = reseg;
+    }
+    // Shape, on the (possibly resegmented) mask cropped to the bounding box.
+    let shape_names = params.feature_classes.iter().find(|(c, _)| *c == FeatureClass::Shape);
+    if let Some((_, named)) = shape_names {
+        // PyRadiomics crops the shape mask to the (resegmented) bounding box.
+        let (slo, shi) = (lo, hi);
+        let cm = crop(&shape_mask, img.dims, slo, shi);
+        let mut f = Features::default();
+        let enabled = enabled_features(FeatureClass::Shape, named);
+        shape::compute(
+            &cm,
+            [shi[0] - slo[0] + 1, shi[1] - slo[1] + 1, shi[2] - slo[2] + 1],
+            img.spacing,
+            &enabled,
+            &mut f,
+        );
+        out.extend(f.items.into_iter().map(|(n, v)| (format!("original_shape_{n}"), json_num(v))));
+    }
+    for (itype, custom) in &params.image_types {
+        let ts = params.settings_for(custom)?;
+        let ts = Settings { label: s.label, ..ts };
+        for (name, filtered) in filters::apply(*itype, &img, &ts)? {
+            let cimg = filtered.crop(lo, hi);
+            let cmask = crop(&roi_mask, img.dims, lo, hi);
+            out.extend(compute_classes(&cimg, &cmask, params, &ts, &name));
+        }
+    }
+    Ok(out)
+}
+
+fn node_json(n: &params::Node) -> Json {
+    match &n.value {
+        params::Value::Null => Json::Null,
+        params::Value::Bool(b) => json!(b),
+        params::Value::Int(i) => json!(i),
+        params::Value::Float(f) => json!(f),
+        params::Value::Str(s) => json!(s),
+        params::Value::Seq(v) => Json::Array(v.iter().map(node_json).collect()),
+        params::Value::Map(m) => Json::Object(m.iter().map(|(k, _, v)| (k.clone(), node_json(v))).collect()),
+    }
+}
+
+/// A feature value as JSON (NaN and infinities, which JSON lacks, as strings
+/// the way Python's json writes them would not parse; PyRadiomics' CSV writes
+/// `nan`).
+pub fn json_num(v: f64) -> Json {
+    serde_json::Number::from_f64(v).map_or_else(|| json!(format!("{v}").to_lowercase()), Json::Number)
+}
+
+fn mask_diagnostics(out: &mut Output, prefix: &str, m: &[bool], g: &crate::volume::Geometry) {
+    let p = format!("diagnostics_Mask-{prefix}_");
+    out.push((format!("{p}Spacing"), tuple3(g.spacing)));
+    out.push((format!("{p}Size"), tuple3(g.dims)));
+    if let Some((lo, hi, n)) = bounding_box(m, g.dims) {
+        out.push((
+            format!("{p}BoundingBox"),
+            json!([lo[0], lo[1], lo[2], hi[0] - lo[0] + 1, hi[1] - lo[1] + 1, hi[2] - lo[2] + 1]),
+        ));
+        out.push((format!("{p}VoxelNum"), json!(n)));
+        out.push((format!("{p}VolumeNum"), json!(component_count(m, g.dims))));
+        let mut c = [0.0; 3];
+        for (i, _) in m.iter().enumerate().filter(|(_, v)| **v) {
+            c[0] += (i % g.dims[0]) as f64;
+            c[1] += ((i / g.dims[0]) % g.dims[1]) as f64;
+            c[2] += (i / (g.dims[0] * g.dims[1])) as f64;
+        }
+        let c = c.map(|v| v / n as f64);
+        out.push((format!("{p}CenterOfMassIndex"), tuple3(c)));
+        out.push((format!("{p}CenterOfMass"), tuple3(g.voxel_to_lps(c))));
+    }
+}
+
+/// The texture and first-order classes on one (filtered, cropped) image.
+fn compute_classes(img: &Image, mask: &[bool], params: &Params, s: &Settings, prefix: &str) -> Output {
+    let mut out = Vec::new();
+    let roi = Roi::new(&img.data, mask, img.dims, img.spacing, s);
+    for (class, named) in &params.feature_classes {
+        let enabled = enabled_features(*class, named);
+        let mut f = Features::default();
+        match class {
+            FeatureClass::Shape => continue,
+            FeatureClass::FirstOrder => {
+                let vals: Vec<f64> = img.data.iter().zip(mask).filter(|(_, m)| **m).map(|(v, _)| *v).collect();
+                let lv: Vec<u32> = roi.levels.iter().zip(mask).filter(|(_, m)| **m).map(|(v, _)| *v).collect();
+                let vox = img.spacing[0] * img.spacing[1] * img.spacing[2];
+                firstorder::compute(&vals, &lv, vox, s.voxel_array_shift as f64, &enabled, &mut f);
+            }
+            FeatureClass::Glcm => glcm::compute(&roi, s, &enabled, &mut f),
+            FeatureClass::Gldm => gldm::compute(&roi, s, &enabled, &mut f),
+            FeatureClass::Glrlm => glrlm::compute(&roi, s, &enabled, &mut f),
+            FeatureClass::Glszm => glszm::compute(&roi, s, &enabled, &mut f),
+            FeatureClass::Ngtdm => ngtdm::compute(&roi, s, &enabled, &mut f),
+        }
+        out.extend(f.items.into_iter().map(|(n, v)| (format!("{prefix}_{}_{n}", class.name()), json_num(v))));
+    }
+    out
+}
+
+/// The image types an extraction will produce names for (used by docs/tests).
+pub fn image_type_names() -> Vec<&'static str> {
+    ImageType::ALL.iter().map(|(_, n)| *n).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thirteen_directions_by_default() {
+        let a = generate_angles([5, 5, 5], &[1], false, None);
+        assert_eq!(a.len(), 13);
+        assert_eq!(a[0], [1, 1, 1]);
+        assert_eq!(a[12], [0, 0, 1]);
+        assert_eq!(generate_angles([1, 5, 5], &[1], false, None).len(), 4);
+        assert_eq!(generate_angles([2, 5, 5], &[2], false, None).len(), 24);
+        assert_eq!(generate_angles([5, 5, 5], &[1], true, None).len(), 26);
+    }
+}

@@ -1,0 +1,220 @@
+"""edgeseg radiomics against PyRadiomics 3.0.1 (the judge, installed from PyPI):
+generated images and masks of many shapes, sizes, spacings and intensity
+ranges, written by SimpleITK; default and non-default parameter files; the
+same feature names and every feature within 1e-6 relative.
+
+Exceptions to 1e-6 (each asserted with its own tolerance and reason):
+- gradient_*: SimpleITK writes the gradient magnitude as float32; edgeseg
+  rounds to float32 too, but the two sum the derivatives in a different order,
+  so a value can land one float32 ulp apart: 1e-4.
+"""
+import csv
+import io
+import json
+import math
+import zlib
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from conftest import run_edgeseg
+
+radiomics = pytest.importorskip("radiomics")
+from radiomics import featureextractor  # noqa: E402
+
+REL = 1e-6
+
+
+def _sphere(shape, centre, radius, spacing):
+    z, y, x = np.indices(shape)
+    d = ((z - centre[0]) * spacing[2]) ** 2 + ((y - centre[1]) * spacing[1]) ** 2 + ((x - centre[2]) * spacing[0]) ** 2
+    return d <= radius**2
+
+
+def _case(rng, kind):
+    """(image array int16 z,y,x; mask array; spacing x,y,z)."""
+    if kind == "box":
+        shape, spacing = (12, 14, 16), (1.0, 1.0, 1.0)
+        m = np.zeros(shape, np.uint8)
+        m[2:9, 3:11, 4:12] = 1
+    elif kind == "sphere_aniso":
+        shape, spacing = (20, 30, 28), (0.7, 0.7, 2.5)
+        m = _sphere(shape, (10, 15, 14), 8.0, spacing).astype(np.uint8)
+    elif kind == "blob":
+        shape, spacing = (24, 26, 22), (0.9, 1.1, 1.5)
+        noise = rng.normal(size=shape)
+        k = np.ones(5) / 5
+        for ax in range(3):
+            noise = np.apply_along_axis(lambda v: np.convolve(v, k, mode="same"), ax, noise)
+        m = (noise > 0.15).astype(np.uint8)
+        m[:2] = 0
+        m[-2:] = 0
+    elif kind == "two_lesions":
+        shape, spacing = (18, 32, 32), (0.8, 0.8, 2.0)
+        m = (_sphere(shape, (8, 10, 10), 5.0, spacing) | _sphere(shape, (10, 22, 21), 6.0, spacing)).astype(np.uint8)
+    elif kind == "thin":
+        shape, spacing = (6, 20, 20), (1.0, 1.0, 3.0)
+        m = np.zeros(shape, np.uint8)
+        m[2:4, 4:15, 5:17] = 1
+        m[3, 4:8, 5:9] = 0
+    elif kind == "single_slice":
+        shape, spacing = (5, 20, 20), (0.6, 0.6, 5.0)
+        m = np.zeros(shape, np.uint8)
+        m[2, 3:16, 4:14] = 1
+    else:
+        raise ValueError(kind)
+    lo, hi = {"box": (0, 200), "sphere_aniso": (-1024, 1500), "blob": (-60, 250), "two_lesions": (-200, 400),
+              "thin": (20, 90), "single_slice": (0, 3000)}[kind]
+    img = rng.integers(lo, hi, size=shape).astype(np.int16)
+    # Some structure inside the ROI so that texture matrices are not uniform noise.
+    img = (img + 40 * np.sin(np.indices(shape)[2] / 3.0)).astype(np.int16)
+    return img, m, spacing
+
+
+def _write(tmp_path, name, arr, spacing, origin=(-12.5, 30.25, 7.0)):
+    im = sitk.GetImageFromArray(arr)
+    im.SetSpacing(spacing)
+    im.SetOrigin(origin)
+    p = tmp_path / name
+    sitk.WriteImage(im, str(p))
+    return p
+
+
+def _yaml(params):
+    return json.dumps(params)
+
+
+def _pyradiomics(image, mask, params_file, label=None):
+    ext = featureextractor.RadiomicsFeatureExtractor(str(params_file))
+    res = ext.execute(str(image), str(mask), label=label)
+    return {k: v for k, v in res.items() if not k.startswith("diagnostics_")}
+
+
+def _edgeseg(image, mask, params_file, label=None):
+    args = ["radiomics", image, mask, "--params", params_file, "--json"]
+    if label is not None:
+        args += ["--label", str(label)]
+    out = json.loads(run_edgeseg(*args).stdout)
+    return out, {k: v for k, v in out.items() if not k.startswith("diagnostics_")}
+
+
+def _tolerance(name):
+    return 1e-4 if name.startswith("gradient_") else REL
+
+
+def _compare(ref, got):
+    assert sorted(ref) == sorted(got), (sorted(set(ref) ^ set(got)))[:20]
+    bad = []
+    for k, rv in ref.items():
+        rv = float(rv)
+        gv = got[k]
+        gv = float("nan") if isinstance(gv, str) else float(gv)
+        if math.isnan(rv) and math.isnan(gv):
+            continue
+        tol = _tolerance(k)
+        if not abs(rv - gv) <= tol * max(abs(rv), abs(gv)) + 1e-12:
+            bad.append((k, rv, gv))
+    assert not bad, f"{len(bad)} features differ: {bad[:15]}"
+
+
+KINDS = ["box", "sphere_aniso", "blob", "two_lesions", "thin", "single_slice"]
+
+PARAMS = {
+    "default": {},
+    "bincount_weighted": {
+        "setting": {"binCount": 16, "weightingNorm": "euclidean", "symmetricalGLCM": False, "gldm_a": 1,
+                    "voxelArrayShift": 1000},
+    },
+    "binwidth20_dist12": {
+        "setting": {"binWidth": 20, "distances": [1, 2]},
+        "featureClass": {"shape": None, "firstorder": [], "glcm": ["Contrast", "Correlation", "MCC", "Imc2"],
+                         "glrlm": None, "glszm": None, "gldm": None, "ngtdm": None},
+    },
+    "filters": {
+        "imageType": {"Original": {}, "Square": {}, "SquareRoot": {}, "Logarithm": {}, "Exponential": {},
+                      "Gradient": {}, "Wavelet": {}},
+        "setting": {"binWidth": 25},
+    },
+    "normalize_reseg": {
+        "setting": {"normalize": True, "normalizeScale": 100, "removeOutliers": 3, "resegmentRange": [-150, 200],
+                    "binWidth": 5, "preCrop": True},
+    },
+    # featureClass listed: without it PyRadiomics adds shape2D under force2D (not implemented here).
+    "force2d_manhattan": {
+        "setting": {"force2D": True, "force2Ddimension": 0, "weightingNorm": "manhattan", "minimumROIDimensions": 2},
+        "featureClass": {"shape": None, "firstorder": None, "glcm": None, "glrlm": None, "glszm": None,
+                         "gldm": None, "ngtdm": None},
+    },
+}
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("pname", list(PARAMS))
+def test_features_match_pyradiomics(tmp_path, kind, pname):
+    rng = np.random.default_rng(zlib.crc32(f"{kind}/{pname}".encode()))
+    img, m, spacing = _case(rng, kind)
+    params = PARAMS[pname]
+    image = _write(tmp_path, "image.nii.gz", img, spacing)
+    mask = _write(tmp_path, "mask.nii.gz", m, spacing)
+    pf = tmp_path / "params.yaml"
+    pf.write_text(_yaml(params))
+    ref = _pyradiomics(image, mask, pf)
+    full, got = _edgeseg(image, mask, pf)
+    _compare(ref, got)
+
+
+def test_label_and_diagnostics(tmp_path):
+    rng = np.random.default_rng(7)
+    img, m, spacing = _case(rng, "two_lesions")
+    lab = m.copy()
+    lab[:, :, 16:] *= 3
+    image = _write(tmp_path, "image.nii.gz", img, spacing)
+    mask = _write(tmp_path, "mask.nii.gz", lab, spacing)
+    pf = tmp_path / "params.yaml"
+    pf.write_text("setting:\n  binWidth: 20\n")
+    ext = featureextractor.RadiomicsFeatureExtractor(str(pf))
+    ref_all = ext.execute(str(image), str(mask), label=3)
+    full, got = _edgeseg(image, mask, pf, label=3)
+    _compare({k: v for k, v in ref_all.items() if not k.startswith("diagnostics_")}, got)
+    for key in ["diagnostics_Mask-original_BoundingBox", "diagnostics_Mask-original_VoxelNum",
+                "diagnostics_Mask-original_VolumeNum", "diagnostics_Image-original_Size",
+                "diagnostics_Image-original_Spacing"]:
+        assert list(np.atleast_1d(ref_all[key])) == list(np.atleast_1d(full[key])), key
+    for key in ["diagnostics_Mask-original_CenterOfMassIndex", "diagnostics_Mask-original_CenterOfMass",
+                "diagnostics_Image-original_Mean"]:
+        np.testing.assert_allclose(np.atleast_1d(np.asarray(ref_all[key], float)), np.atleast_1d(full[key]), rtol=1e-9)
+
+
+def test_batch_csv_layout(tmp_path):
+    rng = np.random.default_rng(3)
+    rows = ["Image,Mask,Label"]
+    for i, kind in enumerate(["box", "blob"]):
+        img, m, spacing = _case(rng, kind)
+        _write(tmp_path, f"im{i}.nii.gz", img, spacing)
+        _write(tmp_path, f"ma{i}.nii.gz", m, spacing)
+        rows.append(f"im{i}.nii.gz,ma{i}.nii.gz,1")
+    batch = tmp_path / "batch.csv"
+    batch.write_text("\n".join(rows) + "\n")
+    out = list(csv.reader(io.StringIO(run_edgeseg("radiomics", batch).stdout)))
+    header = out[0]
+    assert header[:3] == ["Image", "Mask", "Label"]
+    assert "original_glcm_Idmn" in header and "original_shape_Sphericity" in header
+    assert len(out) == 3
+    ext = featureextractor.RadiomicsFeatureExtractor()
+    ref = ext.execute(str(tmp_path / "im1.nii.gz"), str(tmp_path / "ma1.nii.gz"))
+    row = dict(zip(header, out[2]))
+    for k in ["original_firstorder_Mean", "original_glszm_ZoneEntropy", "original_shape_SurfaceArea"]:
+        assert math.isclose(float(row[k]), float(ref[k]), rel_tol=REL)
+
+
+def test_unknown_parameter_key_is_refused_with_its_position(tmp_path):
+    rng = np.random.default_rng(1)
+    img, m, spacing = _case(rng, "box")
+    image = _write(tmp_path, "image.nii.gz", img, spacing)
+    mask = _write(tmp_path, "mask.nii.gz", m, spacing)
+    pf = tmp_path / "params.yaml"
+    pf.write_text("setting:\n  binWidth: 25\n  binwidth: 10\n")
+    p = run_edgeseg("radiomics", image, mask, "--params", pf, check=False)
+    assert p.returncode == 1
+    assert "line 3 column 3: unknown setting binwidth" in p.stderr
