@@ -55,10 +55,16 @@ fn daemon_crash_sigkill_during_a_stream_of_10_studies() {
     // The scanner: studies one after another, file by file.
     let export = d.export.clone();
     let srcs: Vec<_> = studies.iter().map(|(p, _)| p.clone()).collect();
+    // Kills while the scanner still writes count as kills with work: a fast
+    // machine may process each study before the next kill, but never before
+    // its files have arrived.
+    let streaming = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let still = streaming.clone();
     let streamer = std::thread::spawn(move || {
         for (i, src) in srcs.iter().enumerate() {
-            export_study(src, &export, &format!("study{i:02}"), Duration::from_millis(15));
+            export_study(src, &export, &format!("study{i:02}"), Duration::from_millis(40));
         }
+        still.store(false, std::sync::atomic::Ordering::SeqCst);
     });
     let t0 = Instant::now();
     let mut child = d.spawn();
@@ -84,7 +90,9 @@ fn daemon_crash_sigkill_during_a_stream_of_10_studies() {
         for e in &entries {
             *states.entry(e.state.as_str()).or_insert(0) += 1;
         }
-        let work_left = entries.len() < studies.len() || entries.iter().any(|e| e.state != StudyState::Done);
+        let work_left = streaming.load(std::sync::atomic::Ordering::SeqCst)
+            || entries.len() < studies.len()
+            || entries.iter().any(|e| e.state != StudyState::Done);
         signal(&child, 9);
         wait_exit(&mut child, Duration::from_secs(10)).expect("SIGKILL ends it");
         kills += 1;
