@@ -95,8 +95,6 @@ pub struct Config {
     pub gpu: GpuConfig,
     /// `[ingest]`: how series are read.
     pub ingest: IngestConfig,
-    /// `[limits]`: the memory studies are planned within.
-    pub limits: LimitsConfig,
     /// `[dicom]`: the DICOM node's Storage SCP (off without `listen`).
     pub dicom: DicomConfig,
     /// `[[destination]]`: where results are delivered.
@@ -396,27 +394,6 @@ pub struct DiskConfig {
 impl Default for DiskConfig {
     fn default() -> Self {
         Self { min_free_mb: 2048 }
-    }
-}
-
-/// `[limits]`.
-#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct LimitsConfig {
-    /// Memory (MiB) the daemon keeps its studies within: the next study is
-    /// read and prepared while one infers only when both fit together, else
-    /// one after the other. 0: 80 % of the smaller of the machine's memory and
-    /// the service's cgroup limit (MemoryMax).
-    pub memory_mb: u64,
-}
-
-impl LimitsConfig {
-    /// The budget in bytes (`memory_mb`, or the default from the machine).
-    pub fn memory_bytes(&self) -> u64 {
-        if self.memory_mb > 0 {
-            return self.memory_mb.saturating_mul(1 << 20);
-        }
-        crate::sys::memory_limit_bytes() / 5 * 4
     }
 }
 

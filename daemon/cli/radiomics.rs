@@ -32,9 +32,8 @@ pub struct Args {
     csv: bool,
 }
 
-/// A NIfTI volume, or an error naming the file without Rust debug text.
+/// A NIfTI volume (its error names the file, in words).
 fn read(p: &Path) -> Result<edgeseg::volume::Volume<f32>> {
-    std::fs::File::open(p).with_context(|| format!("{}: cannot read", p.display()))?;
     Ok(nifti::read_f32(p)?)
 }
 

@@ -4,7 +4,6 @@
 //! back to the input grid. Knows nothing of DICOM, queues or services:
 //! volumes in, a label map out.
 
-pub mod memory;
 pub mod model;
 pub mod onnx;
 pub mod preprocess;
