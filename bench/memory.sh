@@ -5,9 +5,11 @@
 # nearest-centre networks, so the network itself costs nothing and the figure
 # is edgeseg's own buffers. Peak RSS from GNU time.
 #   bench/memory.sh [WORKDIR]            the cases below
-#   CASES="own-3c-5f-tta" bench/memory.sh  some of them
+#   CASES="own-3c-5f" SHAPE="512 512 200" bench/memory.sh  some of them
 # Cases: own-2c-f0      model at the input's spacing, 2 classes, fold 0, no mirroring
 #        res15-2c-f0    model at 1.5 mm (resampling both ways), 2 classes, fold 0
+#        own-3c-f0      model at the input's spacing, 3 classes, fold 0, no mirroring
+#        own-3c-5f      the same with 5 folds
 #        own-3c-5f-tta  model at the input's spacing, 3 classes, 5 folds, mirroring
 #        res15-3c-5f-tta  1.5 mm, 3 classes, 5 folds, mirroring
 # SHAPE="512 512 300" changes the CT's size (x y z).
@@ -28,7 +30,11 @@ for c in $cases; do
         *) echo "unknown case $c" >&2; exit 2 ;;
     esac
     case $c in *-2c-*) classes=2 ;; *) classes=3 ;; esac
-    case $c in *-5f-*) folds=5 flags=(-f 0 1 2 3 4) ;; *) folds=2 flags=(-f 0 --disable-tta) ;; esac
+    case $c in
+        *-5f-tta) folds=5 flags=(-f 0 1 2 3 4) ;;
+        *-5f) folds=5 flags=(-f 0 1 2 3 4 --disable-tta) ;;
+        *) folds=2 flags=(-f 0 --disable-tta) ;;
+    esac
     d=$work/${c}-${shape// /x}
     if [ ! -f "$d/input/CASE_0000.nii.gz" ]; then
         # shellcheck disable=SC2086
