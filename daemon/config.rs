@@ -541,10 +541,13 @@ pub struct Destination {
     /// Which results are sent.
     #[serde(default = "default_send")]
     pub send: Vec<SendObject>,
-    /// Ask for Storage Commitment (kind = "dicom"): refused by the checks
-    /// until the push model is implemented (docs/dicom-network.md).
+    /// Ask for Storage Commitment, push model (kind = "dicom"): a result is
+    /// `committed` only once the PACS confirms it (docs/dicom-network.md).
     #[serde(default)]
     pub storage_commitment: bool,
+    /// A result sent but not committed this long (seconds) is sent again.
+    #[serde(default = "default_commitment_timeout_seconds")]
+    pub commitment_timeout_seconds: f64,
     /// Attempts before a result is marked failed.
     #[serde(default = "default_delivery_attempts")]
     pub max_attempts: u32,
@@ -561,6 +564,9 @@ fn default_delivery_attempts() -> u32 {
 }
 fn default_retry_seconds() -> f64 {
     30.0
+}
+fn default_commitment_timeout_seconds() -> f64 {
+    3600.0
 }
 
 fn bounded_destinations<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Destination>, D::Error> {
@@ -656,7 +662,21 @@ fn dicom_errors(c: &Config, out: &mut Vec<(&'static str, &'static str, String)>)
                 );
             }
         }
-        need("storage_commitment", !t.storage_commitment, "Storage Commitment is not implemented yet: leave it false");
+        need(
+            "storage_commitment",
+            !t.storage_commitment || t.kind == DestinationKind::Dicom,
+            "storage_commitment needs kind = \"dicom\"",
+        );
+        need(
+            "storage_commitment",
+            !t.storage_commitment || d.listen.is_some(),
+            "storage_commitment needs [dicom] listen: the PACS sends its report on an association to this node",
+        );
+        need(
+            "commitment_timeout_seconds",
+            t.commitment_timeout_seconds.is_finite() && t.commitment_timeout_seconds >= 1.0,
+            "commitment_timeout_seconds must be 1 or more",
+        );
         if let Some(f) = &t.token_file {
             need("token_file", f.is_absolute(), "token_file must be an absolute path");
         }

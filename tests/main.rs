@@ -61,6 +61,8 @@
 //!   screening verdicts, and DICOM studies through the demo model to figures.
 //! - `systemd_units`: the unit, tmpfiles, sysusers and D-Bus policy under
 //!   systemd/ (systemd-analyze verify and security), `edgeseg check-config`.
+//! - `dicom_node_commitment`: Storage Commitment against Orthanc's SCP (its
+//!   report on a new association, a failed instance sent again, the timeout).
 
 mod daemon_util;
 mod util;
@@ -75,6 +77,7 @@ mod daemon_privacy;
 mod daemon_service;
 mod daemon_watch;
 mod dicom_node;
+mod dicom_node_commitment;
 mod evaluate;
 mod export_dicom;
 mod export_outputs;

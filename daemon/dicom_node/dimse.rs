@@ -36,6 +36,8 @@ pub const STATUS_CANNOT_UNDERSTAND: u16 = 0xC000;
 pub const STATUS_SOP_CLASS_NOT_SUPPORTED: u16 = 0x0122;
 /// Processing failure.
 pub const STATUS_PROCESSING_FAILURE: u16 = 0x0110;
+/// Refused: not authorised (a caller known only as a commitment PACS sending images).
+pub const STATUS_NOT_AUTHORIZED: u16 = 0x0124;
 
 /// Affected SOP Class UID.
 pub const AFFECTED_SOP_CLASS: u16 = 0x0002;

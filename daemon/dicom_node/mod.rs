@@ -10,6 +10,7 @@
 //! The node learns that a study is done by reading the journal, so a crash
 //! between the journal's `done` and the outbox loses nothing.
 
+pub mod commit;
 pub mod dimse;
 pub mod outbox;
 pub mod scp;
@@ -115,6 +116,7 @@ pub fn start(config: &Config, sink: Option<Arc<dyn DeliverySink>>) -> Result<Nod
             max_pdu_length: d.max_pdu_length,
             timeout: std::time::Duration::from_secs_f64(d.timeout_seconds),
             spool: spool::Spool::open(&state, config.disk.min_free_mb)?,
+            commitment: commitment_reports(config),
         });
         let counters = Arc::new(scp::ScpCounters::default());
         let st = stop.clone();
@@ -134,6 +136,29 @@ pub fn start(config: &Config, sink: Option<Arc<dyn DeliverySink>>) -> Result<Nod
         node.threads.push(spawn("deliver", Box::new(move || outbox::deliver(ob, &dest, &ae, &st)))?);
     }
     Ok(node)
+}
+
+/// What the SCP needs to take storage commitment reports, when a destination asks for commitment.
+fn commitment_reports(config: &Config) -> Option<scp::CommitmentReports> {
+    let dests: Vec<_> = config.destination.iter().filter(|d| d.storage_commitment).cloned().collect();
+    if dests.is_empty() {
+        return None;
+    }
+    let callers = dests
+        .iter()
+        .filter_map(|d| {
+            Some(crate::config::AllowedCaller {
+                ae_title: d.called_ae.clone()?,
+                host: d.host.as_deref().and_then(|h| h.parse().ok()),
+            })
+        })
+        .collect();
+    Some(scp::CommitmentReports {
+        journal: config.state.journal(),
+        state: config.state.folder.clone(),
+        destinations: dests,
+        callers,
+    })
 }
 
 /// Queues a study's results again for every destination (D-Bus `Resend`):

@@ -15,6 +15,15 @@
 //! announced one; C000 when it cannot be read. A malformed PDU, an unexpected
 //! one or a silence longer than `timeout_seconds` aborts the association;
 //! instances already answered stay in the spool.
+//!
+//! With a `storage_commitment` destination, the SCP also takes that PACS's
+//! storage commitment reports: its AE title (the destination's `called_ae`,
+//! from its `host` when that is an address) may associate, the Storage
+//! Commitment Push Model SOP class is accepted with the caller as SCP (the
+//! SCP/SCU role selection it proposes is answered), and an N-EVENT-REPORT-RQ
+//! is recorded in the journal's outbox before its N-EVENT-REPORT-RSP (0000,
+//! or 0110 when it could not be recorded). Such a caller's C-STOREs are
+//! refused (0124) unless it is in `allowed_callers` too.
 
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
@@ -22,14 +31,15 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use dicom_ul::association::Association;
-use dicom_ul::association::server::AccessControl;
+use dicom_ul::association::server::{AccessControl, Negotiation};
 use dicom_ul::pdu::{
     AbortRQServiceProviderReason, AbortRQSource, AssociationRJ, AssociationRJResult,
     AssociationRJServiceProviderPresentationReason, AssociationRJServiceUserReason, AssociationRJSource, PDataValue,
-    PDataValueType, PresentationContextResultReason, UserIdentity,
+    PDataValueType, PresentationContextResultReason, RequestorRoles, UserIdentity,
 };
 use dicom_ul::{Pdu, ServerAssociationOptions};
 
+use super::commit::{self, STORAGE_COMMITMENT};
 use super::dimse::{self, CommandSet};
 use super::spool::{Spool, SpoolError};
 use crate::config::AllowedCaller;
@@ -79,6 +89,45 @@ pub struct ScpSettings {
     pub timeout: Duration,
     /// Where instances go.
     pub spool: Spool,
+    /// Storage commitment reports taken (a destination asks for commitment).
+    pub commitment: Option<CommitmentReports>,
+}
+
+/// What the SCP needs to take storage commitment reports.
+#[derive(Debug, Clone)]
+pub struct CommitmentReports {
+    /// The journal holding the outbox.
+    pub journal: std::path::PathBuf,
+    /// The state folder.
+    pub state: std::path::PathBuf,
+    /// The destinations with `storage_commitment`.
+    pub destinations: Vec<crate::config::Destination>,
+    /// Their AE titles (and addresses), allowed to associate.
+    pub callers: Vec<AllowedCaller>,
+}
+
+impl CommitmentReports {
+    /// Records a report; returns the N-EVENT-REPORT-RSP status.
+    pub fn record(&self, r: &commit::Report, calling: &str) -> u16 {
+        match super::outbox::Outbox::connect(&self.journal, &self.state, &self.destinations) {
+            Ok(ob) => super::outbox::record_report(&ob, r, &format!("an association from {calling}")),
+            Err(e) => {
+                tracing::error!("a storage commitment report could not be recorded: {e}");
+                dimse::STATUS_PROCESSING_FAILURE
+            }
+        }
+    }
+}
+
+/// SCP/SCU role selection: a caller may be the SCP of Storage Commitment
+/// (the PACS sending its report); every other proposal gets the defaults.
+struct Roles;
+
+impl Negotiation for Roles {
+    fn negotiate_roles(&self, sop_class_uid: &str, _scu_role: bool, scp_role: bool) -> Option<RequestorRoles> {
+        (sop_class_uid.trim_end_matches('\0') == STORAGE_COMMITMENT && scp_role)
+            .then_some(RequestorRoles { scu: false, scp: true })
+    }
 }
 
 /// Counts the SCP keeps (for logs and tests; metrics read them).
@@ -95,6 +144,14 @@ struct Access {
     peer: IpAddr,
 }
 
+impl Access {
+    fn admits(&self, calling_ae_title: &str) -> bool {
+        self.allowed
+            .iter()
+            .any(|a| a.ae_title.trim() == calling_ae_title.trim() && a.host.is_none_or(|h| same_ip(h, self.peer)))
+    }
+}
+
 impl AccessControl for Access {
     fn check_access(
         &self,
@@ -106,11 +163,11 @@ impl AccessControl for Access {
         if called_ae_title.trim() != this_ae_title.trim() {
             return Err(AssociationRJServiceUserReason::CalledAETitleNotRecognized);
         }
-        let ok = self
-            .allowed
-            .iter()
-            .any(|a| a.ae_title.trim() == calling_ae_title.trim() && a.host.is_none_or(|h| same_ip(h, self.peer)));
-        if ok { Ok(()) } else { Err(AssociationRJServiceUserReason::CallingAETitleNotRecognized) }
+        if self.admits(calling_ae_title) {
+            Ok(())
+        } else {
+            Err(AssociationRJServiceUserReason::CallingAETitleNotRecognized)
+        }
     }
 }
 
@@ -185,6 +242,8 @@ fn reject_busy(mut stream: TcpStream) {
 enum Store {
     /// Written to the spool.
     Spooling(super::spool::Incoming),
+    /// A storage commitment report's data set, read whole.
+    Report(Vec<u8>),
     /// Read and dropped; answered with this status at the end.
     Discarding(u16),
 }
@@ -196,8 +255,14 @@ struct Pending {
 }
 
 fn association(stream: TcpStream, peer: SocketAddr, s: &ScpSettings, counters: &ScpCounters) {
+    let scanners = Access { allowed: s.allowed.clone(), peer: peer.ip() };
+    let mut allowed = s.allowed.clone();
+    if let Some(c) = &s.commitment {
+        allowed.extend(c.callers.iter().cloned());
+    }
     let mut options = ServerAssociationOptions::new()
-        .ae_access_control(Access { allowed: s.allowed.clone(), peer: peer.ip() })
+        .ae_access_control(Access { allowed, peer: peer.ip() })
+        .with_negotiation(Roles)
         .ae_title(s.ae_title.clone())
         .with_abstract_syntax(VERIFICATION)
         .max_pdu_length(s.max_pdu_length)
@@ -208,6 +273,9 @@ fn association(stream: TcpStream, peer: SocketAddr, s: &ScpSettings, counters: &
         .write_timeout(s.timeout);
     for c in STORAGE_SOP_CLASSES {
         options = options.with_abstract_syntax(c);
+    }
+    if s.commitment.is_some() {
+        options = options.with_abstract_syntax(STORAGE_COMMITMENT);
     }
     for t in TRANSFER_SYNTAXES {
         options = options.with_transfer_syntax(t);
@@ -220,6 +288,7 @@ fn association(stream: TcpStream, peer: SocketAddr, s: &ScpSettings, counters: &
         }
     };
     let calling = assoc.peer_ae_title().trim().to_string();
+    let scanner = scanners.admits(&calling);
     let contexts: Vec<(u8, String, String)> = assoc
         .presentation_contexts()
         .iter()
@@ -246,7 +315,7 @@ fn association(stream: TcpStream, peer: SocketAddr, s: &ScpSettings, counters: &
         match pdu {
             Pdu::PData { data } => {
                 for v in data {
-                    match step(v, &mut command_bytes, &mut pending, &contexts, s, &calling) {
+                    match step(v, &mut command_bytes, &mut pending, &contexts, s, &calling, scanner) {
                         Ok(Some((context, rsp))) => {
                             if rsp.u16(dimse::STATUS) == Some(dimse::STATUS_SUCCESS)
                                 && rsp.u16(dimse::COMMAND_FIELD) == Some(dimse::C_STORE_RSP)
@@ -311,6 +380,7 @@ fn step(
     contexts: &[(u8, String, String)],
     s: &ScpSettings,
     calling: &str,
+    scanner: bool,
 ) -> Result<Option<(u8, CommandSet)>, String> {
     let Some((_, abstract_syntax, ts)) = contexts.iter().find(|c| c.0 == v.presentation_context_id) else {
         return Err(format!("P-DATA on presentation context {} that was not accepted", v.presentation_context_id));
@@ -339,7 +409,12 @@ fn step(
                 Some(dimse::C_STORE_RQ) if has_data => {
                     let class = cmd.uid(dimse::AFFECTED_SOP_CLASS).unwrap_or_default();
                     let instance = cmd.uid(dimse::AFFECTED_SOP_INSTANCE).unwrap_or_default();
-                    let store = if class != *abstract_syntax || !STORAGE_SOP_CLASSES.contains(&class.as_str()) {
+                    let store = if !scanner {
+                        tracing::warn!(
+                            "C-STORE from {calling} refused with 0124: it is a commitment PACS, not in [dicom] allowed_callers"
+                        );
+                        Store::Discarding(dimse::STATUS_NOT_AUTHORIZED)
+                    } else if class != *abstract_syntax || !STORAGE_SOP_CLASSES.contains(&class.as_str()) {
                         Store::Discarding(dimse::STATUS_SOP_CLASS_NOT_SUPPORTED)
                     } else if instance.is_empty() || instance.len() > 64 {
                         Store::Discarding(dimse::STATUS_CANNOT_UNDERSTAND)
@@ -356,6 +431,17 @@ fn step(
                                 Store::Discarding(status_of(&e))
                             }
                         }
+                    };
+                    *pending = Some(Pending { command: cmd, context: v.presentation_context_id, store: Some(store) });
+                    Ok(None)
+                }
+                Some(dimse::N_EVENT_REPORT_RQ)
+                    if has_data && s.commitment.is_some() && abstract_syntax == STORAGE_COMMITMENT =>
+                {
+                    let store = if cmd.uid(dimse::AFFECTED_SOP_CLASS).as_deref() == Some(STORAGE_COMMITMENT) {
+                        Store::Report(Vec::new())
+                    } else {
+                        Store::Discarding(dimse::STATUS_PROCESSING_FAILURE)
                     };
                     *pending = Some(Pending { command: cmd, context: v.presentation_context_id, store: Some(store) });
                     Ok(None)
@@ -377,6 +463,12 @@ fn step(
                 tracing::error!("C-STORE from {calling}: {e}");
                 p.store = Some(Store::Discarding(status_of(&e)));
             }
+            if let Some(Store::Report(b)) = p.store.as_mut() {
+                if b.len() + v.data.len() > commit::MAX_REPORT_BYTES {
+                    return Err("a storage commitment report over 16 MiB".into());
+                }
+                b.extend_from_slice(&v.data);
+            }
             if !v.is_last {
                 return Ok(None);
             }
@@ -389,9 +481,24 @@ fn step(
                         status_of(&e)
                     }
                 },
+                Some(Store::Report(b)) => {
+                    let event = p.command.u16(dimse::EVENT_TYPE_ID).unwrap_or(0);
+                    let status = match (commit::parse_report(event, &b, ts), &s.commitment) {
+                        (Ok(r), Some(c)) => c.record(&r, calling),
+                        (Err(why), _) => {
+                            tracing::warn!("a storage commitment report from {calling} cannot be read: {why}");
+                            dimse::STATUS_PROCESSING_FAILURE
+                        }
+                        (Ok(_), None) => dimse::STATUS_PROCESSING_FAILURE,
+                    };
+                    return Ok(Some((p.context, commit::report_response(&p.command, status))));
+                }
                 Some(Store::Discarding(st)) => st,
                 None => dimse::STATUS_PROCESSING_FAILURE,
             };
+            if p.command.u16(dimse::COMMAND_FIELD) == Some(dimse::N_EVENT_REPORT_RQ) {
+                return Ok(Some((p.context, commit::report_response(&p.command, status))));
+            }
             Ok(Some((p.context, dimse::response(&p.command, dimse::C_STORE_RSP, status))))
         }
     }

@@ -429,6 +429,19 @@ impl Daemon1 {
             .collect()
     }
 
+    /// Per `[[destination]]` with `storage_commitment`: (name, committed,
+    /// awaiting commitment), as the outbox last reported (read on demand; no
+    /// change signal).
+    #[zbus(property(emits_changed_signal = "false"))]
+    fn delivery_commitment(&self) -> Vec<(String, u64, u64)> {
+        self.obs
+            .delivery_counts()
+            .into_iter()
+            .filter(|c| c.storage_commitment)
+            .map(|c| (c.name, c.committed, c.awaiting_commitment))
+            .collect()
+    }
+
     /// The edgeseg version and git revision.
     #[zbus(property(emits_changed_signal = "const"))]
     fn version(&self) -> String {

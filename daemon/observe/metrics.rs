@@ -70,6 +70,7 @@ pub(crate) struct Metrics {
     postprocess_fallbacks: IntCounter,
     delivery: [IntGaugeVec; 3],
     delivery_oldest: GaugeVec,
+    delivery_commitment: [IntGaugeVec; 2],
     pub gpu: GpuMetrics,
 }
 
@@ -250,10 +251,20 @@ impl Metrics {
             "Age of the oldest result not yet delivered to a destination (0: none).",
             &["destination"],
         );
+        // Destinations with storage_commitment only.
+        let delivery_commitment = [
+            ("edgeseg_delivery_committed", "Results a destination confirmed by Storage Commitment, from the journal."),
+            (
+                "edgeseg_delivery_awaiting_commitment",
+                "Results sent to a destination and waiting for its Storage Commitment, from the journal.",
+            ),
+        ]
+        .map(|(name, help)| int_gauge_vec(r, name, help, &["destination"]));
 
         Metrics {
             delivery,
             delivery_oldest,
+            delivery_commitment,
             model,
             fold_engine,
             postprocess_backend,
@@ -480,6 +491,11 @@ impl Metrics {
                 g.with_label_values(&l).set(i64::try_from(v).unwrap_or(i64::MAX));
             }
             self.delivery_oldest.with_label_values(&l).set(c.oldest_unsent_seconds);
+            if c.storage_commitment {
+                for (g, v) in self.delivery_commitment.iter().zip([c.committed, c.awaiting_commitment]) {
+                    g.with_label_values(&l).set(i64::try_from(v).unwrap_or(i64::MAX));
+                }
+            }
         }
     }
 

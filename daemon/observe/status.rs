@@ -55,6 +55,12 @@ pub struct DeliveryStatus {
     pub failed: u64,
     /// Age of the oldest unsent result, whole seconds (0: none).
     pub oldest_unsent_seconds: u64,
+    /// Results the destination committed (storage_commitment destinations only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub committed: Option<u64>,
+    /// Results waiting for the destination's commitment (storage_commitment destinations only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub awaiting_commitment: Option<u64>,
 }
 
 /// One fold's engine, as `edgeseg status --json` prints it.
@@ -78,8 +84,12 @@ impl DaemonStatus {
         let post = if self.postprocess_backend.is_empty() { "-" } else { self.postprocess_backend.as_str() };
         let mut delivery = String::new();
         for d in &self.delivery {
+            let commitment = match (d.committed, d.awaiting_commitment) {
+                (Some(c), Some(a)) => format!(", {c} committed, {a} awaiting commitment"),
+                _ => String::new(),
+            };
             delivery.push_str(&format!(
-                "Delivery:      {}: {} queued, {} sent, {} failed{}\n",
+                "Delivery:      {}: {} queued, {} sent, {} failed{commitment}{}\n",
                 d.destination,
                 d.queued,
                 d.sent,
@@ -169,6 +179,10 @@ pub fn read_status(bus: &BusKind) -> Result<DaemonStatus, ObserveError> {
             other => other,
         })?;
         let queue_depth = take_u64(&mut all, "QueueDepth")?;
+        let commitment: Vec<(String, u64, u64)> = all
+            .remove("DeliveryCommitment")
+            .and_then(|v| <Vec<(String, u64, u64)>>::try_from(v).ok())
+            .unwrap_or_default();
         let quarantined = take_u64(&mut all, "Quarantined")?;
         Ok(DaemonStatus {
             state: take_string(&mut all, "State")?,
@@ -188,12 +202,17 @@ pub fn read_status(bus: &BusKind) -> Result<DaemonStatus, ObserveError> {
                 .and_then(|v| <Vec<(String, u64, u64, u64, f64)>>::try_from(v).ok())
                 .unwrap_or_default()
                 .into_iter()
-                .map(|(destination, queued, sent, failed, oldest_unsent_seconds)| DeliveryStatus {
-                    destination,
-                    queued,
-                    sent,
-                    failed,
-                    oldest_unsent_seconds: oldest_unsent_seconds.max(0.0).round() as u64,
+                .map(|(destination, queued, sent, failed, oldest_unsent_seconds)| {
+                    let c = commitment.iter().find(|c| c.0 == destination);
+                    DeliveryStatus {
+                        committed: c.map(|c| c.1),
+                        awaiting_commitment: c.map(|c| c.2),
+                        destination,
+                        queued,
+                        sent,
+                        failed,
+                        oldest_unsent_seconds: oldest_unsent_seconds.max(0.0).round() as u64,
+                    }
                 })
                 .collect(),
         })
