@@ -245,7 +245,7 @@ pub fn request(
     let mut assoc = ClientAssociationOptions::new()
         .calling_ae_title(calling)
         .called_ae_title(called.clone())
-        .with_presentation_context(STORAGE_COMMITMENT, vec![EXPLICIT_LE.to_string(), IMPLICIT_LE.to_string()])
+        .with_presentation_context(STORAGE_COMMITMENT, vec![EXPLICIT_LE, IMPLICIT_LE])
         .connection_timeout(Duration::from_secs(30))
         .read_timeout(Duration::from_secs(120))
         .write_timeout(Duration::from_secs(120))
