@@ -1098,6 +1098,22 @@ mod tests {
     }
 
     #[test]
+    fn storage_commitment_needs_a_dicom_destination_and_the_scp() {
+        let dest = "[[destination]]\nname = \"pacs\"\nhost = \"10.0.0.20\"\nport = 104\ncalled_ae = \"PACS\"\nstorage_commitment = true\n";
+        let scp = "[dicom]\nlisten = \"0.0.0.0:11112\"\nallowed_callers = [{ ae_title = \"CT01\" }]\n";
+        let (c, d) = check(Path::new("c.toml"), &format!("{scp}{dest}"));
+        assert!(d.is_empty(), "{d:?}");
+        let c = c.expect("parses");
+        assert!(c.destination[0].storage_commitment);
+        assert_eq!(c.destination[0].commitment_timeout_seconds, 3600.0);
+        assert!(errs(dest).iter().any(|m| m.contains("storage_commitment needs [dicom] listen")), "{:?}", errs(dest));
+        let web = "[[destination]]\nname = \"w\"\nkind = \"dicomweb\"\nurl = \"http://h\"\nstorage_commitment = true\n";
+        assert!(errs(&format!("{scp}{web}")).iter().any(|m| m.contains("needs kind = \"dicom\"")));
+        let e = errs(&format!("{scp}{dest}commitment_timeout_seconds = 0\n"));
+        assert!(e.iter().any(|m| m.contains("commitment_timeout_seconds must be 1 or more")), "{e:?}");
+    }
+
+    #[test]
     fn defaults_parse_from_empty() {
         let (c, d) = check(Path::new("c.toml"), "");
         assert!(d.is_empty(), "{d:?}");

@@ -164,7 +164,9 @@ fn commitment_reports(config: &Config) -> Option<scp::CommitmentReports> {
 /// Queues a study's results again for every destination (D-Bus `Resend`):
 /// returns how many results were queued.
 pub fn resend(config: &Config, study_uid: &str) -> Result<usize, NodeError> {
-    let ob = outbox::Outbox::open(&config.state.journal(), &config.state.folder, &config.destination)?;
+    // connect, not open: the delivery threads are running, and open would
+    // put their rows being sent back to queued.
+    let ob = outbox::Outbox::connect(&config.state.journal(), &config.state.folder, &config.destination)?;
     Ok(ob.resend(study_uid)?)
 }
 
