@@ -196,3 +196,96 @@ fn dicom_node_storage_commitment_with_orthanc_commits_on_its_report_and_resends_
     assert!(wait_exit(&mut child, Duration::from_secs(60)).is_some());
     assert!(!d.log_text().contains("panicked"), "{}", d.log_text());
 }
+
+/// The pynetdicom PACS of tests/peers/stgcmt_scp.py: its report lines as they come.
+struct SameAssociationPeer {
+    child: std::process::Child,
+    lines: std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
+    port: u16,
+}
+
+impl SameAssociationPeer {
+    fn start() -> Self {
+        use std::io::BufRead;
+        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+        let mut child = Command::new(crate::util::python())
+            .arg(crate::util::root().join("tests/peers/stgcmt_scp.py"))
+            .args([&port.to_string(), "PACS", "--lose-first-seg"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("the pynetdicom peer starts");
+        let stdout = child.stdout.take().expect("stdout");
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let l = lines.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line == "listening" {
+                    let _ = tx.send(());
+                } else if let Ok(v) = serde_json::from_str(&line) {
+                    l.lock().expect("lines").push(v);
+                }
+            }
+        });
+        rx.recv_timeout(Duration::from_secs(60)).expect("the pynetdicom peer listens");
+        Self { child, lines, port }
+    }
+
+    fn reports(&self) -> Vec<serde_json::Value> {
+        self.lines.lock().expect("lines").clone()
+    }
+}
+
+impl Drop for SameAssociationPeer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn dicom_node_storage_commitment_reported_on_the_same_association_by_pynetdicom() {
+    let peer = SameAssociationPeer::start();
+    let d = Deployment::new(&format!(
+        "\n[dicom]\nlisten = \"127.0.0.1:0\"\nae_title = \"EDGESEG\"\nallowed_callers = [{{ ae_title = \"CT01\" }}]\n\
+         \n[[destination]]\nname = \"pacs\"\nkind = \"dicom\"\nhost = \"127.0.0.1\"\nport = {}\ncalled_ae = \"PACS\"\n\
+         send = [\"seg\", \"rtstruct\"]\nmax_attempts = 100\nretry_seconds = 1\nstorage_commitment = true\n",
+        peer.port
+    ));
+    let mut child = d.spawn();
+    let addr = scp_addr_after(&d, 0);
+    let (src, uid) = study(72);
+    let out = Command::new("storescu")
+        .args(["-aet", "CT01", "-aec", "EDGESEG", "-nh", &addr.ip().to_string(), &addr.port().to_string()])
+        .args(files_under(&src))
+        .output()
+        .expect("storescu runs");
+    assert!(out.status.success(), "storescu: {}", String::from_utf8_lossy(&out.stderr));
+    let committed = wait_for(Duration::from_secs(300), || {
+        let r = rows(&d, &uid);
+        (r.len() == 2 && r.iter().all(|r| r.1 == "committed")).then_some(r)
+    })
+    .unwrap_or_else(|| panic!("committed: {:?} {:?}\n{}", rows(&d, &uid), peer.reports(), d.log_text()));
+    // The peer lost the first SEG: its first report fails it (event type 2),
+    // edgeseg sends it again and the second report commits it (event type 1).
+    let seg_uid = sop_instance(&d.out.join(&uid).join("seg.dcm"));
+    let rt_uid = sop_instance(&d.out.join(&uid).join("rtstruct.dcm"));
+    assert_eq!(committed, vec![("rtstruct".into(), "committed".into(), 1), ("seg".into(), "committed".into(), 2)]);
+    let reports = peer.reports();
+    assert_eq!(reports.len(), 2, "{reports:?}");
+    assert_eq!(reports[0]["event_type"], 2);
+    assert_eq!(reports[0]["committed"], serde_json::json!([rt_uid]));
+    assert_eq!(reports[0]["failed"], serde_json::json!([seg_uid]));
+    assert_eq!(reports[1]["event_type"], 1);
+    assert_eq!(reports[1]["committed"], serde_json::json!([seg_uid]));
+    assert_ne!(reports[0]["transaction"], reports[1]["transaction"], "one Transaction UID per request");
+    for r in &reports {
+        assert_eq!(r["status"], 0, "edgeseg answered the report with success: {r}");
+        assert!(r["transaction"].as_str().is_some_and(|t| t.starts_with("2.25.")), "{r}");
+    }
+    let log = d.log_text();
+    assert_eq!(log.matches("(report on the same association)").count(), 2, "{log}");
+    assert!(log.contains("pacs did not commit a result (no such object instance): sent again"), "{log}");
+    signal(&child, 15);
+    assert!(wait_exit(&mut child, Duration::from_secs(60)).is_some());
+}

@@ -62,7 +62,8 @@
 //! - `systemd_units`: the unit, tmpfiles, sysusers and D-Bus policy under
 //!   systemd/ (systemd-analyze verify and security), `edgeseg check-config`.
 //! - `dicom_node_commitment`: Storage Commitment against Orthanc's SCP (its
-//!   report on a new association, a failed instance sent again, the timeout).
+//!   report on a new association, a failed instance sent again, the timeout)
+//!   and a pynetdicom PACS reporting on the N-ACTION's association.
 
 mod daemon_util;
 mod util;
