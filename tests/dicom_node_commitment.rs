@@ -153,7 +153,9 @@ fn dicom_node_storage_commitment_with_orthanc_commits_on_its_report_and_resends_
     })
     .unwrap_or_else(|| panic!("sent, awaiting commitment after the restart: {:?}\n{}", rows(&d, &uid), d.log_text()));
     let st = wait_for(Duration::from_secs(30), || {
-        Some(status()).filter(|t| t.contains("Delivery:      pacs: 0 queued, 2 sent, 0 failed, 0 committed, 2 awaiting commitment\n"))
+        Some(status()).filter(|t| {
+            t.contains("Delivery:      pacs: 0 queued, 2 sent, 0 failed, 0 committed, 2 awaiting commitment\n")
+        })
     });
     assert!(st.is_some(), "edgeseg status shows the results awaiting commitment: {}", status());
 
@@ -179,7 +181,10 @@ fn dicom_node_storage_commitment_with_orthanc_commits_on_its_report_and_resends_
 
     let all = pacs.instances();
     let of = |class: &str| {
-        all.iter().filter(|(c, _, t)| c == class && t["StudyInstanceUID"] == uid).map(|i| i.1.clone()).collect::<Vec<_>>()
+        all.iter()
+            .filter(|(c, _, t)| c == class && t["StudyInstanceUID"] == uid)
+            .map(|i| i.1.clone())
+            .collect::<Vec<_>>()
     };
     assert_eq!(of(SEG), vec![seg_uid], "one SEG in Orthanc, with the SOP Instance UID it had");
     assert_eq!(of(RTSTRUCT).len(), 1, "one RTSTRUCT in Orthanc");
@@ -189,7 +194,9 @@ fn dicom_node_storage_commitment_with_orthanc_commits_on_its_report_and_resends_
         files_under(&d.state.join("outbox"))
     );
     let st = wait_for(Duration::from_secs(30), || {
-        Some(status()).filter(|t| t.contains("Delivery:      pacs: 0 queued, 2 sent, 0 failed, 2 committed, 0 awaiting commitment\n"))
+        Some(status()).filter(|t| {
+            t.contains("Delivery:      pacs: 0 queued, 2 sent, 0 failed, 2 committed, 0 awaiting commitment\n")
+        })
     });
     assert!(st.is_some(), "edgeseg status shows them committed: {}", status());
     signal(&child, 15);

@@ -183,8 +183,12 @@ fn send_message<S>(
 where
     S: std::io::Read + std::io::Write + dicom_ul::association::CloseSocket,
 {
-    let value =
-        PDataValue { presentation_context_id: pc, value_type: PDataValueType::Command, is_last: true, data: cmd.encode() };
+    let value = PDataValue {
+        presentation_context_id: pc,
+        value_type: PDataValueType::Command,
+        is_last: true,
+        data: cmd.encode(),
+    };
     assoc.send(&Pdu::PData { data: vec![value] }).map_err(|e| assoc_text(&e))?;
     if let Some(d) = data {
         let mut w = assoc.send_pdata(pc);

@@ -336,9 +336,11 @@ impl Outbox {
                            AND commit_requested IS NULL AND not_before <= ?2";
         let study: Option<String> = self
             .conn
-            .query_row(&format!("SELECT study FROM outbox WHERE {DUE} ORDER BY id LIMIT 1"), params![destination, now()], |r| {
-                r.get(0)
-            })
+            .query_row(
+                &format!("SELECT study FROM outbox WHERE {DUE} ORDER BY id LIMIT 1"),
+                params![destination, now()],
+                |r| r.get(0),
+            )
             .optional()
             .map_err(|e| self.db(e))?;
         let Some(study) = study else { return Ok(None) };
@@ -736,12 +738,19 @@ fn commitment_round(ob: &Outbox, d: &Destination, default_calling_ae: &str) -> b
         match super::commit::request(d, default_calling_ae, &transaction, &refs, &mut on_report) {
             Ok(()) => {
                 ob.commitment_requested(&transaction)?;
-                tracing::info!("study {hash}: storage commitment of {} result(s) requested from {}", refs.len(), d.name);
+                tracing::info!(
+                    "study {hash}: storage commitment of {} result(s) requested from {}",
+                    refs.len(),
+                    d.name
+                );
             }
             Err(why) => {
                 let wait = d.retry_seconds.max(1.0);
                 ob.commitment_request_failed(&transaction, wait, &why)?;
-                tracing::warn!("study {hash}: storage commitment request to {} failed, asked again in {wait} s: {why}", d.name);
+                tracing::warn!(
+                    "study {hash}: storage commitment request to {} failed, asked again in {wait} s: {why}",
+                    d.name
+                );
             }
         }
         Ok(true)
