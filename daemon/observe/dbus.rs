@@ -6,7 +6,9 @@
 //!   `ModelVersion`, `ModelSha256`, `Version` (s, constant), `Provider` (s),
 //!   `Folds` (a(uss): fold, provider, precision) and `PostprocessBackend` (s),
 //!   as built once the model is loaded; `Delivery` (a(stttd): per destination
-//!   name, queued, sent, failed, oldest unsent age in seconds; no change signal). PropertiesChanged is emitted when
+//!   name, queued, sent, failed, oldest unsent age in seconds; no change signal),
+//!   `DeliveryCommitment` (a(stt): per storage commitment destination name,
+//!   committed, awaiting commitment; no change signal). PropertiesChanged is emitted when
 //!   State, Status, QueueDepth, Quarantined, CurrentStudy or the engines change. docs/dbus.md is the operator's reference.
 //! - Methods: `Pause()`, `Resume()`, `Reprocess(s study_uid)`, `Resend(s
 //!   study_uid)` (the results again to every `[[destination]]`), `Enqueue(s
