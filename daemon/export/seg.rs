@@ -85,7 +85,9 @@ pub fn write(
         text(tags::CONTENT_DESCRIPTION, VR::LO, "Automatic segmentation (not for clinical use unless cleared)"),
         text(tags::CONTENT_CREATOR_NAME, VR::PN, ""),
         text(tags::SEGMENTATION_TYPE, VR::CS, "BINARY"),
-        text(tags::SEGMENTS_OVERLAP, VR::CS, "NO"),
+        // The radiomics ROIs (peri-tumoural rings, the whole organ) overlap
+        // the lesions and classes.
+        text(tags::SEGMENTS_OVERLAP, VR::CS, if set.overlapping() { "UNDEFINED" } else { "NO" }),
         text(tags::LOSSY_IMAGE_COMPRESSION, VR::CS, "00"),
         // Image Pixel.
         us(tags::SAMPLES_PER_PIXEL, &[1]),
