@@ -144,7 +144,8 @@ pub fn apply(p: Perturbation, mask: &[bool], dims: [usize; 3], spacing: [f64; 3]
 /// MSB = k Σ_i (m_i − m)² / (n − 1), MSW = Σ_i Σ_j (y_ij − m_i)² / (n (k − 1)),
 /// ICC(1,1) = (MSB − MSW) / (MSB + (k − 1) MSW).
 /// Undefined (Err with the reason) for fewer than two subjects or raters, a
-/// value that is not finite, or no variance at all (0/0).
+/// value that is not finite, or no variance: every value equal within 1e-12
+/// relative (a feature constant but for rounding; 0/0 otherwise, or noise).
 pub fn icc_1_1(y: &[Vec<f64>]) -> Result<f64, String> {
     let n = y.len();
     if n < 2 {
@@ -156,6 +157,12 @@ pub fn icc_1_1(y: &[Vec<f64>]) -> Result<f64, String> {
     }
     if y.iter().flatten().any(|v| !v.is_finite()) {
         return Err("a value is not a finite number".into());
+    }
+    // Values that differ by rounding only (a feature constant in exact
+    // arithmetic) have no variance to speak of: their ratio would be noise.
+    let (lo, hi) = y.iter().flatten().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
+    if hi - lo <= 1e-12 * lo.abs().max(hi.abs()) {
+        return Err("no variance: every value is the same (within 1e-12 relative)".into());
     }
     let means: Vec<f64> = y.iter().map(|r| r.iter().sum::<f64>() / k as f64).collect();
     let grand = means.iter().sum::<f64>() / n as f64;
