@@ -114,7 +114,10 @@ fn reproducibility(
 
 /// The ICC(1,1) and reproducible rows of a CSV: the statistic's name in the
 /// first input column, the other input columns empty.
-fn icc_csv_rows(columns: &[String], iccs: &[(String, perturb::FeatureIcc)]) -> Vec<(Vec<(String, String)>, rad::Output)> {
+fn icc_csv_rows(
+    columns: &[String],
+    iccs: &[(String, perturb::FeatureIcc)],
+) -> Vec<(Vec<(String, String)>, rad::Output)> {
     let (icc, rep) = perturb::csv_rows(iccs);
     [("ICC(1,1)", icc), ("reproducible", rep)]
         .into_iter()
@@ -185,7 +188,8 @@ pub fn run(a: Args) -> Result<bool> {
         return Ok(all_ok);
     };
     let (out, moved) = extract_case(&a.image, mask, &params, a.label, &plan)?;
-    let repro = (!plan.is_empty()).then(|| reproducibility(&[("case 1".into(), out.clone(), moved)], &plan, a.icc_threshold));
+    let repro =
+        (!plan.is_empty()).then(|| reproducibility(&[("case 1".into(), out.clone(), moved)], &plan, a.icc_threshold));
     let text = if a.json {
         match &repro {
             Some((_, r)) => {
@@ -209,7 +213,9 @@ pub fn run(a: Args) -> Result<bool> {
         if let Some((iccs, _)) = &repro {
             for (name, r) in iccs {
                 let verdict = match (r.icc, r.reproducible, &r.reason) {
-                    (Some(icc), Some(rep), _) => format!("{icc} ({})", if rep { "reproducible" } else { "not reproducible" }),
+                    (Some(icc), Some(rep), _) => {
+                        format!("{icc} ({})", if rep { "reproducible" } else { "not reproducible" })
+                    }
                     (_, _, reason) => format!("undefined: {}", reason.as_deref().unwrap_or("")),
                 };
                 t.push_str(&format!("ICC(1,1) {name}: {verdict}\n"));

@@ -141,7 +141,10 @@ pub fn write_dicom_rois(
     });
     let mapped_rois: Option<Vec<segments::ExtraRoi>> = inputs.source.resampled.as_ref().map(|grid| {
         rois.iter()
-            .map(|r| segments::ExtraRoi { mask: dicom_refs::to_source_slices(&r.mask, &inputs.source, grid), ..r.clone() })
+            .map(|r| segments::ExtraRoi {
+                mask: dicom_refs::to_source_slices(&r.mask, &inputs.source, grid),
+                ..r.clone()
+            })
             .collect()
     });
     let rois = mapped_rois.as_deref().unwrap_or(rois);

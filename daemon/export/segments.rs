@@ -44,7 +44,12 @@ pub const PERITUMORAL: Code = Code { value: "PERITUMORAL", scheme: "99EDGESEG", 
 /// The radiomics ROIs that are no lesion or class segment already: each
 /// peri-tumoural ring, and the whole organ where it takes the lesions
 /// touching it in (organ-minus-tumour is the organ's class segment).
-pub fn radiomics_rois(rois: &[crate::radiomics::roi::RoiMask], organ: Option<&str>, like: &Volume<u8>, minus_tumour: bool) -> Vec<ExtraRoi> {
+pub fn radiomics_rois(
+    rois: &[crate::radiomics::roi::RoiMask],
+    organ: Option<&str>,
+    like: &Volume<u8>,
+    minus_tumour: bool,
+) -> Vec<ExtraRoi> {
     use crate::radiomics::roi::RoiKind;
     let mut out = Vec::new();
     for r in rois {
@@ -275,8 +280,9 @@ impl<'a> SegmentSet<'a> {
             if self.segments.len() >= usize::from(u16::MAX) || r.mask.data.len() != self.labels.data.len() {
                 continue;
             }
-            let slices: Vec<usize> =
-                (0..self.labels.geometry.dims[2]).filter(|&k| r.mask.data[k * plane..(k + 1) * plane].iter().any(|&v| v != 0)).collect();
+            let slices: Vec<usize> = (0..self.labels.geometry.dims[2])
+                .filter(|&k| r.mask.data[k * plane..(k + 1) * plane].iter().any(|&v| v != 0))
+                .collect();
             if slices.is_empty() {
                 continue;
             }

@@ -300,11 +300,8 @@ impl ModelPackage {
         if config.patch_size.len() != 3 || config.spacing.len() != 3 {
             return Err(invalid("only 3D configurations are supported".into()));
         }
-        let labels: Vec<(u8, String)> = dataset
-            .labels
-            .iter()
-            .filter_map(|(n, v)| Some((u8::try_from(v.as_u64()?).ok()?, n.clone())))
-            .collect();
+        let labels: Vec<(u8, String)> =
+            dataset.labels.iter().filter_map(|(n, v)| Some((u8::try_from(v.as_u64()?).ok()?, n.clone()))).collect();
         let files: Vec<String> = meta.files.keys().cloned().collect();
         let radiomics =
             crate::radiomics::study::StudyPlan::resolve(meta.radiomics.as_ref(), meta.profile, &labels, &files, dir)

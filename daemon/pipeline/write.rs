@@ -110,7 +110,8 @@ fn write_radiomics(
     }
     let p = dir.join("radiomics.csv");
     let text = r.csv();
-    crate::export::write_atomic(&p, |f| std::io::Write::write_all(f, text.as_bytes())).map_err(PipelineError::io(&p))?;
+    crate::export::write_atomic(&p, |f| std::io::Write::write_all(f, text.as_bytes()))
+        .map_err(PipelineError::io(&p))?;
     staging.file_done();
     Ok(())
 }

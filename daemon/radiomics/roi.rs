@@ -179,10 +179,7 @@ pub struct RoiInputs<'a> {
 pub fn peritumoral(lesion: &[bool], tumour: &[bool], inp: &RoiInputs<'_>, spec: &RoiSpec) -> Vec<bool> {
     let mut r = ring(lesion, inp.dims, inp.spacing, spec.peritumoral_mm);
     for (i, v) in r.iter_mut().enumerate() {
-        *v = *v
-            && !tumour[i]
-            && inp.body[i]
-            && (!spec.peritumoral_within_organ || inp.organ.is_some_and(|o| o[i]));
+        *v = *v && !tumour[i] && inp.body[i] && (!spec.peritumoral_within_organ || inp.organ.is_some_and(|o| o[i]));
     }
     r
 }

@@ -129,7 +129,9 @@ impl StudyPlan {
         let tumour: Vec<(u8, String)> = match &t.tumour_labels {
             Some(names) => names
                 .iter()
-                .map(|n| by_name(n).ok_or_else(|| format!("[radiomics] tumour_labels: dataset.json has no label {n:?}")))
+                .map(|n| {
+                    by_name(n).ok_or_else(|| format!("[radiomics] tumour_labels: dataset.json has no label {n:?}"))
+                })
                 .collect::<Result<_, _>>()?,
             None => labels.iter().filter(|(v, n)| *v != 0 && is_tumour_name(n)).cloned().collect(),
         };
@@ -137,7 +139,9 @@ impl StudyPlan {
             return Err("no tumour label in dataset.json: name it with [radiomics] tumour_labels".into());
         }
         let organ = match &t.organ_label {
-            Some(n) => Some(by_name(n).ok_or_else(|| format!("[radiomics] organ_label: dataset.json has no label {n:?}"))?),
+            Some(n) => {
+                Some(by_name(n).ok_or_else(|| format!("[radiomics] organ_label: dataset.json has no label {n:?}"))?)
+            }
             None => labels.iter().find(|(v, n)| *v != 0 && organ_name(n) && !is_tumour_name(n)).cloned(),
         };
         if let Some(o) = &organ
@@ -151,7 +155,9 @@ impl StudyPlan {
         let organ_minus_tumour = match t.organ_roi.as_deref() {
             None | Some("organ") => false,
             Some("organ-minus-tumour") => true,
-            Some(o) => return Err(format!("[radiomics] organ_roi {o:?} is neither \"organ\" nor \"organ-minus-tumour\"")),
+            Some(o) => {
+                return Err(format!("[radiomics] organ_roi {o:?} is neither \"organ\" nor \"organ-minus-tumour\""));
+            }
         };
         let peritumoral_mm = t.peritumoral_mm.unwrap_or(5.0);
         if !(peritumoral_mm.is_finite() && peritumoral_mm > 0.0) {
@@ -317,7 +323,8 @@ pub fn ct_study(ct: &Volume<f32>, labels: &Volume<u8>, plan: &StudyPlan) -> (Vol
                     .map(|p| {
                         let lesion: Vec<bool> = lesions.iter().map(|&l| l == n).collect();
                         let moved = perturb::apply(*p, &lesion, dims, spacing);
-                        let t: Vec<bool> = tumour.iter().zip(&lesions).zip(&moved).map(|((t, l), m)| (*t && *l != n) || *m).collect();
+                        let t: Vec<bool> =
+                            tumour.iter().zip(&lesions).zip(&moved).map(|((t, l), m)| (*t && *l != n) || *m).collect();
                         run(ct, &roi::peritumoral(&moved, &t, &inp, &plan.spec), &plan.params)
                     })
                     .collect(),
@@ -366,7 +373,8 @@ pub fn pet_study(suv: &Volume<f32>, lesions: &Volume<u32>, plan: &StudyPlan) -> 
         }
         let output = run(suv, &m, &plan.params);
         if let (Ok(o), false) = (&output, perturbations.is_empty()) {
-            let p = perturbations.iter().map(|p| run(suv, &perturb::apply(*p, &m, dims, spacing), &plan.params)).collect();
+            let p =
+                perturbations.iter().map(|p| run(suv, &perturb::apply(*p, &m, dims, spacing), &plan.params)).collect();
             subjects.push((format!("lesion-{n}_pet"), "pet", o.clone(), p));
         }
         results.push(RoiResult {
@@ -475,5 +483,53 @@ impl StudyRadiomics {
             "rois": rois,
             "reproducibility": reproducibility,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::Profile;
+
+    fn labels() -> Vec<(u8, String)> {
+        vec![(0, "background".into()), (1, "lung".into()), (2, "tumour".into())]
+    }
+
+    fn table(text: &str) -> Result<RadiomicsToml, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn labels_resolve_from_dataset_names_and_defaults_apply() {
+        let t = table("").expect("empty table");
+        let p = StudyPlan::resolve(Some(&t), Profile::CtRadiomics, &labels(), &[], Path::new("."))
+            .expect("resolves")
+            .expect("a plan");
+        assert_eq!(p.tumour, vec![(2, "tumour".to_string())]);
+        assert_eq!(p.organ, Some((1, "lung".to_string())));
+        assert_eq!((p.spec.peritumoral_mm, p.spec.organ_minus_tumour, p.perturb), (5.0, false, 0));
+        assert_eq!((p.body_threshold_hu, p.icc_threshold), (-500.0, 0.75));
+        // No table: no radiomics.
+        assert_eq!(StudyPlan::resolve(None, Profile::CtRadiomics, &labels(), &[], Path::new(".")), Ok(None));
+    }
+
+    #[test]
+    fn bad_tables_are_refused_with_the_reason() {
+        assert!(table("perturbations = 3").expect_err("unknown key").contains("perturbations"));
+        let cases = [
+            ("organ_label = \"liver\"", Profile::CtRadiomics, "no label \"liver\""),
+            ("organ_roi = \"both\"", Profile::CtRadiomics, "organ_roi"),
+            ("peritumoral_mm = -1.0", Profile::CtRadiomics, "positive"),
+            ("params = \"p.yaml\"", Profile::CtRadiomics, "not listed in [files]"),
+            ("pet = true", Profile::CtRadiomics, "petct-total-tumour"),
+            ("pet = true\norgan_label = \"lung\"", Profile::PetctTotalTumour, "organ_label"),
+            ("tumour_labels = [\"lung\"]\norgan_label = \"lung\"", Profile::CtRadiomics, "both"),
+            ("", Profile::CtScreening, "not used"),
+        ];
+        for (text, profile, want) in cases {
+            let t = table(text).expect("parses");
+            let e = StudyPlan::resolve(Some(&t), profile, &labels(), &[], Path::new(".")).expect_err(text);
+            assert!(e.contains(want), "{text}: {e}");
+        }
     }
 }
