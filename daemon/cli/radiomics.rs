@@ -53,7 +53,7 @@ fn extract_case(
     params: &rad::params::Params,
     label: Option<i64>,
     perturb: &[perturb::Perturbation],
-) -> Result<(rad::Output, Vec<Result<rad::Output, String>>)> {
+) -> Result<(rad::Output, perturb::Perturbed)> {
     let (im, ma) = (read(image)?, read(mask)?);
     let out = rad::extract(&im, &ma, params, label)?;
     let l = label.unwrap_or(params.settings.label) as f32;
@@ -76,7 +76,7 @@ fn extract_case(
 /// The reproducibility block: the ICC(1,1) of each feature over the cases
 /// whose every perturbation was extracted.
 fn reproducibility(
-    cases: &[(String, rad::Output, Vec<Result<rad::Output, String>>)],
+    cases: &[(String, rad::Output, perturb::Perturbed)],
     plan: &[perturb::Perturbation],
     threshold: f64,
 ) -> (Vec<(String, perturb::FeatureIcc)>, serde_json::Value) {

@@ -12,6 +12,10 @@ use serde_json::Value as Json;
 
 use super::Output;
 
+/// The extractions of a subject's perturbed masks, in plan order (an
+/// extraction that failed as its reason).
+pub type Perturbed = Vec<Result<Output, String>>;
+
 /// One perturbation of a mask.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
@@ -63,14 +67,14 @@ pub fn plan(n: usize) -> Vec<Perturbation> {
                     let mut voxels = [0i64; 3];
                     for (a, v) in voxels.iter_mut().enumerate() {
                         if axes & (1 << a) != 0 {
-                            *v = if splitmix64(&mut s) % 2 == 0 { 1 } else { -1 };
+                            *v = if splitmix64(&mut s).is_multiple_of(2) { 1 } else { -1 };
                         }
                     }
                     Perturbation::Translation { voxels }
                 }
                 _ => {
                     let magnitude = 5 + splitmix64(&mut s) % 11;
-                    let sign = if splitmix64(&mut s) % 2 == 0 { 1.0 } else { -1.0 };
+                    let sign = if splitmix64(&mut s).is_multiple_of(2) { 1.0 } else { -1.0 };
                     Perturbation::Rotation { degrees: sign * magnitude as f64 }
                 }
             }

@@ -112,7 +112,7 @@ pub fn body_mask(ct: &[f32], dims: [usize; 3], threshold_hu: f64) -> Vec<bool> {
 pub fn ring(mask: &[bool], dims: [usize; 3], spacing: [f64; 3], width_mm: f64) -> Vec<bool> {
     let [nx, ny, nz] = dims;
     let mut out = vec![false; mask.len()];
-    if !(width_mm > 0.0) || mask.len() != nx * ny * nz {
+    if width_mm.is_nan() || width_mm <= 0.0 || mask.len() != nx * ny * nz {
         return out;
     }
     let reach = [0, 1, 2].map(|a| if spacing[a] > 0.0 { (width_mm / spacing[a]).floor() as i64 } else { 0 });

@@ -254,21 +254,19 @@ fn run(image: &Volume<f32>, m: &[bool], params: &Params) -> Result<Output, Strin
     extract(image, &mask_volume(image, m), params, Some(1)).map_err(|e| e.to_string())
 }
 
-/// ICC per kind: `subjects` are (name, kind, the original output, the
-/// perturbed masks' extractions).
-fn kind_iccs(
-    kinds: &[&'static str],
-    subjects: Vec<(String, &'static str, Output, Vec<Result<Output, String>>)>,
-    threshold: f64,
-) -> Vec<KindIcc> {
+/// One ICC subject: its ROI's name and kind, the original extraction and
+/// the perturbed masks' extractions.
+type Subject = (String, &'static str, Output, perturb::Perturbed);
+
+/// ICC per kind over `subjects`.
+fn kind_iccs(kinds: &[&'static str], subjects: Vec<Subject>, threshold: f64) -> Vec<KindIcc> {
     kinds
         .iter()
         .map(|&kind| {
             let mut names = Vec::new();
             let mut excluded = Vec::new();
             let mut table = Vec::new();
-            for (name, k, original, perturbed) in subjects.iter().filter(|s| s.1 == kind) {
-                let _ = k;
+            for (name, _, original, perturbed) in subjects.iter().filter(|s| s.1 == kind) {
                 match perturbed.iter().cloned().collect::<Result<Vec<Output>, String>>() {
                     Ok(p) => {
                         names.push(name.clone());
@@ -313,7 +311,7 @@ pub fn ct_study(ct: &Volume<f32>, labels: &Volume<u8>, plan: &StudyPlan) -> (Vol
         let mut subjects = Vec::new();
         for (r, res) in rois.iter().zip(&results) {
             let Ok(original) = &res.output else { continue };
-            let perturbed: Vec<Result<Output, String>> = match (r.kind, r.lesion) {
+            let perturbed: perturb::Perturbed = match (r.kind, r.lesion) {
                 (RoiKind::Intratumoral, Some(_)) => perturbations
                     .iter()
                     .map(|p| run(ct, &perturb::apply(*p, &r.mask, dims, spacing), &plan.params))
