@@ -341,7 +341,8 @@ pub fn process(a: &ProcessArgs) -> Result<bool> {
                 progress.suspend(|| println!(
                     "{} ({} lesions; load {:.1} s, preprocess {:.1} s, inference {:.1} s, export {:.1} s, post {:.1} s, write {:.1} s)",
                     dir.display(),
-                    r.report.lesions.len(),
+                    // The lesion map's count (the CT radiomics profile has lesions but no table).
+                    r.lesions.as_ref().map_or(r.report.lesions.len(), |l| l.data.iter().copied().max().unwrap_or(0) as usize),
                     t.load,
                     t.preprocess,
                     t.inference,

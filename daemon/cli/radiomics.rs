@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use edgeseg::export::nifti;
-use edgeseg::radiomics::{self as rad, output};
+use edgeseg::radiomics::{self as rad, output, perturb};
 
 use crate::progress::Progress;
 
@@ -30,6 +30,14 @@ pub struct Args {
     /// Print PyRadiomics' CSV layout (header and one row per case).
     #[arg(long)]
     csv: bool,
+    /// Re-extract every feature under N segmentation perturbations (dilation,
+    /// erosion, translations, rotations of the mask; fixed seeds) and report
+    /// each feature's ICC(1,1) over the cases and a reproducible flag.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    perturb: usize,
+    /// ICC(1,1) at or above which a feature is reproducible (with --perturb).
+    #[arg(long, value_name = "ICC", default_value_t = 0.75, requires = "perturb")]
+    icc_threshold: f64,
 }
 
 /// A NIfTI volume (its error names the file, in words).
@@ -37,26 +45,116 @@ fn read(p: &Path) -> Result<edgeseg::volume::Volume<f32>> {
     Ok(nifti::read_f32(p)?)
 }
 
+/// The extractions of one case: the original, then one per perturbation of
+/// its ROI (the mask's voxels of the label, moved on the mask's own grid).
+fn extract_case(
+    image: &Path,
+    mask: &Path,
+    params: &rad::params::Params,
+    label: Option<i64>,
+    perturb: &[perturb::Perturbation],
+) -> Result<(rad::Output, perturb::Perturbed)> {
+    let (im, ma) = (read(image)?, read(mask)?);
+    let out = rad::extract(&im, &ma, params, label)?;
+    let l = label.unwrap_or(params.settings.label) as f32;
+    let roi: Vec<bool> = ma.data.iter().map(|&v| v == l).collect();
+    let g = &ma.geometry;
+    let moved = perturb
+        .iter()
+        .map(|p| {
+            let m = perturb::apply(*p, &roi, g.dims, g.spacing);
+            let v = edgeseg::volume::Volume {
+                geometry: g.clone(),
+                data: m.iter().map(|&b| if b { 1.0 } else { 0.0 }).collect(),
+            };
+            rad::extract(&im, &v, params, Some(1)).map_err(|e| e.to_string())
+        })
+        .collect();
+    Ok((out, moved))
+}
+
+/// The reproducibility block: the ICC(1,1) of each feature over the cases
+/// whose every perturbation was extracted.
+fn reproducibility(
+    cases: &[(String, rad::Output, perturb::Perturbed)],
+    plan: &[perturb::Perturbation],
+    threshold: f64,
+) -> (Vec<(String, perturb::FeatureIcc)>, serde_json::Value) {
+    let mut table = Vec::new();
+    let mut subjects = Vec::new();
+    let mut excluded = Vec::new();
+    for (name, out, moved) in cases {
+        match moved.iter().cloned().collect::<Result<Vec<_>, String>>() {
+            Ok(m) => {
+                subjects.push(name.clone());
+                table.push(std::iter::once(out.clone()).chain(m).collect::<Vec<_>>());
+            }
+            Err(e) => excluded.push(serde_json::json!({"case": name, "reason": e})),
+        }
+    }
+    let iccs = perturb::feature_iccs(&table, threshold);
+    let json = serde_json::json!({
+        "perturbations": plan.iter().enumerate().map(|(i, p)| {
+            let mut v = serde_json::to_value(p).unwrap_or_default();
+            if let Some(o) = v.as_object_mut() {
+                o.insert("index".into(), serde_json::json!(i + 1));
+                o.insert("seed".into(), serde_json::json!(perturb::seed(i + 1)));
+            }
+            v
+        }).collect::<Vec<_>>(),
+        "raters": plan.len() + 1,
+        "icc": "ICC(1,1)",
+        "icc_threshold": threshold,
+        "subjects": subjects,
+        "excluded": excluded,
+        "features": perturb::iccs_json(&iccs),
+    });
+    (iccs, json)
+}
+
+/// The ICC(1,1) and reproducible rows of a CSV: the statistic's name in the
+/// first input column, the other input columns empty.
+fn icc_csv_rows(
+    columns: &[String],
+    iccs: &[(String, perturb::FeatureIcc)],
+) -> Vec<(Vec<(String, String)>, rad::Output)> {
+    let (icc, rep) = perturb::csv_rows(iccs);
+    [("ICC(1,1)", icc), ("reproducible", rep)]
+        .into_iter()
+        .map(|(what, out)| {
+            let cols = columns
+                .iter()
+                .enumerate()
+                .map(|(i, c)| (c.clone(), if i == 0 { what.to_string() } else { String::new() }))
+                .collect();
+            (cols, out)
+        })
+        .collect()
+}
+
 /// One case (text, --json or --csv) or a batch CSV (CSV or JSON on stdout,
 /// progress on stderr; failed cases named on stderr and left out, exit 2).
+/// With --perturb: the ICC(1,1) rows (CSV), an `ICC(1,1)` line per feature
+/// (text), or `{"cases": [...], "reproducibility": {...}}` (JSON).
 pub fn run(a: Args) -> Result<bool> {
     let params = match a.params.as_deref() {
         Some(p) => rad::params::Params::from_file(p).with_context(|| format!("{}", p.display()))?,
         None => rad::params::Params::default(),
     };
+    let plan = perturb::plan(a.perturb);
     let Some(mask) = a.mask.as_deref() else {
         let cases = output::read_batch(&a.image)?;
         let mut progress = Progress::new("case", cases.len(), true);
         let mut rows = Vec::new();
+        let mut done = Vec::new();
         let mut all_ok = true;
         for (i, case) in cases.iter().enumerate() {
             progress.begin("");
-            let result = read(&case.image).and_then(|im| {
-                let ma = read(&case.mask)?;
-                Ok(rad::extract(&im, &ma, &params, a.label.or(case.label))?)
-            });
-            match result {
-                Ok(out) => rows.push((case.columns.clone(), out)),
+            match extract_case(&case.image, &case.mask, &params, a.label.or(case.label), &plan) {
+                Ok((out, moved)) => {
+                    done.push((format!("case {}", i + 1), out.clone(), moved));
+                    rows.push((case.columns.clone(), out));
+                }
                 Err(e) => {
                     all_ok = false;
                     progress.suspend(|| eprintln!("error: case {} ({}): {e:#}", i + 1, case.image.display()));
@@ -64,6 +162,7 @@ pub fn run(a: Args) -> Result<bool> {
             }
         }
         progress.finish();
+        let repro = (!plan.is_empty()).then(|| reproducibility(&done, &plan, a.icc_threshold));
         if a.json {
             let all: Vec<serde_json::Value> = rows
                 .iter()
@@ -74,23 +173,55 @@ pub fn run(a: Args) -> Result<bool> {
                     serde_json::Value::Object(m)
                 })
                 .collect();
-            outln!("{}", serde_json::to_string_pretty(&all)?);
+            let v = match repro {
+                Some((_, r)) => serde_json::json!({"cases": all, "reproducibility": r}),
+                None => serde_json::Value::Array(all),
+            };
+            outln!("{}", serde_json::to_string_pretty(&v)?);
         } else {
+            if let (Some((iccs, _)), Some((cols, _))) = (&repro, rows.first()) {
+                let names: Vec<String> = cols.iter().map(|(k, _)| k.clone()).collect();
+                rows.extend(icc_csv_rows(&names, iccs));
+            }
             std::io::Write::write_all(&mut std::io::stdout().lock(), output::to_csv(&rows).as_bytes())?;
         }
         return Ok(all_ok);
     };
-    let out = rad::extract(&read(&a.image)?, &read(mask)?, &params, a.label)?;
+    let (out, moved) = extract_case(&a.image, mask, &params, a.label, &plan)?;
+    let repro =
+        (!plan.is_empty()).then(|| reproducibility(&[("case 1".into(), out.clone(), moved)], &plan, a.icc_threshold));
     let text = if a.json {
-        output::to_json(&out) + "\n"
+        match &repro {
+            Some((_, r)) => {
+                let case = serde_json::Value::Object(out.iter().cloned().collect());
+                serde_json::to_string_pretty(&serde_json::json!({"cases": [case], "reproducibility": r}))? + "\n"
+            }
+            None => output::to_json(&out) + "\n",
+        }
     } else if a.csv {
         let cols = vec![
             ("Image".to_string(), a.image.display().to_string()),
             ("Mask".to_string(), mask.display().to_string()),
         ];
-        output::to_csv(&[(cols, out)])
+        let mut rows = vec![(cols, out)];
+        if let Some((iccs, _)) = &repro {
+            rows.extend(icc_csv_rows(&["Image".into(), "Mask".into()], iccs));
+        }
+        output::to_csv(&rows)
     } else {
-        output::to_text(&out)
+        let mut t = output::to_text(&out);
+        if let Some((iccs, _)) = &repro {
+            for (name, r) in iccs {
+                let verdict = match (r.icc, r.reproducible, &r.reason) {
+                    (Some(icc), Some(rep), _) => {
+                        format!("{icc} ({})", if rep { "reproducible" } else { "not reproducible" })
+                    }
+                    (_, _, reason) => format!("undefined: {}", reason.as_deref().unwrap_or("")),
+                };
+                t.push_str(&format!("ICC(1,1) {name}: {verdict}\n"));
+            }
+        }
+        t
     };
     std::io::Write::write_all(&mut std::io::stdout().lock(), text.as_bytes())?;
     Ok(true)

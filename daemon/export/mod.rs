@@ -114,6 +114,20 @@ pub fn write_dicom_with(
     lesions: Option<&Volume<u32>>,
     options: &DicomOptions,
 ) -> Result<Vec<String>, dicom_refs::DicomExportError> {
+    write_dicom_rois(dir, inputs, labels, lesions, &[], options)
+}
+
+/// [`write_dicom_with`] with extra segments after the lesions and classes:
+/// the radiomics ROIs (peri-tumoural rings, the whole organ), on the label
+/// map's grid; seg.dcm then says its segments may overlap.
+pub fn write_dicom_rois(
+    dir: &Path,
+    inputs: &DicomInputs,
+    labels: &Volume<u8>,
+    lesions: Option<&Volume<u32>>,
+    rois: &[segments::ExtraRoi],
+    options: &DicomOptions,
+) -> Result<Vec<String>, dicom_refs::DicomExportError> {
     dicom_source::DicomSource::of(inputs).write(dir)?;
     let mut written = Vec::new();
     // On a resampled grid (irregular spacing, gantry tilt): the maps mapped
@@ -125,11 +139,20 @@ pub fn write_dicom_with(
             lesions.map(|l| dicom_refs::to_source_slices(l, &inputs.source, grid)),
         )
     });
+    let mapped_rois: Option<Vec<segments::ExtraRoi>> = inputs.source.resampled.as_ref().map(|grid| {
+        rois.iter()
+            .map(|r| segments::ExtraRoi {
+                mask: dicom_refs::to_source_slices(&r.mask, &inputs.source, grid),
+                ..r.clone()
+            })
+            .collect()
+    });
+    let rois = mapped_rois.as_deref().unwrap_or(rois);
     let (labels, lesions) = match &mapped {
         Some((l, les)) => (l, les.as_ref()),
         None => (labels, lesions),
     };
-    let set = segments::SegmentSet::new(labels, lesions, inputs.lesion_label, &inputs.classes);
+    let set = segments::SegmentSet::new(labels, lesions, inputs.lesion_label, &inputs.classes).with_rois(rois);
     let study = crate::queue::uid_hash(&inputs.source.study_uid);
     if set.segments.is_empty() {
         tracing::info!(study = %study, "study {study}: no segments: no seg.dcm or rtstruct.dcm written");

@@ -267,6 +267,10 @@ pub struct Report {
     /// DICOM files written into the study folder (`seg.dcm`, `rtstruct.dcm`;
     /// empty when the study has no segment).
     pub dicom_outputs: Vec<String>,
+    /// Radiomics (docs/radiomics.md): settings, every ROI's features, the
+    /// perturbations' ICC(1,1); absent where the profile extracts none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub radiomics: Option<serde_json::Value>,
 }
 
 #[cfg(test)]
@@ -316,6 +320,7 @@ mod tests {
             suv: SuvSummary::of(&[]),
             timings_s: StageTimings::default(),
             dicom_outputs: Vec::new(),
+            radiomics: None,
         };
         let v = serde_json::to_value(&report).expect("json");
         assert_eq!(v["units"]["suv"], "g/mL");

@@ -18,7 +18,7 @@ use super::dicom_refs::{
     DicomExportError, NewSeries, SourceRefs, SourceSlice, check_slices, ds, item, now_utc, put_new_series, seq, text,
     texts,
 };
-use super::segments::{SegmentKind, SegmentSet};
+use super::segments::SegmentSet;
 
 /// RT Structure Set Storage.
 pub const RTSTRUCT_SOP_CLASS_UID: &str = "1.2.840.10008.5.1.4.1.1.481.3";
@@ -147,11 +147,7 @@ pub fn write(
             roi.push(seq(tags::CONTOUR_SEQUENCE, contours));
         }
         roi_contours.push(item(roi));
-        let interpreted = match s.kind {
-            SegmentKind::Lesion(_) => "GTV",
-            SegmentKind::Class(_) if s.property == super::segments::NEOPLASM => "GTV",
-            SegmentKind::Class(_) => "ORGAN",
-        };
+        let interpreted = set.interpreted_type(s);
         observations.push(item(vec![
             text(tags::OBSERVATION_NUMBER, VR::IS, &number),
             text(tags::REFERENCED_ROI_NUMBER, VR::IS, &number),

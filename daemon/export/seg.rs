@@ -85,7 +85,9 @@ pub fn write(
         text(tags::CONTENT_DESCRIPTION, VR::LO, "Automatic segmentation (not for clinical use unless cleared)"),
         text(tags::CONTENT_CREATOR_NAME, VR::PN, ""),
         text(tags::SEGMENTATION_TYPE, VR::CS, "BINARY"),
-        text(tags::SEGMENTS_OVERLAP, VR::CS, "NO"),
+        // The radiomics ROIs (peri-tumoural rings, the whole organ) overlap
+        // the lesions and classes.
+        text(tags::SEGMENTS_OVERLAP, VR::CS, if set.overlapping() { "UNDEFINED" } else { "NO" }),
         text(tags::LOSSY_IMAGE_COMPRESSION, VR::CS, "00"),
         // Image Pixel.
         us(tags::SAMPLES_PER_PIXEL, &[1]),
@@ -131,6 +133,18 @@ pub fn write(
         })
         .collect();
     obj.put(seq(tags::SEGMENT_SEQUENCE, segments));
+    // A private code (the radiomics ROIs' "Peritumoral region") is described
+    // in the Coding Scheme Identification Sequence (PS3.3 C.12.1.1.2).
+    if set.segments.iter().any(|s| s.property.scheme == super::segments::PERITUMORAL.scheme) {
+        obj.put(seq(
+            tags::CODING_SCHEME_IDENTIFICATION_SEQUENCE,
+            vec![item(vec![
+                text(tags::CODING_SCHEME_DESIGNATOR, VR::SH, super::segments::PERITUMORAL.scheme),
+                text(tags::CODING_SCHEME_NAME, VR::ST, "edgeseg local codes"),
+                text(tags::CODING_SCHEME_RESPONSIBLE_ORGANIZATION, VR::ST, "edgeseg"),
+            ])],
+        ));
+    }
     // Common Instance Reference: the source series and its instances.
     let instances = src
         .instances()

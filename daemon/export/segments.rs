@@ -14,6 +14,79 @@ pub enum SegmentKind {
     Lesion(u32),
     /// Voxels of this class in the label map.
     Class(u8),
+    /// Voxels of the set's extra ROI with this index (radiomics ROIs).
+    Roi(usize),
+}
+
+/// A radiomics ROI written as a segment of its own after the lesions and
+/// classes (the peri-tumoural rings, the whole organ): it may overlap them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExtraRoi {
+    /// SegmentLabel / ROIName ("Peritumoral region, lesion 1").
+    pub label: String,
+    /// Segmented Property Category.
+    pub category: Code,
+    /// Segmented Property Type.
+    pub property: Code,
+    /// RT ROI Interpreted Type ("ORGAN", or empty).
+    pub interpreted_type: &'static str,
+    /// Display colour.
+    pub rgb: [u8; 3],
+    /// 1 inside, on the label map's grid.
+    pub mask: Volume<u8>,
+}
+
+/// "Peritumoral region": SNOMED CT has no concept for a ring of tissue
+/// around a tumour, so the type is edgeseg's own (a private coding scheme,
+/// PS3.16 8.2: designators beginning with "99").
+pub const PERITUMORAL: Code = Code { value: "PERITUMORAL", scheme: "99EDGESEG", meaning: "Peritumoral region" };
+
+/// The radiomics ROIs that are no lesion or class segment already: each
+/// peri-tumoural ring, and the whole organ where it takes the lesions
+/// touching it in (organ-minus-tumour is the organ's class segment).
+pub fn radiomics_rois(
+    rois: &[crate::radiomics::roi::RoiMask],
+    organ: Option<&str>,
+    like: &Volume<u8>,
+    minus_tumour: bool,
+) -> Vec<ExtraRoi> {
+    use crate::radiomics::roi::RoiKind;
+    let mut out = Vec::new();
+    for r in rois {
+        let mask = Volume { geometry: like.geometry.clone(), data: r.mask.iter().map(|&m| u8::from(m)).collect() };
+        match (r.kind, r.lesion) {
+            (RoiKind::Peritumoral, Some(n)) => out.push(ExtraRoi {
+                label: format!("Peritumoral region, lesion {n}"),
+                category: TISSUE,
+                property: PERITUMORAL,
+                interpreted_type: "",
+                rgb: super::palette::lesion_colour(n).map(|c| ((u16::from(c) + 255) / 2) as u8),
+                mask,
+            }),
+            (RoiKind::Peritumoral, None) => out.push(ExtraRoi {
+                label: "Peritumoral region, all lesions".into(),
+                category: TISSUE,
+                property: PERITUMORAL,
+                interpreted_type: "",
+                rgb: [240, 230, 140],
+                mask,
+            }),
+            (RoiKind::Organ, _) if !minus_tumour => {
+                let name = organ.unwrap_or("organ");
+                let (category, property) = class_entry(name).map_or((TISSUE, TISSUE), |e| (ANATOMICAL, e.1));
+                out.push(ExtraRoi {
+                    label: lo(&format!("{name}, whole organ with its lesions")),
+                    category,
+                    property,
+                    interpreted_type: "ORGAN",
+                    rgb: colour(SegmentKind::Class(0), name),
+                    mask,
+                });
+            }
+            _ => {}
+        }
+    }
+    out
 }
 
 /// One segment (SEG) / ROI (RTSTRUCT).
@@ -63,7 +136,7 @@ const CLASSES: &[(&str, Code, [u8; 3])] = &[
 pub fn colour(kind: SegmentKind, class_name: &str) -> [u8; 3] {
     match kind {
         SegmentKind::Lesion(n) => super::palette::lesion_colour(n),
-        SegmentKind::Class(_) => class_entry(class_name).map(|c| c.2).unwrap_or([128, 174, 200]),
+        SegmentKind::Class(_) | SegmentKind::Roi(_) => class_entry(class_name).map(|c| c.2).unwrap_or([128, 174, 200]),
     }
 }
 
@@ -124,6 +197,7 @@ pub struct SegmentSet<'a> {
     pub segments: Vec<Segment>,
     labels: &'a Volume<u8>,
     lesions: Option<&'a Volume<u32>>,
+    extra: &'a [ExtraRoi],
 }
 
 impl<'a> SegmentSet<'a> {
@@ -196,7 +270,50 @@ impl<'a> SegmentSet<'a> {
             };
             push(SegmentKind::Class(*value), lo(name), category, property, name, slices);
         }
-        Self { segments, labels, lesions }
+        Self { segments, labels, lesions, extra: &[] }
+    }
+
+    /// The set with the extra ROIs appended as segments (those with voxels).
+    pub fn with_rois(mut self, rois: &'a [ExtraRoi]) -> Self {
+        let plane = self.labels.geometry.dims[0] * self.labels.geometry.dims[1];
+        for (i, r) in rois.iter().enumerate() {
+            if self.segments.len() >= usize::from(u16::MAX) || r.mask.data.len() != self.labels.data.len() {
+                continue;
+            }
+            let slices: Vec<usize> = (0..self.labels.geometry.dims[2])
+                .filter(|&k| r.mask.data[k * plane..(k + 1) * plane].iter().any(|&v| v != 0))
+                .collect();
+            if slices.is_empty() {
+                continue;
+            }
+            let number = self.segments.len() as u16 + 1;
+            self.segments.push(Segment {
+                number,
+                label: r.label.clone(),
+                kind: SegmentKind::Roi(i),
+                category: r.category,
+                property: r.property,
+                rgb: r.rgb,
+                slices,
+            });
+        }
+        self.extra = rois;
+        self
+    }
+
+    /// Whether segments may overlap (extra ROIs overlap the lesions' and classes').
+    pub fn overlapping(&self) -> bool {
+        self.segments.iter().any(|s| matches!(s.kind, SegmentKind::Roi(_)))
+    }
+
+    /// The RT ROI Interpreted Type of a segment.
+    pub fn interpreted_type(&self, segment: &Segment) -> &'static str {
+        match segment.kind {
+            SegmentKind::Lesion(_) => "GTV",
+            SegmentKind::Class(_) if segment.property == NEOPLASM => "GTV",
+            SegmentKind::Class(_) => "ORGAN",
+            SegmentKind::Roi(i) => self.extra.get(i).map_or("", |r| r.interpreted_type),
+        }
     }
 
     /// The geometry the masks lie on.
@@ -212,6 +329,10 @@ impl<'a> SegmentSet<'a> {
                 None => vec![0; self.labels.slice(k).len()],
             },
             SegmentKind::Class(c) => self.labels.slice(k).iter().map(|&v| u8::from(v == c)).collect(),
+            SegmentKind::Roi(i) => match self.extra.get(i) {
+                Some(r) => r.mask.slice(k).iter().map(|&v| u8::from(v != 0)).collect(),
+                None => vec![0; self.labels.slice(k).len()],
+            },
         }
     }
 }

@@ -135,6 +135,9 @@ pub struct ModelToml {
     pub network: NetworkFormat,
     /// sha256 per file name.
     pub files: BTreeMap<String, String>,
+    /// Radiomics (`ct-radiomics` profile; PET features for `petct-total-tumour`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub radiomics: Option<crate::radiomics::study::RadiomicsToml>,
 }
 
 /// Intensity statistics of one channel's foreground (plans.json).
@@ -226,6 +229,8 @@ pub struct ModelPackage {
     pub dataset: Dataset,
     /// sha256 of the whole package (of model.toml's file list, in order).
     pub sha256: String,
+    /// The radiomics the package asks for (model.toml `[radiomics]`, resolved).
+    pub radiomics: Option<crate::radiomics::study::StudyPlan>,
 }
 
 fn sha256_file(path: &Path) -> Result<String, ModelError> {
@@ -295,6 +300,12 @@ impl ModelPackage {
         if config.patch_size.len() != 3 || config.spacing.len() != 3 {
             return Err(invalid("only 3D configurations are supported".into()));
         }
+        let labels: Vec<(u8, String)> =
+            dataset.labels.iter().filter_map(|(n, v)| Some((u8::try_from(v.as_u64()?).ok()?, n.clone()))).collect();
+        let files: Vec<String> = meta.files.keys().cloned().collect();
+        let radiomics =
+            crate::radiomics::study::StudyPlan::resolve(meta.radiomics.as_ref(), meta.profile, &labels, &files, dir)
+                .map_err(|reason| ModelError::Parse { path: toml_path.clone(), reason })?;
         let sha256 = hex(&whole.finalize());
         // One line per read: the daemon reads its package once per start.
         tracing::info!(
@@ -302,7 +313,7 @@ impl ModelPackage {
             dir.display(),
             meta.files.len()
         );
-        Ok(Self { dir: dir.to_path_buf(), meta, plans, config, dataset, sha256 })
+        Ok(Self { dir: dir.to_path_buf(), meta, plans, config, dataset, sha256, radiomics })
     }
 
     /// Number of output classes (background included).

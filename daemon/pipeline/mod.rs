@@ -111,6 +111,9 @@ pub struct StudyResult {
     pub dicom: Option<DicomInputs>,
     /// report.json.
     pub report: Report,
+    /// Radiomics (ROIs, features, ICCs), where the profile extracts them:
+    /// rois/*.nii.gz, ct.nii.gz and radiomics.csv.
+    pub radiomics: Option<crate::radiomics::study::StudyRadiomics>,
 }
 
 /// Runs one study through load, inference and post-processing.
@@ -194,6 +197,7 @@ fn study_result(
         patient,
         verdict,
         ran,
+        radiomics,
     } = post;
     let profiles::Run { case: mut reference_case, labels, probabilities } = reference;
     let ct = match suv {
@@ -222,9 +226,10 @@ fn study_result(
         suv: suv_summary,
         timings_s: timings,
         dicom_outputs: Vec::new(),
+        radiomics: radiomics.as_ref().map(|r| r.report()),
     };
     let dicom = reference_case.source.map(|source| dicom_inputs(pkg, source, lesion_label));
-    StudyResult { labels, lesions, probabilities, suv, ct, focus_class, dicom, report }
+    StudyResult { labels, lesions, probabilities, suv, ct, focus_class, dicom, report, radiomics }
 }
 
 /// The network on one case: from its preprocessing done on the loader

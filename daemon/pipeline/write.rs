@@ -1,5 +1,6 @@
 //! A study's results to the files of its folder (labels.nii.gz,
-//! lesions.nii.gz, suv.nii.gz, probabilities.nii.gz, lesions.csv, mip.png,
+//! lesions.nii.gz, suv.nii.gz, probabilities.nii.gz, lesions.csv, the
+//! radiomics files (rois/*.nii.gz, ct.nii.gz, radiomics.csv), mip.png,
 //! seg.dcm, rtstruct.dcm, report.json last), through the atomic study
 //! folder of `export::study_dir`.
 
@@ -47,6 +48,9 @@ fn write_files(staging: &mut Staging, result: &mut StudyResult, started: Instant
     let p = dir.join("lesions.csv");
     csv::write(&p, &result.report.lesions).map_err(PipelineError::io(&p))?;
     staging.file_done();
+    if let Some(r) = &result.radiomics {
+        write_radiomics(staging, r, result.ct.as_ref(), &desc)?;
+    }
     // A model not cleared for clinical use marks every human-readable output.
     let cu = result.report.model.clinical_use;
     let picture = match (&result.suv, &result.ct) {
@@ -61,8 +65,9 @@ fn write_files(staging: &mut Staging, result: &mut StudyResult, started: Instant
     }
     if let Some(d) = &result.dicom {
         let opts = crate::export::DicomOptions { clinical_use: cu, ..Default::default() };
+        let rois = result.radiomics.as_ref().map(|r| r.segments(&result.labels)).unwrap_or_default();
         result.report.dicom_outputs =
-            crate::export::write_dicom_with(&dir, d, &result.labels, result.lesions.as_ref(), &opts)?;
+            crate::export::write_dicom_rois(&dir, d, &result.labels, result.lesions.as_ref(), &rois, &opts)?;
         for _ in &result.report.dicom_outputs {
             staging.file_done();
         }
@@ -71,6 +76,42 @@ fn write_files(staging: &mut Staging, result: &mut StudyResult, started: Instant
     let p = dir.join("report.json");
     let text = serde_json::to_vec_pretty(&result.report).map_err(|e| PipelineError::io(&p)(e.into()))?;
     crate::export::write_atomic(&p, |f| std::io::Write::write_all(f, &text)).map_err(PipelineError::io(&p))?;
+    staging.file_done();
+    Ok(())
+}
+
+/// The radiomics files: each ROI as a label map (`rois/<name>.nii.gz`,
+/// 1 inside), the CT the features came from (`ct.nii.gz`) where a ROI was
+/// extracted on it, and radiomics.csv.
+fn write_radiomics(
+    staging: &mut Staging,
+    r: &crate::radiomics::study::StudyRadiomics,
+    ct: Option<&crate::volume::Volume<f32>>,
+    desc: &str,
+) -> Result<(), PipelineError> {
+    let dir = staging.dir().to_path_buf();
+    if let Some(ct) = ct.filter(|_| r.results.iter().any(|x| x.image == "ct.nii.gz")) {
+        let p = dir.join("ct.nii.gz");
+        nifti::write(&p, ct, "edgeseg CT (HU)").map_err(PipelineError::io(&p))?;
+        staging.file_done();
+    }
+    if !r.rois.is_empty() {
+        let rois = dir.join("rois");
+        crate::export::create_output_dir(&rois).map_err(PipelineError::io(&rois))?;
+        let geometry = ct.map(|c| c.geometry.clone());
+        for roi in &r.rois {
+            let Some(g) = geometry.clone() else { break };
+            let v = crate::volume::Volume { geometry: g, data: roi.mask.iter().map(|&m| u8::from(m)).collect() };
+            let p = dir.join(crate::radiomics::study::roi_file(&roi.name));
+            nifti::write(&p, &v, &format!("{desc} ROI {}", roi.name)).map_err(PipelineError::io(&p))?;
+            staging.file_done();
+        }
+        std::fs::File::open(&rois).and_then(|d| d.sync_all()).map_err(PipelineError::io(&rois))?;
+    }
+    let p = dir.join("radiomics.csv");
+    let text = r.csv();
+    crate::export::write_atomic(&p, |f| std::io::Write::write_all(f, text.as_bytes()))
+        .map_err(PipelineError::io(&p))?;
     staging.file_done();
     Ok(())
 }

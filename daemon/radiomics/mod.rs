@@ -14,7 +14,10 @@ pub mod glszm;
 pub mod ngtdm;
 pub mod output;
 pub mod params;
+pub mod perturb;
+pub mod roi;
 pub mod shape;
+pub mod study;
 
 use serde_json::{Value as Json, json};
 

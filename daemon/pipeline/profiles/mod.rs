@@ -185,6 +185,8 @@ pub struct Post {
     pub verdict: Option<StudyVerdict>,
     /// Where post-processing ran.
     pub ran: PostRun,
+    /// Radiomics, where the profile extracts them.
+    pub radiomics: Option<crate::radiomics::study::StudyRadiomics>,
 }
 
 impl Post {
@@ -201,6 +203,7 @@ impl Post {
             patient: None,
             verdict: None,
             ran,
+            radiomics: None,
         }
     }
 }

@@ -1,7 +1,8 @@
 //! The PET/CT total-tumour profile (`petct-total-tumour`, seed 003): PET and
 //! CT on the PET grid, run once; `post::pet::total_tumour` makes the lesions,
 //! their figures and the patient's, and the PET in SUV is kept for
-//! suv.nii.gz and `edgeseg add-lesion`.
+//! suv.nii.gz and `edgeseg add-lesion`. With model.toml `[radiomics] pet =
+//! true`, PyRadiomics features of each lesion on the SUV image.
 
 use super::{Halves, Post, PostContext, Run, Study};
 use crate::export::report::ProfileRules;
@@ -9,6 +10,7 @@ use crate::pipeline::PipelineError;
 use crate::pipeline::load::{Case, load_channels};
 use crate::pipeline::stage::Progress;
 use crate::post::pet::{self, PetRules};
+use crate::radiomics::study;
 use crate::volume::Volume;
 
 /// The profile's halves.
@@ -42,8 +44,11 @@ impl Halves for PetCt {
         reference.labels = result.classes;
         // The PET leaves the case: it becomes suv.nii.gz.
         let suv = reference.case.volumes.swap_remove(pet_index);
+        let lesions = Volume { geometry, data: result.lesions.data };
+        // PET radiomics per lesion on SUV, when model.toml asks for it.
+        let radiomics = cx.pkg.radiomics.as_ref().filter(|p| p.pet).map(|p| study::pet_study(&suv, &lesions, p));
         Ok(Post {
-            lesions: Some(Volume { geometry, data: result.lesions.data }),
+            lesions: Some(lesions),
             lesion_label: Some(r.lesion_label),
             suv: Some(suv),
             focus_class: None,
@@ -53,6 +58,7 @@ impl Halves for PetCt {
             verdict: None,
             ran,
             reference,
+            radiomics,
         })
     }
 }

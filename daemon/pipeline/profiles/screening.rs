@@ -137,6 +137,7 @@ impl Halves for Screening {
             verdict: Some(screening::fuse(art, ven)),
             rules: Some(ProfileRules::Screening(rules)),
             ran: post_run,
+            radiomics: None,
         })
     }
 }
