@@ -1112,6 +1112,29 @@ mod tests {
     }
 
     #[test]
+    fn dicomweb_https_and_its_tls_keys_are_checked() {
+        let web = |url: &str, more: &str| {
+            format!("[watch]\nfolders = [\"/x\"]\n[[destination]]\nname = \"web\"\nkind = \"dicomweb\"\nurl = \"{url}\"\n{more}")
+        };
+        let pair = "client_cert_file = \"/etc/edgeseg/c.pem\"\nclient_key_file = \"/etc/edgeseg/c.key\"\n";
+        let ok = web("https://pacs.example:8443/dicom-web", &format!("ca_file = \"/etc/edgeseg/ca.pem\"\n{pair}"));
+        let (c, d) = check(Path::new("c.toml"), &ok);
+        assert!(d.is_empty(), "{d:?}");
+        assert_eq!(c.and_then(|c| c.destination[0].ca_file.clone()), Some(PathBuf::from("/etc/edgeseg/ca.pem")));
+        for (text, words) in [
+            (web("ftp://pacs/dicom-web", ""), "needs url"),
+            (web("https://", ""), "needs url"),
+            (web("http://pacs:8042/dicom-web", "ca_file = \"/etc/edgeseg/ca.pem\"\n"), "https:// url only"),
+            (web("https://pacs", "ca_file = \"ca.pem\"\n"), "ca_file must be an absolute path"),
+            (web("https://pacs", "client_cert_file = \"/etc/edgeseg/c.pem\"\n"), "go together"),
+            (web("https://pacs", "client_key_file = \"/etc/edgeseg/c.key\"\n"), "go together"),
+        ] {
+            let e = errs(&text);
+            assert!(e.iter().any(|m| m.contains(words)), "{text}: {e:?}");
+        }
+    }
+
+    #[test]
     fn defaults_parse_from_empty() {
         let (c, d) = check(Path::new("c.toml"), "");
         assert!(d.is_empty(), "{d:?}");

@@ -73,6 +73,11 @@ impl TlsFileError {
     }
 }
 
+/// rustls's ring provider. ring rather than aws-lc-rs (which rustls 0.23.48
+/// prefers, deprecating this for its lack of post-quantum key exchange): a
+/// small pure-cargo build; a hospital PACS's TLS stack rarely offers
+/// post-quantum groups yet.
+#[allow(deprecated)]
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
@@ -119,11 +124,8 @@ pub fn ca_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsF
     Ok(certs)
 }
 
-/// The client certificate chain and its key, checked to go together.
-fn client_identity(
-    cert: &Path,
-    key: &Path,
-) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), TlsFileError> {
+/// The client certificate chain and its key's PEM text, checked to go together.
+fn client_identity(cert: &Path, key: &Path) -> Result<Identity, TlsFileError> {
     let chain = pem_certificates("client_cert_file", cert)?;
     let bytes = read("client_key_file", key)?;
     let content = |what: String| TlsFileError::Content { key: "client_key_file", path: key.to_path_buf(), what };
@@ -138,7 +140,7 @@ fn client_identity(
         .map(|b| b.with_root_certificates(rustls::RootCertStore::empty()))
         .and_then(|b| b.with_client_auth_cert(chain.clone(), der.clone_key()));
     match checked {
-        Ok(_) => Ok((chain, der)),
+        Ok(_) => Ok((chain, bytes)),
         Err(rustls::Error::InconsistentKeys(_)) => {
             Err(content(format!("the key does not belong to the certificate of client_cert_file {}", cert.display())))
         }
@@ -152,7 +154,8 @@ pub fn check_tls_files(d: &Destination) -> Result<(), TlsFileError> {
     tls_files(d).map(|_| ())
 }
 
-type Identity = (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>);
+/// A client certificate chain and the PEM text of its key.
+type Identity = (Vec<CertificateDer<'static>>, Vec<u8>);
 
 fn tls_files(d: &Destination) -> Result<(Vec<CertificateDer<'static>>, Option<Identity>), TlsFileError> {
     let extra = match &d.ca_file {
@@ -168,20 +171,25 @@ fn tls_files(d: &Destination) -> Result<(Vec<CertificateDer<'static>>, Option<Id
 
 /// The TLS settings of one attempt: system roots + ca_file, client identity.
 fn tls_config(d: &Destination) -> Result<ureq::tls::TlsConfig, TlsFileError> {
-    use ureq::tls::{Certificate, ClientCert, KeyKind, PrivateKey, RootCerts, TlsConfig, TlsProvider};
+    use ureq::tls::{Certificate, ClientCert, PrivateKey, RootCerts, TlsConfig, TlsProvider};
     let (extra, identity) = tls_files(d)?;
     let system = rustls_native_certs::load_native_certs();
     let roots: Vec<Certificate<'static>> =
         system.certs.iter().chain(extra.iter()).map(|c| Certificate::from_der(c.as_ref()).to_owned()).collect();
-    let client = identity.map(|(chain, key)| {
-        let chain: Vec<Certificate<'static>> = chain.iter().map(|c| Certificate::from_der(c.as_ref()).to_owned()).collect();
-        let kind = match &key {
-            PrivateKeyDer::Pkcs1(_) => KeyKind::Pkcs1,
-            PrivateKeyDer::Sec1(_) => KeyKind::Sec1,
-            _ => KeyKind::Pkcs8,
-        };
-        ClientCert::new_with_certs(&chain, PrivateKey::from_der(kind, key.secret_der()).to_owned())
-    });
+    let client = match identity {
+        Some((chain, key_pem)) => {
+            let chain: Vec<Certificate<'static>> =
+                chain.iter().map(|c| Certificate::from_der(c.as_ref()).to_owned()).collect();
+            // The same first PEM key client_identity checked.
+            let key = PrivateKey::from_pem(&key_pem).map_err(|_| TlsFileError::Content {
+                key: "client_key_file",
+                path: d.client_key_file.clone().unwrap_or_default(),
+                what: "no private key in it".into(),
+            })?;
+            Some(ClientCert::new_with_certs(&chain, key))
+        }
+        None => None,
+    };
     Ok(TlsConfig::builder()
         .provider(TlsProvider::Rustls)
         .root_certs(RootCerts::Specific(Arc::new(roots)))
@@ -264,6 +272,16 @@ fn when(t: rustls::pki_types::UnixTime) -> String {
         .unwrap_or_else(|| "an unknown date".into())
 }
 
+/// A name of the certificate as rustls-webpki reports it (its Debug text:
+/// `DnsName("pacs.example.org")`, `IpAddress(10.0.0.1)`), plain; None for
+/// the kinds that name no host.
+fn presented_name(p: &str) -> Option<String> {
+    ["DnsName(", "IpAddress(", "UniformResourceIdentifier("].iter().find_map(|k| {
+        let inner = p.strip_prefix(k)?.strip_suffix(')')?;
+        Some(inner.trim_matches('"').to_string())
+    })
+}
+
 /// A rustls error in words, naming the destination (its host and ca_file
 /// where they explain it). Never rustls's own Display: that is Debug text.
 pub fn tls_words(e: &rustls::Error, d: &Destination, host: &str) -> String {
@@ -286,10 +304,12 @@ pub fn tls_words(e: &rustls::Error, d: &Destination, host: &str) -> String {
                 when(*not_before)
             )),
             C::NotValidYet => not_trusted("not valid yet (check this machine's clock)"),
-            C::NotValidForNameContext { presented, .. } if !presented.is_empty() => not_trusted(&format!(
-                "name mismatch: it is not valid for {host}, it names {}",
-                presented.join(", ")
-            )),
+            C::NotValidForNameContext { presented, .. } if presented.iter().any(|p| presented_name(p).is_some()) => {
+                not_trusted(&format!(
+                    "name mismatch: it is not valid for {host}, it names {}",
+                    presented.iter().filter_map(|p| presented_name(p)).collect::<Vec<_>>().join(", ")
+                ))
+            }
             C::NotValidForName | C::NotValidForNameContext { .. } => {
                 not_trusted(&format!("name mismatch: it is not valid for {host}"))
             }
@@ -453,11 +473,12 @@ mod tests {
         let s = t(
             E::InvalidCertificate(C::NotValidForNameContext {
                 expected: ServerName::try_from("127.0.0.1").expect("name").to_owned(),
-                presented: vec!["DnsName(\"pacs.example.org\")".into()],
+                presented: vec!["DnsName(\"pacs.example.org\")".into(), "DirectoryName".into()],
             }),
             &d,
         );
-        assert!(s.contains("name mismatch: it is not valid for 127.0.0.1"), "{s}");
+        assert!(s.contains("name mismatch: it is not valid for 127.0.0.1, it names pacs.example.org"), "{s}");
+        assert!(!s.contains("DnsName"), "{s}");
         let s = t(E::AlertReceived(AlertDescription::CertificateRequired), &d);
         assert!(s.contains("certificate required") && s.contains("client_cert_file"), "{s}");
         let s = t(E::InvalidMessage(rustls::InvalidMessage::InvalidContentType), &d);
