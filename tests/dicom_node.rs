@@ -30,29 +30,21 @@ pub struct Orthanc {
     pub dicom: u16,
     /// HTTP port (REST and DICOMweb).
     pub http: u16,
-    /// HTTPS: the Ssl* keys added to its configuration, and the curl
-    /// arguments (--cacert, a client certificate) that reach it.
-    tls: Option<(serde_json::Value, Vec<String>)>,
 }
 
 impl Orthanc {
     pub fn start() -> Self {
-        Self::start_with(None)
-    }
-
-    /// Started with HTTPS: `tls` = (Ssl* configuration keys, curl arguments).
-    pub fn start_with(tls: Option<(serde_json::Value, Vec<String>)>) -> Self {
         let base = crate::util::root().join("target/test-daemon");
         std::fs::create_dir_all(&base).expect("base");
         let dir = tempfile::tempdir_in(&base).expect("tempdir");
-        let mut o = Self { dir, child: None, dicom: free_port(), http: free_port(), tls };
+        let mut o = Self { dir, child: None, dicom: free_port(), http: free_port() };
         o.run();
         o
     }
 
     fn run(&mut self) {
         let d = self.dir.path();
-        let mut config = serde_json::json!({
+        let config = serde_json::json!({
             "Name": "edgeseg-test",
             "StorageDirectory": d.join("storage"),
             "IndexDirectory": d.join("storage"),
@@ -70,9 +62,6 @@ impl Orthanc {
             "DicomModalities": {},
             "OverwriteInstances": true
         });
-        if let (Some(c), Some((extra, _))) = (config.as_object_mut(), &self.tls) {
-            c.extend(extra.as_object().cloned().unwrap_or_default());
-        }
         let cfg = d.join("orthanc.json");
         std::fs::write(&cfg, config.to_string()).expect("orthanc config");
         let log = std::fs::OpenOptions::new().create(true).append(true).open(d.join("orthanc.log")).expect("log");
@@ -106,15 +95,6 @@ impl Orthanc {
     }
 
     pub fn get(&self, path: &str) -> Option<serde_json::Value> {
-        if let Some((_, curl)) = &self.tls {
-            let o = Command::new("curl")
-                .args(["-sS", "--fail", "--max-time", "10"])
-                .args(curl)
-                .arg(format!("https://127.0.0.1:{}{path}", self.http))
-                .output()
-                .ok()?;
-            return o.status.success().then(|| serde_json::from_slice(&o.stdout).ok()).flatten();
-        }
         let r = minreq::get(format!("http://127.0.0.1:{}{path}", self.http)).with_timeout(10).send().ok()?;
         if r.status_code != 200 {
             return None;

@@ -371,7 +371,29 @@ pub fn error_words(e: &ureq::Error, d: &Destination, host: &str) -> String {
     if let Some(r) = rustls_error(e) {
         return tls_words(r, d, host);
     }
+    let https = d.url.as_deref().is_some_and(|u| u.starts_with("https://"));
     match e {
+        // TLS 1.3: the handshake ends before the server checks the client's
+        // certificate, so its refusal (an alert, then the socket closed) meets
+        // the request being written.
+        ureq::Error::Io(io)
+            if https
+                && matches!(
+                    io.kind(),
+                    std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::UnexpectedEof
+                ) =>
+        {
+            let check = if d.client_cert_file.is_some() {
+                "check that it trusts the issuer of client_cert_file"
+            } else {
+                "set client_cert_file and client_key_file"
+            };
+            format!(
+                "{io}: destination {:?} ({host}) closed the TLS connection during the request, as a service that requires \
+                 a client certificate does when it gets none it accepts ({check})",
+                d.name
+            )
+        }
         ureq::Error::Io(io) => io.to_string(),
         ureq::Error::Timeout(t) => format!("timed out ({t})"),
         ureq::Error::HostNotFound => format!("host {host} not found"),
