@@ -674,7 +674,11 @@ fn dicom_errors(c: &Config, out: &mut Vec<(&'static str, &'static str, String)>)
             need("token_file", f.is_absolute(), "token_file must be an absolute path");
         }
         let https = t.kind == DestinationKind::Dicomweb && t.url.as_deref().is_some_and(|u| u.starts_with("https://"));
-        for (key, f) in [("ca_file", &t.ca_file), ("client_cert_file", &t.client_cert_file), ("client_key_file", &t.client_key_file)] {
+        for (key, f) in [
+            ("ca_file", &t.ca_file),
+            ("client_cert_file", &t.client_cert_file),
+            ("client_key_file", &t.client_key_file),
+        ] {
             if let Some(f) = f {
                 need(key, f.is_absolute(), &format!("{key} must be an absolute path"));
                 need(key, https, &format!("{key} applies to kind = \"dicomweb\" with an https:// url only"));
@@ -1114,7 +1118,9 @@ mod tests {
     #[test]
     fn dicomweb_https_and_its_tls_keys_are_checked() {
         let web = |url: &str, more: &str| {
-            format!("[watch]\nfolders = [\"/x\"]\n[[destination]]\nname = \"web\"\nkind = \"dicomweb\"\nurl = \"{url}\"\n{more}")
+            format!(
+                "[watch]\nfolders = [\"/x\"]\n[[destination]]\nname = \"web\"\nkind = \"dicomweb\"\nurl = \"{url}\"\n{more}"
+            )
         };
         let pair = "client_cert_file = \"/etc/edgeseg/c.pem\"\nclient_key_file = \"/etc/edgeseg/c.key\"\n";
         let ok = web("https://pacs.example:8443/dicom-web", &format!("ca_file = \"/etc/edgeseg/ca.pem\"\n{pair}"));

@@ -36,9 +36,25 @@ impl Pki {
         openssl(
             dir,
             &[
-                "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout",
-                "ca.key", "-out", "ca.pem", "-days", "3", "-subj", "/CN=edgeseg test hospital CA", "-addext",
-                "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+                "-days",
+                "3",
+                "-subj",
+                "/CN=edgeseg test hospital CA",
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+                "-addext",
+                "keyUsage=critical,keyCertSign,cRLSign",
             ],
         );
         std::fs::write(dir.join("index.txt"), "").expect("index");
@@ -64,23 +80,53 @@ impl Pki {
     /// with these extensions, valid from `start` to `end` (openssl ca dates).
     fn issue(&self, name: &str, cn: &str, ext: &str, start: &str, end: &str) {
         let d = &self.dir;
-        let (key, csr, pem, extf) = (format!("{name}.key"), format!("{name}.csr"), format!("{name}.pem"), format!("{name}.ext"));
+        let (key, csr, pem, extf) =
+            (format!("{name}.key"), format!("{name}.csr"), format!("{name}.pem"), format!("{name}.ext"));
         std::fs::write(d.join(&extf), ext).expect("ext");
         openssl(
             d,
             &[
-                "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", &key,
-                "-out", &csr, "-subj", &format!("/CN={cn}"),
+                "req",
+                "-new",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-keyout",
+                &key,
+                "-out",
+                &csr,
+                "-subj",
+                &format!("/CN={cn}"),
             ],
         );
         openssl(
             d,
             &[
-                "ca", "-batch", "-notext", "-config", "ca.cnf", "-cert", "ca.pem", "-keyfile", "ca.key", "-in", &csr,
-                "-out", &pem, "-extfile", &extf, "-startdate", start, "-enddate", end,
+                "ca",
+                "-batch",
+                "-notext",
+                "-config",
+                "ca.cnf",
+                "-cert",
+                "ca.pem",
+                "-keyfile",
+                "ca.key",
+                "-in",
+                &csr,
+                "-out",
+                &pem,
+                "-extfile",
+                &extf,
+                "-startdate",
+                start,
+                "-enddate",
+                end,
             ],
         );
-        let both = std::fs::read_to_string(d.join(&key)).expect("key") + &std::fs::read_to_string(d.join(&pem)).expect("pem");
+        let both =
+            std::fs::read_to_string(d.join(&key)).expect("key") + &std::fs::read_to_string(d.join(&pem)).expect("pem");
         std::fs::write(d.join(format!("{name}.both.pem")), both).expect("both");
     }
 }
@@ -153,7 +199,8 @@ fn dest(name: &str, port: u16, extra: &str) -> String {
 /// (destination, object, state, last_error) of a study's outbox rows.
 fn outbox(d: &Deployment, uid: &str) -> Vec<(String, String, String, String)> {
     let Ok(c) = rusqlite::Connection::open(d.state.join("journal.sqlite")) else { return Vec::new() };
-    let Ok(mut st) = c.prepare("SELECT destination, object, state, last_error FROM outbox WHERE study = ?1 ORDER BY id")
+    let Ok(mut st) =
+        c.prepare("SELECT destination, object, state, last_error FROM outbox WHERE study = ?1 ORDER BY id")
     else {
         return Vec::new();
     };
@@ -186,7 +233,13 @@ fn dicom_node_stow_over_https_verifies_the_certificate_and_says_why_it_refuses_o
     let pki = Pki::new(&tmp.path().join("pki"));
     let here = "subjectAltName=IP:127.0.0.1,DNS:localhost\n";
     pki.issue("server", "127.0.0.1", &format!("{SERVER_EXT}{here}"), &date(-1), &date(2));
-    pki.issue("other", "pacs.example.org", &format!("{SERVER_EXT}subjectAltName=DNS:pacs.example.org\n"), &date(-1), &date(2));
+    pki.issue(
+        "other",
+        "pacs.example.org",
+        &format!("{SERVER_EXT}subjectAltName=DNS:pacs.example.org\n"),
+        &date(-1),
+        &date(2),
+    );
     pki.issue("old", "127.0.0.1", &format!("{SERVER_EXT}{here}"), "20200101000000Z", "20200201000000Z");
     pki.issue(
         "client",
@@ -245,7 +298,11 @@ fn dicom_node_stow_over_https_verifies_the_certificate_and_says_why_it_refuses_o
     let plain = orthanc.get("/instances").expect("instances");
     assert_eq!(curl_json(&pki, good.port, "/instances", false), Some(plain.clone()), "over https with the CA");
     assert_eq!(curl_json(&pki, mutual.port, "/instances", true), Some(plain), "over https with a client certificate");
-    assert_eq!(curl_json(&pki, mutual.port, "/instances", false), None, "the mutual listener wants a client certificate");
+    assert_eq!(
+        curl_json(&pki, mutual.port, "/instances", false),
+        None,
+        "the mutual listener wants a client certificate"
+    );
 
     // (b), (c) and the others: failed after max_attempts, each reason in words, in the outbox and the log.
     let expect = [
@@ -256,18 +313,22 @@ fn dicom_node_stow_over_https_verifies_the_certificate_and_says_why_it_refuses_o
     ];
     let rows = wait_for(Duration::from_secs(120), || {
         let rows = outbox(&d, &uid);
-        let settled = expect
-            .iter()
-            .all(|(name, _)| rows.iter().filter(|r| r.0 == *name && r.2 == "failed").count() == 2);
+        let settled =
+            expect.iter().all(|(name, _)| rows.iter().filter(|r| r.0 == *name && r.2 == "failed").count() == 2);
         settled.then_some(rows)
     })
     .unwrap_or_else(|| panic!("the refused destinations give up: {:#?}\n{}", outbox(&d, &uid), d.log_text()));
     for (name, words) in expect {
+        if let Some(r) = rows.iter().find(|r| r.0 == name) {
+            eprintln!("{name}: {}", r.3);
+        }
         for r in rows.iter().filter(|r| r.0 == name) {
             let e = &r.3;
             assert!(e.contains(words) && e.contains(&format!("{name:?}")), "{name}: {e}");
             assert!(
-                !["InvalidCertificate", "UnknownIssuer", "DnsName", "Custom {", "kind:", "Some(", "::"].iter().any(|t| e.contains(t)),
+                !["InvalidCertificate", "UnknownIssuer", "DnsName", "Custom {", "kind:", "Some(", "::"]
+                    .iter()
+                    .any(|t| e.contains(t)),
                 "{name}: debug text in {e}"
             );
         }
@@ -279,7 +340,10 @@ fn dicom_node_stow_over_https_verifies_the_certificate_and_says_why_it_refuses_o
     let e = &rows.iter().find(|r| r.0 == "expired").expect("row").3;
     assert!(e.contains("valid until 2020-02-01"), "{e}");
     let log = d.log_text();
-    assert!(log.contains("not delivered to without-ca after 2 attempts, given up") && log.contains("unknown issuer"), "{log}");
+    assert!(
+        log.contains("not delivered to without-ca after 2 attempts, given up") && log.contains("unknown issuer"),
+        "{log}"
+    );
     assert!(rows.iter().filter(|r| r.0 == "with-ca" || r.0 == "mutual").all(|r| r.2 == "sent"), "{rows:#?}");
     assert!(child.try_wait().expect("try_wait").is_none(), "the daemon keeps running: {log}");
     assert!(!log.contains("panicked"), "{log}");
@@ -300,7 +364,12 @@ fn dicom_node_stow_over_https_verifies_the_certificate_and_says_why_it_refuses_o
         let rows = outbox(&d, &uid2);
         (rows.iter().filter(|r| r.0 == "without-ca" && r.2 == "sent").count() == 2).then_some(rows)
     });
-    assert!(sent.is_some(), "without ca_file, with the CA in the system store: {:#?}\n{}", outbox(&d, &uid2), d.log_text());
+    assert!(
+        sent.is_some(),
+        "without ca_file, with the CA in the system store: {:#?}\n{}",
+        outbox(&d, &uid2),
+        d.log_text()
+    );
     assert_results_in(&orthanc, &uid2, &src2, &d);
     signal(&child, 15);
     assert!(wait_exit(&mut child, Duration::from_secs(60)).is_some(), "stops");

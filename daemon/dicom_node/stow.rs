@@ -101,7 +101,8 @@ fn pem_words(e: &rustls::pki_types::pem::Error) -> String {
 fn pem_certificates(key: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsFileError> {
     let bytes = read(key, path)?;
     let content = |what: String| TlsFileError::Content { key, path: path.to_path_buf(), what };
-    let certs = CertificateDer::pem_slice_iter(&bytes).collect::<Result<Vec<_>, _>>().map_err(|e| content(pem_words(&e)))?;
+    let certs =
+        CertificateDer::pem_slice_iter(&bytes).collect::<Result<Vec<_>, _>>().map_err(|e| content(pem_words(&e)))?;
     if certs.is_empty() {
         return Err(content("no PEM certificate (BEGIN CERTIFICATE) in it".into()));
     }
@@ -206,8 +207,7 @@ pub fn url_host(url: &str) -> Option<String> {
 
 /// Whether a host name or address is this machine (localhost, 127.0.0.0/8, ::1).
 pub fn is_loopback(host: &str) -> bool {
-    host.eq_ignore_ascii_case("localhost")
-        || host.parse::<std::net::IpAddr>().is_ok_and(|a| a.is_loopback())
+    host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok_and(|a| a.is_loopback())
 }
 
 /// When the destination's bearer token would travel in clear text (a token
@@ -245,11 +245,9 @@ pub fn log_at_start(d: &Destination) {
         return;
     }
     match check_tls_files(d) {
-        Err(e) => tracing::error!(
-            "destination {:?}: {} {e}: every delivery to it fails until this is fixed",
-            d.name,
-            e.key()
-        ),
+        Err(e) => {
+            tracing::error!("destination {:?}: {} {e}: every delivery to it fails until this is fixed", d.name, e.key())
+        }
         Ok(()) => {
             let system = rustls_native_certs::load_native_certs().certs.len();
             let extra = d.ca_file.as_ref().map(|p| format!(" and ca_file {}", p.display())).unwrap_or_default();
@@ -297,7 +295,9 @@ pub fn tls_words(e: &rustls::Error, d: &Destination, host: &str) -> String {
                     None => " (set ca_file to the PEM file of the hospital's certificate authority)".into(),
                 }
             )),
-            C::ExpiredContext { not_after, .. } => not_trusted(&format!("expired: it was valid until {}", when(*not_after))),
+            C::ExpiredContext { not_after, .. } => {
+                not_trusted(&format!("expired: it was valid until {}", when(*not_after)))
+            }
             C::Expired => not_trusted("expired"),
             C::NotValidYetContext { not_before, .. } => not_trusted(&format!(
                 "not valid yet: it is valid from {} (check this machine's clock)",
@@ -337,7 +337,10 @@ pub fn tls_words(e: &rustls::Error, d: &Destination, host: &str) -> String {
                 A::CertificateRevoked => ("certificate revoked", ": this node's client certificate is revoked"),
                 A::CertificateUnknown => ("certificate unknown", ": it did not accept this node's client certificate"),
                 A::AccessDenied => ("access denied", ""),
-                A::HandshakeFailure => ("handshake failure", ": no TLS version or cipher suite in common, or a client certificate is needed"),
+                A::HandshakeFailure => (
+                    "handshake failure",
+                    ": no TLS version or cipher suite in common, or a client certificate is needed",
+                ),
                 A::ProtocolVersion => ("protocol version", ": no TLS version in common"),
                 A::InsufficientSecurity => ("insufficient security", ": no cipher suite in common"),
                 A::UnrecognisedName => ("unrecognised name", ": it does not serve the url's host name"),
@@ -380,7 +383,9 @@ pub fn error_words(e: &ureq::Error, d: &Destination, host: &str) -> String {
             if https
                 && matches!(
                     io.kind(),
-                    std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::UnexpectedEof
+                    std::io::ErrorKind::BrokenPipe
+                        | std::io::ErrorKind::ConnectionReset
+                        | std::io::ErrorKind::UnexpectedEof
                 ) =>
         {
             let check = if d.client_cert_file.is_some() {
@@ -435,7 +440,9 @@ pub fn store(d: &Destination, item: &Item) -> Result<(), String> {
         202 => Err(format!("POST {url}: 202, the instance was not stored (warnings or failures)")),
         c @ 300..=399 => {
             let to = rsp.headers().get("location").and_then(|v| v.to_str().ok()).unwrap_or("elsewhere");
-            Err(format!("POST {url}: HTTP {c} {reason}, redirected to {to} (not followed: set url to the service's own address)"))
+            Err(format!(
+                "POST {url}: HTTP {c} {reason}, redirected to {to} (not followed: set url to the service's own address)"
+            ))
         }
         c => Err(format!("POST {url}: HTTP {c} {reason}")),
     }
@@ -467,7 +474,9 @@ mod tests {
             let w = clear_text_token_warning(&dest(url, true));
             assert!(w.as_deref().is_some_and(|w| w.contains("clear text") && w.contains("\"web\"")), "{url}: {w:?}");
         }
-        for url in ["http://127.0.0.1:8042/dicom-web", "http://localhost/x", "http://[::1]:8042/x", "https://10.0.0.21/x"] {
+        for url in
+            ["http://127.0.0.1:8042/dicom-web", "http://localhost/x", "http://[::1]:8042/x", "https://10.0.0.21/x"]
+        {
             assert_eq!(clear_text_token_warning(&dest(url, true)), None, "{url}");
         }
         assert_eq!(clear_text_token_warning(&dest("http://10.0.0.21/x", false)), None, "no token, nothing to warn");
