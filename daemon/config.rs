@@ -538,6 +538,16 @@ pub struct Destination {
     /// A file holding a bearer token (kind = "dicomweb").
     #[serde(default)]
     pub token_file: Option<PathBuf>,
+    /// PEM certificates of the certificate authorities trusted besides the
+    /// system trust store (kind = "dicomweb", https:// url).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// PEM certificate chain of this node for mutual TLS (with client_key_file).
+    #[serde(default)]
+    pub client_cert_file: Option<PathBuf>,
+    /// PEM private key of client_cert_file (unencrypted PKCS#8, PKCS#1 or SEC1).
+    #[serde(default)]
+    pub client_key_file: Option<PathBuf>,
     /// Which results are sent.
     #[serde(default = "default_send")]
     pub send: Vec<SendObject>,
@@ -657,8 +667,11 @@ fn dicom_errors(c: &Config, out: &mut Vec<(&'static str, &'static str, String)>)
             DestinationKind::Dicomweb => {
                 need(
                     "url",
-                    t.url.as_deref().is_some_and(|u| u.starts_with("http://")),
-                    "kind = \"dicomweb\" needs url (http://; this build has no TLS client)",
+                    t.url.as_deref().is_some_and(|u| {
+                        (u.starts_with("http://") || u.starts_with("https://"))
+                            && crate::dicom_node::stow::url_host(u).is_some_and(|h| !h.is_empty())
+                    }),
+                    "kind = \"dicomweb\" needs url (http://host[:port]/path or https://host[:port]/path)",
                 );
             }
         }
@@ -680,6 +693,22 @@ fn dicom_errors(c: &Config, out: &mut Vec<(&'static str, &'static str, String)>)
         if let Some(f) = &t.token_file {
             need("token_file", f.is_absolute(), "token_file must be an absolute path");
         }
+        let https = t.kind == DestinationKind::Dicomweb && t.url.as_deref().is_some_and(|u| u.starts_with("https://"));
+        for (key, f) in [
+            ("ca_file", &t.ca_file),
+            ("client_cert_file", &t.client_cert_file),
+            ("client_key_file", &t.client_key_file),
+        ] {
+            if let Some(f) = f {
+                need(key, f.is_absolute(), &format!("{key} must be an absolute path"));
+                need(key, https, &format!("{key} applies to kind = \"dicomweb\" with an https:// url only"));
+            }
+        }
+        need(
+            "client_key_file",
+            t.client_cert_file.is_some() == t.client_key_file.is_some(),
+            "client_cert_file and client_key_file go together",
+        );
         need("send", !t.send.is_empty(), "send lists at least one of \"seg\", \"rtstruct\", \"sc\"");
         need("max_attempts", (1..=1000).contains(&t.max_attempts), "max_attempts must be 1 to 1000");
         need("retry_seconds", t.retry_seconds.is_finite() && t.retry_seconds >= 0.0, "retry_seconds must be 0 or more");
@@ -984,6 +1013,15 @@ pub fn check_files(file: &Path, text: &str, c: &Config) -> FileChecks {
             _ => {}
         }
     }
+    // DICOMweb destinations: the TLS files are there and parse; a token in clear text.
+    for t in c.destination.iter().filter(|t| t.kind == DestinationKind::Dicomweb) {
+        if let Err(e) = crate::dicom_node::stow::check_tls_files(t) {
+            out.errors.push(place("destination", e.key(), format!("{:?}: {e}", t.name)));
+        }
+        if let Some(w) = crate::dicom_node::stow::clear_text_token_warning(t) {
+            out.warnings.push(place("destination", "token_file", w));
+        }
+    }
     out
 }
 
@@ -1111,6 +1149,31 @@ mod tests {
         assert!(errs(&format!("{scp}{web}")).iter().any(|m| m.contains("needs kind = \"dicom\"")));
         let e = errs(&format!("{scp}{dest}commitment_timeout_seconds = 0\n"));
         assert!(e.iter().any(|m| m.contains("commitment_timeout_seconds must be 1 or more")), "{e:?}");
+    }
+
+    #[test]
+    fn dicomweb_https_and_its_tls_keys_are_checked() {
+        let web = |url: &str, more: &str| {
+            format!(
+                "[watch]\nfolders = [\"/x\"]\n[[destination]]\nname = \"web\"\nkind = \"dicomweb\"\nurl = \"{url}\"\n{more}"
+            )
+        };
+        let pair = "client_cert_file = \"/etc/edgeseg/c.pem\"\nclient_key_file = \"/etc/edgeseg/c.key\"\n";
+        let ok = web("https://pacs.example:8443/dicom-web", &format!("ca_file = \"/etc/edgeseg/ca.pem\"\n{pair}"));
+        let (c, d) = check(Path::new("c.toml"), &ok);
+        assert!(d.is_empty(), "{d:?}");
+        assert_eq!(c.and_then(|c| c.destination[0].ca_file.clone()), Some(PathBuf::from("/etc/edgeseg/ca.pem")));
+        for (text, words) in [
+            (web("ftp://pacs/dicom-web", ""), "needs url"),
+            (web("https://", ""), "needs url"),
+            (web("http://pacs:8042/dicom-web", "ca_file = \"/etc/edgeseg/ca.pem\"\n"), "https:// url only"),
+            (web("https://pacs", "ca_file = \"ca.pem\"\n"), "ca_file must be an absolute path"),
+            (web("https://pacs", "client_cert_file = \"/etc/edgeseg/c.pem\"\n"), "go together"),
+            (web("https://pacs", "client_key_file = \"/etc/edgeseg/c.key\"\n"), "go together"),
+        ] {
+            let e = errs(&text);
+            assert!(e.iter().any(|m| m.contains(words)), "{text}: {e:?}");
+        }
     }
 
     #[test]

@@ -305,7 +305,7 @@ fn dest_web(o: &Orthanc, name: &str) -> String {
 }
 
 /// Checks Orthanc holds one SEG and one RTSTRUCT of the study, each referencing the source series.
-fn assert_results_in(o: &Orthanc, study_uid: &str, source: &Path, d: &Deployment) {
+pub fn assert_results_in(o: &Orthanc, study_uid: &str, source: &Path, d: &Deployment) {
     let series: std::collections::BTreeSet<String> = files_under(source)
         .iter()
         .filter_map(|f| dicom_object::open_file(f).ok())

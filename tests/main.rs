@@ -79,6 +79,7 @@ mod daemon_service;
 mod daemon_watch;
 mod dicom_node;
 mod dicom_node_commitment;
+mod dicom_node_tls;
 mod evaluate;
 mod export_dicom;
 mod export_outputs;

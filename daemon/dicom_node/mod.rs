@@ -131,6 +131,7 @@ pub fn start(config: &Config, sink: Option<Arc<dyn DeliverySink>>) -> Result<Nod
     let sink2 = sink.clone();
     node.threads.push(spawn("outbox", Box::new(move || outbox::housekeeping(ob, &spool, &destinations, sink2, &st)))?);
     for dest in &config.destination {
+        stow::log_at_start(dest);
         let ob = outbox::Outbox::open(&journal, &state, std::slice::from_ref(dest))?;
         let (dest, st, ae) = (dest.clone(), stop.clone(), config.dicom.ae_title.clone());
         node.threads.push(spawn("deliver", Box::new(move || outbox::deliver(ob, &dest, &ae, &st)))?);
