@@ -47,7 +47,10 @@ fn seg_kind_parses_defaults_to_binary_and_names_the_choices_when_unknown() {
     let o = edgeseg(&["check-config", "--offline", s(&f)]);
     let (out, err) = text(&o);
     assert_eq!(o.status.code(), Some(2), "{out}{err}");
-    assert!(err.contains(&format!("{}:2:12: [output] seg_kind:", f.display())) && err.contains("\"labelmap\""), "{err}");
+    assert!(
+        err.contains(&format!("{}:2:12: [output] seg_kind:", f.display())) && err.contains("\"labelmap\""),
+        "{err}"
+    );
     std::fs::write(&f, "[output]\nseg_kind = \"labelmap\"\n").expect("write");
     let o = edgeseg(&["check-config", "--offline", s(&f)]);
     let (out, err) = text(&o);

@@ -140,14 +140,8 @@ pub fn write_dicom_with(
         tracing::info!(study = %study, "study {study}: no segments: no seg.dcm or rtstruct.dcm written");
     } else {
         let seg_series = options.series(0, "segmentation");
-        let frames = seg::write(
-            &dir.join("seg.dcm"),
-            &inputs.source,
-            &set,
-            &inputs.algorithm,
-            &seg_series,
-            options.seg_kind,
-        )?;
+        let frames =
+            seg::write(&dir.join("seg.dcm"), &inputs.source, &set, &inputs.algorithm, &seg_series, options.seg_kind)?;
         let rt = rtstruct::write(&dir.join("rtstruct.dcm"), &inputs.source, &set, &options.series(1, "structures"))?;
         // IHE AIR: contributing equipment (both) and tracking IDs/UIDs (SEG).
         for f in ["seg.dcm", "rtstruct.dcm"] {

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use super::{PipelineError, StudyResult};
-use crate::export::study_dir::Staging;
 use crate::export::seg::SegKind;
+use crate::export::study_dir::Staging;
 use crate::export::{csv, mip, nifti, uid_file_stem};
 
 /// Writes a study's files into `out/<StudyInstanceUID>/`, atomically: a

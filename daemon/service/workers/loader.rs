@@ -65,7 +65,8 @@ fn loader(package: ModelPackage, jobs: Receiver<LoadJob>, gpu: SyncSender<GpuJob
         });
         match loaded {
             Ok(loaded) => {
-                if gpu.send(GpuJob { loaded, out: job.out, seg_kind: job.seg_kind, force_cpu: job.force_cpu }).is_err() {
+                if gpu.send(GpuJob { loaded, out: job.out, seg_kind: job.seg_kind, force_cpu: job.force_cpu }).is_err()
+                {
                     return;
                 }
             }
