@@ -230,11 +230,14 @@ impl Default for ModelConfig {
 pub struct OutputConfig {
     /// Results: `<folder>/<StudyInstanceUID>/`.
     pub folder: PathBuf,
+    /// seg.dcm as `binary` (Segmentation Storage) or `labelmap` (Label Map
+    /// Segmentation Storage, DICOM 2024).
+    pub seg_kind: crate::export::seg::SegKind,
 }
 
 impl Default for OutputConfig {
     fn default() -> Self {
-        Self { folder: PathBuf::from("/var/lib/edgeseg/results") }
+        Self { folder: PathBuf::from("/var/lib/edgeseg/results"), seg_kind: Default::default() }
     }
 }
 

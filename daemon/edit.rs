@@ -449,7 +449,9 @@ fn commit(backend: &Backend, study: Study, mut record: Value) -> Result<Vec<Stri
         }
         let dicom = match DicomSource::read(&dir)?.map(|source| (source, previous_patient(&dir))) {
             Some((source, Ok(patient))) => {
-                let options = DicomOptions { clinical_use, series_numbers: next_series_numbers(&dir) };
+                // The kind the study was written with (its configuration's).
+                let options =
+                    DicomOptions { clinical_use, series_numbers: next_series_numbers(&dir), seg_kind: source.seg_kind };
                 crate::export::write_dicom_with(
                     &staging,
                     &source.into_inputs(patient),

@@ -302,6 +302,7 @@ pub struct ProcessArgs {
     pub engine: EngineArgs,
     pub postprocess: PostprocessChoice,
     pub strict_geometry: bool,
+    pub seg_kind: edgeseg::export::seg::SegKind,
 }
 
 /// `edgeseg process`: every study of a DICOM folder through the pipeline.
@@ -330,11 +331,20 @@ pub fn process(a: &ProcessArgs) -> Result<bool> {
         let tag = format!("study {} of {}", n + 1, studies.len());
         // Progress names the study by its number only (the UID is quasi-identifying).
         progress.begin("");
-        let r = pipeline::process_study(&predictor, &backend, &index, study, &a.out, a.save_probabilities, |stage| {
-            tracing::info!(study = %study, "{tag}: {stage}");
-            let within = stage.percent.map_or(0.0, |p| f64::from(p) / 100.0);
-            progress.step(within, &stage.to_string());
-        });
+        let r = pipeline::process_study(
+            &predictor,
+            &backend,
+            &index,
+            study,
+            &a.out,
+            a.save_probabilities,
+            a.seg_kind,
+            |stage| {
+                tracing::info!(study = %study, "{tag}: {stage}");
+                let within = stage.percent.map_or(0.0, |p| f64::from(p) / 100.0);
+                progress.step(within, &stage.to_string());
+            },
+        );
         match r {
             Ok((dir, r)) => {
                 let t = &r.report.timings_s;

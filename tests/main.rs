@@ -30,6 +30,8 @@
 //! - `export_outputs`: lesions.csv, mip.png, the 4D probabilities and report
 //!   provenance; a writer killed between files leaves no study folder.
 //! - `export_dicom`: `seg.dcm` and `rtstruct.dcm` pass dciodvfy and dcmdump.
+//! - `export_labelmap`: `[output] seg_kind` parsed and shown; the daemon's
+//!   label-map seg.dcm delivered unchanged to storescp (C-STORE) and Orthanc (STOW-RS).
 //! - `pipeline_process`: `edgeseg process`, DICOM to outputs, with a PET/CT model.
 //! - `pipeline_screening`: `edgeseg process` with a CT screening model on
 //!   dual-phase studies: the verdict in report.json; the daemon loads and
@@ -82,6 +84,7 @@ mod dicom_node_commitment;
 mod dicom_node_tls;
 mod evaluate;
 mod export_dicom;
+mod export_labelmap;
 mod export_outputs;
 mod fuzz_regressions;
 mod infer_predict;

@@ -37,6 +37,11 @@ pub fn run(a: Args) -> Result<bool> {
     for w in &warnings {
         eprintln!("warning: {w}");
     }
+    // What seg.dcm will be: a PACS must accept that SOP class.
+    if let (Some(c), true) = (&config, diags.is_empty()) {
+        let k = c.output.seg_kind;
+        outln!("[output] seg_kind = \"{}\": seg.dcm is {} {}", k.as_str(), k.sop_class_name(), k.sop_class_uid());
+    }
     let scope = if offline { " (offline: syntax and values only)" } else { "" };
     match (diags.len(), warnings.len()) {
         (0, 0) => outln!("{}: valid{scope}", file.display()),

@@ -42,6 +42,10 @@ pub struct Args {
     /// Refuse slice stacks that need resampling (irregular spacing, gantry tilt).
     #[arg(long)]
     strict_geometry: bool,
+    /// seg.dcm as binary (Segmentation Storage) or labelmap (Label Map
+    /// Segmentation Storage, DICOM 2024), as the daemon's [output] seg_kind.
+    #[arg(long, default_value = "binary")]
+    seg_kind: edgeseg::export::seg::SegKind,
 }
 
 pub fn run(a: Args) -> Result<bool> {
@@ -56,5 +60,6 @@ pub fn run(a: Args) -> Result<bool> {
         engine: a.engine,
         postprocess: if a.gpu_post { edgeseg::gpu::select::PostprocessChoice::Auto } else { a.postprocess },
         strict_geometry: a.strict_geometry,
+        seg_kind: a.seg_kind,
     })
 }

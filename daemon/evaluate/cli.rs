@@ -113,10 +113,12 @@ fn segment(a: &Args, model: &Path, dicom: &Path, out: &Path) -> Result<usize, Ev
         return Err(EvaluateError::NoCases { path: dicom.to_path_buf(), reason: "no DICOM study found".into() });
     }
     for (n, study) in studies.iter().enumerate() {
-        let (dir, r) = crate::pipeline::process_study(&predictor, &backend, &index, study, out, false, |stage| {
-            tracing::info!("study {} of {}: {stage}", n + 1, studies.len());
-        })
-        .map_err(|e| model_err(&format!("study {} of {}: {e}", n + 1, studies.len())))?;
+        let binary = crate::export::seg::SegKind::Binary;
+        let (dir, r) =
+            crate::pipeline::process_study(&predictor, &backend, &index, study, out, false, binary, |stage| {
+                tracing::info!("study {} of {}: {stage}", n + 1, studies.len());
+            })
+            .map_err(|e| model_err(&format!("study {} of {}: {e}", n + 1, studies.len())))?;
         eprintln!("{} ({} lesions)", dir.display(), r.report.lesions.len());
     }
     Ok(studies.len())

@@ -11,7 +11,7 @@
 //!   Tracking UID (lesions keep the ones seg.rs gives them, from the lesion's
 //!   stable number; other segments get them here), derived from the StudyInstanceUID, the model's sha256 and
 //!   the label, so the same study run again by the same model gives the same
-//!   lesion the same UID.
+//!   lesion the same UID. A label map's background segment (0) gets none.
 
 use std::path::Path;
 
@@ -78,8 +78,10 @@ pub fn add(path: &Path, study_uid: &str, algo: &Algorithm) -> Result<(), DicomEx
                     .map(|l| l.trim_end_matches(['\0', ' ']).to_string())
                     .unwrap_or_default();
                 // Lesions carry seg.rs's Tracking ID/UID (the lesion's own
-                // number, kept across edits); other segments get one here.
-                if s.element(tags::TRACKING_UID).is_err() {
+                // number, kept across edits); other segments get one here,
+                // but a label map's background (segment 0) tracks nothing.
+                let background = s.element(tags::SEGMENT_NUMBER).ok().and_then(|e| e.to_int::<u16>().ok()) == Some(0);
+                if s.element(tags::TRACKING_UID).is_err() && !background {
                     s.put(text(tags::TRACKING_ID, VR::UT, &label));
                     s.put(text(tags::TRACKING_UID, VR::UI, &tracking_uid(study_uid, &algo.model_sha256, &label)));
                 }

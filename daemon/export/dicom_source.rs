@@ -58,6 +58,10 @@ pub struct DicomSource {
     pub model_version: String,
     /// Model package sha256.
     pub model_sha256: String,
+    /// How seg.dcm was written (`[output] seg_kind`), so an edit writes it
+    /// the same way; `binary` in files written before the key existed.
+    #[serde(default)]
+    pub seg_kind: super::seg::SegKind,
 }
 
 /// The file's path in a study folder.
@@ -91,6 +95,7 @@ impl DicomSource {
             model_name: inputs.algorithm.model_name.clone(),
             model_version: inputs.algorithm.model_version.clone(),
             model_sha256: inputs.algorithm.model_sha256.clone(),
+            seg_kind: super::seg::SegKind::default(),
         }
     }
 

@@ -66,13 +66,16 @@ pub struct DicomOptions {
     /// SeriesNumber of seg.dcm, rtstruct.dcm and mip.dcm: 901, 902, 903 from
     /// `process`; the previous file's number + 1 after an edit.
     pub series_numbers: [u32; 3],
+    /// How seg.dcm encodes its segments (`[output] seg_kind`); an edit
+    /// keeps the kind the study was written with (`.edgeseg/dicom-source.json`).
+    pub seg_kind: seg::SegKind,
 }
 
 impl Default for DicomOptions {
     /// `process`'s numbers, and not cleared: where the caller does not say
     /// the model is cleared, the outputs say it is not.
     fn default() -> Self {
-        DicomOptions { clinical_use: false, series_numbers: [901, 902, 903] }
+        DicomOptions { clinical_use: false, series_numbers: [901, 902, 903], seg_kind: seg::SegKind::Binary }
     }
 }
 
@@ -128,7 +131,9 @@ pub fn write_dicom_rois(
     rois: &[segments::ExtraRoi],
     options: &DicomOptions,
 ) -> Result<Vec<String>, dicom_refs::DicomExportError> {
-    dicom_source::DicomSource::of(inputs).write(dir)?;
+    let mut source = dicom_source::DicomSource::of(inputs);
+    source.seg_kind = options.seg_kind;
+    source.write(dir)?;
     let mut written = Vec::new();
     // On a resampled grid (irregular spacing, gantry tilt): the maps mapped
     // back onto the source slices, so SEG frames and RTSTRUCT contours lie on
@@ -158,7 +163,8 @@ pub fn write_dicom_rois(
         tracing::info!(study = %study, "study {study}: no segments: no seg.dcm or rtstruct.dcm written");
     } else {
         let seg_series = options.series(0, "segmentation");
-        let frames = seg::write(&dir.join("seg.dcm"), &inputs.source, &set, &inputs.algorithm, &seg_series)?;
+        let frames =
+            seg::write(&dir.join("seg.dcm"), &inputs.source, &set, &inputs.algorithm, &seg_series, options.seg_kind)?;
         let rt = rtstruct::write(&dir.join("rtstruct.dcm"), &inputs.source, &set, &options.series(1, "structures"))?;
         // IHE AIR: contributing equipment (both) and tracking IDs/UIDs (SEG).
         for f in ["seg.dcm", "rtstruct.dcm"] {
@@ -168,9 +174,11 @@ pub fn write_dicom_rois(
             study = %study,
             segments = set.segments.len(),
             frames,
+            seg_kind = options.seg_kind.as_str(),
             contours = rt.contours,
             holes = rt.holes,
-            "study {study}: DICOM SEG and RTSTRUCT written ({} segments, {frames} frames, {} contours, {} holes)",
+            "study {study}: DICOM SEG ({}) and RTSTRUCT written ({} segments, {frames} frames, {} contours, {} holes)",
+            options.seg_kind.as_str(),
             set.segments.len(),
             rt.contours,
             rt.holes
@@ -288,7 +296,7 @@ mod dicom_options_tests {
         let marked = DicomOptions::default();
         assert_eq!(marked.series(0, "segmentation").description, "edgeseg segmentation - NOT FOR CLINICAL USE");
         assert_eq!(marked.series(2, "MIP").number, 903);
-        let cleared = DicomOptions { clinical_use: true, series_numbers: [905, 906, 907] };
+        let cleared = DicomOptions { clinical_use: true, series_numbers: [905, 906, 907], ..Default::default() };
         assert_eq!(
             cleared.series(1, "structures"),
             OutputSeries { number: 906, description: "edgeseg structures".into() }

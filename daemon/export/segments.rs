@@ -337,6 +337,59 @@ impl<'a> SegmentSet<'a> {
     }
 }
 
+/// Which segment number each map value takes (see [`SegmentSet::numbering`]).
+#[derive(Debug, Clone)]
+pub struct Numbering {
+    /// Lesion instance value → segment number (0: none).
+    lesion: Vec<u16>,
+    /// Class value → segment number (0: none).
+    class: [u16; 256],
+}
+
+impl SegmentSet<'_> {
+    /// The segment number of every lesion value and class value that has a
+    /// segment, for [`SegmentSet::numbers`].
+    pub fn numbering(&self) -> Numbering {
+        let mut n = Numbering { lesion: Vec::new(), class: [0; 256] };
+        for s in &self.segments {
+            match s.kind {
+                SegmentKind::Lesion(v) => {
+                    let v = v as usize;
+                    if n.lesion.len() <= v {
+                        n.lesion.resize(v + 1, 0);
+                    }
+                    n.lesion[v] = s.number;
+                }
+                SegmentKind::Class(c) => n.class[usize::from(c)] = s.number,
+                // ROIs overlap; the pipeline writes such a set binary, never as a label map.
+                SegmentKind::Roi(_) => {}
+            }
+        }
+        n
+    }
+
+    /// Slice k as a label map (i fastest): each voxel the number of its
+    /// segment, 0 where it has none. A voxel of a lesion segment takes the
+    /// lesion's number; the segments do not overlap (with an instance map the
+    /// lesion class has no segment of its own, and a lesion's voxels are
+    /// lesion-class voxels), so every other voxel has at most its class's.
+    pub fn numbers(&self, k: usize, numbering: &Numbering) -> Vec<u16> {
+        let classes = self.labels.slice(k);
+        match self.lesions {
+            Some(l) => l
+                .slice(k)
+                .iter()
+                .zip(classes)
+                .map(|(&v, &c)| match numbering.lesion.get(v as usize) {
+                    Some(&n) if n != 0 => n,
+                    _ => numbering.class[usize::from(c)],
+                })
+                .collect(),
+            None => classes.iter().map(|&c| numbering.class[usize::from(c)]).collect(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -374,6 +427,28 @@ mod tests {
         assert_eq!(set.segments[0].property, NEOPLASM);
         assert_eq!(set.mask(&set.segments[1], 0).iter().filter(|&&m| m == 1).count(), 1);
         assert_eq!(set.segments.iter().map(|s| s.number).collect::<Vec<_>>(), [1, 2, 3]);
+    }
+
+    #[test]
+    fn numbers_are_the_segment_numbers_of_lesions_then_classes() {
+        let g = geometry();
+        let mut labels = Volume::filled(g.clone(), 0u8);
+        let mut lesions = Volume::filled(g.clone(), 0u32);
+        // Lesion 4 (segment 1) and lesion 7 (segment 2) in class 1; liver (2, segment 3).
+        for (i, n) in [(0, 4u32), (1, 7)] {
+            let x = g.index(i, 0, 0);
+            lesions.data[x] = n;
+            labels.data[x] = 1;
+        }
+        labels.data[g.index(2, 0, 0)] = 2;
+        labels.data[g.index(3, 0, 0)] = 3; // a class without a name: no segment
+        let classes = vec![(0, "background".into()), (1, "lesion".into()), (2, "liver".into())];
+        let set = SegmentSet::new(&labels, Some(&lesions), Some(1), &classes);
+        let numbering = set.numbering();
+        assert_eq!(&set.numbers(0, &numbering)[..4], &[1, 2, 3, 0]);
+        assert!(set.numbers(1, &numbering).iter().all(|&v| v == 0));
+        let without = SegmentSet::new(&labels, None, Some(1), &classes);
+        assert_eq!(&without.numbers(0, &without.numbering())[..4], &[1, 1, 2, 0]);
     }
 
     #[test]

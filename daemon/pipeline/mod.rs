@@ -131,7 +131,8 @@ pub fn run_study(
 }
 
 /// `run_study` then `write_study`: one study of an index to its output
-/// folder (`edgeseg process`).
+/// folder (`edgeseg process`), seg.dcm as `seg_kind` says.
+#[allow(clippy::too_many_arguments)]
 pub fn process_study(
     predictor: &Predictor,
     backend: &PostBackend,
@@ -139,10 +140,11 @@ pub fn process_study(
     study_uid: &str,
     out: &Path,
     probabilities: bool,
+    seg_kind: crate::export::seg::SegKind,
     progress: impl FnMut(Progress),
 ) -> Result<(PathBuf, StudyResult), PipelineError> {
     let mut r = run_study(predictor, backend, index, study_uid, probabilities, progress)?;
-    let dir = write_study(out, &mut r)?;
+    let dir = write_study(out, &mut r, seg_kind)?;
     Ok((dir, r))
 }
 

@@ -8,23 +8,30 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use super::{PipelineError, StudyResult};
+use crate::export::seg::SegKind;
 use crate::export::study_dir::Staging;
 use crate::export::{csv, mip, nifti, uid_file_stem};
 
 /// Writes a study's files into `out/<StudyInstanceUID>/`, atomically: a
 /// staging folder beside it, every file fsynced, then one rename. A study's
 /// folder is complete or absent; reprocessing replaces it whole.
-pub fn write_study(out: &Path, result: &mut StudyResult) -> Result<PathBuf, PipelineError> {
+/// seg.dcm is written as `seg_kind` says (`[output] seg_kind`).
+pub fn write_study(out: &Path, result: &mut StudyResult, seg_kind: SegKind) -> Result<PathBuf, PipelineError> {
     let t = Instant::now();
     let stem = uid_file_stem(&result.report.study_instance_uid);
     let mut staging = Staging::begin(out, &stem)?;
-    write_files(&mut staging, result, t)?;
+    write_files(&mut staging, result, t, seg_kind)?;
     Ok(staging.commit()?)
 }
 
 /// Writes every file of a study into its staging folder; report.json last,
 /// with the seconds since `started`.
-fn write_files(staging: &mut Staging, result: &mut StudyResult, started: Instant) -> Result<(), PipelineError> {
+fn write_files(
+    staging: &mut Staging,
+    result: &mut StudyResult,
+    started: Instant,
+    seg_kind: SegKind,
+) -> Result<(), PipelineError> {
     let dir = staging.dir().to_path_buf();
     let desc = format!("edgeseg {}", result.report.model.name);
     let p = dir.join("labels.nii.gz");
@@ -64,8 +71,11 @@ fn write_files(staging: &mut Staging, result: &mut StudyResult, started: Instant
         staging.file_done();
     }
     if let Some(d) = &result.dicom {
-        let opts = crate::export::DicomOptions { clinical_use: cu, ..Default::default() };
         let rois = result.radiomics.as_ref().map(|r| r.segments(&result.labels)).unwrap_or_default();
+        // A label map holds one segment per voxel: the radiomics ROIs overlap
+        // the lesions and classes, so such a study's seg.dcm stays binary.
+        let seg_kind = if rois.is_empty() { seg_kind } else { crate::export::seg::SegKind::Binary };
+        let opts = crate::export::DicomOptions { clinical_use: cu, seg_kind, ..Default::default() };
         result.report.dicom_outputs =
             crate::export::write_dicom_rois(&dir, d, &result.labels, result.lesions.as_ref(), &rois, &opts)?;
         for _ in &result.report.dicom_outputs {

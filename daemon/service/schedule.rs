@@ -58,6 +58,7 @@ impl Daemon<'_> {
                 uid: e.uid.clone(),
                 files: entry.files.iter().map(|f| f.path.clone()).collect(),
                 out: self.config.output.folder.clone(),
+                seg_kind: self.config.output.seg_kind,
                 force_cpu,
                 strict_geometry: self.config.ingest.strict_geometry,
                 roots: self.watch_roots(),

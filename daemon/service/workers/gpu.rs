@@ -21,6 +21,8 @@ use crate::service::ServiceError;
 pub(crate) struct GpuJob {
     pub(crate) loaded: LoadedStudy,
     pub(crate) out: PathBuf,
+    /// `[output] seg_kind` when the study was started.
+    pub(crate) seg_kind: crate::export::seg::SegKind,
     pub(crate) force_cpu: bool,
 }
 
@@ -126,7 +128,7 @@ fn gpu_worker(
                 let _ = msgs.send(Msg::PostFallback);
             }
             let _ = msgs.send(Msg::Stage { uid: uid.clone(), stage: "writing".into() });
-            pipeline::write_study(&job.out, &mut r).map(|d| (d, r))
+            pipeline::write_study(&job.out, &mut r, job.seg_kind).map(|d| (d, r))
         });
         let outcome = match r {
             Ok((dir, r)) => Outcome { uid, result: Ok((dir, r.report.timings_s)), out_of_memory: false },

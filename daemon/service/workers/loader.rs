@@ -20,6 +20,8 @@ pub(crate) struct LoadJob {
     pub(crate) uid: String,
     pub(crate) files: Vec<PathBuf>,
     pub(crate) out: PathBuf,
+    /// `[output] seg_kind` when the study was started.
+    pub(crate) seg_kind: crate::export::seg::SegKind,
     pub(crate) force_cpu: bool,
     /// `[ingest] strict_geometry`.
     pub(crate) strict_geometry: bool,
@@ -63,7 +65,8 @@ fn loader(package: ModelPackage, jobs: Receiver<LoadJob>, gpu: SyncSender<GpuJob
         });
         match loaded {
             Ok(loaded) => {
-                if gpu.send(GpuJob { loaded, out: job.out, force_cpu: job.force_cpu }).is_err() {
+                if gpu.send(GpuJob { loaded, out: job.out, seg_kind: job.seg_kind, force_cpu: job.force_cpu }).is_err()
+                {
                     return;
                 }
             }
