@@ -37,6 +37,18 @@ fn read(p: &Path) -> Result<edgeseg::volume::Volume<f32>> {
     Ok(nifti::read_f32(p)?)
 }
 
+/// The voxel type SimpleITK would read the image file as (resampling writes
+/// back in it); a header that cannot be read leaves it to `extract`'s guess.
+fn pixel_type(p: &Path, v: &edgeseg::volume::Volume<f32>) -> rad::PixelType {
+    match ::nifti::NiftiHeader::from_file(p) {
+        Ok(h) => {
+            let scaled = h.scl_slope != 0.0 && (h.scl_slope != 1.0 || h.scl_inter != 0.0);
+            rad::PixelType::from_nifti(h.datatype, scaled)
+        }
+        Err(_) => rad::PixelType::infer(&v.data),
+    }
+}
+
 /// One case (text, --json or --csv) or a batch CSV (CSV or JSON on stdout,
 /// progress on stderr; failed cases named on stderr and left out, exit 2).
 pub fn run(a: Args) -> Result<bool> {
@@ -53,7 +65,8 @@ pub fn run(a: Args) -> Result<bool> {
             progress.begin("");
             let result = read(&case.image).and_then(|im| {
                 let ma = read(&case.mask)?;
-                Ok(rad::extract(&im, &ma, &params, a.label.or(case.label))?)
+                let pixel = pixel_type(&case.image, &im);
+                Ok(rad::extract_typed(&im, pixel, &ma, &params, a.label.or(case.label))?)
             });
             match result {
                 Ok(out) => rows.push((case.columns.clone(), out)),
@@ -80,7 +93,8 @@ pub fn run(a: Args) -> Result<bool> {
         }
         return Ok(all_ok);
     };
-    let out = rad::extract(&read(&a.image)?, &read(mask)?, &params, a.label)?;
+    let im = read(&a.image)?;
+    let out = rad::extract_typed(&im, pixel_type(&a.image, &im), &read(mask)?, &params, a.label)?;
     let text = if a.json {
         output::to_json(&out) + "\n"
     } else if a.csv {
