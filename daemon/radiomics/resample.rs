@@ -340,9 +340,11 @@ fn linear_at(data: &[f64], dims: [usize; 3], x: [f64; 3]) -> f64 {
     lerp(p0, plane(next[2]), dist[2])
 }
 
-/// ResampleImageFilter with an identity transform: every output voxel's
-/// centre mapped to the source's continuous index, interpolated there when
-/// inside [-0.5, size - 0.5) along every axis, 0 elsewhere; cast to `pixel`.
+/// ResampleImageFilter with an identity transform (its linear fast path):
+/// for each output line, the continuous indices in the source of its first
+/// voxel and of one voxel past its end, and in between
+/// `start + (end - start) · i / size`; interpolated there when inside
+/// [-0.5, size - 0.5) along every axis, 0 elsewhere; cast to `pixel`.
 pub fn resample(
     data: &[f64],
     src: &Geometry,
@@ -356,8 +358,11 @@ pub fn resample(
     let [nx, ny, nz] = target.dims;
     for k in 0..nz {
         for j in 0..ny {
+            let start = sf.to_index(tf.to_physical([0.0, j as f64, k as f64]));
+            let end = sf.to_index(tf.to_physical([nx as f64, j as f64, k as f64]));
             for i in 0..nx {
-                let c = sf.to_index(tf.to_physical([i as f64, j as f64, k as f64]));
+                let alpha = i as f64 / nx as f64;
+                let c = [0, 1, 2].map(|d| start[d] + (end[d] - start[d]) * alpha);
                 if !(0..3).all(|d| c[d] >= -0.5 && c[d] < src.dims[d] as f64 - 0.5) {
                     continue;
                 }
