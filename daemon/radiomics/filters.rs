@@ -211,7 +211,6 @@ fn wavelet(img: &Image, s: &Settings) -> Vec<(String, Image)> {
     out
 }
 
-
 /// PyRadiomics' `getLoGImage`: one image per sigma (mm), named
 /// `log-sigma-<str(sigma) with . as ->-mm-3D`. An image smaller than 4 voxels
 /// along an axis yields none, a sigma with `size < ceil(sigma / spacing) + 1`
@@ -224,7 +223,7 @@ fn log_images(img: &Image, s: &Settings) -> Vec<(String, Image)> {
     }
     for (k, &sigma) in s.sigma.iter().enumerate() {
         let fits = (0..3).all(|d| img.dims[d] as f64 >= (sigma / img.spacing[d]).ceil() + 1.0);
-        if !(sigma > 0.0) {
+        if sigma.is_nan() || sigma <= 0.0 {
             tracing::warn!(sigma, "LoG sigma must be greater than 0; skipped");
             continue;
         }
@@ -366,7 +365,7 @@ fn recursive_axis(data: &[f64], dims: [usize; 3], axis: usize, f: &Recursive) ->
     let mut out = vec![0.0; data.len()];
     let (mut line, mut res, mut scratch) = (vec![0.0; n], vec![0.0; n], vec![0.0; n]);
     for start in 0..data.len() {
-        if (start / stride) % n != 0 {
+        if !(start / stride).is_multiple_of(n) {
             continue;
         }
         for (k, l) in line.iter_mut().enumerate() {

@@ -218,7 +218,8 @@ fn decompose_line(c: &mut [f64]) {
         let iz = 1.0 / z;
         let mut z2n = z.powf((n - 1) as f64);
         let mut sum = c[0] + z2n * c[n - 1];
-        z2n *= z2n * iz;
+        // ITK's `z2n *= z2n * iz`.
+        z2n = z2n * (z2n * iz);
         for v in c.iter().take(n - 1).skip(1) {
             sum += (zn + z2n) * v;
             zn *= z;
@@ -243,7 +244,7 @@ fn coefficients(data: &[f64], dims: [usize; 3]) -> Vec<f64> {
         let stride = [1, dims[0], dims[0] * dims[1]][axis];
         let mut line = vec![0.0; n];
         for start in 0..c.len() {
-            if (start / stride) % n != 0 {
+            if !(start / stride).is_multiple_of(n) {
                 continue;
             }
             for (k, l) in line.iter_mut().enumerate() {
@@ -345,13 +346,7 @@ fn linear_at(data: &[f64], dims: [usize; 3], x: [f64; 3]) -> f64 {
 /// voxel and of one voxel past its end, and in between
 /// `start + (end - start) · i / size`; interpolated there when inside
 /// [-0.5, size - 0.5) along every axis, 0 elsewhere; cast to `pixel`.
-pub fn resample(
-    data: &[f64],
-    src: &Geometry,
-    target: &Geometry,
-    interp: Interpolator,
-    pixel: PixelType,
-) -> Vec<f64> {
+pub fn resample(data: &[f64], src: &Geometry, target: &Geometry, interp: Interpolator, pixel: PixelType) -> Vec<f64> {
     let (sf, tf) = (Frame::new(src), Frame::new(target));
     let coef = (interp == Interpolator::BSpline).then(|| coefficients(data, src.dims));
     let mut out = vec![0.0; target.voxel_count()];
