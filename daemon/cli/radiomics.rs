@@ -55,7 +55,8 @@ fn extract_case(
     perturb: &[perturb::Perturbation],
 ) -> Result<(rad::Output, perturb::Perturbed)> {
     let (im, ma) = (read(image)?, read(mask)?);
-    let out = rad::extract(&im, &ma, params, label)?;
+    let pixel = pixel_type(image, &im);
+    let out = rad::extract_typed(&im, pixel, &ma, params, label)?;
     let l = label.unwrap_or(params.settings.label) as f32;
     let roi: Vec<bool> = ma.data.iter().map(|&v| v == l).collect();
     let g = &ma.geometry;
@@ -67,7 +68,7 @@ fn extract_case(
                 geometry: g.clone(),
                 data: m.iter().map(|&b| if b { 1.0 } else { 0.0 }).collect(),
             };
-            rad::extract(&im, &v, params, Some(1)).map_err(|e| e.to_string())
+            rad::extract_typed(&im, pixel, &v, params, Some(1)).map_err(|e| e.to_string())
         })
         .collect();
     Ok((out, moved))
@@ -130,6 +131,18 @@ fn icc_csv_rows(
             (cols, out)
         })
         .collect()
+}
+
+/// The voxel type SimpleITK would read the image file as (resampling writes
+/// back in it); a header that cannot be read leaves it to `extract`'s guess.
+fn pixel_type(p: &Path, v: &edgeseg::volume::Volume<f32>) -> rad::PixelType {
+    match ::nifti::NiftiHeader::from_file(p) {
+        Ok(h) => {
+            let scaled = h.scl_slope != 0.0 && (h.scl_slope != 1.0 || h.scl_inter != 0.0);
+            rad::PixelType::from_nifti(h.datatype, scaled)
+        }
+        Err(_) => rad::PixelType::infer(&v.data),
+    }
 }
 
 /// One case (text, --json or --csv) or a batch CSV (CSV or JSON on stdout,

@@ -3,8 +3,10 @@
 //! Gradient (SimpleITK's gradient magnitude: central differences, edge voxels
 //! repeated, written as float32) and Wavelet (PyWavelets' `swtn` with coif1,
 //! one level at a time on the approximation, odd axes padded by wrapping one
-//! voxel). Also `normalize` (SimpleITK's Normalize: z-score with the sample
-//! standard deviation).
+//! voxel), LoG (SimpleITK's LaplacianRecursiveGaussianImageFilter: Deriche's
+//! recursive Gaussian, its float32 intermediate images reproduced) and
+//! `normalize` (SimpleITK's Normalize: z-score with the sample standard
+//! deviation).
 
 use super::params::{ImageType, Settings};
 use super::{Image, RadiomicsError};
@@ -77,7 +79,7 @@ pub fn apply(t: ImageType, img: &Image, s: &Settings) -> Result<Vec<(String, Ima
         }
         ImageType::Gradient => vec![("gradient".into(), gradient(img, s.gradient_use_spacing))],
         ImageType::Wavelet => wavelet(img, s),
-        ImageType::LoG => return Err(RadiomicsError::Unsupported("the LoG image type".into())),
+        ImageType::LoG => log_images(img, s),
         ImageType::Lbp2D | ImageType::Lbp3D => {
             return Err(RadiomicsError::Unsupported("the LBP image types".into()));
         }
@@ -207,4 +209,191 @@ fn wavelet(img: &Image, s: &Settings) -> Vec<(String, Image)> {
     let prefix = if levels == 1 { "wavelet-LLL".to_string() } else { format!("wavelet{levels}-LLL") };
     out.push((prefix, unpad(&data)));
     out
+}
+
+/// PyRadiomics' `getLoGImage`: one image per sigma (mm), named
+/// `log-sigma-<str(sigma) with . as ->-mm-3D`. An image smaller than 4 voxels
+/// along an axis yields none, a sigma with `size < ceil(sigma / spacing) + 1`
+/// along an axis is skipped; both with a warning, as PyRadiomics logs them.
+fn log_images(img: &Image, s: &Settings) -> Vec<(String, Image)> {
+    let mut out = Vec::new();
+    if img.dims.iter().any(|&d| d < 4) {
+        tracing::warn!(size = ?img.dims, "image too small to apply the LoG filter (fewer than 4 voxels along an axis)");
+        return out;
+    }
+    for (k, &sigma) in s.sigma.iter().enumerate() {
+        let fits = (0..3).all(|d| img.dims[d] as f64 >= (sigma / img.spacing[d]).ceil() + 1.0);
+        if sigma.is_nan() || sigma <= 0.0 {
+            tracing::warn!(sigma, "LoG sigma must be greater than 0; skipped");
+            continue;
+        }
+        if !fits {
+            tracing::warn!(sigma, size = ?img.dims, "LoG sigma / spacing + 1 exceeds the image size; skipped");
+            continue;
+        }
+        let text = s.sigma_text.get(k).cloned().unwrap_or_else(|| super::params::python_float_str(sigma));
+        out.push((format!("log-sigma-{}-mm-3D", text.replace('.', "-")), laplacian_of_gaussian(img, sigma)));
+    }
+    out
+}
+
+/// Coefficients of ITK's RecursiveSeparableImageFilter (Deriche's 4th-order
+/// recursive approximation of the Gaussian and its derivatives).
+#[derive(Debug, Clone, Copy)]
+struct Recursive {
+    n: [f64; 4],
+    d: [f64; 4],
+    m: [f64; 4],
+    bn: [f64; 4],
+    bm: [f64; 4],
+}
+
+impl Recursive {
+    /// itk::RecursiveGaussianImageFilter::SetUp for order 0 (smoothing) or 2
+    /// (second derivative, normalised across scale by sigma²).
+    fn new(sigma: f64, spacing: f64, second: bool) -> Recursive {
+        let sigmad = sigma / spacing;
+        let (a1, b1, w1, l1) = ([1.3530, -0.6724, -1.3563], [1.8151, -3.4327, 5.2318], 0.6681, -1.3932);
+        let (a2, b2, w2, l2) = ([-0.3531, 0.6724, 0.3446], [0.0902, 0.6100, -2.2355], 2.0787, -1.3732);
+        let (cos1, cos2) = ((w1 / sigmad).cos(), (w2 / sigmad).cos());
+        let (sin1, sin2) = ((w1 / sigmad).sin(), (w2 / sigmad).sin());
+        let (exp1, exp2) = ((l1 / sigmad).exp(), (l2 / sigmad).exp());
+        let d4 = exp1 * exp1 * exp2 * exp2;
+        let mut d3 = -2.0 * cos1 * exp1 * exp2 * exp2;
+        d3 += -2.0 * cos2 * exp2 * exp1 * exp1;
+        let mut d2 = 4.0 * cos2 * cos1 * exp1 * exp2;
+        d2 += exp1 * exp1 + exp2 * exp2;
+        let d1 = -2.0 * (exp2 * cos2 + exp1 * cos1);
+        let sd = 1.0 + d1 + d2 + d3 + d4;
+        let dd = d1 + 2.0 * d2 + 3.0 * d3 + 4.0 * d4;
+        let ed = d1 + 4.0 * d2 + 9.0 * d3 + 16.0 * d4;
+        // ComputeNCoefficients: N0..N3, SN, DN, EN.
+        let ncoef = |a1: f64, b1: f64, a2: f64, b2: f64| -> [f64; 7] {
+            let n0 = a1 + a2;
+            let mut n1 = exp2 * (b2 * sin2 - (a2 + 2.0 * a1) * cos2);
+            n1 += exp1 * (b1 * sin1 - (a1 + 2.0 * a2) * cos1);
+            let mut n2 = (a1 + a2) * cos2 * cos1;
+            n2 -= b1 * cos2 * sin1 + b2 * cos1 * sin2;
+            n2 *= 2.0 * exp1 * exp2;
+            n2 += a2 * exp1 * exp1 + a1 * exp2 * exp2;
+            let mut n3 = exp2 * exp1 * exp1 * (b2 * sin2 - a2 * cos2);
+            n3 += exp1 * exp2 * exp2 * (b1 * sin1 - a1 * cos1);
+            [n0, n1, n2, n3, n0 + n1 + n2 + n3, n1 + 2.0 * n2 + 3.0 * n3, n1 + 4.0 * n2 + 9.0 * n3]
+        };
+        let mut n;
+        if second {
+            let c0 = ncoef(a1[0], b1[0], a2[0], b2[0]);
+            let c2 = ncoef(a1[2], b1[2], a2[2], b2[2]);
+            let beta = -(2.0 * c2[4] - sd * c2[0]) / (2.0 * c0[4] - sd * c0[0]);
+            n = [c2[0] + beta * c0[0], c2[1] + beta * c0[1], c2[2] + beta * c0[2], c2[3] + beta * c0[3]];
+            let sn = c2[4] + beta * c0[4];
+            let dn = c2[5] + beta * c0[5];
+            let en = c2[6] + beta * c0[6];
+            let mut alpha2 = en * sd * sd - ed * sn * sd - 2.0 * dn * dd * sd + 2.0 * dd * dd * sn;
+            alpha2 /= sd * sd * sd;
+            let across = sigma * sigma;
+            for v in &mut n {
+                *v *= across / alpha2;
+            }
+        } else {
+            let c = ncoef(a1[0], b1[0], a2[0], b2[0]);
+            n = [c[0], c[1], c[2], c[3]];
+            let alpha0 = 2.0 * c[4] / sd - n[0];
+            for v in &mut n {
+                *v *= 1.0 / alpha0;
+            }
+        }
+        let d = [d1, d2, d3, d4];
+        // ComputeRemainingCoefficients(symmetric = true).
+        let m = [n[1] - d1 * n[0], n[2] - d2 * n[0], n[3] - d3 * n[0], -d4 * n[0]];
+        let sn = n[0] + n[1] + n[2] + n[3];
+        let sm = m[0] + m[1] + m[2] + m[3];
+        let sd = 1.0 + d1 + d2 + d3 + d4;
+        let bn = [d1 * sn / sd, d2 * sn / sd, d3 * sn / sd, d4 * sn / sd];
+        let bm = [d1 * sm / sd, d2 * sm / sd, d3 * sm / sd, d4 * sm / sd];
+        Recursive { n, d, m, bn, bm }
+    }
+
+    /// RecursiveSeparableImageFilter::FilterDataArray on one line (at least
+    /// 4 samples): causal and anti-causal passes with edge extension.
+    fn filter_line(&self, data: &[f64], outs: &mut [f64], scratch: &mut [f64]) {
+        let ln = data.len();
+        let [n0, n1, n2, n3] = self.n;
+        let [d1, d2, d3, d4] = self.d;
+        let [m1, m2, m3, m4] = self.m;
+        let [bn1, bn2, bn3, bn4] = self.bn;
+        let [bm1, bm2, bm3, bm4] = self.bm;
+        let s1 = outs;
+        let v = data[0];
+        s1[0] = v * n0 + v * n1 + v * n2 + v * n3;
+        s1[1] = data[1] * n0 + v * n1 + v * n2 + v * n3;
+        s1[2] = data[2] * n0 + data[1] * n1 + v * n2 + v * n3;
+        s1[3] = data[3] * n0 + data[2] * n1 + data[1] * n2 + v * n3;
+        s1[0] -= v * bn1 + v * bn2 + v * bn3 + v * bn4;
+        s1[1] -= s1[0] * d1 + v * bn2 + v * bn3 + v * bn4;
+        s1[2] -= s1[1] * d1 + s1[0] * d2 + v * bn3 + v * bn4;
+        s1[3] -= s1[2] * d1 + s1[1] * d2 + s1[0] * d3 + v * bn4;
+        for i in 4..ln {
+            s1[i] = data[i] * n0 + data[i - 1] * n1 + data[i - 2] * n2 + data[i - 3] * n3;
+            s1[i] -= s1[i - 1] * d1 + s1[i - 2] * d2 + s1[i - 3] * d3 + s1[i - 4] * d4;
+        }
+        let s2 = scratch;
+        let v = data[ln - 1];
+        s2[ln - 1] = v * m1 + v * m2 + v * m3 + v * m4;
+        s2[ln - 2] = data[ln - 1] * m1 + v * m2 + v * m3 + v * m4;
+        s2[ln - 3] = data[ln - 2] * m1 + data[ln - 1] * m2 + v * m3 + v * m4;
+        s2[ln - 4] = data[ln - 3] * m1 + data[ln - 2] * m2 + data[ln - 1] * m3 + v * m4;
+        s2[ln - 1] -= v * bm1 + v * bm2 + v * bm3 + v * bm4;
+        s2[ln - 2] -= s2[ln - 1] * d1 + v * bm2 + v * bm3 + v * bm4;
+        s2[ln - 3] -= s2[ln - 2] * d1 + s2[ln - 1] * d2 + v * bm3 + v * bm4;
+        s2[ln - 4] -= s2[ln - 3] * d1 + s2[ln - 2] * d2 + s2[ln - 1] * d3 + v * bm4;
+        for i in (1..=ln - 4).rev() {
+            s2[i - 1] = data[i] * m1 + data[i + 1] * m2 + data[i + 2] * m3 + data[i + 3] * m4;
+            s2[i - 1] -= s2[i] * d1 + s2[i + 1] * d2 + s2[i + 2] * d3 + s2[i + 3] * d4;
+        }
+        for i in 0..ln {
+            s1[i] += s2[i];
+        }
+    }
+}
+
+/// One recursive pass along `axis` (0 = x), every line; the result is
+/// stored as float32 as ITK's internal image is.
+fn recursive_axis(data: &[f64], dims: [usize; 3], axis: usize, f: &Recursive) -> Vec<f64> {
+    let n = dims[axis];
+    let stride = [1, dims[0], dims[0] * dims[1]][axis];
+    let mut out = vec![0.0; data.len()];
+    let (mut line, mut res, mut scratch) = (vec![0.0; n], vec![0.0; n], vec![0.0; n]);
+    for start in 0..data.len() {
+        if !(start / stride).is_multiple_of(n) {
+            continue;
+        }
+        for (k, l) in line.iter_mut().enumerate() {
+            *l = data[start + k * stride];
+        }
+        f.filter_line(&line, &mut res, &mut scratch);
+        for (k, r) in res.iter().enumerate() {
+            out[start + k * stride] = f64::from(*r as f32);
+        }
+    }
+    out
+}
+
+/// SimpleITK's LaplacianRecursiveGaussianImageFilter with
+/// NormalizeAcrossScale on: for each axis the second derivative along it and
+/// Gaussian smoothing along the other two (in axis order), each pass kept as
+/// float32, accumulated as float32 with `a + b * (1 / spacing²)`.
+pub fn laplacian_of_gaussian(img: &Image, sigma: f64) -> Image {
+    let mut cum = vec![0.0f64; img.data.len()];
+    for dim in 0..3 {
+        let mut t = recursive_axis(&img.data, img.dims, dim, &Recursive::new(sigma, img.spacing[dim], true));
+        for other in (0..3).filter(|&o| o != dim) {
+            t = recursive_axis(&t, img.dims, other, &Recursive::new(sigma, img.spacing[other], false));
+        }
+        let inv = 1.0 / (img.spacing[dim] * img.spacing[dim]);
+        for (c, v) in cum.iter_mut().zip(&t) {
+            *c = f64::from((*c + v * inv) as f32);
+        }
+    }
+    Image { dims: img.dims, spacing: img.spacing, data: cum }
 }

@@ -16,6 +16,7 @@ pub mod output;
 pub mod params;
 pub mod perturb;
 pub mod roi;
+pub mod resample;
 pub mod shape;
 pub mod study;
 
@@ -23,6 +24,7 @@ use serde_json::{Value as Json, json};
 
 use crate::volume::Volume;
 use params::{FeatureClass, ImageType, Params, ResegmentMode, Settings};
+pub use resample::PixelType;
 
 /// Extraction that cannot go ahead, as PyRadiomics would refuse it.
 #[derive(Debug, thiserror::Error)]
@@ -441,13 +443,27 @@ pub fn extract(
     params: &Params,
     label: Option<i64>,
 ) -> Result<Output, RadiomicsError> {
+    extract_typed(image, PixelType::infer(&image.data), mask, params, label)
+}
+
+/// `extract`, told the voxel type the image file holds (`resampledPixelSpacing`
+/// writes the interpolated image back in it, as SimpleITK does; `extract`
+/// guesses it from the values).
+pub fn extract_typed(
+    image: &Volume<f32>,
+    pixel: PixelType,
+    mask: &Volume<f32>,
+    params: &Params,
+    label: Option<i64>,
+) -> Result<Output, RadiomicsError> {
     let mut s = params.settings.clone();
     if let Some(l) = label {
         s.label = l;
     }
-    if s.resampled_pixel_spacing.is_some() && s.interpolator.is_some() {
-        return Err(RadiomicsError::Unsupported("resampledPixelSpacing".into()));
-    }
+    let resampling = match (&s.resampled_pixel_spacing, &s.interpolator) {
+        (Some(sp), Some(name)) => Some((sp.clone(), resample::Interpolator::from_name(name)?)),
+        _ => None,
+    };
     let mut out: Output = Vec::new();
     // getMask: labels present.
     let labels: std::collections::BTreeSet<u32> = mask.data.iter().map(|&v| v as u32).collect();
@@ -461,7 +477,8 @@ pub fn extract(
     let mut img = Image::from_volume(image);
     let label_u = s.label as u32;
     let mut mask_vals: Vec<f32> = mask.data.clone();
-    let mask_geometry = mask.geometry.clone();
+    let mut mask_geometry = mask.geometry.clone();
+    let mut image_geometry = image.geometry.clone();
     if s.additional_info {
         out.push(("diagnostics_Versions_edgeseg".into(), json!(crate::version())));
         out.push(("diagnostics_Versions_PyRadiomicsReference".into(), json!("3.0.1")));
@@ -491,25 +508,75 @@ pub fn extract(
         let m: Vec<bool> = mask_vals.iter().map(|&v| v as u32 == label_u).collect();
         mask_diagnostics(&mut out, "original", &m, &mask_geometry);
     }
+    let mut pixel = pixel;
     if s.normalize {
         filters::normalize(&mut img.data, s.normalize_scale, s.remove_outliers);
+        // sitk.Normalize returns a float64 image.
+        pixel = PixelType::F64;
+    }
+    // resampleImage (before checkMask, as PyRadiomics' loadImage does it).
+    let mut cropped_by_resampling = false;
+    if let Some((spacing, interp)) = &resampling {
+        match resample::plan(&image_geometry, &mask_geometry, &mask_vals, label_u, spacing, s.pad_distance)? {
+            resample::Plan::SameSpacing => {
+                // The mask onto the image grid, then both cropped to the ROI plus padDistance.
+                let m: Vec<f64> = mask_vals.iter().map(|&v| f64::from(v)).collect();
+                let nn = resample::Interpolator::NearestNeighbor;
+                mask_vals = resample::resample(&m, &mask_geometry, &image_geometry, nn, PixelType::U32)
+                    .iter()
+                    .map(|&v| v as f32)
+                    .collect();
+                let Some((lo, size)) = resample::label_box(&mask_vals, image_geometry.dims, label_u) else {
+                    return Err(RadiomicsError::RoiOutsideImage);
+                };
+                let pad = s.pad_distance.max(0) as usize;
+                let plo = [0, 1, 2].map(|d| lo[d].saturating_sub(pad));
+                let phi = [0, 1, 2].map(|d| (lo[d] + size[d] - 1 + pad).min(img.dims[d] - 1));
+                mask_vals = crop(&mask_vals, img.dims, plo, phi);
+                img = img.crop(plo, phi);
+                image_geometry = crate::volume::Geometry {
+                    dims: img.dims,
+                    origin: image_geometry.voxel_to_lps(plo.map(|v| v as f64)),
+                    ..image_geometry
+                };
+            }
+            resample::Plan::Grid(g) => {
+                img.data = resample::resample(&img.data, &image_geometry, &g, *interp, pixel);
+                let m: Vec<f64> = mask_vals.iter().map(|&v| f64::from(v)).collect();
+                let nn = resample::Interpolator::NearestNeighbor;
+                mask_vals =
+                    resample::resample(&m, &mask_geometry, &g, nn, PixelType::U32).iter().map(|&v| v as f32).collect();
+                img.dims = g.dims;
+                img.spacing = g.spacing;
+                image_geometry = g;
+            }
+        }
+        mask_geometry = image_geometry.clone();
+        cropped_by_resampling = true;
+        if s.additional_info {
+            image_diagnostics(&mut out, "interpolated", &img);
+            let m: Vec<bool> = mask_vals.iter().map(|&v| v as u32 == label_u).collect();
+            mask_diagnostics(&mut out, "interpolated", &m, &image_geometry);
+            mask_value_diagnostics(&mut out, "interpolated", &m, &img);
+        }
     }
     // checkMask: the mask must lie on the image grid, or be resampled onto it.
-    if let Some(what) = geometry_difference(&image.geometry, &mask_geometry, s.geometry_tolerance) {
+    if let Some(what) = geometry_difference(&image_geometry, &mask_geometry, s.geometry_tolerance) {
         if !s.correct_mask {
             return Err(RadiomicsError::GeometryMismatch { what });
         }
-        mask_vals = resample_nearest(mask, &image.geometry);
+        let src = Volume { geometry: mask_geometry.clone(), data: mask_vals.clone() };
+        mask_vals = resample_nearest(&src, &image_geometry);
         if !mask_vals.iter().any(|&v| v as u32 == label_u) {
             return Err(RadiomicsError::RoiOutsideImage);
         }
         if s.additional_info {
             let m: Vec<bool> = mask_vals.iter().map(|&v| v as u32 == label_u).collect();
-            mask_diagnostics(&mut out, "corrected", &m, &image.geometry);
+            mask_diagnostics(&mut out, "corrected", &m, &image_geometry);
         }
     }
     let mut roi_mask: Vec<bool> = mask_vals.iter().map(|&v| v as u32 == label_u).collect();
-    if s.pre_crop {
+    if s.pre_crop && !cropped_by_resampling {
         let (lo, hi) = check_mask(&roi_mask, img.dims, &s)?;
         let pad = s.pad_distance.max(0) as usize;
         let plo = [lo[0].saturating_sub(pad), lo[1].saturating_sub(pad), lo[2].saturating_sub(pad)];
@@ -598,6 +665,29 @@ fn node_json(n: &params::Node) -> Json {
 /// `nan`).
 pub fn json_num(v: f64) -> Json {
     serde_json::Number::from_f64(v).map_or_else(|| json!(format!("{v}").to_lowercase()), Json::Number)
+}
+
+/// `diagnostics_Image-<prefix>_{Spacing,Size,Mean,Minimum,Maximum}`.
+fn image_diagnostics(out: &mut Output, prefix: &str, img: &Image) {
+    let p = format!("diagnostics_Image-{prefix}_");
+    out.push((format!("{p}Spacing"), tuple3(img.spacing)));
+    out.push((format!("{p}Size"), tuple3(img.dims)));
+    let n = img.data.len() as f64;
+    out.push((format!("{p}Mean"), json!(img.data.iter().sum::<f64>() / n)));
+    out.push((format!("{p}Minimum"), json!(img.data.iter().copied().fold(f64::INFINITY, f64::min))));
+    out.push((format!("{p}Maximum"), json!(img.data.iter().copied().fold(f64::NEG_INFINITY, f64::max))));
+}
+
+/// `diagnostics_Mask-<prefix>_{Mean,Minimum,Maximum}`: the image inside the mask.
+fn mask_value_diagnostics(out: &mut Output, prefix: &str, m: &[bool], img: &Image) {
+    let v: Vec<f64> = img.data.iter().zip(m).filter(|(_, k)| **k).map(|(v, _)| *v).collect();
+    if v.is_empty() {
+        return;
+    }
+    let p = format!("diagnostics_Mask-{prefix}_");
+    out.push((format!("{p}Mean"), json!(v.iter().sum::<f64>() / v.len() as f64)));
+    out.push((format!("{p}Minimum"), json!(v.iter().copied().fold(f64::INFINITY, f64::min))));
+    out.push((format!("{p}Maximum"), json!(v.iter().copied().fold(f64::NEG_INFINITY, f64::max))));
 }
 
 fn mask_diagnostics(out: &mut Output, prefix: &str, m: &[bool], g: &crate::volume::Geometry) {

@@ -267,6 +267,9 @@ pub struct Settings {
     pub pre_crop: bool,
     /// LoG sigmas (mm).
     pub sigma: Vec<f64>,
+    /// Each sigma as Python's str() writes the value the file holds (for the
+    /// image name `log-sigma-3-0-mm-3D`).
+    pub sigma_text: Vec<String>,
     /// Wavelet start level.
     pub start_level: i64,
     /// Wavelet levels.
@@ -315,6 +318,7 @@ impl Default for Settings {
             resegment_shape: false,
             pre_crop: false,
             sigma: Vec::new(),
+            sigma_text: Vec::new(),
             start_level: 0,
             level: 1,
             wavelet: "coif1".into(),
@@ -561,41 +565,47 @@ pub fn apply_setting(s: &mut Settings, key: &str, kpos: Pos, n: &Node) -> Result
             }
         }
         "interpolator" => {
+            // PyRadiomics accepts every SimpleITK interpolator name (or its
+            // number, 1 to 10); edgeseg implements three of them exactly.
+            const KNOWN: [&str; 10] = [
+                "sitkNearestNeighbor",
+                "sitkLinear",
+                "sitkBSpline",
+                "sitkGaussian",
+                "sitkLabelGaussian",
+                "sitkHammingWindowedSinc",
+                "sitkCosineWindowedSinc",
+                "sitkWelchWindowedSinc",
+                "sitkLanczosWindowedSinc",
+                "sitkBlackmanWindowedSinc",
+            ];
+            const SUPPORTED: [&str; 3] = ["sitkNearestNeighbor", "sitkLinear", "sitkBSpline"];
             s.interpolator = match &n.value {
                 Value::Null => None,
                 Value::Str(name) => {
-                    const KNOWN: [&str; 10] = [
-                        "sitkNearestNeighbor",
-                        "sitkLinear",
-                        "sitkBSpline",
-                        "sitkGaussian",
-                        "sitkLabelGaussian",
-                        "sitkHammingWindowedSinc",
-                        "sitkCosineWindowedSinc",
-                        "sitkWelchWindowedSinc",
-                        "sitkLanczosWindowedSinc",
-                        "sitkBlackmanWindowedSinc",
-                    ];
                     if !KNOWN.contains(&name.as_str()) {
                         return Err(invalid(n.pos, format!("interpolator {name} is not one of {}", KNOWN.join(", "))));
                     }
+                    if !SUPPORTED.contains(&name.as_str()) {
+                        return Err(invalid(
+                            n.pos,
+                            format!("interpolator {name} is not supported by edgeseg ({} are)", SUPPORTED.join(", ")),
+                        ));
+                    }
                     Some(name.clone())
                 }
-                Value::Int(i) if (1..=10).contains(i) => Some(
-                    [
-                        "sitkNearestNeighbor",
-                        "sitkLinear",
-                        "sitkBSpline",
-                        "sitkGaussian",
-                        "sitkLabelGaussian",
-                        "sitkHammingWindowedSinc",
-                        "sitkCosineWindowedSinc",
-                        "sitkWelchWindowedSinc",
-                        "sitkLanczosWindowedSinc",
-                        "sitkBlackmanWindowedSinc",
-                    ][(*i - 1) as usize]
-                        .to_string(),
-                ),
+                // SimpleITK's enum: 1 nearest neighbour, 2 linear; sitkBSpline
+                // is 23 in SimpleITK 2.x, outside PyRadiomics' range 1 to 10.
+                Value::Int(1) => Some("sitkNearestNeighbor".to_string()),
+                Value::Int(2) => Some("sitkLinear".to_string()),
+                Value::Int(i) if (3..=10).contains(i) => {
+                    return Err(invalid(
+                        n.pos,
+                        format!(
+                            "interpolator {i} is not supported by edgeseg (1 sitkNearestNeighbor, 2 sitkLinear, or the name sitkBSpline)"
+                        ),
+                    ));
+                }
                 _ => return Err(invalid(n.pos, "interpolator must be an interpolator name or 1 to 10")),
             }
         }
@@ -636,12 +646,20 @@ pub fn apply_setting(s: &mut Settings, key: &str, kpos: Pos, n: &Node) -> Result
         "preCrop" => s.pre_crop = as_bool(n, key)?,
         "sigma" => {
             let mut v = Vec::new();
+            let mut text = Vec::new();
             for item in seq(n, key)? {
                 let f = as_float(item, key)?;
                 range_check(item, key, f, None, Some(0.0), None)?;
                 v.push(f);
+                // PyRadiomics names the image with Python's str() of the value
+                // as the file wrote it: 3 gives log-sigma-3-mm-3D, 3.0 log-sigma-3-0-mm-3D.
+                text.push(match item.value {
+                    Value::Int(i) => i.to_string(),
+                    _ => python_float_str(f),
+                });
             }
             s.sigma = v;
+            s.sigma_text = text;
         }
         "start_level" => s.start_level = int_in(Some(0.0), None, None)?,
         "level" => s.level = int_in(None, Some(0.0), None)?,
@@ -684,6 +702,30 @@ pub fn apply_setting(s: &mut Settings, key: &str, kpos: Pos, n: &Node) -> Result
         s.explicit.push(key.to_string());
     }
     Ok(())
+}
+
+/// Python's `str(float)`: the shortest round-trip digits, `.0` on whole
+/// numbers, exponent notation below 1e-4 and from 1e16 (`1e-05`, `1e+16`).
+pub fn python_float_str(f: f64) -> String {
+    if f == 0.0 || (1e-4..1e16).contains(&f.abs()) {
+        let t = format!("{f}");
+        if t.contains('.') || !f.is_finite() { t } else { format!("{t}.0") }
+    } else if f.is_finite() {
+        let t = format!("{f:e}");
+        match t.split_once('e') {
+            Some((m, e)) => {
+                let (sign, digits) = e.strip_prefix('-').map_or(("+", e), |d| ("-", d));
+                format!("{m}e{sign}{digits:0>2}")
+            }
+            None => t,
+        }
+    } else if f.is_nan() {
+        "nan".into()
+    } else if f > 0.0 {
+        "inf".into()
+    } else {
+        "-inf".into()
+    }
 }
 
 fn map<'a>(n: &'a Node, what: &str) -> Result<&'a [(String, Pos, Node)], ParamsError> {

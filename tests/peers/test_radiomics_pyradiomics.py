@@ -140,6 +140,12 @@ PARAMS = {
         "setting": {"normalize": True, "normalizeScale": 100, "removeOutliers": 3, "resegmentRange": [-150, 200],
                     "binWidth": 5, "preCrop": True},
     },
+    # LoG at three sigmas (3 an integer: PyRadiomics names it log-sigma-3-mm-3D) and one too large for
+    # most of the images (skipped with a warning by both).
+    "log": {
+        "imageType": {"Original": {}, "LoG": {"sigma": [1.0, 2.5, 3, 20.0]}},
+        "setting": {"binWidth": 10},
+    },
     # featureClass listed: without it PyRadiomics adds shape2D under force2D (not implemented here).
     "force2d_manhattan": {
         "setting": {"force2D": True, "force2Ddimension": 0, "weightingNorm": "manhattan", "minimumROIDimensions": 2},
@@ -218,3 +224,110 @@ def test_unknown_parameter_key_is_refused_with_its_position(tmp_path):
     p = run_edgeseg("radiomics", image, mask, "--params", pf, check=False)
     assert p.returncode == 1
     assert "line 3 column 3: unknown setting binwidth" in p.stderr
+
+
+# resampledPixelSpacing: each interpolator, zero spacings (axis kept), padDistance, normalize before
+# resampling (a float64 image), the same-spacing shortcut (mask onto the image grid and cropped), LoG
+# and the wavelet on the resampled image, int16 and float32 images.
+RESAMPLE = {
+    "bspline": {"setting": {"resampledPixelSpacing": [1.2, 1.3, 1.5], "binWidth": 20}},
+    "bspline_log": {
+        "imageType": {"Original": {}, "LoG": {"sigma": [1.5, 3.0]}, "Wavelet": {}},
+        "setting": {"resampledPixelSpacing": [1.0, 1.0, 1.0], "interpolator": "sitkBSpline", "padDistance": 3},
+    },
+    # For float32 images: the wavelet is left out (PyWavelets filters a float32 image in float32, edgeseg in
+    # float64; see docs/radiomics.md).
+    "bspline_log_float": {
+        "imageType": {"Original": {}, "LoG": {"sigma": [1.5, 3.0]}, "Square": {}},
+        "setting": {"resampledPixelSpacing": [1.0, 1.0, 1.0], "interpolator": "sitkBSpline", "padDistance": 3},
+    },
+    "linear_zero_axis": {
+        "setting": {"resampledPixelSpacing": [0.8, 0, 2.0], "interpolator": "sitkLinear", "binCount": 24},
+    },
+    "nearest": {"setting": {"resampledPixelSpacing": [2, 2, 2], "interpolator": "sitkNearestNeighbor",
+                            "minimumROIDimensions": 1}},
+    "normalize_bspline": {
+        "setting": {"normalize": True, "normalizeScale": 100, "resampledPixelSpacing": [0.9, 0.9, 0.9],
+                    "binWidth": 10, "padDistance": 0},
+    },
+}
+
+
+def _resample_cases():
+    cases = []
+    for kind in ["box", "sphere_aniso", "blob", "thin", "two_lesions"]:
+        for pname in RESAMPLE:
+            if pname != "bspline_log_float":
+                cases.append((kind, pname, "int16"))
+    for pname in ["bspline", "linear_zero_axis", "bspline_log_float"]:
+        cases.append(("sphere_aniso", pname, "float32"))
+        cases.append(("blob", pname, "float32"))
+    return cases
+
+
+@pytest.mark.parametrize("kind,pname,dtype", _resample_cases())
+def test_resampling_matches_pyradiomics(tmp_path, kind, pname, dtype):
+    rng = np.random.default_rng(zlib.crc32(f"{kind}/{pname}/{dtype}".encode()))
+    img, m, spacing = _case(rng, kind)
+    if dtype == "float32":
+        img = (img.astype(np.float32) * np.float32(0.37) + rng.normal(size=img.shape).astype(np.float32))
+    image = _write(tmp_path, "image.nii.gz", img, spacing)
+    mask = _write(tmp_path, "mask.nii.gz", m, spacing)
+    pf = tmp_path / "params.yaml"
+    pf.write_text(_yaml(RESAMPLE[pname]))
+    ext = featureextractor.RadiomicsFeatureExtractor(str(pf))
+    ref_all = ext.execute(str(image), str(mask))
+    full, got = _edgeseg(image, mask, pf)
+    _compare({k: v for k, v in ref_all.items() if not k.startswith("diagnostics_")}, got)
+    for key in ["diagnostics_Image-interpolated_Size", "diagnostics_Mask-interpolated_BoundingBox",
+                "diagnostics_Mask-interpolated_VoxelNum", "diagnostics_Mask-interpolated_VolumeNum"]:
+        assert list(np.atleast_1d(ref_all[key])) == list(np.atleast_1d(full[key])), key
+    for key in ["diagnostics_Image-interpolated_Spacing", "diagnostics_Image-interpolated_Mean",
+                "diagnostics_Mask-interpolated_Mean", "diagnostics_Mask-interpolated_CenterOfMass"]:
+        np.testing.assert_allclose(np.atleast_1d(np.asarray(ref_all[key], float)), np.atleast_1d(full[key]),
+                                   rtol=1e-9, err_msg=key)
+
+
+def test_resampling_on_the_image_spacing_only_moves_the_mask(tmp_path):
+    """resampledPixelSpacing equal to the image's: PyRadiomics puts the mask on the image grid and crops both
+    to the ROI plus padDistance, without interpolating the image."""
+    rng = np.random.default_rng(11)
+    img, m, spacing = _case(rng, "blob")
+    image = _write(tmp_path, "image.nii.gz", img, spacing)
+    mask = _write(tmp_path, "mask.nii.gz", m, spacing)
+    pf = tmp_path / "params.yaml"
+    pf.write_text(_yaml({"imageType": {"Original": {}, "LoG": {"sigma": [2.0]}},
+                         "setting": {"resampledPixelSpacing": list(spacing), "padDistance": 2}}))
+    ext = featureextractor.RadiomicsFeatureExtractor(str(pf))
+    ref_all = ext.execute(str(image), str(mask))
+    full, got = _edgeseg(image, mask, pf)
+    _compare({k: v for k, v in ref_all.items() if not k.startswith("diagnostics_")}, got)
+    assert list(ref_all["diagnostics_Image-interpolated_Size"]) == list(full["diagnostics_Image-interpolated_Size"])
+
+
+def test_log_on_a_small_image_is_skipped_as_pyradiomics_does(tmp_path):
+    """An image under 4 voxels along an axis gets no LoG image (PyRadiomics warns and yields none)."""
+    rng = np.random.default_rng(5)
+    img = rng.integers(0, 300, size=(3, 12, 12)).astype(np.int16)
+    m = np.zeros(img.shape, np.uint8)
+    m[1, 3:9, 2:10] = 1
+    image = _write(tmp_path, "image.nii.gz", img, (1.0, 1.0, 2.0))
+    mask = _write(tmp_path, "mask.nii.gz", m, (1.0, 1.0, 2.0))
+    pf = tmp_path / "params.yaml"
+    pf.write_text(_yaml({"imageType": {"Original": {}, "LoG": {"sigma": [1.0]}}}))
+    ref = _pyradiomics(image, mask, pf)
+    full, got = _edgeseg(image, mask, pf)
+    assert not any(k.startswith("log-") for k in ref)
+    _compare(ref, got)
+
+
+def test_unsupported_interpolator_is_refused_with_its_position(tmp_path):
+    rng = np.random.default_rng(1)
+    img, m, spacing = _case(rng, "box")
+    image = _write(tmp_path, "image.nii.gz", img, spacing)
+    mask = _write(tmp_path, "mask.nii.gz", m, spacing)
+    pf = tmp_path / "params.yaml"
+    pf.write_text("setting:\n  resampledPixelSpacing: [2, 2, 2]\n  interpolator: sitkLanczosWindowedSinc\n")
+    p = run_edgeseg("radiomics", image, mask, "--params", pf, check=False)
+    assert p.returncode == 1
+    assert "line 3 column 17: interpolator sitkLanczosWindowedSinc is not supported by edgeseg" in p.stderr
