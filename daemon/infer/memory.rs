@@ -123,7 +123,8 @@ pub fn estimate(model: &ModelShape, dims: [usize; 3], spacing: [f64; 3], ask: As
     // (any non-zero, its filled copy, the labeller's u32 labels and seeds).
     let preprocess = if transposed { ch * n_in * 4 } else { 0 }
         + if resampled {
-            n_in * 4 + resampling(shape, work, sp, model.spacing, model.force_separate_z[0])
+            n_in * 4
+                + resampling(shape, work, sp, model.spacing, model.force_separate_z[0])
                 + if ch > 1 { n_w * 4 } else { 0 }
         } else {
             0

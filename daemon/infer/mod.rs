@@ -336,12 +336,7 @@ pub fn prepare_owned(pkg: &ModelPackage, channels: Vec<Volume<f32>>) -> Result<P
     let data: Vec<Vec<f32>> = channels.into_iter().map(|c| c.data).collect();
     let pre = preprocess::preprocess_owned(pkg, data, shape, spacing)?;
     tracing::debug!(shape = ?pre.shape, props = ?pre.props, "preprocessed");
-    Ok(PreparedCase {
-        pre,
-        geometry: g,
-        preprocess_s: t.elapsed().as_secs_f64(),
-        package_sha256: pkg.sha256.clone(),
-    })
+    Ok(PreparedCase { pre, geometry: g, preprocess_s: t.elapsed().as_secs_f64(), package_sha256: pkg.sha256.clone() })
 }
 
 /// Fraction of probe-tile voxels whose argmax differs between two networks
@@ -457,9 +452,15 @@ fn export(
             // Without probabilities the resampled class goes to the running
             // maximum block of planes by block: never a whole class in f32.
             let class = logits.class(c);
-            resample_channel_planes(&class, pre.shape, cshape, target, pre.props.original_spacing, kw, |first, block| {
-                merge_max(&mut best, &mut arg, first * plane, block, c)
-            });
+            resample_channel_planes(
+                &class,
+                pre.shape,
+                cshape,
+                target,
+                pre.props.original_spacing,
+                kw,
+                |first, block| merge_max(&mut best, &mut arg, first * plane, block, c),
+            );
         }
     }
     drop(logits);

@@ -360,9 +360,10 @@ mod tests {
                 "percentile_00_5": -900.0, "percentile_99_5": 1500.0, "min": -1000.0, "max": 3000.0, "median": 40.0}},
         }))
         .expect("plans");
-        let dataset: super::super::model::Dataset =
-            serde_json::from_value(serde_json::json!({"channel_names": {"0": "CT"}, "labels": {"background": 0, "a": 1}}))
-                .expect("dataset");
+        let dataset: super::super::model::Dataset = serde_json::from_value(
+            serde_json::json!({"channel_names": {"0": "CT"}, "labels": {"background": 0, "a": 1}}),
+        )
+        .expect("dataset");
         ModelPackage { dir: PathBuf::new(), meta, plans, config, dataset, sha256: String::new() }
     }
 

@@ -158,14 +158,7 @@ pub fn load_channels(pkg: &ModelPackage, index: &FolderIndex, study_uid: &str) -
             phase: None,
         });
     }
-    Ok(Case {
-        volumes,
-        inputs,
-        reference_series_uid,
-        source,
-        phase: None,
-        prepared: None,
-    })
+    Ok(Case { volumes, inputs, reference_series_uid, source, phase: None, prepared: None })
 }
 
 /// A case of one series on its own grid, in contrast phase `phase` (the

@@ -202,8 +202,7 @@ mod tests {
     #[test]
     fn a_study_folder_is_named_by_its_hash() {
         let roots = vec![PathBuf::from("/export")];
-        let files =
-            vec![PathBuf::from("/export/Doe^John/ct/1.dcm"), PathBuf::from("/export/Doe^John/pet/2.dcm")];
+        let files = vec![PathBuf::from("/export/Doe^John/ct/1.dcm"), PathBuf::from("/export/Doe^John/pet/2.dcm")];
         let name = study_folder(&files, &roots);
         assert_eq!(name, format!("folder {}", path_hash(Path::new("/export/Doe^John"), &roots)));
         assert!(!name.contains("Doe"));
