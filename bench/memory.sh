@@ -12,6 +12,12 @@
 #        own-3c-5f      the same with 5 folds
 #        own-3c-5f-tta  model at the input's spacing, 3 classes, 5 folds, mirroring
 #        res15-3c-5f-tta  1.5 mm, 3 classes, 5 folds, mirroring
+#        own-3c-f0-tta  one fold with mirroring (what mirroring adds to own-3c-f0)
+#        own-2c-f0-probs / res15-2c-f0-probs  the 2-class cases with --save-probabilities
+#        petct-2c       a whole-body PET/CT in DICOM (tests/fixtures/phantom.py --size
+#                       wholebody: CT 512×512×1000, PET 200×200×500) through
+#                       `edgeseg process` with the 2-channel demo model (both folds,
+#                       mirroring); SHAPE does not apply
 # SHAPE="512 512 300" changes the CT's size (x y z).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -24,6 +30,20 @@ export ORT_DYLIB_PATH=${ORT_DYLIB_PATH:-$(ls "$root"/.venv/lib/python3*/site-pac
 cargo build --release --quiet --manifest-path "$root/Cargo.toml"
 bin=${CARGO_TARGET_DIR:-$root/target}/release/edgeseg
 for c in $cases; do
+    if [ "$c" = petct-2c ]; then
+        d=$work/petct-2c
+        if [ ! -f "$d/study/truth/truth.json" ]; then
+            "$root/.venv/bin/python" "$root/tests/fixtures/phantom.py" --out "$d/study" --size wholebody -q
+        fi
+        rm -rf "$d/out"
+        /usr/bin/time -v "$bin" process "$d/study/dicom" --model "$root/models/demo-petct" --out "$d/out" \
+            --threads "$(nproc)" 2>"$d/time.log" >"$d/stdout.log"
+        rss=$(awk '/Maximum resident/ {print $6}' "$d/time.log")
+        wall=$(awk '/Elapsed \(wall/ {print $8}' "$d/time.log")
+        printf '%s (CT 512x512x1000, PET 200x200x500): peak RSS %.2f GiB, wall %s\n' "$c" \
+            "$(echo "$rss / 1048576" | bc -l)" "$wall"
+        continue
+    fi
     case $c in
         own-*) sp=0.8 zsp=1.0 ;;
         res15-*) sp=1.5 zsp=1.5 ;;
@@ -33,9 +53,12 @@ for c in $cases; do
     case $c in
         *-5f-tta) folds=5 flags=(-f 0 1 2 3 4) ;;
         *-5f) folds=5 flags=(-f 0 1 2 3 4 --disable-tta) ;;
+        *-f0-tta) folds=2 flags=(-f 0) ;;
+        *-f0-probs) folds=2 flags=(-f 0 --disable-tta --save-probabilities) ;;
         *) folds=2 flags=(-f 0 --disable-tta) ;;
     esac
-    d=$work/${c}-${shape// /x}
+    # The probabilities cases share their model and input with the plain ones.
+    d=$work/${c%-probs}-${shape// /x}
     if [ ! -f "$d/input/CASE_0000.nii.gz" ]; then
         # shellcheck disable=SC2086
         "$root/.venv/bin/python" "$root/bench/make_large_ct.py" --out "$d" --shape $shape \

@@ -97,6 +97,8 @@ pub struct Config {
     pub ingest: IngestConfig,
     /// `[dicom]`: the DICOM node's Storage SCP (off without `listen`).
     pub dicom: DicomConfig,
+    /// `[limits]`: the memory studies are planned within.
+    pub limits: LimitsConfig,
     /// `[[destination]]`: where results are delivered.
     #[serde(deserialize_with = "bounded_destinations")]
     pub destination: Vec<Destination>,
@@ -397,6 +399,68 @@ pub struct DiskConfig {
 impl Default for DiskConfig {
     fn default() -> Self {
         Self { min_free_mb: 2048 }
+    }
+}
+
+/// `[limits]`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Memory (MiB) the daemon keeps its studies within: the next study is
+    /// read and prepared while one infers only when both fit together, else
+    /// one after the other; a study that cannot fit alone is quarantined.
+    /// 0: 80 % of the smaller of the machine's memory (MemTotal) and the
+    /// service's cgroup limit (MemoryMax).
+    pub memory_mb: u64,
+}
+
+/// The memory budget in force and where it came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryBudget {
+    /// Bytes.
+    pub bytes: u64,
+    /// What it was taken from.
+    pub source: BudgetSource,
+}
+
+/// Where the memory budget came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BudgetSource {
+    /// `[limits] memory_mb`.
+    Configured,
+    /// 80 % of the service's cgroup limit (below the machine's memory).
+    Cgroup,
+    /// 80 % of the machine's memory.
+    Machine,
+    /// Neither could be read: 8 GiB assumed.
+    Assumed,
+}
+
+impl LimitsConfig {
+    /// The budget: `memory_mb`, or 80 % of what `limits` allows.
+    pub fn budget(&self, limits: &crate::sys::MemoryLimits) -> MemoryBudget {
+        if self.memory_mb > 0 {
+            return MemoryBudget { bytes: self.memory_mb.saturating_mul(1 << 20), source: BudgetSource::Configured };
+        }
+        let source = match (limits.total, limits.cgroup) {
+            (Some(t), Some(c)) if c < t => BudgetSource::Cgroup,
+            (None, Some(_)) => BudgetSource::Cgroup,
+            (Some(_), _) => BudgetSource::Machine,
+            (None, None) => BudgetSource::Assumed,
+        };
+        MemoryBudget { bytes: limits.smaller().unwrap_or(8 << 30) / 5 * 4, source }
+    }
+}
+
+impl std::fmt::Display for MemoryBudget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mb = crate::infer::memory::mib(self.bytes);
+        match self.source {
+            BudgetSource::Configured => write!(f, "{mb} MB ([limits] memory_mb)"),
+            BudgetSource::Cgroup => write!(f, "{mb} MB (80 % of the service's MemoryMax)"),
+            BudgetSource::Machine => write!(f, "{mb} MB (80 % of the machine's memory)"),
+            BudgetSource::Assumed => write!(f, "{mb} MB (80 % of 8 GB assumed: the machine's memory is unknown)"),
+        }
     }
 }
 
@@ -1278,5 +1342,28 @@ mod tests {
         assert!(!glob_match(".*", "visible"));
         assert!(glob_match("a?c*", "abcdef"));
         assert!(glob_match("*", ""));
+    }
+
+    /// `[limits] memory_mb` wins; 0 takes 80 % of the smaller of the
+    /// machine's memory and the cgroup's limit, and says which.
+    #[test]
+    fn memory_budget_from_the_key_or_the_machine() {
+        use crate::sys::MemoryLimits;
+        let (c, d) = check(Path::new("c.toml"), "[watch]\nfolders = [\"/x\"]\n[limits]\nmemory_mb = 3000\n");
+        assert!(d.is_empty(), "{d:?}");
+        let c = c.expect("parses");
+        let machine = MemoryLimits { total: Some(16 << 30), cgroup: Some(4 << 30) };
+        let b = c.limits.budget(&machine);
+        assert_eq!((b.bytes, b.source), (3000 << 20, BudgetSource::Configured));
+        assert_eq!(b.to_string(), "3000 MB ([limits] memory_mb)");
+        let auto = LimitsConfig::default();
+        let b = auto.budget(&machine);
+        assert_eq!((b.bytes, b.source), ((4u64 << 30) / 5 * 4, BudgetSource::Cgroup));
+        assert_eq!(b.to_string(), "3277 MB (80 % of the service's MemoryMax)");
+        let b = auto.budget(&MemoryLimits { total: Some(16 << 30), cgroup: None });
+        assert_eq!((b.bytes, b.source), ((16u64 << 30) / 5 * 4, BudgetSource::Machine));
+        assert_eq!(auto.budget(&MemoryLimits::default()).source, BudgetSource::Assumed);
+        let e = errs("[limits]\nmemory_gb = 3\n");
+        assert!(e.iter().any(|m| m.contains("memory_gb")), "{e:?}");
     }
 }

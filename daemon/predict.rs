@@ -247,12 +247,9 @@ pub fn run(a: &Args) -> Result<bool> {
                 continue;
             }
         };
-        let prepared = {
-            let refs: Vec<&Volume<f32>> = vols.iter().collect();
-            edgeseg::infer::prepare(&predictor.package, &refs)
-        };
-        // The network input is made: the images read are not needed again.
-        drop(vols);
+        // The images read are given up: a one-channel case becomes the
+        // network input in its own buffer.
+        let prepared = edgeseg::infer::prepare_owned(&predictor.package, vols);
         let p = prepared.and_then(|prepared| {
             predictor.predict_prepared(prepared, a.save_probabilities, |done, total| {
                 progress.step(done as f64 / total.max(1) as f64, &format!("tile {done}/{total}"));

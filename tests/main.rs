@@ -55,6 +55,8 @@
 //!   NOTIFY_SOCKET, `/metrics` judged by promtool; a study exported file by file.
 //! - `daemon_crash`: SIGKILL at random moments during a stream of 10 studies (slow).
 //! - `daemon_geometry`: a whole-body export with overlapping PET beds processed once (issue 11).
+//! - `daemon_memory`: `[limits] memory_mb`: two studies overlap, run one after
+//!   the other, or are quarantined, by the daemon's estimate of their peak.
 //! - `daemon_service`: the service loop in process with a recording Reporter and Commands.
 //! - `daemon_watch`: `edgeseg daemon` as a subprocess: an exported study
 //!   processed once, poll mode, symlinks, late files, SIGHUP, expected image
@@ -76,6 +78,7 @@ mod daemon_burst;
 mod daemon_crash;
 mod daemon_e2e;
 mod daemon_geometry;
+mod daemon_memory;
 mod daemon_privacy;
 mod daemon_service;
 mod daemon_watch;

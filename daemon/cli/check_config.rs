@@ -42,6 +42,10 @@ pub fn run(a: Args) -> Result<bool> {
         let k = c.output.seg_kind;
         outln!("[output] seg_kind = \"{}\": seg.dcm is {} {}", k.as_str(), k.sop_class_name(), k.sop_class_uid());
     }
+    // The memory budget the daemon would plan studies within on this machine.
+    if let (Some(c), false) = (&config, offline) {
+        outln!("memory limit: {}", c.limits.budget(&edgeseg::sys::MemoryLimits::read()));
+    }
     let scope = if offline { " (offline: syntax and values only)" } else { "" };
     match (diags.len(), warnings.len()) {
         (0, 0) => outln!("{}: valid{scope}", file.display()),

@@ -4,6 +4,7 @@
 //! back to the input grid. Knows nothing of DICOM, queues or services:
 //! volumes in, a label map out.
 
+pub mod memory;
 pub mod model;
 pub mod onnx;
 pub mod preprocess;
@@ -20,7 +21,7 @@ use crate::volume::{Geometry, Volume};
 use model::{ModelPackage, NetworkFormat};
 use onnx::{Engine, EngineOptions, OrtNetwork};
 use preprocess::transpose;
-use resample::resample_channel;
+use resample::{resample_channel, resample_channel_planes};
 use simulated::SimulatedNetwork;
 use sliding::{Network, WindowSettings};
 
@@ -310,6 +311,34 @@ pub fn prepare(pkg: &ModelPackage, channels: &[&Volume<f32>]) -> Result<Prepared
     })
 }
 
+/// [`prepare`] of volumes the caller gives up (`edgeseg predict`): a
+/// single-channel case is cropped and normalised in its own buffer
+/// ([`preprocess::preprocess_owned`]), so the input and the network input
+/// are not both held. The same case as [`prepare`] gives.
+pub fn prepare_owned(pkg: &ModelPackage, channels: Vec<Volume<f32>>) -> Result<PreparedCase, InferError> {
+    if channels.len() != pkg.meta.channels.len() {
+        return Err(InferError::Input(format!(
+            "{} channels given, the model takes {}",
+            channels.len(),
+            pkg.meta.channels.len()
+        )));
+    }
+    let Some(first) = channels.first() else {
+        return Err(InferError::Input("no input channels".into()));
+    };
+    let g = first.geometry.clone();
+    if channels.iter().any(|c| c.geometry.dims != g.dims) {
+        return Err(InferError::Input("the channels are on different grids".into()));
+    }
+    let shape = [g.dims[2], g.dims[1], g.dims[0]];
+    let spacing = [g.spacing[2], g.spacing[1], g.spacing[0]];
+    let t = Instant::now();
+    let data: Vec<Vec<f32>> = channels.into_iter().map(|c| c.data).collect();
+    let pre = preprocess::preprocess_owned(pkg, data, shape, spacing)?;
+    tracing::debug!(shape = ?pre.shape, props = ?pre.props, "preprocessed");
+    Ok(PreparedCase { pre, geometry: g, preprocess_s: t.elapsed().as_secs_f64(), package_sha256: pkg.sha256.clone() })
+}
+
 /// Fraction of probe-tile voxels whose argmax differs between two networks
 /// of the same model (the TensorRT FP16 check against FP32: nnU-Net issue
 /// #2874, an FP16 engine that returned empty output). The probe is a fixed
@@ -373,6 +402,18 @@ fn uncrop_labels(pkg: &ModelPackage, pre: &preprocess::Preprocessed, arg: &[u8])
     transpose(&full, bshape, [tb[0], tb[1], tb[2]]).0
 }
 
+/// Class `c`'s values from voxel `offset` on into the running maximum and
+/// its argmax (first class wins ties, as numpy).
+fn merge_max(best: &mut [f32], arg: &mut [u8], offset: usize, values: &[f32], c: usize) {
+    let end = offset + values.len();
+    for ((b, a), &v) in best[offset..end].iter_mut().zip(&mut arg[offset..end]).zip(values) {
+        if v > *b {
+            *b = v;
+            *a = c as u8;
+        }
+    }
+}
+
 /// A label map and, when asked for, per-class probabilities (C order).
 type Exported = (Vec<u8>, Option<Vec<Vec<f32>>>);
 
@@ -395,22 +436,31 @@ fn export(
     let mut best = vec![f32::NEG_INFINITY; cn];
     let mut arg = vec![0u8; cn];
     let mut resampled_all = Vec::new();
+    let plane = cshape[1] * cshape[2];
     for c in 0..k {
-        // At the cropped shape already (working spacing = input spacing):
-        // nnU-Net's resampling returns the data unchanged.
-        let r: Vec<f32> = if pre.shape == cshape {
-            logits.class(c)
-        } else {
-            resample_channel(&logits.class(c), pre.shape, cshape, target, pre.props.original_spacing, kw)
-        };
-        for i in 0..cn {
-            if r[i] > best[i] {
-                best[i] = r[i];
-                arg[i] = c as u8;
-            }
-        }
         if probabilities {
+            // At the cropped shape already (working spacing = input spacing):
+            // nnU-Net's resampling returns the data unchanged.
+            let r: Vec<f32> = if pre.shape == cshape {
+                logits.class(c)
+            } else {
+                resample_channel(&logits.class(c), pre.shape, cshape, target, pre.props.original_spacing, kw)
+            };
+            merge_max(&mut best, &mut arg, 0, &r, c);
             resampled_all.push(r);
+        } else {
+            // Without probabilities the resampled class goes to the running
+            // maximum block of planes by block: never a whole class in f32.
+            let class = logits.class(c);
+            resample_channel_planes(
+                &class,
+                pre.shape,
+                cshape,
+                target,
+                pre.props.original_spacing,
+                kw,
+                |first, block| merge_max(&mut best, &mut arg, first * plane, block, c),
+            );
         }
     }
     drop(logits);

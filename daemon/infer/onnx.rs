@@ -213,6 +213,12 @@ pub fn environment(lib: &Path) -> Result<&'static Environment, InferError> {
                 if !asked {
                     env.set_log_level(ort::logging::LogLevel::Warning);
                 }
+                // One CPU arena for every session (the folds run one after
+                // the other): without it each fold's session keeps an arena
+                // as large as its own peak.
+                if let Err(e) = crate::sys::share_cpu_arena(&env) {
+                    tracing::warn!("ONNX Runtime: no shared CPU arena ({e}); each session keeps its own");
+                }
                 (lib.to_path_buf(), env)
             })
             .map_err(|e| e.to_string())
@@ -255,7 +261,12 @@ impl OrtNetwork {
             builder = builder.with_intra_threads(opts.threads).map_err(|e| err("threads", e.into()))?;
         }
         let (builder, engine) = register_providers(builder, opts, model)?;
-        let mut builder = builder;
+        // CPU sessions take the environment's shared arena (`environment`).
+        let mut builder = if engine.provider == Provider::Cpu {
+            builder.with_env_allocators().map_err(|e| err("shared CPU arena", e.into()))?
+        } else {
+            builder
+        };
         let session = builder.commit_from_file(model).map_err(|e| err("cannot load the network", e))?;
         let input = session.inputs().first().map(|o| o.name().to_string()).unwrap_or_else(|| "input".into());
         let output = session.outputs().first().map(|o| o.name().to_string()).unwrap_or_else(|| "logits".into());

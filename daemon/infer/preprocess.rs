@@ -160,26 +160,8 @@ pub fn preprocess(
             transposed.push(Cow::Owned(t));
         }
     }
-    // Crop to the non-zero bounding box of the hole-filled any-channel mask.
-    // Filling holes adds only voxels enclosed by non-zero ones, so the box is
-    // the non-zero voxels' box, found by one scan without a mask volume.
-    let mut bbox = [[usize::MAX, 0usize]; 3];
-    for a in 0..tshape[0] {
-        for b in 0..tshape[1] {
-            let row = (a * tshape[1] + b) * tshape[2];
-            let nz = |c: usize| transposed.iter().any(|t| t[row + c] != 0.0);
-            let Some(first) = (0..tshape[2]).find(|&c| nz(c)) else { continue };
-            let last = (first..tshape[2]).rev().find(|&c| nz(c)).unwrap_or(first);
-            for (ax, (lo, hi)) in [(a, a), (b, b), (first, last)].into_iter().enumerate() {
-                bbox[ax][0] = bbox[ax][0].min(lo);
-                bbox[ax][1] = bbox[ax][1].max(hi + 1);
-            }
-        }
-    }
-    if bbox[0][0] == usize::MAX {
-        // All zero: nnU-Net keeps the whole image.
-        bbox = [[0, tshape[0]], [0, tshape[1]], [0, tshape[2]]];
-    }
+    let refs: Vec<&[f32]> = transposed.iter().map(|t| t.as_ref()).collect();
+    let bbox = nonzero_box(&refs, tshape);
     let cshape = [bbox[0][1] - bbox[0][0], bbox[1][1] - bbox[1][0], bbox[2][1] - bbox[2][0]];
     let crop_into = |src: &[f32], out: &mut Vec<f32>| {
         for a in bbox[0][0]..bbox[0][1] {
@@ -207,15 +189,7 @@ pub fn preprocess(
         Vec::new()
     };
     let target = [pkg.config.spacing[0], pkg.config.spacing[1], pkg.config.spacing[2]];
-    let new_shape = compute_new_shape(cshape, original_spacing, target);
-    // A volume thinner than half a voxel of the model's grid (one slice, say)
-    // resamples to nothing: refuse it as input rather than resample an empty axis.
-    if let Some(a) = (0..3).find(|&a| new_shape[a] == 0) {
-        return Err(InferError::Input(format!(
-            "the image is too small for the model: {} voxel(s) of {:.3} mm along axis {a} resample to none at {:.3} mm",
-            cshape[a], original_spacing[a], target[a]
-        )));
-    }
+    let new_shape = working_shape(cshape, original_spacing, target)?;
     let kw = &pkg.config.resampling_fn_data_kwargs;
     let mut data = Vec::with_capacity(channels.len() * new_shape.iter().product::<usize>());
     let cn = cshape[0] * cshape[1] * cshape[2];
@@ -250,10 +224,183 @@ pub fn preprocess(
     })
 }
 
+/// The crop box: the non-zero bounding box of the hole-filled any-channel
+/// mask. Filling holes adds only voxels enclosed by non-zero ones, so the box
+/// is the non-zero voxels' box, found by one scan without a mask volume. All
+/// zero: the whole image (as nnU-Net keeps it).
+fn nonzero_box(channels: &[&[f32]], shape: [usize; 3]) -> [[usize; 2]; 3] {
+    let mut bbox = [[usize::MAX, 0usize]; 3];
+    for a in 0..shape[0] {
+        for b in 0..shape[1] {
+            let row = (a * shape[1] + b) * shape[2];
+            let nz = |c: usize| channels.iter().any(|t| t[row + c] != 0.0);
+            let Some(first) = (0..shape[2]).find(|&c| nz(c)) else { continue };
+            let last = (first..shape[2]).rev().find(|&c| nz(c)).unwrap_or(first);
+            for (ax, (lo, hi)) in [(a, a), (b, b), (first, last)].into_iter().enumerate() {
+                bbox[ax][0] = bbox[ax][0].min(lo);
+                bbox[ax][1] = bbox[ax][1].max(hi + 1);
+            }
+        }
+    }
+    if bbox[0][0] == usize::MAX {
+        bbox = [[0, shape[0]], [0, shape[1]], [0, shape[2]]];
+    }
+    bbox
+}
+
+/// The working grid of a crop: nnU-Net's new shape, refused when an axis
+/// resamples to nothing (a volume thinner than half a voxel of the model's
+/// grid, one slice say) rather than resampled to an empty axis.
+fn working_shape(cshape: [usize; 3], spacing: [f64; 3], target: [f64; 3]) -> Result<[usize; 3], InferError> {
+    let new_shape = compute_new_shape(cshape, spacing, target);
+    if let Some(a) = (0..3).find(|&a| new_shape[a] == 0) {
+        return Err(InferError::Input(format!(
+            "the image is too small for the model: {} voxel(s) of {:.3} mm along axis {a} resample to none at {:.3} mm",
+            cshape[a], spacing[a], target[a]
+        )));
+    }
+    Ok(new_shape)
+}
+
+/// [`preprocess`] of volumes the caller gives up: a single channel with the
+/// identity `transpose_forward` (CT models, mostly) is cropped and
+/// normalised in its own buffer, so the network input takes no second
+/// volume's memory (at the input's spacing it is that buffer); otherwise as
+/// [`preprocess`]. The same values either way.
+pub fn preprocess_owned(
+    pkg: &ModelPackage,
+    mut channels: Vec<Vec<f32>>,
+    shape: [usize; 3],
+    spacing: [f64; 3],
+) -> Result<Preprocessed, InferError> {
+    let tf = &pkg.plans.transpose_forward;
+    if channels.len() != 1 || tf.as_slice() != [0, 1, 2] {
+        let refs: Vec<&[f32]> = channels.iter().map(Vec::as_slice).collect();
+        return preprocess(pkg, &refs, shape, spacing);
+    }
+    let mut img = channels.pop().unwrap_or_default();
+    if img.len() != shape.iter().product::<usize>() {
+        return Err(InferError::Input(format!("{} voxels given for a {shape:?} image", img.len())));
+    }
+    let bbox = nonzero_box(&[&img], shape);
+    let cshape = [bbox[0][1] - bbox[0][0], bbox[1][1] - bbox[1][0], bbox[2][1] - bbox[2][0]];
+    // Crop in place: each kept row moves to an index no later than its own,
+    // so copying rows in order never overwrites one still to be read.
+    let mut at = 0;
+    for a in bbox[0][0]..bbox[0][1] {
+        for b in bbox[1][0]..bbox[1][1] {
+            let row = (a * shape[1] + b) * shape[2];
+            img.copy_within(row + bbox[2][0]..row + bbox[2][1], at);
+            at += cshape[2];
+        }
+    }
+    img.truncate(at);
+    img.shrink_to_fit();
+    let mask = if pkg.config.use_mask_for_norm.first().copied().unwrap_or(false) {
+        fill_holes(&img.iter().map(|&v| v != 0.0).collect::<Vec<bool>>(), cshape)
+    } else {
+        Vec::new()
+    };
+    let props = pkg.plans.foreground_intensity_properties_per_channel.get("0");
+    let scheme = pkg.config.normalization_schemes.first().map(String::as_str).unwrap_or("");
+    let use_mask = pkg.config.use_mask_for_norm.first().copied().unwrap_or(false);
+    normalise(scheme, use_mask, &mut img, &mask, props)?;
+    drop(mask);
+    let target = [pkg.config.spacing[0], pkg.config.spacing[1], pkg.config.spacing[2]];
+    let new_shape = working_shape(cshape, spacing, target)?;
+    let data = if new_shape == cshape {
+        img
+    } else {
+        resample_channel(&img, cshape, new_shape, spacing, target, &pkg.config.resampling_fn_data_kwargs)
+    };
+    Ok(Preprocessed {
+        data,
+        shape: new_shape,
+        channels: 1,
+        props: CaseProperties {
+            shape_before_cropping: shape,
+            bbox,
+            shape_after_cropping: cshape,
+            original_spacing: spacing,
+        },
+    })
+}
+
 #[cfg(test)]
 #[allow(clippy::identity_op, clippy::erasing_op)]
 mod tests {
+    use std::path::PathBuf;
+
     use super::*;
+
+    /// A one-channel package (no files: the fields preprocessing reads).
+    fn package(scheme: &str, mask: bool, spacing: [f64; 3], transpose: [usize; 3]) -> ModelPackage {
+        let meta: super::super::model::ModelToml = toml::from_str(
+            "name = \"t\"\nversion = \"1\"\nconfiguration = \"3d_fullres\"\nprofile = \"ct-radiomics\"\n\
+             folds = [0]\n[[channels]]\nindex = 0\nname = \"CT\"\nmodality = \"CT\"\n[inference]\n\
+             allowed_mirroring_axes = [0, 1, 2]\n[files]\n",
+        )
+        .expect("model.toml");
+        let kw = serde_json::json!({"order": 3, "order_z": 0, "force_separate_z": null});
+        let config: super::super::model::Configuration = serde_json::from_value(serde_json::json!({
+            "patch_size": [8, 8, 8], "spacing": spacing, "normalization_schemes": [scheme],
+            "use_mask_for_norm": [mask], "resampling_fn_data_kwargs": kw, "resampling_fn_probabilities_kwargs": kw,
+        }))
+        .expect("configuration");
+        let inv = {
+            let mut i = [0; 3];
+            for (a, &p) in transpose.iter().enumerate() {
+                i[p] = a;
+            }
+            i
+        };
+        let plans: super::super::model::Plans = serde_json::from_value(serde_json::json!({
+            "transpose_forward": transpose, "transpose_backward": inv, "configurations": {},
+            "foreground_intensity_properties_per_channel": {"0": {"mean": 40.0, "std": 300.0,
+                "percentile_00_5": -900.0, "percentile_99_5": 1500.0, "min": -1000.0, "max": 3000.0, "median": 40.0}},
+        }))
+        .expect("plans");
+        let dataset: super::super::model::Dataset = serde_json::from_value(
+            serde_json::json!({"channel_names": {"0": "CT"}, "labels": {"background": 0, "a": 1}}),
+        )
+        .expect("dataset");
+        ModelPackage { dir: PathBuf::new(), meta, plans, config, dataset, sha256: String::new(), radiomics: None }
+    }
+
+    /// Cropping and normalising the caller's buffer in place gives the same
+    /// network input and properties as the copying path: with a crop on every
+    /// axis, with the mask, with resampling, and (copying) with a transpose.
+    #[test]
+    fn in_place_preprocessing_equals_the_copying_one() {
+        let shape = [9, 14, 11];
+        let n = shape.iter().product::<usize>();
+        let mut img = vec![0f32; n];
+        for a in 1..8 {
+            for b in 2..12 {
+                for c in 1..9 {
+                    let v = ((a * 131 + b * 17 + c * 7) % 97) as f32 * 23.0 - 1000.0;
+                    img[(a * shape[1] + b) * shape[2] + c] = if (a + b + c) % 5 == 0 { 0.0 } else { v };
+                }
+            }
+        }
+        let sp = [2.0, 0.8, 0.8];
+        for (scheme, mask, target, tf) in [
+            ("CTNormalization", false, sp, [0, 1, 2]),
+            ("ZScoreNormalization", true, sp, [0, 1, 2]),
+            ("CTNormalization", false, [1.5, 1.1, 0.7], [0, 1, 2]),
+            ("ZScoreNormalization", true, [1.5, 1.1, 0.7], [0, 1, 2]),
+            ("CTNormalization", false, [1.5, 1.1, 0.7], [2, 1, 0]),
+        ] {
+            let pkg = package(scheme, mask, target, tf);
+            let copied = preprocess(&pkg, &[&img], shape, sp).expect("copies");
+            let owned = preprocess_owned(&pkg, vec![img.clone()], shape, sp).expect("in place");
+            assert_eq!(owned.props, copied.props, "{scheme} {target:?}");
+            assert_eq!(owned.shape, copied.shape);
+            assert!(owned.props.shape_after_cropping != shape, "the case crops");
+            let bits = |d: &[f32]| d.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&owned.data), bits(&copied.data), "{scheme} mask {mask} {target:?} {tf:?}");
+        }
+    }
 
     #[test]
     fn transpose_moves_axes() {

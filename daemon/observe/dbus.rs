@@ -5,7 +5,7 @@
 //!   `Quarantined` (t), `CurrentStudy` (s, empty when idle), `ModelName`,
 //!   `ModelVersion`, `ModelSha256`, `Version` (s, constant), `Provider` (s),
 //!   `Folds` (a(uss): fold, provider, precision) and `PostprocessBackend` (s),
-//!   as built once the model is loaded; `Delivery` (a(stttd): per destination
+//!   as built once the model is loaded; `MemoryLimit` (t, bytes); `Delivery` (a(stttd): per destination
 //!   name, queued, sent, failed, oldest unsent age in seconds; no change signal),
 //!   `DeliveryCommitment` (a(stt): per storage commitment destination name,
 //!   committed, awaiting commitment; no change signal). PropertiesChanged is emitted when
@@ -201,6 +201,7 @@ fn event_loop(conn: &Connection, rx: &Receiver<DbusEvent>) {
                 DbusEvent::QueueDepth => d.queue_depth_changed(emitter).await,
                 DbusEvent::Quarantined => d.quarantined_changed(emitter).await,
                 DbusEvent::CurrentStudy => d.current_study_changed(emitter).await,
+                DbusEvent::MemoryLimit => d.memory_limit_changed(emitter).await,
                 DbusEvent::Engines => {
                     d.provider_changed(emitter).await?;
                     d.folds_changed(emitter).await?;
@@ -417,6 +418,14 @@ impl Daemon1 {
     #[zbus(property)]
     fn postprocess_backend(&self) -> String {
         self.obs.engines().postprocess_backend
+    }
+
+    /// The memory budget studies are planned within, bytes (`[limits]
+    /// memory_mb`, or from the machine's memory and the service's
+    /// MemoryMax); 0 until the daemon has set it.
+    #[zbus(property)]
+    fn memory_limit(&self) -> u64 {
+        self.obs.snapshot().memory_limit
     }
 
     /// Per `[[destination]]`: (name, queued, sent, failed, oldest unsent age in

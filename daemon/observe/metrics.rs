@@ -58,6 +58,8 @@ pub(crate) struct Metrics {
     starts: IntCounter,
     oldest_waiting: Gauge,
     running_age: Gauge,
+    memory_limit: IntGauge,
+    memory_estimate: IntGauge,
     reload_success: IntGauge,
     reload_time: Gauge,
     retries: IntCounter,
@@ -317,6 +319,16 @@ impl Metrics {
                 "edgeseg_running_study_age_seconds",
                 "How long the study running now has run; 0 when none runs.",
             ),
+            memory_limit: int_gauge(
+                r,
+                "edgeseg_memory_limit_bytes",
+                "The memory budget studies are planned within ([limits] memory_mb, or 80 % of the machine's or the service's limit).",
+            ),
+            memory_estimate: int_gauge(
+                r,
+                "edgeseg_study_memory_estimate_bytes",
+                "Estimated peak memory of the study loaded last (from its headers, before its pixels are read).",
+            ),
             reload_success: {
                 let g = int_gauge(
                     r,
@@ -422,6 +434,16 @@ impl Metrics {
         let have = self.starts.get();
         if total > have {
             self.starts.inc_by(total - have);
+        }
+    }
+
+    pub fn set_memory(&self, limit: Option<u64>, estimate: Option<u64>) {
+        let g = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        if let Some(l) = limit {
+            self.memory_limit.set(g(l));
+        }
+        if let Some(e) = estimate {
+            self.memory_estimate.set(g(e));
         }
     }
 

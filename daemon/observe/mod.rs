@@ -359,6 +359,8 @@ pub(crate) struct Snapshot {
     pub queue_depth: u64,
     pub quarantined: u64,
     pub ready: Readiness,
+    /// The memory budget, bytes (0 until the daemon has set it).
+    pub memory_limit: u64,
 }
 
 /// An event for the D-Bus thread.
@@ -370,6 +372,7 @@ pub(crate) enum DbusEvent {
     Quarantined,
     CurrentStudy,
     Engines,
+    MemoryLimit,
     StudyFinished { study_uid: String, outcome: String, output_dir: String },
     Shutdown,
 }
@@ -420,6 +423,7 @@ impl Observer {
             queue_depth: 0,
             quarantined: 0,
             ready: Readiness::default(),
+            memory_limit: 0,
         };
         metrics.set_state(snap.state);
         metrics.set_ready(&snap.ready, snap.state);
@@ -682,6 +686,19 @@ impl Observer {
     /// Ages (seconds) of the oldest waiting study and of the running one.
     pub fn set_study_ages(&self, oldest_waiting: Option<f64>, running: Option<f64>) {
         self.inner.metrics.set_ages(oldest_waiting.unwrap_or(0.0), running.unwrap_or(0.0));
+    }
+
+    /// The memory budget studies are planned within (`edgeseg_memory_limit_bytes`,
+    /// the D-Bus `MemoryLimit` property, `edgeseg status`).
+    pub fn set_memory_limit(&self, bytes: u64) {
+        self.inner.metrics.set_memory(Some(bytes), None);
+        lock(&self.inner.snap).memory_limit = bytes;
+        self.dbus_event(DbusEvent::MemoryLimit);
+    }
+
+    /// The estimated peak of the study being loaded (`edgeseg_study_memory_estimate_bytes`).
+    pub fn set_study_memory_estimate(&self, bytes: u64) {
+        self.inner.metrics.set_memory(None, Some(bytes));
     }
 
     /// A configuration reload was applied (`true`) or refused.

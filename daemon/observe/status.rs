@@ -37,6 +37,9 @@ pub struct DaemonStatus {
     pub postprocess_backend: String,
     /// The daemon's edgeseg version and revision.
     pub version: String,
+    /// The memory budget studies are planned within, bytes (0: not reported,
+    /// a daemon from before `[limits] memory_mb`).
+    pub memory_limit_bytes: u64,
     /// The DICOM node's outbox per destination (none without `[[destination]]`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub delivery: Vec<DeliveryStatus>,
@@ -97,8 +100,12 @@ impl DaemonStatus {
                 if d.queued > 0 { format!(" (oldest waiting {} s)", d.oldest_unsent_seconds) } else { String::new() }
             ));
         }
+        let memory = match self.memory_limit_bytes {
+            0 => "-".to_string(),
+            b => format!("{} MB", b.div_ceil(1 << 20)),
+        };
         format!(
-            "State:         {}\nStatus:        {}\nQueue depth:   {}\nQuarantined:   {}\nCurrent study: {}\nModel:         {} {} (sha256 {})\nProvider:      {}\nFolds:         {folds}\nPost-process:  {post}\nVersion:       {}\n{delivery}",
+            "State:         {}\nStatus:        {}\nQueue depth:   {}\nQuarantined:   {}\nCurrent study: {}\nModel:         {} {} (sha256 {})\nProvider:      {}\nFolds:         {folds}\nPost-process:  {post}\nMemory limit:  {memory}\nVersion:       {}\n{delivery}",
             self.state,
             self.status,
             self.queue_depth,
@@ -197,6 +204,7 @@ pub fn read_status(bus: &BusKind) -> Result<DaemonStatus, ObserveError> {
             folds: take_folds(&mut all)?,
             postprocess_backend: take_string(&mut all, "PostprocessBackend")?,
             version: take_string(&mut all, "Version")?,
+            memory_limit_bytes: all.remove("MemoryLimit").and_then(|v| u64::try_from(v).ok()).unwrap_or(0),
             delivery: all
                 .remove("Delivery")
                 .and_then(|v| <Vec<(String, u64, u64, u64, f64)>>::try_from(v).ok())

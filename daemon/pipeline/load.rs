@@ -11,6 +11,7 @@ use super::stage::{Progress, Stage};
 use super::{InputSeries, PipelineError};
 use crate::export::dicom_refs;
 use crate::infer::PreparedCase;
+use crate::infer::memory::SeriesShape;
 use crate::infer::model::ModelPackage;
 use crate::ingest::{self, FolderIndex, SeriesIndex, SeriesVolume, SuvStatus, ValueUnit};
 use crate::volume::{Volume, resample_linear};
@@ -84,6 +85,27 @@ pub fn load_study(
     Ok(LoadedStudy { study_uid: study_uid.to_string(), cases, load_seconds })
 }
 
+/// The series each of the profile's runs will load, as their headers
+/// describe them (no pixel read): for the memory estimate before loading
+/// ([`crate::infer::memory::study_peak`]). The same selection as the load
+/// half; its errors are the load half's.
+pub fn planned_cases(
+    pkg: &ModelPackage,
+    index: &FolderIndex,
+    study_uid: &str,
+) -> Result<Vec<Vec<SeriesShape>>, PipelineError> {
+    let shape = |s: &SeriesIndex| -> Result<SeriesShape, PipelineError> {
+        let g = s.plan()?.geometry;
+        Ok(SeriesShape { dims: g.dims, spacing: g.spacing })
+    };
+    if pkg.meta.profile == Profile::CtScreening {
+        let (arterial, venous) = super::profiles::ct_phases(index, study_uid)?;
+        return [arterial, venous].into_iter().flatten().map(|s| Ok(vec![shape(s)?])).collect();
+    }
+    let chosen = select_for_channels(index, study_uid, &pkg.meta.channels)?;
+    Ok(vec![chosen.into_iter().map(shape).collect::<Result<_, _>>()?])
+}
+
 /// The common load half: the series [`select_for_channels`] picks, loaded
 /// and put on the grid of the first channel (PET in SUV, else refused).
 pub fn load_channels(pkg: &ModelPackage, index: &FolderIndex, study_uid: &str) -> Result<Case, PipelineError> {
@@ -115,31 +137,28 @@ pub fn load_channels(pkg: &ModelPackage, index: &FolderIndex, study_uid: &str) -
     };
     let source = source_refs(first, &reference.info)?;
     let target = reference.volume.geometry.clone();
+    let reference_series_uid = reference.info.series_uid.clone();
     let mut inputs = Vec::new();
     let mut volumes: Vec<Volume<f32>> = Vec::new();
-    for (c, sv) in channels.iter().zip(&loaded) {
+    // Each series is taken by value: one already on the reference grid moves
+    // into the case (no copy of a 1 GB CT), the others are resampled and dropped.
+    for (c, sv) in channels.iter().zip(loaded) {
         let same = sv.volume.geometry == target;
         let fill = if c.modality == "CT" { -1024.0 } else { 0.0 };
-        volumes.push(if same { sv.volume.clone() } else { resample_linear(&sv.volume, &target, fill) });
+        let info = sv.info;
+        volumes.push(if same { sv.volume } else { resample_linear(&sv.volume, &target, fill) });
         inputs.push(InputSeries {
             channel: c.index,
             modality: c.modality.clone(),
-            series_instance_uid: sv.info.series_uid.clone(),
-            unit: sv.info.unit,
-            suv: sv.info.suv.clone(),
+            series_instance_uid: info.series_uid,
+            unit: info.unit,
+            suv: info.suv,
             resampled: !same,
-            slice_grid: sv.info.slice_grid.clone(),
+            slice_grid: info.slice_grid,
             phase: None,
         });
     }
-    Ok(Case {
-        volumes,
-        inputs,
-        reference_series_uid: reference.info.series_uid.clone(),
-        source,
-        phase: None,
-        prepared: None,
-    })
+    Ok(Case { volumes, inputs, reference_series_uid, source, phase: None, prepared: None })
 }
 
 /// A case of one series on its own grid, in contrast phase `phase` (the

@@ -15,7 +15,7 @@ mod write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-pub use self::load::{Case, LoadedStudy, Phase, load_study};
+pub use self::load::{Case, LoadedStudy, Phase, load_study, planned_cases};
 pub use self::profiles::{Profile, UnknownProfile, ct_phases};
 pub use self::select::{select_for_channels, select_series};
 pub use self::stage::{Progress, Stage};

@@ -17,6 +17,9 @@ use crate::queue::{self, QueueError, StudyState, uid_hash};
 
 impl Daemon<'_> {
     pub(super) fn finished(&mut self, o: Outcome) -> Result<(), ServiceError> {
+        // The study's memory is given back once its end is recorded (at
+        // return, also on an error), so the next study loads after that.
+        let _reservation = o.reservation;
         self.work.in_flight.retain(|u| u != &o.uid);
         if o.out_of_memory {
             self.work.out_of_memory.insert(o.uid.clone());

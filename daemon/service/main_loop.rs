@@ -101,6 +101,7 @@ impl Daemon<'_> {
         match m {
             Msg::Model(_) => {}
             Msg::PostFallback => self.reporter.postprocess_fallback(),
+            Msg::MemoryEstimate(bytes) => self.reporter.study_memory_estimate(bytes),
             Msg::Stage { uid, stage } => self.stage(uid, stage),
             Msg::Finished(o) => self.finished(o)?,
         }

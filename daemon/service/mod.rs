@@ -27,6 +27,7 @@ mod finish;
 mod guard;
 mod intake;
 mod main_loop;
+mod memory;
 mod reporter;
 mod retention;
 mod schedule;
@@ -134,6 +135,25 @@ pub fn run(
     run_with_package(config_path, None, reporter, control, commands)
 }
 
+/// The memory budget of this start (`[limits] memory_mb`, or from the
+/// machine and the service's cgroup), logged and reported, and what each
+/// study is asked, for the loader's estimates.
+fn memory_plan(config: &Config, package: &ModelPackage, reporter: &dyn Reporter) -> workers::loader::MemoryPlan {
+    let budget = config.limits.budget(&crate::sys::MemoryLimits::read());
+    tracing::info!("memory budget for studies: {budget}");
+    reporter.memory_limit(budget.bytes);
+    workers::loader::MemoryPlan {
+        budget: memory::Budget::new(budget.bytes),
+        text: budget.to_string(),
+        ask: crate::infer::memory::Ask {
+            folds: package.meta.folds.len(),
+            batch_size: config.model.batch_size,
+            tta: config.model.tta,
+            probabilities: false,
+        },
+    }
+}
+
 /// [`run`] with the model package already read (and its files checked
 /// against their sha256s) by the caller, as `edgeseg daemon` does for the
 /// observer's model identity: the package is read and hashed once per start.
@@ -151,7 +171,8 @@ pub fn run_with_package(
     let (msg_tx, msgs) = std::sync::mpsc::channel::<workers::Msg>();
     let (gpu_thread, gpu_jobs) = workers::gpu::spawn(&started.config, started.package.clone(), msg_tx.clone())?;
     let Some(model) = workers::wait_for_model(&msgs, reporter, control)? else { return Ok(()) };
-    let (loader_thread, loads) = workers::loader::spawn(started.package, gpu_jobs, msg_tx)?;
+    let plan = memory_plan(&started.config, &started.package, reporter);
+    let (loader_thread, loads) = workers::loader::spawn(started.package, plan, gpu_jobs, msg_tx)?;
     let required = intake::required_series(&model.channels);
     let Some(watcher) = intake::folders::arm(&started.config.watch, &required, reporter, control) else {
         return Ok(());

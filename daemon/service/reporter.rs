@@ -58,6 +58,10 @@ pub trait Reporter {
     fn files(&self, _result: FileResult, _count: u64) {}
     /// Seconds from a study's first file seen to its outputs written. Default: nothing.
     fn study_latency(&self, _seconds: f64) {}
+    /// The memory budget studies are planned within, bytes.
+    fn memory_limit(&self, _bytes: u64) {}
+    /// The estimated peak memory of the study being loaded, bytes.
+    fn study_memory_estimate(&self, _bytes: u64) {}
     /// The studies waiting or running, by hash, for the status page. Default: nothing.
     fn queue_items(&self, _items: Vec<QueueItem>) {}
     /// A study finished (by hash, with its stage timings), for the status
@@ -128,6 +132,12 @@ impl Reporter for Observer {
     }
     fn study_latency(&self, seconds: f64) {
         Observer::study_latency(self, seconds);
+    }
+    fn memory_limit(&self, bytes: u64) {
+        Observer::set_memory_limit(self, bytes);
+    }
+    fn study_memory_estimate(&self, bytes: u64) {
+        Observer::set_study_memory_estimate(self, bytes);
     }
     fn model_loaded(&self, m: &ModelSummary) {
         let folds: Vec<(u32, &str, &str)> =

@@ -24,6 +24,8 @@ pub(crate) struct GpuJob {
     /// `[output] seg_kind` when the study was started.
     pub(crate) seg_kind: crate::export::seg::SegKind,
     pub(crate) force_cpu: bool,
+    /// Its share of the memory budget (back to the main loop with the outcome).
+    pub(crate) reservation: Option<super::super::memory::Reservation>,
 }
 
 /// Starts the GPU worker on `package` (the copy the service read); its jobs
@@ -130,10 +132,13 @@ fn gpu_worker(
             let _ = msgs.send(Msg::Stage { uid: uid.clone(), stage: "writing".into() });
             pipeline::write_study(&job.out, &mut r, job.seg_kind).map(|d| (d, r))
         });
-        let outcome = match r {
-            Ok((dir, r)) => Outcome { uid, result: Ok((dir, r.report.timings_s)), out_of_memory: false },
+        let mut outcome = match r {
+            Ok((dir, r)) => {
+                Outcome { uid, result: Ok((dir, r.report.timings_s)), out_of_memory: false, reservation: None }
+            }
             Err(e) => err_outcome(&uid, &e),
         };
+        outcome.reservation = job.reservation;
         if msgs.send(Msg::Finished(outcome)).is_err() {
             return;
         }

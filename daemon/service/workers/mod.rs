@@ -46,6 +46,9 @@ pub(crate) struct Outcome {
     /// The failure was the engine running out of memory (typed by
     /// `InferError::is_out_of_memory`, where ONNX Runtime's error arrives).
     pub(crate) out_of_memory: bool,
+    /// The study's share of the memory budget, given back once the main
+    /// loop has recorded its end (so the next study loads after that).
+    pub(crate) reservation: Option<super::memory::Reservation>,
 }
 
 /// What the workers tell the main loop.
@@ -57,12 +60,14 @@ pub(crate) enum Msg {
     },
     /// A CUDA post-processing step of this study ran on the CPU twins.
     PostFallback,
+    /// The loader's estimate of a study's peak memory, bytes.
+    MemoryEstimate(u64),
     Finished(Outcome),
 }
 
 pub(crate) fn err_outcome(uid: &str, e: &PipelineError) -> Outcome {
     let out_of_memory = matches!(e, PipelineError::Infer(ie) if ie.is_out_of_memory());
-    Outcome { uid: uid.to_string(), result: Err((e.class(), e.to_string())), out_of_memory }
+    Outcome { uid: uid.to_string(), result: Err((e.class(), e.to_string())), out_of_memory, reservation: None }
 }
 
 /// Waits for the GPU worker's model (watchdog pings meanwhile: engine builds
