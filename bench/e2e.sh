@@ -19,6 +19,7 @@
 #                   onnxruntime-openvino wheel (requirements/openvino.txt), made once in
 #                   ${EDGESEG_CACHE:-~/.cache/edgeseg}/venv-openvino-<hash>
 #   SKIP_PEER=1     edgeseg only (e.g. a second provider after a full run)
+#   MODEL=models/demo-petct  the edgeseg package exported from NNUNET_RESULTS (tools/nnunet_export.py)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -26,6 +27,7 @@ results=$(realpath "${1:?usage: bench/e2e.sh NNUNET_RESULTS [WORKDIR]}")
 size=${SIZE:-wholebody}
 threads=${THREADS:-2}
 provider=${PROVIDER:-cpu}
+model=$(realpath "${MODEL:-models/demo-petct}")
 work=${2:-${CARGO_TARGET_DIR:-$root/target}/bench-e2e}
 work=$(realpath -m "$work")
 ckpt="$results/Dataset777_DemoPETCT/nnUNetTrainer__nnUNetPlans__3d_fullres"
@@ -58,7 +60,7 @@ if [ ! -f "$study/truth/truth.json" ]; then
         --seed 2001 -q
 fi
 # Page cache warm: the study, the model package, the checkpoints, both programs' libraries.
-cat "$study"/dicom/*/* models/demo-petct/* "$ckpt"/fold_*/checkpoint_final.pth "$bin" "$lib" > /dev/null
+cat "$study"/dicom/*/* "$model"/* "$ckpt"/fold_*/checkpoint_final.pth "$bin" "$lib" > /dev/null
 
 timed() { # NAME COMMAND...: GNU time -v into $work/time-NAME.log
     local name=$1
@@ -71,7 +73,7 @@ rss() { awk '/Maximum resident/ {printf "%.0f", $6/1024}' "$work/time-$1.log"; }
 
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 rm -rf "$work/es"
-timed edgeseg env ORT_DYLIB_PATH="$lib" "$bin" process "$study/dicom" --model models/demo-petct --out "$work/es" \
+timed edgeseg env ORT_DYLIB_PATH="$lib" "$bin" process "$study/dicom" --model "$model" --out "$work/es" \
     -f 0 1 --threads "$threads" --provider "$provider"
 es_labels=$(ls "$work"/es/*/labels.nii.gz | head -1)
 es_report=$(dirname "$es_labels")/report.json
