@@ -508,6 +508,22 @@ mod tests {
     }
 
     #[test]
+    fn provider_names_round_trip_and_openvino_is_one() {
+        for p in [
+            ProviderRequest::Auto,
+            ProviderRequest::Cpu,
+            ProviderRequest::Cuda,
+            ProviderRequest::Tensorrt,
+            ProviderRequest::Openvino,
+        ] {
+            assert_eq!(p.as_str().parse::<ProviderRequest>(), Ok(p));
+        }
+        assert_eq!("openvino".parse::<ProviderRequest>(), Ok(ProviderRequest::Openvino));
+        assert_eq!(Engine::fp32(Provider::Openvino).label(), "openvino");
+        assert!("OpenVINO".parse::<ProviderRequest>().is_err());
+    }
+
+    #[test]
     fn engine_cache_is_keyed_by_model_and_precision() {
         let d = tempfile::tempdir().expect("tempdir");
         let (a, b) = (d.path().join("a.onnx"), d.path().join("b.onnx"));
