@@ -373,7 +373,11 @@ fn register_providers(builder: Builder, opts: &EngineOptions, model: &Path) -> R
 /// on processors with AMX or AVX-512 BF16, and the labels would drift from
 /// nnU-Net's), with the session's thread count. Asked for by name, so a
 /// library without it is an error, not a fallback.
-fn register_openvino(mut builder: Builder, opts: &EngineOptions, model: &Path) -> Result<(Builder, Engine), InferError> {
+fn register_openvino(
+    mut builder: Builder,
+    opts: &EngineOptions,
+    model: &Path,
+) -> Result<(Builder, Engine), InferError> {
     use ort::ep::ExecutionProvider;
     if !ort::ep::OpenVINO::is_available().unwrap_or(false) {
         return Err(InferError::Runtime(
