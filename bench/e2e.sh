@@ -96,32 +96,36 @@ from pathlib import Path
 work, report, size, provider, skip_peer = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
 def gnu(name):
     t = (work / f"time-{name}.log").read_text()
-    h, m, s = ([0, 0] + re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): (\S+)", t).group(1).split(":"))[-3:]
-    return int(h) * 3600 + int(m) * 60 + float(s), int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", t).group(1)) / 1024
-es_wall, es_rss = gnu("edgeseg")
+    h, m, sec = ([0, 0] + re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): (\S+)", t).group(1).split(":"))[-3:]
+    cpu = sum(float(re.search(rf"{k} time \(seconds\): (\S+)", t).group(1)) for k in ("User", "System"))
+    rss = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", t).group(1)) / 1024
+    return int(h) * 3600 + int(m) * 60 + float(sec), cpu, rss
+es_wall, es_cpu, es_rss = gnu("edgeseg")
 st = json.loads(report.read_text())["timings_s"]
-print(f"| stage | edgeseg s ({provider}) | peer s | peer peak RSS MiB |")
-print("|---|---|---|---|")
-rows = [("DICOM to volumes (peer: SimpleITK + SUV + CT onto the PET grid, NIfTI)", st["load"], "convert"),
+print(f"| stage | edgeseg wall s ({provider}) | peer wall s | peer CPU s | peer peak RSS MiB |")
+print("|---|---|---|---|---|")
+rows = [("DICOM to volumes (peer: SimpleITK, SUV, CT onto the PET grid, NIfTI)", st["load"], "convert"),
         ("network with pre- and post-processing (peer: nnUNetv2_predict -device cpu)", st["preprocess"] + st["inference"] + st["export"], "predict"),
         ("lesion rules: outside-body and < 0.1 mL removal (peer: cc3d)", st["postprocess"], "post"),
         ("RTSTRUCT and the other outputs (peer: rt-utils)", st["write"], "rtstruct")]
-peer_wall = peer_rss = 0.0
+peer_wall = peer_cpu = peer_rss = 0.0
 for label, es, name in rows:
     if skip_peer:
-        print(f"| {label} | {es:.1f} | | |")
+        print(f"| {label} | {es:.1f} | | | |")
         continue
-    w, r = gnu(name)
+    w, c, r = gnu(name)
     peer_wall += w
+    peer_cpu += c
     peer_rss = max(peer_rss, r)
-    print(f"| {label} | {es:.1f} | {w:.1f} | {r:.0f} |")
-print(f"| (edgeseg: of which inference) | {st['inference']:.1f} | | |")
+    print(f"| {label} | {es:.1f} | {w:.1f} | {c:.1f} | {r:.0f} |")
+print(f"| (edgeseg: of which inference) | {st['inference']:.1f} | | | |")
 if skip_peer:
-    print(f"| **total** (edgeseg: whole process, GNU time) | **{es_wall:.1f}** | | |")
-    print(f"\nedgeseg peak RSS {es_rss:.0f} MiB")
+    print(f"| **total** (edgeseg: whole process, GNU time) | **{es_wall:.1f}** | | | |")
+    print(f"\nedgeseg: CPU {es_cpu:.1f} s, peak RSS {es_rss:.0f} MiB")
 else:
-    print(f"| **total** (edgeseg: whole process, GNU time) | **{es_wall:.1f}** | **{peer_wall:.1f}** | **{peer_rss:.0f}** |")
-    print(f"\nedgeseg peak RSS {es_rss:.0f} MiB; speed-up {peer_wall / es_wall:.2f}x; memory {peer_rss / es_rss:.2f}x less")
+    print(f"| **total** (edgeseg: whole process, GNU time) | **{es_wall:.1f}** | **{peer_wall:.1f}** | **{peer_cpu:.1f}** | **{peer_rss:.0f}** |")
+    print(f"\nedgeseg: CPU {es_cpu:.1f} s, peak RSS {es_rss:.0f} MiB. Peer / edgeseg: wall {peer_wall / es_wall:.2f}x, "
+          f"CPU {peer_cpu / es_cpu:.2f}x, peak RSS {peer_rss / es_rss:.2f}x")
 PY
 if [ -z "${SKIP_PEER:-}" ]; then
     echo "Dice edgeseg vs peer labels: $(.venv/bin/python bench/e2e_peer.py dice "$es_labels" "$work/peer/labels.nii.gz")"
