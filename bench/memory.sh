@@ -15,7 +15,7 @@
 #        own-3c-f0-tta  one fold with mirroring (what mirroring adds to own-3c-f0)
 #        own-2c-f0-probs / res15-2c-f0-probs  the 2-class cases with --save-probabilities
 #        petct-2c       a whole-body PET/CT in DICOM (tests/fixtures/phantom.py --size
-#                       wholebody: CT 512×512×1000, PET 200×200×500) through
+#                       wholebody-1000: CT 512×512×1000, PET 200×200×500) through
 #                       `edgeseg process` with the 2-channel demo model (both folds,
 #                       mirroring); SHAPE does not apply
 # SHAPE="512 512 300" changes the CT's size (x y z).
@@ -33,7 +33,7 @@ for c in $cases; do
     if [ "$c" = petct-2c ]; then
         d=$work/petct-2c
         if [ ! -f "$d/study/truth/truth.json" ]; then
-            "$root/.venv/bin/python" "$root/tests/fixtures/phantom.py" --out "$d/study" --size wholebody -q
+            "$root/.venv/bin/python" "$root/tests/fixtures/phantom.py" --out "$d/study" --size wholebody-1000 -q
         fi
         rm -rf "$d/out"
         /usr/bin/time -v "$bin" process "$d/study/dicom" --model "$root/models/demo-petct" --out "$d/out" \

@@ -197,7 +197,7 @@ pub struct ModelConfig {
     pub path: PathBuf,
     /// libonnxruntime.so (ORT_DYLIB_PATH overrides).
     pub onnxruntime: PathBuf,
-    /// auto, cpu, cuda or tensorrt (parsed here, once).
+    /// auto, cpu, cuda, tensorrt or openvino (parsed here, once).
     pub provider: ProviderRequest,
     /// Refuse to start without the GPU provider.
     pub require_gpu: bool,
@@ -1291,7 +1291,7 @@ mod tests {
         let e = errs("[gpu]\npostprocess = \"gpu\"\n[model]\nprovider = \"npu\"\n");
         let (post, provider) = ("gpu".parse::<PostprocessChoice>(), "npu".parse::<ProviderRequest>());
         assert_eq!(post, Err("\"gpu\": expected auto, cuda or cpu".to_string()));
-        assert_eq!(provider, Err("\"npu\": expected auto, cpu, cuda or tensorrt".to_string()));
+        assert_eq!(provider, Err("\"npu\": expected auto, cpu, cuda, tensorrt or openvino".to_string()));
         assert_eq!(
             e,
             vec![

@@ -21,7 +21,7 @@ pub struct EngineArgs {
     /// libonnxruntime.so (ORT_DYLIB_PATH overrides).
     #[arg(long)]
     pub onnxruntime: Option<PathBuf>,
-    /// Execution provider: auto, cpu, cuda or tensorrt.
+    /// Execution provider: auto, cpu, cuda, tensorrt or openvino (CPU; the onnxruntime-openvino library).
     #[arg(long, default_value = "cpu")]
     pub provider: ProviderRequest,
     /// Fail instead of falling back to the CPU when the GPU provider is unavailable.

@@ -3,6 +3,8 @@
 # nnUNetv2_predict (nnunetv2 2.8.1 from PyPI) on nnU-Net results folders that
 # nnunetv2 itself planned, preprocessed and trained (tools/make_parity_models.py).
 #   scripts/test-nnunet-parity.sh
+#   EDGESEG_PROVIDER=openvino EDGESEG_ORT_LIB=.../libonnxruntime.so.1.24.1 scripts/test-nnunet-parity.sh
+#       edgeseg with another provider and library (requirements/openvino.txt's wheel)
 # The heavy venv (torch + nnunetv2) and the parity models are cached outside
 # the clone, keyed by the hash of what makes them, and built when missing
 # (first run: ~5 min venv + ~8 min models on 2 cores; later runs: ~3 min).

@@ -149,6 +149,17 @@ fn gpu_provider_missing_falls_back_or_fails_as_asked() {
 }
 
 #[test]
+fn openvino_from_a_library_without_it_is_an_error_not_a_fallback() {
+    // ONNX Runtime's CPU wheel has no OpenVINO provider; asked for by name,
+    // it is refused with the reason (and no output), never run on the CPU.
+    let (out, o) = predict(&["--provider", "openvino"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o).1);
+    assert!(text(&o).1.contains("has no OpenVINO provider"), "{}", text(&o).1);
+    assert!(!text(&o).1.contains("falling back"), "{}", text(&o).1);
+    assert!(!out.path().join("CASE1.nii.gz").exists());
+}
+
+#[test]
 fn compile_reports_the_provider_per_fold() {
     let pkg = package();
     let lib = ort_lib();

@@ -15,7 +15,7 @@ pub struct Args {
     /// libonnxruntime.so (ORT_DYLIB_PATH overrides).
     #[arg(long)]
     onnxruntime: Option<PathBuf>,
-    /// Execution provider: auto, cpu, cuda or tensorrt.
+    /// Execution provider: auto, cpu, cuda, tensorrt or openvino.
     #[arg(long, default_value = "auto")]
     provider: edgeseg::infer::onnx::ProviderRequest,
     /// Fail instead of falling back to the CPU when the GPU provider is unavailable.

@@ -61,7 +61,7 @@ pub struct Args {
     /// libonnxruntime.so for --model (ORT_DYLIB_PATH overrides).
     #[arg(long, requires = "model")]
     pub onnxruntime: Option<PathBuf>,
-    /// Execution provider for --model: auto, cpu, cuda or tensorrt.
+    /// Execution provider for --model: auto, cpu, cuda, tensorrt or openvino.
     #[arg(long, default_value = "cpu", requires = "model")]
     pub provider: ProviderRequest,
     /// Folds to ensemble for --model (default: all in the package).

@@ -2,7 +2,9 @@
 //! run time (`ort::init_from`: a clear error when it is missing, instead of
 //! the environment route's panic). Execution providers: CPU always; CUDA and
 //! TensorRT behind the `cuda` / `tensorrt` features, registered in order with
-//! a logged fallback, or an error when the configuration requires the GPU.
+//! a logged fallback, or an error when the configuration requires the GPU;
+//! OpenVINO (CPU, FP32) when asked for by name, from a library built with it
+//! (the `onnxruntime-openvino` wheel's), an error otherwise.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
@@ -29,16 +31,19 @@ pub enum ProviderRequest {
     Cuda,
     /// TensorRT.
     Tensorrt,
+    /// OpenVINO on the CPU, FP32 (the `onnxruntime-openvino` wheel's library).
+    Openvino,
 }
 
 impl ProviderRequest {
-    /// `auto`, `cpu`, `cuda` or `tensorrt`.
+    /// `auto`, `cpu`, `cuda`, `tensorrt` or `openvino`.
     pub fn as_str(self) -> &'static str {
         match self {
             ProviderRequest::Auto => "auto",
             ProviderRequest::Cpu => "cpu",
             ProviderRequest::Cuda => "cuda",
             ProviderRequest::Tensorrt => "tensorrt",
+            ProviderRequest::Openvino => "openvino",
         }
     }
 }
@@ -53,7 +58,8 @@ impl std::str::FromStr for ProviderRequest {
             "cpu" => Ok(ProviderRequest::Cpu),
             "cuda" => Ok(ProviderRequest::Cuda),
             "tensorrt" => Ok(ProviderRequest::Tensorrt),
-            other => Err(format!("{other:?}: expected auto, cpu, cuda or tensorrt")),
+            "openvino" => Ok(ProviderRequest::Openvino),
+            other => Err(format!("{other:?}: expected auto, cpu, cuda, tensorrt or openvino")),
         }
     }
 }
@@ -81,18 +87,21 @@ pub enum Provider {
     Cuda,
     /// TensorRT.
     Tensorrt,
+    /// OpenVINO on the CPU.
+    Openvino,
     /// No ONNX Runtime: a simulated network's rule (a test device, see
     /// [`super::simulated`]).
     Simulated,
 }
 
 impl Provider {
-    /// `cpu`, `cuda`, `tensorrt` or `simulated`.
+    /// `cpu`, `cuda`, `tensorrt`, `openvino` or `simulated`.
     pub fn as_str(self) -> &'static str {
         match self {
             Provider::Cpu => "cpu",
             Provider::Cuda => "cuda",
             Provider::Tensorrt => "tensorrt",
+            Provider::Openvino => "openvino",
             Provider::Simulated => "simulated",
         }
     }
@@ -352,9 +361,10 @@ pub fn engine_cache_dir(cache: &Path, model: &Path, fp16: bool) -> PathBuf {
 /// Registers the providers the request and this build allow; returns the
 /// builder and the engine the session will run on.
 fn register_providers(builder: Builder, opts: &EngineOptions, model: &Path) -> Result<(Builder, Engine), InferError> {
-    let wants_gpu = !matches!(opts.provider, ProviderRequest::Cpu);
-    if !wants_gpu {
-        return Ok((builder, Engine::fp32(Provider::Cpu)));
+    match opts.provider {
+        ProviderRequest::Cpu => return Ok((builder, Engine::fp32(Provider::Cpu))),
+        ProviderRequest::Openvino => return register_openvino(builder, opts, model),
+        ProviderRequest::Auto | ProviderRequest::Cuda | ProviderRequest::Tensorrt => {}
     }
     match gpu::register(builder, opts, model) {
         Ok(r) => Ok(r),
@@ -368,6 +378,31 @@ fn register_providers(builder: Builder, opts: &EngineOptions, model: &Path) -> R
             }
         }
     }
+}
+
+/// OpenVINO's CPU device in FP32 (its CPU plugin would otherwise pick bf16
+/// on processors with AMX or AVX-512 BF16, and the labels would drift from
+/// nnU-Net's), with the session's thread count. Asked for by name, so a
+/// library without it is an error, not a fallback.
+fn register_openvino(
+    mut builder: Builder,
+    opts: &EngineOptions,
+    model: &Path,
+) -> Result<(Builder, Engine), InferError> {
+    use ort::ep::ExecutionProvider;
+    if !ort::ep::OpenVINO::is_available().unwrap_or(false) {
+        return Err(InferError::Runtime(
+            "the loaded ONNX Runtime library has no OpenVINO provider (use the onnxruntime-openvino wheel's library, requirements/openvino.txt)"
+                .into(),
+        ));
+    }
+    let mut ov = ort::ep::OpenVINO::default().with_device_type("CPU").with_precision("FP32");
+    if opts.threads > 0 {
+        ov = ov.with_num_threads(opts.threads);
+    }
+    ov.register(&mut builder)
+        .map_err(|e| InferError::Runtime(format!("{}: OpenVINO failed to register: {e}", model.display())))?;
+    Ok((builder, Engine::fp32(Provider::Openvino)))
 }
 
 #[cfg(not(feature = "cuda"))]
@@ -485,6 +520,22 @@ mod tests {
         assert!(!is_out_of_memory(ErrorCode::NoSuchFile, arena));
         // A failure status about something else.
         assert!(!is_out_of_memory(ErrorCode::GenericFailure, "Got invalid dimensions for input: input"));
+    }
+
+    #[test]
+    fn provider_names_round_trip_and_openvino_is_one() {
+        for p in [
+            ProviderRequest::Auto,
+            ProviderRequest::Cpu,
+            ProviderRequest::Cuda,
+            ProviderRequest::Tensorrt,
+            ProviderRequest::Openvino,
+        ] {
+            assert_eq!(p.as_str().parse::<ProviderRequest>(), Ok(p));
+        }
+        assert_eq!("openvino".parse::<ProviderRequest>(), Ok(ProviderRequest::Openvino));
+        assert_eq!(Engine::fp32(Provider::Openvino).label(), "openvino");
+        assert!("OpenVINO".parse::<ProviderRequest>().is_err());
     }
 
     #[test]

@@ -215,7 +215,7 @@ impl Metrics {
         let provider_requested = int_gauge_vec(
             r,
             "edgeseg_provider_requested_info",
-            "The execution provider the configuration asks for ([model] provider: auto, cpu, cuda or tensorrt; always 1).",
+            "The execution provider the configuration asks for ([model] provider: auto, cpu, cuda, tensorrt or openvino; always 1).",
             &["provider"],
         );
         let fold_engine = int_gauge_vec(

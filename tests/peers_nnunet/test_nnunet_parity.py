@@ -22,6 +22,10 @@ SUMMARY = json.loads((PARITY / "summary.json").read_text())
 
 
 def ort_lib() -> str:
+    """EDGESEG_ORT_LIB (with EDGESEG_PROVIDER, e.g. the onnxruntime-openvino wheel's library and
+    openvino), else the nnU-Net venv's onnxruntime CPU library."""
+    if os.environ.get("EDGESEG_ORT_LIB"):
+        return os.environ["EDGESEG_ORT_LIB"]
     capi = next(NNVENV.glob("lib/python3*/site-packages/onnxruntime/capi"))
     return str(next(capi.glob("libonnxruntime.so*")))
 
@@ -39,7 +43,8 @@ def nnunet_predict(model: dict, out: Path, folds, tta: bool) -> Path:
 
 def edgeseg_predict(model: dict, out: Path, folds, tta: bool) -> Path:
     cmd = [EDGESEG, "predict", "-i", model["test_inputs"], "-o", str(out), "-m", model["package"],
-           "-f", *map(str, folds), "--onnxruntime", ort_lib()]
+           "-f", *map(str, folds), "--onnxruntime", ort_lib(),
+           "--provider", os.environ.get("EDGESEG_PROVIDER", "cpu")]
     if not tta:
         cmd.append("--disable-tta")
     p = subprocess.run(cmd, capture_output=True, text=True)
