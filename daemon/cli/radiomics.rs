@@ -37,6 +37,17 @@ fn read(p: &Path) -> Result<edgeseg::volume::Volume<f32>> {
     Ok(nifti::read_f32(p)?)
 }
 
+/// An image and its mask, read side by side (decompressing them is most of
+/// a small ROI's time).
+fn read_pair(image: &Path, mask: &Path) -> Result<(edgeseg::volume::Volume<f32>, edgeseg::volume::Volume<f32>)> {
+    std::thread::scope(|sc| {
+        let m = sc.spawn(|| read(mask));
+        let i = read(image);
+        let m = m.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
+        Ok((i?, m?))
+    })
+}
+
 /// One case (text, --json or --csv) or a batch CSV (CSV or JSON on stdout,
 /// progress on stderr; failed cases named on stderr and left out, exit 2).
 pub fn run(a: Args) -> Result<bool> {
@@ -51,10 +62,8 @@ pub fn run(a: Args) -> Result<bool> {
         let mut all_ok = true;
         for (i, case) in cases.iter().enumerate() {
             progress.begin("");
-            let result = read(&case.image).and_then(|im| {
-                let ma = read(&case.mask)?;
-                Ok(rad::extract(&im, &ma, &params, a.label.or(case.label))?)
-            });
+            let result = read_pair(&case.image, &case.mask)
+                .and_then(|(im, ma)| Ok(rad::extract(&im, &ma, &params, a.label.or(case.label))?));
             match result {
                 Ok(out) => rows.push((case.columns.clone(), out)),
                 Err(e) => {
@@ -80,7 +89,8 @@ pub fn run(a: Args) -> Result<bool> {
         }
         return Ok(all_ok);
     };
-    let out = rad::extract(&read(&a.image)?, &read(mask)?, &params, a.label)?;
+    let (im, ma) = read_pair(&a.image, mask)?;
+    let out = rad::extract(&im, &ma, &params, a.label)?;
     let text = if a.json {
         output::to_json(&out) + "\n"
     } else if a.csv {
