@@ -34,7 +34,8 @@ pub fn apply(t: ImageType, img: &Image, s: &Settings) -> Result<Vec<(String, Ima
     Ok(match t {
         ImageType::Original => vec![("original".into(), img.clone())],
         ImageType::Square | ImageType::SquareRoot | ImageType::Logarithm | ImageType::Exponential => {
-            let (min, max) = img.data.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
+            let (min, max) =
+                img.data.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
             pointwise(t, img, min, max).into_iter().collect()
         }
         ImageType::Gradient => vec![("gradient".into(), gradient(img, s.gradient_use_spacing))],

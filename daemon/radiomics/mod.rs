@@ -594,7 +594,11 @@ pub fn extract(
         out.push(("diagnostics_Image-original_Mean".into(), json!(whole.sum / whole.n)));
         out.push(("diagnostics_Image-original_Minimum".into(), json!(whole.min)));
         out.push(("diagnostics_Image-original_Maximum".into(), json!(whole.max)));
-        mask_diagnostics(&mut out, "original", roi_box(&mask.data, mask.geometry.dims, label_u).as_ref(), &mask.geometry);
+    }
+    // The ROI on the mask's own grid (the image's too, unless they differ).
+    let own = roi_box(&mask.data, mask.geometry.dims, label_u);
+    if s.additional_info {
+        mask_diagnostics(&mut out, "original", own.as_ref(), &mask.geometry);
     }
     let norm = s.normalize.then(|| Norm::of(&image.data, &whole, &s));
     // checkMask: the mask must lie on the image grid, or be resampled onto it.
@@ -609,8 +613,7 @@ pub fn extract(
         }
         roi
     } else {
-        roi_box(&mask.data, dims, label_u)
-            .ok_or_else(|| RadiomicsError::LabelAbsent { label: s.label, present: "none".into() })?
+        own.ok_or_else(|| RadiomicsError::LabelAbsent { label: s.label, present: "none".into() })?
     };
     check_box(roi.lo, roi.hi, roi.count, &s)?;
     // The image the filters see: the whole image, or with preCrop the ROI's
