@@ -54,7 +54,7 @@ fn extract_case(
     label: Option<i64>,
     perturb: &[perturb::Perturbation],
 ) -> Result<(rad::Output, perturb::Perturbed)> {
-    let (im, ma) = (read(image)?, read(mask)?);
+    let (im, ma) = read_pair(image, mask)?;
     let pixel = pixel_type(image, &im);
     let out = rad::extract_typed(&im, pixel, &ma, params, label)?;
     let l = label.unwrap_or(params.settings.label) as f32;
@@ -143,6 +143,17 @@ fn pixel_type(p: &Path, v: &edgeseg::volume::Volume<f32>) -> rad::PixelType {
         }
         Err(_) => rad::PixelType::infer(&v.data),
     }
+}
+
+/// An image and its mask, read side by side (decompressing them is most of
+/// a small ROI's time).
+fn read_pair(image: &Path, mask: &Path) -> Result<(edgeseg::volume::Volume<f32>, edgeseg::volume::Volume<f32>)> {
+    std::thread::scope(|sc| {
+        let m = sc.spawn(|| read(mask));
+        let i = read(image);
+        let m = m.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
+        Ok((i?, m?))
+    })
 }
 
 /// One case (text, --json or --csv) or a batch CSV (CSV or JSON on stdout,

@@ -334,8 +334,17 @@ pub fn read_f32(path: &Path) -> Result<Volume<f32>, ReadError> {
     let arr = nifti::IntoNdArray::into_ndarray::<f32>(nifti::NiftiObject::into_volume(obj))
         .map_err(|e| err(nifti_reason(e)))?;
     // The array is indexed [i, j, k(, …)]; reversing the axes and reading in
-    // logical order gives i fastest.
-    let data: Vec<f32> = arr.t().iter().copied().collect();
+    // logical order gives i fastest. The crate stores it i fastest already,
+    // so its buffer is taken as it is when the layout says so.
+    let t = arr.reversed_axes();
+    let data: Vec<f32> = if t.is_standard_layout() {
+        let n = t.len();
+        let (v, off) = t.into_raw_vec_and_offset();
+        let off = off.unwrap_or(0);
+        if off == 0 && v.len() == n { v } else { v[off..off + n].to_vec() }
+    } else {
+        t.iter().copied().collect()
+    };
     if data.len() != geometry.voxel_count() {
         return Err(err(format!("{} voxels for dims {dims:?}", data.len())));
     }

@@ -59,15 +59,15 @@ pub fn bin_image(image: &[f64], mask: &[bool], s: &Settings) -> Binned {
     let values: Vec<f64> = image.iter().zip(mask).filter(|(_, m)| **m).map(|(v, _)| *v).collect();
     let edges = bin_edges(&values, s);
     let mut levels = vec![0u32; image.len()];
-    let mut present = std::collections::BTreeSet::new();
+    let mut present = vec![false; edges.len() + 1];
     for (i, (&v, &m)) in image.iter().zip(mask).enumerate() {
         if m {
             let l = digitize(v, &edges);
             levels[i] = l;
-            present.insert(l);
+            present[l as usize] = true;
         }
     }
-    let grey_levels: Vec<u32> = present.into_iter().collect();
+    let grey_levels: Vec<u32> = (0..present.len() as u32).filter(|&l| present[l as usize]).collect();
     let ng = grey_levels.last().copied().unwrap_or(0);
     Binned { levels, grey_levels, ng }
 }

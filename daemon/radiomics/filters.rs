@@ -31,51 +31,14 @@ fn map(img: &Image, f: impl Fn(f64) -> f64) -> Image {
     Image { dims: img.dims, spacing: img.spacing, data: img.data.iter().map(|&v| f(v)).collect() }
 }
 
-fn max_abs(img: &Image) -> f64 {
-    img.data.iter().fold(0.0f64, |m, v| m.max(v.abs()))
-}
-
 /// The images (with their name prefixes) one image type yields.
 pub fn apply(t: ImageType, img: &Image, s: &Settings) -> Result<Vec<(String, Image)>, RadiomicsError> {
     Ok(match t {
         ImageType::Original => vec![("original".into(), img.clone())],
-        ImageType::Square => {
-            let c = 1.0 / max_abs(img).sqrt();
-            vec![("square".into(), map(img, |v| (c * v) * (c * v)))]
-        }
-        ImageType::SquareRoot => {
-            let c = max_abs(img);
-            vec![(
-                "squareroot".into(),
-                map(img, |v| {
-                    if v > 0.0 {
-                        (v * c).sqrt()
-                    } else if v < 0.0 {
-                        -(-v * c).sqrt()
-                    } else {
-                        v
-                    }
-                }),
-            )]
-        }
-        ImageType::Logarithm => {
-            let m = max_abs(img);
-            let l = map(img, |v| {
-                if v > 0.0 {
-                    (v + 1.0).ln()
-                } else if v < 0.0 {
-                    -(-(v - 1.0)).ln()
-                } else {
-                    v
-                }
-            });
-            let lm = max_abs(&l);
-            vec![("logarithm".into(), map(&l, |v| v * (m / lm)))]
-        }
-        ImageType::Exponential => {
-            let m = max_abs(img);
-            let c = m.ln() / m;
-            vec![("exponential".into(), map(img, |v| (c * v).exp()))]
+        ImageType::Square | ImageType::SquareRoot | ImageType::Logarithm | ImageType::Exponential => {
+            let (min, max) =
+                img.data.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
+            pointwise(t, img, min, max).into_iter().collect()
         }
         ImageType::Gradient => vec![("gradient".into(), gradient(img, s.gradient_use_spacing))],
         ImageType::Wavelet => wavelet(img, s),
@@ -83,6 +46,53 @@ pub fn apply(t: ImageType, img: &Image, s: &Settings) -> Result<Vec<(String, Ima
         ImageType::Lbp2D | ImageType::Lbp3D => {
             return Err(RadiomicsError::Unsupported("the LBP image types".into()));
         }
+    })
+}
+
+fn log_map(v: f64) -> f64 {
+    if v > 0.0 {
+        (v + 1.0).ln()
+    } else if v < 0.0 {
+        -(-(v - 1.0)).ln()
+    } else {
+        v
+    }
+}
+
+/// The intensity maps (Square, SquareRoot, Logarithm, Exponential) of `img`,
+/// scaled as PyRadiomics scales them by the extremes (`min`, `max`) of the
+/// whole image the filter sees, which may be larger than `img`: the
+/// largest absolute value is at an extreme, and so is the largest absolute
+/// logarithm (the map is monotonic). None for other image types.
+pub fn pointwise(t: ImageType, img: &Image, min: f64, max: f64) -> Option<(String, Image)> {
+    let m = 0.0f64.max(min.abs()).max(max.abs());
+    Some(match t {
+        ImageType::Original => ("original".into(), img.clone()),
+        ImageType::Square => {
+            let c = 1.0 / m.sqrt();
+            ("square".into(), map(img, |v| (c * v) * (c * v)))
+        }
+        ImageType::SquareRoot => (
+            "squareroot".into(),
+            map(img, |v| {
+                if v > 0.0 {
+                    (v * m).sqrt()
+                } else if v < 0.0 {
+                    -(-v * m).sqrt()
+                } else {
+                    v
+                }
+            }),
+        ),
+        ImageType::Logarithm => {
+            let lm = 0.0f64.max(log_map(min).abs()).max(log_map(max).abs());
+            ("logarithm".into(), map(img, |v| log_map(v) * (m / lm)))
+        }
+        ImageType::Exponential => {
+            let c = m.ln() / m;
+            ("exponential".into(), map(img, |v| (c * v).exp()))
+        }
+        _ => return None,
     })
 }
 
@@ -130,84 +140,63 @@ const COIF1_HI: [f64; 6] = [
     -0.015655728135791993,
 ];
 
-/// One undecimated level along `axis` (0 = x): circular convolution aligned
-/// as PyWavelets' periodised SWT (output o reads input o + F/2 - j).
-fn swt_axis(data: &[f64], dims: [usize; 3], axis: usize, filter: &[f64; 6]) -> Vec<f64> {
+/// One undecimated level along `axis` (0 = x) with both filters: PyWavelets'
+/// periodised SWT, output o reads input o + F/2 - j (F = 6 taps), so o reads
+/// o - 2 ..= o + 3. With `whole` the axis is the whole (even) period and the
+/// convolution circular; otherwise the axis is a window and the output the
+/// part of it whose inputs all lie inside (5 voxels shorter). Each output is
+/// summed over the taps in order, as PyWavelets does.
+fn swt_pass(data: &[f64], dims: [usize; 3], axis: usize, whole: bool) -> ([Vec<f64>; 2], [usize; 3]) {
     let n = dims[axis];
-    let stride = match axis {
-        0 => 1,
-        1 => dims[0],
-        _ => dims[0] * dims[1],
-    };
-    let mut out = vec![0.0; data.len()];
-    let half = filter.len() / 2;
-    for start in 0..data.len() {
-        let coord = (start / stride) % n;
-        if coord != 0 {
-            continue;
-        }
-        for o in 0..n {
-            let mut sum = 0.0;
-            for (j, f) in filter.iter().enumerate() {
-                let k = (o + half + n * filter.len() - j) % n;
-                sum += f * data[start + k * stride];
+    let m = if whole { n } else { n.saturating_sub(5) };
+    let mut od = dims;
+    od[axis] = m;
+    let inner: usize = dims[..axis].iter().product();
+    let outer: usize = dims[axis + 1..].iter().product();
+    let len = od[0] * od[1] * od[2];
+    let mut out = [vec![0.0; len], vec![0.0; len]];
+    // Input index (along the axis) tap j of output o reads.
+    let src = |o: usize, j: usize| if whole { (o + n + 3 - j) % n } else { o + 5 - j };
+    if inner == 1 {
+        let mut ext = vec![0.0; n + 5];
+        for b in 0..outer {
+            let line = &data[b * n..(b + 1) * n];
+            for (k, e) in ext.iter_mut().enumerate().take(m + 5) {
+                *e = if whole { line[(k + n - 2) % n] } else { line[k] };
             }
-            out[start + o * stride] = sum;
+            for (f, o) in [&COIF1_LO, &COIF1_HI].into_iter().zip(out.iter_mut()) {
+                let dst = &mut o[b * m..(b + 1) * m];
+                for (i, d) in dst.iter_mut().enumerate() {
+                    let mut sum = 0.0;
+                    for (j, c) in f.iter().enumerate() {
+                        sum += c * ext[i + 5 - j];
+                    }
+                    *d = sum;
+                }
+            }
+        }
+    } else {
+        for b in 0..outer {
+            let block = &data[b * n * inner..(b + 1) * n * inner];
+            for (f, o) in [&COIF1_LO, &COIF1_HI].into_iter().zip(out.iter_mut()) {
+                let oblock = &mut o[b * m * inner..(b + 1) * m * inner];
+                for (i, dst) in oblock.chunks_exact_mut(inner).enumerate() {
+                    for (j, c) in f.iter().enumerate() {
+                        let row = &block[src(i, j) * inner..(src(i, j) + 1) * inner];
+                        for (d, v) in dst.iter_mut().zip(row) {
+                            *d += c * v;
+                        }
+                    }
+                }
+            }
         }
     }
-    out
+    (out, od)
 }
 
 fn wavelet(img: &Image, s: &Settings) -> Vec<(String, Image)> {
-    // Pad odd axes by one voxel, wrapping (numpy.pad 'wrap').
-    let pd = img.dims.map(|d| d + d % 2);
-    let mut data = vec![0.0; pd[0] * pd[1] * pd[2]];
-    for z in 0..pd[2] {
-        for y in 0..pd[1] {
-            for x in 0..pd[0] {
-                let src = (x % img.dims[0]) + img.dims[0] * ((y % img.dims[1]) + img.dims[1] * (z % img.dims[2]));
-                data[x + pd[0] * (y + pd[1] * z)] = img.data[src];
-            }
-        }
-    }
-    let unpad = |v: &[f64]| -> Image {
-        let mut out = Vec::with_capacity(img.data.len());
-        for z in 0..img.dims[2] {
-            for y in 0..img.dims[1] {
-                let row = pd[0] * (y + pd[1] * z);
-                out.extend_from_slice(&v[row..row + img.dims[0]]);
-            }
-        }
-        Image { dims: img.dims, spacing: img.spacing, data: out }
-    };
-    let one_level = |d: &[f64]| -> Vec<(String, Vec<f64>)> {
-        let mut bands = vec![(String::new(), d.to_vec())];
-        for axis in 0..3 {
-            let mut next = Vec::new();
-            for (name, b) in &bands {
-                next.push((format!("{name}L"), swt_axis(b, pd, axis, &COIF1_LO)));
-                next.push((format!("{name}H"), swt_axis(b, pd, axis, &COIF1_HI)));
-            }
-            bands = next;
-        }
-        bands
-    };
-    for _ in 0..s.start_level {
-        data = one_level(&data).swap_remove(0).1;
-    }
     let mut out = Vec::new();
-    let levels = s.level.max(1) as usize;
-    for idx in 1..=levels {
-        let mut bands = one_level(&data);
-        let approx = bands.remove(0).1;
-        for (name, b) in bands {
-            let prefix = if idx == 1 { format!("wavelet-{name}") } else { format!("wavelet{idx}-{name}") };
-            out.push((prefix, unpad(&b)));
-        }
-        data = approx;
-    }
-    let prefix = if levels == 1 { "wavelet-LLL".to_string() } else { format!("wavelet{levels}-LLL") };
-    out.push((prefix, unpad(&data)));
+    wavelet_bands(img, s, [true; 3], [0; 3], img.dims, |name, band| out.push((name, band)));
     out
 }
 
@@ -396,4 +385,142 @@ pub fn laplacian_of_gaussian(img: &Image, sigma: f64) -> Image {
         }
     }
     Image { dims: img.dims, spacing: img.spacing, data: cum }
+}
+
+/// PyRadiomics' wavelet images of `img`, each cropped to `want_dims` voxels
+/// and handed to `emit` in PyRadiomics' order (LLH … HHH per level, then the
+/// last LLL). Along an axis marked `whole`, `img` holds the whole image axis
+/// (padded to even length by wrapping, as numpy.pad 'wrap'; the SWT is
+/// periodic) and the crop starts at `want_lo`; along the others `img` holds
+/// the wanted range plus 2 voxels before and 3 after for each level computed
+/// (start_level + level), which is all the convolutions read.
+pub fn wavelet_bands(
+    img: &Image,
+    s: &Settings,
+    whole: [bool; 3],
+    want_lo: [usize; 3],
+    want_dims: [usize; 3],
+    mut emit: impl FnMut(String, Image),
+) {
+    let levels = s.level.max(1) as usize;
+    let passes = s.start_level.max(0) as usize + levels;
+    let pd: [usize; 3] = [0, 1, 2].map(|a| if whole[a] { img.dims[a] + img.dims[a] % 2 } else { img.dims[a] });
+    let mut data = if pd == img.dims {
+        img.data.clone()
+    } else {
+        let mut data = Vec::with_capacity(pd[0] * pd[1] * pd[2]);
+        for z in 0..pd[2] {
+            for y in 0..pd[1] {
+                let row = img.dims[0] * ((y % img.dims[1]) + img.dims[1] * (z % img.dims[2]));
+                data.extend((0..pd[0]).map(|x| img.data[row + x % img.dims[0]]));
+            }
+        }
+        data
+    };
+    let mut dims = pd;
+    let crop = |v: &[f64], d: [usize; 3], done: usize| -> Image {
+        let lo: [usize; 3] = [0, 1, 2].map(|a| if whole[a] { want_lo[a] } else { 2 * (passes - done) });
+        let mut out = Vec::with_capacity(want_dims[0] * want_dims[1] * want_dims[2]);
+        for z in lo[2]..lo[2] + want_dims[2] {
+            for y in lo[1]..lo[1] + want_dims[1] {
+                let row = d[0] * (y + d[1] * z) + lo[0];
+                out.extend_from_slice(&v[row..row + want_dims[0]]);
+            }
+        }
+        Image { dims: want_dims, spacing: img.spacing, data: out }
+    };
+    // One level, depth first (x, then y, then z), so that at most one band
+    // per axis is held besides the approximation: the detail bands go to
+    // `emit` (when asked) in PyRadiomics' order, the approximation (LLL) is
+    // returned.
+    let one_level = |d: Vec<f64>, dm: [usize; 3], done: usize, mut band: Option<&mut dyn FnMut(String, Image)>| {
+        let ([xl, xh], dx) = swt_pass(&d, dm, 0, whole[0]);
+        drop(d);
+        let mut approx = (Vec::new(), dx);
+        for (nx, bx) in [("L", xl), ("H", xh)] {
+            let ([yl, yh], dy) = swt_pass(&bx, dx, 1, whole[1]);
+            drop(bx);
+            for (ny, by) in [("L", yl), ("H", yh)] {
+                let ([zl, zh], dz) = swt_pass(&by, dy, 2, whole[2]);
+                drop(by);
+                for (nz, bz) in [("L", zl), ("H", zh)] {
+                    let name = format!("{nx}{ny}{nz}");
+                    if name == "LLL" {
+                        approx = (bz, dz);
+                    } else if let Some(e) = band.as_mut() {
+                        e(name, crop(&bz, dz, done));
+                    }
+                }
+            }
+        }
+        approx
+    };
+    let mut done = 0;
+    for _ in 0..s.start_level.max(0) {
+        done += 1;
+        (data, dims) = one_level(data, dims, done, None);
+    }
+    for idx in 1..=levels {
+        done += 1;
+        let mut named = |name: String, band: Image| {
+            let prefix = if idx == 1 { format!("wavelet-{name}") } else { format!("wavelet{idx}-{name}") };
+            emit(prefix, band);
+        };
+        (data, dims) = one_level(data, dims, done, Some(&mut named));
+    }
+    let prefix = if levels == 1 { "wavelet-LLL".to_string() } else { format!("wavelet{levels}-LLL") };
+    emit(prefix, crop(&data, dims, done));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn noise(n: usize) -> Vec<f64> {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        (0..n)
+            .map(|_| {
+                seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                ((seed >> 11) % 4000) as f64 - 1000.0
+            })
+            .collect()
+    }
+
+    fn crop(img: &Image, lo: [usize; 3], dims: [usize; 3]) -> Vec<f64> {
+        let mut out = Vec::new();
+        for z in lo[2]..lo[2] + dims[2] {
+            for y in lo[1]..lo[1] + dims[1] {
+                let row = img.dims[0] * (y + img.dims[1] * z);
+                out.extend_from_slice(&img.data[row + lo[0]..row + lo[0] + dims[0]]);
+            }
+        }
+        out
+    }
+
+    /// The wavelet of a box plus its margin (one axis taken whole, odd, so
+    /// that it wraps) is the whole image's wavelet cropped to the box, to
+    /// the bit, for one level and for a start level with two levels.
+    #[test]
+    fn wavelet_of_a_window_is_the_whole_wavelet_cropped() {
+        let dims = [24, 13, 26];
+        let img = Image { dims, spacing: [0.8, 0.9, 2.0], data: noise(dims[0] * dims[1] * dims[2]) };
+        for (start_level, level) in [(0, 1), (1, 2)] {
+            let s = Settings { start_level, level, ..Settings::default() };
+            let p = (start_level + level) as usize;
+            let whole = wavelet(&img, &s);
+            assert_eq!(whole.len(), 7 * level as usize + 1);
+            let (lo, want) = ([7, 5, 8], [3, 2, 4]);
+            let hlo = [lo[0] - 2 * p, 0, lo[2] - 2 * p];
+            let hdims = [want[0] + 5 * p, dims[1], want[2] + 5 * p];
+            let halo = Image { dims: hdims, spacing: img.spacing, data: crop(&img, hlo, hdims) };
+            let mut got = Vec::new();
+            wavelet_bands(&halo, &s, [false, true, false], [0, lo[1], 0], want, |n, b| got.push((n, b)));
+            assert_eq!(got.len(), whole.len());
+            for ((gn, gb), (wn, wb)) in got.iter().zip(&whole) {
+                assert_eq!(gn, wn);
+                assert_eq!(gb.dims, want);
+                assert_eq!(gb.data, crop(wb, lo, want), "{gn}");
+            }
+        }
+    }
 }

@@ -55,7 +55,7 @@ fn mean(v: &[f64]) -> f64 {
 pub fn compute(x: &[f64], levels: &[u32], voxel_mm3: f64, shift: f64, enabled: &[&str], out: &mut Features) {
     let n = x.len() as f64;
     let mut sorted = x.to_vec();
-    sorted.sort_by(f64::total_cmp);
+    sorted.sort_unstable_by(f64::total_cmp);
     let mu = mean(x);
     let moment = |k: i32| x.iter().map(|v| (v - mu).powi(k)).sum::<f64>() / n;
     let mut counts = std::collections::BTreeMap::<u32, f64>::new();

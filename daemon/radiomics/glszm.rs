@@ -25,34 +25,43 @@ pub const FEATURES: &[(&str, bool)] = &[
     ("ZoneVariance", false),
 ];
 
-/// Zones as (level index, size).
+/// Zones as (level index, size). The levels are copied with a border of
+/// zeros (outside the ROI), so that a neighbour is one offset away and never
+/// outside the array; a voxel is set to 0 once it joins a zone.
 fn zones(roi: &Roi, s: &Settings) -> Vec<(usize, usize)> {
     let half = generate_angles(roi.size_zyx(), &[1], false, roi.force2d(s));
-    let mut offs: Vec<[i64; 3]> = half.clone();
-    offs.extend(half.iter().map(|o| [-o[0], -o[1], -o[2]]));
     let [nx, ny, nz] = roi.dims;
-    let mut seen = vec![false; roi.levels.len()];
+    let (px, py) = (nx + 2, ny + 2);
+    let mut lv = vec![0u32; px * py * (nz + 2)];
+    for z in 0..nz {
+        for y in 0..ny {
+            let src = roi.index(0, y, z);
+            let dst = ((z + 1) * py + y + 1) * px + 1;
+            lv[dst..dst + nx].copy_from_slice(&roi.levels[src..src + nx]);
+        }
+    }
+    let mut deltas: Vec<isize> = Vec::with_capacity(2 * half.len());
+    for o in &half {
+        let d = o[2] as isize + (o[1] as isize + o[0] as isize * py as isize) * px as isize;
+        deltas.push(d);
+        deltas.push(-d);
+    }
     let mut out = Vec::new();
     let mut stack = Vec::new();
-    for start in 0..roi.levels.len() {
-        let l = roi.levels[start];
-        if l == 0 || seen[start] {
+    for start in 0..lv.len() {
+        let l = lv[start];
+        if l == 0 {
             continue;
         }
-        seen[start] = true;
+        lv[start] = 0;
         stack.push(start);
         let mut size = 0;
         while let Some(v) = stack.pop() {
             size += 1;
-            let (x, y, z) = ((v % nx) as i64, ((v / nx) % ny) as i64, (v / (nx * ny)) as i64);
-            for o in &offs {
-                let (xx, yy, zz) = (x + o[2], y + o[1], z + o[0]);
-                if xx < 0 || yy < 0 || zz < 0 || xx >= nx as i64 || yy >= ny as i64 || zz >= nz as i64 {
-                    continue;
-                }
-                let u = roi.index(xx as usize, yy as usize, zz as usize);
-                if !seen[u] && roi.levels[u] == l {
-                    seen[u] = true;
+            for &d in &deltas {
+                let u = v.wrapping_add_signed(d);
+                if lv[u] == l {
+                    lv[u] = 0;
                     stack.push(u);
                 }
             }

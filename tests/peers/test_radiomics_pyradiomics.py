@@ -62,10 +62,15 @@ def _case(rng, kind):
         shape, spacing = (5, 20, 20), (0.6, 0.6, 5.0)
         m = np.zeros(shape, np.uint8)
         m[2, 3:16, 4:14] = 1
+    elif kind == "interior":
+        # Well inside a larger image: every filter margin (the wavelet's 2 and
+        # 3 voxels per side) lies inside the image, so nothing wraps around.
+        shape, spacing = (30, 40, 44), (0.8, 0.8, 1.5)
+        m = _sphere(shape, (15, 19, 23), 6.0, spacing).astype(np.uint8)
     else:
         raise ValueError(kind)
     lo, hi = {"box": (0, 200), "sphere_aniso": (-1024, 1500), "blob": (-60, 250), "two_lesions": (-200, 400),
-              "thin": (20, 90), "single_slice": (0, 3000)}[kind]
+              "thin": (20, 90), "single_slice": (0, 3000), "interior": (-100, 300)}[kind]
     img = rng.integers(lo, hi, size=shape).astype(np.int16)
     # Some structure inside the ROI so that texture matrices are not uniform noise.
     img = (img + 40 * np.sin(np.indices(shape)[2] / 3.0)).astype(np.int16)
@@ -118,7 +123,7 @@ def _compare(ref, got):
     assert not bad, f"{len(bad)} features differ: {bad[:15]}"
 
 
-KINDS = ["box", "sphere_aniso", "blob", "two_lesions", "thin", "single_slice"]
+KINDS = ["box", "sphere_aniso", "blob", "two_lesions", "thin", "single_slice", "interior"]
 
 PARAMS = {
     "default": {},
