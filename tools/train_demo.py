@@ -341,6 +341,9 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=17, help="fold F is trained with seed SEED+F (default 17)")
     ap.add_argument("--lesion-patches", action=argparse.BooleanOptionalAction, default=True,
                     help="centre nnU-Net's foreground-oversampled patch on a lesion voxel (default on)")
+    ap.add_argument("--oversample-fg", type=float, default=1.0,
+                    help="fraction of each batch centred on a foreground (with --lesion-patches: lesion) voxel; "
+                         "nnU-Net's own is 0.33 (default 1.0: both patches of a batch of 2)")
     ap.add_argument("--patch", type=int, nargs=3, default=[48, 64, 64])
     ap.add_argument("--version", default="0.1.0")
     ap.add_argument("--fresh", action="store_true", help="start over (delete --work)")
@@ -445,10 +448,11 @@ def main(argv=None) -> int:
         with lesion_patch_sampling(args.lesion_patches):
             seed_everything(args.seed + f)
             t = train_folds(DATASET, CONFIG, [f], epochs=args.epochs, iters=args.iters, val_iters=args.val_iters,
-                            log=log)
+                            oversample_foreground=args.oversample_fg, log=log)
         state["timing_s"]["train_per_fold"][str(f)] = t[f]
         state["training"] = {"epochs": args.epochs, "iters": args.iters, "val_iters": args.val_iters,
-                             "seed": args.seed + f, "lesion_patches": args.lesion_patches}
+                             "seed": args.seed + f, "lesion_patches": args.lesion_patches,
+                             "oversample_foreground": args.oversample_fg}
         state.setdefault("training_per_fold", {})[str(f)] = dict(state["training"])
         save()
 
