@@ -124,13 +124,15 @@ def shrink_plans(plans_path: str | os.PathLike, configuration: str, max_features
 
 
 def train_folds(dataset: str, configuration: str, folds, *, epochs: int, iters: int, val_iters: int,
-                plans_identifier: str = "nnUNetPlans", threads: int | None = None, log=print) -> dict:
+                plans_identifier: str = "nnUNetPlans", threads: int | None = None,
+                oversample_foreground: float | None = None, log=print) -> dict:
     """Train folds with nnU-Net's own ``nnUNetTrainer`` on the CPU, for fewer epochs/iterations.
 
     The trainer is nnunetv2's unmodified ``nnUNetTrainer`` (so ``nnUNetv2_predict -tr
     nnUNetTrainer`` finds it and the checkpoint names it): only the instance attributes
-    ``num_epochs``, ``num_iterations_per_epoch`` and ``num_val_iterations_per_epoch`` are set
-    after construction, before ``run_training()``, which reads them (the poly LR schedule
+    ``num_epochs``, ``num_iterations_per_epoch`` and ``num_val_iterations_per_epoch`` (and, when
+    given, ``oversample_foreground_percent``: the fraction of each batch whose patch is centred on
+    a foreground voxel, nnU-Net's 0.33 otherwise) are set after construction, before ``run_training()``, which reads them (the poly LR schedule
     included). The final validation (``perform_actual_validation``) is skipped.
     Writes ``fold_K/checkpoint_final.pth`` in nnU-Net's format. Returns seconds per fold.
     """
@@ -154,6 +156,8 @@ def train_folds(dataset: str, configuration: str, folds, *, epochs: int, iters: 
             trainer.num_epochs = epochs
             trainer.num_iterations_per_epoch = iters
             trainer.num_val_iterations_per_epoch = val_iters
+            if oversample_foreground is not None:
+                trainer.oversample_foreground_percent = oversample_foreground
             trainer.run_training()
         timings[fold] = round(time.time() - t0, 1)
         log(f"trained {name} fold {fold}: {epochs} epochs x {iters} iterations in {timings[fold]} s")
