@@ -137,7 +137,8 @@ pub fn write(
     }
     if kind == SegKind::Labelmap && set.overlapping() {
         return Err(DicomExportError::Mismatch(
-            "a label map holds one segment per voxel: overlapping segments (radiomics ROIs) need a binary seg.dcm".into(),
+            "a label map holds one segment per voxel: overlapping segments (radiomics ROIs) need a binary seg.dcm"
+                .into(),
         ));
     }
     // A label map's pixels hold segment numbers: 8 bits up to 255, else 16.

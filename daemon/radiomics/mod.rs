@@ -15,8 +15,8 @@ pub mod ngtdm;
 pub mod output;
 pub mod params;
 pub mod perturb;
-pub mod roi;
 pub mod resample;
+pub mod roi;
 pub mod shape;
 pub mod study;
 

@@ -109,7 +109,13 @@ fn loader(
         match loaded {
             Ok(loaded) => {
                 if gpu
-                    .send(GpuJob { loaded, out: job.out, seg_kind: job.seg_kind, force_cpu: job.force_cpu, reservation })
+                    .send(GpuJob {
+                        loaded,
+                        out: job.out,
+                        seg_kind: job.seg_kind,
+                        force_cpu: job.force_cpu,
+                        reservation,
+                    })
                     .is_err()
                 {
                     return;
