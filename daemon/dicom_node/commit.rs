@@ -22,8 +22,8 @@ use dicom_dictionary_std::tags;
 use dicom_encoding::TransferSyntaxIndex;
 use dicom_object::InMemDicomObject;
 use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
-use dicom_ul::pdu::{PDataValue, PDataValueType, PresentationContextResultReason};
-use dicom_ul::{ClientAssociationOptions, Pdu};
+use dicom_ul::Pdu;
+use dicom_ul::pdu::{PDataValue, PDataValueType};
 
 use super::dimse::{self, CommandSet};
 use super::scu::assoc_text;
@@ -44,9 +44,6 @@ pub const EVENT_FAILURES: u16 = 2;
 pub const SAME_ASSOCIATION_WAIT: Duration = Duration::from_secs(3);
 /// Most bytes of a report's data set this node reads.
 pub const MAX_REPORT_BYTES: usize = 16 * 1024 * 1024;
-
-const EXPLICIT_LE: &str = "1.2.840.10008.1.2.1";
-const IMPLICIT_LE: &str = "1.2.840.10008.1.2";
 
 /// A storage commitment result (an N-EVENT-REPORT's data set).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -242,32 +239,10 @@ pub fn request(
     refs: &[(String, String)],
     on_report: &mut dyn FnMut(&Report) -> u16,
 ) -> Result<(), String> {
-    let host = d.host.clone().unwrap_or_default();
-    let port = d.port.unwrap_or(104);
     let called = d.called_ae.clone().unwrap_or_default();
-    let calling = d.calling_ae.clone().unwrap_or_else(|| default_calling_ae.to_string());
-    let mut assoc = ClientAssociationOptions::new()
-        .calling_ae_title(calling)
-        .called_ae_title(called.clone())
-        .with_presentation_context(STORAGE_COMMITMENT, vec![EXPLICIT_LE, IMPLICIT_LE])
-        .connection_timeout(Duration::from_secs(30))
-        .read_timeout(Duration::from_secs(120))
-        .write_timeout(Duration::from_secs(120))
-        .establish((host.as_str(), port))
-        .map_err(|e| format!("no association with {called} at {host}:{port}: {}", assoc_text(&e)))?;
-    let Some(pc) = assoc
-        .presentation_contexts()
-        .iter()
-        .find(|pc| pc.reason == PresentationContextResultReason::Acceptance)
-        .cloned()
-    else {
-        let _ = assoc.abort();
-        return Err(format!("{called} does not accept Storage Commitment (push model)"));
-    };
-    let Some(ts) = TransferSyntaxRegistry.get(&pc.transfer_syntax) else {
-        let _ = assoc.abort();
-        return Err(format!("{called} chose transfer syntax {}, which cannot be written", pc.transfer_syntax));
-    };
+    let (mut assoc, pc, ts) = super::scu::associate(d, default_calling_ae, STORAGE_COMMITMENT, || {
+        format!("{called} does not accept Storage Commitment (push model)")
+    })?;
     let mut data = Vec::new();
     if let Err(e) = request_dataset(transaction, refs).write_dataset_with_ts(&mut data, ts) {
         let _ = assoc.abort();
@@ -321,6 +296,7 @@ pub fn request(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dicom_node::scu::IMPLICIT_LE;
 
     #[test]
     fn a_request_data_set_lists_each_reference_under_its_transaction() {

@@ -15,37 +15,15 @@ use super::outbox::Item;
 use crate::config::Destination;
 
 const EXPLICIT_LE: &str = "1.2.840.10008.1.2.1";
-const IMPLICIT_LE: &str = "1.2.840.10008.1.2";
+pub(super) const IMPLICIT_LE: &str = "1.2.840.10008.1.2";
 
 /// Sends one result; Err carries the reason in words.
 pub fn store(d: &Destination, default_calling_ae: &str, item: &Item) -> Result<(), String> {
-    let host = d.host.clone().unwrap_or_default();
-    let port = d.port.unwrap_or(104);
     let called = d.called_ae.clone().unwrap_or_default();
-    let calling = d.calling_ae.clone().unwrap_or_else(|| default_calling_ae.to_string());
     let obj = dicom_object::open_file(&item.file).map_err(|e| format!("the outbox copy cannot be read: {e}"))?;
-    let mut assoc = ClientAssociationOptions::new()
-        .calling_ae_title(calling)
-        .called_ae_title(called.clone())
-        .with_presentation_context(item.sop_class.clone(), vec![EXPLICIT_LE.to_string(), IMPLICIT_LE.to_string()])
-        .connection_timeout(Duration::from_secs(30))
-        .read_timeout(Duration::from_secs(120))
-        .write_timeout(Duration::from_secs(120))
-        .establish((host.as_str(), port))
-        .map_err(|e| format!("no association with {called} at {host}:{port}: {}", assoc_text(&e)))?;
-    let Some(pc) = assoc
-        .presentation_contexts()
-        .iter()
-        .find(|pc| pc.reason == PresentationContextResultReason::Acceptance)
-        .cloned()
-    else {
-        let _ = assoc.abort();
-        return Err(format!("{called} accepts no presentation context for SOP class {}", item.sop_class));
-    };
-    let Some(ts) = TransferSyntaxRegistry.get(&pc.transfer_syntax) else {
-        let _ = assoc.abort();
-        return Err(format!("{called} chose transfer syntax {}, which cannot be written", pc.transfer_syntax));
-    };
+    let (mut assoc, pc, ts) = associate(d, default_calling_ae, &item.sop_class, || {
+        format!("{called} accepts no presentation context for SOP class {}", item.sop_class)
+    })?;
     let mut data = Vec::new();
     if let Err(e) = obj.write_dataset_with_ts(&mut data, ts) {
         let _ = assoc.abort();
@@ -87,6 +65,54 @@ pub fn store(d: &Destination, default_calling_ae: &str, item: &Item) -> Result<(
     } else {
         Err(format!("{called} answered C-STORE with status {status:04X}H"))
     }
+}
+
+/// An association with destination `d` (its called AE title at host:port,
+/// calling as its `calling_ae` or `default_calling_ae`) proposing
+/// `sop_class` in Explicit and Implicit VR Little Endian: the association,
+/// the context the peer accepted and its transfer syntax. `refused` words
+/// the error when the peer accepts no context. Err carries the reason in
+/// words; the association is aborted on every error.
+pub(super) fn associate(
+    d: &Destination,
+    default_calling_ae: &str,
+    sop_class: &str,
+    refused: impl FnOnce() -> String,
+) -> Result<
+    (
+        dicom_ul::ClientAssociation<std::net::TcpStream>,
+        dicom_ul::pdu::PresentationContextNegotiated,
+        &'static dicom_encoding::TransferSyntax,
+    ),
+    String,
+> {
+    let host = d.host.clone().unwrap_or_default();
+    let port = d.port.unwrap_or(104);
+    let called = d.called_ae.clone().unwrap_or_default();
+    let calling = d.calling_ae.clone().unwrap_or_else(|| default_calling_ae.to_string());
+    let assoc = ClientAssociationOptions::new()
+        .calling_ae_title(calling)
+        .called_ae_title(called.clone())
+        .with_presentation_context(sop_class.to_string(), vec![EXPLICIT_LE.to_string(), IMPLICIT_LE.to_string()])
+        .connection_timeout(Duration::from_secs(30))
+        .read_timeout(Duration::from_secs(120))
+        .write_timeout(Duration::from_secs(120))
+        .establish((host.as_str(), port))
+        .map_err(|e| format!("no association with {called} at {host}:{port}: {}", assoc_text(&e)))?;
+    let Some(pc) = assoc
+        .presentation_contexts()
+        .iter()
+        .find(|pc| pc.reason == PresentationContextResultReason::Acceptance)
+        .cloned()
+    else {
+        let _ = assoc.abort();
+        return Err(refused());
+    };
+    let Some(ts) = TransferSyntaxRegistry.get(&pc.transfer_syntax) else {
+        let _ = assoc.abort();
+        return Err(format!("{called} chose transfer syntax {}, which cannot be written", pc.transfer_syntax));
+    };
+    Ok((assoc, pc, ts))
 }
 
 /// Reads PDUs until a whole command set has arrived.

@@ -278,24 +278,34 @@ impl PreparedCase {
     }
 }
 
+/// The channels' grid: as many channels as the model takes, all on the
+/// first one's grid.
+fn one_grid<'a>(
+    pkg: &ModelPackage,
+    geometries: impl ExactSizeIterator<Item = &'a Geometry>,
+) -> Result<&'a Geometry, InferError> {
+    if geometries.len() != pkg.meta.channels.len() {
+        return Err(InferError::Input(format!(
+            "{} channels given, the model takes {}",
+            geometries.len(),
+            pkg.meta.channels.len()
+        )));
+    }
+    let mut geometries = geometries;
+    let Some(g) = geometries.next() else {
+        return Err(InferError::Input("no input channels".into()));
+    };
+    if geometries.any(|c| c.dims != g.dims) {
+        return Err(InferError::Input("the channels are on different grids".into()));
+    }
+    Ok(g)
+}
+
 /// nnU-Net's preprocessing of one case for `pkg`; `channels[c]` are the
 /// input volumes in channel order, all on the same grid. Needs the package
 /// only (plans), no network.
 pub fn prepare(pkg: &ModelPackage, channels: &[&Volume<f32>]) -> Result<PreparedCase, InferError> {
-    if channels.len() != pkg.meta.channels.len() {
-        return Err(InferError::Input(format!(
-            "{} channels given, the model takes {}",
-            channels.len(),
-            pkg.meta.channels.len()
-        )));
-    }
-    let Some(first) = channels.first() else {
-        return Err(InferError::Input("no input channels".into()));
-    };
-    let g = &first.geometry;
-    if channels.iter().any(|c| c.geometry.dims != g.dims) {
-        return Err(InferError::Input("the channels are on different grids".into()));
-    }
+    let g = one_grid(pkg, channels.iter().map(|c| &c.geometry))?;
     // nnU-Net's axes: (k, j, i) of our x-fastest volumes, same memory order.
     let shape = [g.dims[2], g.dims[1], g.dims[0]];
     let spacing = [g.spacing[2], g.spacing[1], g.spacing[0]];
@@ -316,20 +326,7 @@ pub fn prepare(pkg: &ModelPackage, channels: &[&Volume<f32>]) -> Result<Prepared
 /// ([`preprocess::preprocess_owned`]), so the input and the network input
 /// are not both held. The same case as [`prepare`] gives.
 pub fn prepare_owned(pkg: &ModelPackage, channels: Vec<Volume<f32>>) -> Result<PreparedCase, InferError> {
-    if channels.len() != pkg.meta.channels.len() {
-        return Err(InferError::Input(format!(
-            "{} channels given, the model takes {}",
-            channels.len(),
-            pkg.meta.channels.len()
-        )));
-    }
-    let Some(first) = channels.first() else {
-        return Err(InferError::Input("no input channels".into()));
-    };
-    let g = first.geometry.clone();
-    if channels.iter().any(|c| c.geometry.dims != g.dims) {
-        return Err(InferError::Input("the channels are on different grids".into()));
-    }
+    let g = one_grid(pkg, channels.iter().map(|c| &c.geometry))?.clone();
     let shape = [g.dims[2], g.dims[1], g.dims[0]];
     let spacing = [g.spacing[2], g.spacing[1], g.spacing[0]];
     let t = Instant::now();
