@@ -255,16 +255,6 @@ impl SeriesIndex {
                 duplicates_dropped.push(h.path.clone());
             }
         }
-        // One line per series, not one per duplicate (a re-sent study has
-        // dozens); no path, no UID: they may name the patient.
-        if !duplicates_dropped.is_empty() {
-            let series = crate::queue::uid_hash(&self.series_uid);
-            tracing::warn!(
-                series = %series,
-                "series {series}: {} duplicate SOP instance(s) ignored (the same image sent again)",
-                duplicates_dropped.len()
-            );
-        }
         let first = instances.first().ok_or_else(|| SeriesError::Empty { series_uid: uid() })?;
         let format = SampleFormat {
             rows: first.rows,
@@ -546,6 +536,18 @@ impl SeriesPlan {
     /// one file at a time per thread, writing straight into the volume, so peak
     /// memory is the volume plus one file per thread.
     pub fn load(&self) -> Result<SeriesVolume, SeriesError> {
+        // One line per series as it is read (not at planning: the daemon
+        // plans a study from its headers before loading it), not one per
+        // duplicate (a re-sent study has dozens); no path, no UID: they may
+        // name the patient.
+        if !self.info.duplicates_dropped.is_empty() {
+            let series = crate::queue::uid_hash(&self.info.series_uid);
+            tracing::warn!(
+                series = %series,
+                "series {series}: {} duplicate SOP instance(s) ignored (the same image sent again)",
+                self.info.duplicates_dropped.len()
+            );
+        }
         let plane = self.format.columns as usize * self.format.rows as usize;
         // Resampled stacks are read into a stack of the source slices first.
         let mut data = vec![0f32; plane * self.slices.len()];
