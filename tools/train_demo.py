@@ -2,7 +2,7 @@
 """Train the demo nnU-Net v2 PET/CT model (models/demo-petct/) on the phantom generator's studies.
 
     python3 tools/train_demo.py [--work DIR] [--out models/demo-petct] [--train-cases 20]
-        [--test-cases 4] [--epochs 12] [--iters 40] [--val-iters 5] [--folds 0 1] [--seed 17]
+        [--test-cases 4] [--epochs 20] [--iters 40] [--val-iters 5] [--folds 0 1] [--seed 17]
         [--no-lesion-patches] [--edgeseg target/release/edgeseg] [--measure-only] [--fresh]
 
 Steps (each skipped when its output already exists in --work, unless --fresh, so a run that
@@ -20,7 +20,7 @@ was stopped goes on where it stopped):
    CPU (features per stage capped at 32, 16 in the first stage, patch size 48x64x64; spacing,
    normalisation and resampling stay nnU-Net's own) and the data preprocessed again.
 4. nnunetv2's own ``nnUNetTrainer`` on the CPU, folds 0 and 1 of its 5-fold split, with
-   ``--epochs`` x ``--iters`` iterations (default 12 x 40) instead of 1000 x 250; fold F seeded
+   ``--epochs`` x ``--iters`` iterations (default 20 x 40) instead of 1000 x 250; fold F seeded
    with ``--seed`` + F, and the foreground-oversampled patch of each batch centred on a lesion
    voxel (``lesion_patch_sampling``; nnU-Net picks lesion or liver at random, so a fold could
    see too few lesion patches in so short a schedule and learn none).
@@ -373,7 +373,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=REPO / "models" / "demo-petct")
     ap.add_argument("--train-cases", type=int, default=20)
     ap.add_argument("--test-cases", type=int, default=4)
-    ap.add_argument("--epochs", type=int, default=12)
+    ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--iters", type=int, default=40)
     ap.add_argument("--val-iters", type=int, default=5)
     ap.add_argument("--folds", type=int, nargs="+", default=[0, 1])
