@@ -374,7 +374,8 @@ pub fn probe_disagreement(
     Ok(differ as f64 / n as f64)
 }
 
-/// Largest probe disagreement at which an FP16 engine is still trusted.
+/// Largest probe disagreement at which an FP16 (TensorRT) or BF16
+/// (OpenVINO) engine is still trusted.
 pub const FP16_MAX_DISAGREEMENT: f64 = 0.005;
 
 /// A cropped label map at the cropped shape back to the input grid: pasted
