@@ -305,7 +305,9 @@ impl OrtNetwork {
                 &EngineOptions { fp16: false, bf16: false, ..opts.clone() },
             )?;
             let d = super::probe_disagreement(&net, &fp32, channels, patch, classes)?;
-            if d > super::FP16_MAX_DISAGREEMENT {
+            let max =
+                if engine.precision == Precision::Bf16 { super::BF16_MAX_DISAGREEMENT } else { super::FP16_MAX_DISAGREEMENT };
+            if d > max {
                 tracing::warn!(
                     "{}: {what} engine refused: its argmax differs from FP32 on {:.2}% of the probe tile",
                     model.display(),
