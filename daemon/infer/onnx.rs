@@ -305,8 +305,11 @@ impl OrtNetwork {
                 &EngineOptions { fp16: false, bf16: false, ..opts.clone() },
             )?;
             let d = super::probe_disagreement(&net, &fp32, channels, patch, classes)?;
-            let max =
-                if engine.precision == Precision::Bf16 { super::BF16_MAX_DISAGREEMENT } else { super::FP16_MAX_DISAGREEMENT };
+            let max = if engine.precision == Precision::Bf16 {
+                super::BF16_MAX_DISAGREEMENT
+            } else {
+                super::FP16_MAX_DISAGREEMENT
+            };
             if d > max {
                 tracing::warn!(
                     "{}: {what} engine refused: its argmax differs from FP32 on {:.2}% of the probe tile",
@@ -315,7 +318,11 @@ impl OrtNetwork {
                 );
                 return Ok(fp32);
             }
-            tracing::info!("{}: {what} engine agrees with FP32 on the probe ({:.3}% differ)", model.display(), d * 100.0);
+            tracing::info!(
+                "{}: {what} engine agrees with FP32 on the probe ({:.3}% differ)",
+                model.display(),
+                d * 100.0
+            );
         }
         Ok(net)
     }
@@ -433,9 +440,10 @@ pub fn openvino_load_config(bf16: bool) -> String {
     format!(r#"{{"CPU":{{"INFERENCE_PRECISION_HINT":"{}"}}}}"#, if bf16 { "bf16" } else { "f32" })
 }
 
-/// OpenVINO's CPU device in FP32 (its CPU plugin would otherwise pick bf16
-/// on processors with AMX or AVX-512 BF16, and the labels would drift from
-/// nnU-Net's), or in BF16 when `opts.bf16` allows it and the CPU has it
+/// OpenVINO's CPU device in FP32 (OpenVINO's CPU plugin defaults to bf16 on
+/// processors with AMX or AVX-512 BF16, and the labels would drift from
+/// nnU-Net's: ONNX Runtime's provider asks for FP32 already, and the hint
+/// `f32` pins it), or in BF16 when `opts.bf16` allows it and the CPU has it
 /// (the probe against FP32 follows in [`OrtNetwork::load`]), with the
 /// session's thread count. Asked for by name, so a library without it is an
 /// error, not a fallback.
@@ -453,7 +461,10 @@ fn register_openvino(
     }
     let bf16 = opts.bf16 && cpu_has_bf16();
     if opts.bf16 && !bf16 {
-        tracing::warn!("{}: bf16 allowed, but this CPU has no AVX-512 BF16 or AMX: OpenVINO runs FP32", model.display());
+        tracing::warn!(
+            "{}: bf16 allowed, but this CPU has no AVX-512 BF16 or AMX: OpenVINO runs FP32",
+            model.display()
+        );
     }
     let mut ov = ort::ep::OpenVINO::default()
         .with_device_type("CPU")
