@@ -18,6 +18,7 @@
 #   PROVIDER=cpu    edgeseg's execution provider; openvino takes the library of the
 #                   onnxruntime-openvino wheel (requirements/openvino.txt), made once in
 #                   ${EDGESEG_CACHE:-~/.cache/edgeseg}/venv-openvino-<hash>
+#   BF16=1          with PROVIDER=openvino: edgeseg --bf16 (OpenVINO in bfloat16 on AMX / AVX-512 BF16)
 #   SKIP_PEER=1     edgeseg only (e.g. a second provider after a full run)
 #   MODEL=models/demo-petct  the edgeseg package exported from NNUNET_RESULTS (tools/nnunet_export.py)
 set -euo pipefail
@@ -74,7 +75,7 @@ rss() { awk '/Maximum resident/ {printf "%.0f", $6/1024}' "$work/time-$1.log"; }
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 rm -rf "$work/es"
 timed edgeseg env ORT_DYLIB_PATH="$lib" "$bin" process "$study/dicom" --model "$model" --out "$work/es" \
-    -f 0 1 --threads "$threads" --provider "$provider"
+    -f 0 1 --threads "$threads" --provider "$provider" ${BF16:+--bf16}
 es_labels=$(ls "$work"/es/*/labels.nii.gz | head -1)
 es_report=$(dirname "$es_labels")/report.json
 

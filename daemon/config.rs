@@ -201,6 +201,9 @@ pub struct ModelConfig {
     pub provider: ProviderRequest,
     /// Refuse to start without the GPU provider.
     pub require_gpu: bool,
+    /// Allow OpenVINO to infer in BF16 (provider openvino only; kept only if
+    /// it agrees with FP32 on a probe tile).
+    pub bf16: bool,
     /// ONNX Runtime intra-op threads (0: its default).
     pub threads: usize,
     /// Tiles per network call.
@@ -218,6 +221,7 @@ impl Default for ModelConfig {
             onnxruntime: PathBuf::from("/usr/lib/edgeseg/libonnxruntime.so"),
             provider: ProviderRequest::Auto,
             require_gpu: false,
+            bf16: false,
             threads: 0,
             batch_size: 2,
             tta: true,
@@ -1142,6 +1146,9 @@ fn semantic_errors(c: &Config) -> Vec<(&'static str, &'static str, String)> {
     if m.threads > 1024 {
         out.push(("model", "threads", format!("{}: must be 0 (ONNX Runtime's default) to 1024", m.threads)));
     }
+    if m.bf16 && m.provider != ProviderRequest::Openvino {
+        out.push(("model", "bf16", format!("needs provider = \"openvino\", not {:?}", m.provider.as_str())));
+    }
     let q = &c.queue;
     if q.max_attempts == 0 || q.max_attempts > 100 {
         out.push(("queue", "max_attempts", format!("{}: must be 1 to 100", q.max_attempts)));
@@ -1275,6 +1282,18 @@ mod tests {
         assert_eq!(ListenAddr::parse("[::1]:9").expect("v6").to_string(), "[::1]:9");
         let e = errs("[model]\npath = \"rel\"\n");
         assert_eq!(e, vec!["c.toml:2:1: [model] path: rel: must be an absolute path".to_string()]);
+    }
+
+    #[test]
+    fn bf16_is_off_by_default_and_needs_the_openvino_provider() {
+        assert!(!Config::default().model.bf16, "FP32 is the default");
+        let (c, d) = check(Path::new("c.toml"), "[model]\nprovider = \"openvino\"\nbf16 = true\n");
+        assert!(d.is_empty(), "{d:?}");
+        assert!(c.expect("config").model.bf16);
+        let e = errs("[model]\nprovider = \"cpu\"\nbf16 = true\n");
+        assert_eq!(e, vec!["c.toml:3:1: [model] bf16: needs provider = \"openvino\", not \"cpu\"".to_string()]);
+        let e = errs("[model]\nbf16 = \"yes\"\n");
+        assert!(e.iter().any(|m| m.starts_with("c.toml:2:") && m.contains("bf16")), "{e:?}");
     }
 
     #[test]

@@ -30,6 +30,9 @@ pub struct EngineArgs {
     /// ONNX Runtime intra-op threads (0: its default).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
+    /// Allow OpenVINO to infer in BF16 on a CPU with AMX or AVX-512 BF16 (with --provider openvino; kept only if it agrees with FP32 on a probe tile).
+    #[arg(long)]
+    pub bf16: bool,
 }
 
 impl EngineArgs {
@@ -40,6 +43,7 @@ impl EngineArgs {
             provider: self.provider,
             require_gpu: self.require_gpu,
             threads: self.threads,
+            bf16: self.bf16,
             ..EngineOptions::default()
         };
         Ok((lib, opts))
@@ -379,11 +383,19 @@ pub fn compile(
     provider: ProviderRequest,
     require_gpu: bool,
     fp16: bool,
+    bf16: bool,
     trt_cache: Option<PathBuf>,
 ) -> Result<bool> {
     let lib = library_path(onnxruntime)?;
     let opts = PredictOptions {
-        engine: EngineOptions { provider, require_gpu, fp16, trt_cache_dir: trt_cache, ..EngineOptions::default() },
+        engine: EngineOptions {
+            provider,
+            require_gpu,
+            fp16,
+            bf16,
+            trt_cache_dir: trt_cache,
+            ..EngineOptions::default()
+        },
         ..PredictOptions::default()
     };
     let t = std::time::Instant::now();

@@ -5,6 +5,9 @@
 #   scripts/test-nnunet-parity.sh
 #   EDGESEG_PROVIDER=openvino EDGESEG_ORT_LIB=.../libonnxruntime.so.1.24.1 scripts/test-nnunet-parity.sh
 #       edgeseg with another provider and library (requirements/openvino.txt's wheel)
+#   EDGESEG_PROVIDER=openvino EDGESEG_BF16=1 EDGESEG_ORT_LIB=... scripts/test-nnunet-parity.sh
+#       the same with --bf16 (OpenVINO in bfloat16 on a CPU with AMX / AVX-512 BF16)
+#   (pytest -s prints the Dice per class and case)
 # The heavy venv (torch + nnunetv2) and the parity models are cached outside
 # the clone, keyed by the hash of what makes them, and built when missing
 # (first run: ~5 min venv + ~8 min models on 2 cores; later runs: ~3 min).

@@ -160,6 +160,16 @@ fn openvino_from_a_library_without_it_is_an_error_not_a_fallback() {
 }
 
 #[test]
+fn bf16_with_another_provider_than_openvino_is_an_error_not_fp32() {
+    // BF16 is OpenVINO's: with the CPU provider it is refused with the
+    // reason (and no output), never run in FP32 as if it had been granted.
+    let (out, o) = predict(&["--provider", "cpu", "--bf16"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o).1);
+    assert!(text(&o).1.contains("bf16 needs the openvino provider, not cpu"), "{}", text(&o).1);
+    assert!(!out.path().join("CASE1.nii.gz").exists());
+}
+
+#[test]
 fn compile_reports_the_provider_per_fold() {
     let pkg = package();
     let lib = ort_lib();

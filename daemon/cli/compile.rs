@@ -24,6 +24,9 @@ pub struct Args {
     /// Allow TensorRT FP16 engines (kept only if they agree with FP32 on a probe tile).
     #[arg(long)]
     fp16: bool,
+    /// Allow OpenVINO BF16 engines (with --provider openvino; kept only if they agree with FP32 on a probe tile).
+    #[arg(long)]
+    bf16: bool,
     /// TensorRT engine and timing cache folder.
     #[arg(long)]
     trt_cache: Option<PathBuf>,
@@ -31,5 +34,5 @@ pub struct Args {
 
 pub fn run(a: Args) -> Result<bool> {
     super::predict::require_package(&a.model, &[], None)?;
-    crate::predict::compile(&a.model, a.onnxruntime.as_deref(), a.provider, a.require_gpu, a.fp16, a.trt_cache)
+    crate::predict::compile(&a.model, a.onnxruntime.as_deref(), a.provider, a.require_gpu, a.fp16, a.bf16, a.trt_cache)
 }

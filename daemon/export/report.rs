@@ -85,10 +85,11 @@ impl ModelInfo {
 pub struct FoldProvider {
     /// Fold.
     pub fold: u32,
-    /// cpu, cuda, tensorrt, tensorrt-fp16.
+    /// cpu, cuda, tensorrt, tensorrt-fp16, openvino, openvino-bf16.
     pub provider: String,
     /// Arithmetic the fold ran in: `fp16` (a TensorRT FP16 engine that agreed
-    /// with FP32 on the probe tile) or `fp32`.
+    /// with FP32 on the probe tile), `bf16` (an OpenVINO BF16 one that did)
+    /// or `fp32`.
     pub precision: &'static str,
 }
 

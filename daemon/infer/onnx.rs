@@ -3,8 +3,9 @@
 //! the environment route's panic). Execution providers: CPU always; CUDA and
 //! TensorRT behind the `cuda` / `tensorrt` features, registered in order with
 //! a logged fallback, or an error when the configuration requires the GPU;
-//! OpenVINO (CPU, FP32) when asked for by name, from a library built with it
-//! (the `onnxruntime-openvino` wheel's), an error otherwise.
+//! OpenVINO (CPU, FP32, or BF16 when allowed and the probe tile agrees) when
+//! asked for by name, from a library built with it (the
+//! `onnxruntime-openvino` wheel's), an error otherwise.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
@@ -115,14 +116,18 @@ pub enum Precision {
     Fp32,
     /// 16-bit floats (a TensorRT FP16 engine that agreed with FP32 on the probe tile).
     Fp16,
+    /// bfloat16 (OpenVINO's CPU plugin on AMX / AVX-512 BF16, allowed by
+    /// `[model] bf16` or `--bf16`, that agreed with FP32 on the probe tile).
+    Bf16,
 }
 
 impl Precision {
-    /// `fp32` or `fp16`.
+    /// `fp32`, `fp16` or `bf16`.
     pub fn as_str(self) -> &'static str {
         match self {
             Precision::Fp32 => "fp32",
             Precision::Fp16 => "fp16",
+            Precision::Bf16 => "bf16",
         }
     }
 }
@@ -143,10 +148,12 @@ impl Engine {
     }
 
     /// The name report.json and `edgeseg compile` show: `cpu`, `cuda`,
-    /// `tensorrt`, or `tensorrt-fp16` for an FP16 TensorRT engine.
+    /// `tensorrt`, `openvino`, or `tensorrt-fp16` for an FP16 TensorRT
+    /// engine, `openvino-bf16` for a BF16 OpenVINO one.
     pub fn label(self) -> &'static str {
         match (self.provider, self.precision) {
             (Provider::Tensorrt, Precision::Fp16) => "tensorrt-fp16",
+            (Provider::Openvino, Precision::Bf16) => "openvino-bf16",
             (p, _) => p.as_str(),
         }
     }
@@ -165,6 +172,9 @@ pub struct EngineOptions {
     pub trt_cache_dir: Option<PathBuf>,
     /// Allow a TensorRT FP16 engine (after the probe agrees with FP32).
     pub fp16: bool,
+    /// Allow OpenVINO to infer in BF16 on a CPU with AMX or AVX-512 BF16
+    /// (after the probe agrees with FP32); `provider` must be `openvino`.
+    pub bf16: bool,
     /// GPU index.
     pub device_id: i32,
 }
@@ -177,6 +187,7 @@ impl Default for EngineOptions {
             threads: 0,
             trt_cache_dir: None,
             fp16: false,
+            bf16: false,
             device_id: 0,
         }
     }
@@ -282,20 +293,36 @@ impl OrtNetwork {
         let mut shape_tail = vec![channels as i64];
         shape_tail.extend(patch.iter().map(|&p| p as i64));
         let net = Self { session: Mutex::new(session), input, output, shape_tail, engine };
-        if engine.precision == Precision::Fp16 {
-            // Trust FP16 only where it agrees with FP32 on a probe tile.
-            let fp32 =
-                Self::load(lib, model, channels, patch, classes, &EngineOptions { fp16: false, ..opts.clone() })?;
+        if matches!(engine.precision, Precision::Fp16 | Precision::Bf16) {
+            // Trust FP16 or BF16 only where it agrees with FP32 on a probe tile.
+            let what = engine.precision.as_str().to_ascii_uppercase();
+            let fp32 = Self::load(
+                lib,
+                model,
+                channels,
+                patch,
+                classes,
+                &EngineOptions { fp16: false, bf16: false, ..opts.clone() },
+            )?;
             let d = super::probe_disagreement(&net, &fp32, channels, patch, classes)?;
-            if d > super::FP16_MAX_DISAGREEMENT {
+            let max = if engine.precision == Precision::Bf16 {
+                super::BF16_MAX_DISAGREEMENT
+            } else {
+                super::FP16_MAX_DISAGREEMENT
+            };
+            if d > max {
                 tracing::warn!(
-                    "{}: FP16 engine refused: its argmax differs from FP32 on {:.2}% of the probe tile",
+                    "{}: {what} engine refused: its argmax differs from FP32 on {:.2}% of the probe tile",
                     model.display(),
                     d * 100.0
                 );
                 return Ok(fp32);
             }
-            tracing::info!("{}: FP16 engine agrees with FP32 on the probe ({:.3}% differ)", model.display(), d * 100.0);
+            tracing::info!(
+                "{}: {what} engine agrees with FP32 on the probe ({:.3}% differ)",
+                model.display(),
+                d * 100.0
+            );
         }
         Ok(net)
     }
@@ -361,6 +388,7 @@ pub fn engine_cache_dir(cache: &Path, model: &Path, fp16: bool) -> PathBuf {
 /// Registers the providers the request and this build allow; returns the
 /// builder and the engine the session will run on.
 fn register_providers(builder: Builder, opts: &EngineOptions, model: &Path) -> Result<(Builder, Engine), InferError> {
+    check_bf16(opts)?;
     match opts.provider {
         ProviderRequest::Cpu => return Ok((builder, Engine::fp32(Provider::Cpu))),
         ProviderRequest::Openvino => return register_openvino(builder, opts, model),
@@ -380,29 +408,75 @@ fn register_providers(builder: Builder, opts: &EngineOptions, model: &Path) -> R
     }
 }
 
-/// OpenVINO's CPU device in FP32 (its CPU plugin would otherwise pick bf16
-/// on processors with AMX or AVX-512 BF16, and the labels would drift from
-/// nnU-Net's), with the session's thread count. Asked for by name, so a
-/// library without it is an error, not a fallback.
+/// BF16 is OpenVINO's only: asked for with another provider it is an error
+/// (not an FP32 run that looks like the one asked for).
+pub fn check_bf16(opts: &EngineOptions) -> Result<(), InferError> {
+    if opts.bf16 && opts.provider != ProviderRequest::Openvino {
+        return Err(InferError::Runtime(format!(
+            "bf16 needs the openvino provider, not {} (set [model] provider = \"openvino\" or --provider openvino)",
+            opts.provider
+        )));
+    }
+    Ok(())
+}
+
+/// Whether this CPU computes in bfloat16 natively (AVX-512 BF16, which
+/// every CPU with AMX-BF16 also has): where it does not, OpenVINO's CPU
+/// plugin ignores the BF16 hint, so edgeseg asks for FP32 and says so.
+pub fn cpu_has_bf16() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512bf16")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// The OpenVINO CPU plugin's `load_config` (the provider option, JSON keyed
+/// by device) that sets its inference precision: `bf16`, or `f32`.
+pub fn openvino_load_config(bf16: bool) -> String {
+    format!(r#"{{"CPU":{{"INFERENCE_PRECISION_HINT":"{}"}}}}"#, if bf16 { "bf16" } else { "f32" })
+}
+
+/// OpenVINO's CPU device in FP32 (OpenVINO's CPU plugin defaults to bf16 on
+/// processors with AMX or AVX-512 BF16, and the labels would drift from
+/// nnU-Net's: ONNX Runtime's provider asks for FP32 already, and the hint
+/// `f32` pins it), or in BF16 when `opts.bf16` allows it and the CPU has it
+/// (the probe against FP32 follows in [`OrtNetwork::load`]), with the
+/// session's thread count. Asked for by name, so a library without it is an
+/// error, not a fallback.
 fn register_openvino(
     mut builder: Builder,
     opts: &EngineOptions,
     model: &Path,
 ) -> Result<(Builder, Engine), InferError> {
-    use ort::ep::ExecutionProvider;
+    use ort::ep::{ArbitrarilyConfigurableExecutionProvider, ExecutionProvider};
     if !ort::ep::OpenVINO::is_available().unwrap_or(false) {
         return Err(InferError::Runtime(
             "the loaded ONNX Runtime library has no OpenVINO provider (use the onnxruntime-openvino wheel's library, requirements/openvino.txt)"
                 .into(),
         ));
     }
-    let mut ov = ort::ep::OpenVINO::default().with_device_type("CPU").with_precision("FP32");
+    let bf16 = opts.bf16 && cpu_has_bf16();
+    if opts.bf16 && !bf16 {
+        tracing::warn!(
+            "{}: bf16 allowed, but this CPU has no AVX-512 BF16 or AMX: OpenVINO runs FP32",
+            model.display()
+        );
+    }
+    let mut ov = ort::ep::OpenVINO::default()
+        .with_device_type("CPU")
+        .with_precision("FP32")
+        .with_arbitrary_config("load_config", openvino_load_config(bf16));
     if opts.threads > 0 {
         ov = ov.with_num_threads(opts.threads);
     }
     ov.register(&mut builder)
         .map_err(|e| InferError::Runtime(format!("{}: OpenVINO failed to register: {e}", model.display())))?;
-    Ok((builder, Engine::fp32(Provider::Openvino)))
+    let precision = if bf16 { Precision::Bf16 } else { Precision::Fp32 };
+    Ok((builder, Engine { provider: Provider::Openvino, precision }))
 }
 
 #[cfg(not(feature = "cuda"))]
@@ -536,6 +610,37 @@ mod tests {
         assert_eq!("openvino".parse::<ProviderRequest>(), Ok(ProviderRequest::Openvino));
         assert_eq!(Engine::fp32(Provider::Openvino).label(), "openvino");
         assert!("OpenVINO".parse::<ProviderRequest>().is_err());
+    }
+
+    #[test]
+    fn bf16_is_labelled_and_allowed_with_openvino_only() {
+        let bf16 = Engine { provider: Provider::Openvino, precision: Precision::Bf16 };
+        assert_eq!((bf16.label(), bf16.precision.as_str()), ("openvino-bf16", "bf16"));
+        assert_eq!(Engine::fp32(Provider::Openvino).label(), "openvino");
+        // BF16 is OpenVINO's label only: another provider keeps its own name.
+        assert_eq!(Engine { provider: Provider::Cpu, precision: Precision::Bf16 }.label(), "cpu");
+        assert_eq!(Engine { provider: Provider::Tensorrt, precision: Precision::Fp16 }.label(), "tensorrt-fp16");
+        let ov = EngineOptions { provider: ProviderRequest::Openvino, bf16: true, ..EngineOptions::default() };
+        assert!(check_bf16(&ov).is_ok());
+        assert!(check_bf16(&EngineOptions::default()).is_ok(), "FP32 is the default");
+        for provider in [ProviderRequest::Cpu, ProviderRequest::Auto, ProviderRequest::Tensorrt] {
+            let e = check_bf16(&EngineOptions { provider, bf16: true, ..EngineOptions::default() }).unwrap_err();
+            assert_eq!(
+                e.to_string(),
+                format!(
+                    "bf16 needs the openvino provider, not {provider} (set [model] provider = \"openvino\" or --provider openvino)"
+                )
+            );
+        }
+    }
+
+    #[test]
+    fn openvino_load_config_is_json_with_the_cpu_precision_hint() {
+        for (bf16, hint) in [(true, "bf16"), (false, "f32")] {
+            let v: serde_json::Value = serde_json::from_str(&openvino_load_config(bf16)).expect("json");
+            assert_eq!(v["CPU"]["INFERENCE_PRECISION_HINT"], hint);
+            assert_eq!(v.as_object().map(|o| o.len()), Some(1));
+        }
     }
 
     #[test]

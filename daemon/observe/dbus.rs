@@ -408,7 +408,7 @@ impl Daemon1 {
         self.obs.engines().provider
     }
 
-    /// Per fold: (fold, provider, precision fp32 or fp16), as built.
+    /// Per fold: (fold, provider, precision fp32, fp16 or bf16), as built.
     #[zbus(property)]
     fn folds(&self) -> Vec<(u32, String, String)> {
         self.obs.engines().folds

@@ -271,7 +271,7 @@ pub struct EngineSummary {
     /// every fold got it, else the folds' distinct providers in fold order
     /// joined by `+` (`tensorrt+cpu`).
     pub provider: String,
-    /// Per fold: (fold, provider, precision `fp32` or `fp16`); empty until
+    /// Per fold: (fold, provider, precision `fp32`, `fp16` or `bf16`); empty until
     /// the model is loaded.
     pub folds: Vec<(u32, String, String)>,
     /// Where post-processing runs: `cpu` or `cuda`; empty until the model is loaded.

@@ -73,7 +73,7 @@ pub struct FoldStatus {
     pub fold: u32,
     /// cpu, cuda or tensorrt.
     pub provider: String,
-    /// fp32 or fp16.
+    /// fp32, fp16 or bf16.
     pub precision: String,
 }
 

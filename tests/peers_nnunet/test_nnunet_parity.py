@@ -45,6 +45,8 @@ def edgeseg_predict(model: dict, out: Path, folds, tta: bool) -> Path:
     cmd = [EDGESEG, "predict", "-i", model["test_inputs"], "-o", str(out), "-m", model["package"],
            "-f", *map(str, folds), "--onnxruntime", ort_lib(),
            "--provider", os.environ.get("EDGESEG_PROVIDER", "cpu")]
+    if os.environ.get("EDGESEG_BF16") == "1":  # OpenVINO in BF16 (with EDGESEG_PROVIDER=openvino)
+        cmd.append("--bf16")
     if not tta:
         cmd.append("--disable-tta")
     p = subprocess.run(cmd, capture_output=True, text=True)
@@ -79,7 +81,10 @@ def test_edgeseg_matches_nnunet(tmp_path, name, tta):
         a, b = np.asarray(a_img.dataobj), np.asarray(b_img.dataobj)
         assert a.shape == b.shape, case
         np.testing.assert_allclose(a_img.affine, b_img.affine, atol=1e-3)
-        for c, d in dice_per_class(a, b, classes).items():
+        dice = dice_per_class(a, b, classes)
+        # Shown with pytest -s (BENCHMARKS.md records them).
+        print(f"\nparity {name} {case} tta={tta}: " + " ".join(f"class {c} Dice {d:.5f}" for c, d in dice.items()))
+        for c, d in dice.items():
             assert d >= 0.99, f"{name} {case} class {c}: Dice {d:.4f} (tta={tta})"
         # The predictions are not trivial: every class is present in nnU-Net's output.
         assert all((a == c).sum() > 0 for c in classes), f"{case}: a class is missing from nnU-Net's prediction"

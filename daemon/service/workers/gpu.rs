@@ -47,7 +47,13 @@ pub(crate) fn spawn(
 
 fn engine_options(c: &config::ModelConfig, force_cpu: bool) -> EngineOptions {
     let provider = if force_cpu { ProviderRequest::Cpu } else { c.provider };
-    EngineOptions { provider, require_gpu: c.require_gpu && !force_cpu, threads: c.threads, ..EngineOptions::default() }
+    EngineOptions {
+        provider,
+        require_gpu: c.require_gpu && !force_cpu,
+        bf16: c.bf16 && !force_cpu,
+        threads: c.threads,
+        ..EngineOptions::default()
+    }
 }
 
 fn predict_options(c: &config::ModelConfig, state: &Path, force_cpu: bool) -> PredictOptions {

@@ -31,7 +31,7 @@ pub struct ModelSummary {
     pub channels: Vec<Channel>,
     /// Task profile (model.toml).
     pub profile: crate::pipeline::Profile,
-    /// Provider per fold, as report.json names it (`tensorrt-fp16` for an FP16 engine).
+    /// Provider per fold, as report.json names it (`tensorrt-fp16` for an FP16 engine, `openvino-bf16` for a BF16 one).
     pub providers: Vec<(u32, String)>,
     /// The engine (provider and precision) each fold got.
     pub engines: Vec<(u32, Engine)>,
