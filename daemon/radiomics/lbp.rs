@@ -38,7 +38,14 @@ fn bilinear(img: &[f64], rows: usize, cols: usize, r: f64, c: f64) -> f64 {
 }
 
 /// scikit-image's `local_binary_pattern` on one 2D slice (rows × cols, columns fastest).
-pub fn local_binary_pattern(img: &[f64], rows: usize, cols: usize, p: usize, radius: f64, method: Lbp2DMethod) -> Vec<f64> {
+pub fn local_binary_pattern(
+    img: &[f64],
+    rows: usize,
+    cols: usize,
+    p: usize,
+    radius: f64,
+    method: Lbp2DMethod,
+) -> Vec<f64> {
     let offs = circle(p, radius);
     let mut out = vec![0.0; rows * cols];
     let mut texture = vec![0.0; p];

@@ -958,8 +958,10 @@ mod tests {
 
     #[test]
     fn lbp_settings_follow_the_schema() {
-        let p = Params::from_text("setting:\n  lbp2DRadius: 2\n  lbp2DSamples: 12\n  lbp2DMethod: ror\n  lbp3DIcosphereSubdivision: 0\n")
-            .expect("lbp");
+        let p = Params::from_text(
+            "setting:\n  lbp2DRadius: 2\n  lbp2DSamples: 12\n  lbp2DMethod: ror\n  lbp3DIcosphereSubdivision: 0\n",
+        )
+        .expect("lbp");
         assert_eq!(p.settings.lbp2d_radius, 2.0);
         assert_eq!(p.settings.lbp2d_samples, 12);
         assert_eq!(p.settings.lbp2d_method, Lbp2DMethod::Ror);

@@ -88,10 +88,8 @@ pub fn coefficients(mask: &[bool], dims: [usize; 2], spacing: [f64; 2]) -> (f64,
             let flipped = if sq > 7 { sq ^ 0xF } else { sq };
             for (corner, edge) in [(0usize, 3usize), (2, 2)] {
                 if flipped & (1 << corner) != 0 {
-                    vertices.push([
-                        (iy as f64 + VERTS[edge][0]) * spacing[0],
-                        (ix as f64 + VERTS[edge][1]) * spacing[1],
-                    ]);
+                    vertices
+                        .push([(iy as f64 + VERTS[edge][0]) * spacing[0], (ix as f64 + VERTS[edge][1]) * spacing[1]]);
                 }
             }
         }

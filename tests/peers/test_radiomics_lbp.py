@@ -94,6 +94,9 @@ LBP2D = {
     "uniform_axial": {
         "imageType": {"Original": {}, "LBP2D": {}},
         "setting": {"force2D": True, "force2Ddimension": 0, "binWidth": 1},
+        # Every class but shape2D (a file without featureClass would enable it, and PyRadiomics
+        # refuses shape2D on these ROIs, several slices thick).
+        "featureClass": {c: None for c in ["shape", "firstorder", "glcm", "glrlm", "glszm", "gldm", "ngtdm"]},
     },
     "ror_coronal_r2": {
         "imageType": {"LBP2D": {"lbp2DRadius": 2.0, "lbp2DSamples": 12, "lbp2DMethod": "ror"}},
