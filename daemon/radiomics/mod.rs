@@ -393,6 +393,12 @@ fn settings_json(s: &Settings) -> Json {
             "level" => json!(s.level),
             "wavelet" => json!(s.wavelet),
             "gradientUseSpacing" => json!(s.gradient_use_spacing),
+            "lbp2DRadius" => json!(s.lbp2d_radius),
+            "lbp2DSamples" => json!(s.lbp2d_samples),
+            "lbp2DMethod" => json!(s.lbp2d_method.name()),
+            "lbp3DLevels" => json!(s.lbp3d_levels),
+            "lbp3DIcosphereRadius" => json!(s.lbp3d_icosphere_radius),
+            "lbp3DIcosphereSubdivision" => json!(s.lbp3d_icosphere_subdivision),
             _ => continue,
         };
         m.insert(k.clone(), v);
