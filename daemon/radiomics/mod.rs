@@ -660,6 +660,7 @@ pub fn extract_typed(
         let ts = Settings { label: s.label, ..ts };
         let images = match itype {
             ImageType::Lbp2D => vec![("lbp-2D".to_string(), lbp::lbp2d(&img, &ts, pixel))],
+            ImageType::Lbp3D => lbp::lbp3d(&img, &roi_mask, &ts, pixel),
             _ => filters::apply(*itype, &img, &ts)?,
         };
         for (name, filtered) in images {
