@@ -1,4 +1,5 @@
-//! Local binary pattern image types as PyRadiomics' `getLBP2DImage`:
+//! Local binary pattern image types. LBP3D as PyRadiomics' `getLBP3DImage`
+//! (see `lbp3d`); LBP2D as its `getLBP2DImage`:
 //! scikit-image's `local_binary_pattern` slice by slice across
 //! force2Ddimension (samples on a circle at positions rounded to 5 decimals,
 //! bilinear interpolation with zeros outside the slice, the methods
@@ -150,24 +151,6 @@ pub fn lbp2d(img: &Image, s: &Settings, pixel: PixelType) -> Image {
         }
     }
     Image { dims: img.dims, spacing: img.spacing, data: out }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn uniform_patterns_of_a_ramp() {
-        // A ramp along the columns: half the circle is above the centre.
-        let img: Vec<f64> = (0..25).map(|i| (i % 5) as f64).collect();
-        let l = local_binary_pattern(&img, 5, 5, 8, 1.0, Lbp2DMethod::Uniform);
-        // Samples 7, 0, 1 (columns +1) and 2, 6 (same column) are >= the centre: 5 ones, uniform.
-        assert_eq!(l[2 * 5 + 2], 5.0);
-        let d = local_binary_pattern(&img, 5, 5, 8, 1.0, Lbp2DMethod::Default);
-        assert_eq!(d[2 * 5 + 2], f64::from(0b1100_0111u8));
-        let ror = local_binary_pattern(&img, 5, 5, 8, 1.0, Lbp2DMethod::Ror);
-        assert_eq!(ror[2 * 5 + 2], 31.0);
-    }
 }
 
 /// trimesh's `icosphere(subdivisions, radius)` vertices (x, y, z): the unit
@@ -444,4 +427,33 @@ pub fn lbp3d(img: &Image, mask: &[bool], s: &Settings, pixel: PixelType) -> Vec<
         images.push((name, Image { dims: img.dims, spacing: img.spacing, data }));
     }
     images
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uniform_patterns_of_a_ramp() {
+        // A ramp along the columns: half the circle is above the centre.
+        let img: Vec<f64> = (0..25).map(|i| (i % 5) as f64).collect();
+        let l = local_binary_pattern(&img, 5, 5, 8, 1.0, Lbp2DMethod::Uniform);
+        // Samples 7, 0, 1 (columns +1) and 2, 6 (same column) are >= the centre: 5 ones, uniform.
+        assert_eq!(l[2 * 5 + 2], 5.0);
+        let d = local_binary_pattern(&img, 5, 5, 8, 1.0, Lbp2DMethod::Default);
+        assert_eq!(d[2 * 5 + 2], f64::from(0b1100_0111u8));
+        let ror = local_binary_pattern(&img, 5, 5, 8, 1.0, Lbp2DMethod::Ror);
+        assert_eq!(ror[2 * 5 + 2], 31.0);
+    }
+
+    #[test]
+    fn icospheres_have_trimesh_vertex_counts_on_the_radius() {
+        for (sub, count) in [(0, 12), (1, 42), (2, 162)] {
+            let v = icosphere(sub, 1.5);
+            assert_eq!(v.len(), count);
+            for p in &v {
+                assert!(((p[0] * p[0] + p[1] * p[1] + p[2] * p[2]).sqrt() - 1.5).abs() < 1e-12);
+            }
+        }
+    }
 }
