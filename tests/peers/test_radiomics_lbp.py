@@ -1,6 +1,7 @@
-"""edgeseg radiomics' LBP2D image type and shape2D feature class against
-PyRadiomics 3.0.1 (the judge; LBP2D is scikit-image's local_binary_pattern as
-PyRadiomics calls it): images and masks generated with numpy and written by
+"""edgeseg radiomics' LBP2D and LBP3D image types and shape2D feature class
+against PyRadiomics 3.0.1 (the judge; LBP2D is scikit-image's
+local_binary_pattern as PyRadiomics calls it, LBP3D trimesh's icosphere with
+scipy's map_coordinates, sph_harm and kurtosis): images and masks generated with numpy and written by
 SimpleITK, several shapes, spacings, intensity ranges and voxel types, each
 force2Ddimension, non-default LBP settings; the same feature names and every
 feature within 1e-6 relative.
