@@ -11,6 +11,7 @@ pub mod glcm;
 pub mod gldm;
 pub mod glrlm;
 pub mod glszm;
+pub mod lbp;
 pub mod ngtdm;
 pub mod output;
 pub mod params;
@@ -18,6 +19,7 @@ pub mod perturb;
 pub mod resample;
 pub mod roi;
 pub mod shape;
+pub mod shape2d;
 pub mod study;
 
 use serde_json::{Value as Json, json};
@@ -76,6 +78,14 @@ pub enum RadiomicsError {
         label: i64,
         /// Voxels left.
         kept: usize,
+    },
+    /// shape2D on a ROI more than one voxel thick along force2Ddimension.
+    #[error(
+        "shape2D needs a ROI one voxel thick along force2Ddimension {axis}; this one is thicker (PyRadiomics refuses it too)"
+    )]
+    Shape2DNotFlat {
+        /// force2Ddimension.
+        axis: i64,
     },
     /// A setting or image type edgeseg does not implement.
     #[error("{0} is not supported by edgeseg's radiomics")]
@@ -383,6 +393,12 @@ fn settings_json(s: &Settings) -> Json {
             "level" => json!(s.level),
             "wavelet" => json!(s.wavelet),
             "gradientUseSpacing" => json!(s.gradient_use_spacing),
+            "lbp2DRadius" => json!(s.lbp2d_radius),
+            "lbp2DSamples" => json!(s.lbp2d_samples),
+            "lbp2DMethod" => json!(s.lbp2d_method.name()),
+            "lbp3DLevels" => json!(s.lbp3d_levels),
+            "lbp3DIcosphereRadius" => json!(s.lbp3d_icosphere_radius),
+            "lbp3DIcosphereSubdivision" => json!(s.lbp3d_icosphere_subdivision),
             _ => continue,
         };
         m.insert(k.clone(), v);
@@ -636,16 +652,65 @@ pub fn extract_typed(
         );
         out.extend(f.items.into_iter().map(|(n, v)| (format!("original_shape_{n}"), json_num(v))));
     }
+    if let Some((_, named)) = params.feature_classes.iter().find(|(c, _)| *c == FeatureClass::Shape2D) {
+        out.extend(shape2d_features(&shape_mask, img.dims, img.spacing, lo, hi, &s, named)?);
+    }
     for (itype, custom) in &params.image_types {
         let ts = params.settings_for(custom)?;
         let ts = Settings { label: s.label, ..ts };
-        for (name, filtered) in filters::apply(*itype, &img, &ts)? {
+        let images = match itype {
+            ImageType::Lbp2D => vec![("lbp-2D".to_string(), lbp::lbp2d(&img, &ts, pixel))],
+            ImageType::Lbp3D => lbp::lbp3d(&img, &roi_mask, &ts, pixel),
+            _ => filters::apply(*itype, &img, &ts)?,
+        };
+        for (name, filtered) in images {
             let cimg = filtered.crop(lo, hi);
             let cmask = crop(&roi_mask, img.dims, lo, hi);
             out.extend(compute_classes(&cimg, &cmask, params, &ts, &name));
         }
     }
     Ok(out)
+}
+
+/// PyRadiomics' computeShape for shape2D: computed under force2D when the
+/// bounding box spans more than one voxel along force2Ddimension read as an
+/// x, y, z index (PyRadiomics' check), and refused by the class when the ROI
+/// is thicker than one voxel along force2Ddimension read as a z, y, x axis.
+fn shape2d_features(
+    shape_mask: &[bool],
+    dims: [usize; 3],
+    spacing: [f64; 3],
+    lo: [usize; 3],
+    hi: [usize; 3],
+    s: &Settings,
+    named: &[String],
+) -> Result<Output, RadiomicsError> {
+    let d = s.force_2d_dimension.clamp(0, 2) as usize;
+    if !s.force_2d || hi[d] - lo[d] < 1 {
+        return Ok(Vec::new());
+    }
+    let size = [hi[0] - lo[0] + 1, hi[1] - lo[1] + 1, hi[2] - lo[2] + 1];
+    // The slice's axes: the two z, y, x axes other than d, in that order.
+    let zyx = [2usize, 1, 0];
+    if size[zyx[d]] > 1 {
+        return Err(RadiomicsError::Shape2DNotFlat { axis: s.force_2d_dimension });
+    }
+    let axes: Vec<usize> = (0..3).filter(|&a| a != d).map(|a| zyx[a]).collect();
+    let (ra, ca) = (axes[0], axes[1]);
+    let cm = crop(shape_mask, dims, lo, hi);
+    let mut m2 = Vec::with_capacity(size[ra] * size[ca]);
+    for r in 0..size[ra] {
+        for c in 0..size[ca] {
+            let mut p = [0usize; 3];
+            p[ra] = r;
+            p[ca] = c;
+            m2.push(cm[p[0] + size[0] * (p[1] + size[1] * p[2])]);
+        }
+    }
+    let mut f = Features::default();
+    let enabled = enabled_features(FeatureClass::Shape2D, named);
+    shape2d::compute(&m2, [size[ra], size[ca]], [spacing[ra], spacing[ca]], &enabled, &mut f);
+    Ok(f.items.into_iter().map(|(n, v)| (format!("original_shape2D_{n}"), json_num(v))).collect())
 }
 
 fn node_json(n: &params::Node) -> Json {
@@ -721,7 +786,7 @@ fn compute_classes(img: &Image, mask: &[bool], params: &Params, s: &Settings, pr
         let enabled = enabled_features(*class, named);
         let mut f = Features::default();
         match class {
-            FeatureClass::Shape => continue,
+            FeatureClass::Shape | FeatureClass::Shape2D => continue,
             FeatureClass::FirstOrder => {
                 let vals: Vec<f64> = img.data.iter().zip(mask).filter(|(_, m)| **m).map(|(v, _)| *v).collect();
                 let lv: Vec<u32> = roi.levels.iter().zip(mask).filter(|(_, m)| **m).map(|(v, _)| *v).collect();

@@ -280,6 +280,16 @@ pub struct Settings {
     pub gradient_use_spacing: bool,
     /// LBP 3D levels.
     pub lbp3d_levels: i64,
+    /// LBP 3D icosphere radius (voxels).
+    pub lbp3d_icosphere_radius: f64,
+    /// LBP 3D icosphere subdivisions.
+    pub lbp3d_icosphere_subdivision: i64,
+    /// LBP 2D sampling radius (pixels).
+    pub lbp2d_radius: f64,
+    /// LBP 2D samples on the circle.
+    pub lbp2d_samples: i64,
+    /// LBP 2D method (`default`, `ror`, `uniform`, `var`).
+    pub lbp2d_method: Lbp2DMethod,
     /// Shift added to grey values before Energy / RMS.
     pub voxel_array_shift: i64,
     /// GLCM made symmetrical.
@@ -324,11 +334,41 @@ impl Default for Settings {
             wavelet: "coif1".into(),
             gradient_use_spacing: true,
             lbp3d_levels: 2,
+            lbp3d_icosphere_radius: 1.0,
+            lbp3d_icosphere_subdivision: 1,
+            lbp2d_radius: 1.0,
+            lbp2d_samples: 8,
+            lbp2d_method: Lbp2DMethod::Uniform,
             voxel_array_shift: 0,
             symmetrical_glcm: true,
             weighting_norm: None,
             gldm_a: 0,
             explicit: Vec::new(),
+        }
+    }
+}
+
+/// scikit-image's `local_binary_pattern` methods PyRadiomics' schema accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lbp2DMethod {
+    /// The P-bit pattern.
+    Default,
+    /// The pattern's smallest rotation.
+    Ror,
+    /// Rotation-invariant uniform patterns (0..=P+1).
+    Uniform,
+    /// The uniform pattern divided by the variance of the samples.
+    Var,
+}
+
+impl Lbp2DMethod {
+    /// The name in the parameter file.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Default => "default",
+            Self::Ror => "ror",
+            Self::Uniform => "uniform",
+            Self::Var => "var",
         }
     }
 }
@@ -384,6 +424,8 @@ impl ImageType {
 pub enum FeatureClass {
     /// 3D shape.
     Shape,
+    /// 2D shape (under force2D, a ROI one voxel thick).
+    Shape2D,
     /// First order statistics.
     FirstOrder,
     /// Grey level co-occurrence matrix.
@@ -399,6 +441,19 @@ pub enum FeatureClass {
 }
 
 impl FeatureClass {
+    /// Every class a parameter file may name (shape2D is left out of
+    /// PyRadiomics' defaults without a parameter file).
+    pub const NAMED: [FeatureClass; 8] = [
+        FeatureClass::Shape,
+        FeatureClass::Shape2D,
+        FeatureClass::FirstOrder,
+        FeatureClass::Glcm,
+        FeatureClass::Gldm,
+        FeatureClass::Glrlm,
+        FeatureClass::Glszm,
+        FeatureClass::Ngtdm,
+    ];
+
     /// Classes in PyRadiomics' default order (shape first, then alphabetical).
     pub const ALL: [FeatureClass; 7] = [
         FeatureClass::Shape,
@@ -414,6 +469,7 @@ impl FeatureClass {
     pub fn name(self) -> &'static str {
         match self {
             Self::Shape => "shape",
+            Self::Shape2D => "shape2D",
             Self::FirstOrder => "firstorder",
             Self::Glcm => "glcm",
             Self::Gldm => "gldm",
@@ -428,6 +484,7 @@ impl FeatureClass {
     pub fn features(self) -> &'static [(&'static str, bool)] {
         match self {
             Self::Shape => super::shape::FEATURES,
+            Self::Shape2D => super::shape2d::FEATURES,
             Self::FirstOrder => super::firstorder::FEATURES,
             Self::Glcm => super::glcm::FEATURES,
             Self::Gldm => super::gldm::FEATURES,
@@ -672,8 +729,20 @@ pub fn apply_setting(s: &mut Settings, key: &str, kpos: Pos, n: &Node) -> Result
         }
         "gradientUseSpacing" => s.gradient_use_spacing = as_bool(n, key)?,
         "lbp3DLevels" => s.lbp3d_levels = int_in(Some(1.0), None, None)?,
-        "lbp2DRadius" | "lbp2DSamples" | "lbp2DMethod" | "lbp3DIcosphereRadius" | "lbp3DIcosphereSubdivision" => {
-            return Err(invalid(kpos, format!("{key} is not supported: edgeseg has no LBP filters")));
+        "lbp3DIcosphereRadius" => s.lbp3d_icosphere_radius = float_in(None, Some(0.0))?,
+        "lbp3DIcosphereSubdivision" => s.lbp3d_icosphere_subdivision = int_in(Some(0.0), None, None)?,
+        "lbp2DRadius" => s.lbp2d_radius = float_in(None, Some(0.0))?,
+        "lbp2DSamples" => s.lbp2d_samples = int_in(Some(1.0), None, None)?,
+        "lbp2DMethod" => {
+            s.lbp2d_method = match as_str(n, key)? {
+                "default" => Lbp2DMethod::Default,
+                "ror" => Lbp2DMethod::Ror,
+                "uniform" => Lbp2DMethod::Uniform,
+                "var" => Lbp2DMethod::Var,
+                other => {
+                    return Err(invalid(n.pos, format!("lbp2DMethod {other} is not default, ror, uniform or var")));
+                }
+            }
         }
         "voxelArrayShift" => s.voxel_array_shift = as_int(n, key)?,
         "symmetricalGLCM" => s.symmetrical_glcm = as_bool(n, key)?,
@@ -786,11 +855,11 @@ impl Params {
                     }
                 }
                 "featureClass" => {
+                    if matches!(node.value, Value::Null) {
+                        return Err(invalid(node.pos, "featureClass must be a mapping"));
+                    }
                     for (k, kp, v) in map(node, "featureClass")? {
-                        if k == "shape2D" {
-                            return Err(invalid(*kp, "shape2D is not supported: edgeseg extracts 3D shape"));
-                        }
-                        let Some(c) = FeatureClass::ALL.iter().find(|c| c.name() == k) else {
+                        let Some(c) = FeatureClass::NAMED.iter().find(|c| c.name() == k) else {
                             return Err(invalid(*kp, format!("unknown feature class {k}")));
                         };
                         let mut names = Vec::new();
@@ -823,6 +892,11 @@ impl Params {
         }
         if !classes.is_empty() {
             p.feature_classes = classes;
+        } else if !matches!(root.value, Value::Null) {
+            // A parameter file without featureClass (or with an empty one)
+            // enables every class PyRadiomics knows, shape2D included (its
+            // constructor without a file leaves shape2D out).
+            p.feature_classes = FeatureClass::NAMED.iter().map(|c| (*c, Vec::new())).collect();
         }
         Ok(p)
     }
@@ -870,6 +944,32 @@ mod tests {
             Params::from_text(r#"{"setting": {"binCount": 32}, "featureClass": {"firstorder": []}}"#).expect("json");
         assert_eq!(p.settings.bin_count, Some(32));
         assert_eq!(p.feature_classes, vec![(FeatureClass::FirstOrder, Vec::new())]);
+    }
+
+    #[test]
+    fn a_file_without_feature_class_enables_shape2d() {
+        let p = Params::from_text("setting:\n  force2D: true\n").expect("file");
+        assert!(p.feature_classes.iter().any(|(c, _)| *c == FeatureClass::Shape2D));
+        assert_eq!(p.feature_classes.len(), 8);
+        assert!(!Params::default().feature_classes.iter().any(|(c, _)| *c == FeatureClass::Shape2D));
+        let p = Params::from_text("featureClass:\n  shape2D: [Perimeter]\n").expect("named");
+        assert_eq!(p.feature_classes, vec![(FeatureClass::Shape2D, vec!["Perimeter".to_string()])]);
+    }
+
+    #[test]
+    fn lbp_settings_follow_the_schema() {
+        let p = Params::from_text(
+            "setting:\n  lbp2DRadius: 2\n  lbp2DSamples: 12\n  lbp2DMethod: ror\n  lbp3DIcosphereSubdivision: 0\n",
+        )
+        .expect("lbp");
+        assert_eq!(p.settings.lbp2d_radius, 2.0);
+        assert_eq!(p.settings.lbp2d_samples, 12);
+        assert_eq!(p.settings.lbp2d_method, Lbp2DMethod::Ror);
+        assert_eq!(p.settings.lbp3d_icosphere_subdivision, 0);
+        let e = Params::from_text("setting:\n  lbp2DRadius: 0\n").expect_err("radius");
+        assert_eq!(e.to_string(), "line 2 column 16: lbp2DRadius must be above 0");
+        let e = Params::from_text("setting:\n  lbp2DMethod: nri_uniform\n").expect_err("method");
+        assert_eq!(e.to_string(), "line 2 column 16: lbp2DMethod nri_uniform is not default, ror, uniform or var");
     }
 
     #[test]

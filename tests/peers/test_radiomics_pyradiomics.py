@@ -151,7 +151,8 @@ PARAMS = {
         "imageType": {"Original": {}, "LoG": {"sigma": [1.0, 2.5, 3, 20.0]}},
         "setting": {"binWidth": 10},
     },
-    # featureClass listed: without it PyRadiomics adds shape2D under force2D (not implemented here).
+    # featureClass listed: without it PyRadiomics adds shape2D under force2D and refuses the ROIs more
+    # than one slice thick (tests/peers/test_radiomics_lbp.py covers shape2D).
     "force2d_manhattan": {
         "setting": {"force2D": True, "force2Ddimension": 0, "weightingNorm": "manhattan", "minimumROIDimensions": 2},
         "featureClass": {"shape": None, "firstorder": None, "glcm": None, "glrlm": None, "glszm": None,
