@@ -427,7 +427,7 @@ mod tests {
         let h = nifti::NiftiObject::header(&obj).clone();
         assert_eq!(&h.dim[..5], &[4, 3, 2, 2, 3]);
         assert_eq!(h.pixdim[4], 1.0);
-        let arr = nifti::IntoNdArray::into_ndarray::<T>(nifti::NiftiObject::into_volume(obj)).expect("array");
+        let arr = nifti::IntoNdArray::into_ndarray::<f32>(nifti::NiftiObject::into_volume(obj)).expect("array");
         assert_eq!(arr.shape(), &[3, 2, 2, 3]);
         assert_eq!(arr[[2, 1, 0, 0]], 5.0);
         assert_eq!(arr[[0, 0, 1, 2]], 206.0);
