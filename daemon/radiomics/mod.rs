@@ -579,7 +579,11 @@ impl<T: Voxel> Source<'_, T> {
                         *x = n.apply(*x);
                     }
                 }
-                Image { dims: [hi[0] - lo[0] + 1, hi[1] - lo[1] + 1, hi[2] - lo[2] + 1], spacing: v.geometry.spacing, data }
+                Image {
+                    dims: [hi[0] - lo[0] + 1, hi[1] - lo[1] + 1, hi[2] - lo[2] + 1],
+                    spacing: v.geometry.spacing,
+                    data,
+                }
             }
             Source::Resampled(img) => img.crop(lo, hi),
         }
