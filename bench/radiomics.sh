@@ -7,14 +7,22 @@
 # tumour. Default parameters (Original image, all classes, binWidth 25). Each
 # tool extracts the three ROIs; wall time and peak memory (GNU time) per ROI.
 #   bench/radiomics.sh
+#   EDGESEG_BIN=path/to/edgeseg bench/radiomics.sh   (that binary as built: no
+#   build, no venv refresh; the .venv must already hold PyRadiomics)
+# The load column is the 1-minute load average when each run ended (other
+# work on the machine shares the cores).
 # Target (issue 15): at least 20× faster than PyRadiomics, peak memory no higher.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
-scripts/venv.sh
 py="$root/.venv/bin/python"
-cargo build --release --locked -q
-bin="${CARGO_TARGET_DIR:-$root/target}/release/edgeseg"
+if [ -n "${EDGESEG_BIN:-}" ]; then
+    bin="$EDGESEG_BIN"
+else
+    scripts/venv.sh
+    cargo build --release --locked -q
+    bin="${CARGO_TARGET_DIR:-$root/target}/release/edgeseg"
+fi
 work="$root/.cache/bench/radiomics"
 mkdir -p "$work"
 "$py" - "$work" <<'PY'
@@ -52,20 +60,37 @@ if not os.path.exists(lab_p):
     print(f"tumour {tumour.sum() * sp.prod() / 1000:.1f} mL, ring {ring.sum() * sp.prod() / 1000:.1f} mL, lung {lung.sum() * sp.prod() / 1000:.1f} mL")
 PY
 cat > "$work/pyrad.py" <<'PY'
-import sys
+import json, sys
 from radiomics import featureextractor
 import logging
 logging.getLogger("radiomics").setLevel(logging.ERROR)
 r = featureextractor.RadiomicsFeatureExtractor().execute(sys.argv[1], sys.argv[2])
-print(len([k for k in r if not k.startswith("diagnostics_")]))
+f = {k: float(v) for k, v in r.items() if not k.startswith("diagnostics_")}
+json.dump(f, open(sys.argv[3], "w"))
+print(len(f))
 PY
-echo "roi tool wall_s peak_MiB features"
+echo "roi tool wall_s peak_MiB features load (then: largest relative difference, edgeseg against PyRadiomics)"
 for label in 1 2 3; do
     /usr/bin/time -f "%e %M" -o "$work/t_es" "$bin" radiomics "$work/ct.nii.gz" "$work/roi$label.nii.gz" --json > "$work/es_$label.json"
+    es_load=$(cut -d' ' -f1 /proc/loadavg)
     n_es=$("$py" -c "import json,sys; print(len([k for k in json.load(open(sys.argv[1])) if not k.startswith('diagnostics_')]))" "$work/es_$label.json")
-    /usr/bin/time -f "%e %M" -o "$work/t_py" "$py" "$work/pyrad.py" "$work/ct.nii.gz" "$work/roi$label.nii.gz" > "$work/py_$label.txt"
+    /usr/bin/time -f "%e %M" -o "$work/t_py" "$py" "$work/pyrad.py" "$work/ct.nii.gz" "$work/roi$label.nii.gz" "$work/py_$label.json" > "$work/py_$label.txt"
+    py_load=$(cut -d' ' -f1 /proc/loadavg)
     read -r es_s es_kb < "$work/t_es"
     read -r py_s py_kb < "$work/t_py"
-    echo "$label edgeseg $es_s $((es_kb / 1024)) $n_es"
-    echo "$label pyradiomics $py_s $((py_kb / 1024)) $(cat "$work/py_$label.txt")"
+    echo "$label edgeseg $es_s $((es_kb / 1024)) $n_es $es_load"
+    echo "$label pyradiomics $py_s $((py_kb / 1024)) $(cat "$work/py_$label.txt") $py_load"
+    "$py" - "$work/py_$label.json" "$work/es_$label.json" <<'PY'
+import json, math, sys
+ref, got = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
+worst, name = 0.0, ""
+for k, r in ref.items():
+    g = float(got.get(k, "nan"))
+    if math.isnan(r) and math.isnan(g):
+        continue
+    d = abs(r - g) / max(abs(r), abs(g), 1e-300)
+    if not d <= worst:
+        worst, name = d, k
+print(f"  largest relative difference {worst:.2e} ({name}); names equal: {sorted(ref) == sorted(k for k in got if not k.startswith('diagnostics_'))}")
+PY
 done

@@ -55,8 +55,7 @@ fn extract_case(
     perturb: &[perturb::Perturbation],
 ) -> Result<(rad::Output, perturb::Perturbed)> {
     let (im, ma) = read_pair(image, mask)?;
-    let pixel = pixel_type(image, &im);
-    let out = rad::extract_typed(&im, pixel, &ma, params, label)?;
+    let out = im.extract(&ma, params, label)?;
     let l = label.unwrap_or(params.settings.label) as f32;
     let roi: Vec<bool> = ma.data.iter().map(|&v| v == l).collect();
     let g = &ma.geometry;
@@ -68,7 +67,7 @@ fn extract_case(
                 geometry: g.clone(),
                 data: m.iter().map(|&b| if b { 1.0 } else { 0.0 }).collect(),
             };
-            rad::extract_typed(&im, pixel, &v, params, Some(1)).map_err(|e| e.to_string())
+            im.extract(&v, params, Some(1)).map_err(|e| e.to_string())
         })
         .collect();
     Ok((out, moved))
@@ -134,23 +133,52 @@ fn icc_csv_rows(
 }
 
 /// The voxel type SimpleITK would read the image file as (resampling writes
-/// back in it); a header that cannot be read leaves it to `extract`'s guess.
-fn pixel_type(p: &Path, v: &edgeseg::volume::Volume<f32>) -> rad::PixelType {
-    match ::nifti::NiftiHeader::from_file(p) {
-        Ok(h) => {
-            let scaled = h.scl_slope != 0.0 && (h.scl_slope != 1.0 || h.scl_inter != 0.0);
-            rad::PixelType::from_nifti(h.datatype, scaled)
+/// back in it); None where the header cannot be read.
+fn header_pixel_type(p: &Path) -> Option<rad::PixelType> {
+    let h = ::nifti::NiftiHeader::from_file(p).ok()?;
+    let scaled = h.scl_slope != 0.0 && (h.scl_slope != 1.0 || h.scl_inter != 0.0);
+    Some(rad::PixelType::from_nifti(h.datatype, scaled))
+}
+
+/// An image as PyRadiomics sees it, with the file's voxel type: held as
+/// f32, or as f64 where that type has values float32 would round.
+enum TypedImage {
+    F32(edgeseg::volume::Volume<f32>, rad::PixelType),
+    F64(edgeseg::volume::Volume<f64>, rad::PixelType),
+}
+
+impl TypedImage {
+    fn read(p: &Path) -> Result<TypedImage> {
+        match header_pixel_type(p) {
+            Some(t) if t.rounds_in_f32() => Ok(TypedImage::F64(nifti::read_f64(p)?, t)),
+            header => {
+                let v = read(p)?;
+                // A header that cannot be read leaves the type to `extract`'s guess.
+                let t = header.unwrap_or_else(|| rad::PixelType::infer(&v.data));
+                Ok(TypedImage::F32(v, t))
+            }
         }
-        Err(_) => rad::PixelType::infer(&v.data),
+    }
+
+    fn extract(
+        &self,
+        mask: &edgeseg::volume::Volume<f32>,
+        params: &rad::params::Params,
+        label: Option<i64>,
+    ) -> Result<rad::Output, rad::RadiomicsError> {
+        match self {
+            TypedImage::F32(v, t) => rad::extract_typed(v, *t, mask, params, label),
+            TypedImage::F64(v, t) => rad::extract_typed(v, *t, mask, params, label),
+        }
     }
 }
 
 /// An image and its mask, read side by side (decompressing them is most of
 /// a small ROI's time).
-fn read_pair(image: &Path, mask: &Path) -> Result<(edgeseg::volume::Volume<f32>, edgeseg::volume::Volume<f32>)> {
+fn read_pair(image: &Path, mask: &Path) -> Result<(TypedImage, edgeseg::volume::Volume<f32>)> {
     std::thread::scope(|sc| {
         let m = sc.spawn(|| read(mask));
-        let i = read(image);
+        let i = TypedImage::read(image);
         let m = m.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
         Ok((i?, m?))
     })

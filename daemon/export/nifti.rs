@@ -320,6 +320,17 @@ fn nifti_reason(e: nifti::NiftiError) -> String {
 
 /// Reads a 3D NIfTI volume (any voxel type, scl_slope applied) as f32.
 pub fn read_f32(path: &Path) -> Result<Volume<f32>, ReadError> {
+    read_as(path)
+}
+
+/// Reads a 3D NIfTI volume (any voxel type, scl_slope applied) as f64: for
+/// voxel types whose values float32 would round (float64, 32- and 64-bit
+/// integers).
+pub fn read_f64(path: &Path) -> Result<Volume<f64>, ReadError> {
+    read_as(path)
+}
+
+fn read_as<T: nifti::DataElement + Copy>(path: &Path) -> Result<Volume<T>, ReadError> {
     let err = |reason: String| ReadError::Read { path: path.to_path_buf(), reason };
     let obj = nifti::ReaderOptions::new().read_file(path).map_err(|e| err(nifti_reason(e)))?;
     let h = nifti::NiftiObject::header(&obj).clone();
@@ -331,13 +342,13 @@ pub fn read_f32(path: &Path) -> Result<Volume<f32>, ReadError> {
     let dims = [usize::from(d[1]), usize::from(d[2]), usize::from(d[3])];
     let geometry = geometry_from_ras(&header_affine_ras(&h), dims)
         .map_err(|reason| ReadError::Affine { path: path.to_path_buf(), reason })?;
-    let arr = nifti::IntoNdArray::into_ndarray::<f32>(nifti::NiftiObject::into_volume(obj))
+    let arr = nifti::IntoNdArray::into_ndarray::<T>(nifti::NiftiObject::into_volume(obj))
         .map_err(|e| err(nifti_reason(e)))?;
     // The array is indexed [i, j, k(, …)]; reversing the axes and reading in
     // logical order gives i fastest. The crate stores it i fastest already,
     // so its buffer is taken as it is when the layout says so.
     let t = arr.reversed_axes();
-    let data: Vec<f32> = if t.is_standard_layout() {
+    let data: Vec<T> = if t.is_standard_layout() {
         let n = t.len();
         let (v, off) = t.into_raw_vec_and_offset();
         let off = off.unwrap_or(0);

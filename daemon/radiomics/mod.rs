@@ -125,12 +125,8 @@ pub struct Image {
 }
 
 impl Image {
-    fn from_volume(v: &Volume<f32>) -> Image {
-        Image {
-            dims: v.geometry.dims,
-            spacing: v.geometry.spacing,
-            data: v.data.iter().map(|&x| f64::from(x)).collect(),
-        }
+    fn from_volume<T: Voxel>(v: &Volume<T>) -> Image {
+        Image { dims: v.geometry.dims, spacing: v.geometry.spacing, data: v.data.iter().map(|&x| x.into()).collect() }
     }
 
     fn crop(&self, lo: [usize; 3], hi: [usize; 3]) -> Image {
@@ -304,10 +300,8 @@ fn bounding_box(mask: &[bool], dims: [usize; 3]) -> Option<([usize; 3], [usize; 
     (n > 0).then_some((lo, hi, n))
 }
 
-fn check_mask(mask: &[bool], dims: [usize; 3], s: &Settings) -> Result<([usize; 3], [usize; 3]), RadiomicsError> {
-    let Some((lo, hi, n)) = bounding_box(mask, dims) else {
-        return Err(RadiomicsError::LabelAbsent { label: s.label, present: "none".into() });
-    };
+/// PyRadiomics' checkMask on a box: at least two voxels, enough dimensions, enough voxels.
+fn check_box(lo: [usize; 3], hi: [usize; 3], n: usize, s: &Settings) -> Result<(), RadiomicsError> {
     let nd = (0..3).filter(|&d| hi[d] > lo[d]).count();
     if nd == 0 {
         return Err(RadiomicsError::SingleVoxel);
@@ -320,7 +314,50 @@ fn check_mask(mask: &[bool], dims: [usize; 3], s: &Settings) -> Result<([usize; 
     {
         return Err(RadiomicsError::TooSmall { found: n, required: min });
     }
-    Ok((lo, hi))
+    Ok(())
+}
+
+/// The voxels of one label, cropped to their bounding box: the box (inclusive,
+/// x y z, on the mask's grid), the voxel count and the cropped mask.
+struct RoiBox {
+    lo: [usize; 3],
+    hi: [usize; 3],
+    count: usize,
+    mask: Vec<bool>,
+}
+
+impl RoiBox {
+    fn dims(&self) -> [usize; 3] {
+        [self.hi[0] - self.lo[0] + 1, self.hi[1] - self.lo[1] + 1, self.hi[2] - self.lo[2] + 1]
+    }
+}
+
+/// The voxels of `data` (x fastest, `dims`) whose value cast to an integer is
+/// `label`, cropped to their bounding box; None when there are none. One scan
+/// of each row for the box, then a copy of the box only.
+fn roi_box(data: &[f32], dims: [usize; 3], label: u32) -> Option<RoiBox> {
+    let hit = |v: &f32| *v as u32 == label;
+    let mut lo = [usize::MAX; 3];
+    let mut hi = [0usize; 3];
+    for (r, row) in data.chunks_exact(dims[0].max(1)).enumerate() {
+        let Some(first) = row.iter().position(hit) else { continue };
+        let last = row.iter().rposition(hit).unwrap_or(first);
+        let (y, z) = (r % dims[1], r / dims[1]);
+        lo = [lo[0].min(first), lo[1].min(y), lo[2].min(z)];
+        hi = [hi[0].max(last), hi[1].max(y), hi[2].max(z)];
+    }
+    if lo[0] == usize::MAX {
+        return None;
+    }
+    let mut mask = Vec::with_capacity((hi[0] - lo[0] + 1) * (hi[1] - lo[1] + 1) * (hi[2] - lo[2] + 1));
+    for z in lo[2]..=hi[2] {
+        for y in lo[1]..=hi[1] {
+            let row = (z * dims[1] + y) * dims[0];
+            mask.extend(data[row + lo[0]..=row + hi[0]].iter().map(hit));
+        }
+    }
+    let count = mask.iter().filter(|m| **m).count();
+    Some(RoiBox { lo, hi, count, mask })
 }
 
 /// Nearest-neighbour resampling of a label volume onto another grid (correctMask).
@@ -450,6 +487,155 @@ fn tuple3<T: serde::Serialize>(v: [T; 3]) -> Json {
     json!(v)
 }
 
+/// A voxel type an image is held in: f32, or f64 where the file holds values
+/// float32 would round (float64, 32- and 64-bit integers), so that the
+/// features see what PyRadiomics sees (SimpleITK keeps the file's type,
+/// numpy reads it as it is).
+pub trait Voxel: Copy + Into<f64> + Send + Sync {}
+impl Voxel for f32 {}
+impl Voxel for f64 {}
+
+/// Labels present in a label volume (values cast to integers, as
+/// PyRadiomics' getMask): one scan, a set insert only where the value changes.
+fn labels_present(data: &[f32]) -> std::collections::BTreeSet<u32> {
+    let mut set = std::collections::BTreeSet::new();
+    let mut last = None;
+    for &v in data {
+        let l = v as u32;
+        if last != Some(l) {
+            set.insert(l);
+            last = Some(l);
+        }
+    }
+    set
+}
+
+/// Whole-image figures from one scan: voxel count, sum, minimum and maximum
+/// (the diagnostics' mean and range, normalize's mean, the intensity maps'
+/// scale).
+struct WholeImage {
+    n: f64,
+    sum: f64,
+    min: f64,
+    max: f64,
+}
+
+impl WholeImage {
+    fn of<T: Voxel>(data: &[T]) -> WholeImage {
+        let mut sum = 0.0f64;
+        let (mut min, mut max) = (f64::INFINITY, f64::NEG_INFINITY);
+        for &v in data {
+            let v: f64 = v.into();
+            sum += v;
+            min = min.min(v);
+            max = max.max(v);
+        }
+        WholeImage { n: data.len() as f64, sum, min, max }
+    }
+}
+
+/// sitk.Normalize over the whole image (z-score with the sample standard
+/// deviation; SimpleITK shifts, then multiplies by the reciprocal), then
+/// removeOutliers clamping, then normalizeScale: `filters::normalize` for
+/// one voxel at a time.
+#[derive(Clone, Copy)]
+struct Norm {
+    mean: f64,
+    inv: f64,
+    scale: f64,
+    outliers: Option<f64>,
+}
+
+impl Norm {
+    fn of<T: Voxel>(data: &[T], whole: &WholeImage, s: &Settings) -> Norm {
+        let mean = whole.sum / whole.n;
+        let var = data
+            .iter()
+            .map(|&v| {
+                let d = v.into() - mean;
+                d * d
+            })
+            .sum::<f64>()
+            / (whole.n - 1.0);
+        Norm { mean, inv: 1.0 / var.sqrt(), scale: s.normalize_scale, outliers: s.remove_outliers }
+    }
+
+    fn apply(&self, v: f64) -> f64 {
+        let mut z = (v - self.mean) * self.inv;
+        if let Some(o) = self.outliers {
+            z = z.clamp(-o, o);
+        }
+        z * self.scale
+    }
+}
+
+/// The image the filters see, before any box is cut from it: the file's
+/// volume (normalised voxel by voxel when asked, never copied whole), or the
+/// image resampledPixelSpacing made (already normalised, on its new grid).
+enum Source<'a, T> {
+    File { v: &'a Volume<T>, norm: Option<Norm> },
+    Resampled(Image),
+}
+
+impl<T: Voxel> Source<'_, T> {
+    fn spacing(&self) -> [f64; 3] {
+        match self {
+            Source::File { v, .. } => v.geometry.spacing,
+            Source::Resampled(img) => img.spacing,
+        }
+    }
+
+    /// The image over the box lo..=hi (x y z) as f64, normalised when asked.
+    fn region(&self, lo: [usize; 3], hi: [usize; 3]) -> Image {
+        match self {
+            Source::File { v, norm } => {
+                let mut data: Vec<f64> = crop(&v.data, v.geometry.dims, lo, hi).into_iter().map(Into::into).collect();
+                if let Some(n) = norm {
+                    for x in &mut data {
+                        *x = n.apply(*x);
+                    }
+                }
+                Image {
+                    dims: [hi[0] - lo[0] + 1, hi[1] - lo[1] + 1, hi[2] - lo[2] + 1],
+                    spacing: v.geometry.spacing,
+                    data,
+                }
+            }
+            Source::Resampled(img) => img.crop(lo, hi),
+        }
+    }
+
+    /// Minimum and maximum over the box lo..=hi (`whole` when it is the whole file image).
+    fn extremes(&self, lo: [usize; 3], hi: [usize; 3], whole: &WholeImage) -> (f64, f64) {
+        match self {
+            Source::File { v, norm } => {
+                let (min, max) = if lo == [0; 3] && hi == v.geometry.dims.map(|d| d - 1) {
+                    (whole.min, whole.max)
+                } else {
+                    let w = WholeImage::of(&crop(&v.data, v.geometry.dims, lo, hi));
+                    (w.min, w.max)
+                };
+                match norm {
+                    // Normalisation is monotonic: the extremes stay the extremes.
+                    Some(n) => {
+                        let (a, b) = (n.apply(min), n.apply(max));
+                        (a.min(b), a.max(b))
+                    }
+                    None => (min, max),
+                }
+            }
+            Source::Resampled(img) => {
+                let w = WholeImage::of(&img.crop(lo, hi).data);
+                (w.min, w.max)
+            }
+        }
+    }
+}
+
+fn sub3(a: [usize; 3], b: [usize; 3]) -> [usize; 3] {
+    [a[0] - b[0], a[1] - b[1], a[2] - b[2]]
+}
+
 /// Extracts every enabled feature of `image` inside the voxels of `mask`
 /// labelled `label` (the parameter file's label unless given), as
 /// PyRadiomics' `RadiomicsFeatureExtractor.execute`.
@@ -464,9 +650,18 @@ pub fn extract(
 
 /// `extract`, told the voxel type the image file holds (`resampledPixelSpacing`
 /// writes the interpolated image back in it, as SimpleITK does; `extract`
-/// guesses it from the values).
-pub fn extract_typed(
-    image: &Volume<f32>,
+/// guesses it from the values), on an image held as f32 or f64 (`Voxel`).
+///
+/// As PyRadiomics' loadImage, the image is normalised and resampled first
+/// (resampling crops image and mask to the ROI plus padDistance). The values
+/// are then PyRadiomics', computed on the ROI's bounding box only: what
+/// depends on the whole image (the diagnostics, normalize's mean and standard
+/// deviation, the intensity maps' scale) is taken from one scan of it; the
+/// filters that read neighbours (Gradient, Wavelet) get the box plus the
+/// margin they read (the whole axis where a wavelet would wrap around);
+/// image types without such a rule (LoG) get the whole image.
+pub fn extract_typed<T: Voxel>(
+    image: &Volume<T>,
     pixel: PixelType,
     mask: &Volume<f32>,
     params: &Params,
@@ -482,7 +677,7 @@ pub fn extract_typed(
     };
     let mut out: Output = Vec::new();
     // getMask: labels present.
-    let labels: std::collections::BTreeSet<u32> = mask.data.iter().map(|&v| v as u32).collect();
+    let labels = labels_present(&mask.data);
     if labels.len() <= 1 {
         return Err(RadiomicsError::EmptyMask);
     }
@@ -490,11 +685,8 @@ pub fn extract_typed(
         let present: Vec<String> = labels.iter().filter(|&&l| l != 0).map(|l| l.to_string()).collect();
         return Err(RadiomicsError::LabelAbsent { label: s.label, present: present.join(", ") });
     }
-    let mut img = Image::from_volume(image);
     let label_u = s.label as u32;
-    let mut mask_vals: Vec<f32> = mask.data.clone();
-    let mut mask_geometry = mask.geometry.clone();
-    let mut image_geometry = image.geometry.clone();
+    let whole = WholeImage::of(&image.data);
     if s.additional_info {
         out.push(("diagnostics_Versions_edgeseg".into(), json!(crate::version())));
         out.push(("diagnostics_Versions_PyRadiomicsReference".into(), json!("3.0.1")));
@@ -509,46 +701,49 @@ pub fn extract_typed(
             .collect();
         out.push(("diagnostics_Configuration_EnabledImageTypes".into(), Json::Object(types)));
         out.push(("diagnostics_Image-original_Dimensionality".into(), json!("3D")));
-        out.push(("diagnostics_Image-original_Spacing".into(), tuple3(img.spacing)));
-        out.push(("diagnostics_Image-original_Size".into(), tuple3(img.dims)));
-        let n = img.data.len() as f64;
-        out.push(("diagnostics_Image-original_Mean".into(), json!(img.data.iter().sum::<f64>() / n)));
-        out.push((
-            "diagnostics_Image-original_Minimum".into(),
-            json!(img.data.iter().copied().fold(f64::INFINITY, f64::min)),
-        ));
-        out.push((
-            "diagnostics_Image-original_Maximum".into(),
-            json!(img.data.iter().copied().fold(f64::NEG_INFINITY, f64::max)),
-        ));
-        let m: Vec<bool> = mask_vals.iter().map(|&v| v as u32 == label_u).collect();
-        mask_diagnostics(&mut out, "original", &m, &mask_geometry);
+        out.push(("diagnostics_Image-original_Spacing".into(), tuple3(image.geometry.spacing)));
+        out.push(("diagnostics_Image-original_Size".into(), tuple3(image.geometry.dims)));
+        out.push(("diagnostics_Image-original_Mean".into(), json!(whole.sum / whole.n)));
+        out.push(("diagnostics_Image-original_Minimum".into(), json!(whole.min)));
+        out.push(("diagnostics_Image-original_Maximum".into(), json!(whole.max)));
     }
-    let mut pixel = pixel;
-    if s.normalize {
-        filters::normalize(&mut img.data, s.normalize_scale, s.remove_outliers);
-        // sitk.Normalize returns a float64 image.
-        pixel = PixelType::F64;
+    // The ROI on the mask's own grid (the image's too, unless they differ).
+    let mut own = roi_box(&mask.data, mask.geometry.dims, label_u);
+    if s.additional_info {
+        mask_diagnostics(&mut out, "original", own.as_ref(), &mask.geometry);
     }
-    // resampleImage (before checkMask, as PyRadiomics' loadImage does it).
-    let mut cropped_by_resampling = false;
-    if let Some((spacing, interp)) = &resampling {
+    let norm = s.normalize.then(|| Norm::of(&image.data, &whole, &s));
+    let mut image_geometry = image.geometry.clone();
+    let mut mask_geometry = mask.geometry.clone();
+    let mut mask_vals = std::borrow::Cow::Borrowed(&mask.data[..]);
+    // resampleImage (before checkMask, as PyRadiomics' loadImage does it), on
+    // the normalised image; it crops image and mask to the ROI plus padDistance.
+    let (source, cropped_by_resampling) = if let Some((spacing, interp)) = &resampling {
+        let mut img = Image::from_volume(image);
+        let mut pixel = pixel;
+        if let Some(n) = &norm {
+            for x in &mut img.data {
+                *x = n.apply(*x);
+            }
+            // sitk.Normalize returns a float64 image.
+            pixel = PixelType::F64;
+        }
+        let nn = resample::Interpolator::NearestNeighbor;
+        let m: Vec<f64> = mask_vals.iter().map(|&v| f64::from(v)).collect();
         match resample::plan(&image_geometry, &mask_geometry, &mask_vals, label_u, spacing, s.pad_distance)? {
             resample::Plan::SameSpacing => {
                 // The mask onto the image grid, then both cropped to the ROI plus padDistance.
-                let m: Vec<f64> = mask_vals.iter().map(|&v| f64::from(v)).collect();
-                let nn = resample::Interpolator::NearestNeighbor;
-                mask_vals = resample::resample(&m, &mask_geometry, &image_geometry, nn, PixelType::U32)
+                let on_grid: Vec<f32> = resample::resample(&m, &mask_geometry, &image_geometry, nn, PixelType::U32)
                     .iter()
                     .map(|&v| v as f32)
                     .collect();
-                let Some((lo, size)) = resample::label_box(&mask_vals, image_geometry.dims, label_u) else {
+                let Some((lo, size)) = resample::label_box(&on_grid, image_geometry.dims, label_u) else {
                     return Err(RadiomicsError::RoiOutsideImage);
                 };
                 let pad = s.pad_distance.max(0) as usize;
                 let plo = [0, 1, 2].map(|d| lo[d].saturating_sub(pad));
                 let phi = [0, 1, 2].map(|d| (lo[d] + size[d] - 1 + pad).min(img.dims[d] - 1));
-                mask_vals = crop(&mask_vals, img.dims, plo, phi);
+                mask_vals = crop(&on_grid, img.dims, plo, phi).into();
                 img = img.crop(plo, phi);
                 image_geometry = crate::volume::Geometry {
                     dims: img.dims,
@@ -558,56 +753,64 @@ pub fn extract_typed(
             }
             resample::Plan::Grid(g) => {
                 img.data = resample::resample(&img.data, &image_geometry, &g, *interp, pixel);
-                let m: Vec<f64> = mask_vals.iter().map(|&v| f64::from(v)).collect();
-                let nn = resample::Interpolator::NearestNeighbor;
-                mask_vals =
-                    resample::resample(&m, &mask_geometry, &g, nn, PixelType::U32).iter().map(|&v| v as f32).collect();
+                mask_vals = resample::resample(&m, &mask_geometry, &g, nn, PixelType::U32)
+                    .iter()
+                    .map(|&v| v as f32)
+                    .collect::<Vec<f32>>()
+                    .into();
                 img.dims = g.dims;
                 img.spacing = g.spacing;
                 image_geometry = g;
             }
         }
         mask_geometry = image_geometry.clone();
-        cropped_by_resampling = true;
+        own = roi_box(&mask_vals, image_geometry.dims, label_u);
         if s.additional_info {
             image_diagnostics(&mut out, "interpolated", &img);
+            mask_diagnostics(&mut out, "interpolated", own.as_ref(), &image_geometry);
             let m: Vec<bool> = mask_vals.iter().map(|&v| v as u32 == label_u).collect();
-            mask_diagnostics(&mut out, "interpolated", &m, &image_geometry);
             mask_value_diagnostics(&mut out, "interpolated", &m, &img);
         }
-    }
+        (Source::Resampled(img), true)
+    } else {
+        (Source::File { v: image, norm }, false)
+    };
+    let dims = image_geometry.dims;
+    let spacing = source.spacing();
     // checkMask: the mask must lie on the image grid, or be resampled onto it.
-    if let Some(what) = geometry_difference(&image_geometry, &mask_geometry, s.geometry_tolerance) {
+    let roi = if let Some(what) = geometry_difference(&image_geometry, &mask_geometry, s.geometry_tolerance) {
         if !s.correct_mask {
             return Err(RadiomicsError::GeometryMismatch { what });
         }
-        let src = Volume { geometry: mask_geometry.clone(), data: mask_vals.clone() };
-        mask_vals = resample_nearest(&src, &image_geometry);
-        if !mask_vals.iter().any(|&v| v as u32 == label_u) {
-            return Err(RadiomicsError::RoiOutsideImage);
-        }
+        let src = Volume { geometry: mask_geometry.clone(), data: mask_vals.into_owned() };
+        let resampled = resample_nearest(&src, &image_geometry);
+        drop(src);
+        let roi = roi_box(&resampled, dims, label_u).ok_or(RadiomicsError::RoiOutsideImage)?;
         if s.additional_info {
-            let m: Vec<bool> = mask_vals.iter().map(|&v| v as u32 == label_u).collect();
-            mask_diagnostics(&mut out, "corrected", &m, &image_geometry);
+            mask_diagnostics(&mut out, "corrected", Some(&roi), &image_geometry);
         }
-    }
-    let mut roi_mask: Vec<bool> = mask_vals.iter().map(|&v| v as u32 == label_u).collect();
-    if s.pre_crop && !cropped_by_resampling {
-        let (lo, hi) = check_mask(&roi_mask, img.dims, &s)?;
+        roi
+    } else {
+        drop(mask_vals);
+        own.ok_or_else(|| RadiomicsError::LabelAbsent { label: s.label, present: "none".into() })?
+    };
+    check_box(roi.lo, roi.hi, roi.count, &s)?;
+    // The image the filters see: the whole image, or with preCrop the ROI's
+    // box padded by padDistance (resampling cropped it so already).
+    let (base_lo, base_hi) = if s.pre_crop && !cropped_by_resampling {
         let pad = s.pad_distance.max(0) as usize;
-        let plo = [lo[0].saturating_sub(pad), lo[1].saturating_sub(pad), lo[2].saturating_sub(pad)];
-        let phi = [
-            (hi[0] + pad).min(img.dims[0] - 1),
-            (hi[1] + pad).min(img.dims[1] - 1),
-            (hi[2] + pad).min(img.dims[2] - 1),
-        ];
-        roi_mask = crop(&roi_mask, img.dims, plo, phi);
-        img = img.crop(plo, phi);
-    }
-    let (mut lo, mut hi) = check_mask(&roi_mask, img.dims, &s)?;
-    let mut shape_mask = roi_mask.clone();
+        (roi.lo.map(|v| v.saturating_sub(pad)), [0, 1, 2].map(|d| (roi.hi[d] + pad).min(dims[d] - 1)))
+    } else {
+        ([0; 3], dims.map(|d| d - 1))
+    };
+    let bdims = roi.dims();
+    let img_box = source.region(roi.lo, roi.hi);
+    // Resegmentation, within the box (f: the final box, in box coordinates).
+    let mut roi_mask = roi.mask;
+    let (mut flo, mut fhi) = ([0; 3], bdims.map(|d| d - 1));
+    let mut shape_mask = None;
     if let Some(range) = &s.resegment_range {
-        let vals: Vec<f64> = img.data.iter().zip(&roi_mask).filter(|(_, m)| **m).map(|(v, _)| *v).collect();
+        let vals: Vec<f64> = img_box.data.iter().zip(&roi_mask).filter(|(_, m)| **m).map(|(v, _)| *v).collect();
         let mut th = range.clone();
         th.sort_by(f64::total_cmp);
         match s.resegment_mode {
@@ -623,50 +826,119 @@ pub fn extract_typed(
                 th = th.iter().map(|t| mean + sd * t).collect();
             }
         }
-        let reseg: Vec<bool> =
-            img.data.iter().zip(&roi_mask).map(|(v, m)| *m && *v >= th[0] && (th.len() < 2 || *v <= th[1])).collect();
+        let reseg: Vec<bool> = img_box
+            .data
+            .iter()
+            .zip(&roi_mask)
+            .map(|(v, m)| *m && *v >= th[0] && (th.len() < 2 || *v <= th[1]))
+            .collect();
         let kept = reseg.iter().filter(|m| **m).count();
         if kept <= 1 {
             return Err(RadiomicsError::ResegmentedAway { label: s.label, kept });
         }
-        (lo, hi) = check_mask(&reseg, img.dims, &s)?;
-        if s.resegment_shape {
-            shape_mask = reseg.clone();
+        let Some((lo, hi, n)) = bounding_box(&reseg, bdims) else {
+            return Err(RadiomicsError::ResegmentedAway { label: s.label, kept });
+        };
+        check_box(lo, hi, n, &s)?;
+        (flo, fhi) = (lo, hi);
+        if !s.resegment_shape {
+            shape_mask = Some(std::mem::take(&mut roi_mask));
         }
         roi_mask = reseg;
     }
-    // Shape, on the (possibly resegmented) mask cropped to the bounding box.
+    let fdims = [0, 1, 2].map(|d| fhi[d] - flo[d] + 1);
+    let fmask = crop(&roi_mask, bdims, flo, fhi);
+    // Shape, on the (possibly resegmented) mask cropped to the final box.
     let shape_names = params.feature_classes.iter().find(|(c, _)| *c == FeatureClass::Shape);
     if let Some((_, named)) = shape_names {
-        // PyRadiomics crops the shape mask to the (resegmented) bounding box.
-        let (slo, shi) = (lo, hi);
-        let cm = crop(&shape_mask, img.dims, slo, shi);
+        let cm = match &shape_mask {
+            Some(m) => crop(m, bdims, flo, fhi),
+            None => fmask.clone(),
+        };
         let mut f = Features::default();
         let enabled = enabled_features(FeatureClass::Shape, named);
-        shape::compute(
-            &cm,
-            [shi[0] - slo[0] + 1, shi[1] - slo[1] + 1, shi[2] - slo[2] + 1],
-            img.spacing,
-            &enabled,
-            &mut f,
-        );
+        shape::compute(&cm, fdims, spacing, &enabled, &mut f);
         out.extend(f.items.into_iter().map(|(n, v)| (format!("original_shape_{n}"), json_num(v))));
     }
     if let Some((_, named)) = params.feature_classes.iter().find(|(c, _)| *c == FeatureClass::Shape2D) {
-        out.extend(shape2d_features(&shape_mask, img.dims, img.spacing, lo, hi, &s, named)?);
+        let sm = shape_mask.as_deref().unwrap_or(&roi_mask);
+        out.extend(shape2d_features(sm, bdims, spacing, flo, fhi, &s, named)?);
     }
+    drop(shape_mask);
+    // LBP's images are cast to the type the filters see: float64 after normalize.
+    let lbp_pixel = if s.normalize { PixelType::F64 } else { pixel };
+    // The final box on the image grid and in the filters' image.
+    let glo = [0, 1, 2].map(|d| roi.lo[d] + flo[d]);
+    let ghi = [0, 1, 2].map(|d| roi.lo[d] + fhi[d]);
+    let img_f = img_box.crop(flo, fhi);
+    drop(img_box);
+    let mut extremes = None;
     for (itype, custom) in &params.image_types {
         let ts = params.settings_for(custom)?;
         let ts = Settings { label: s.label, ..ts };
-        let images = match itype {
-            ImageType::Lbp2D => vec![("lbp-2D".to_string(), lbp::lbp2d(&img, &ts, pixel))],
-            ImageType::Lbp3D => lbp::lbp3d(&img, &roi_mask, &ts, pixel),
-            _ => filters::apply(*itype, &img, &ts)?,
-        };
-        for (name, filtered) in images {
-            let cimg = filtered.crop(lo, hi);
-            let cmask = crop(&roi_mask, img.dims, lo, hi);
-            out.extend(compute_classes(&cimg, &cmask, params, &ts, &name));
+        let mut emit = |name: &str, fimg: &Image| out.extend(compute_classes(fimg, &fmask, params, &ts, name));
+        match itype {
+            ImageType::Original => emit("original", &img_f),
+            ImageType::Square | ImageType::SquareRoot | ImageType::Logarithm | ImageType::Exponential => {
+                // Scaled by the extremes of the image the filter sees.
+                let (bmin, bmax) = *extremes.get_or_insert_with(|| source.extremes(base_lo, base_hi, &whole));
+                if let Some((name, f)) = filters::pointwise(*itype, &img_f, bmin, bmax) {
+                    emit(&name, &f);
+                }
+            }
+            ImageType::Gradient => {
+                // Central differences read one voxel on each side; the image's
+                // edge voxels repeat, so a halo clipped to the image is exact.
+                let hlo = [0, 1, 2].map(|d| glo[d].saturating_sub(1).max(base_lo[d]));
+                let hhi = [0, 1, 2].map(|d| (ghi[d] + 1).min(base_hi[d]));
+                let g = filters::gradient(&source.region(hlo, hhi), ts.gradient_use_spacing);
+                emit("gradient", &g.crop(sub3(glo, hlo), sub3(ghi, hlo)));
+            }
+            ImageType::Wavelet => {
+                // Each level reads 2 voxels before and 3 after along each axis;
+                // an axis where that leaves the image wraps around, and is
+                // taken whole.
+                let passes = ts.start_level.max(0) as usize + ts.level.max(1) as usize;
+                let mut hlo = base_lo;
+                let mut hhi = base_hi;
+                let mut whole_axis = [true; 3];
+                let mut want_lo = sub3(glo, base_lo);
+                for d in 0..3 {
+                    if glo[d] >= base_lo[d] + 2 * passes && ghi[d] + 3 * passes <= base_hi[d] {
+                        hlo[d] = glo[d] - 2 * passes;
+                        hhi[d] = ghi[d] + 3 * passes;
+                        whole_axis[d] = false;
+                        want_lo[d] = 0;
+                    }
+                }
+                let h = source.region(hlo, hhi);
+                filters::wavelet_bands(&h, &ts, whole_axis, want_lo, fdims, |name, band| emit(&name, &band));
+            }
+            ImageType::Lbp2D | ImageType::Lbp3D => {
+                let b = source.region(base_lo, base_hi);
+                let images = if *itype == ImageType::Lbp2D {
+                    vec![("lbp-2D".to_string(), lbp::lbp2d(&b, &ts, lbp_pixel))]
+                } else {
+                    // The (resegmented) ROI mask on the base image's grid.
+                    let bd = [0, 1, 2].map(|d| base_hi[d] - base_lo[d] + 1);
+                    let off = sub3(roi.lo, base_lo);
+                    let mut m = vec![false; bd[0] * bd[1] * bd[2]];
+                    for (i, _) in roi_mask.iter().enumerate().filter(|(_, v)| **v) {
+                        let (x, y, z) = (i % bdims[0], (i / bdims[0]) % bdims[1], i / (bdims[0] * bdims[1]));
+                        m[(off[0] + x) + bd[0] * ((off[1] + y) + bd[1] * (off[2] + z))] = true;
+                    }
+                    lbp::lbp3d(&b, &m, &ts, lbp_pixel)
+                };
+                for (name, f) in images {
+                    emit(&name, &f.crop(sub3(glo, base_lo), sub3(ghi, base_lo)));
+                }
+            }
+            _ => {
+                let b = source.region(base_lo, base_hi);
+                for (name, f) in filters::apply(*itype, &b, &ts)? {
+                    emit(&name, &f.crop(sub3(glo, base_lo), sub3(ghi, base_lo)));
+                }
+            }
         }
     }
     Ok(out)
@@ -755,22 +1027,24 @@ fn mask_value_diagnostics(out: &mut Output, prefix: &str, m: &[bool], img: &Imag
     out.push((format!("{p}Maximum"), json!(v.iter().copied().fold(f64::NEG_INFINITY, f64::max))));
 }
 
-fn mask_diagnostics(out: &mut Output, prefix: &str, m: &[bool], g: &crate::volume::Geometry) {
+fn mask_diagnostics(out: &mut Output, prefix: &str, roi: Option<&RoiBox>, g: &crate::volume::Geometry) {
     let p = format!("diagnostics_Mask-{prefix}_");
     out.push((format!("{p}Spacing"), tuple3(g.spacing)));
     out.push((format!("{p}Size"), tuple3(g.dims)));
-    if let Some((lo, hi, n)) = bounding_box(m, g.dims) {
+    if let Some(r) = roi {
+        let (lo, hi, n) = (r.lo, r.hi, r.count);
         out.push((
             format!("{p}BoundingBox"),
             json!([lo[0], lo[1], lo[2], hi[0] - lo[0] + 1, hi[1] - lo[1] + 1, hi[2] - lo[2] + 1]),
         ));
         out.push((format!("{p}VoxelNum"), json!(n)));
-        out.push((format!("{p}VolumeNum"), json!(component_count(m, g.dims))));
+        let bd = r.dims();
+        out.push((format!("{p}VolumeNum"), json!(component_count(&r.mask, bd))));
         let mut c = [0.0; 3];
-        for (i, _) in m.iter().enumerate().filter(|(_, v)| **v) {
-            c[0] += (i % g.dims[0]) as f64;
-            c[1] += ((i / g.dims[0]) % g.dims[1]) as f64;
-            c[2] += (i / (g.dims[0] * g.dims[1])) as f64;
+        for (i, _) in r.mask.iter().enumerate().filter(|(_, v)| **v) {
+            c[0] += (lo[0] + i % bd[0]) as f64;
+            c[1] += (lo[1] + (i / bd[0]) % bd[1]) as f64;
+            c[2] += (lo[2] + i / (bd[0] * bd[1])) as f64;
         }
         let c = c.map(|v| v / n as f64);
         out.push((format!("{p}CenterOfMassIndex"), tuple3(c)));
@@ -778,27 +1052,36 @@ fn mask_diagnostics(out: &mut Output, prefix: &str, m: &[bool], g: &crate::volum
     }
 }
 
-/// The texture and first-order classes on one (filtered, cropped) image.
+/// The texture and first-order classes on one (filtered, cropped) image,
+/// one class per task on rayon's pool, in the parameter file's order.
 fn compute_classes(img: &Image, mask: &[bool], params: &Params, s: &Settings, prefix: &str) -> Output {
-    let mut out = Vec::new();
+    use rayon::prelude::*;
     let roi = Roi::new(&img.data, mask, img.dims, img.spacing, s);
-    for (class, named) in &params.feature_classes {
-        let enabled = enabled_features(*class, named);
-        let mut f = Features::default();
-        match class {
-            FeatureClass::Shape | FeatureClass::Shape2D => continue,
-            FeatureClass::FirstOrder => {
-                let vals: Vec<f64> = img.data.iter().zip(mask).filter(|(_, m)| **m).map(|(v, _)| *v).collect();
-                let lv: Vec<u32> = roi.levels.iter().zip(mask).filter(|(_, m)| **m).map(|(v, _)| *v).collect();
-                let vox = img.spacing[0] * img.spacing[1] * img.spacing[2];
-                firstorder::compute(&vals, &lv, vox, s.voxel_array_shift as f64, &enabled, &mut f);
+    let per: Vec<Features> = params
+        .feature_classes
+        .par_iter()
+        .map(|(class, named)| {
+            let enabled = enabled_features(*class, named);
+            let mut f = Features::default();
+            match class {
+                FeatureClass::Shape | FeatureClass::Shape2D => {}
+                FeatureClass::FirstOrder => {
+                    let vals: Vec<f64> = img.data.iter().zip(mask).filter(|(_, m)| **m).map(|(v, _)| *v).collect();
+                    let lv: Vec<u32> = roi.levels.iter().zip(mask).filter(|(_, m)| **m).map(|(v, _)| *v).collect();
+                    let vox = img.spacing[0] * img.spacing[1] * img.spacing[2];
+                    firstorder::compute(&vals, &lv, vox, s.voxel_array_shift as f64, &enabled, &mut f);
+                }
+                FeatureClass::Glcm => glcm::compute(&roi, s, &enabled, &mut f),
+                FeatureClass::Gldm => gldm::compute(&roi, s, &enabled, &mut f),
+                FeatureClass::Glrlm => glrlm::compute(&roi, s, &enabled, &mut f),
+                FeatureClass::Glszm => glszm::compute(&roi, s, &enabled, &mut f),
+                FeatureClass::Ngtdm => ngtdm::compute(&roi, s, &enabled, &mut f),
             }
-            FeatureClass::Glcm => glcm::compute(&roi, s, &enabled, &mut f),
-            FeatureClass::Gldm => gldm::compute(&roi, s, &enabled, &mut f),
-            FeatureClass::Glrlm => glrlm::compute(&roi, s, &enabled, &mut f),
-            FeatureClass::Glszm => glszm::compute(&roi, s, &enabled, &mut f),
-            FeatureClass::Ngtdm => ngtdm::compute(&roi, s, &enabled, &mut f),
-        }
+            f
+        })
+        .collect();
+    let mut out = Vec::new();
+    for ((class, _), f) in params.feature_classes.iter().zip(per) {
         out.extend(f.items.into_iter().map(|(n, v)| (format!("{prefix}_{}_{n}", class.name()), json_num(v))));
     }
     out

@@ -88,6 +88,12 @@ impl PixelType {
         if int16 { PixelType::I16 } else { PixelType::F32 }
     }
 
+    /// Whether float32 would round some of this type's values (float64, 32-
+    /// and 64-bit integers): such an image is held as f64.
+    pub fn rounds_in_f32(self) -> bool {
+        matches!(self, PixelType::F64 | PixelType::I32 | PixelType::U32 | PixelType::I64 | PixelType::U64)
+    }
+
     /// ResampleImageFilter's CastPixelWithBoundsChecking: clamp to the type's
     /// range, then C++'s conversion (truncation towards zero for integers).
     pub fn cast(self, v: f64) -> f64 {

@@ -12,7 +12,7 @@ use serde_json::{Value as Json, json};
 use super::params::Params;
 use super::perturb::{self, FeatureIcc};
 use super::roi::{self, RoiKind, RoiMask, RoiSpec};
-use super::{Output, extract};
+use super::{Output, PixelType, extract_typed};
 use crate::volume::Volume;
 
 /// model.toml's `[radiomics]` table (unknown keys refused).
@@ -250,8 +250,12 @@ fn mask_volume(like: &Volume<f32>, m: &[bool]) -> Volume<f32> {
     Volume { geometry: like.geometry.clone(), data: m.iter().map(|&b| if b { 1.0 } else { 0.0 }).collect() }
 }
 
+/// One extraction on the study's image. The image is the one written beside
+/// the features (ct.nii.gz, suv.nii.gz: float32 files), so it is float32 to
+/// PyRadiomics too (resampledPixelSpacing writes its interpolated image back
+/// as float32, not as the integer type a guess from the values would give).
 fn run(image: &Volume<f32>, m: &[bool], params: &Params) -> Result<Output, String> {
-    extract(image, &mask_volume(image, m), params, Some(1)).map_err(|e| e.to_string())
+    extract_typed(image, PixelType::F32, &mask_volume(image, m), params, Some(1)).map_err(|e| e.to_string())
 }
 
 /// One ICC subject: its ROI's name and kind, the original extraction and

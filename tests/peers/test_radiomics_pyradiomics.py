@@ -337,3 +337,35 @@ def test_unsupported_interpolator_is_refused_with_its_position(tmp_path):
     p = run_edgeseg("radiomics", image, mask, "--params", pf, check=False)
     assert p.returncode == 1
     assert "line 3 column 17: interpolator sitkLanczosWindowedSinc is not supported by edgeseg" in p.stderr
+
+
+# A float64 image whose values float32 would round (1e5 plus fractions: float32's step there is 1/128):
+# SimpleITK keeps it float64 and so does PyRadiomics; edgeseg must too (read as float32, the extremes
+# alone move by up to 1/256 and first-order Range misses 1e-6). Box flow, filters that read neighbours,
+# normalisation, LoG, and resampling writing the interpolated image back as float64.
+FLOAT64 = {
+    "default": PARAMS["default"],
+    "filters": PARAMS["filters"],
+    "normalize_reseg": {"setting": {"normalize": True, "normalizeScale": 100, "removeOutliers": 3,
+                                    "resegmentRange": [-150, 200], "binWidth": 5, "preCrop": True}},
+    "log": PARAMS["log"],
+    "bspline_log": RESAMPLE["bspline_log"],
+    "linear_zero_axis": RESAMPLE["linear_zero_axis"],
+}
+
+
+@pytest.mark.parametrize("kind", ["blob", "interior"])
+@pytest.mark.parametrize("pname", list(FLOAT64))
+def test_float64_image_matches_pyradiomics(tmp_path, kind, pname):
+    rng = np.random.default_rng(zlib.crc32(f"{kind}/{pname}/float64".encode()))
+    img, m, spacing = _case(rng, kind)
+    img = 1e5 + img.astype(np.float64) * 0.37 + rng.normal(size=img.shape)
+    assert np.any(img.astype(np.float32).astype(np.float64) != img)
+    image = _write(tmp_path, "image.nii.gz", img, spacing)
+    assert sitk.ReadImage(str(image)).GetPixelID() == sitk.sitkFloat64
+    mask = _write(tmp_path, "mask.nii.gz", m, spacing)
+    pf = tmp_path / "params.yaml"
+    pf.write_text(_yaml(FLOAT64[pname]))
+    ref = _pyradiomics(image, mask, pf)
+    full, got = _edgeseg(image, mask, pf)
+    _compare(ref, got)
