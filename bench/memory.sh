@@ -103,9 +103,17 @@ for c in $cases; do
     l=$work/$c-${shape// /x}
     mkdir -p "$l"
     if [ ! -f "$d/input/CASE_0000.nii.gz" ]; then
+        # The image depends on the shape alone: made once in WORK/input-SHAPE and
+        # linked into every case of that shape.
+        img=$work/input-${shape// /x}
+        only=()
+        [ -f "$img/CASE_0000.nii.gz" ] && only=(--model-only)
         # shellcheck disable=SC2086
         "$root/.venv/bin/python" "$root/bench/make_large_ct.py" --out "$d" --shape $shape \
-            --model-spacing "$sp" "$sp" "$zsp" --classes "$classes" --folds "$folds" >/dev/null
+            --model-spacing "$sp" "$sp" "$zsp" --classes "$classes" --folds "$folds" "${only[@]}" >/dev/null
+        mkdir -p "$img" "$d/input"
+        [ -f "$img/CASE_0000.nii.gz" ] || ln "$d/input/CASE_0000.nii.gz" "$img/CASE_0000.nii.gz"
+        [ -f "$d/input/CASE_0000.nii.gz" ] || ln "$img/CASE_0000.nii.gz" "$d/input/CASE_0000.nii.gz"
     fi
     rm -rf "$l/out"
     measure "$l" "$bin" predict -i "$d/input" -o "$l/out" -m "$d/model" "${flags[@]}" --threads "$(nproc)"
