@@ -23,6 +23,8 @@
 #   release build made elsewhere, e.g. another checkout's target/release/edgeseg).
 # SKIP_SETUP=1 skips scripts/deps.sh and scripts/venv.sh (the Debian packages
 #   and the .venv are already there; the venv script would rebuild a shared venv).
+# The own-spacing cases' labels are checked against bench/memory_labels.py (the
+#   label map the point-wise models must give, from the image with numpy).
 # REF_BIN=/path/to/older/edgeseg also runs that binary on every predict case
 #   (logs and output in WORK/CASE/ref), prints its peak RSS as "before" and
 #   compares the two label maps (and probabilities) voxel by voxel with
@@ -122,6 +124,11 @@ for c in $cases; do
     vox=$(echo "$shape" | awk '{print $1*$2*$3}')
     printf '%s (%s): peak RSS %.2f GiB = %.1f bytes a voxel, wall %s; %s\n' "$c" "$shape" \
         "$(echo "$rss / 1048576" | bc -l)" "$(echo "$rss * 1024 / $vox" | bc -l)" "$wall" "$(tail -1 "$l/stdout.log")"
+    if [[ $c == own-* ]]; then
+        printf '  '
+        "$root/.venv/bin/python" "$root/bench/memory_labels.py" "$d/input/CASE_0000.nii.gz" "$l/out/CASE.nii.gz" \
+            "$classes" || true
+    fi
     if [ -n "${REF_BIN:-}" ]; then
         rm -rf "$l/ref"
         mkdir -p "$l/ref"
