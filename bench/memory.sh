@@ -30,7 +30,8 @@
 #   compares the two label maps (and probabilities) voxel by voxel with
 #   numpy/nibabel.
 # RSS_SAMPLE=1 also samples the process's VmRSS every 0.5 s into WORK/CASE/rss.tsv
-#   (seconds since start, KiB), to see which stage makes the peak.
+#   (seconds since start, VmRSS and VmHWM, the peak so far, in KiB), to see which
+#   stage makes the peak, or the peak so far of a run stopped before its end.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 work=${1:-$root/target/bench-memory}
@@ -61,7 +62,8 @@ measure() {
         while kill -0 "$tpid" 2>/dev/null; do
             [ -n "$pid" ] || pid=$(pgrep -P "$tpid" | head -1 || true)
             if [ -n "$pid" ]; then
-                awk -v t="$(echo "$(date +%s.%N) - $t0" | bc -l)" '/^VmRSS/ {printf "%.1f\t%s\n", t, $2}' \
+                awk -v t="$(echo "$(date +%s.%N) - $t0" | bc -l)" '/^VmRSS/ {r = $2} /^VmHWM/ {h = $2}
+                    END {if (r != "") printf "%.1f\t%s\t%s\n", t, r, h}' \
                     "/proc/$pid/status" >>"$d/rss.tsv" 2>/dev/null || true
             fi
             sleep 0.5
