@@ -34,6 +34,8 @@ def main() -> None:
     ap.add_argument("--folds", type=int, default=2)
     ap.add_argument("--classes", type=int, default=2, choices=[2, 3],
                     help="2: point-wise lesion model; 3: nearest-centre air / soft tissue / bone model")
+    ap.add_argument("--model-only", action="store_true",
+                    help="write the model only (the image depends on --shape and --spacing alone)")
     a = ap.parse_args()
     model = a.out / "model"
     model.mkdir(parents=True, exist_ok=True)
@@ -70,6 +72,9 @@ def main() -> None:
     ]
     (model / "model.toml").write_text("\n".join(toml) + "\n")
 
+    if a.model_only:
+        print(json.dumps({"model": str(model)}))
+        return
     nx, ny, nz = a.shape
     x = (np.arange(nx) - nx / 2) / (0.42 * nx)
     y = (np.arange(ny) - ny / 2) / (0.30 * ny)

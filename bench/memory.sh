@@ -19,16 +19,60 @@
 #                       `edgeseg process` with the 2-channel demo model (both folds,
 #                       mirroring); SHAPE does not apply
 # SHAPE="512 512 300" changes the CT's size (x y z).
+# EDGESEG_BIN=/path/to/edgeseg uses that binary and skips the cargo build (a
+#   release build made elsewhere, e.g. another checkout's target/release/edgeseg).
+# SKIP_SETUP=1 skips scripts/deps.sh and scripts/venv.sh (the Debian packages
+#   and the .venv are already there; the venv script would rebuild a shared venv).
+# The own-spacing cases' labels are checked against bench/memory_labels.py (the
+#   label map the point-wise models must give, from the image with numpy).
+# REF_BIN=/path/to/older/edgeseg also runs that binary on every predict case
+#   (logs and output in WORK/CASE/ref), prints its peak RSS as "before" and
+#   compares the two label maps (and probabilities) voxel by voxel with
+#   numpy/nibabel.
+# RSS_SAMPLE=1 also samples the process's VmRSS every 0.5 s into WORK/CASE/rss.tsv
+#   (seconds since start, VmRSS and VmHWM, the peak so far, in KiB), to see which
+#   stage makes the peak, or the peak so far of a run stopped before its end.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 work=${1:-$root/target/bench-memory}
 shape=${SHAPE:-512 512 1000}
 cases=${CASES:-own-2c-f0 res15-2c-f0 own-3c-5f-tta}
-"$root/scripts/deps.sh"
-"$root/scripts/venv.sh"
+if [ "${SKIP_SETUP:-0}" != 1 ]; then
+    "$root/scripts/deps.sh"
+    "$root/scripts/venv.sh"
+fi
 export ORT_DYLIB_PATH=${ORT_DYLIB_PATH:-$(ls "$root"/.venv/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so.* | head -1)}
-cargo build --release --quiet --manifest-path "$root/Cargo.toml"
-bin=${CARGO_TARGET_DIR:-$root/target}/release/edgeseg
+if [ -n "${EDGESEG_BIN:-}" ]; then
+    bin=$EDGESEG_BIN
+else
+    cargo build --release --quiet --manifest-path "$root/Cargo.toml"
+    bin=${CARGO_TARGET_DIR:-$root/target}/release/edgeseg
+fi
+echo "edgeseg: $("$bin" --version); load average $(cut -d' ' -f1-3 /proc/loadavg); $(date -u +%FT%TZ)"
+# measure LOGDIR COMMAND...: runs COMMAND under GNU time (LOGDIR/time.log, stdout in
+# LOGDIR/stdout.log) and, with RSS_SAMPLE=1, samples its VmRSS into LOGDIR/rss.tsv.
+measure() {
+    local d=$1
+    shift
+    if [ "${RSS_SAMPLE:-0}" = 1 ]; then
+        /usr/bin/time -v "$@" 2>"$d/time.log" >"$d/stdout.log" &
+        local tpid=$! pid="" t0
+        t0=$(date +%s.%N)
+        : >"$d/rss.tsv"
+        while kill -0 "$tpid" 2>/dev/null; do
+            [ -n "$pid" ] || pid=$(pgrep -P "$tpid" | head -1 || true)
+            if [ -n "$pid" ]; then
+                awk -v t="$(echo "$(date +%s.%N) - $t0" | bc -l)" '/^VmRSS/ {r = $2} /^VmHWM/ {h = $2}
+                    END {if (r != "") printf "%.1f\t%s\t%s\n", t, r, h}' \
+                    "/proc/$pid/status" >>"$d/rss.tsv" 2>/dev/null || true
+            fi
+            sleep 0.5
+        done
+        wait "$tpid"
+    else
+        /usr/bin/time -v "$@" 2>"$d/time.log" >"$d/stdout.log"
+    fi
+}
 for c in $cases; do
     if [ "$c" = petct-2c ]; then
         d=$work/petct-2c
@@ -36,8 +80,8 @@ for c in $cases; do
             "$root/.venv/bin/python" "$root/tests/fixtures/phantom.py" --out "$d/study" --size wholebody-1000 -q
         fi
         rm -rf "$d/out"
-        /usr/bin/time -v "$bin" process "$d/study/dicom" --model "$root/models/demo-petct" --out "$d/out" \
-            --threads "$(nproc)" 2>"$d/time.log" >"$d/stdout.log"
+        measure "$d" "$bin" process "$d/study/dicom" --model "$root/models/demo-petct" --out "$d/out" \
+            --threads "$(nproc)"
         rss=$(awk '/Maximum resident/ {print $6}' "$d/time.log")
         wall=$(awk '/Elapsed \(wall/ {print $8}' "$d/time.log")
         printf '%s (CT 512x512x1000, PET 200x200x500): peak RSS %.2f GiB, wall %s\n' "$c" \
@@ -57,19 +101,62 @@ for c in $cases; do
         *-f0-probs) folds=2 flags=(-f 0 --disable-tta --save-probabilities) ;;
         *) folds=2 flags=(-f 0 --disable-tta) ;;
     esac
-    # The probabilities cases share their model and input with the plain ones.
+    # The probabilities cases share their model and input with the plain ones;
+    # every case has its own logs and output in l.
     d=$work/${c%-probs}-${shape// /x}
+    l=$work/$c-${shape// /x}
+    mkdir -p "$l"
     if [ ! -f "$d/input/CASE_0000.nii.gz" ]; then
+        # The image depends on the shape alone: made once in WORK/input-SHAPE and
+        # linked into every case of that shape.
+        img=$work/input-${shape// /x}
+        only=()
+        [ -f "$img/CASE_0000.nii.gz" ] && only=(--model-only)
         # shellcheck disable=SC2086
         "$root/.venv/bin/python" "$root/bench/make_large_ct.py" --out "$d" --shape $shape \
-            --model-spacing "$sp" "$sp" "$zsp" --classes "$classes" --folds "$folds" >/dev/null
+            --model-spacing "$sp" "$sp" "$zsp" --classes "$classes" --folds "$folds" "${only[@]}" >/dev/null
+        mkdir -p "$img" "$d/input"
+        [ -f "$img/CASE_0000.nii.gz" ] || ln "$d/input/CASE_0000.nii.gz" "$img/CASE_0000.nii.gz"
+        [ -f "$d/input/CASE_0000.nii.gz" ] || ln "$img/CASE_0000.nii.gz" "$d/input/CASE_0000.nii.gz"
     fi
-    rm -rf "$d/out"
-    /usr/bin/time -v "$bin" predict -i "$d/input" -o "$d/out" -m "$d/model" "${flags[@]}" --threads "$(nproc)" \
-        2>"$d/time.log" >"$d/stdout.log"
-    rss=$(awk '/Maximum resident/ {print $6}' "$d/time.log")
-    wall=$(awk '/Elapsed \(wall/ {print $8}' "$d/time.log")
+    rm -rf "$l/out"
+    measure "$l" "$bin" predict -i "$d/input" -o "$l/out" -m "$d/model" "${flags[@]}" --threads "$(nproc)"
+    rss=$(awk '/Maximum resident/ {print $6}' "$l/time.log")
+    wall=$(awk '/Elapsed \(wall/ {print $8}' "$l/time.log")
     vox=$(echo "$shape" | awk '{print $1*$2*$3}')
     printf '%s (%s): peak RSS %.2f GiB = %.1f bytes a voxel, wall %s; %s\n' "$c" "$shape" \
-        "$(echo "$rss / 1048576" | bc -l)" "$(echo "$rss * 1024 / $vox" | bc -l)" "$wall" "$(tail -1 "$d/stdout.log")"
+        "$(echo "$rss / 1048576" | bc -l)" "$(echo "$rss * 1024 / $vox" | bc -l)" "$wall" "$(tail -1 "$l/stdout.log")"
+    if [[ $c == own-* ]]; then
+        printf '  '
+        "$root/.venv/bin/python" "$root/bench/memory_labels.py" "$d/input/CASE_0000.nii.gz" "$l/out/CASE.nii.gz" \
+            "$classes" || true
+    fi
+    if [ -n "${REF_BIN:-}" ]; then
+        rm -rf "$l/ref"
+        mkdir -p "$l/ref"
+        measure "$l/ref" "$REF_BIN" predict -i "$d/input" -o "$l/ref/out" -m "$d/model" "${flags[@]}" \
+            --threads "$(nproc)"
+        rss=$(awk '/Maximum resident/ {print $6}' "$l/ref/time.log")
+        wall=$(awk '/Elapsed \(wall/ {print $8}' "$l/ref/time.log")
+        printf '  before (%s): peak RSS %.2f GiB, wall %s; ' "$("$REF_BIN" --version)" \
+            "$(echo "$rss / 1048576" | bc -l)" "$wall"
+        "$root/.venv/bin/python" - "$l/out" "$l/ref/out" <<'PY'
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+new, ref = Path(sys.argv[1]), Path(sys.argv[2])
+a = np.asarray(nib.load(str(new / "CASE.nii.gz")).dataobj)
+b = np.asarray(nib.load(str(ref / "CASE.nii.gz")).dataobj)
+same = a.shape == b.shape and bool(np.array_equal(a, b))
+what = "labels identical" if same else f"labels DIFFER in {int(np.count_nonzero(a != b)) if a.shape == b.shape else 'shape'} voxels"
+if (new / "CASE.npz").exists():
+    pa, pb = np.load(new / "CASE.npz")["probabilities"], np.load(ref / "CASE.npz")["probabilities"]
+    what += ", probabilities " + ("identical" if pa.shape == pb.shape and np.array_equal(pa, pb) else
+                                  f"differ (max |diff| {np.abs(pa - pb).max() if pa.shape == pb.shape else 'shape'})")
+print(what)
+PY
+    fi
 done
