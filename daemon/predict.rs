@@ -143,7 +143,11 @@ fn grid_difference(a: &Geometry, b: &Geometry) -> Option<String> {
 }
 
 /// Minimal .npz (an uncompressed zip of one .npy) for --save-probabilities.
-fn write_npz(path: &Path, name: &str, shape: &[usize], data: &[f32]) -> Result<()> {
+/// The array is `parts` one after the other (the classes' volumes); it is
+/// converted to bytes in blocks, twice (once for the zip's CRC, once to
+/// write), so no copy of the whole array is ever held.
+fn write_npz(path: &Path, name: &str, shape: &[usize], parts: &[&[f32]]) -> Result<()> {
+    const BLOCK: usize = 1 << 16;
     let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
     let tuple = if dims.len() == 1 { format!("({},)", dims[0]) } else { format!("({})", dims.join(", ")) };
     let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {tuple}, }}");
@@ -151,59 +155,84 @@ fn write_npz(path: &Path, name: &str, shape: &[usize], data: &[f32]) -> Result<(
         header.push(' ');
     }
     header.push('\n');
-    let mut npy = Vec::with_capacity(10 + header.len() + data.len() * 4);
-    npy.extend_from_slice(b"\x93NUMPY\x01\x00");
-    npy.extend_from_slice(&(header.len() as u16).to_le_bytes());
-    npy.extend_from_slice(header.as_bytes());
-    for v in data {
-        npy.extend_from_slice(&v.to_le_bytes());
-    }
+    let mut prefix = Vec::with_capacity(10 + header.len());
+    prefix.extend_from_slice(b"\x93NUMPY\x01\x00");
+    prefix.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    prefix.extend_from_slice(header.as_bytes());
+    let values: usize = parts.iter().map(|p| p.len()).sum();
+    let size = values
+        .checked_mul(4)
+        .and_then(|n| n.checked_add(prefix.len()))
+        .and_then(|n| u32::try_from(n).ok())
+        .context("probabilities over 4 GiB: too large for this .npz writer")?;
+    // Every block of the array as little-endian bytes, in order.
+    let blocks = |each: &mut dyn FnMut(&[u8]) -> std::io::Result<()>| -> std::io::Result<()> {
+        let mut bytes = Vec::with_capacity(BLOCK * 4);
+        for part in parts {
+            for block in part.chunks(BLOCK) {
+                bytes.clear();
+                for v in block {
+                    bytes.extend_from_slice(&v.to_le_bytes());
+                }
+                each(&bytes)?;
+            }
+        }
+        Ok(())
+    };
     let mut crc = flate2::Crc::new();
-    crc.update(&npy);
+    crc.update(&prefix);
+    blocks(&mut |b| {
+        crc.update(b);
+        Ok(())
+    })?;
     let crc = crc.sum();
     let fname = format!("{name}.npy");
-    let size = u32::try_from(npy.len()).context("probabilities over 4 GiB: too large for this .npz writer")?;
-    let mut zip = Vec::with_capacity(npy.len() + 200);
-    let local = |z: &mut Vec<u8>| {
-        z.extend_from_slice(&0x0403_4b50u32.to_le_bytes());
-        z.extend_from_slice(&20u16.to_le_bytes()); // version needed
-        z.extend_from_slice(&0u16.to_le_bytes()); // flags
-        z.extend_from_slice(&0u16.to_le_bytes()); // stored
-        z.extend_from_slice(&0u32.to_le_bytes()); // time, date
-        z.extend_from_slice(&crc.to_le_bytes());
-        z.extend_from_slice(&size.to_le_bytes());
-        z.extend_from_slice(&size.to_le_bytes());
-        z.extend_from_slice(&(fname.len() as u16).to_le_bytes());
-        z.extend_from_slice(&0u16.to_le_bytes());
-        z.extend_from_slice(fname.as_bytes());
-    };
-    local(&mut zip);
-    zip.extend_from_slice(&npy);
-    let central_at = zip.len() as u32;
-    zip.extend_from_slice(&0x0201_4b50u32.to_le_bytes());
-    zip.extend_from_slice(&20u16.to_le_bytes()); // made by
-    zip.extend_from_slice(&20u16.to_le_bytes());
-    zip.extend_from_slice(&0u16.to_le_bytes());
-    zip.extend_from_slice(&0u16.to_le_bytes());
-    zip.extend_from_slice(&0u32.to_le_bytes());
-    zip.extend_from_slice(&crc.to_le_bytes());
-    zip.extend_from_slice(&size.to_le_bytes());
-    zip.extend_from_slice(&size.to_le_bytes());
-    zip.extend_from_slice(&(fname.len() as u16).to_le_bytes());
-    zip.extend_from_slice(&[0u8; 8]); // extra, comment, disk, internal attrs
-    zip.extend_from_slice(&0u32.to_le_bytes()); // external attrs
-    zip.extend_from_slice(&0u32.to_le_bytes()); // local header offset
-    zip.extend_from_slice(fname.as_bytes());
-    let central_len = zip.len() as u32 - central_at;
-    zip.extend_from_slice(&0x0605_4b50u32.to_le_bytes());
-    zip.extend_from_slice(&[0u8; 4]);
-    zip.extend_from_slice(&1u16.to_le_bytes());
-    zip.extend_from_slice(&1u16.to_le_bytes());
-    zip.extend_from_slice(&central_len.to_le_bytes());
-    zip.extend_from_slice(&central_at.to_le_bytes());
-    zip.extend_from_slice(&0u16.to_le_bytes());
-    edgeseg::export::write_atomic(path, |f| f.write_all(&zip))
-        .with_context(|| format!("{}: cannot write", path.display()))
+    let mut local = Vec::with_capacity(30 + fname.len());
+    local.extend_from_slice(&0x0403_4b50u32.to_le_bytes());
+    local.extend_from_slice(&20u16.to_le_bytes()); // version needed
+    local.extend_from_slice(&0u16.to_le_bytes()); // flags
+    local.extend_from_slice(&0u16.to_le_bytes()); // stored
+    local.extend_from_slice(&0u32.to_le_bytes()); // time, date
+    local.extend_from_slice(&crc.to_le_bytes());
+    local.extend_from_slice(&size.to_le_bytes());
+    local.extend_from_slice(&size.to_le_bytes());
+    local.extend_from_slice(&(fname.len() as u16).to_le_bytes());
+    local.extend_from_slice(&0u16.to_le_bytes());
+    local.extend_from_slice(fname.as_bytes());
+    let central_at = u32::try_from(local.len() + size as usize)
+        .context("probabilities over 4 GiB: too large for this .npz writer")?;
+    let mut tail = Vec::with_capacity(46 + fname.len() + 22);
+    tail.extend_from_slice(&0x0201_4b50u32.to_le_bytes());
+    tail.extend_from_slice(&20u16.to_le_bytes()); // made by
+    tail.extend_from_slice(&20u16.to_le_bytes());
+    tail.extend_from_slice(&0u16.to_le_bytes());
+    tail.extend_from_slice(&0u16.to_le_bytes());
+    tail.extend_from_slice(&0u32.to_le_bytes());
+    tail.extend_from_slice(&crc.to_le_bytes());
+    tail.extend_from_slice(&size.to_le_bytes());
+    tail.extend_from_slice(&size.to_le_bytes());
+    tail.extend_from_slice(&(fname.len() as u16).to_le_bytes());
+    tail.extend_from_slice(&[0u8; 8]); // extra, comment, disk, internal attrs
+    tail.extend_from_slice(&0u32.to_le_bytes()); // external attrs
+    tail.extend_from_slice(&0u32.to_le_bytes()); // local header offset
+    tail.extend_from_slice(fname.as_bytes());
+    let central_len = tail.len() as u32;
+    tail.extend_from_slice(&0x0605_4b50u32.to_le_bytes());
+    tail.extend_from_slice(&[0u8; 4]);
+    tail.extend_from_slice(&1u16.to_le_bytes());
+    tail.extend_from_slice(&1u16.to_le_bytes());
+    tail.extend_from_slice(&central_len.to_le_bytes());
+    tail.extend_from_slice(&central_at.to_le_bytes());
+    tail.extend_from_slice(&0u16.to_le_bytes());
+    edgeseg::export::write_atomic(path, |f| {
+        let mut w = std::io::BufWriter::new(f);
+        w.write_all(&local)?;
+        w.write_all(&prefix)?;
+        blocks(&mut |b| w.write_all(b))?;
+        w.write_all(&tail)?;
+        w.flush()
+    })
+    .with_context(|| format!("{}: cannot write", path.display()))
 }
 
 pub fn run(a: &Args) -> Result<bool> {
@@ -272,11 +301,8 @@ pub fn run(a: &Args) -> Result<bool> {
         if let Some(probs) = &p.probabilities {
             // nnU-Net's .npz: 'probabilities' as K × (z, y, x).
             let g = &p.labels.geometry;
-            let mut flat = Vec::with_capacity(probs.len() * g.voxel_count());
-            for pr in probs {
-                flat.extend_from_slice(&pr.data);
-            }
-            write_npz(&npz, "probabilities", &[probs.len(), g.dims[2], g.dims[1], g.dims[0]], &flat)?;
+            let parts: Vec<&[f32]> = probs.iter().map(|pr| pr.data.as_slice()).collect();
+            write_npz(&npz, "probabilities", &[probs.len(), g.dims[2], g.dims[1], g.dims[0]], &parts)?;
         }
         progress.suspend(|| {
             println!(
