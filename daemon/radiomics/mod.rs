@@ -713,6 +713,8 @@ pub fn extract_typed<T: Voxel>(
         mask_diagnostics(&mut out, "original", own.as_ref(), &mask.geometry);
     }
     let norm = s.normalize.then(|| Norm::of(&image.data, &whole, &s));
+    // The voxel type the filters see: sitk.Normalize returns a float64 image.
+    let pixel = if s.normalize { PixelType::F64 } else { pixel };
     let mut image_geometry = image.geometry.clone();
     let mut mask_geometry = mask.geometry.clone();
     let mut mask_vals = std::borrow::Cow::Borrowed(&mask.data[..]);
@@ -720,13 +722,10 @@ pub fn extract_typed<T: Voxel>(
     // the normalised image; it crops image and mask to the ROI plus padDistance.
     let (source, cropped_by_resampling) = if let Some((spacing, interp)) = &resampling {
         let mut img = Image::from_volume(image);
-        let mut pixel = pixel;
         if let Some(n) = &norm {
             for x in &mut img.data {
                 *x = n.apply(*x);
             }
-            // sitk.Normalize returns a float64 image.
-            pixel = PixelType::F64;
         }
         let nn = resample::Interpolator::NearestNeighbor;
         let m: Vec<f64> = mask_vals.iter().map(|&v| f64::from(v)).collect();
@@ -865,8 +864,6 @@ pub fn extract_typed<T: Voxel>(
         out.extend(shape2d_features(sm, bdims, spacing, flo, fhi, &s, named)?);
     }
     drop(shape_mask);
-    // LBP's images are cast to the type the filters see: float64 after normalize.
-    let lbp_pixel = if s.normalize { PixelType::F64 } else { pixel };
     // The final box on the image grid and in the filters' image.
     let glo = [0, 1, 2].map(|d| roi.lo[d] + flo[d]);
     let ghi = [0, 1, 2].map(|d| roi.lo[d] + fhi[d]);
@@ -917,7 +914,7 @@ pub fn extract_typed<T: Voxel>(
             ImageType::Lbp2D | ImageType::Lbp3D => {
                 let b = source.region(base_lo, base_hi);
                 let images = if *itype == ImageType::Lbp2D {
-                    vec![("lbp-2D".to_string(), lbp::lbp2d(&b, &ts, lbp_pixel))]
+                    vec![("lbp-2D".to_string(), lbp::lbp2d(&b, &ts, pixel))]
                 } else {
                     // The (resegmented) ROI mask on the base image's grid.
                     let bd = [0, 1, 2].map(|d| base_hi[d] - base_lo[d] + 1);
@@ -927,7 +924,7 @@ pub fn extract_typed<T: Voxel>(
                         let (x, y, z) = (i % bdims[0], (i / bdims[0]) % bdims[1], i / (bdims[0] * bdims[1]));
                         m[(off[0] + x) + bd[0] * ((off[1] + y) + bd[1] * (off[2] + z))] = true;
                     }
-                    lbp::lbp3d(&b, &m, &ts, lbp_pixel)
+                    lbp::lbp3d(&b, &m, &ts, pixel)
                 };
                 for (name, f) in images {
                     emit(&name, &f.crop(sub3(glo, base_lo), sub3(ghi, base_lo)));
