@@ -7,6 +7,7 @@
 # tumour. Default parameters (Original image, all classes, binWidth 25). Each
 # tool extracts the three ROIs; wall time and peak memory (GNU time) per ROI.
 #   bench/radiomics.sh
+#   RAW=1 bench/radiomics.sh   both tools read uncompressed .nii copies
 #   EDGESEG_BIN=path/to/edgeseg bench/radiomics.sh   (that binary as built: no
 #   build, no venv refresh; the .venv must already hold PyRadiomics)
 # The load column is the 1-minute load average when each run ended (other
@@ -69,12 +70,21 @@ f = {k: float(v) for k, v in r.items() if not k.startswith("diagnostics_")}
 json.dump(f, open(sys.argv[3], "w"))
 print(len(f))
 PY
-echo "roi tool wall_s peak_MiB features load (then: largest relative difference, edgeseg against PyRadiomics)"
+# RAW=1: both tools read uncompressed .nii copies (gunzip of the same files),
+# so the serial gzip decode is left out of both figures.
+ext=nii.gz
+if [ -n "${RAW:-}" ]; then
+    ext=nii
+    for f in ct roi1 roi2 roi3; do
+        gzip -dc "$work/$f.nii.gz" > "$work/$f.nii"
+    done
+fi
+echo "roi tool wall_s peak_MiB features load (then: largest relative difference, edgeseg against PyRadiomics); inputs .$ext"
 for label in 1 2 3; do
-    /usr/bin/time -f "%e %M" -o "$work/t_es" "$bin" radiomics "$work/ct.nii.gz" "$work/roi$label.nii.gz" --json > "$work/es_$label.json"
+    /usr/bin/time -f "%e %M" -o "$work/t_es" "$bin" radiomics "$work/ct.$ext" "$work/roi$label.$ext" --json > "$work/es_$label.json"
     es_load=$(cut -d' ' -f1 /proc/loadavg)
     n_es=$("$py" -c "import json,sys; print(len([k for k in json.load(open(sys.argv[1])) if not k.startswith('diagnostics_')]))" "$work/es_$label.json")
-    /usr/bin/time -f "%e %M" -o "$work/t_py" "$py" "$work/pyrad.py" "$work/ct.nii.gz" "$work/roi$label.nii.gz" "$work/py_$label.json" > "$work/py_$label.txt"
+    /usr/bin/time -f "%e %M" -o "$work/t_py" "$py" "$work/pyrad.py" "$work/ct.$ext" "$work/roi$label.$ext" "$work/py_$label.json" > "$work/py_$label.txt"
     py_load=$(cut -d' ' -f1 /proc/loadavg)
     read -r es_s es_kb < "$work/t_es"
     read -r py_s py_kb < "$work/t_py"
