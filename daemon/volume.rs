@@ -109,12 +109,30 @@ impl Geometry {
 /// Resamples `src` onto the grid `target` in patient space (trilinear; points
 /// outside `src` take `fill`), as when a CT is brought onto its PET's grid.
 pub fn resample_linear(src: &Volume<f32>, target: &Geometry, fill: f32) -> Volume<f32> {
+    let plane = src.geometry.dims[0] * src.geometry.dims[1];
+    let mut data = vec![fill; target.voxel_count()];
+    resample_linear_planes(&src.geometry, |z| &src.data[z * plane..(z + 1) * plane], target, 0, &mut data);
+    Volume { geometry: target.clone(), data }
+}
+
+/// The target planes `k_start..` that `out` holds (whole planes, already
+/// filled with the fill value) resampled from a source of geometry `g` whose
+/// plane `z` is `plane_of(z)`: [`resample_linear`]'s arithmetic, so a volume
+/// resampled slab by slab is bit for bit the volume resampled at once.
+/// `plane_of` is asked only for the planes [`source_planes`] names for the
+/// slab.
+pub fn resample_linear_planes<'a>(
+    g: &Geometry,
+    plane_of: impl Fn(usize) -> &'a [f32] + Sync,
+    target: &Geometry,
+    k_start: usize,
+    out: &mut [f32],
+) {
     use rayon::prelude::*;
-    let g = &src.geometry;
     let [nx, ny, nz] = g.dims;
     let plane = target.dims[0] * target.dims[1];
-    let mut data = vec![fill; target.voxel_count()];
-    data.par_chunks_mut(plane.max(1)).enumerate().for_each(|(k, slice)| {
+    out.par_chunks_mut(plane.max(1)).enumerate().for_each(|(dk, slice)| {
+        let k = k_start + dk;
         for j in 0..target.dims[1] {
             for i in 0..target.dims[0] {
                 let p = target.voxel_to_lps([i as f64, j as f64, k as f64]);
@@ -127,15 +145,16 @@ pub fn resample_linear(src: &Volume<f32>, target: &Geometry, fill: f32) -> Volum
                 let t = [c[0] - f[0], c[1] - f[1], c[2] - f[2]];
                 let mut acc = 0f64;
                 for dz in 0..2 {
+                    let zi = (f[2] as i64 + dz).clamp(0, nz as i64 - 1) as usize;
+                    let src = plane_of(zi);
                     for dy in 0..2 {
                         for dx in 0..2 {
                             let xi = (f[0] as i64 + dx).clamp(0, nx as i64 - 1) as usize;
                             let yi = (f[1] as i64 + dy).clamp(0, ny as i64 - 1) as usize;
-                            let zi = (f[2] as i64 + dz).clamp(0, nz as i64 - 1) as usize;
                             let w = (if dx == 1 { t[0] } else { 1.0 - t[0] })
                                 * (if dy == 1 { t[1] } else { 1.0 - t[1] })
                                 * (if dz == 1 { t[2] } else { 1.0 - t[2] });
-                            acc += w * f64::from(src.data[g.index(xi, yi, zi)]);
+                            acc += w * f64::from(src[xi + nx * yi]);
                         }
                     }
                 }
@@ -143,7 +162,36 @@ pub fn resample_linear(src: &Volume<f32>, target: &Geometry, fill: f32) -> Volum
             }
         }
     });
-    Volume { geometry: target.clone(), data }
+}
+
+/// The source planes (a range of `g`'s axis-2 indices) that
+/// [`resample_linear_planes`] reads for the target planes `ks`; `None` when
+/// every voxel of those planes lies outside the source (all fill). The map
+/// from target to source voxel coordinates is affine, so its extremes over
+/// the slab are at the slab's corners; one plane of margin on each side
+/// absorbs rounding.
+pub fn source_planes(g: &Geometry, target: &Geometry, ks: std::ops::Range<usize>) -> Option<std::ops::Range<usize>> {
+    if ks.is_empty() || g.dims[2] == 0 {
+        return None;
+    }
+    let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
+    let last = |n: usize| n.saturating_sub(1) as f64;
+    for i in [0.0, last(target.dims[0])] {
+        for j in [0.0, last(target.dims[1])] {
+            for k in [ks.start as f64, (ks.end - 1) as f64] {
+                let z = g.lps_to_voxel(target.voxel_to_lps([i, j, k]))[2];
+                lo = lo.min(z);
+                hi = hi.max(z);
+            }
+        }
+    }
+    let nz = g.dims[2] as f64;
+    if !(lo.is_finite() && hi.is_finite()) || hi < -1.5 || lo > nz + 0.5 {
+        return None;
+    }
+    let start = (lo.floor() - 1.0).max(0.0) as usize;
+    let end = ((hi.floor() + 3.0).min(nz)) as usize;
+    (start < end).then_some(start..end)
 }
 
 /// Cross product of two 3-vectors.

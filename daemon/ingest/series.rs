@@ -33,6 +33,8 @@ pub const GRID_TOLERANCE: f64 = 0.10;
 const SAME_POSITION_MM: f64 = 1e-3;
 /// Largest number of voxels a series may declare (2^31: 8 GiB of f32).
 pub const MAX_VOXELS: u64 = 1 << 31;
+/// Target planes made at a time by [`SeriesPlan::load_onto`].
+const ONTO_SLAB: usize = 8;
 
 /// The unit of the voxel values of a loaded volume.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -536,18 +538,7 @@ impl SeriesPlan {
     /// one file at a time per thread, writing straight into the volume, so peak
     /// memory is the volume plus one file per thread.
     pub fn load(&self) -> Result<SeriesVolume, SeriesError> {
-        // One line per series as it is read (not at planning: the daemon
-        // plans a study from its headers before loading it), not one per
-        // duplicate (a re-sent study has dozens); no path, no UID: they may
-        // name the patient.
-        if !self.info.duplicates_dropped.is_empty() {
-            let series = crate::queue::uid_hash(&self.info.series_uid);
-            tracing::warn!(
-                series = %series,
-                "series {series}: {} duplicate SOP instance(s) ignored (the same image sent again)",
-                self.info.duplicates_dropped.len()
-            );
-        }
+        self.warn_duplicates();
         let plane = self.format.columns as usize * self.format.rows as usize;
         // Resampled stacks are read into a stack of the source slices first.
         let mut data = vec![0f32; plane * self.slices.len()];
@@ -582,6 +573,82 @@ impl SeriesPlan {
             None => data,
         };
         Ok(SeriesVolume { info: self.info.clone(), volume: Volume { geometry: self.geometry.clone(), data } })
+    }
+
+    /// One line per series as it is read (not at planning: the daemon plans
+    /// a study from its headers before loading it), not one per duplicate (a
+    /// re-sent study has dozens); no path, no UID: they may name the patient.
+    fn warn_duplicates(&self) {
+        if !self.info.duplicates_dropped.is_empty() {
+            let series = crate::queue::uid_hash(&self.info.series_uid);
+            tracing::warn!(
+                series = %series,
+                "series {series}: {} duplicate SOP instance(s) ignored (the same image sent again)",
+                self.info.duplicates_dropped.len()
+            );
+        }
+    }
+
+    /// The series resampled onto `target` (trilinear, `fill` outside), as
+    /// [`crate::volume::resample_linear`] on [`Self::load`]'s volume gives it,
+    /// bit for bit, without ever holding the series whole: the target is
+    /// made [`ONTO_SLAB`] planes at a time from the source slices those
+    /// planes read, each slice decoded once and dropped when no later slab
+    /// reads it. A CT of 512×512×1000 brought onto its PET's grid costs a few
+    /// dozen of its slices instead of 1 GiB. A stack that is itself
+    /// resampled (irregular spacing, gantry tilt) or kept in multi-frame or
+    /// mosaic files is loaded whole and resampled as before.
+    pub fn load_onto(&self, target: &Geometry, fill: f32) -> Result<SeriesVolume, SeriesError> {
+        let one_frame_each = self.instances.len() == self.slices.len()
+            && self.instances.iter().all(|h| h.mosaic.is_none() && h.number_of_frames <= 1);
+        if self.stack.is_some() || !one_frame_each {
+            let sv = self.load()?;
+            let volume = crate::volume::resample_linear(&sv.volume, target, fill);
+            return Ok(SeriesVolume { info: sv.info, volume });
+        }
+        self.warn_duplicates();
+        let plane = self.format.columns as usize * self.format.rows as usize;
+        let tplane = target.dims[0] * target.dims[1];
+        let mut data = vec![fill; target.voxel_count()];
+        let mut held: BTreeMap<usize, Vec<f32>> = BTreeMap::new();
+        for (n, out) in data.chunks_mut((tplane * ONTO_SLAB).max(1)).enumerate() {
+            let k0 = n * ONTO_SLAB;
+            let ks = k0..k0 + out.len() / tplane.max(1);
+            let Some(zs) = crate::volume::source_planes(&self.geometry, target, ks) else {
+                continue;
+            };
+            held.retain(|z, _| zs.contains(z));
+            let missing: Vec<usize> = zs.clone().filter(|z| !held.contains_key(z)).collect();
+            let decoded: Vec<(usize, Vec<f32>)> = missing
+                .into_par_iter()
+                .map(|z| {
+                    let s = &self.slices[z];
+                    let h = &self.instances[s.instance];
+                    let mut buf = vec![0f32; plane];
+                    let mut tasks = [FrameTask {
+                        frame: s.frame,
+                        out: &mut buf,
+                        slope: s.header.slope,
+                        intercept: s.header.intercept,
+                        scale: s.scale,
+                    }];
+                    pixels::decode_frames(
+                        &h.path,
+                        &h.transfer_syntax,
+                        self.format_of(h),
+                        h.number_of_frames,
+                        &mut tasks,
+                    )
+                    .map_err(|source| SeriesError::File { series_uid: self.info.series_uid.clone(), source })?;
+                    Ok((z, buf))
+                })
+                .collect::<Result<_, SeriesError>>()?;
+            held.extend(decoded);
+            let planes: Vec<&[f32]> = zs.clone().map(|z| held.get(&z).map_or(&[][..], |v| &v[..])).collect();
+            let z0 = zs.start;
+            crate::volume::resample_linear_planes(&self.geometry, |z| planes[z - z0], target, k0, out);
+        }
+        Ok(SeriesVolume { info: self.info.clone(), volume: Volume { geometry: target.clone(), data } })
     }
 
     fn format_of(&self, h: &InstanceHeader) -> SampleFormat {

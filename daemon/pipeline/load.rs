@@ -13,8 +13,8 @@ use crate::export::dicom_refs;
 use crate::infer::PreparedCase;
 use crate::infer::memory::SeriesShape;
 use crate::infer::model::ModelPackage;
-use crate::ingest::{self, FolderIndex, SeriesIndex, SeriesVolume, SuvStatus, ValueUnit};
-use crate::volume::{Volume, resample_linear};
+use crate::ingest::{self, FolderIndex, SeriesIndex, SeriesPlan, SuvStatus, ValueUnit};
+use crate::volume::Volume;
 
 /// A CT series' contrast phase, for a profile that runs the model on each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,8 +111,8 @@ pub fn planned_cases(
 pub fn load_channels(pkg: &ModelPackage, index: &FolderIndex, study_uid: &str) -> Result<Case, PipelineError> {
     let channels = &pkg.meta.channels;
     let chosen = select_for_channels(index, study_uid, channels)?;
-    let loaded: Vec<SeriesVolume> = chosen.iter().map(|s| s.plan().and_then(|p| p.load())).collect::<Result<_, _>>()?;
-    for (c, sv) in channels.iter().zip(&loaded) {
+    let plans: Vec<SeriesPlan> = chosen.iter().map(|s| s.plan()).collect::<Result<_, _>>()?;
+    for (c, sv) in channels.iter().zip(&plans) {
         if c.modality == "PT" && sv.info.unit != ValueUnit::Suv {
             let reason = match &sv.info.suv {
                 SuvStatus::Unavailable { reason } => reason.clone(),
@@ -129,24 +129,26 @@ pub fn load_channels(pkg: &ModelPackage, index: &FolderIndex, study_uid: &str) -
             });
         }
     }
-    let (Some(reference), Some(first)) = (loaded.first(), chosen.first()) else {
+    let (Some(reference), Some(first)) = (plans.first(), chosen.first()) else {
         return Err(PipelineError::NoInput {
             study_uid: study_uid.to_string(),
             reason: "the model has no channels".into(),
         });
     };
     let source = source_refs(first, &reference.info)?;
-    let target = reference.volume.geometry.clone();
+    let target = reference.geometry.clone();
     let reference_series_uid = reference.info.series_uid.clone();
     let mut inputs = Vec::new();
     let mut volumes: Vec<Volume<f32>> = Vec::new();
-    // Each series is taken by value: one already on the reference grid moves
-    // into the case (no copy of a 1 GB CT), the others are resampled and dropped.
-    for (c, sv) in channels.iter().zip(loaded) {
-        let same = sv.volume.geometry == target;
+    // A series already on the reference grid is read as it is; the others
+    // are read slab by slab straight onto it (`load_onto`): the CT of a
+    // whole-body PET/CT is never held at its own resolution.
+    for (c, plan) in channels.iter().zip(&plans) {
+        let same = plan.geometry == target;
         let fill = if c.modality == "CT" { -1024.0 } else { 0.0 };
+        let sv = if same { plan.load()? } else { plan.load_onto(&target, fill)? };
         let info = sv.info;
-        volumes.push(if same { sv.volume } else { resample_linear(&sv.volume, &target, fill) });
+        volumes.push(sv.volume);
         inputs.push(InputSeries {
             channel: c.index,
             modality: c.modality.clone(),
