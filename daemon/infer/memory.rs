@@ -204,8 +204,11 @@ pub struct SeriesShape {
     pub spacing: [f64; 3],
 }
 
-/// The peak of one study in the daemon (or `edgeseg process`): every series
-/// the model takes decoded (f32) and put on the first channel's grid, then
+/// The peak of one study in the daemon (or `edgeseg process`): the first
+/// channel's series decoded (f32), each other series read onto its grid
+/// (whole, when it has the same shape; else slab by slab,
+/// `SeriesPlan::load_onto`: the grid's volume plus the source slices a slab
+/// of target planes reads), then
 /// the prediction on that grid, then post-processing (an instance map and
 /// its labeller's working copy, 8 bytes a voxel). `cases`: the network's
 /// runs, each a list of the channels' series (reference first).
@@ -215,10 +218,19 @@ pub fn study_peak(model: &ModelShape, cases: &[Vec<SeriesShape>], ask: Ask) -> u
     for series in cases {
         let Some(reference) = series.first() else { continue };
         let n_ref = voxels(reference.dims);
-        let decoded: u64 = series.iter().map(|s| voxels(s.dims) * 4).sum();
-        let on_grid = series.len() as u64 * n_ref * 4;
-        // Loading: the decoded series and their copies on the reference grid.
-        peak = peak.max(held + decoded + on_grid);
+        let loading: u64 =
+            n_ref * 4
+                + series[1..]
+                    .iter()
+                    .map(|s| {
+                        if s.dims == reference.dims {
+                            voxels(s.dims) * 4
+                        } else {
+                            n_ref * 4 + onto_window(reference, s)
+                        }
+                    })
+                    .sum::<u64>();
+        peak = peak.max(held + loading);
         let e = estimate(model, reference.dims, reference.spacing, ask);
         let post = n_ref * 8 + n_ref;
         // Earlier cases' volumes are held while this one runs (the screening
@@ -227,6 +239,16 @@ pub fn study_peak(model: &ModelShape, cases: &[Vec<SeriesShape>], ask: Ask) -> u
         held += e.inputs + n_ref;
     }
     peak
+}
+
+/// The source slices `SeriesPlan::load_onto` holds for one slab of 8
+/// target planes: the slab's depth in source slices, the interpolation's
+/// neighbour and a plane of margin on each side, doubled for an oblique
+/// target whose slab crosses more source slices.
+fn onto_window(target: &SeriesShape, source: &SeriesShape) -> u64 {
+    let ratio = if source.spacing[2] > 0.0 { target.spacing[2] / source.spacing[2] } else { 1.0 };
+    let slices = ((8.0 * ratio).ceil() as u64 + 4) * 2;
+    slices.min(source.dims[2] as u64) * (source.dims[0] * source.dims[1]) as u64 * 4
 }
 
 /// Bytes as whole MiB, rounded up.
@@ -327,15 +349,16 @@ mod tests {
         assert_eq!(e.window, planes + tile * 4 + calls + 40 * 40 * 40);
     }
 
-    /// A study: loading holds every decoded series and its copy on the
-    /// reference grid; a PET-first model works on the PET's grid.
+    /// A study: loading holds the reference series, the other series on its
+    /// grid and the CT slices one slab reads (PET 3 mm over CT 1 mm: 8 × 3
+    /// + 4, doubled: 56 slices); a PET-first model works on the PET's grid.
     #[test]
     fn study_counts_the_load_and_the_prediction() {
         let m = ModelShape { channels: 2, ..ct(2, [3.0, 2.0, 2.0], 64) };
         let pet = SeriesShape { dims: [200, 200, 500], spacing: [2.0, 2.0, 3.0] };
         let ctv = SeriesShape { dims: [512, 512, 1000], spacing: [0.8, 0.8, 1.0] };
         let peak = study_peak(&m, &[vec![pet, ctv]], ONE);
-        let load = (200 * 200 * 500 + 512 * 512 * 1000) * 4 + 2 * 200 * 200 * 500 * 4;
+        let load = 2 * 200 * 200 * 500 * 4 + 56 * 512 * 512 * 4;
         assert!(peak >= load);
         let e = estimate(&m, pet.dims, pet.spacing, ONE);
         assert_eq!(peak, load.max(e.peak()).max(e.inputs + 9 * 200 * 200 * 500));
