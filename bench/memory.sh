@@ -19,6 +19,9 @@
 #                       `edgeseg process` with the 2-channel demo model (both folds,
 #                       mirroring); SHAPE does not apply
 # SHAPE="512 512 300" changes the CT's size (x y z).
+# PROVIDER=openvino (petct-2c only): `process --provider openvino` with the
+#   onnxruntime-openvino library bench/e2e.sh makes (venv-openvino-<hash> in
+#   ${EDGESEG_CACHE:-~/.cache/edgeseg}); BF16=1 adds --bf16.
 # EDGESEG_BIN=/path/to/edgeseg uses that binary and skips the cargo build (a
 #   release build made elsewhere, e.g. another checkout's target/release/edgeseg).
 # SKIP_SETUP=1 skips scripts/deps.sh and scripts/venv.sh (the Debian packages
@@ -80,8 +83,14 @@ for c in $cases; do
             "$root/.venv/bin/python" "$root/tests/fixtures/phantom.py" --out "$d/study" --size wholebody-1000 -q
         fi
         rm -rf "$d/out"
-        measure "$d" "$bin" process "$d/study/dicom" --model "$root/models/demo-petct" --out "$d/out" \
-            --threads "$(nproc)"
+        lib=$ORT_DYLIB_PATH
+        if [ "${PROVIDER:-cpu}" = openvino ]; then
+            ovenv="${EDGESEG_CACHE:-$HOME/.cache/edgeseg}/venv-openvino-$(sha256sum "$root/requirements/openvino.txt" | cut -c1-16)"
+            [ -f "$ovenv/.complete" ] || { echo "memory: no $ovenv (run PROVIDER=openvino bench/e2e.sh once)" >&2; exit 2; }
+            lib=$(ls "$ovenv"/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so.* | head -1)
+        fi
+        measure "$d" env ORT_DYLIB_PATH="$lib" "$bin" process "$d/study/dicom" --model "$root/models/demo-petct" \
+            --out "$d/out" --threads "$(nproc)" --provider "${PROVIDER:-cpu}" ${BF16:+--bf16}
         rss=$(awk '/Maximum resident/ {print $6}' "$d/time.log")
         wall=$(awk '/Elapsed \(wall/ {print $8}' "$d/time.log")
         printf '%s (CT 512x512x1000, PET 200x200x500): peak RSS %.2f GiB, wall %s\n' "$c" \
