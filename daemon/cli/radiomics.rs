@@ -43,13 +43,12 @@ pub struct Args {
 /// The extractions of one case: the original, then one per perturbation of
 /// its ROI (the mask's voxels of the label, moved on the mask's own grid).
 fn extract_case(
-    im: &TypedImage,
-    ma: &nifti::Stored,
+    (im, ma, scan): &(TypedImage, nifti::Stored, rad::MaskScan),
     params: &rad::params::Params,
     label: Option<i64>,
     perturb: &[perturb::Perturbation],
 ) -> Result<(rad::Output, perturb::Perturbed)> {
-    let out = im.extract(rad::MaskVoxels::Stored(ma), params, label)?;
+    let out = im.extract(rad::MaskVoxels::Scanned(ma, scan), params, label)?;
     if perturb.is_empty() {
         return Ok((out, Vec::new()));
     }
@@ -159,15 +158,32 @@ impl TypedImage {
     }
 }
 
-/// An image and its mask, read side by side (decompressing them is most of
-/// a small ROI's time); an image already read (the batch's previous row's)
-/// is taken as it is.
-fn read_pair(image: &Path, mask: &Path, cached: Option<TypedImage>) -> Result<(TypedImage, nifti::Stored)> {
-    let (i, m) = match cached {
-        Some(i) => (Ok(i), nifti::read_stored(mask).map_err(anyhow::Error::from)),
-        None => rayon::join(|| TypedImage::read(image), || nifti::read_stored(mask).map_err(anyhow::Error::from)),
+/// An image and its mask, read side by side, the mask scanned for its
+/// labels and `label`'s box while the image is read (decompressing the image
+/// is most of a small ROI's time); an image already read (the batch's
+/// previous row's) is taken as it is.
+fn read_pair(
+    image: &Path,
+    mask: &Path,
+    label: i64,
+    cached: Option<TypedImage>,
+) -> Result<(TypedImage, nifti::Stored, rad::MaskScan)> {
+    edgeseg::radfast_t0();
+    let read_mask = || -> Result<(nifti::Stored, rad::MaskScan)> {
+        let m = nifti::read_stored(mask)?;
+        let scan = rad::MaskScan::of(&m, label);
+        Ok((m, scan))
     };
-    Ok((i?, m?))
+    let (i, m) = match cached {
+        Some(i) => (Ok(i), read_mask()),
+        None => rayon::join(|| TypedImage::read(image), read_mask),
+    };
+    if std::env::var_os("RADFAST_T").is_some() {
+        eprintln!("T read {:.3}", edgeseg::radfast_t0());
+    }
+    let i = i?;
+    let (m, scan) = m?;
+    Ok((i, m, scan))
 }
 
 /// One case (text, --json or --csv) or a batch CSV (CSV or JSON on stdout,
@@ -192,9 +208,11 @@ pub fn run(a: Args) -> Result<bool> {
         for (i, case) in cases.iter().enumerate() {
             progress.begin("");
             let cached = last.take().filter(|(p, _)| *p == case.image).map(|(_, im)| im);
-            let result = read_pair(&case.image, &case.mask, cached).and_then(|(im, ma)| {
-                let r = extract_case(&im, &ma, &params, a.label.or(case.label), &plan);
-                last = Some((case.image.clone(), im));
+            let label = a.label.or(case.label);
+            let l = label.unwrap_or(params.settings.label);
+            let result = read_pair(&case.image, &case.mask, l, cached).and_then(|case_data| {
+                let r = extract_case(&case_data, &params, label, &plan);
+                last = Some((case.image.clone(), case_data.0));
                 r
             });
             match result {
@@ -234,8 +252,8 @@ pub fn run(a: Args) -> Result<bool> {
         }
         return Ok(all_ok);
     };
-    let (im, ma) = read_pair(&a.image, mask, None)?;
-    let (out, moved) = extract_case(&im, &ma, &params, a.label, &plan)?;
+    let case = read_pair(&a.image, mask, a.label.unwrap_or(params.settings.label), None)?;
+    let (out, moved) = extract_case(&case, &params, a.label, &plan)?;
     let repro =
         (!plan.is_empty()).then(|| reproducibility(&[("case 1".into(), out.clone(), moved)], &plan, a.icc_threshold));
     let text = if a.json {

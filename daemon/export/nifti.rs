@@ -346,6 +346,9 @@ pub trait StoredScalar: bytemuck::Pod + Send + Sync + PartialOrd {
     fn as_f64(self) -> f64;
     /// `self as i64` (exact for the small integers).
     fn as_i64(self) -> i64;
+    /// The smallest and largest value of a non-empty slice (for floats, as
+    /// `PartialOrd` orders them, NaN left aside unless all are NaN).
+    fn min_max(s: &[Self]) -> (Self, Self);
 }
 
 macro_rules! stored_int {
@@ -363,6 +366,11 @@ macro_rules! stored_int {
             }
             fn as_i64(self) -> i64 {
                 self as i64
+            }
+            fn min_max(s: &[Self]) -> (Self, Self) {
+                let min = s.iter().copied().min().unwrap_or_default();
+                let max = s.iter().copied().max().unwrap_or_default();
+                (min, max)
             }
         }
     };
@@ -391,6 +399,17 @@ macro_rules! stored_float {
             }
             fn as_i64(self) -> i64 {
                 self as i64
+            }
+            fn min_max(s: &[Self]) -> (Self, Self) {
+                // Any NaN gives NaN for both (a NaN is no run of one value).
+                let first = s.first().copied().unwrap_or_default();
+                s.iter().fold((first, first), |(lo, hi), &v| {
+                    if v.is_nan() || lo.is_nan() {
+                        (<$t>::NAN, <$t>::NAN)
+                    } else {
+                        (if v < lo { v } else { lo }, if v > hi { v } else { hi })
+                    }
+                })
             }
         }
     };

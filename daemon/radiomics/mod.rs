@@ -24,6 +24,7 @@ pub mod study;
 
 use serde_json::{Value as Json, json};
 
+use crate::export::nifti::StoredScalar;
 use crate::volume::Volume;
 use params::{FeatureClass, ImageType, Params, ResegmentMode, Settings};
 pub use resample::PixelType;
@@ -315,6 +316,7 @@ fn check_box(lo: [usize; 3], hi: [usize; 3], n: usize, s: &Settings) -> Result<(
 
 /// The voxels of one label, cropped to their bounding box: the box (inclusive,
 /// x y z, on the mask's grid), the voxel count and the cropped mask.
+#[derive(Clone)]
 struct RoiBox {
     lo: [usize; 3],
     hi: [usize; 3],
@@ -332,13 +334,19 @@ impl RoiBox {
 /// `label`, cropped to their bounding box; None when there are none. One scan
 /// of each row for the box, then a copy of the box only.
 fn roi_box(data: &[f32], dims: [usize; 3], label: u32) -> Option<RoiBox> {
-    roi_box_by(data, dims, |v: &f32| *v as u32 == label)
+    roi_box_by(data, dims, |v: &f32| *v as u32 == label, |_| false)
 }
 
-/// `roi_box` with the test of a voxel given.
-fn roi_box_by<T: Copy + Sync>(data: &[T], dims: [usize; 3], hit: impl Fn(&T) -> bool + Sync) -> Option<RoiBox> {
+/// `roi_box` with the test of a voxel given, and a test of a row that
+/// tells it holds no such voxel (without looking at each).
+fn roi_box_by<T: Copy + Sync>(
+    data: &[T],
+    dims: [usize; 3],
+    hit: impl Fn(&T) -> bool + Sync,
+    skip_row: impl Fn(&[T]) -> bool + Sync,
+) -> Option<RoiBox> {
     use rayon::prelude::*;
-    let hit = &hit;
+    let (hit, skip_row) = (&hit, &skip_row);
     // Rows in parallel: (lo, hi) of the rows holding the label.
     let none = ([usize::MAX; 3], [0usize; 3]);
     let (lo, hi) = data
@@ -348,6 +356,9 @@ fn roi_box_by<T: Copy + Sync>(data: &[T], dims: [usize; 3], hit: impl Fn(&T) -> 
         .fold(
             || none,
             |(lo, hi), (r, row)| {
+                if skip_row(row) {
+                    return (lo, hi);
+                }
                 let Some(first) = row.iter().position(hit) else { return (lo, hi) };
                 let last = row.iter().rposition(hit).unwrap_or(first);
                 let (y, z) = (r % dims[1], r / dims[1]);
@@ -510,12 +521,17 @@ impl Voxel for f64 {}
 fn labels_present_by<T: Copy + PartialEq + Sync>(
     data: &[T],
     label: impl Fn(T) -> u32 + Sync,
+    uniform: impl Fn(&[T]) -> Option<T> + Sync,
 ) -> std::collections::BTreeSet<u32> {
     use rayon::prelude::*;
-    let label = &label;
-    data.par_chunks(1 << 20)
-        .map(|part| {
-            let mut set = std::collections::BTreeSet::new();
+    let (label, uniform) = (&label, &uniform);
+    data.par_chunks(1 << 12)
+        .with_min_len(64)
+        .fold(std::collections::BTreeSet::new, |mut set, part| {
+            if let Some(v) = uniform(part) {
+                set.insert(label(v));
+                return set;
+            }
             let mut last = None;
             for &v in part {
                 if last != Some(v) {
@@ -546,7 +562,7 @@ impl LabelVoxels for Volume<f32> {
         &self.geometry
     }
     fn labels_present(&self) -> std::collections::BTreeSet<u32> {
-        labels_present_by(&self.data, |v| v as u32)
+        labels_present_by(&self.data, |v| v as u32, |_| None)
     }
     fn roi_box(&self, label: u32) -> Option<RoiBox> {
         roi_box(&self.data, self.geometry.dims, label)
@@ -564,15 +580,79 @@ impl LabelVoxels for crate::export::nifti::Stored {
     }
     fn labels_present(&self) -> std::collections::BTreeSet<u32> {
         let sc = self.scaling;
-        crate::with_voxels!(&self.voxels, d => labels_present_by(d, |v| sc.f32(v) as u32))
+        crate::with_voxels!(&self.voxels, d => {
+            // A run of one stored value has one label (any type); runs are
+            // found by the smallest and largest value of a chunk.
+            labels_present_by(d, |v| sc.f32(v) as u32, |part| {
+                let (lo, hi) = StoredScalar::min_max(part);
+                (lo == hi).then_some(lo)
+            })
+        })
     }
     fn roi_box(&self, label: u32) -> Option<RoiBox> {
         let sc = self.scaling;
         let dims = self.geometry.dims;
-        crate::with_voxels!(&self.voxels, d => roi_box_by(d, dims, |v| sc.f32(*v) as u32 == label))
+        crate::with_voxels!(&self.voxels, d => {
+            let lab = move |v| sc.f32(v) as u32;
+            // Integers of at most 16 bits unscaled: the label is monotonic in
+            // the stored value, so a row whose extremes' labels both miss
+            // on one side holds none.
+            let ints = small_exact_ints(d, sc);
+            roi_box_by(d, dims, |v| lab(*v) == label, |row| {
+                ints && {
+                    let (lo, hi) = StoredScalar::min_max(row);
+                    lab(hi) < label || lab(lo) > label
+                }
+            })
+        })
     }
     fn values_f32(&self) -> std::borrow::Cow<'_, [f32]> {
         std::borrow::Cow::Owned(self.to_f32().data)
+    }
+}
+
+/// Whether the stored type is an integer of at most 16 bits and the scaling
+/// leaves it as it is (its values are exact in f32 and f64, and in i64 sums).
+fn small_exact_ints<T: StoredScalar>(_: &[T], sc: crate::export::nifti::Scaling) -> bool {
+    T::SMALL_INT && T::SIZE <= 2 && sc.is_identity()
+}
+
+/// A mask's labels and one label's ROI box, found once (beside the image's
+/// reading) and handed to the extraction.
+pub struct MaskScan {
+    labels: std::collections::BTreeSet<u32>,
+    label: u32,
+    roi: Option<RoiBox>,
+}
+
+impl MaskScan {
+    /// Scans `mask` for its labels and the box of `label` (the label the
+    /// extraction will ask for; another is scanned for again).
+    pub fn of(mask: &crate::export::nifti::Stored, label: i64) -> MaskScan {
+        let label = label as u32;
+        let (labels, roi) = rayon::join(|| mask.labels_present(), || mask.roi_box(label));
+        MaskScan { labels, label, roi }
+    }
+}
+
+/// A stored mask with its scan.
+struct Scanned<'a> {
+    mask: &'a crate::export::nifti::Stored,
+    scan: &'a MaskScan,
+}
+
+impl LabelVoxels for Scanned<'_> {
+    fn geometry(&self) -> &crate::volume::Geometry {
+        &self.mask.geometry
+    }
+    fn labels_present(&self) -> std::collections::BTreeSet<u32> {
+        self.scan.labels.clone()
+    }
+    fn roi_box(&self, label: u32) -> Option<RoiBox> {
+        if label == self.scan.label { self.scan.roi.clone() } else { self.mask.roi_box(label) }
+    }
+    fn values_f32(&self) -> std::borrow::Cow<'_, [f32]> {
+        self.mask.values_f32()
     }
 }
 
@@ -633,7 +713,7 @@ impl StoredImage<'_> {
 
     /// Whether every value is the stored integer itself, so that sums in
     /// integers equal the sums in f64 voxel by voxel.
-    fn exact_ints<T: crate::export::nifti::StoredScalar>(&self) -> bool {
+    fn exact_ints<T: StoredScalar>(&self) -> bool {
         T::SMALL_INT && T::SIZE <= 2 && self.stored.scaling.is_identity()
     }
 }
@@ -863,6 +943,8 @@ pub fn extract_typed<T: Voxel>(
 pub enum MaskVoxels<'a> {
     /// A NIfTI file's voxels.
     Stored(&'a crate::export::nifti::Stored),
+    /// A NIfTI file's voxels with their scan.
+    Scanned(&'a crate::export::nifti::Stored, &'a MaskScan),
     /// Labels as f32.
     F32(&'a Volume<f32>),
 }
@@ -880,6 +962,7 @@ pub fn extract_stored(
 ) -> Result<Output, RadiomicsError> {
     match mask {
         MaskVoxels::Stored(m) => extract_from(image, pixel, m, params, label),
+        MaskVoxels::Scanned(mask, scan) => extract_from(image, pixel, &Scanned { mask, scan }, params, label),
         MaskVoxels::F32(m) => extract_from(image, pixel, m, params, label),
     }
 }
@@ -901,6 +984,9 @@ fn extract_from(
     };
     let mut out: Output = Vec::new();
     // getMask: labels present.
+    if std::env::var_os("RADFAST_T").is_some() {
+        eprintln!("T {} {:.3}", "start", crate::radfast_t0());
+    }
     let labels = mask.labels_present();
     if labels.len() <= 1 {
         return Err(RadiomicsError::EmptyMask);
@@ -910,6 +996,9 @@ fn extract_from(
         return Err(RadiomicsError::LabelAbsent { label: s.label, present: present.join(", ") });
     }
     let label_u = s.label as u32;
+    if std::env::var_os("RADFAST_T").is_some() {
+        eprintln!("T {} {:.3}", "labels", crate::radfast_t0());
+    }
     let whole = image.whole();
     if s.additional_info {
         out.push(("diagnostics_Versions_edgeseg".into(), json!(crate::version())));
@@ -932,6 +1021,9 @@ fn extract_from(
         out.push(("diagnostics_Image-original_Maximum".into(), json!(whole.max)));
     }
     // The ROI on the mask's own grid (the image's too, unless they differ).
+    if std::env::var_os("RADFAST_T").is_some() {
+        eprintln!("T {} {:.3}", "whole", crate::radfast_t0());
+    }
     let mut own = mask.roi_box(label_u);
     if s.additional_info {
         mask_diagnostics(&mut out, "original", own.as_ref(), mask.geometry());
@@ -1021,6 +1113,9 @@ fn extract_from(
         drop(mask_vals);
         own.ok_or_else(|| RadiomicsError::LabelAbsent { label: s.label, present: "none".into() })?
     };
+    if std::env::var_os("RADFAST_T").is_some() {
+        eprintln!("T {} {:.3}", "roibox", crate::radfast_t0());
+    }
     check_box(roi.lo, roi.hi, roi.count, &s)?;
     // The image the filters see: the whole image, or with preCrop the ROI's
     // box padded by padDistance (resampling cropped it so already).
@@ -1095,6 +1190,9 @@ fn extract_from(
     // The final box on the image grid and in the filters' image.
     let glo = [0, 1, 2].map(|d| roi.lo[d] + flo[d]);
     let ghi = [0, 1, 2].map(|d| roi.lo[d] + fhi[d]);
+    if std::env::var_os("RADFAST_T").is_some() {
+        eprintln!("T {} {:.3}", "shape", crate::radfast_t0());
+    }
     let img_f = img_box.crop(flo, fhi);
     drop(img_box);
     let mut extremes = None;
@@ -1165,6 +1263,9 @@ fn extract_from(
                 }
             }
         }
+    }
+    if std::env::var_os("RADFAST_T").is_some() {
+        eprintln!("T {} {:.3}", "features", crate::radfast_t0());
     }
     Ok(out)
 }

@@ -198,15 +198,20 @@ pub fn diameters(mask: &[bool], dims: [usize; 3], spacing: [f64; 3]) -> [f64; 4]
         }
     }
     let phys = |v: &[usize; 3]| [0, 1, 2].map(|d| v[d] as f64 / 2.0 * spacing[d]);
+    // The four maxima side by side (a maximum is the same in any order).
+    use rayon::prelude::*;
     let mut out = [0.0; 4];
-    out[3] = max_dist2(&verts.iter().map(phys).collect::<Vec<_>>());
-    for axis in 0..3 {
-        let mut groups: std::collections::BTreeMap<usize, Vec<[f64; 3]>> = std::collections::BTreeMap::new();
-        for v in &verts {
-            groups.entry(v[axis]).or_default().push(phys(v));
-        }
-        out[axis] = groups.values().map(|g| max_dist2(g)).fold(0.0, f64::max);
-    }
+    out.par_iter_mut().enumerate().for_each(|(axis, o)| {
+        *o = if axis == 3 {
+            max_dist2(&verts.iter().map(phys).collect::<Vec<_>>())
+        } else {
+            let mut groups: std::collections::BTreeMap<usize, Vec<[f64; 3]>> = std::collections::BTreeMap::new();
+            for v in &verts {
+                groups.entry(v[axis]).or_default().push(phys(v));
+            }
+            groups.values().map(|g| max_dist2(g)).fold(0.0, f64::max)
+        };
+    });
     out.map(f64::sqrt)
 }
 
@@ -236,8 +241,8 @@ pub fn compute(mask: &[bool], dims: [usize; 3], spacing: [f64; 3], enabled: &[&s
             }
         }
     }
-    let (area, volume) = mesh_area_volume(&padded, pd, sp);
-    let diam = diameters(&padded, pd, sp);
+    // The mesh (summed in its own order) beside the diameters.
+    let ((area, volume), diam) = rayon::join(|| mesh_area_volume(&padded, pd, sp), || diameters(&padded, pd, sp));
     let np = coords.len() as f64;
     let mut mean = [0.0; 3];
     for c in &coords {
