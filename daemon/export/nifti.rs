@@ -908,6 +908,78 @@ mod tests {
         assert!(write_4d::<f32>(&dir.path().join("y.nii"), &[], "").is_err());
     }
 
+    /// The fixture files of tests/fixtures/nifti_types.py (nibabel and
+    /// SimpleITK), written into `dir`; the cases of its expected.json.
+    pub(crate) fn nifti_type_fixtures(dir: &Path) -> Vec<serde_json::Value> {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let python = std::env::var_os("EDGESEG_PYTHON")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| root.join(".venv/bin/python"));
+        let out = std::process::Command::new(&python)
+            .arg(root.join("tests/fixtures/nifti_types.py"))
+            .arg(dir)
+            .output()
+            .expect("the venv's python runs (scripts/venv.sh)");
+        assert!(out.status.success(), "nifti_types.py: {}", String::from_utf8_lossy(&out.stderr));
+        let text = std::fs::read_to_string(dir.join("expected.json")).expect("expected.json");
+        serde_json::from_str::<serde_json::Value>(&text).expect("json").as_array().expect("list").clone()
+    }
+
+    fn hex(b: &[u8]) -> String {
+        b.iter().map(|x| format!("{x:02x}")).collect()
+    }
+
+    #[test]
+    fn stored_voxels_are_the_files_and_convert_bit_for_bit_as_the_nifti_crate() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cases = nifti_type_fixtures(dir.path());
+        assert!(cases.len() > 30);
+        for c in &cases {
+            let name = c["file"].as_str().expect("file");
+            let p = dir.path().join(name);
+            if c["error"].as_bool() == Some(true) {
+                let e = read_stored(&p).err().unwrap_or_else(|| panic!("{name} read"));
+                assert!(matches!(e, ReadError::Read { .. }), "{name}: {e}");
+                assert!(e.to_string().contains(name) && !e.to_string().contains("Io("), "{name}: {e}");
+                assert!(read_f32(&p).is_err() && read_f64(&p).is_err(), "{name}");
+                continue;
+            }
+            let st = read_stored(&p).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(i64::from(st.datatype), c["datatype"].as_i64().expect("datatype"), "{name}");
+            let dims: Vec<usize> =
+                c["dims"].as_array().expect("dims").iter().map(|d| d.as_u64().expect("d") as usize).collect();
+            assert_eq!(st.geometry.dims.to_vec(), dims, "{name}");
+            // The voxels nibabel reads, unscaled, byte for byte (little-endian).
+            let bytes: Vec<u8> = crate::with_voxels!(&st.voxels, s => {
+                s.iter().flat_map(|v| {
+                    let b = bytemuck::bytes_of(v).to_vec();
+                    if cfg!(target_endian = "big") { b.into_iter().rev().collect::<Vec<_>>() } else { b }
+                }).collect()
+            });
+            assert_eq!(hex(&bytes), c["raw"].as_str().expect("raw"), "{name}: stored voxels");
+            let sc = st.scaling;
+            let (slope, inter) = if sc.slope == 0.0 { (1.0, 0.0) } else { (sc.slope, sc.inter) };
+            assert_eq!(f64::from(slope), c["slope"].as_f64().expect("slope"), "{name}");
+            assert_eq!(f64::from(inter), c["inter"].as_f64().expect("inter"), "{name}");
+            // As f32 and f64: the nifti crate's own reading, bit for bit (the
+            // two-member file against its one-member twin: the crate reads
+            // the first member only).
+            let reference = dir.path().join(c["twin"].as_str().unwrap_or(name));
+            let (a32, b32) = (read_as::<f32>(&reference).expect("crate f32"), st.to_f32());
+            let (a64, b64) = (read_as::<f64>(&reference).expect("crate f64"), st.to_f64());
+            assert_eq!(a32.geometry, b32.geometry, "{name}");
+            assert_eq!(a64.geometry, b64.geometry, "{name}");
+            let bits32 = |v: &Volume<f32>| v.data.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            let bits64 = |v: &Volume<f64>| v.data.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits32(&a32), bits32(&b32), "{name}: f32");
+            assert_eq!(bits64(&a64), bits64(&b64), "{name}: f64");
+            assert_eq!(bits32(&read_f32(&p).expect("read_f32")), bits32(&a32), "{name}");
+            assert_eq!(bits64(&read_f64(&p).expect("read_f64")), bits64(&a64), "{name}");
+        }
+        // The crate alone cannot read the file of two gzip members.
+        assert!(read_as::<f32>(&dir.path().join("two_members.nii.gz")).is_err());
+    }
+
     #[test]
     fn header_layout() {
         let g = Geometry {
