@@ -834,7 +834,7 @@ fn read_as<T: nifti::DataElement + Copy>(path: &Path) -> Result<Volume<T>, ReadE
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]

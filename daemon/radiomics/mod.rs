@@ -1422,6 +1422,90 @@ pub fn image_type_names() -> Vec<&'static str> {
 mod tests {
     use super::*;
 
+    fn outputs_equal(a: &Result<Output, RadiomicsError>, b: &Result<Output, RadiomicsError>) -> bool {
+        match (a, b) {
+            (Ok(a), Ok(b)) => a == b,
+            (Err(a), Err(b)) => a.to_string() == b.to_string(),
+            _ => false,
+        }
+    }
+
+    /// The stored-type path (image and mask in their file types, only boxes
+    /// converted) gives the f32/f64 path's output exactly, diagnostics
+    /// included, on SimpleITK's int16 image and uint8 mask, nibabel's scaled
+    /// int16 and int32 images, under settings that read the whole image
+    /// (normalize, filters, resampling, resegmentation).
+    #[test]
+    fn stored_voxels_give_the_f32_and_f64_paths_output() {
+        use crate::export::nifti;
+        let dir = tempfile::tempdir().expect("tempdir");
+        nifti::tests::nifti_type_fixtures(dir.path());
+        let settings = [
+            "",
+            "setting:\n  normalize: true\n  removeOutliers: 3\n",
+            "setting:\n  resampledPixelSpacing: [1, 1, 1]\n",
+            "setting:\n  binCount: 16\n  resegmentRange: [-100, 400]\n",
+            "imageType:\n  Original: {}\n  LoG:\n    sigma: [1.0]\n  Wavelet: {}\n  Square: {}\n  Gradient: {}\n",
+        ];
+        let params: Vec<Params> = settings
+            .iter()
+            .map(|t| if t.is_empty() { Params::default() } else { Params::from_text(t).expect(t) })
+            .collect();
+        let mut compared = 0;
+        for ext in ["nii", "nii.gz"] {
+            let (ip, mp) = (dir.path().join(format!("sitk_ct.{ext}")), dir.path().join(format!("sitk_mask.{ext}")));
+            let (image, mask) = (nifti::read_stored(&ip).expect("image"), nifti::read_stored(&mp).expect("mask"));
+            let (image32, mask32) = (nifti::read_f32(&ip).expect("image"), nifti::read_f32(&mp).expect("mask"));
+            let stored = StoredImage { stored: &image, wide: false };
+            for p in &params {
+                for label in [1, 2, 3] {
+                    let want = extract_typed(&image32, PixelType::I16, &mask32, p, Some(label));
+                    let got = extract_stored(&stored, PixelType::I16, MaskVoxels::Stored(&mask), p, Some(label));
+                    assert!(outputs_equal(&want, &got), "label {label}, {ext}: {want:?} against {got:?}");
+                    let scan = MaskScan::of(&mask, label);
+                    let got =
+                        extract_stored(&stored, PixelType::I16, MaskVoxels::Scanned(&mask, &scan), p, Some(label));
+                    assert!(outputs_equal(&want, &got), "label {label}, {ext}, scanned");
+                    compared += usize::from(want.is_ok());
+                }
+            }
+        }
+        // Scaled int16 (valued in f32) and int32 (valued in f64, values up
+        // to 2^31: binned by count), with a mask of the voxels above the median.
+        let by_count: Vec<Params> = [
+            "setting:\n  binCount: 32\n",
+            "setting:\n  binCount: 32\n  normalize: true\n",
+            "setting:\n  binCount: 32\n  resampledPixelSpacing: [1, 1, 1]\n",
+        ]
+        .iter()
+        .map(|t| Params::from_text(t).expect(t))
+        .collect();
+        for (file, wide, pixel) in [("scaled_int16.nii.gz", false, PixelType::F32), ("int32.nii", true, PixelType::I32)]
+        {
+            let p = dir.path().join(file);
+            let image = nifti::read_stored(&p).expect("image");
+            let mut sorted = image.to_f64().data;
+            sorted.sort_by(f64::total_cmp);
+            let median = sorted[sorted.len() / 2];
+            let values = image.to_f64();
+            let mask = Volume {
+                geometry: values.geometry.clone(),
+                data: values.data.iter().map(|&v| if v > median { 1.0 } else { 0.0 }).collect(),
+            };
+            for p in &by_count {
+                let want = if wide {
+                    extract_typed(&nifti::read_f64(&dir.path().join(file)).expect("f64"), pixel, &mask, p, None)
+                } else {
+                    extract_typed(&image.to_f32(), pixel, &mask, p, None)
+                };
+                let got = extract_stored(&StoredImage { stored: &image, wide }, pixel, MaskVoxels::F32(&mask), p, None);
+                assert!(outputs_equal(&want, &got), "{file}: {want:?} against {got:?}");
+                compared += usize::from(want.is_ok());
+            }
+        }
+        assert_eq!(compared, 26, "extractions that succeeded and were compared");
+    }
+
     #[test]
     fn thirteen_directions_by_default() {
         let a = generate_angles([5, 5, 5], &[1], false, None);
