@@ -28,9 +28,3 @@ pub mod watch;
 pub fn version() -> &'static str {
     concat!(env!("CARGO_PKG_VERSION"), " (", env!("EDGESEG_GIT_REV"), ")")
 }
-
-/// TEMP radfast timing.
-pub fn radfast_t0() -> f64 {
-    static T0: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-    T0.get_or_init(std::time::Instant::now).elapsed().as_secs_f64()
-}

@@ -168,7 +168,6 @@ fn read_pair(
     label: i64,
     cached: Option<TypedImage>,
 ) -> Result<(TypedImage, nifti::Stored, rad::MaskScan)> {
-    edgeseg::radfast_t0();
     let read_mask = || -> Result<(nifti::Stored, rad::MaskScan)> {
         let m = nifti::read_stored(mask)?;
         let scan = rad::MaskScan::of(&m, label);
@@ -178,9 +177,6 @@ fn read_pair(
         Some(i) => (Ok(i), read_mask()),
         None => rayon::join(|| TypedImage::read(image), read_mask),
     };
-    if std::env::var_os("RADFAST_T").is_some() {
-        eprintln!("T read {:.3}", edgeseg::radfast_t0());
-    }
     let i = i?;
     let (m, scan) = m?;
     Ok((i, m, scan))

@@ -984,9 +984,6 @@ fn extract_from(
     };
     let mut out: Output = Vec::new();
     // getMask: labels present.
-    if std::env::var_os("RADFAST_T").is_some() {
-        eprintln!("T {} {:.3}", "start", crate::radfast_t0());
-    }
     let labels = mask.labels_present();
     if labels.len() <= 1 {
         return Err(RadiomicsError::EmptyMask);
@@ -996,9 +993,6 @@ fn extract_from(
         return Err(RadiomicsError::LabelAbsent { label: s.label, present: present.join(", ") });
     }
     let label_u = s.label as u32;
-    if std::env::var_os("RADFAST_T").is_some() {
-        eprintln!("T {} {:.3}", "labels", crate::radfast_t0());
-    }
     let whole = image.whole();
     if s.additional_info {
         out.push(("diagnostics_Versions_edgeseg".into(), json!(crate::version())));
@@ -1021,9 +1015,6 @@ fn extract_from(
         out.push(("diagnostics_Image-original_Maximum".into(), json!(whole.max)));
     }
     // The ROI on the mask's own grid (the image's too, unless they differ).
-    if std::env::var_os("RADFAST_T").is_some() {
-        eprintln!("T {} {:.3}", "whole", crate::radfast_t0());
-    }
     let mut own = mask.roi_box(label_u);
     if s.additional_info {
         mask_diagnostics(&mut out, "original", own.as_ref(), mask.geometry());
@@ -1113,9 +1104,6 @@ fn extract_from(
         drop(mask_vals);
         own.ok_or_else(|| RadiomicsError::LabelAbsent { label: s.label, present: "none".into() })?
     };
-    if std::env::var_os("RADFAST_T").is_some() {
-        eprintln!("T {} {:.3}", "roibox", crate::radfast_t0());
-    }
     check_box(roi.lo, roi.hi, roi.count, &s)?;
     // The image the filters see: the whole image, or with preCrop the ROI's
     // box padded by padDistance (resampling cropped it so already).
@@ -1190,9 +1178,6 @@ fn extract_from(
     // The final box on the image grid and in the filters' image.
     let glo = [0, 1, 2].map(|d| roi.lo[d] + flo[d]);
     let ghi = [0, 1, 2].map(|d| roi.lo[d] + fhi[d]);
-    if std::env::var_os("RADFAST_T").is_some() {
-        eprintln!("T {} {:.3}", "shape", crate::radfast_t0());
-    }
     let img_f = img_box.crop(flo, fhi);
     drop(img_box);
     let mut extremes = None;
@@ -1263,9 +1248,6 @@ fn extract_from(
                 }
             }
         }
-    }
-    if std::env::var_os("RADFAST_T").is_some() {
-        eprintln!("T {} {:.3}", "features", crate::radfast_t0());
     }
     Ok(out)
 }
