@@ -114,7 +114,7 @@ fn max_dist2(points: &[[f64; 3]]) -> f64 {
     if points.len() < 2 {
         return best;
     }
-    if points.len() <= 2048 {
+    if points.len() <= 256 {
         brute_max(points, points, &mut best);
         return best;
     }
