@@ -627,7 +627,7 @@ fn stored_voxels<T: StoredScalar>(
             n * T::SIZE
         ));
     }
-    let mut out = if offset % T::SIZE == 0 {
+    let mut out = if offset.is_multiple_of(T::SIZE) {
         StoredBuf { buf, start: offset / T::SIZE, len: n }
     } else {
         let mut own = typed_buffer::<T>(n * T::SIZE);

@@ -1039,7 +1039,7 @@ fn extract_from(
         }
         let nn = resample::Interpolator::NearestNeighbor;
         let m: Vec<f64> = mask_vals.iter().map(|&v| f64::from(v)).collect();
-        match resample::plan(&image_geometry, &mask_geometry, &mask_vals, label_u, spacing, s.pad_distance)? {
+        match resample::plan(&image_geometry, &mask_geometry, mask_vals, label_u, spacing, s.pad_distance)? {
             resample::Plan::SameSpacing => {
                 // The mask onto the image grid, then both cropped to the ROI plus padDistance.
                 let on_grid: Vec<f32> = resample::resample(&m, &mask_geometry, &image_geometry, nn, PixelType::U32)
@@ -1073,7 +1073,7 @@ fn extract_from(
             }
         }
         mask_geometry = image_geometry.clone();
-        own = roi_box(&mask_vals, image_geometry.dims, label_u);
+        own = roi_box(mask_vals, image_geometry.dims, label_u);
         if s.additional_info {
             image_diagnostics(&mut out, "interpolated", &img);
             mask_diagnostics(&mut out, "interpolated", own.as_ref(), &image_geometry);
