@@ -706,6 +706,16 @@ pub fn read_stored(path: &Path) -> Result<Stored, ReadError> {
     };
     let lay = layout(path, &h)?;
     let start = data_start(&h);
+    // A header declaring more voxels than the file holds is refused before
+    // any buffer is made for them.
+    let len = file.metadata().map_err(|e| err(e.to_string()))?.len();
+    let bytes = (lay.voxels as u64).saturating_mul(lay.size as u64);
+    if len.saturating_sub(start as u64) < bytes {
+        return Err(err(format!(
+            "holds {} bytes of voxels, its header declares {bytes}",
+            len.saturating_sub(start as u64)
+        )));
+    }
     file.seek(std::io::SeekFrom::Start(start as u64)).map_err(|e| err(e.to_string()))?;
     let fill = |b: &mut [u8]| read_full(&mut file, b).map_err(|e| e.to_string());
     let voxels = voxels_of(&lay, h.datatype, h.endianness == nifti::Endianness::Big, fill, 0, 0).map_err(err)?;
@@ -728,7 +738,12 @@ fn read_gz(path: &Path, gz: &[u8]) -> Result<Stored, ReadError> {
     };
     let lay = layout(path, &h)?;
     let start = data_start(&h);
-    let needed = start + lay.voxels * lay.size;
+    let needed = start.saturating_add(lay.voxels.saturating_mul(lay.size));
+    // Deflate expands at most 1032 to 1: a header declaring more than the
+    // compressed bytes can hold is refused before any buffer is made.
+    if needed > gz.len().saturating_mul(1032) {
+        return Err(err(format!("declares {needed} bytes, more than {} compressed bytes can hold", gz.len())));
+    }
     // ISIZE: the last member's length modulo 2^32, the whole file's when it
     // is one member under 4 GiB.
     let isize = gz
