@@ -40,23 +40,20 @@ pub struct Args {
     icc_threshold: f64,
 }
 
-/// A NIfTI volume (its error names the file, in words).
-fn read(p: &Path) -> Result<edgeseg::volume::Volume<f32>> {
-    Ok(nifti::read_f32(p)?)
-}
-
 /// The extractions of one case: the original, then one per perturbation of
 /// its ROI (the mask's voxels of the label, moved on the mask's own grid).
 fn extract_case(
-    image: &Path,
-    mask: &Path,
+    (im, ma, scan): &(TypedImage, nifti::Stored, rad::MaskScan),
     params: &rad::params::Params,
     label: Option<i64>,
     perturb: &[perturb::Perturbation],
 ) -> Result<(rad::Output, perturb::Perturbed)> {
-    let (im, ma) = read_pair(image, mask)?;
-    let out = im.extract(&ma, params, label)?;
+    let out = im.extract(rad::MaskVoxels::Scanned(ma, scan), params, label)?;
+    if perturb.is_empty() {
+        return Ok((out, Vec::new()));
+    }
     let l = label.unwrap_or(params.settings.label) as f32;
+    let ma = ma.to_f32();
     let roi: Vec<bool> = ma.data.iter().map(|&v| v == l).collect();
     let g = &ma.geometry;
     let moved = perturb
@@ -67,7 +64,7 @@ fn extract_case(
                 geometry: g.clone(),
                 data: m.iter().map(|&b| if b { 1.0 } else { 0.0 }).collect(),
             };
-            im.extract(&v, params, Some(1)).map_err(|e| e.to_string())
+            im.extract(rad::MaskVoxels::F32(&v), params, Some(1)).map_err(|e| e.to_string())
         })
         .collect();
     Ok((out, moved))
@@ -132,56 +129,57 @@ fn icc_csv_rows(
         .collect()
 }
 
-/// The voxel type SimpleITK would read the image file as (resampling writes
-/// back in it); None where the header cannot be read.
-fn header_pixel_type(p: &Path) -> Option<rad::PixelType> {
-    let h = ::nifti::NiftiHeader::from_file(p).ok()?;
-    let scaled = h.scl_slope != 0.0 && (h.scl_slope != 1.0 || h.scl_inter != 0.0);
-    Some(rad::PixelType::from_nifti(h.datatype, scaled))
-}
-
-/// An image as PyRadiomics sees it, with the file's voxel type: held as
-/// f32, or as f64 where that type has values float32 would round.
-enum TypedImage {
-    F32(edgeseg::volume::Volume<f32>, rad::PixelType),
-    F64(edgeseg::volume::Volume<f64>, rad::PixelType),
+/// An image as PyRadiomics sees it: the file's voxels in their stored type
+/// and the voxel type SimpleITK would read it as (resampling writes back in
+/// it; a scaled integer file is float32), valued as f64 where that type has
+/// values float32 would round, else as f32.
+struct TypedImage {
+    stored: nifti::Stored,
+    pixel: rad::PixelType,
 }
 
 impl TypedImage {
     fn read(p: &Path) -> Result<TypedImage> {
-        match header_pixel_type(p) {
-            Some(t) if t.rounds_in_f32() => Ok(TypedImage::F64(nifti::read_f64(p)?, t)),
-            header => {
-                let v = read(p)?;
-                // A header that cannot be read leaves the type to `extract`'s guess.
-                let t = header.unwrap_or_else(|| rad::PixelType::infer(&v.data));
-                Ok(TypedImage::F32(v, t))
-            }
-        }
+        let stored = nifti::read_stored(p)?;
+        let sc = stored.scaling;
+        let scaled = sc.slope != 0.0 && (sc.slope != 1.0 || sc.inter != 0.0);
+        let pixel = rad::PixelType::from_nifti(stored.datatype, scaled);
+        Ok(TypedImage { stored, pixel })
     }
 
     fn extract(
         &self,
-        mask: &edgeseg::volume::Volume<f32>,
+        mask: rad::MaskVoxels<'_>,
         params: &rad::params::Params,
         label: Option<i64>,
     ) -> Result<rad::Output, rad::RadiomicsError> {
-        match self {
-            TypedImage::F32(v, t) => rad::extract_typed(v, *t, mask, params, label),
-            TypedImage::F64(v, t) => rad::extract_typed(v, *t, mask, params, label),
-        }
+        let image = rad::StoredImage { stored: &self.stored, wide: self.pixel.rounds_in_f32() };
+        rad::extract_stored(&image, self.pixel, mask, params, label)
     }
 }
 
-/// An image and its mask, read side by side (decompressing them is most of
-/// a small ROI's time).
-fn read_pair(image: &Path, mask: &Path) -> Result<(TypedImage, edgeseg::volume::Volume<f32>)> {
-    std::thread::scope(|sc| {
-        let m = sc.spawn(|| read(mask));
-        let i = TypedImage::read(image);
-        let m = m.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
-        Ok((i?, m?))
-    })
+/// An image and its mask, read side by side, the mask scanned for its
+/// labels and `label`'s box while the image is read (decompressing the image
+/// is most of a small ROI's time); an image already read (the batch's
+/// previous row's) is taken as it is.
+fn read_pair(
+    image: &Path,
+    mask: &Path,
+    label: i64,
+    cached: Option<TypedImage>,
+) -> Result<(TypedImage, nifti::Stored, rad::MaskScan)> {
+    let read_mask = || -> Result<(nifti::Stored, rad::MaskScan)> {
+        let m = nifti::read_stored(mask)?;
+        let scan = rad::MaskScan::of(&m, label);
+        Ok((m, scan))
+    };
+    let (i, m) = match cached {
+        Some(i) => (Ok(i), read_mask()),
+        None => rayon::join(|| TypedImage::read(image), read_mask),
+    };
+    let i = i?;
+    let (m, scan) = m?;
+    Ok((i, m, scan))
 }
 
 /// One case (text, --json or --csv) or a batch CSV (CSV or JSON on stdout,
@@ -200,9 +198,20 @@ pub fn run(a: Args) -> Result<bool> {
         let mut rows = Vec::new();
         let mut done = Vec::new();
         let mut all_ok = true;
+        // The image of the previous row, kept for the next row when it names
+        // the same file (rows of one image with several masks).
+        let mut last: Option<(PathBuf, TypedImage)> = None;
         for (i, case) in cases.iter().enumerate() {
             progress.begin("");
-            match extract_case(&case.image, &case.mask, &params, a.label.or(case.label), &plan) {
+            let cached = last.take().filter(|(p, _)| *p == case.image).map(|(_, im)| im);
+            let label = a.label.or(case.label);
+            let l = label.unwrap_or(params.settings.label);
+            let result = read_pair(&case.image, &case.mask, l, cached).and_then(|case_data| {
+                let r = extract_case(&case_data, &params, label, &plan);
+                last = Some((case.image.clone(), case_data.0));
+                r
+            });
+            match result {
                 Ok((out, moved)) => {
                     done.push((format!("case {}", i + 1), out.clone(), moved));
                     rows.push((case.columns.clone(), out));
@@ -239,7 +248,8 @@ pub fn run(a: Args) -> Result<bool> {
         }
         return Ok(all_ok);
     };
-    let (out, moved) = extract_case(&a.image, mask, &params, a.label, &plan)?;
+    let case = read_pair(&a.image, mask, a.label.unwrap_or(params.settings.label), None)?;
+    let (out, moved) = extract_case(&case, &params, a.label, &plan)?;
     let repro =
         (!plan.is_empty()).then(|| reproducibility(&[("case 1".into(), out.clone(), moved)], &plan, a.icc_threshold));
     let text = if a.json {

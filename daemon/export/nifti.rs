@@ -3,7 +3,7 @@
 //! nibabel. Voxel order is kept as loaded (i = DICOM column, j = row, k = slice
 //! along the normal), as ITK writes a DICOM series.
 
-use std::io::{BufWriter, Write};
+use std::io::{BufWriter, Read, Seek, Write};
 use std::path::Path;
 
 use flate2::Compression;
@@ -320,16 +320,502 @@ fn nifti_reason(e: nifti::NiftiError) -> String {
 
 /// Reads a 3D NIfTI volume (any voxel type, scl_slope applied) as f32.
 pub fn read_f32(path: &Path) -> Result<Volume<f32>, ReadError> {
-    read_as(path)
+    Ok(read_stored(path)?.to_f32())
 }
 
 /// Reads a 3D NIfTI volume (any voxel type, scl_slope applied) as f64: for
 /// voxel types whose values float32 would round (float64, 32- and 64-bit
 /// integers).
 pub fn read_f64(path: &Path) -> Result<Volume<f64>, ReadError> {
-    read_as(path)
+    Ok(read_stored(path)?.to_f64())
 }
 
+/// A voxel type a NIfTI file stores: read as it is (little- or big-endian),
+/// converted the way the nifti crate converts it (`as`, then the scaling).
+pub trait StoredScalar: bytemuck::Pod + Send + Sync + PartialOrd {
+    /// Bytes per voxel.
+    const SIZE: usize = std::mem::size_of::<Self>();
+    /// Whether the type is an integer of at most 32 bits (exact in f64 and
+    /// in i64 sums).
+    const SMALL_INT: bool;
+    /// The value with its bytes reversed (big-endian files).
+    fn swap(self) -> Self;
+    /// `self as f32`.
+    fn as_f32(self) -> f32;
+    /// `self as f64`.
+    fn as_f64(self) -> f64;
+    /// `self as i64` (exact for the small integers).
+    fn as_i64(self) -> i64;
+    /// The smallest and largest value of a non-empty slice (for floats, as
+    /// `PartialOrd` orders them, NaN left aside unless all are NaN).
+    fn min_max(s: &[Self]) -> (Self, Self);
+}
+
+macro_rules! stored_int {
+    ($t:ty, $small:expr) => {
+        impl StoredScalar for $t {
+            const SMALL_INT: bool = $small;
+            fn swap(self) -> Self {
+                self.swap_bytes()
+            }
+            fn as_f32(self) -> f32 {
+                self as f32
+            }
+            fn as_f64(self) -> f64 {
+                self as f64
+            }
+            fn as_i64(self) -> i64 {
+                self as i64
+            }
+            fn min_max(s: &[Self]) -> (Self, Self) {
+                let min = s.iter().copied().min().unwrap_or_default();
+                let max = s.iter().copied().max().unwrap_or_default();
+                (min, max)
+            }
+        }
+    };
+}
+stored_int!(u8, true);
+stored_int!(i8, true);
+stored_int!(u16, true);
+stored_int!(i16, true);
+stored_int!(u32, true);
+stored_int!(i32, true);
+stored_int!(u64, false);
+stored_int!(i64, false);
+
+macro_rules! stored_float {
+    ($t:ty, $bits:ty) => {
+        impl StoredScalar for $t {
+            const SMALL_INT: bool = false;
+            fn swap(self) -> Self {
+                <$t>::from_bits(self.to_bits().swap_bytes())
+            }
+            fn as_f32(self) -> f32 {
+                self as f32
+            }
+            fn as_f64(self) -> f64 {
+                self as f64
+            }
+            fn as_i64(self) -> i64 {
+                self as i64
+            }
+            fn min_max(s: &[Self]) -> (Self, Self) {
+                // Any NaN gives NaN for both (a NaN is no run of one value).
+                let first = s.first().copied().unwrap_or_default();
+                s.iter().fold((first, first), |(lo, hi), &v| {
+                    if v.is_nan() || lo.is_nan() {
+                        (<$t>::NAN, <$t>::NAN)
+                    } else {
+                        (if v < lo { v } else { lo }, if v > hi { v } else { hi })
+                    }
+                })
+            }
+        }
+    };
+}
+stored_float!(f32, u32);
+stored_float!(f64, u64);
+
+/// Voxels in the file's type, i fastest: a buffer that may begin with the
+/// header's bytes (the inflated file as it is), the voxels after them.
+pub struct StoredBuf<T> {
+    buf: Vec<T>,
+    start: usize,
+    len: usize,
+}
+
+impl<T> StoredBuf<T> {
+    /// The voxels.
+    pub fn as_slice(&self) -> &[T] {
+        &self.buf[self.start..self.start + self.len]
+    }
+}
+
+/// The voxels of a NIfTI file in its own voxel type.
+#[allow(missing_docs)]
+pub enum Voxels {
+    U8(StoredBuf<u8>),
+    I8(StoredBuf<i8>),
+    U16(StoredBuf<u16>),
+    I16(StoredBuf<i16>),
+    U32(StoredBuf<u32>),
+    I32(StoredBuf<i32>),
+    U64(StoredBuf<u64>),
+    I64(StoredBuf<i64>),
+    F32(StoredBuf<f32>),
+    F64(StoredBuf<f64>),
+}
+
+/// Calls `$body` with `$s` bound to the voxels' slice, whatever their type.
+#[macro_export]
+macro_rules! with_voxels {
+    ($voxels:expr, $s:ident => $body:expr) => {
+        match $voxels {
+            $crate::export::nifti::Voxels::U8(b) => {
+                let $s = b.as_slice();
+                $body
+            }
+            $crate::export::nifti::Voxels::I8(b) => {
+                let $s = b.as_slice();
+                $body
+            }
+            $crate::export::nifti::Voxels::U16(b) => {
+                let $s = b.as_slice();
+                $body
+            }
+            $crate::export::nifti::Voxels::I16(b) => {
+                let $s = b.as_slice();
+                $body
+            }
+            $crate::export::nifti::Voxels::U32(b) => {
+                let $s = b.as_slice();
+                $body
+            }
+            $crate::export::nifti::Voxels::I32(b) => {
+                let $s = b.as_slice();
+                $body
+            }
+            $crate::export::nifti::Voxels::U64(b) => {
+                let $s = b.as_slice();
+                $body
+            }
+            $crate::export::nifti::Voxels::I64(b) => {
+                let $s = b.as_slice();
+                $body
+            }
+            $crate::export::nifti::Voxels::F32(b) => {
+                let $s = b.as_slice();
+                $body
+            }
+            $crate::export::nifti::Voxels::F64(b) => {
+                let $s = b.as_slice();
+                $body
+            }
+        }
+    };
+}
+
+/// The scaling of a NIfTI file as the nifti crate applies it: none when
+/// scl_slope is 0, else `v * slope + inter`, in f32 for an f32 result and
+/// in f64 (slope and inter widened) for an f64 one.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Scaling {
+    /// scl_slope.
+    pub slope: f32,
+    /// scl_inter.
+    pub inter: f32,
+}
+
+impl Scaling {
+    /// The value read as f32 (`read_f32`'s).
+    #[inline]
+    pub fn f32<T: StoredScalar>(self, v: T) -> f32 {
+        let v = v.as_f32();
+        if self.slope == 0.0 { v } else { v * self.slope + self.inter }
+    }
+
+    /// The value read as f64 (`read_f64`'s).
+    #[inline]
+    pub fn f64<T: StoredScalar>(self, v: T) -> f64 {
+        let v = v.as_f64();
+        if self.slope == 0.0 { v } else { v * f64::from(self.slope) + f64::from(self.inter) }
+    }
+
+    /// Whether the scaling leaves every value of an integer type as it is.
+    pub fn is_identity(self) -> bool {
+        self.slope == 0.0 || (self.slope == 1.0 && self.inter == 0.0)
+    }
+}
+
+/// A 3D NIfTI volume as its file stores it: the voxel type, its scaling
+/// (not applied), the geometry.
+pub struct Stored {
+    /// The grid.
+    pub geometry: Geometry,
+    /// NIfTI datatype code.
+    pub datatype: i16,
+    /// scl_slope and scl_inter.
+    pub scaling: Scaling,
+    /// The voxels, i fastest.
+    pub voxels: Voxels,
+}
+
+impl Stored {
+    /// The volume as f32, exactly as `read_f32` gives it.
+    pub fn to_f32(&self) -> Volume<f32> {
+        let sc = self.scaling;
+        let data = with_voxels!(&self.voxels, s => s.iter().map(|&v| sc.f32(v)).collect());
+        Volume { geometry: self.geometry.clone(), data }
+    }
+
+    /// The volume as f64, exactly as `read_f64` gives it.
+    pub fn to_f64(&self) -> Volume<f64> {
+        let sc = self.scaling;
+        let data = with_voxels!(&self.voxels, s => s.iter().map(|&v| sc.f64(v)).collect());
+        Volume { geometry: self.geometry.clone(), data }
+    }
+}
+
+/// Bytes per voxel of the scalar NIfTI datatypes; None for the others
+/// (RGB, complex, float128, unknown codes).
+fn datatype_size(code: i16) -> Option<usize> {
+    Some(match code {
+        2 | 256 => 1,
+        4 | 512 => 2,
+        8 | 16 | 768 => 4,
+        64 | 1024 | 1280 => 8,
+        _ => return None,
+    })
+}
+
+/// Where the volume's bytes begin in a single .nii file: at vox_offset, and
+/// never inside the 348-byte header and its 4-byte extension flag.
+fn data_start(h: &nifti::NiftiHeader) -> usize {
+    (h.vox_offset.max(0.0) as usize).max(352)
+}
+
+/// The header's grid and voxel layout, checked.
+struct Layout {
+    geometry: Geometry,
+    size: usize,
+    voxels: usize,
+}
+
+fn layout(path: &Path, h: &nifti::NiftiHeader) -> Result<Layout, ReadError> {
+    let err = |reason: String| ReadError::Read { path: path.to_path_buf(), reason };
+    let d = h.dim;
+    let rank = usize::from(d[0]);
+    if !(3..=7).contains(&rank) || d[4..=rank].iter().any(|&v| v > 1) {
+        return Err(ReadError::NotThreeD { path: path.to_path_buf(), dims: d[1..=rank.min(7)].to_vec() });
+    }
+    h.dim().map_err(|e| err(nifti_reason(e)))?;
+    let dims = [usize::from(d[1]), usize::from(d[2]), usize::from(d[3])];
+    let geometry = geometry_from_ras(&header_affine_ras(h), dims)
+        .map_err(|reason| ReadError::Affine { path: path.to_path_buf(), reason })?;
+    let size = datatype_size(h.datatype)
+        .ok_or_else(|| err(format!("voxel type (NIfTI datatype {}) is not a scalar type", h.datatype)))?;
+    if usize::try_from(h.bitpix).ok() != Some(size * 8) {
+        return Err(err(format!("bitpix {} does not match datatype {}", h.bitpix, h.datatype)));
+    }
+    Ok(Layout { voxels: geometry.voxel_count(), geometry, size })
+}
+
+/// A buffer of `T` holding at least `bytes` bytes, zeroed.
+fn typed_buffer<T: StoredScalar>(bytes: usize) -> Vec<T> {
+    vec![T::zeroed(); bytes.div_ceil(T::SIZE)]
+}
+
+/// The voxels of a file: `fill` writes the bytes from `offset` on into the
+/// buffer it is given (at least `offset` plus the voxels' bytes), then the
+/// voxels are taken in place when `offset` falls on a voxel boundary.
+fn stored_voxels<T: StoredScalar>(
+    lay: &Layout,
+    big_endian: bool,
+    fill: impl FnOnce(&mut [u8]) -> Result<usize, String>,
+    offset: usize,
+    capacity: usize,
+) -> Result<StoredBuf<T>, String> {
+    let n = lay.voxels;
+    let mut buf = typed_buffer::<T>(capacity.max(offset + n * T::SIZE));
+    let bytes = bytemuck::cast_slice_mut::<T, u8>(&mut buf);
+    let got = fill(bytes)?;
+    if got < offset + n * T::SIZE {
+        return Err(format!(
+            "holds {} bytes of voxels, its header declares {}",
+            got.saturating_sub(offset),
+            n * T::SIZE
+        ));
+    }
+    let mut out = if offset.is_multiple_of(T::SIZE) {
+        StoredBuf { buf, start: offset / T::SIZE, len: n }
+    } else {
+        let mut own = typed_buffer::<T>(n * T::SIZE);
+        bytemuck::cast_slice_mut::<T, u8>(&mut own)
+            .copy_from_slice(&bytemuck::cast_slice::<T, u8>(&buf)[offset..offset + n * T::SIZE]);
+        StoredBuf { buf: own, start: 0, len: n }
+    };
+    if big_endian {
+        for v in &mut out.buf[out.start..out.start + n] {
+            *v = v.swap();
+        }
+    }
+    Ok(out)
+}
+
+/// `stored_voxels` for the header's datatype.
+fn voxels_of(
+    lay: &Layout,
+    datatype: i16,
+    big_endian: bool,
+    fill: impl FnOnce(&mut [u8]) -> Result<usize, String>,
+    offset: usize,
+    capacity: usize,
+) -> Result<Voxels, String> {
+    Ok(match datatype {
+        2 => Voxels::U8(stored_voxels(lay, big_endian, fill, offset, capacity)?),
+        256 => Voxels::I8(stored_voxels(lay, big_endian, fill, offset, capacity)?),
+        512 => Voxels::U16(stored_voxels(lay, big_endian, fill, offset, capacity)?),
+        4 => Voxels::I16(stored_voxels(lay, big_endian, fill, offset, capacity)?),
+        768 => Voxels::U32(stored_voxels(lay, big_endian, fill, offset, capacity)?),
+        8 => Voxels::I32(stored_voxels(lay, big_endian, fill, offset, capacity)?),
+        1280 => Voxels::U64(stored_voxels(lay, big_endian, fill, offset, capacity)?),
+        1024 => Voxels::I64(stored_voxels(lay, big_endian, fill, offset, capacity)?),
+        16 => Voxels::F32(stored_voxels(lay, big_endian, fill, offset, capacity)?),
+        64 => Voxels::F64(stored_voxels(lay, big_endian, fill, offset, capacity)?),
+        other => return Err(format!("voxel type (NIfTI datatype {other}) is not a scalar type")),
+    })
+}
+
+/// Reads as much as `buf` holds, or to the end of `r`; the bytes read.
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match r.read(&mut buf[got..]) {
+            Ok(0) => break,
+            Ok(k) => got += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(got)
+}
+
+/// Reads a 3D NIfTI volume in the voxel type its file stores (scaling not
+/// applied: [`Stored::to_f32`] and [`Stored::to_f64`] give what
+/// [`read_f32`] and [`read_f64`] give). A .nii is read straight into the
+/// voxel buffer; a gzip-compressed one (recognised by its first bytes) is
+/// inflated in one pass by libdeflate into a buffer sized from the header
+/// and the gzip trailer, and a file of several gzip members, or one whose
+/// trailer does not give the size, through a streaming decoder. A header
+/// with a separate image file (.hdr/.img) goes through the nifti crate.
+pub fn read_stored(path: &Path) -> Result<Stored, ReadError> {
+    let err = |reason: String| ReadError::Read { path: path.to_path_buf(), reason };
+    let mut file = std::fs::File::open(path).map_err(|e| err(e.to_string()))?;
+    let mut head = [0u8; 352];
+    let got = read_full(&mut file, &mut head).map_err(|e| err(e.to_string()))?;
+    if got >= 2 && head[..2] == [0x1f, 0x8b] {
+        let mut bytes = head[..got].to_vec();
+        file.read_to_end(&mut bytes).map_err(|e| err(e.to_string()))?;
+        drop(file);
+        return read_gz(path, &bytes);
+    }
+    let h = match nifti::NiftiHeader::from_reader(&head[..got]) {
+        Ok(h) if &h.magic == b"n+1\0" => h,
+        _ => return read_via_crate(path),
+    };
+    let lay = layout(path, &h)?;
+    let start = data_start(&h);
+    // A header declaring more voxels than the file holds is refused before
+    // any buffer is made for them.
+    let len = file.metadata().map_err(|e| err(e.to_string()))?.len();
+    let bytes = (lay.voxels as u64).saturating_mul(lay.size as u64);
+    if len.saturating_sub(start as u64) < bytes {
+        return Err(err(format!(
+            "holds {} bytes of voxels, its header declares {bytes}",
+            len.saturating_sub(start as u64)
+        )));
+    }
+    file.seek(std::io::SeekFrom::Start(start as u64)).map_err(|e| err(e.to_string()))?;
+    let fill = |b: &mut [u8]| read_full(&mut file, b).map_err(|e| e.to_string());
+    let voxels = voxels_of(&lay, h.datatype, h.endianness == nifti::Endianness::Big, fill, 0, 0).map_err(err)?;
+    Ok(Stored {
+        geometry: lay.geometry,
+        datatype: h.datatype,
+        scaling: Scaling { slope: h.scl_slope, inter: h.scl_inter },
+        voxels,
+    })
+}
+
+/// A gzip-compressed single-file NIfTI, all of whose bytes are `gz`.
+fn read_gz(path: &Path, gz: &[u8]) -> Result<Stored, ReadError> {
+    let err = |reason: String| ReadError::Read { path: path.to_path_buf(), reason };
+    let mut head = [0u8; 352];
+    let got = read_full(&mut flate2::bufread::MultiGzDecoder::new(gz), &mut head).map_err(|e| err(e.to_string()))?;
+    let h = match nifti::NiftiHeader::from_reader(&head[..got]) {
+        Ok(h) if &h.magic == b"n+1\0" => h,
+        _ => return read_via_crate(path),
+    };
+    let lay = layout(path, &h)?;
+    let start = data_start(&h);
+    let needed = start.saturating_add(lay.voxels.saturating_mul(lay.size));
+    // Deflate expands at most 1032 to 1: a header declaring more than the
+    // compressed bytes can hold is refused before any buffer is made.
+    if needed > gz.len().saturating_mul(1032) {
+        return Err(err(format!("declares {needed} bytes, more than {} compressed bytes can hold", gz.len())));
+    }
+    // ISIZE: the last member's length modulo 2^32, the whole file's when it
+    // is one member under 4 GiB.
+    let isize = gz
+        .len()
+        .checked_sub(4)
+        .map_or(0, |at| u32::from_le_bytes([gz[at], gz[at + 1], gz[at + 2], gz[at + 3]]) as usize);
+    let capacity = needed.max(isize);
+    let big = h.endianness == nifti::Endianness::Big;
+    let one_shot = |b: &mut [u8]| -> Result<usize, String> {
+        match libdeflater::Decompressor::new().gzip_decompress(gz, &mut b[..capacity]) {
+            Ok(n) if n >= needed => Ok(n),
+            // Several members (the first ends early), or more than the trailer said.
+            Ok(_) | Err(libdeflater::DecompressionError::InsufficientSpace) => Ok(0),
+            Err(libdeflater::DecompressionError::BadData) => Err("corrupt gzip data".into()),
+        }
+    };
+    match voxels_of(&lay, h.datatype, big, one_shot, start, capacity) {
+        Ok(voxels) => {
+            return Ok(Stored {
+                geometry: lay.geometry,
+                datatype: h.datatype,
+                scaling: Scaling { slope: h.scl_slope, inter: h.scl_inter },
+                voxels,
+            });
+        }
+        Err(e) if e.starts_with("corrupt") => return Err(err(e)),
+        Err(_) => {}
+    }
+    // Streaming, every member in turn: the header and extensions skipped, the
+    // voxels inflated into their own buffer.
+    let stream = |b: &mut [u8]| -> Result<usize, String> {
+        let mut dec = flate2::bufread::MultiGzDecoder::new(gz);
+        let mut skip = vec![0u8; start];
+        if read_full(&mut dec, &mut skip).map_err(|e| e.to_string())? < start {
+            return Ok(0);
+        }
+        read_full(&mut dec, b).map_err(|e| e.to_string())
+    };
+    let voxels = voxels_of(&lay, h.datatype, big, stream, 0, 0).map_err(err)?;
+    Ok(Stored {
+        geometry: lay.geometry,
+        datatype: h.datatype,
+        scaling: Scaling { slope: h.scl_slope, inter: h.scl_inter },
+        voxels,
+    })
+}
+
+/// Through the nifti crate (a .hdr/.img pair, or a header it alone reads):
+/// its raw voxel bytes, typed here.
+fn read_via_crate(path: &Path) -> Result<Stored, ReadError> {
+    let err = |reason: String| ReadError::Read { path: path.to_path_buf(), reason };
+    let obj = nifti::ReaderOptions::new().read_file(path).map_err(|e| err(nifti_reason(e)))?;
+    let h = nifti::NiftiObject::header(&obj).clone();
+    let lay = layout(path, &h)?;
+    let raw = nifti::NiftiObject::into_volume(obj).into_raw_data();
+    let fill = |b: &mut [u8]| {
+        let n = raw.len().min(b.len());
+        b[..n].copy_from_slice(&raw[..n]);
+        Ok(n)
+    };
+    let voxels = voxels_of(&lay, h.datatype, h.endianness == nifti::Endianness::Big, fill, 0, 0).map_err(err)?;
+    Ok(Stored {
+        geometry: lay.geometry,
+        datatype: h.datatype,
+        scaling: Scaling { slope: h.scl_slope, inter: h.scl_inter },
+        voxels,
+    })
+}
+
+/// The nifti crate's own reading and conversion (the reference the stored
+/// path is tested against).
+#[cfg(test)]
 fn read_as<T: nifti::DataElement + Copy>(path: &Path) -> Result<Volume<T>, ReadError> {
     let err = |reason: String| ReadError::Read { path: path.to_path_buf(), reason };
     let obj = nifti::ReaderOptions::new().read_file(path).map_err(|e| err(nifti_reason(e)))?;
@@ -363,7 +849,7 @@ fn read_as<T: nifti::DataElement + Copy>(path: &Path) -> Result<Volume<T>, ReadE
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -435,6 +921,78 @@ mod tests {
         let other = Volume { geometry: Geometry { dims: [1, 1, 1], ..g.clone() }, data: vec![0.0] };
         assert!(write_4d(&dir.path().join("x.nii"), &[vols[0].clone(), other], "").is_err());
         assert!(write_4d::<f32>(&dir.path().join("y.nii"), &[], "").is_err());
+    }
+
+    /// The fixture files of tests/fixtures/nifti_types.py (nibabel and
+    /// SimpleITK), written into `dir`; the cases of its expected.json.
+    pub(crate) fn nifti_type_fixtures(dir: &Path) -> Vec<serde_json::Value> {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let python = std::env::var_os("EDGESEG_PYTHON")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| root.join(".venv/bin/python"));
+        let out = std::process::Command::new(&python)
+            .arg(root.join("tests/fixtures/nifti_types.py"))
+            .arg(dir)
+            .output()
+            .expect("the venv's python runs (scripts/venv.sh)");
+        assert!(out.status.success(), "nifti_types.py: {}", String::from_utf8_lossy(&out.stderr));
+        let text = std::fs::read_to_string(dir.join("expected.json")).expect("expected.json");
+        serde_json::from_str::<serde_json::Value>(&text).expect("json").as_array().expect("list").clone()
+    }
+
+    fn hex(b: &[u8]) -> String {
+        b.iter().map(|x| format!("{x:02x}")).collect()
+    }
+
+    #[test]
+    fn stored_voxels_are_the_files_and_convert_bit_for_bit_as_the_nifti_crate() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cases = nifti_type_fixtures(dir.path());
+        assert!(cases.len() > 30);
+        for c in &cases {
+            let name = c["file"].as_str().expect("file");
+            let p = dir.path().join(name);
+            if c["error"].as_bool() == Some(true) {
+                let e = read_stored(&p).err().unwrap_or_else(|| panic!("{name} read"));
+                assert!(matches!(e, ReadError::Read { .. }), "{name}: {e}");
+                assert!(e.to_string().contains(name) && !e.to_string().contains("Io("), "{name}: {e}");
+                assert!(read_f32(&p).is_err() && read_f64(&p).is_err(), "{name}");
+                continue;
+            }
+            let st = read_stored(&p).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(i64::from(st.datatype), c["datatype"].as_i64().expect("datatype"), "{name}");
+            let dims: Vec<usize> =
+                c["dims"].as_array().expect("dims").iter().map(|d| d.as_u64().expect("d") as usize).collect();
+            assert_eq!(st.geometry.dims.to_vec(), dims, "{name}");
+            // The voxels nibabel reads, unscaled, byte for byte (little-endian).
+            let bytes: Vec<u8> = crate::with_voxels!(&st.voxels, s => {
+                s.iter().flat_map(|v| {
+                    let b = bytemuck::bytes_of(v).to_vec();
+                    if cfg!(target_endian = "big") { b.into_iter().rev().collect::<Vec<_>>() } else { b }
+                }).collect()
+            });
+            assert_eq!(hex(&bytes), c["raw"].as_str().expect("raw"), "{name}: stored voxels");
+            let sc = st.scaling;
+            let (slope, inter) = if sc.slope == 0.0 { (1.0, 0.0) } else { (sc.slope, sc.inter) };
+            assert_eq!(f64::from(slope), c["slope"].as_f64().expect("slope"), "{name}");
+            assert_eq!(f64::from(inter), c["inter"].as_f64().expect("inter"), "{name}");
+            // As f32 and f64: the nifti crate's own reading, bit for bit (the
+            // two-member file against its one-member twin: the crate reads
+            // the first member only).
+            let reference = dir.path().join(c["twin"].as_str().unwrap_or(name));
+            let (a32, b32) = (read_as::<f32>(&reference).expect("crate f32"), st.to_f32());
+            let (a64, b64) = (read_as::<f64>(&reference).expect("crate f64"), st.to_f64());
+            assert_eq!(a32.geometry, b32.geometry, "{name}");
+            assert_eq!(a64.geometry, b64.geometry, "{name}");
+            let bits32 = |v: &Volume<f32>| v.data.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            let bits64 = |v: &Volume<f64>| v.data.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits32(&a32), bits32(&b32), "{name}: f32");
+            assert_eq!(bits64(&a64), bits64(&b64), "{name}: f64");
+            assert_eq!(bits32(&read_f32(&p).expect("read_f32")), bits32(&a32), "{name}");
+            assert_eq!(bits64(&read_f64(&p).expect("read_f64")), bits64(&a64), "{name}");
+        }
+        // The crate alone cannot read the file of two gzip members.
+        assert!(read_as::<f32>(&dir.path().join("two_members.nii.gz")).is_err());
     }
 
     #[test]

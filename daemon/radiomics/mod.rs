@@ -24,6 +24,7 @@ pub mod study;
 
 use serde_json::{Value as Json, json};
 
+use crate::export::nifti::StoredScalar;
 use crate::volume::Volume;
 use params::{FeatureClass, ImageType, Params, ResegmentMode, Settings};
 pub use resample::PixelType;
@@ -125,10 +126,6 @@ pub struct Image {
 }
 
 impl Image {
-    fn from_volume<T: Voxel>(v: &Volume<T>) -> Image {
-        Image { dims: v.geometry.dims, spacing: v.geometry.spacing, data: v.data.iter().map(|&x| x.into()).collect() }
-    }
-
     fn crop(&self, lo: [usize; 3], hi: [usize; 3]) -> Image {
         Image {
             dims: [hi[0] - lo[0] + 1, hi[1] - lo[1] + 1, hi[2] - lo[2] + 1],
@@ -319,6 +316,7 @@ fn check_box(lo: [usize; 3], hi: [usize; 3], n: usize, s: &Settings) -> Result<(
 
 /// The voxels of one label, cropped to their bounding box: the box (inclusive,
 /// x y z, on the mask's grid), the voxel count and the cropped mask.
+#[derive(Clone)]
 struct RoiBox {
     lo: [usize; 3],
     hi: [usize; 3],
@@ -336,16 +334,38 @@ impl RoiBox {
 /// `label`, cropped to their bounding box; None when there are none. One scan
 /// of each row for the box, then a copy of the box only.
 fn roi_box(data: &[f32], dims: [usize; 3], label: u32) -> Option<RoiBox> {
-    let hit = |v: &f32| *v as u32 == label;
-    let mut lo = [usize::MAX; 3];
-    let mut hi = [0usize; 3];
-    for (r, row) in data.chunks_exact(dims[0].max(1)).enumerate() {
-        let Some(first) = row.iter().position(hit) else { continue };
-        let last = row.iter().rposition(hit).unwrap_or(first);
-        let (y, z) = (r % dims[1], r / dims[1]);
-        lo = [lo[0].min(first), lo[1].min(y), lo[2].min(z)];
-        hi = [hi[0].max(last), hi[1].max(y), hi[2].max(z)];
-    }
+    roi_box_by(data, dims, |v: &f32| *v as u32 == label, |_| false)
+}
+
+/// `roi_box` with the test of a voxel given, and a test of a row that
+/// tells it holds no such voxel (without looking at each).
+fn roi_box_by<T: Copy + Sync>(
+    data: &[T],
+    dims: [usize; 3],
+    hit: impl Fn(&T) -> bool + Sync,
+    skip_row: impl Fn(&[T]) -> bool + Sync,
+) -> Option<RoiBox> {
+    use rayon::prelude::*;
+    let (hit, skip_row) = (&hit, &skip_row);
+    // Rows in parallel: (lo, hi) of the rows holding the label.
+    let none = ([usize::MAX; 3], [0usize; 3]);
+    let (lo, hi) = data
+        .par_chunks_exact(dims[0].max(1))
+        .enumerate()
+        .with_min_len(64)
+        .fold(
+            || none,
+            |(lo, hi), (r, row)| {
+                if skip_row(row) {
+                    return (lo, hi);
+                }
+                let Some(first) = row.iter().position(hit) else { return (lo, hi) };
+                let last = row.iter().rposition(hit).unwrap_or(first);
+                let (y, z) = (r % dims[1], r / dims[1]);
+                ([lo[0].min(first), lo[1].min(y), lo[2].min(z)], [hi[0].max(last), hi[1].max(y), hi[2].max(z)])
+            },
+        )
+        .reduce(|| none, |(a, b), (c, d)| ([0, 1, 2].map(|i| a[i].min(c[i])), [0, 1, 2].map(|i| b[i].max(d[i]))));
     if lo[0] == usize::MAX {
         return None;
     }
@@ -496,18 +516,268 @@ impl Voxel for f32 {}
 impl Voxel for f64 {}
 
 /// Labels present in a label volume (values cast to integers, as
-/// PyRadiomics' getMask): one scan, a set insert only where the value changes.
-fn labels_present(data: &[f32]) -> std::collections::BTreeSet<u32> {
-    let mut set = std::collections::BTreeSet::new();
-    let mut last = None;
-    for &v in data {
-        let l = v as u32;
-        if last != Some(l) {
-            set.insert(l);
-            last = Some(l);
-        }
+/// PyRadiomics' getMask): one scan, a set insert only where the stored
+/// value changes (equal stored values have equal labels).
+fn labels_present_by<T: Copy + PartialEq + Sync>(
+    data: &[T],
+    label: impl Fn(T) -> u32 + Sync,
+    uniform: impl Fn(&[T]) -> Option<T> + Sync,
+) -> std::collections::BTreeSet<u32> {
+    use rayon::prelude::*;
+    let (label, uniform) = (&label, &uniform);
+    data.par_chunks(1 << 12)
+        .with_min_len(64)
+        .fold(std::collections::BTreeSet::new, |mut set, part| {
+            if let Some(v) = uniform(part) {
+                set.insert(label(v));
+                return set;
+            }
+            let mut last = None;
+            for &v in part {
+                if last != Some(v) {
+                    set.insert(label(v));
+                    last = Some(v);
+                }
+            }
+            set
+        })
+        .reduce(std::collections::BTreeSet::new, |mut a, b| {
+            a.extend(b);
+            a
+        })
+}
+
+/// A label map the extraction reads: the labels (a voxel's value cast to an
+/// integer, as PyRadiomics' getMask), and its values as f32 for the paths
+/// that resample it.
+trait LabelVoxels: Sync {
+    fn geometry(&self) -> &crate::volume::Geometry;
+    fn labels_present(&self) -> std::collections::BTreeSet<u32>;
+    fn roi_box(&self, label: u32) -> Option<RoiBox>;
+    fn values_f32(&self) -> std::borrow::Cow<'_, [f32]>;
+}
+
+impl LabelVoxels for Volume<f32> {
+    fn geometry(&self) -> &crate::volume::Geometry {
+        &self.geometry
     }
-    set
+    fn labels_present(&self) -> std::collections::BTreeSet<u32> {
+        labels_present_by(&self.data, |v| v as u32, |_| None)
+    }
+    fn roi_box(&self, label: u32) -> Option<RoiBox> {
+        roi_box(&self.data, self.geometry.dims, label)
+    }
+    fn values_f32(&self) -> std::borrow::Cow<'_, [f32]> {
+        std::borrow::Cow::Borrowed(&self.data)
+    }
+}
+
+/// A mask file's voxels in their stored type: a voxel's label is its value
+/// read as f32 (`read_f32`'s), cast to an integer.
+impl LabelVoxels for crate::export::nifti::Stored {
+    fn geometry(&self) -> &crate::volume::Geometry {
+        &self.geometry
+    }
+    fn labels_present(&self) -> std::collections::BTreeSet<u32> {
+        let sc = self.scaling;
+        crate::with_voxels!(&self.voxels, d => {
+            // A run of one stored value has one label (any type); runs are
+            // found by the smallest and largest value of a chunk.
+            labels_present_by(d, |v| sc.f32(v) as u32, |part| {
+                let (lo, hi) = StoredScalar::min_max(part);
+                (lo == hi).then_some(lo)
+            })
+        })
+    }
+    fn roi_box(&self, label: u32) -> Option<RoiBox> {
+        let sc = self.scaling;
+        let dims = self.geometry.dims;
+        crate::with_voxels!(&self.voxels, d => {
+            let lab = move |v| sc.f32(v) as u32;
+            // Integers of at most 16 bits unscaled: the label is monotonic in
+            // the stored value, so a row whose extremes' labels both miss
+            // on one side holds none.
+            let ints = small_exact_ints(d, sc);
+            roi_box_by(d, dims, |v| lab(*v) == label, |row| {
+                ints && {
+                    let (lo, hi) = StoredScalar::min_max(row);
+                    lab(hi) < label || lab(lo) > label
+                }
+            })
+        })
+    }
+    fn values_f32(&self) -> std::borrow::Cow<'_, [f32]> {
+        std::borrow::Cow::Owned(self.to_f32().data)
+    }
+}
+
+/// Whether the stored type is an integer of at most 16 bits and the scaling
+/// leaves it as it is (its values are exact in f32 and f64, and in i64 sums).
+fn small_exact_ints<T: StoredScalar>(_: &[T], sc: crate::export::nifti::Scaling) -> bool {
+    T::SMALL_INT && T::SIZE <= 2 && sc.is_identity()
+}
+
+/// A mask's labels and one label's ROI box, found once (beside the image's
+/// reading) and handed to the extraction.
+pub struct MaskScan {
+    labels: std::collections::BTreeSet<u32>,
+    label: u32,
+    roi: Option<RoiBox>,
+}
+
+impl MaskScan {
+    /// Scans `mask` for its labels and the box of `label` (the label the
+    /// extraction will ask for; another is scanned for again).
+    pub fn of(mask: &crate::export::nifti::Stored, label: i64) -> MaskScan {
+        let label = label as u32;
+        let (labels, roi) = rayon::join(|| mask.labels_present(), || mask.roi_box(label));
+        MaskScan { labels, label, roi }
+    }
+}
+
+/// A stored mask with its scan.
+struct Scanned<'a> {
+    mask: &'a crate::export::nifti::Stored,
+    scan: &'a MaskScan,
+}
+
+impl LabelVoxels for Scanned<'_> {
+    fn geometry(&self) -> &crate::volume::Geometry {
+        &self.mask.geometry
+    }
+    fn labels_present(&self) -> std::collections::BTreeSet<u32> {
+        self.scan.labels.clone()
+    }
+    fn roi_box(&self, label: u32) -> Option<RoiBox> {
+        if label == self.scan.label { self.scan.roi.clone() } else { self.mask.roi_box(label) }
+    }
+    fn values_f32(&self) -> std::borrow::Cow<'_, [f32]> {
+        self.mask.values_f32()
+    }
+}
+
+/// An image the extraction reads: its grid, the whole-image figures, and
+/// its values as f64 over a box (what depends on the whole image comes from
+/// one scan; only boxes are converted).
+trait ImageVoxels: Sync {
+    fn geometry(&self) -> &crate::volume::Geometry;
+    fn whole(&self) -> WholeImage;
+    /// The sum of (v - mean)² over every voxel, in voxel order.
+    fn sum_sq_dev(&self, mean: f64) -> f64;
+    /// The values over the box lo..=hi (x y z).
+    fn region(&self, lo: [usize; 3], hi: [usize; 3]) -> Vec<f64>;
+}
+
+impl<T: Voxel> ImageVoxels for Volume<T> {
+    fn geometry(&self) -> &crate::volume::Geometry {
+        &self.geometry
+    }
+    fn whole(&self) -> WholeImage {
+        WholeImage::of(&self.data)
+    }
+    fn sum_sq_dev(&self, mean: f64) -> f64 {
+        sum_sq_dev(&self.data, |v| v.into(), mean)
+    }
+    fn region(&self, lo: [usize; 3], hi: [usize; 3]) -> Vec<f64> {
+        crop(&self.data, self.geometry.dims, lo, hi).into_iter().map(Into::into).collect()
+    }
+}
+
+fn sum_sq_dev<T: Copy>(data: &[T], value: impl Fn(T) -> f64, mean: f64) -> f64 {
+    data.iter()
+        .map(|&v| {
+            let d = value(v) - mean;
+            d * d
+        })
+        .sum::<f64>()
+}
+
+/// An image file's voxels in their stored type, valued as `read_f64` (wide)
+/// or `read_f32` would give them.
+pub struct StoredImage<'a> {
+    /// The file's voxels.
+    pub stored: &'a crate::export::nifti::Stored,
+    /// Valued as f64 (types float32 would round) rather than f32.
+    pub wide: bool,
+}
+
+impl StoredImage<'_> {
+    /// The value of one stored voxel.
+    #[inline]
+    fn value<T: crate::export::nifti::StoredScalar>(
+        sc: crate::export::nifti::Scaling,
+        wide: bool,
+    ) -> impl Fn(T) -> f64 + Copy + Sync {
+        move |v: T| if wide { sc.f64(v) } else { f64::from(sc.f32(v)) }
+    }
+
+    /// Whether every value is the stored integer itself, so that sums in
+    /// integers equal the sums in f64 voxel by voxel.
+    fn exact_ints<T: StoredScalar>(&self) -> bool {
+        T::SMALL_INT && T::SIZE <= 2 && self.stored.scaling.is_identity()
+    }
+}
+
+/// WholeImage of small integers: minimum, maximum and sum in integers, in
+/// parallel; the sum equals the f64 sum voxel by voxel while every partial
+/// sum stays below 2^53 (then each f64 addition is exact).
+fn whole_ints<T: crate::export::nifti::StoredScalar>(data: &[T]) -> Option<WholeImage> {
+    use rayon::prelude::*;
+    if data.is_empty() || (data.len() as u128) * 65536 > (1u128 << 53) {
+        return None;
+    }
+    let (min, max, sum) = data
+        .par_chunks(1 << 16)
+        .map(|part| {
+            let (mut min, mut max, mut sum) = (i64::MAX, i64::MIN, 0i64);
+            for &v in part {
+                let v = v.as_i64();
+                min = min.min(v);
+                max = max.max(v);
+                sum += v;
+            }
+            (min, max, sum)
+        })
+        .reduce(|| (i64::MAX, i64::MIN, 0), |a, b| (a.0.min(b.0), a.1.max(b.1), a.2 + b.2));
+    Some(WholeImage { n: data.len() as f64, sum: sum as f64, min: min as f64, max: max as f64 })
+}
+
+impl ImageVoxels for StoredImage<'_> {
+    fn geometry(&self) -> &crate::volume::Geometry {
+        &self.stored.geometry
+    }
+    fn whole(&self) -> WholeImage {
+        let (sc, wide) = (self.stored.scaling, self.wide);
+        crate::with_voxels!(&self.stored.voxels, d => {
+            let fast = if self.exact_ints_of(d) { whole_ints(d) } else { None };
+            fast.unwrap_or_else(|| WholeImage::of_by(d, Self::value(sc, wide)))
+        })
+    }
+    fn sum_sq_dev(&self, mean: f64) -> f64 {
+        let (sc, wide) = (self.stored.scaling, self.wide);
+        crate::with_voxels!(&self.stored.voxels, d => sum_sq_dev(d, Self::value(sc, wide), mean))
+    }
+    fn region(&self, lo: [usize; 3], hi: [usize; 3]) -> Vec<f64> {
+        let (sc, wide) = (self.stored.scaling, self.wide);
+        let dims = self.stored.geometry.dims;
+        crate::with_voxels!(&self.stored.voxels, d => {
+            let value = Self::value(sc, wide);
+            let mut out = Vec::with_capacity((hi[0] - lo[0] + 1) * (hi[1] - lo[1] + 1) * (hi[2] - lo[2] + 1));
+            for z in lo[2]..=hi[2] {
+                for y in lo[1]..=hi[1] {
+                    let row = (z * dims[1] + y) * dims[0];
+                    out.extend(d[row + lo[0]..=row + hi[0]].iter().map(|&v| value(v)));
+                }
+            }
+            out
+        })
+    }
+}
+
+impl StoredImage<'_> {
+    fn exact_ints_of<T: crate::export::nifti::StoredScalar>(&self, _: &[T]) -> bool {
+        self.exact_ints::<T>()
+    }
 }
 
 /// Whole-image figures from one scan: voxel count, sum, minimum and maximum
@@ -522,10 +792,15 @@ struct WholeImage {
 
 impl WholeImage {
     fn of<T: Voxel>(data: &[T]) -> WholeImage {
+        WholeImage::of_by(data, |v| v.into())
+    }
+
+    /// One scan in voxel order, each voxel valued by `value`.
+    fn of_by<T: Copy>(data: &[T], value: impl Fn(T) -> f64) -> WholeImage {
         let mut sum = 0.0f64;
         let (mut min, mut max) = (f64::INFINITY, f64::NEG_INFINITY);
         for &v in data {
-            let v: f64 = v.into();
+            let v = value(v);
             sum += v;
             min = min.min(v);
             max = max.max(v);
@@ -547,16 +822,9 @@ struct Norm {
 }
 
 impl Norm {
-    fn of<T: Voxel>(data: &[T], whole: &WholeImage, s: &Settings) -> Norm {
+    fn of(image: &dyn ImageVoxels, whole: &WholeImage, s: &Settings) -> Norm {
         let mean = whole.sum / whole.n;
-        let var = data
-            .iter()
-            .map(|&v| {
-                let d = v.into() - mean;
-                d * d
-            })
-            .sum::<f64>()
-            / (whole.n - 1.0);
+        let var = image.sum_sq_dev(mean) / (whole.n - 1.0);
         Norm { mean, inv: 1.0 / var.sqrt(), scale: s.normalize_scale, outliers: s.remove_outliers }
     }
 
@@ -572,15 +840,15 @@ impl Norm {
 /// The image the filters see, before any box is cut from it: the file's
 /// volume (normalised voxel by voxel when asked, never copied whole), or the
 /// image resampledPixelSpacing made (already normalised, on its new grid).
-enum Source<'a, T> {
-    File { v: &'a Volume<T>, norm: Option<Norm> },
+enum Source<'a> {
+    File { v: &'a dyn ImageVoxels, norm: Option<Norm> },
     Resampled(Image),
 }
 
-impl<T: Voxel> Source<'_, T> {
+impl Source<'_> {
     fn spacing(&self) -> [f64; 3] {
         match self {
-            Source::File { v, .. } => v.geometry.spacing,
+            Source::File { v, .. } => v.geometry().spacing,
             Source::Resampled(img) => img.spacing,
         }
     }
@@ -589,7 +857,7 @@ impl<T: Voxel> Source<'_, T> {
     fn region(&self, lo: [usize; 3], hi: [usize; 3]) -> Image {
         match self {
             Source::File { v, norm } => {
-                let mut data: Vec<f64> = crop(&v.data, v.geometry.dims, lo, hi).into_iter().map(Into::into).collect();
+                let mut data = v.region(lo, hi);
                 if let Some(n) = norm {
                     for x in &mut data {
                         *x = n.apply(*x);
@@ -597,7 +865,7 @@ impl<T: Voxel> Source<'_, T> {
                 }
                 Image {
                     dims: [hi[0] - lo[0] + 1, hi[1] - lo[1] + 1, hi[2] - lo[2] + 1],
-                    spacing: v.geometry.spacing,
+                    spacing: v.geometry().spacing,
                     data,
                 }
             }
@@ -609,10 +877,10 @@ impl<T: Voxel> Source<'_, T> {
     fn extremes(&self, lo: [usize; 3], hi: [usize; 3], whole: &WholeImage) -> (f64, f64) {
         match self {
             Source::File { v, norm } => {
-                let (min, max) = if lo == [0; 3] && hi == v.geometry.dims.map(|d| d - 1) {
+                let (min, max) = if lo == [0; 3] && hi == v.geometry().dims.map(|d| d - 1) {
                     (whole.min, whole.max)
                 } else {
-                    let w = WholeImage::of(&crop(&v.data, v.geometry.dims, lo, hi));
+                    let w = WholeImage::of(&v.region(lo, hi));
                     (w.min, w.max)
                 };
                 match norm {
@@ -667,6 +935,45 @@ pub fn extract_typed<T: Voxel>(
     params: &Params,
     label: Option<i64>,
 ) -> Result<Output, RadiomicsError> {
+    extract_from(image, pixel, mask, params, label)
+}
+
+/// A mask for [`extract_stored`]: a file's voxels in their stored type, or
+/// a volume of f32 labels (a perturbed ROI).
+pub enum MaskVoxels<'a> {
+    /// A NIfTI file's voxels.
+    Stored(&'a crate::export::nifti::Stored),
+    /// A NIfTI file's voxels with their scan.
+    Scanned(&'a crate::export::nifti::Stored, &'a MaskScan),
+    /// Labels as f32.
+    F32(&'a Volume<f32>),
+}
+
+/// `extract_typed` on an image file's voxels in their stored type (valued
+/// as `read_f64` gives them when `image.wide`, else as `read_f32`): the
+/// same values, with only the ROI's box (plus what the filters read)
+/// converted, and the whole-image figures from one scan of the stored type.
+pub fn extract_stored(
+    image: &StoredImage<'_>,
+    pixel: PixelType,
+    mask: MaskVoxels<'_>,
+    params: &Params,
+    label: Option<i64>,
+) -> Result<Output, RadiomicsError> {
+    match mask {
+        MaskVoxels::Stored(m) => extract_from(image, pixel, m, params, label),
+        MaskVoxels::Scanned(mask, scan) => extract_from(image, pixel, &Scanned { mask, scan }, params, label),
+        MaskVoxels::F32(m) => extract_from(image, pixel, m, params, label),
+    }
+}
+
+fn extract_from(
+    image: &dyn ImageVoxels,
+    pixel: PixelType,
+    mask: &dyn LabelVoxels,
+    params: &Params,
+    label: Option<i64>,
+) -> Result<Output, RadiomicsError> {
     let mut s = params.settings.clone();
     if let Some(l) = label {
         s.label = l;
@@ -677,7 +984,7 @@ pub fn extract_typed<T: Voxel>(
     };
     let mut out: Output = Vec::new();
     // getMask: labels present.
-    let labels = labels_present(&mask.data);
+    let labels = mask.labels_present();
     if labels.len() <= 1 {
         return Err(RadiomicsError::EmptyMask);
     }
@@ -686,7 +993,7 @@ pub fn extract_typed<T: Voxel>(
         return Err(RadiomicsError::LabelAbsent { label: s.label, present: present.join(", ") });
     }
     let label_u = s.label as u32;
-    let whole = WholeImage::of(&image.data);
+    let whole = image.whole();
     if s.additional_info {
         out.push(("diagnostics_Versions_edgeseg".into(), json!(crate::version())));
         out.push(("diagnostics_Versions_PyRadiomicsReference".into(), json!("3.0.1")));
@@ -701,27 +1008,30 @@ pub fn extract_typed<T: Voxel>(
             .collect();
         out.push(("diagnostics_Configuration_EnabledImageTypes".into(), Json::Object(types)));
         out.push(("diagnostics_Image-original_Dimensionality".into(), json!("3D")));
-        out.push(("diagnostics_Image-original_Spacing".into(), tuple3(image.geometry.spacing)));
-        out.push(("diagnostics_Image-original_Size".into(), tuple3(image.geometry.dims)));
+        out.push(("diagnostics_Image-original_Spacing".into(), tuple3(image.geometry().spacing)));
+        out.push(("diagnostics_Image-original_Size".into(), tuple3(image.geometry().dims)));
         out.push(("diagnostics_Image-original_Mean".into(), json!(whole.sum / whole.n)));
         out.push(("diagnostics_Image-original_Minimum".into(), json!(whole.min)));
         out.push(("diagnostics_Image-original_Maximum".into(), json!(whole.max)));
     }
     // The ROI on the mask's own grid (the image's too, unless they differ).
-    let mut own = roi_box(&mask.data, mask.geometry.dims, label_u);
+    let mut own = mask.roi_box(label_u);
     if s.additional_info {
-        mask_diagnostics(&mut out, "original", own.as_ref(), &mask.geometry);
+        mask_diagnostics(&mut out, "original", own.as_ref(), mask.geometry());
     }
-    let norm = s.normalize.then(|| Norm::of(&image.data, &whole, &s));
+    let norm = s.normalize.then(|| Norm::of(image, &whole, &s));
     // The voxel type the filters see: sitk.Normalize returns a float64 image.
     let pixel = if s.normalize { PixelType::F64 } else { pixel };
-    let mut image_geometry = image.geometry.clone();
-    let mut mask_geometry = mask.geometry.clone();
-    let mut mask_vals = std::borrow::Cow::Borrowed(&mask.data[..]);
+    let mut image_geometry = image.geometry().clone();
+    let mut mask_geometry = mask.geometry().clone();
+    // The mask's values as f32, made only where resampling reads them.
+    let mut mask_vals: Option<std::borrow::Cow<'_, [f32]>> = None;
     // resampleImage (before checkMask, as PyRadiomics' loadImage does it), on
     // the normalised image; it crops image and mask to the ROI plus padDistance.
     let (source, cropped_by_resampling) = if let Some((spacing, interp)) = &resampling {
-        let mut img = Image::from_volume(image);
+        let g = image.geometry();
+        let mut img = Image { dims: g.dims, spacing: g.spacing, data: image.region([0; 3], g.dims.map(|d| d - 1)) };
+        let mask_vals = mask_vals.get_or_insert_with(|| mask.values_f32());
         if let Some(n) = &norm {
             for x in &mut img.data {
                 *x = n.apply(*x);
@@ -729,7 +1039,7 @@ pub fn extract_typed<T: Voxel>(
         }
         let nn = resample::Interpolator::NearestNeighbor;
         let m: Vec<f64> = mask_vals.iter().map(|&v| f64::from(v)).collect();
-        match resample::plan(&image_geometry, &mask_geometry, &mask_vals, label_u, spacing, s.pad_distance)? {
+        match resample::plan(&image_geometry, &mask_geometry, mask_vals, label_u, spacing, s.pad_distance)? {
             resample::Plan::SameSpacing => {
                 // The mask onto the image grid, then both cropped to the ROI plus padDistance.
                 let on_grid: Vec<f32> = resample::resample(&m, &mask_geometry, &image_geometry, nn, PixelType::U32)
@@ -742,7 +1052,7 @@ pub fn extract_typed<T: Voxel>(
                 let pad = s.pad_distance.max(0) as usize;
                 let plo = [0, 1, 2].map(|d| lo[d].saturating_sub(pad));
                 let phi = [0, 1, 2].map(|d| (lo[d] + size[d] - 1 + pad).min(img.dims[d] - 1));
-                mask_vals = crop(&on_grid, img.dims, plo, phi).into();
+                *mask_vals = crop(&on_grid, img.dims, plo, phi).into();
                 img = img.crop(plo, phi);
                 image_geometry = crate::volume::Geometry {
                     dims: img.dims,
@@ -752,7 +1062,7 @@ pub fn extract_typed<T: Voxel>(
             }
             resample::Plan::Grid(g) => {
                 img.data = resample::resample(&img.data, &image_geometry, &g, *interp, pixel);
-                mask_vals = resample::resample(&m, &mask_geometry, &g, nn, PixelType::U32)
+                *mask_vals = resample::resample(&m, &mask_geometry, &g, nn, PixelType::U32)
                     .iter()
                     .map(|&v| v as f32)
                     .collect::<Vec<f32>>()
@@ -763,7 +1073,7 @@ pub fn extract_typed<T: Voxel>(
             }
         }
         mask_geometry = image_geometry.clone();
-        own = roi_box(&mask_vals, image_geometry.dims, label_u);
+        own = roi_box(mask_vals, image_geometry.dims, label_u);
         if s.additional_info {
             image_diagnostics(&mut out, "interpolated", &img);
             mask_diagnostics(&mut out, "interpolated", own.as_ref(), &image_geometry);
@@ -781,7 +1091,8 @@ pub fn extract_typed<T: Voxel>(
         if !s.correct_mask {
             return Err(RadiomicsError::GeometryMismatch { what });
         }
-        let src = Volume { geometry: mask_geometry.clone(), data: mask_vals.into_owned() };
+        let data = mask_vals.unwrap_or_else(|| mask.values_f32()).into_owned();
+        let src = Volume { geometry: mask_geometry.clone(), data };
         let resampled = resample_nearest(&src, &image_geometry);
         drop(src);
         let roi = roi_box(&resampled, dims, label_u).ok_or(RadiomicsError::RoiOutsideImage)?;
@@ -1092,6 +1403,90 @@ pub fn image_type_names() -> Vec<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn outputs_equal(a: &Result<Output, RadiomicsError>, b: &Result<Output, RadiomicsError>) -> bool {
+        match (a, b) {
+            (Ok(a), Ok(b)) => a == b,
+            (Err(a), Err(b)) => a.to_string() == b.to_string(),
+            _ => false,
+        }
+    }
+
+    /// The stored-type path (image and mask in their file types, only boxes
+    /// converted) gives the f32/f64 path's output exactly, diagnostics
+    /// included, on SimpleITK's int16 image and uint8 mask, nibabel's scaled
+    /// int16 and int32 images, under settings that read the whole image
+    /// (normalize, filters, resampling, resegmentation).
+    #[test]
+    fn stored_voxels_give_the_f32_and_f64_paths_output() {
+        use crate::export::nifti;
+        let dir = tempfile::tempdir().expect("tempdir");
+        nifti::tests::nifti_type_fixtures(dir.path());
+        let settings = [
+            "",
+            "setting:\n  normalize: true\n  removeOutliers: 3\n",
+            "setting:\n  resampledPixelSpacing: [1, 1, 1]\n",
+            "setting:\n  binCount: 16\n  resegmentRange: [-100, 400]\n",
+            "imageType:\n  Original: {}\n  LoG:\n    sigma: [1.0]\n  Wavelet: {}\n  Square: {}\n  Gradient: {}\n",
+        ];
+        let params: Vec<Params> = settings
+            .iter()
+            .map(|t| if t.is_empty() { Params::default() } else { Params::from_text(t).expect(t) })
+            .collect();
+        let mut compared = 0;
+        for ext in ["nii", "nii.gz"] {
+            let (ip, mp) = (dir.path().join(format!("sitk_ct.{ext}")), dir.path().join(format!("sitk_mask.{ext}")));
+            let (image, mask) = (nifti::read_stored(&ip).expect("image"), nifti::read_stored(&mp).expect("mask"));
+            let (image32, mask32) = (nifti::read_f32(&ip).expect("image"), nifti::read_f32(&mp).expect("mask"));
+            let stored = StoredImage { stored: &image, wide: false };
+            for p in &params {
+                for label in [1, 2, 3] {
+                    let want = extract_typed(&image32, PixelType::I16, &mask32, p, Some(label));
+                    let got = extract_stored(&stored, PixelType::I16, MaskVoxels::Stored(&mask), p, Some(label));
+                    assert!(outputs_equal(&want, &got), "label {label}, {ext}: {want:?} against {got:?}");
+                    let scan = MaskScan::of(&mask, label);
+                    let got =
+                        extract_stored(&stored, PixelType::I16, MaskVoxels::Scanned(&mask, &scan), p, Some(label));
+                    assert!(outputs_equal(&want, &got), "label {label}, {ext}, scanned");
+                    compared += usize::from(want.is_ok());
+                }
+            }
+        }
+        // Scaled int16 (valued in f32) and int32 (valued in f64, values up
+        // to 2^31: binned by count), with a mask of the voxels above the median.
+        let by_count: Vec<Params> = [
+            "setting:\n  binCount: 32\n",
+            "setting:\n  binCount: 32\n  normalize: true\n",
+            "setting:\n  binCount: 32\n  resampledPixelSpacing: [1, 1, 1]\n",
+        ]
+        .iter()
+        .map(|t| Params::from_text(t).expect(t))
+        .collect();
+        for (file, wide, pixel) in [("scaled_int16.nii.gz", false, PixelType::F32), ("int32.nii", true, PixelType::I32)]
+        {
+            let p = dir.path().join(file);
+            let image = nifti::read_stored(&p).expect("image");
+            let mut sorted = image.to_f64().data;
+            sorted.sort_by(f64::total_cmp);
+            let median = sorted[sorted.len() / 2];
+            let values = image.to_f64();
+            let mask = Volume {
+                geometry: values.geometry.clone(),
+                data: values.data.iter().map(|&v| if v > median { 1.0 } else { 0.0 }).collect(),
+            };
+            for p in &by_count {
+                let want = if wide {
+                    extract_typed(&nifti::read_f64(&dir.path().join(file)).expect("f64"), pixel, &mask, p, None)
+                } else {
+                    extract_typed(&image.to_f32(), pixel, &mask, p, None)
+                };
+                let got = extract_stored(&StoredImage { stored: &image, wide }, pixel, MaskVoxels::F32(&mask), p, None);
+                assert!(outputs_equal(&want, &got), "{file}: {want:?} against {got:?}");
+                compared += usize::from(want.is_ok());
+            }
+        }
+        assert_eq!(compared, 26, "extractions that succeeded and were compared");
+    }
 
     #[test]
     fn thirteen_directions_by_default() {

@@ -114,7 +114,7 @@ fn max_dist2(points: &[[f64; 3]]) -> f64 {
     if points.len() < 2 {
         return best;
     }
-    if points.len() <= 2048 {
+    if points.len() <= 256 {
         brute_max(points, points, &mut best);
         return best;
     }
@@ -155,12 +155,50 @@ fn max_dist2(points: &[[f64; 3]]) -> f64 {
             (pts, l, h)
         })
         .collect();
-    let mut pairs = Vec::with_capacity(boxes.len() * (boxes.len() + 1) / 2);
+    // A distance reached, to start from: among the points extreme along 13
+    // directions. Cell pairs that cannot beat it are never listed (a hollow
+    // ROI fills most cells, and sorting every pair dominated its shape).
+    const DIRS: [[f64; 3]; 13] = [
+        [1.0, 0.0, 0.0],
+        [0.0, 1.0, 0.0],
+        [0.0, 0.0, 1.0],
+        [1.0, 1.0, 0.0],
+        [1.0, -1.0, 0.0],
+        [1.0, 0.0, 1.0],
+        [1.0, 0.0, -1.0],
+        [0.0, 1.0, 1.0],
+        [0.0, 1.0, -1.0],
+        [1.0, 1.0, 1.0],
+        [1.0, 1.0, -1.0],
+        [1.0, -1.0, 1.0],
+        [-1.0, 1.0, 1.0],
+    ];
+    let mut extreme = Vec::with_capacity(2 * DIRS.len());
+    for dir in DIRS {
+        let dot = |p: &[f64; 3]| p[0] * dir[0] + p[1] * dir[1] + p[2] * dir[2];
+        let (mut lo_p, mut hi_p) = (points[0], points[0]);
+        let (mut lo_v, mut hi_v) = (dot(&points[0]), dot(&points[0]));
+        for p in points {
+            let v = dot(p);
+            if v < lo_v {
+                (lo_v, lo_p) = (v, *p);
+            }
+            if v > hi_v {
+                (hi_v, hi_p) = (v, *p);
+            }
+        }
+        extreme.push(lo_p);
+        extreme.push(hi_p);
+    }
+    brute_max(&extreme, &extreme, &mut best);
+    let mut pairs = Vec::new();
     for i in 0..boxes.len() {
         for j in i..boxes.len() {
             let (a, b) = (&boxes[i], &boxes[j]);
             let ub: f64 = (0..3).map(|d| (a.2[d] - b.1[d]).abs().max((b.2[d] - a.1[d]).abs()).powi(2)).sum();
-            pairs.push((ub, i, j));
+            if ub > best {
+                pairs.push((ub, i, j));
+            }
         }
     }
     pairs.sort_by(|a, b| b.0.total_cmp(&a.0));
@@ -198,15 +236,20 @@ pub fn diameters(mask: &[bool], dims: [usize; 3], spacing: [f64; 3]) -> [f64; 4]
         }
     }
     let phys = |v: &[usize; 3]| [0, 1, 2].map(|d| v[d] as f64 / 2.0 * spacing[d]);
+    // The four maxima side by side (a maximum is the same in any order).
+    use rayon::prelude::*;
     let mut out = [0.0; 4];
-    out[3] = max_dist2(&verts.iter().map(phys).collect::<Vec<_>>());
-    for axis in 0..3 {
-        let mut groups: std::collections::BTreeMap<usize, Vec<[f64; 3]>> = std::collections::BTreeMap::new();
-        for v in &verts {
-            groups.entry(v[axis]).or_default().push(phys(v));
-        }
-        out[axis] = groups.values().map(|g| max_dist2(g)).fold(0.0, f64::max);
-    }
+    out.par_iter_mut().enumerate().for_each(|(axis, o)| {
+        *o = if axis == 3 {
+            max_dist2(&verts.iter().map(phys).collect::<Vec<_>>())
+        } else {
+            let mut groups: std::collections::BTreeMap<usize, Vec<[f64; 3]>> = std::collections::BTreeMap::new();
+            for v in &verts {
+                groups.entry(v[axis]).or_default().push(phys(v));
+            }
+            groups.values().map(|g| max_dist2(g)).fold(0.0, f64::max)
+        };
+    });
     out.map(f64::sqrt)
 }
 
@@ -236,8 +279,8 @@ pub fn compute(mask: &[bool], dims: [usize; 3], spacing: [f64; 3], enabled: &[&s
             }
         }
     }
-    let (area, volume) = mesh_area_volume(&padded, pd, sp);
-    let diam = diameters(&padded, pd, sp);
+    // The mesh (summed in its own order) beside the diameters.
+    let ((area, volume), diam) = rayon::join(|| mesh_area_volume(&padded, pd, sp), || diameters(&padded, pd, sp));
     let np = coords.len() as f64;
     let mut mean = [0.0; 3];
     for c in &coords {

@@ -220,6 +220,32 @@ def test_batch_csv_layout(tmp_path):
         assert math.isclose(float(row[k]), float(ref[k]), rel_tol=REL)
 
 
+def test_batch_rows_of_one_image_match_pyradiomics(tmp_path):
+    """Consecutive rows naming one image (edgeseg reads it once for them) with
+    other masks and labels, another image between, the first again: every
+    row as PyRadiomics extracts it."""
+    rng = np.random.default_rng(11)
+    img, m, spacing = _case(rng, "two_lesions")
+    img2, _, _ = _case(rng, "two_lesions")
+    a = _write(tmp_path, "a.nii.gz", img, spacing)
+    b = _write(tmp_path, "b.nii", img2, spacing)
+    lab = m.copy()
+    lab[:, 16:, :][m[:, 16:, :] == 1] = 2
+    m1 = _write(tmp_path, "m1.nii.gz", m, spacing)
+    m2 = _write(tmp_path, "m2.nii.gz", lab, spacing)
+    rows = [(a, m1, 1), (a, m2, 2), (a, m2, 1), (b, m1, 1), (a, m2, 2)]
+    batch = tmp_path / "batch.csv"
+    batch.write_text("Image,Mask,Label\n" + "".join(f"{i},{k},{l}\n" for i, k, l in rows))
+    pf = tmp_path / "params.yaml"
+    pf.write_text(_yaml({}))
+    out = json.loads(run_edgeseg("radiomics", batch, "--params", pf, "--json").stdout)
+    assert len(out) == len(rows)
+    for (image, mask, label), row in zip(rows, out):
+        assert (row["Image"], row["Mask"], row["Label"]) == (str(image), str(mask), str(label))
+        got = {k: v for k, v in row.items() if not k.startswith("diagnostics_") and k not in ("Image", "Mask", "Label")}
+        _compare(_pyradiomics(image, mask, pf, label), got)
+
+
 def test_unknown_parameter_key_is_refused_with_its_position(tmp_path):
     rng = np.random.default_rng(1)
     img, m, spacing = _case(rng, "box")
