@@ -603,7 +603,10 @@ fn layout(path: &Path, h: &nifti::NiftiHeader) -> Result<Layout, ReadError> {
 
 /// A buffer of `T` holding at least `bytes` bytes, zeroed.
 fn typed_buffer<T: StoredScalar>(bytes: usize) -> Vec<T> {
-    vec![T::zeroed(); bytes.div_ceil(T::SIZE)]
+    let mut v = vec![T::zeroed(); bytes.div_ceil(T::SIZE)];
+    // Before the first write: a 157 MB CT is then 75 faults, not 38 000.
+    crate::sys::advise_huge_pages(&mut v);
+    v
 }
 
 /// The voxels of a file: `fill` writes the bytes from `offset` on into the
@@ -695,7 +698,15 @@ pub fn read_stored(path: &Path) -> Result<Stored, ReadError> {
     let mut head = [0u8; 352];
     let got = read_full(&mut file, &mut head).map_err(|e| err(e.to_string()))?;
     if got >= 2 && head[..2] == [0x1f, 0x8b] {
-        let mut bytes = head[..got].to_vec();
+        // The compressed bytes in one buffer of the file's size, huge pages
+        // asked for before it is written (as the voxels' buffer).
+        let size = file.metadata().map_or(0, |m| m.len() as usize).max(got);
+        let mut bytes = vec![0u8; size];
+        crate::sys::advise_huge_pages(&mut bytes);
+        bytes[..got].copy_from_slice(&head[..got]);
+        let rest = read_full(&mut file, &mut bytes[got..]).map_err(|e| err(e.to_string()))?;
+        bytes.truncate(got + rest);
+        // A file that grew since its size was read: the rest too.
         file.read_to_end(&mut bytes).map_err(|e| err(e.to_string()))?;
         drop(file);
         return read_gz(path, &bytes);
