@@ -451,47 +451,14 @@ pub enum Voxels {
 #[macro_export]
 macro_rules! with_voxels {
     ($voxels:expr, $s:ident => $body:expr) => {
+        $crate::with_voxels!(@arms $voxels, $s, $body, U8 I8 U16 I16 U32 I32 U64 I64 F32 F64)
+    };
+    (@arms $voxels:expr, $s:ident, $body:expr, $($variant:ident)*) => {
         match $voxels {
-            $crate::export::nifti::Voxels::U8(b) => {
+            $($crate::export::nifti::Voxels::$variant(b) => {
                 let $s = b.as_slice();
                 $body
-            }
-            $crate::export::nifti::Voxels::I8(b) => {
-                let $s = b.as_slice();
-                $body
-            }
-            $crate::export::nifti::Voxels::U16(b) => {
-                let $s = b.as_slice();
-                $body
-            }
-            $crate::export::nifti::Voxels::I16(b) => {
-                let $s = b.as_slice();
-                $body
-            }
-            $crate::export::nifti::Voxels::U32(b) => {
-                let $s = b.as_slice();
-                $body
-            }
-            $crate::export::nifti::Voxels::I32(b) => {
-                let $s = b.as_slice();
-                $body
-            }
-            $crate::export::nifti::Voxels::U64(b) => {
-                let $s = b.as_slice();
-                $body
-            }
-            $crate::export::nifti::Voxels::I64(b) => {
-                let $s = b.as_slice();
-                $body
-            }
-            $crate::export::nifti::Voxels::F32(b) => {
-                let $s = b.as_slice();
-                $body
-            }
-            $crate::export::nifti::Voxels::F64(b) => {
-                let $s = b.as_slice();
-                $body
-            }
+            })*
         }
     };
 }
