@@ -136,11 +136,23 @@ impl Image {
 }
 
 fn crop<T: Copy>(data: &[T], dims: [usize; 3], lo: [usize; 3], hi: [usize; 3]) -> Vec<T> {
+    crop_map(data, dims, lo, hi, |v| v)
+}
+
+/// [`crop`] with each voxel valued by `value` on the way (no copy of the
+/// box in the source type).
+fn crop_map<T: Copy, O>(
+    data: &[T],
+    dims: [usize; 3],
+    lo: [usize; 3],
+    hi: [usize; 3],
+    value: impl Fn(T) -> O,
+) -> Vec<O> {
     let mut out = Vec::with_capacity((hi[0] - lo[0] + 1) * (hi[1] - lo[1] + 1) * (hi[2] - lo[2] + 1));
     for z in lo[2]..=hi[2] {
         for y in lo[1]..=hi[1] {
             let row = (z * dims[1] + y) * dims[0];
-            out.extend_from_slice(&data[row + lo[0]..=row + hi[0]]);
+            out.extend(data[row + lo[0]..=row + hi[0]].iter().map(|&v| value(v)));
         }
     }
     out
@@ -679,7 +691,7 @@ impl<T: Voxel> ImageVoxels for Volume<T> {
         sum_sq_dev(&self.data, |v| v.into(), mean)
     }
     fn region(&self, lo: [usize; 3], hi: [usize; 3]) -> Vec<f64> {
-        crop(&self.data, self.geometry.dims, lo, hi).into_iter().map(Into::into).collect()
+        crop_map(&self.data, self.geometry.dims, lo, hi, Into::into)
     }
 }
 
@@ -709,12 +721,6 @@ impl StoredImage<'_> {
         wide: bool,
     ) -> impl Fn(T) -> f64 + Copy + Sync {
         move |v: T| if wide { sc.f64(v) } else { f64::from(sc.f32(v)) }
-    }
-
-    /// Whether every value is the stored integer itself, so that sums in
-    /// integers equal the sums in f64 voxel by voxel.
-    fn exact_ints<T: StoredScalar>(&self) -> bool {
-        T::SMALL_INT && T::SIZE <= 2 && self.stored.scaling.is_identity()
     }
 }
 
@@ -749,7 +755,9 @@ impl ImageVoxels for StoredImage<'_> {
     fn whole(&self) -> WholeImage {
         let (sc, wide) = (self.stored.scaling, self.wide);
         crate::with_voxels!(&self.stored.voxels, d => {
-            let fast = if self.exact_ints_of(d) { whole_ints(d) } else { None };
+            // Every value the stored integer itself: sums in integers equal
+            // the sums in f64 voxel by voxel.
+            let fast = if small_exact_ints(d, sc) { whole_ints(d) } else { None };
             fast.unwrap_or_else(|| WholeImage::of_by(d, Self::value(sc, wide)))
         })
     }
@@ -760,23 +768,7 @@ impl ImageVoxels for StoredImage<'_> {
     fn region(&self, lo: [usize; 3], hi: [usize; 3]) -> Vec<f64> {
         let (sc, wide) = (self.stored.scaling, self.wide);
         let dims = self.stored.geometry.dims;
-        crate::with_voxels!(&self.stored.voxels, d => {
-            let value = Self::value(sc, wide);
-            let mut out = Vec::with_capacity((hi[0] - lo[0] + 1) * (hi[1] - lo[1] + 1) * (hi[2] - lo[2] + 1));
-            for z in lo[2]..=hi[2] {
-                for y in lo[1]..=hi[1] {
-                    let row = (z * dims[1] + y) * dims[0];
-                    out.extend(d[row + lo[0]..=row + hi[0]].iter().map(|&v| value(v)));
-                }
-            }
-            out
-        })
-    }
-}
-
-impl StoredImage<'_> {
-    fn exact_ints_of<T: crate::export::nifti::StoredScalar>(&self, _: &[T]) -> bool {
-        self.exact_ints::<T>()
+        crate::with_voxels!(&self.stored.voxels, d => crop_map(d, dims, lo, hi, Self::value(sc, wide)))
     }
 }
 
