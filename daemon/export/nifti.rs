@@ -347,7 +347,7 @@ pub trait StoredScalar: bytemuck::Pod + Send + Sync + PartialOrd {
     /// `self as i64` (exact for the small integers).
     fn as_i64(self) -> i64;
     /// The smallest and largest value of a non-empty slice (for floats, as
-    /// `PartialOrd` orders them, NaN left aside unless all are NaN).
+    /// `PartialOrd` orders them; any NaN gives NaN for both).
     fn min_max(s: &[Self]) -> (Self, Self);
 }
 
@@ -385,7 +385,7 @@ stored_int!(u64, false);
 stored_int!(i64, false);
 
 macro_rules! stored_float {
-    ($t:ty, $bits:ty) => {
+    ($t:ty) => {
         impl StoredScalar for $t {
             const SMALL_INT: bool = false;
             fn swap(self) -> Self {
@@ -414,8 +414,8 @@ macro_rules! stored_float {
         }
     };
 }
-stored_float!(f32, u32);
-stored_float!(f64, u64);
+stored_float!(f32);
+stored_float!(f64);
 
 /// Voxels in the file's type, i fastest: a buffer that may begin with the
 /// header's bytes (the inflated file as it is), the voxels after them.
