@@ -8,6 +8,9 @@
 # tool extracts the three ROIs; wall time and peak memory (GNU time) per ROI.
 #   bench/radiomics.sh
 #   RAW=1 bench/radiomics.sh   both tools read uncompressed .nii copies
+#   REPEAT=3 bench/radiomics.sh  each tool 3 times per ROI, alternating (PyRadiomics,
+#                              then edgeseg): the median wall time, every run listed
+#   ROIS="1 2" bench/radiomics.sh  only these ROIs (1 tumour, 2 ring, 3 lung)
 #   EDGESEG_BIN=path/to/edgeseg bench/radiomics.sh   (that binary as built: no
 #   build, no venv refresh; the .venv must already hold PyRadiomics)
 # The load column is the 1-minute load average when each run ended (other
@@ -79,17 +82,32 @@ if [ -n "${RAW:-}" ]; then
         gzip -dc "$work/$f.nii.gz" > "$work/$f.nii"
     done
 fi
-echo "roi tool wall_s peak_MiB features load (then: largest relative difference, edgeseg against PyRadiomics); inputs .$ext"
-for label in 1 2 3; do
-    /usr/bin/time -f "%e %M" -o "$work/t_es" "$bin" radiomics "$work/ct.$ext" "$work/roi$label.$ext" --json > "$work/es_$label.json"
-    es_load=$(cut -d' ' -f1 /proc/loadavg)
+echo "roi tool wall_s (median of REPEAT runs) peak_MiB (largest) features load (then: largest relative difference, edgeseg against PyRadiomics); inputs .$ext"
+repeat=${REPEAT:-1}
+# median of the numbers given (the middle one; the lower middle of an even count)
+median() { printf '%s\n' "$@" | sort -g | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}'; }
+for label in ${ROIS:-1 2 3}; do
+    es_all=() py_all=() es_kb=0 py_kb=0
+    for _ in $(seq "$repeat"); do
+        /usr/bin/time -f "%e %M" -o "$work/t_es" "$bin" radiomics "$work/ct.$ext" "$work/roi$label.$ext" --json > "$work/es_$label.json"
+        es_load=$(cut -d' ' -f1 /proc/loadavg)
+        /usr/bin/time -f "%e %M" -o "$work/t_py" "$py" "$work/pyrad.py" "$work/ct.$ext" "$work/roi$label.$ext" "$work/py_$label.json" > "$work/py_$label.txt"
+        py_load=$(cut -d' ' -f1 /proc/loadavg)
+        read -r s kb < "$work/t_es"
+        es_all+=("$s")
+        es_kb=$((kb > es_kb ? kb : es_kb))
+        read -r s kb < "$work/t_py"
+        py_all+=("$s")
+        py_kb=$((kb > py_kb ? kb : py_kb))
+    done
     n_es=$("$py" -c "import json,sys; print(len([k for k in json.load(open(sys.argv[1])) if not k.startswith('diagnostics_')]))" "$work/es_$label.json")
-    /usr/bin/time -f "%e %M" -o "$work/t_py" "$py" "$work/pyrad.py" "$work/ct.$ext" "$work/roi$label.$ext" "$work/py_$label.json" > "$work/py_$label.txt"
-    py_load=$(cut -d' ' -f1 /proc/loadavg)
-    read -r es_s es_kb < "$work/t_es"
-    read -r py_s py_kb < "$work/t_py"
+    es_s=$(median "${es_all[@]}")
+    py_s=$(median "${py_all[@]}")
     echo "$label edgeseg $es_s $((es_kb / 1024)) $n_es $es_load"
     echo "$label pyradiomics $py_s $((py_kb / 1024)) $(cat "$work/py_$label.txt") $py_load"
+    if [ "$repeat" -gt 1 ]; then
+        echo "  runs: edgeseg ${es_all[*]}; pyradiomics ${py_all[*]}; speed-up of the medians $(echo "$py_s / $es_s" | bc -l | cut -c1-5)"
+    fi
     "$py" - "$work/py_$label.json" "$work/es_$label.json" <<'PY'
 import json, math, sys
 ref, got = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
