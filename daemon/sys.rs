@@ -26,6 +26,35 @@ pub fn advise_huge_pages<T>(buf: &mut [T]) {
     }
 }
 
+/// Takes the page faults of the memory from `addr` to `addr + len` now
+/// (madvise MADV_POPULATE_WRITE, Linux 5.14+), so that the thread which
+/// then writes a large fresh buffer does not stop at each first touch: run
+/// on another core, before or while that thread writes. Changes no byte of
+/// memory. Advice only: on failure (an older kernel, memory no longer
+/// mapped) nothing changes.
+pub fn prefault_writable(addr: usize, len: usize) {
+    // SAFETY: sysconf has no preconditions.
+    let page = match unsafe { libc::sysconf(libc::_SC_PAGESIZE) } {
+        p if p > 0 => p as usize,
+        _ => return,
+    };
+    let start = addr.div_ceil(page) * page;
+    let end = addr.saturating_add(len) / page * page;
+    if end <= start {
+        return;
+    }
+    // SAFETY: MADV_POPULATE_WRITE only faults pages in (breaking copy-on-
+    // write where needed) as a write would, without writing: no byte of any
+    // mapping changes, whoever owns the range and whatever other threads do
+    // with it meanwhile (concurrent writes meet an ordinary page fault). A
+    // range no longer mapped, or mapped read-only, makes the call fail with
+    // no effect.
+    let rc = unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_POPULATE_WRITE) };
+    if rc != 0 {
+        tracing::debug!("madvise(MADV_POPULATE_WRITE) refused: {}", std::io::Error::last_os_error());
+    }
+}
+
 /// Free space available to this (unprivileged) process on the file system
 /// holding `path`, in bytes (statvfs: f_bavail × f_frsize).
 pub fn free_bytes(path: &std::path::Path) -> std::io::Result<u64> {

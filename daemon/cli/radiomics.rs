@@ -139,12 +139,11 @@ struct TypedImage {
 }
 
 impl TypedImage {
-    fn read(p: &Path) -> Result<TypedImage> {
-        let stored = nifti::read_stored(p)?;
+    fn of(stored: nifti::Stored) -> TypedImage {
         let sc = stored.scaling;
         let scaled = sc.slope != 0.0 && (sc.slope != 1.0 || sc.inter != 0.0);
         let pixel = rad::PixelType::from_nifti(stored.datatype, scaled);
-        Ok(TypedImage { stored, pixel })
+        TypedImage { stored, pixel }
     }
 
     fn extract(
@@ -158,24 +157,38 @@ impl TypedImage {
     }
 }
 
-/// An image and its mask, read side by side, the mask scanned for its
-/// labels and `label`'s box while the image is read (decompressing the image
-/// is most of a small ROI's time); an image already read (the batch's
-/// previous row's) is taken as it is.
+/// An image and its mask: the image's file read first (a compressed one by
+/// both cores), then its voxels inflated on this thread while the other
+/// takes the page faults of their buffer, reads the mask and scans it for
+/// its labels and `label`'s box (decompressing the image is most of a small
+/// ROI's time); an image already read (the batch's previous row's) is taken
+/// as it is.
 fn read_pair(
     image: &Path,
     mask: &Path,
     label: i64,
+    params: &rad::params::Params,
     cached: Option<TypedImage>,
 ) -> Result<(TypedImage, nifti::Stored, rad::MaskScan)> {
     let read_mask = || -> Result<(nifti::Stored, rad::MaskScan)> {
         let m = nifti::read_stored(mask)?;
-        let scan = rad::MaskScan::of(&m, label);
+        let scan = rad::MaskScan::of(&m, label, params);
         Ok((m, scan))
     };
     let (i, m) = match cached {
         Some(i) => (Ok(i), read_mask()),
-        None => rayon::join(|| TypedImage::read(image), read_mask),
+        None => {
+            let opened = nifti::open(image)?;
+            let prefault = opened.prefault();
+            let (i, m) = rayon::join(
+                || opened.read(),
+                || {
+                    prefault.run();
+                    read_mask()
+                },
+            );
+            (i.map(TypedImage::of).map_err(anyhow::Error::from), m)
+        }
     };
     let i = i?;
     let (m, scan) = m?;
@@ -206,7 +219,7 @@ pub fn run(a: Args) -> Result<bool> {
             let cached = last.take().filter(|(p, _)| *p == case.image).map(|(_, im)| im);
             let label = a.label.or(case.label);
             let l = label.unwrap_or(params.settings.label);
-            let result = read_pair(&case.image, &case.mask, l, cached).and_then(|case_data| {
+            let result = read_pair(&case.image, &case.mask, l, &params, cached).and_then(|case_data| {
                 let r = extract_case(&case_data, &params, label, &plan);
                 last = Some((case.image.clone(), case_data.0));
                 r
@@ -248,7 +261,7 @@ pub fn run(a: Args) -> Result<bool> {
         }
         return Ok(all_ok);
     };
-    let case = read_pair(&a.image, mask, a.label.unwrap_or(params.settings.label), None)?;
+    let case = read_pair(&a.image, mask, a.label.unwrap_or(params.settings.label), &params, None)?;
     let (out, moved) = extract_case(&case, &params, a.label, &plan)?;
     let repro =
         (!plan.is_empty()).then(|| reproducibility(&[("case 1".into(), out.clone(), moved)], &plan, a.icc_threshold));

@@ -8,6 +8,7 @@ pub mod contour;
 pub mod csv;
 pub mod dicom_refs;
 pub mod dicom_source;
+pub mod gzip;
 pub mod mip;
 pub mod nifti;
 pub mod palette;

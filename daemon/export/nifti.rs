@@ -576,44 +576,94 @@ fn typed_buffer<T: StoredScalar>(bytes: usize) -> Vec<T> {
     v
 }
 
-/// The voxels of a file: `fill` writes the bytes from `offset` on into the
-/// buffer it is given (at least `offset` plus the voxels' bytes), then the
-/// voxels are taken in place when `offset` falls on a voxel boundary.
-fn stored_voxels<T: StoredScalar>(
-    lay: &Layout,
-    big_endian: bool,
-    fill: impl FnOnce(&mut [u8]) -> Result<usize, String>,
-    offset: usize,
-    capacity: usize,
-) -> Result<StoredBuf<T>, String> {
-    let n = lay.voxels;
-    let mut buf = typed_buffer::<T>(capacity.max(offset + n * T::SIZE));
-    let bytes = bytemuck::cast_slice_mut::<T, u8>(&mut buf);
-    let got = fill(bytes)?;
-    if got < offset + n * T::SIZE {
-        return Err(format!(
-            "holds {} bytes of voxels, its header declares {}",
-            got.saturating_sub(offset),
-            n * T::SIZE
-        ));
+impl<T: StoredScalar> StoredBuf<T> {
+    /// A zeroed buffer of at least `bytes` bytes, holding no voxels yet.
+    fn empty(bytes: usize) -> Self {
+        StoredBuf { buf: typed_buffer(bytes), start: 0, len: 0 }
     }
-    let mut out = if offset.is_multiple_of(T::SIZE) {
-        StoredBuf { buf, start: offset / T::SIZE, len: n }
-    } else {
-        let mut own = typed_buffer::<T>(n * T::SIZE);
-        bytemuck::cast_slice_mut::<T, u8>(&mut own)
-            .copy_from_slice(&bytemuck::cast_slice::<T, u8>(&buf)[offset..offset + n * T::SIZE]);
-        StoredBuf { buf: own, start: 0, len: n }
-    };
-    if big_endian {
-        for v in &mut out.buf[out.start..out.start + n] {
-            *v = v.swap();
+
+    /// The whole buffer, to be filled.
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        bytemuck::cast_slice_mut(&mut self.buf)
+    }
+
+    /// The buffer's first byte and length.
+    fn span(&self) -> (usize, usize) {
+        (self.buf.as_ptr() as usize, std::mem::size_of_val(self.buf.as_slice()))
+    }
+
+    /// The `n` voxels the filled buffer holds from byte `offset` on (taken in
+    /// place when `offset` falls on a voxel boundary, else copied to a buffer
+    /// of their own), byte-swapped for a big-endian file.
+    fn settle(self, offset: usize, n: usize, big_endian: bool) -> Self {
+        let mut out = if offset.is_multiple_of(T::SIZE) {
+            StoredBuf { buf: self.buf, start: offset / T::SIZE, len: n }
+        } else {
+            let mut own = typed_buffer::<T>(n * T::SIZE);
+            bytemuck::cast_slice_mut::<T, u8>(&mut own)
+                .copy_from_slice(&bytemuck::cast_slice::<T, u8>(&self.buf)[offset..offset + n * T::SIZE]);
+            StoredBuf { buf: own, start: 0, len: n }
+        };
+        if big_endian {
+            for v in &mut out.buf[out.start..out.start + n] {
+                *v = v.swap();
+            }
         }
+        out
     }
-    Ok(out)
 }
 
-/// `stored_voxels` for the header's datatype.
+/// `$body` on each variant's buffer `$b`, its result in the same variant
+/// (`=>`) or as it is (`->`).
+macro_rules! each_buf {
+    ($voxels:expr, $b:ident => $body:expr) => {
+        each_buf!(@arms $voxels, $b, wrap, $body, U8 I8 U16 I16 U32 I32 U64 I64 F32 F64)
+    };
+    ($voxels:expr, $b:ident -> $body:expr) => {
+        each_buf!(@arms $voxels, $b, bare, $body, U8 I8 U16 I16 U32 I32 U64 I64 F32 F64)
+    };
+    (@arms $voxels:expr, $b:ident, wrap, $body:expr, $($variant:ident)*) => {
+        match $voxels { $(Voxels::$variant($b) => Voxels::$variant($body),)* }
+    };
+    (@arms $voxels:expr, $b:ident, bare, $body:expr, $($variant:ident)*) => {
+        match $voxels { $(Voxels::$variant($b) => $body,)* }
+    };
+}
+
+impl Voxels {
+    /// A zeroed buffer of at least `bytes` bytes for the header's datatype.
+    fn empty(datatype: i16, bytes: usize) -> Result<Voxels, String> {
+        Ok(match datatype {
+            2 => Voxels::U8(StoredBuf::empty(bytes)),
+            256 => Voxels::I8(StoredBuf::empty(bytes)),
+            512 => Voxels::U16(StoredBuf::empty(bytes)),
+            4 => Voxels::I16(StoredBuf::empty(bytes)),
+            768 => Voxels::U32(StoredBuf::empty(bytes)),
+            8 => Voxels::I32(StoredBuf::empty(bytes)),
+            1280 => Voxels::U64(StoredBuf::empty(bytes)),
+            1024 => Voxels::I64(StoredBuf::empty(bytes)),
+            16 => Voxels::F32(StoredBuf::empty(bytes)),
+            64 => Voxels::F64(StoredBuf::empty(bytes)),
+            other => return Err(format!("voxel type (NIfTI datatype {other}) is not a scalar type")),
+        })
+    }
+
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        each_buf!(self, b -> b.bytes_mut())
+    }
+
+    fn span(&self) -> (usize, usize) {
+        each_buf!(self, b -> b.span())
+    }
+
+    fn settle(self, offset: usize, n: usize, big_endian: bool) -> Voxels {
+        each_buf!(self, b => b.settle(offset, n, big_endian))
+    }
+}
+
+/// The voxels of a file: `fill` writes the bytes from `offset` on into the
+/// buffer it is given (at least `offset` plus the voxels' bytes, and
+/// `capacity`), then the voxels are settled in it.
 fn voxels_of(
     lay: &Layout,
     datatype: i16,
@@ -622,19 +672,18 @@ fn voxels_of(
     offset: usize,
     capacity: usize,
 ) -> Result<Voxels, String> {
-    Ok(match datatype {
-        2 => Voxels::U8(stored_voxels(lay, big_endian, fill, offset, capacity)?),
-        256 => Voxels::I8(stored_voxels(lay, big_endian, fill, offset, capacity)?),
-        512 => Voxels::U16(stored_voxels(lay, big_endian, fill, offset, capacity)?),
-        4 => Voxels::I16(stored_voxels(lay, big_endian, fill, offset, capacity)?),
-        768 => Voxels::U32(stored_voxels(lay, big_endian, fill, offset, capacity)?),
-        8 => Voxels::I32(stored_voxels(lay, big_endian, fill, offset, capacity)?),
-        1280 => Voxels::U64(stored_voxels(lay, big_endian, fill, offset, capacity)?),
-        1024 => Voxels::I64(stored_voxels(lay, big_endian, fill, offset, capacity)?),
-        16 => Voxels::F32(stored_voxels(lay, big_endian, fill, offset, capacity)?),
-        64 => Voxels::F64(stored_voxels(lay, big_endian, fill, offset, capacity)?),
-        other => return Err(format!("voxel type (NIfTI datatype {other}) is not a scalar type")),
-    })
+    let mut v = Voxels::empty(datatype, capacity.max(offset + lay.voxels * lay.size))?;
+    let got = fill(v.bytes_mut())?;
+    filled(v, got, lay, offset, big_endian)
+}
+
+/// A buffer `fill` wrote `got` bytes into, its voxels from byte `offset` on.
+fn filled(v: Voxels, got: usize, lay: &Layout, offset: usize, big_endian: bool) -> Result<Voxels, String> {
+    let bytes = lay.voxels * lay.size;
+    if got < offset + bytes {
+        return Err(format!("holds {} bytes of voxels, its header declares {bytes}", got.saturating_sub(offset)));
+    }
+    Ok(v.settle(offset, lay.voxels, big_endian))
 }
 
 /// Reads as much as `buf` holds, or to the end of `r`; the bytes read.
@@ -651,72 +700,153 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
     Ok(got)
 }
 
-/// Reads a 3D NIfTI volume in the voxel type its file stores (scaling not
-/// applied: [`Stored::to_f32`] and [`Stored::to_f64`] give what
-/// [`read_f32`] and [`read_f64`] give). A .nii is read straight into the
-/// voxel buffer; a gzip-compressed one (recognised by its first bytes) is
-/// inflated in one pass by libdeflate into a buffer sized from the header
-/// and the gzip trailer, and a file of several gzip members, or one whose
-/// trailer does not give the size, through a streaming decoder. A header
-/// with a separate image file (.hdr/.img) goes through the nifti crate.
-pub fn read_stored(path: &Path) -> Result<Stored, ReadError> {
-    let err = |reason: String| ReadError::Read { path: path.to_path_buf(), reason };
-    let mut file = std::fs::File::open(path).map_err(|e| err(e.to_string()))?;
-    let mut head = [0u8; 352];
-    let got = read_full(&mut file, &mut head).map_err(|e| err(e.to_string()))?;
-    if got >= 2 && head[..2] == [0x1f, 0x8b] {
-        // The compressed bytes in one buffer of the file's size, huge pages
-        // asked for before it is written (as the voxels' buffer).
-        let size = file.metadata().map_or(0, |m| m.len() as usize).max(got);
-        let mut bytes = vec![0u8; size];
-        crate::sys::advise_huge_pages(&mut bytes);
-        bytes[..got].copy_from_slice(&head[..got]);
-        let rest = read_full(&mut file, &mut bytes[got..]).map_err(|e| err(e.to_string()))?;
-        bytes.truncate(got + rest);
-        // A file that grew since its size was read: the rest too.
-        file.read_to_end(&mut bytes).map_err(|e| err(e.to_string()))?;
-        drop(file);
-        return read_gz(path, &bytes);
+/// `read_full` from byte `at` of `file` on (pread: the file's position is
+/// neither used nor moved, so threads may read parts of one file at once).
+fn read_full_at(file: &std::fs::File, buf: &mut [u8], at: u64) -> std::io::Result<usize> {
+    use std::os::unix::fs::FileExt;
+    let mut got = 0;
+    while got < buf.len() {
+        match file.read_at(&mut buf[got..], at + got as u64) {
+            Ok(0) => break,
+            Ok(k) => got += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
     }
-    let h = match nifti::NiftiHeader::from_reader(&head[..got]) {
-        Ok(h) if &h.magic == b"n+1\0" => h,
-        _ => return read_via_crate(path),
-    };
-    let lay = layout(path, &h)?;
-    let start = data_start(&h);
-    // A header declaring more voxels than the file holds is refused before
-    // any buffer is made for them.
-    let len = file.metadata().map_err(|e| err(e.to_string()))?.len();
-    let bytes = (lay.voxels as u64).saturating_mul(lay.size as u64);
-    if len.saturating_sub(start as u64) < bytes {
-        return Err(err(format!(
-            "holds {} bytes of voxels, its header declares {bytes}",
-            len.saturating_sub(start as u64)
-        )));
-    }
-    file.seek(std::io::SeekFrom::Start(start as u64)).map_err(|e| err(e.to_string()))?;
-    let fill = |b: &mut [u8]| read_full(&mut file, b).map_err(|e| e.to_string());
-    let voxels = voxels_of(&lay, h.datatype, h.endianness == nifti::Endianness::Big, fill, 0, 0).map_err(err)?;
-    Ok(Stored {
-        geometry: lay.geometry,
-        datatype: h.datatype,
-        scaling: Scaling { slope: h.scl_slope, inter: h.scl_inter },
-        voxels,
-    })
+    Ok(got)
 }
 
-/// A gzip-compressed single-file NIfTI, all of whose bytes are `gz`.
-fn read_gz(path: &Path, gz: &[u8]) -> Result<Stored, ReadError> {
+/// What [`read_stored`] reads from a header: the grid, the voxel type and
+/// byte order, the scaling and where the voxels begin.
+struct Head {
+    lay: Layout,
+    datatype: i16,
+    big_endian: bool,
+    scaling: Scaling,
+    start: usize,
+}
+
+impl Head {
+    fn of(path: &Path, h: &nifti::NiftiHeader) -> Result<Head, ReadError> {
+        Ok(Head {
+            lay: layout(path, h)?,
+            datatype: h.datatype,
+            big_endian: h.endianness == nifti::Endianness::Big,
+            scaling: Scaling { slope: h.scl_slope, inter: h.scl_inter },
+            start: data_start(h),
+        })
+    }
+
+    fn stored(self, voxels: Voxels) -> Stored {
+        Stored { geometry: self.lay.geometry, datatype: self.datatype, scaling: self.scaling, voxels }
+    }
+}
+
+/// A NIfTI file opened for reading: its header read and checked, a
+/// compressed file's bytes read (by two threads, half each), and the buffer
+/// its voxels go to made, zeroed and not yet touched. [`Opened::read`] fills
+/// that buffer; [`Prefault::run`] on another thread, before or meanwhile,
+/// takes the buffer's page faults off the thread that fills it (a tenth of
+/// inflating a CT). [`read_stored`] is [`open`], then `read`.
+pub struct Opened {
+    path: std::path::PathBuf,
+    source: Source,
+}
+
+enum Source {
+    /// A single .nii, the file at its first voxel.
+    Raw { file: std::fs::File, head: Head, voxels: Voxels },
+    /// A gzip-compressed single .nii, all of whose bytes are `gz`, to be
+    /// inflated whole into `voxels` (sized from the header and the gzip
+    /// trailer: `capacity` bytes, of which the first `needed` are the
+    /// header's and the voxels').
+    Gz { gz: Vec<u8>, head: Head, voxels: Voxels, needed: usize, capacity: usize },
+    /// Through the nifti crate (.hdr/.img, or a header it alone reads).
+    Crate,
+}
+
+/// The memory an [`Opened`] file's voxels will be written to; plain numbers,
+/// so another thread may take its page faults while the file is read.
+#[derive(Debug, Clone, Copy)]
+pub struct Prefault {
+    addr: usize,
+    len: usize,
+}
+
+impl Prefault {
+    /// Takes the page faults of the voxels' buffer now (see
+    /// [`crate::sys::prefault_writable`]); changes no byte.
+    pub fn run(self) {
+        crate::sys::prefault_writable(self.addr, self.len);
+    }
+}
+
+/// Opens a NIfTI file for [`Opened::read`]: a .nii's header read and its
+/// size checked against it, a .nii.gz's compressed bytes read whole, and
+/// the voxels' buffer made. Headers declaring more voxels than the file can
+/// hold are refused before that buffer is made.
+pub fn open(path: &Path) -> Result<Opened, ReadError> {
     let err = |reason: String| ReadError::Read { path: path.to_path_buf(), reason };
-    let mut head = [0u8; 352];
-    let got = read_full(&mut flate2::bufread::MultiGzDecoder::new(gz), &mut head).map_err(|e| err(e.to_string()))?;
-    let h = match nifti::NiftiHeader::from_reader(&head[..got]) {
+    let opened = |source| Ok(Opened { path: path.to_path_buf(), source });
+    let mut file = std::fs::File::open(path).map_err(|e| err(e.to_string()))?;
+    let mut first = [0u8; 352];
+    let got = read_full(&mut file, &mut first).map_err(|e| err(e.to_string()))?;
+    if got >= 2 && first[..2] == [0x1f, 0x8b] {
+        let gz = read_whole(&mut file).map_err(|e| err(e.to_string()))?;
+        drop(file);
+        return opened(open_gz(path, gz)?);
+    }
+    let h = match nifti::NiftiHeader::from_reader(&first[..got]) {
         Ok(h) if &h.magic == b"n+1\0" => h,
-        _ => return read_via_crate(path),
+        _ => return opened(Source::Crate),
     };
-    let lay = layout(path, &h)?;
-    let start = data_start(&h);
-    let needed = start.saturating_add(lay.voxels.saturating_mul(lay.size));
+    let head = Head::of(path, &h)?;
+    let len = file.metadata().map_err(|e| err(e.to_string()))?.len();
+    let bytes = (head.lay.voxels as u64).saturating_mul(head.lay.size as u64);
+    if len.saturating_sub(head.start as u64) < bytes {
+        return Err(err(format!(
+            "holds {} bytes of voxels, its header declares {bytes}",
+            len.saturating_sub(head.start as u64)
+        )));
+    }
+    file.seek(std::io::SeekFrom::Start(head.start as u64)).map_err(|e| err(e.to_string()))?;
+    let voxels = Voxels::empty(head.datatype, head.lay.voxels * head.lay.size).map_err(err)?;
+    opened(Source::Raw { file, head, voxels })
+}
+
+/// All bytes of `file`, the two halves of its size read by two threads into
+/// one buffer (huge pages asked for before it is written); a file that grew
+/// since its size was read, the rest too.
+fn read_whole(file: &mut std::fs::File) -> std::io::Result<Vec<u8>> {
+    let size = file.metadata()?.len() as usize;
+    let mut bytes = vec![0u8; size];
+    crate::sys::advise_huge_pages(&mut bytes);
+    let half = size / 2;
+    let (a, b) = bytes.split_at_mut(half);
+    let (ra, rb) = rayon::join(|| read_full_at(file, a, 0), || read_full_at(file, b, half as u64));
+    let (ra, rb) = (ra?, rb?);
+    // A file that shrank: the first part's bytes, or both parts'.
+    let got = if ra < half { ra } else { half + rb };
+    bytes.truncate(got);
+    if got == size {
+        file.seek(std::io::SeekFrom::Start(size as u64))?;
+        file.read_to_end(&mut bytes)?;
+    }
+    Ok(bytes)
+}
+
+/// The header of a gzip-compressed file and the buffer to inflate it into.
+fn open_gz(path: &Path, gz: Vec<u8>) -> Result<Source, ReadError> {
+    let err = |reason: String| ReadError::Read { path: path.to_path_buf(), reason };
+    let mut first = [0u8; 352];
+    let got =
+        read_full(&mut flate2::bufread::MultiGzDecoder::new(&gz[..]), &mut first).map_err(|e| err(e.to_string()))?;
+    let h = match nifti::NiftiHeader::from_reader(&first[..got]) {
+        Ok(h) if &h.magic == b"n+1\0" => h,
+        _ => return Ok(Source::Crate),
+    };
+    let head = Head::of(path, &h)?;
+    let needed = head.start.saturating_add(head.lay.voxels.saturating_mul(head.lay.size));
     // Deflate expands at most 1032 to 1: a header declaring more than the
     // compressed bytes can hold is refused before any buffer is made.
     if needed > gz.len().saturating_mul(1032) {
@@ -729,44 +859,110 @@ fn read_gz(path: &Path, gz: &[u8]) -> Result<Stored, ReadError> {
         .checked_sub(4)
         .map_or(0, |at| u32::from_le_bytes([gz[at], gz[at + 1], gz[at + 2], gz[at + 3]]) as usize);
     let capacity = needed.max(isize);
-    let big = h.endianness == nifti::Endianness::Big;
-    let one_shot = |b: &mut [u8]| -> Result<usize, String> {
-        match libdeflater::Decompressor::new().gzip_decompress(gz, &mut b[..capacity]) {
-            Ok(n) if n >= needed => Ok(n),
-            // Several members (the first ends early), or more than the trailer said.
-            Ok(_) | Err(libdeflater::DecompressionError::InsufficientSpace) => Ok(0),
-            Err(libdeflater::DecompressionError::BadData) => Err("corrupt gzip data".into()),
-        }
-    };
-    match voxels_of(&lay, h.datatype, big, one_shot, start, capacity) {
-        Ok(voxels) => {
-            return Ok(Stored {
-                geometry: lay.geometry,
-                datatype: h.datatype,
-                scaling: Scaling { slope: h.scl_slope, inter: h.scl_inter },
-                voxels,
-            });
-        }
-        Err(e) if e.starts_with("corrupt") => return Err(err(e)),
-        Err(_) => {}
+    let voxels = Voxels::empty(head.datatype, capacity).map_err(err)?;
+    Ok(Source::Gz { gz, head, voxels, needed, capacity })
+}
+
+impl Opened {
+    /// The memory the voxels will be written to, for [`Prefault::run`].
+    pub fn prefault(&self) -> Prefault {
+        let (addr, len) = match &self.source {
+            Source::Raw { voxels, .. } | Source::Gz { voxels, .. } => voxels.span(),
+            Source::Crate => (0, 0),
+        };
+        Prefault { addr, len }
     }
-    // Streaming, every member in turn: the header and extensions skipped, the
-    // voxels inflated into their own buffer.
-    let stream = |b: &mut [u8]| -> Result<usize, String> {
-        let mut dec = flate2::bufread::MultiGzDecoder::new(gz);
-        let mut skip = vec![0u8; start];
-        if read_full(&mut dec, &mut skip).map_err(|e| e.to_string())? < start {
-            return Ok(0);
+
+    /// The voxels, read (a .nii) or inflated in one pass by libdeflate (a
+    /// .nii.gz); a file of several gzip members, or one whose trailer does
+    /// not give its size, through a streaming decoder. This thread fills the
+    /// buffer while another takes its page faults where one is free.
+    pub fn read(self) -> Result<Stored, ReadError> {
+        let path = self.path;
+        let err = |reason: String| ReadError::Read { path: path.clone(), reason };
+        match self.source {
+            Source::Crate => read_via_crate(&path),
+            Source::Raw { mut file, head, mut voxels } => {
+                let prefault = Prefault::from(&voxels);
+                let (got, ()) = rayon::join(|| read_full(&mut file, voxels.bytes_mut()), || prefault.run());
+                let got = got.map_err(|e| err(e.to_string()))?;
+                let voxels = filled(voxels, got, &head.lay, 0, head.big_endian).map_err(err)?;
+                Ok(head.stored(voxels))
+            }
+            Source::Gz { gz, head, mut voxels, needed, capacity } => {
+                // The first member's deflate data, inflated on this thread
+                // while another takes the buffer's page faults; its CRC-32
+                // then on every core. It must end where the file's trailer
+                // (CRC-32, length) begins to be the whole file.
+                let prefault = Prefault::from(&voxels);
+                let deflate = super::gzip::deflate_start(&gz).filter(|&at| at + 8 <= gz.len());
+                if let Some(at) = deflate {
+                    let (inflated, ()) = rayon::join(
+                        || {
+                            libdeflater::Decompressor::new()
+                                .deflate_decompress(&gz[at..gz.len() - 8], &mut voxels.bytes_mut()[..capacity])
+                        },
+                        || prefault.run(),
+                    );
+                    let t = gz.len() - 8;
+                    let crc = u32::from_le_bytes([gz[t], gz[t + 1], gz[t + 2], gz[t + 3]]);
+                    let isize = u32::from_le_bytes([gz[t + 4], gz[t + 5], gz[t + 6], gz[t + 7]]);
+                    match inflated {
+                        Ok(n) if n >= needed && n as u32 == isize => {
+                            let bytes = &voxels.bytes_mut()[..n];
+                            if super::gzip::crc32(bytes) == crc {
+                                let voxels = filled(voxels, n, &head.lay, head.start, head.big_endian).map_err(err)?;
+                                return Ok(head.stored(voxels));
+                            }
+                        }
+                        Err(libdeflater::DecompressionError::BadData) => {
+                            return Err(err("corrupt gzip data".into()));
+                        }
+                        // Several members (the first ends early, or the last
+                        // trailer is another member's), more than the trailer
+                        // said: read member by member below, which also names a
+                        // CRC that does not match.
+                        Ok(_) | Err(libdeflater::DecompressionError::InsufficientSpace) => {}
+                    }
+                }
+                drop(voxels);
+                // Streaming, every member in turn: the header and extensions
+                // skipped, the voxels inflated into their own buffer.
+                let start = head.start;
+                let stream = |b: &mut [u8]| -> Result<usize, String> {
+                    let mut dec = flate2::bufread::MultiGzDecoder::new(&gz[..]);
+                    let mut skip = vec![0u8; start];
+                    if read_full(&mut dec, &mut skip).map_err(|e| e.to_string())? < start {
+                        return Ok(0);
+                    }
+                    let got = read_full(&mut dec, b).map_err(|e| e.to_string())?;
+                    // To the end of the last member, so that every member's
+                    // CRC-32 and length are checked.
+                    std::io::copy(&mut dec, &mut std::io::sink()).map_err(|e| e.to_string())?;
+                    Ok(got)
+                };
+                let voxels = voxels_of(&head.lay, head.datatype, head.big_endian, stream, 0, 0).map_err(err)?;
+                Ok(head.stored(voxels))
+            }
         }
-        read_full(&mut dec, b).map_err(|e| e.to_string())
-    };
-    let voxels = voxels_of(&lay, h.datatype, big, stream, 0, 0).map_err(err)?;
-    Ok(Stored {
-        geometry: lay.geometry,
-        datatype: h.datatype,
-        scaling: Scaling { slope: h.scl_slope, inter: h.scl_inter },
-        voxels,
-    })
+    }
+}
+
+impl From<&Voxels> for Prefault {
+    fn from(v: &Voxels) -> Prefault {
+        let (addr, len) = v.span();
+        Prefault { addr, len }
+    }
+}
+
+/// Reads a 3D NIfTI volume in the voxel type its file stores (scaling not
+/// applied: [`Stored::to_f32`] and [`Stored::to_f64`] give what
+/// [`read_f32`] and [`read_f64`] give): [`open`], then [`Opened::read`]. A
+/// .nii is read straight into the voxel buffer, a .nii.gz inflated in one
+/// pass (see `read`); a header with a separate image file (.hdr/.img) goes
+/// through the nifti crate.
+pub fn read_stored(path: &Path) -> Result<Stored, ReadError> {
+    open(path)?.read()
 }
 
 /// Through the nifti crate (a .hdr/.img pair, or a header it alone reads):
@@ -775,20 +971,15 @@ fn read_via_crate(path: &Path) -> Result<Stored, ReadError> {
     let err = |reason: String| ReadError::Read { path: path.to_path_buf(), reason };
     let obj = nifti::ReaderOptions::new().read_file(path).map_err(|e| err(nifti_reason(e)))?;
     let h = nifti::NiftiObject::header(&obj).clone();
-    let lay = layout(path, &h)?;
+    let head = Head::of(path, &h)?;
     let raw = nifti::NiftiObject::into_volume(obj).into_raw_data();
     let fill = |b: &mut [u8]| {
         let n = raw.len().min(b.len());
         b[..n].copy_from_slice(&raw[..n]);
         Ok(n)
     };
-    let voxels = voxels_of(&lay, h.datatype, h.endianness == nifti::Endianness::Big, fill, 0, 0).map_err(err)?;
-    Ok(Stored {
-        geometry: lay.geometry,
-        datatype: h.datatype,
-        scaling: Scaling { slope: h.scl_slope, inter: h.scl_inter },
-        voxels,
-    })
+    let voxels = voxels_of(&head.lay, head.datatype, head.big_endian, fill, 0, 0).map_err(err)?;
+    Ok(head.stored(voxels))
 }
 
 /// The nifti crate's own reading and conversion (the reference the stored

@@ -567,6 +567,17 @@ trait LabelVoxels: Sync {
     fn labels_present(&self) -> std::collections::BTreeSet<u32>;
     fn roi_box(&self, label: u32) -> Option<RoiBox>;
     fn values_f32(&self) -> std::borrow::Cow<'_, [f32]>;
+    /// Shape features worked out already for exactly these arguments
+    /// (`shape::compute`'s), if any.
+    fn shape_ready(
+        &self,
+        _mask: &[bool],
+        _dims: [usize; 3],
+        _spacing: [f64; 3],
+        _enabled: &[&str],
+    ) -> Option<Features> {
+        None
+    }
 }
 
 impl LabelVoxels for Volume<f32> {
@@ -635,15 +646,35 @@ pub struct MaskScan {
     labels: std::collections::BTreeSet<u32>,
     label: u32,
     roi: Option<RoiBox>,
+    /// The ROI's shape features on the mask's own grid and the names asked
+    /// for, when `params` would take the shape from that ROI as it is.
+    shape: Option<(Vec<&'static str>, [f64; 3], Features)>,
 }
 
 impl MaskScan {
     /// Scans `mask` for its labels and the box of `label` (the label the
-    /// extraction will ask for; another is scanned for again).
-    pub fn of(mask: &crate::export::nifti::Stored, label: i64) -> MaskScan {
+    /// extraction will ask for; another is scanned for again); with the
+    /// shape class enabled and no resampling or resegmentation in `params`,
+    /// the ROI's shape features too (the extraction takes them when its
+    /// shape arguments turn out the same, else works them out itself).
+    pub fn of(mask: &crate::export::nifti::Stored, label: i64, params: &Params) -> MaskScan {
         let label = label as u32;
         let (labels, roi) = rayon::join(|| mask.labels_present(), || mask.roi_box(label));
-        MaskScan { labels, label, roi }
+        let s = &params.settings;
+        let plain = s.resampled_pixel_spacing.is_none() && s.resegment_range.is_none();
+        let shape = params
+            .feature_classes
+            .iter()
+            .find(|(c, _)| *c == FeatureClass::Shape)
+            .zip(roi.as_ref())
+            .filter(|_| plain)
+            .map(|((_, named), r)| {
+                let enabled = enabled_features(FeatureClass::Shape, named);
+                let mut f = Features::default();
+                shape::compute(&r.mask, r.dims(), mask.geometry.spacing, &enabled, &mut f);
+                (enabled, mask.geometry.spacing, f)
+            });
+        MaskScan { labels, label, roi, shape }
     }
 }
 
@@ -665,6 +696,11 @@ impl LabelVoxels for Scanned<'_> {
     }
     fn values_f32(&self) -> std::borrow::Cow<'_, [f32]> {
         self.mask.values_f32()
+    }
+    fn shape_ready(&self, mask: &[bool], dims: [usize; 3], spacing: [f64; 3], enabled: &[&str]) -> Option<Features> {
+        let (names, sp, f) = self.scan.shape.as_ref()?;
+        let roi = self.scan.roi.as_ref()?;
+        (names.as_slice() == enabled && *sp == spacing && roi.dims() == dims && roi.mask == mask).then(|| f.clone())
     }
 }
 
@@ -724,25 +760,24 @@ impl StoredImage<'_> {
     }
 }
 
-/// WholeImage of small integers: minimum, maximum and sum in integers, in
-/// parallel; the sum equals the f64 sum voxel by voxel while every partial
-/// sum stays below 2^53 (then each f64 addition is exact).
+/// WholeImage of integers of at most 16 bits: minimum, maximum and sum in
+/// integers, in parallel; the sum equals the f64 sum voxel by voxel while
+/// every partial sum stays below 2^53 (then each f64 addition is exact).
+/// None for wider types.
 fn whole_ints<T: crate::export::nifti::StoredScalar>(data: &[T]) -> Option<WholeImage> {
     use rayon::prelude::*;
-    if data.is_empty() || (data.len() as u128) * 65536 > (1u128 << 53) {
+    if T::SIZE > 2 || !T::SMALL_INT || data.is_empty() || (data.len() as u128) * 65536 > (1u128 << 53) {
         return None;
     }
     let (min, max, sum) = data
         .par_chunks(1 << 16)
         .map(|part| {
-            let (mut min, mut max, mut sum) = (i64::MAX, i64::MIN, 0i64);
-            for &v in part {
-                let v = v.as_i64();
-                min = min.min(v);
-                max = max.max(v);
-                sum += v;
-            }
-            (min, max, sum)
+            // In the stored type, and sums of 2^15 values each below 2^16 in
+            // magnitude in i32: loops the compiler turns into vector code.
+            let (min, max) = T::min_max(part);
+            let sum: i64 =
+                part.chunks(1 << 15).map(|c| i64::from(c.iter().map(|&v| v.as_i64() as i32).sum::<i32>())).sum();
+            (min.as_i64(), max.as_i64(), sum)
         })
         .reduce(|| (i64::MAX, i64::MIN, 0), |a, b| (a.0.min(b.0), a.1.max(b.1), a.2 + b.2));
     Some(WholeImage { n: data.len() as f64, sum: sum as f64, min: min as f64, max: max as f64 })
@@ -1159,7 +1194,10 @@ fn extract_from(
         };
         let mut f = Features::default();
         let enabled = enabled_features(FeatureClass::Shape, named);
-        shape::compute(&cm, fdims, spacing, &enabled, &mut f);
+        match mask.shape_ready(&cm, fdims, spacing, &enabled) {
+            Some(ready) => f = ready,
+            None => shape::compute(&cm, fdims, spacing, &enabled, &mut f),
+        }
         out.extend(f.items.into_iter().map(|(n, v)| (format!("original_shape_{n}"), json_num(v))));
     }
     if let Some((_, named)) = params.feature_classes.iter().find(|(c, _)| *c == FeatureClass::Shape2D) {
@@ -1436,10 +1474,24 @@ mod tests {
                     let want = extract_typed(&image32, PixelType::I16, &mask32, p, Some(label));
                     let got = extract_stored(&stored, PixelType::I16, MaskVoxels::Stored(&mask), p, Some(label));
                     assert!(outputs_equal(&want, &got), "label {label}, {ext}: {want:?} against {got:?}");
-                    let scan = MaskScan::of(&mask, label);
+                    let mut scan = MaskScan::of(&mask, label, p);
                     let got =
                         extract_stored(&stored, PixelType::I16, MaskVoxels::Scanned(&mask, &scan), p, Some(label));
                     assert!(outputs_equal(&want, &got), "label {label}, {ext}, scanned");
+                    // The shape worked out beside the reading is the one
+                    // reported (a changed value shows), where settings allow.
+                    let plain = p.settings.resampled_pixel_spacing.is_none() && p.settings.resegment_range.is_none();
+                    assert_eq!(scan.shape.is_some(), plain && want.is_ok(), "label {label}, {ext}: shape scanned");
+                    if let Some((_, _, f)) = scan.shape.as_mut() {
+                        f.items[0].1 += 1.0;
+                        let name = format!("original_shape_{}", f.items[0].0);
+                        let moved =
+                            extract_stored(&stored, PixelType::I16, MaskVoxels::Scanned(&mask, &scan), p, Some(label))
+                                .expect("extraction");
+                        let value = |o: &Output| o.iter().find(|(n, _)| *n == name).and_then(|(_, v)| v.as_f64());
+                        let want = want.as_ref().expect("extraction");
+                        assert_eq!(value(&moved), value(want).map(|v| v + 1.0), "{name}");
+                    }
                     compared += usize::from(want.is_ok());
                 }
             }
