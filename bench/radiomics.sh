@@ -11,6 +11,9 @@
 #   REPEAT=3 bench/radiomics.sh  each tool 3 times per ROI, alternating (PyRadiomics,
 #                              then edgeseg): the median wall time, every run listed
 #   ROIS="1 2" bench/radiomics.sh  only these ROIs (1 tumour, 2 ring, 3 lung)
+#   BATCH=1 bench/radiomics.sh  instead, the three ROIs as one batch CSV in each
+#                              tool's batch mode (`pyradiomics batch.csv -o out.csv -f csv`,
+#                              `edgeseg radiomics batch.csv --csv`): a researcher's run
 #   EDGESEG_BIN=path/to/edgeseg bench/radiomics.sh   (that binary as built: no
 #   build, no venv refresh; the .venv must already hold PyRadiomics)
 # The load column is the 1-minute load average when each run ended (other
@@ -86,6 +89,51 @@ echo "roi tool wall_s (median of REPEAT runs) peak_MiB (largest) features load (
 repeat=${REPEAT:-1}
 # median of the numbers given (the middle one; the lower middle of an even count)
 median() { printf '%s\n' "$@" | sort -g | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}'; }
+if [ -n "${BATCH:-}" ]; then
+    printf 'Image,Mask\n' > "$work/batch.csv"
+    for label in ${ROIS:-1 2 3}; do
+        printf '%s,%s\n' "$work/ct.$ext" "$work/roi$label.$ext" >> "$work/batch.csv"
+    done
+    pyrad_cli="$root/.venv/bin/pyradiomics"
+    es_all=() py_all=() es_kb=0 py_kb=0
+    for _ in $(seq "$repeat"); do
+        /usr/bin/time -f "%e %M" -o "$work/t_es" "$bin" radiomics "$work/batch.csv" --csv > "$work/es_batch.csv"
+        es_load=$(cut -d' ' -f1 /proc/loadavg)
+        /usr/bin/time -f "%e %M" -o "$work/t_py" "$pyrad_cli" "$work/batch.csv" -o "$work/py_batch.csv" -f csv 2> "$work/py_batch.log"
+        py_load=$(cut -d' ' -f1 /proc/loadavg)
+        read -r s kb < "$work/t_es"
+        es_all+=("$s")
+        es_kb=$((kb > es_kb ? kb : es_kb))
+        read -r s kb < "$work/t_py"
+        py_all+=("$s")
+        py_kb=$((kb > py_kb ? kb : py_kb))
+    done
+    es_s=$(median "${es_all[@]}")
+    py_s=$(median "${py_all[@]}")
+    echo "batch of ROIs ${ROIS:-1 2 3}: edgeseg $es_s s (runs ${es_all[*]}) peak $((es_kb / 1024)) MiB, load $es_load"
+    echo "batch of ROIs ${ROIS:-1 2 3}: pyradiomics $py_s s (runs ${py_all[*]}) peak $((py_kb / 1024)) MiB, load $py_load"
+    echo "  speed-up of the medians $(echo "$py_s / $es_s" | bc -l | cut -c1-5)"
+    "$py" - "$work/py_batch.csv" "$work/es_batch.csv" <<'PY'
+import csv, math, sys
+ref, got = list(csv.DictReader(open(sys.argv[1]))), list(csv.DictReader(open(sys.argv[2])))
+assert len(ref) == len(got), (len(ref), len(got))
+worst, name, n = 0.0, "", 0
+for r, g in zip(ref, got):
+    feats = [k for k in r if k not in ("Image", "Mask") and not k.startswith("diagnostics_")]
+    missing = [k for k in feats if k not in g]
+    assert not missing, missing[:5]
+    for k in feats:
+        a, b = float(r[k]), float(g[k])
+        n += 1
+        if math.isnan(a) and math.isnan(b):
+            continue
+        d = abs(a - b) / max(abs(a), abs(b), 1e-300)
+        if not d <= worst:
+            worst, name = d, k
+print(f"  {len(ref)} rows, {n} values compared; largest relative difference {worst:.2e} ({name})")
+PY
+    exit 0
+fi
 for label in ${ROIS:-1 2 3}; do
     es_all=() py_all=() es_kb=0 py_kb=0
     for _ in $(seq "$repeat"); do

@@ -9,6 +9,7 @@ pub mod csv;
 pub mod dicom_refs;
 pub mod dicom_source;
 pub mod gzip;
+pub mod inflate;
 pub mod mip;
 pub mod nifti;
 pub mod palette;
