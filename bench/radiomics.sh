@@ -89,6 +89,16 @@ echo "roi tool wall_s (median of REPEAT runs) peak_MiB (largest) features load (
 repeat=${REPEAT:-1}
 # median of the numbers given (the middle one; the lower middle of an even count)
 median() { printf '%s\n' "$@" | sort -g | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}'; }
+# after one run of each tool: its wall time and peak (GNU time's files) kept
+tally() {
+    local s kb
+    read -r s kb < "$work/t_es"
+    es_all+=("$s")
+    es_kb=$((kb > es_kb ? kb : es_kb))
+    read -r s kb < "$work/t_py"
+    py_all+=("$s")
+    py_kb=$((kb > py_kb ? kb : py_kb))
+}
 if [ -n "${BATCH:-}" ]; then
     printf 'Image,Mask\n' > "$work/batch.csv"
     for label in ${ROIS:-1 2 3}; do
@@ -99,14 +109,11 @@ if [ -n "${BATCH:-}" ]; then
     for _ in $(seq "$repeat"); do
         /usr/bin/time -f "%e %M" -o "$work/t_es" "$bin" radiomics "$work/batch.csv" --csv > "$work/es_batch.csv"
         es_load=$(cut -d' ' -f1 /proc/loadavg)
+        # pyradiomics appends to an existing output file
+        rm -f "$work/py_batch.csv"
         /usr/bin/time -f "%e %M" -o "$work/t_py" "$pyrad_cli" "$work/batch.csv" -o "$work/py_batch.csv" -f csv 2> "$work/py_batch.log"
         py_load=$(cut -d' ' -f1 /proc/loadavg)
-        read -r s kb < "$work/t_es"
-        es_all+=("$s")
-        es_kb=$((kb > es_kb ? kb : es_kb))
-        read -r s kb < "$work/t_py"
-        py_all+=("$s")
-        py_kb=$((kb > py_kb ? kb : py_kb))
+        tally
     done
     es_s=$(median "${es_all[@]}")
     py_s=$(median "${py_all[@]}")
@@ -141,12 +148,7 @@ for label in ${ROIS:-1 2 3}; do
         es_load=$(cut -d' ' -f1 /proc/loadavg)
         /usr/bin/time -f "%e %M" -o "$work/t_py" "$py" "$work/pyrad.py" "$work/ct.$ext" "$work/roi$label.$ext" "$work/py_$label.json" > "$work/py_$label.txt"
         py_load=$(cut -d' ' -f1 /proc/loadavg)
-        read -r s kb < "$work/t_es"
-        es_all+=("$s")
-        es_kb=$((kb > es_kb ? kb : es_kb))
-        read -r s kb < "$work/t_py"
-        py_all+=("$s")
-        py_kb=$((kb > py_kb ? kb : py_kb))
+        tally
     done
     n_es=$("$py" -c "import json,sys; print(len([k for k in json.load(open(sys.argv[1])) if not k.startswith('diagnostics_')]))" "$work/es_$label.json")
     es_s=$(median "${es_all[@]}")

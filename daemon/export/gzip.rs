@@ -89,15 +89,8 @@ mod tests {
     fn combined_crcs_equal_the_crc_of_the_whole() {
         // Bytes of a fixed pseudo-random sequence; splits at every kind of
         // place, empty parts included.
-        let mut x = 0x2545_f491_u32;
-        let data: Vec<u8> = (0..(20 << 20) + 13)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 17;
-                x ^= x << 5;
-                x as u8
-            })
-            .collect();
+        let mut rnd = crate::export::testing::xorshift(0x2545_f491);
+        let data: Vec<u8> = (0..(20 << 20) + 13).map(|_| rnd() as u8).collect();
         let whole = libdeflater::crc32(&data);
         assert_eq!(crc32(&data), whole);
         for cut in [0, 1, 7, 4096, 1 << 20, data.len() / 3, data.len() - 1, data.len()] {

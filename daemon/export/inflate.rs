@@ -593,13 +593,7 @@ mod tests {
     /// Pseudo-random bytes shaped like a CT: 16-bit noise around a few
     /// levels, runs of air, so that matches and literals both occur.
     fn ct_like(n: usize, seed: u32) -> Vec<u8> {
-        let mut x = seed | 1;
-        let mut rnd = move || {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            x
-        };
+        let mut rnd = crate::export::testing::xorshift(seed);
         let mut v = Vec::with_capacity(n);
         while v.len() < n {
             let r = rnd();
@@ -611,7 +605,7 @@ mod tests {
             };
             for _ in 0..run {
                 let noise = (rnd() % 64) as i16 - 32;
-                let s = if level == -1000 && rnd() % 4 != 0 { -1000 } else { level + noise };
+                let s = if level == -1000 && !rnd().is_multiple_of(4) { -1000 } else { level + noise };
                 v.extend_from_slice(&s.to_le_bytes());
             }
         }
@@ -683,13 +677,11 @@ mod tests {
         // both paths decode, the same bytes (else the gzip CRC-32 tells).
         let data = ct_like(12 << 20, 5);
         let clean = deflate(&data, 6);
-        let mut x = 12345u32;
+        let mut rnd = crate::export::testing::xorshift(12345);
         for round in 0..12 {
             let mut z = clean.clone();
             for _ in 0..(1 + round % 4) {
-                x ^= x << 13;
-                x ^= x >> 17;
-                x ^= x << 5;
+                let x = rnd();
                 let at = z.len() / 2 + (x as usize % (z.len() / 2));
                 z[at] ^= (x >> 24) as u8 | 1;
             }
@@ -708,15 +700,8 @@ mod tests {
     fn stored_and_fixed_blocks_decode_as_libdeflate_does() {
         // Incompressible bytes (stored blocks at level 0), and a short
         // text (fixed codes), through the block decoder from the start.
-        let mut x = 99u32;
-        let noise: Vec<u8> = (0..200_000)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 17;
-                x ^= x << 5;
-                x as u8
-            })
-            .collect();
+        let mut rnd = crate::export::testing::xorshift(99);
+        let noise: Vec<u8> = (0..200_000).map(|_| rnd() as u8).collect();
         for (data, level) in [(noise.clone(), 0), (b"abcabcabcabc hello hello hello".repeat(3), 9), (noise, 6)] {
             let z = deflate(&data, level);
             let mut out = vec![0u8; data.len()];

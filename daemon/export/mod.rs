@@ -20,6 +20,22 @@ pub mod seg;
 pub mod segments;
 pub mod study_dir;
 
+/// Helpers shared by the export modules' tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    /// A xorshift32 sequence from `seed`: reproducible test bytes without a
+    /// random-number crate.
+    pub fn xorshift(seed: u32) -> impl FnMut() -> u32 {
+        let mut x = seed.max(1);
+        move || {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x
+        }
+    }
+}
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 

@@ -1185,12 +1185,10 @@ pub(crate) mod tests {
             origin: [0.0; 3],
             direction: [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]],
         };
-        let mut x = 77u32;
+        let mut rnd = crate::export::testing::xorshift(77);
         let voxels: Vec<i16> = (0..g.voxel_count())
             .map(|i| {
-                x ^= x << 13;
-                x ^= x >> 17;
-                x ^= x << 5;
+                let x = rnd();
                 let level = if (i / 4096) % 3 == 0 { -1000 } else { 40 };
                 level + (x % 61) as i16 - 30
             })
