@@ -10,8 +10,9 @@
 //! position until 32 KiB of output hold none, then decoding goes on in plain
 //! bytes. Meanwhile the first thread inflates the stream up to that boundary
 //! with libdeflate, stopped there by a final empty stored block written over
-//! a copy of the boundary's bytes. The markers are then resolved from the
-//! first part's last 32 KiB and the second part placed after it.
+//! the boundary's bytes once the second thread has read them (and restored
+//! afterwards). The markers are then resolved from the first part's last
+//! 32 KiB and the second part placed after it.
 //!
 //! Nothing here is trusted on its own: the caller checks the gzip trailer's
 //! length and CRC-32 over the result, and inflates serially when this
