@@ -120,25 +120,7 @@ if [ -n "${BATCH:-}" ]; then
     echo "batch of ROIs ${ROIS:-1 2 3}: edgeseg $es_s s (runs ${es_all[*]}) peak $((es_kb / 1024)) MiB, load $es_load"
     echo "batch of ROIs ${ROIS:-1 2 3}: pyradiomics $py_s s (runs ${py_all[*]}) peak $((py_kb / 1024)) MiB, load $py_load"
     echo "  speed-up of the medians $(echo "$py_s / $es_s" | bc -l | cut -c1-5)"
-    "$py" - "$work/py_batch.csv" "$work/es_batch.csv" <<'PY'
-import csv, math, sys
-ref, got = list(csv.DictReader(open(sys.argv[1]))), list(csv.DictReader(open(sys.argv[2])))
-assert len(ref) == len(got), (len(ref), len(got))
-worst, name, n = 0.0, "", 0
-for r, g in zip(ref, got):
-    feats = [k for k in r if k not in ("Image", "Mask") and not k.startswith("diagnostics_")]
-    missing = [k for k in feats if k not in g]
-    assert not missing, missing[:5]
-    for k in feats:
-        a, b = float(r[k]), float(g[k])
-        n += 1
-        if math.isnan(a) and math.isnan(b):
-            continue
-        d = abs(a - b) / max(abs(a), abs(b), 1e-300)
-        if not d <= worst:
-            worst, name = d, k
-print(f"  {len(ref)} rows, {n} values compared; largest relative difference {worst:.2e} ({name})")
-PY
+    "$py" "$root/bench/radiomics_diff.py" "$work/py_batch.csv" "$work/es_batch.csv"
     exit 0
 fi
 for label in ${ROIS:-1 2 3}; do
@@ -158,17 +140,5 @@ for label in ${ROIS:-1 2 3}; do
     if [ "$repeat" -gt 1 ]; then
         echo "  runs: edgeseg ${es_all[*]}; pyradiomics ${py_all[*]}; speed-up of the medians $(echo "$py_s / $es_s" | bc -l | cut -c1-5)"
     fi
-    "$py" - "$work/py_$label.json" "$work/es_$label.json" <<'PY'
-import json, math, sys
-ref, got = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
-worst, name = 0.0, ""
-for k, r in ref.items():
-    g = float(got.get(k, "nan"))
-    if math.isnan(r) and math.isnan(g):
-        continue
-    d = abs(r - g) / max(abs(r), abs(g), 1e-300)
-    if not d <= worst:
-        worst, name = d, k
-print(f"  largest relative difference {worst:.2e} ({name}); names equal: {sorted(ref) == sorted(k for k in got if not k.startswith('diagnostics_'))}")
-PY
+    "$py" "$root/bench/radiomics_diff.py" "$work/py_$label.json" "$work/es_$label.json"
 done
