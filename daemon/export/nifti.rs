@@ -700,20 +700,19 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
     Ok(got)
 }
 
-/// `read_full` from byte `at` of `file` on (pread: the file's position is
-/// neither used nor moved, so threads may read parts of one file at once).
-fn read_full_at(file: &std::fs::File, buf: &mut [u8], at: u64) -> std::io::Result<usize> {
-    use std::os::unix::fs::FileExt;
-    let mut got = 0;
-    while got < buf.len() {
-        match file.read_at(&mut buf[got..], at + got as u64) {
-            Ok(0) => break,
-            Ok(k) => got += k,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
+/// A file read from byte `at` on by pread: the file's position is neither
+/// used nor moved, so threads may read parts of one file at once.
+struct ReadAt<'a> {
+    file: &'a std::fs::File,
+    at: u64,
+}
+
+impl Read for ReadAt<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let k = std::os::unix::fs::FileExt::read_at(self.file, buf, self.at)?;
+        self.at += k as u64;
+        Ok(k)
     }
-    Ok(got)
 }
 
 /// What [`read_stored`] reads from a header: the grid, the voxel type and
@@ -823,7 +822,8 @@ fn read_whole(file: &mut std::fs::File) -> std::io::Result<Vec<u8>> {
     crate::sys::advise_huge_pages(&mut bytes);
     let half = size / 2;
     let (a, b) = bytes.split_at_mut(half);
-    let (ra, rb) = rayon::join(|| read_full_at(file, a, 0), || read_full_at(file, b, half as u64));
+    let from = |at| ReadAt { file, at };
+    let (ra, rb) = rayon::join(|| read_full(&mut from(0), a), || read_full(&mut from(half as u64), b));
     let (ra, rb) = (ra?, rb?);
     // A file that shrank: the first part's bytes, or both parts'.
     let got = if ra < half { ra } else { half + rb };
@@ -866,11 +866,10 @@ fn open_gz(path: &Path, gz: Vec<u8>) -> Result<Source, ReadError> {
 impl Opened {
     /// The memory the voxels will be written to, for [`Prefault::run`].
     pub fn prefault(&self) -> Prefault {
-        let (addr, len) = match &self.source {
-            Source::Raw { voxels, .. } | Source::Gz { voxels, .. } => voxels.span(),
-            Source::Crate => (0, 0),
-        };
-        Prefault { addr, len }
+        match &self.source {
+            Source::Raw { voxels, .. } | Source::Gz { voxels, .. } => Prefault::from(voxels),
+            Source::Crate => Prefault { addr: 0, len: 0 },
+        }
     }
 
     /// The voxels, read (a .nii) or inflated in one pass by libdeflate (a

@@ -760,13 +760,17 @@ impl StoredImage<'_> {
     }
 }
 
-/// WholeImage of integers of at most 16 bits: minimum, maximum and sum in
-/// integers, in parallel; the sum equals the f64 sum voxel by voxel while
-/// every partial sum stays below 2^53 (then each f64 addition is exact).
-/// None for wider types.
-fn whole_ints<T: crate::export::nifti::StoredScalar>(data: &[T]) -> Option<WholeImage> {
+/// WholeImage of unscaled integers of at most 16 bits (every value the
+/// stored integer itself): minimum, maximum and sum in integers, in
+/// parallel; the sum equals the f64 sum voxel by voxel while every partial
+/// sum stays below 2^53 (then each f64 addition is exact). None for other
+/// types or scalings.
+fn whole_ints<T: crate::export::nifti::StoredScalar>(
+    data: &[T],
+    sc: crate::export::nifti::Scaling,
+) -> Option<WholeImage> {
     use rayon::prelude::*;
-    if T::SIZE > 2 || !T::SMALL_INT || data.is_empty() || (data.len() as u128) * 65536 > (1u128 << 53) {
+    if !small_exact_ints(data, sc) || data.is_empty() || (data.len() as u128) * 65536 > (1u128 << 53) {
         return None;
     }
     let (min, max, sum) = data
@@ -790,10 +794,7 @@ impl ImageVoxels for StoredImage<'_> {
     fn whole(&self) -> WholeImage {
         let (sc, wide) = (self.stored.scaling, self.wide);
         crate::with_voxels!(&self.stored.voxels, d => {
-            // Every value the stored integer itself: sums in integers equal
-            // the sums in f64 voxel by voxel.
-            let fast = if small_exact_ints(d, sc) { whole_ints(d) } else { None };
-            fast.unwrap_or_else(|| WholeImage::of_by(d, Self::value(sc, wide)))
+            whole_ints(d, sc).unwrap_or_else(|| WholeImage::of_by(d, Self::value(sc, wide)))
         })
     }
     fn sum_sq_dev(&self, mean: f64) -> f64 {
